@@ -1,0 +1,22 @@
+# CUDA detection. The CUDA kernels are framework-free (kernels/cuda), so they compile wherever nvcc
+# is, also on machines without a GPU and with a CPU-only LibTorch (CI compiles them). Their
+# dispatcher registration needs a CUDA LibTorch and is built only then.
+include(CheckLanguage)
+set(DECAYFW_HAVE_CUDA OFF)
+if(NOT DECAYFW_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 90 CACHE STRING "CUDA architectures (H100 = 90)")
+    endif()
+    enable_language(CUDA)
+    set(CMAKE_CUDA_STANDARD 17)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    set(DECAYFW_HAVE_CUDA ON)
+  elseif(DECAYFW_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "decayfw: DECAYFW_CUDA=ON but no CUDA compiler was found")
+  endif()
+endif()

@@ -1,0 +1,19 @@
+// Operator schemas of the decayfw library, one TORCH_LIBRARY block for all rules and devices.
+// Device implementations register themselves with TORCH_LIBRARY_IMPL in their own files
+// (decay_cpu_ops.cpp, decay_cuda_ops.cpp), so Python (torch.ops.decayfw.*) and C++ callers
+// (at::Dispatcher, the analyzer engine) reach the same kernels. Layouts: kernels/README.md.
+#include <torch/library.h>
+
+TORCH_LIBRARY(decayfw, m) {
+  // q, k, f: [B, T, H, M]; v, z: [B, T, H, D]; initial_state: [B, H, D, M] fp32 (fp64 for fp64 inputs).
+  // Returns y [B, T, H, D] (input dtype, strides of v) and the final state [B, H, D, M].
+  m.def("decay_fwd(Tensor q, Tensor k, Tensor v, Tensor z, Tensor f, Tensor? initial_state=None)"
+        " -> (Tensor y, Tensor final_state)");
+  // Gradients of decay_fwd with respect to every input, given dy and (optionally) the gradient of
+  // the final state. Recomputes what it needs; no states are saved between forward and backward.
+  m.def("decay_bwd(Tensor q, Tensor k, Tensor v, Tensor z, Tensor f, Tensor? initial_state, Tensor dy,"
+        " Tensor? grad_final_state=None)"
+        " -> (Tensor dq, Tensor dk, Tensor dv, Tensor dz, Tensor df, Tensor grad_initial_state)");
+  // One decode step: q, k, f [B, H, M]; v, z [B, H, D]; state [B, H, D, M] updated in place.
+  m.def("decay_step(Tensor q, Tensor k, Tensor v, Tensor z, Tensor f, Tensor(a!) state) -> Tensor y");
+}

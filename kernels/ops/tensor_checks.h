@@ -1,0 +1,37 @@
+// Argument validation shared by every device's adapter. Errors name the op, the argument and the
+// expected shape, so a user reading a Python traceback knows which tensor to fix.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+#include "decayfw/params.h"
+
+namespace decayfw::ops {
+
+struct NamedTensor {
+  const char* name;
+  const at::Tensor& tensor;
+  char last;  // 'M' (key side) or 'D' (value side)
+};
+
+// Validates q, k, f ([B, T, H, M]) and v, z ([B, T, H, D]) of a sequence op (rank 4) or a step
+// (rank 3, no T). Returns the sizes.
+Dims check_inputs(const char* op, const std::vector<NamedTensor>& inputs, bool has_time);
+
+// Validates an optional state argument: [B, H, D, M], contiguous, on the inputs' device, fp32
+// (fp64 when the inputs are fp64).
+void check_state(const char* op, const char* name, const at::Tensor& state, const Dims& dims,
+                 const at::Tensor& like);
+
+// The dtype a state must have for inputs of this dtype.
+at::ScalarType state_dtype_for(at::ScalarType input);
+
+ScalarType to_scalar_type(at::ScalarType t);
+
+ConstSeqRef const_ref(const at::Tensor& t, bool has_time);
+SeqRef mut_ref(at::Tensor& t, bool has_time);
+
+}  // namespace decayfw::ops
