@@ -223,7 +223,7 @@ BENCHMARK(BM_NaiveLoop_ForwardBackward)->Apply([](auto* b) { SeqArgs(b, 2048); }
 BENCHMARK(BM_Attention_Forward)->Apply([](auto* b) { SeqArgs(b, 8192); })->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Attention_ForwardBackward)->Apply([](auto* b) { SeqArgs(b, 8192); })->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Decay_DecodeStep)
-    ->ArgsProduct({{8, 64, 512, 2048}, {32, 64}})
+    ->ArgsProduct({{8, 64, 512, 2048, 8192}, {32, 64}})
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Attention_DecodeStep)->RangeMultiplier(2)->Range(16, 8192)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecayLayer_DecodeStep)->ArgsProduct({{16}, {32, 64}})->Unit(benchmark::kMicrosecond);

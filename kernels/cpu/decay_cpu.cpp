@@ -42,59 +42,142 @@ template <typename In, typename Acc>
 inline void load_vec(const In* src, int64_t n, Acc* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = load_as<Acc>(src + i);
 }
+// dst = σ(sign · src): fp32 through the vectorizable exp_f32, fp64 through libm.
 template <typename In, typename Acc>
-inline void load_sigmoid(const In* src, int64_t n, Acc* dst) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = sigmoid<Acc>(load_as<Acc>(src + i));
+inline void load_sigmoid(const In* src, int64_t n, Acc* dst, Acc sign = Acc(1)) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = sigmoid_f32(sign * load_as<Acc>(src + i));
 }
 
-// One row of the state update, the hot loop of every pass:
-//   row ← row ⊙ (a·b) + v_d·k,  returns row · q.
-// The float version keeps 8 partial sums in a vector register and reduces them once per row; an
-// OpenMP simd reduction would spill them through memory on every row.
+// The two hot loops, over a block of R state rows for one time step (row i has gate a[i], value
+// v[i]; b, k, q are the step's key-side vectors of length M):
+//   rows_forward : S_i ← S_i ⊙ (a_i b) + v_i k;  y_i = S_i · q;  and, when g is given,
+//                  dq += Σ_i g_i S_i (the backward's dq_t = S_tᵀ dy_t)
+//   rows_backward: G_i = dS_i + g_i q;  dv_i = G_i · k;  dk += Σ_i v_i G_i;  dS_i ← G_i ⊙ (a_i b)
+// The generic versions are the plain definitions. The float versions (M a multiple of 8) work on 4
+// rows at a time so the key-side vectors and the dq/dk accumulators are loaded once per 4 rows, and
+// keep dot products in vector registers, reduced once per row.
 template <typename Acc>
-inline Acc update_row(Acc* __restrict__ row, Acc a, Acc vd, const Acc* __restrict__ b, const Acc* __restrict__ k,
-                      const Acc* __restrict__ q, int64_t M) {
-  Acc acc = 0;
+struct GenericRowKernels {
+  static void forward(Acc* __restrict__ S, int64_t R, int64_t M, const Acc* a, const Acc* v, const Acc* __restrict__ b,
+                      const Acc* __restrict__ k, const Acc* __restrict__ q, Acc* y, const Acc* g, Acc* __restrict__ dq) {
+    for (int64_t i = 0; i < R; ++i) {
+      Acc* __restrict__ row = S + i * M;
+      Acc acc = 0;
 #pragma omp simd reduction(+ : acc)
-  for (int64_t m = 0; m < M; ++m) {
-    const Acc sv = row[m] * (a * b[m]) + vd * k[m];
-    row[m] = sv;
-    acc += sv * q[m];
+      for (int64_t m = 0; m < M; ++m) {
+        const Acc sv = row[m] * (a[i] * b[m]) + v[i] * k[m];
+        row[m] = sv;
+        acc += sv * q[m];
+      }
+      y[i] = acc;
+      if (g != nullptr) {
+#pragma omp simd
+        for (int64_t m = 0; m < M; ++m) dq[m] += row[m] * g[i];
+      }
+    }
   }
-  return acc;
-}
+  static void backward(Acc* __restrict__ dS, int64_t R, int64_t M, const Acc* a, const Acc* v, const Acc* __restrict__ b,
+                       const Acc* __restrict__ k, const Acc* __restrict__ q, const Acc* g, Acc* dv, Acc* __restrict__ dk) {
+    for (int64_t i = 0; i < R; ++i) {
+      Acc* __restrict__ row = dS + i * M;
+      Acc acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t m = 0; m < M; ++m) {
+        const Acc gs = row[m] + g[i] * q[m];  // total gradient reaching S_t
+        acc += gs * k[m];
+        dk[m] += gs * v[i];
+        row[m] = gs * (a[i] * b[m]);  // passes on to S_{t-1}
+      }
+      dv[i] = acc;
+    }
+  }
+};
+
+template <typename Acc>
+struct RowKernels : GenericRowKernels<Acc> {};
 
 typedef float float8 __attribute__((vector_size(32)));
 
 inline float8 load8(const float* p) {
-  float8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
+  float8 x;
+  std::memcpy(&x, p, sizeof x);
+  return x;
 }
-inline void store8(float* p, float8 v) { std::memcpy(p, &v, sizeof v); }
-inline float sum8(float8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+inline void store8(float* p, float8 x) { std::memcpy(p, &x, sizeof x); }
+inline float sum8(float8 x) { return ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7])); }
 
 template <>
-inline float update_row<float>(float* __restrict__ row, float a, float vd, const float* __restrict__ b,
-                               const float* __restrict__ k, const float* __restrict__ q, int64_t M) {
-  if (M % 8 != 0) {
-    float acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t m = 0; m < M; ++m) {
-      const float sv = row[m] * (a * b[m]) + vd * k[m];
-      row[m] = sv;
-      acc += sv * q[m];
+struct RowKernels<float> {
+  static void forward(float* __restrict__ S, int64_t R, int64_t M, const float* a, const float* v,
+                      const float* __restrict__ b, const float* __restrict__ k, const float* __restrict__ q, float* y,
+                      const float* g, float* __restrict__ dq) {
+    if (M % 8 != 0) return GenericRowKernels<float>::forward(S, R, M, a, v, b, k, q, y, g, dq);
+    int64_t i = 0;
+    for (; i + 4 <= R; i += 4) {
+      float* r0 = S + i * M;
+      float* r1 = r0 + M;
+      float* r2 = r1 + M;
+      float* r3 = r2 + M;
+      float8 y0 = {}, y1 = {}, y2 = {}, y3 = {};
+      for (int64_t m = 0; m < M; m += 8) {
+        const float8 bm = load8(b + m), km = load8(k + m), qm = load8(q + m);
+        const float8 s0 = load8(r0 + m) * (a[i] * bm) + v[i] * km;
+        const float8 s1 = load8(r1 + m) * (a[i + 1] * bm) + v[i + 1] * km;
+        const float8 s2 = load8(r2 + m) * (a[i + 2] * bm) + v[i + 2] * km;
+        const float8 s3 = load8(r3 + m) * (a[i + 3] * bm) + v[i + 3] * km;
+        store8(r0 + m, s0);
+        store8(r1 + m, s1);
+        store8(r2 + m, s2);
+        store8(r3 + m, s3);
+        y0 += s0 * qm;
+        y1 += s1 * qm;
+        y2 += s2 * qm;
+        y3 += s3 * qm;
+        if (g != nullptr) store8(dq + m, load8(dq + m) + (s0 * g[i] + s1 * g[i + 1]) + (s2 * g[i + 2] + s3 * g[i + 3]));
+      }
+      y[i] = sum8(y0);
+      y[i + 1] = sum8(y1);
+      y[i + 2] = sum8(y2);
+      y[i + 3] = sum8(y3);
     }
-    return acc;
+    if (i < R) GenericRowKernels<float>::forward(S + i * M, R - i, M, a + i, v + i, b, k, q, y + i, g ? g + i : nullptr, dq);
   }
-  float8 acc = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t m = 0; m < M; m += 8) {
-    const float8 sv = load8(row + m) * (a * load8(b + m)) + vd * load8(k + m);
-    store8(row + m, sv);
-    acc += sv * load8(q + m);
+  static void backward(float* __restrict__ dS, int64_t R, int64_t M, const float* a, const float* v,
+                       const float* __restrict__ b, const float* __restrict__ k, const float* __restrict__ q,
+                       const float* g, float* dv, float* __restrict__ dk) {
+    if (M % 8 != 0) return GenericRowKernels<float>::backward(dS, R, M, a, v, b, k, q, g, dv, dk);
+    int64_t i = 0;
+    for (; i + 4 <= R; i += 4) {
+      float* r0 = dS + i * M;
+      float* r1 = r0 + M;
+      float* r2 = r1 + M;
+      float* r3 = r2 + M;
+      float8 d0 = {}, d1 = {}, d2 = {}, d3 = {};
+      for (int64_t m = 0; m < M; m += 8) {
+        const float8 bm = load8(b + m), km = load8(k + m), qm = load8(q + m);
+        const float8 g0 = load8(r0 + m) + g[i] * qm;
+        const float8 g1 = load8(r1 + m) + g[i + 1] * qm;
+        const float8 g2 = load8(r2 + m) + g[i + 2] * qm;
+        const float8 g3 = load8(r3 + m) + g[i + 3] * qm;
+        d0 += g0 * km;
+        d1 += g1 * km;
+        d2 += g2 * km;
+        d3 += g3 * km;
+        store8(dk + m, load8(dk + m) + (g0 * v[i] + g1 * v[i + 1]) + (g2 * v[i + 2] + g3 * v[i + 3]));
+        store8(r0 + m, g0 * (a[i] * bm));
+        store8(r1 + m, g1 * (a[i + 1] * bm));
+        store8(r2 + m, g2 * (a[i + 2] * bm));
+        store8(r3 + m, g3 * (a[i + 3] * bm));
+      }
+      dv[i] = sum8(d0);
+      dv[i + 1] = sum8(d1);
+      dv[i + 2] = sum8(d2);
+      dv[i + 3] = sum8(d3);
+    }
+    if (i < R) GenericRowKernels<float>::backward(dS + i * M, R - i, M, a + i, v + i, b, k, q, g + i, dv + i, dk);
   }
-  return sum8(acc);
-}
+};
 
 struct RowBlock {
   int64_t b, h, d0, d1, blk;
@@ -114,6 +197,32 @@ inline RowBlock task_rows(int64_t task, int64_t heads, int64_t rows, int64_t nbl
 }
 
 // ------------------------------------------------------------------------------------------------
+// per-step staging: the step's inputs converted to the accumulation type, gates through σ
+
+template <typename Acc>
+struct StepBuffers {
+  std::vector<Acc> storage;
+  Acc *q, *k, *b;          // key side, length M
+  Acc *a, *v, *g, *y, *dv;  // row side, length R (this task's rows)
+  StepBuffers(int64_t M, int64_t rows) : storage(static_cast<size_t>(3 * M + 5 * rows)) {
+    q = storage.data();
+    k = q + M;
+    b = k + M;
+    a = b + M;
+    v = a + rows;
+    g = v + rows;
+    y = g + rows;
+    dv = y + rows;
+  }
+  template <typename In, typename Ref>
+  void load_key_side(const Ref& rq, const Ref& rk, const Ref& rf, int64_t bi, int64_t t, int64_t h, int64_t M) {
+    load_vec(at<In>(rq, bi, t, h), M, q);
+    load_vec(at<In>(rk, bi, t, h), M, k);
+    load_sigmoid(at<In>(rf, bi, t, h), M, b);
+  }
+};
+
+// ------------------------------------------------------------------------------------------------
 // forward
 
 template <typename In, typename Acc>
@@ -122,33 +231,26 @@ void forward_impl(const DecayFwdParams& p, const Executor& ex) {
   const int64_t N = s.batch * s.heads, D = s.dim_v, M = s.dim_k, T = s.seqlen;
   const int64_t nblk = row_blocks_for(N, D, ex.num_threads);
   ex.run(N * nblk, [&](int64_t begin, int64_t end) {
-    std::vector<Acc> buf(3 * M);
-    Acc* qb = buf.data();
-    Acc* kb = qb + M;
-    Acc* bb = kb + M;
+    StepBuffers<Acc> buf(M, (D + nblk - 1) / nblk);
     for (int64_t task = begin; task < end; ++task) {
       const RowBlock r = task_rows(task, s.heads, D, nblk);
-      if (r.d0 >= r.d1) continue;
-      const int64_t state_off = ((r.b * s.heads + r.h) * D) * M;
+      const int64_t R = r.d1 - r.d0;
+      if (R <= 0) continue;
+      const int64_t state_off = ((r.b * s.heads + r.h) * D + r.d0) * M;
       Acc* S = static_cast<Acc*>(p.final_state) + state_off;
       if (p.initial_state != nullptr) {
         const Acc* S0 = static_cast<const Acc*>(p.initial_state) + state_off;
-        std::copy(S0 + r.d0 * M, S0 + r.d1 * M, S + r.d0 * M);
+        std::copy(S0, S0 + R * M, S);
       } else {
-        std::fill(S + r.d0 * M, S + r.d1 * M, Acc(0));
+        std::fill(S, S + R * M, Acc(0));
       }
       for (int64_t t = 0; t < T; ++t) {
-        load_vec(at<In>(p.q, r.b, t, r.h), M, qb);
-        load_vec(at<In>(p.k, r.b, t, r.h), M, kb);
-        load_sigmoid(at<In>(p.f, r.b, t, r.h), M, bb);
-        const In* z = at<In>(p.z, r.b, t, r.h);
-        const In* v = at<In>(p.v, r.b, t, r.h);
-        In* y = at<In>(p.y, r.b, t, r.h);
-        for (int64_t d = r.d0; d < r.d1; ++d) {
-          const Acc a = sigmoid<Acc>(load_as<Acc>(z + d));
-          const Acc vd = load_as<Acc>(v + d);
-          store_from(y + d, update_row(S + d * M, a, vd, bb, kb, qb, M));
-        }
+        buf.template load_key_side<In>(p.q, p.k, p.f, r.b, t, r.h, M);
+        load_sigmoid(at<In>(p.z, r.b, t, r.h) + r.d0, R, buf.a);
+        load_vec(at<In>(p.v, r.b, t, r.h) + r.d0, R, buf.v);
+        RowKernels<Acc>::forward(S, R, M, buf.a, buf.v, buf.b, buf.k, buf.q, buf.y, nullptr, nullptr);
+        In* y = at<In>(p.y, r.b, t, r.h) + r.d0;
+        for (int64_t i = 0; i < R; ++i) store_from(y + i, buf.y[i]);
       }
     }
   });
@@ -189,7 +291,7 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
         gb[m] += load_as<Acc>(q + m) * dqt[m] - load_as<Acc>(k + m) * dkt[m];
         store_from(dq + m, dqt[m]);
         store_from(dk + m, dkt[m]);
-        store_from(df + m, gb[m] * sigmoid<Acc>(-load_as<Acc>(f + m)));
+        store_from(df + m, gb[m] * sigmoid_f32(-load_as<Acc>(f + m)));
       }
     }
   };
@@ -200,13 +302,10 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
     std::vector<Acc> grad(static_cast<size_t>(rows_max * M));
     std::vector<Acc> ys(static_cast<size_t>(T * rows_max));  // recomputed outputs, fp32
     std::vector<Acc> local(split ? 0 : static_cast<size_t>(part_stride));
-    std::vector<Acc> vecs(static_cast<size_t>(4 * M + 2 * rows_max));
-    Acc* qb = vecs.data();
-    Acc* kb = qb + M;
-    Acc* bb = kb + M;
-    Acc* gb = bb + M;
-    Acc* dyb = gb + M;
-    Acc* ga = dyb + rows_max;
+    std::vector<Acc> sums(static_cast<size_t>(M + rows_max));
+    Acc* gb = sums.data();     // ∂L/∂log b running sum
+    Acc* ga = gb + M;          // ∂L/∂log a running sum, per row
+    StepBuffers<Acc> buf(M, rows_max);
     for (int64_t task = begin; task < end; ++task) {
       const RowBlock r = task_rows(task, s.heads, D, nblk);
       const int64_t n = r.b * s.heads + r.h;
@@ -227,29 +326,12 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
         }
         // Sweep 1: recompute S_t, y_t and this block's share of dq_t = S_tᵀ dy_t.
         for (int64_t t = 0; t < T; ++t) {
-          load_vec(at<In>(p.q, r.b, t, r.h), M, qb);
-          load_vec(at<In>(p.k, r.b, t, r.h), M, kb);
-          load_sigmoid(at<In>(p.f, r.b, t, r.h), M, bb);
-          const In* z = at<In>(p.z, r.b, t, r.h) + r.d0;
-          const In* v = at<In>(p.v, r.b, t, r.h) + r.d0;
-          const In* dy = at<In>(p.dy, r.b, t, r.h) + r.d0;
-          Acc* __restrict__ dqt = dq_part + t * M;
-          Acc* yt = ys.data() + t * R;
-          for (int64_t i = 0; i < R; ++i) {
-            const Acc a = sigmoid<Acc>(load_as<Acc>(z + i));
-            const Acc vd = load_as<Acc>(v + i);
-            const Acc g = load_as<Acc>(dy + i);
-            Acc* __restrict__ row = S + i * M;
-            Acc acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t m = 0; m < M; ++m) {
-              const Acc sv = row[m] * (a * bb[m]) + vd * kb[m];
-              row[m] = sv;
-              acc += sv * qb[m];
-              dqt[m] += sv * g;
-            }
-            yt[i] = acc;
-          }
+          buf.template load_key_side<In>(p.q, p.k, p.f, r.b, t, r.h, M);
+          load_sigmoid(at<In>(p.z, r.b, t, r.h) + r.d0, R, buf.a);
+          load_vec(at<In>(p.v, r.b, t, r.h) + r.d0, R, buf.v);
+          load_vec(at<In>(p.dy, r.b, t, r.h) + r.d0, R, buf.g);
+          RowKernels<Acc>::forward(S, R, M, buf.a, buf.v, buf.b, buf.k, buf.q, ys.data() + t * R, buf.g,
+                                   dq_part + t * M);
         }
         // S now holds S_T. Seed the gate sums with the final-state terms.
         Acc* dS = grad.data();
@@ -270,33 +352,19 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
         }
         // Sweep 2: dS backwards in time; dv_t, dk_t, and dz_t from the row-local gate sum.
         for (int64_t t = T - 1; t >= 0; --t) {
-          load_vec(at<In>(p.q, r.b, t, r.h), M, qb);
-          load_vec(at<In>(p.k, r.b, t, r.h), M, kb);
-          load_sigmoid(at<In>(p.f, r.b, t, r.h), M, bb);
+          buf.template load_key_side<In>(p.q, p.k, p.f, r.b, t, r.h, M);
           const In* z = at<In>(p.z, r.b, t, r.h) + r.d0;
-          const In* v = at<In>(p.v, r.b, t, r.h) + r.d0;
-          load_vec(at<In>(p.dy, r.b, t, r.h) + r.d0, R, dyb);
+          load_sigmoid(z, R, buf.a);
+          load_vec(at<In>(p.v, r.b, t, r.h) + r.d0, R, buf.v);
+          load_vec(at<In>(p.dy, r.b, t, r.h) + r.d0, R, buf.g);
+          RowKernels<Acc>::backward(dS, R, M, buf.a, buf.v, buf.b, buf.k, buf.q, buf.g, buf.dv, dk_part + t * M);
           In* dv = at<In>(p.dv, r.b, t, r.h) + r.d0;
           In* dz = at<In>(p.dz, r.b, t, r.h) + r.d0;
-          Acc* __restrict__ dkt = dk_part + t * M;
           const Acc* yt = ys.data() + t * R;
           for (int64_t i = 0; i < R; ++i) {
-            const Acc zl = load_as<Acc>(z + i);
-            const Acc a = sigmoid<Acc>(zl);
-            const Acc vd = load_as<Acc>(v + i);
-            const Acc g = dyb[i];
-            Acc* __restrict__ row = dS + i * M;
-            Acc acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t m = 0; m < M; ++m) {
-              const Acc gs = row[m] + g * qb[m];  // total gradient reaching S_t
-              acc += gs * kb[m];
-              dkt[m] += gs * vd;
-              row[m] = gs * (a * bb[m]);  // passes to S_{t-1}
-            }
-            ga[i] += yt[i] * g - vd * acc;
-            store_from(dv + i, acc);
-            store_from(dz + i, ga[i] * sigmoid<Acc>(-zl));
+            ga[i] += yt[i] * buf.g[i] - buf.v[i] * buf.dv[i];
+            store_from(dv + i, buf.dv[i]);
+            store_from(dz + i, ga[i] * sigmoid_f32(-load_as<Acc>(z + i)));
           }
         }
         Acc* dS0 = static_cast<Acc*>(p.grad_initial_state) + state_off;
@@ -330,25 +398,18 @@ void step_impl(const DecayStepParams& p, const Executor& ex) {
   const int64_t N = p.batch * p.heads, D = p.dim_v, M = p.dim_k;
   const int64_t nblk = row_blocks_for(N, D, ex.num_threads);
   ex.run(N * nblk, [&](int64_t begin, int64_t end) {
-    std::vector<Acc> buf(3 * M);
-    Acc* qb = buf.data();
-    Acc* kb = qb + M;
-    Acc* bb = kb + M;
+    StepBuffers<Acc> buf(M, (D + nblk - 1) / nblk);
     for (int64_t task = begin; task < end; ++task) {
       const RowBlock r = task_rows(task, p.heads, D, nblk);
-      if (r.d0 >= r.d1) continue;
-      load_vec(at<In>(p.q, r.b, 0, r.h), M, qb);
-      load_vec(at<In>(p.k, r.b, 0, r.h), M, kb);
-      load_sigmoid(at<In>(p.f, r.b, 0, r.h), M, bb);
-      const In* z = at<In>(p.z, r.b, 0, r.h);
-      const In* v = at<In>(p.v, r.b, 0, r.h);
-      In* y = at<In>(p.y, r.b, 0, r.h);
-      Acc* S = static_cast<Acc*>(p.state) + ((r.b * p.heads + r.h) * D) * M;
-      for (int64_t d = r.d0; d < r.d1; ++d) {
-        const Acc a = sigmoid<Acc>(load_as<Acc>(z + d));
-        const Acc vd = load_as<Acc>(v + d);
-        store_from(y + d, update_row(S + d * M, a, vd, bb, kb, qb, M));
-      }
+      const int64_t R = r.d1 - r.d0;
+      if (R <= 0) continue;
+      buf.template load_key_side<In>(p.q, p.k, p.f, r.b, 0, r.h, M);
+      load_sigmoid(at<In>(p.z, r.b, 0, r.h) + r.d0, R, buf.a);
+      load_vec(at<In>(p.v, r.b, 0, r.h) + r.d0, R, buf.v);
+      Acc* S = static_cast<Acc*>(p.state) + ((r.b * p.heads + r.h) * D + r.d0) * M;
+      RowKernels<Acc>::forward(S, R, M, buf.a, buf.v, buf.b, buf.k, buf.q, buf.y, nullptr, nullptr);
+      In* y = at<In>(p.y, r.b, 0, r.h) + r.d0;
+      for (int64_t i = 0; i < R; ++i) store_from(y + i, buf.y[i]);
     }
   });
 }
