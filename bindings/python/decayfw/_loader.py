@@ -1,0 +1,85 @@
+"""Loads the native extension and registers what torch >= 2.4 needs for torch.compile.
+
+Importing ``decayfw._C`` loads ``libdecayfw_ops`` from the same folder, whose static initialisers
+register the ``torch.ops.decayfw.*`` schemas and kernels. When that fails (no build, ABI mismatch),
+decayfw falls back to the pure-PyTorch reference and says so with a warning, never silently.
+"""
+import os
+import warnings
+
+import torch
+
+HAS_EXTENSION = False
+BUILT_WITH_CUDA = False
+NATIVE_AUTOGRAD = False  # autograd registered with the dispatcher (torch >= 2.4)
+LOAD_ERROR = None
+
+try:
+    if os.environ.get("DECAYFW_DISABLE_EXTENSION"):
+        raise ImportError("disabled by DECAYFW_DISABLE_EXTENSION")
+    from . import _C  # noqa: F401  (registers torch.ops.decayfw.*)
+
+    HAS_EXTENSION = True
+    BUILT_WITH_CUDA = bool(getattr(_C, "built_with_cuda", False))
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
+    LOAD_ERROR = exc
+    warnings.warn(
+        f"decayfw: the native extension could not be loaded ({exc}); using the slow pure-PyTorch "
+        f"reference (decayfw.reference) instead. Build it with scripts/setup.sh or `pip install .`.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def _torch_version():
+    parts = torch.__version__.split("+")[0].split(".")
+    return tuple(int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts[:2])
+
+
+def _register_for_torch_compile():
+    """Fake (meta) kernels and dispatcher-level autograd, so torch.compile traces through the ops."""
+    global NATIVE_AUTOGRAD
+    lib = torch.library
+
+    @lib.register_fake("decayfw::decay_fwd")
+    def _fwd_fake(q, k, v, z, f, initial_state=None):
+        B, _, H, M = q.shape
+        D = v.shape[-1]
+        sdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        return torch.empty_like(v), q.new_empty((B, H, D, M), dtype=sdt)
+
+    @lib.register_fake("decayfw::decay_bwd")
+    def _bwd_fake(q, k, v, z, f, initial_state, dy, grad_final_state=None):
+        B, _, H, M = q.shape
+        D = v.shape[-1]
+        sdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(z),
+                torch.empty_like(f), q.new_empty((B, H, D, M), dtype=sdt))
+
+    @lib.register_fake("decayfw::decay_step")
+    def _step_fake(q, k, v, z, f, state):
+        return torch.empty_like(v)
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, z, f, initial_state = inputs
+        ctx.save_for_backward(q, k, v, z, f, initial_state)
+        ctx.has_initial_state = initial_state is not None
+
+    def backward(ctx, dy, d_final_state):
+        q, k, v, z, f, initial_state = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros_like(v)
+        dy = dy.to(v.dtype)
+        if dy.stride(-1) != 1:
+            dy = dy.contiguous()
+        if d_final_state is not None:
+            d_final_state = d_final_state.contiguous()
+        dq, dk, dv, dz, df, ds0 = torch.ops.decayfw.decay_bwd(q, k, v, z, f, initial_state, dy, d_final_state)
+        return dq, dk, dv, dz, df, (ds0 if ctx.has_initial_state else None)
+
+    lib.register_autograd("decayfw::decay_fwd", backward, setup_context=setup_context)
+    NATIVE_AUTOGRAD = True
+
+
+if HAS_EXTENSION and _torch_version() >= (2, 4) and hasattr(torch.library, "register_autograd"):
+    _register_for_torch_compile()

@@ -1,0 +1,153 @@
+"""The decay rule as differentiable PyTorch functions.
+
+:func:`decay_fast_weights` runs a whole sequence (training, scoring, prefill); :func:`decay_step`
+runs one token for generation. Both call the native ops ``torch.ops.decayfw.*`` (CPU, and CUDA when
+the library was built with it); the backward recomputes states instead of storing them.
+
+Shapes (see kernels/README.md for the layout): q, k, f ``[B, T, H, M]``; v, z ``[B, T, H, D]``;
+states ``[B, H, D, M]`` in fp32 (fp64 for fp64 inputs). B, T and H may have any strides as long as
+the last dimension is contiguous, so time-first projections ``x.view(T, B, H, X).transpose(0, 1)``
+are accepted without a copy.
+"""
+from typing import Optional, Tuple, Union
+
+import torch
+
+from . import _loader
+from .reference import decay_fast_weights_reference, decay_step_reference, state_dtype_for
+
+__all__ = ["decay_fast_weights", "decay_step"]
+
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _validate(op: str, names, tensors, rank: int, state: Optional[torch.Tensor], state_name: str):
+    """Checks ranks, shapes, dtypes and devices; raises ValueError naming the argument."""
+    layout_k = "[B, T, H, M]" if rank == 4 else "[B, H, M]"
+    layout_v = "[B, T, H, D]" if rank == 4 else "[B, H, D]"
+    side = {"q": "M", "k": "M", "f": "M", "v": "D", "z": "D"}
+    for name, t in zip(names, tensors):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: argument '{name}' must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != rank:
+            lay = layout_k if side[name] == "M" else layout_v
+            raise ValueError(f"{op}: argument '{name}' must have rank {rank} {lay}, got shape {tuple(t.shape)}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{op}: argument '{name}' has dtype {t.dtype}; expected float32, float64, "
+                             f"float16 or bfloat16")
+    q, v = tensors[0], tensors[2]
+    lead = tuple(q.shape[:-1])
+    dims = {"M": q.shape[-1], "D": v.shape[-1]}
+    for name, t in zip(names, tensors):
+        want = lead + (dims[side[name]],)
+        if tuple(t.shape) != want:
+            lay = layout_k if side[name] == "M" else layout_v
+            raise ValueError(f"{op}: argument '{name}' must have shape {lay} = {list(want)} "
+                             f"(B, T, H from 'q', D from 'v'), got {list(t.shape)}")
+        if t.dtype != q.dtype:
+            raise ValueError(f"{op}: argument '{name}' has dtype {t.dtype} but 'q' has {q.dtype}; "
+                             f"all inputs must share one dtype")
+        if t.device != q.device:
+            raise ValueError(f"{op}: argument '{name}' is on {t.device} but 'q' is on {q.device}")
+    if q.device.type == "cuda" and _loader.HAS_EXTENSION and not _loader.BUILT_WITH_CUDA:
+        raise ValueError(f"{op}: argument 'q' is a CUDA tensor but decayfw was built without CUDA; "
+                         f"rebuild with -DDECAYFW_CUDA=ON against a CUDA LibTorch, or move the inputs to CPU")
+    if q.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{op}: argument 'q' is on {q.device}; decayfw supports CPU and CUDA tensors")
+    if state is not None:
+        B, H = q.shape[0], q.shape[-2]
+        want = (B, H, dims["D"], dims["M"])
+        if tuple(state.shape) != want:
+            raise ValueError(f"{op}: argument '{state_name}' must have shape [B, H, D, M] = {list(want)}, "
+                             f"got {list(state.shape)}")
+        if state.dtype != state_dtype_for(q.dtype):
+            raise ValueError(f"{op}: argument '{state_name}' must be {state_dtype_for(q.dtype)} (the state is fp32 "
+                             f"whatever the input dtype, fp64 for fp64 inputs), got {state.dtype}")
+        if state.device != q.device:
+            raise ValueError(f"{op}: argument '{state_name}' is on {state.device} but 'q' is on {q.device}")
+
+
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
+
+
+class _DecayFastWeightsFunction(torch.autograd.Function):
+    """Autograd for torch < 2.4 (and the fallback elsewhere): saves the inputs, not the states."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, z, f, initial_state):
+        y, final_state = torch.ops.decayfw.decay_fwd(q, k, v, z, f, initial_state)
+        ctx.save_for_backward(q, k, v, z, f, initial_state)
+        ctx.has_initial_state = initial_state is not None
+        return y, final_state
+
+    @staticmethod
+    def backward(ctx, dy, d_final_state):
+        q, k, v, z, f, initial_state = ctx.saved_tensors
+        if dy is None:
+            dy = torch.zeros_like(v)
+        dy = _last_dim_contiguous(dy.to(v.dtype))
+        if d_final_state is not None:
+            d_final_state = d_final_state.contiguous()
+        dq, dk, dv, dz, df, ds0 = torch.ops.decayfw.decay_bwd(q, k, v, z, f, initial_state, dy, d_final_state)
+        return dq, dk, dv, dz, df, (ds0 if ctx.has_initial_state else None)
+
+
+def decay_fast_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    z: torch.Tensor,
+    f: torch.Tensor,
+    initial_state: Optional[torch.Tensor] = None,
+    output_final_state: bool = False,
+) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    """Decaying fast weights over a whole sequence.
+
+    ``S_t = (σ(z_t) σ(f_t)ᵀ) ⊙ S_{t-1} + v_t k_tᵀ``, ``y_t = S_t q_t``, with ``S_0 = initial_state``
+    (zeros when None).
+
+    Args:
+        q, k: queries and keys ``[B, T, H, M]`` (after any feature map).
+        v: values ``[B, T, H, D]``.
+        z, f: gate **logits** ``[B, T, H, D]`` and ``[B, T, H, M]``; σ is applied inside in fp32.
+        initial_state: ``[B, H, D, M]`` fp32 (fp64 for fp64 inputs), or None.
+        output_final_state: also return ``S_T`` (fp32), to carry into the next segment.
+
+    Returns:
+        ``y [B, T, H, D]`` in the input dtype (with the strides of ``v``), and ``S_T`` if asked.
+        Gradients flow to every input including ``initial_state``.
+    """
+    _validate("decay_fast_weights", ("q", "k", "v", "z", "f"), (q, k, v, z, f), 4, initial_state, "initial_state")
+    q, k, v, z, f = (_last_dim_contiguous(t) for t in (q, k, v, z, f))
+    if initial_state is not None:
+        initial_state = initial_state.contiguous()
+    if not _loader.HAS_EXTENSION:
+        y, s = decay_fast_weights_reference(q, k, v, z, f, initial_state)
+    elif _loader.NATIVE_AUTOGRAD:
+        y, s = torch.ops.decayfw.decay_fwd(q, k, v, z, f, initial_state)
+    else:
+        y, s = _DecayFastWeightsFunction.apply(q, k, v, z, f, initial_state)
+    return (y, s) if output_final_state else y
+
+
+def decay_step(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, z: torch.Tensor, f: torch.Tensor, state: torch.Tensor
+) -> torch.Tensor:
+    """One decoding step; ``state`` is updated **in place**.
+
+    Args:
+        q, k, f: ``[B, H, M]``; v, z: ``[B, H, D]`` (gate logits as in :func:`decay_fast_weights`).
+        state: ``[B, H, D, M]`` fp32 (fp64 for fp64 inputs), contiguous.
+
+    Returns:
+        ``y [B, H, D]``. Not differentiable (use :func:`decay_fast_weights` with T = 1 for that).
+    """
+    _validate("decay_step", ("q", "k", "v", "z", "f"), (q, k, v, z, f), 3, state, "state")
+    if not state.is_contiguous():
+        raise ValueError("decay_step: argument 'state' must be contiguous (it is updated in place)")
+    q, k, v, z, f = (_last_dim_contiguous(t) for t in (q, k, v, z, f))
+    with torch.no_grad():
+        if not _loader.HAS_EXTENSION:
+            return decay_step_reference(q, k, v, z, f, state)
+        return torch.ops.decayfw.decay_step(q, k, v, z, f, state)
