@@ -1,0 +1,118 @@
+"""The decay fast-weight layer with fairseq's self-attention calling convention.
+
+It is :class:`decayfw.nn.DecayFastWeights` (time-first, so fairseq's ``T×B×C`` tensors reach the op
+without copies) plus what fairseq's decoder layer, incremental decoding and checkpoint loading expect
+of a ``MultiheadAttention``:
+
+- ``forward(query, key, value, key_padding_mask, incremental_state, need_weights, static_kv,
+  attn_mask, ...) -> (out, None)``; ``attn_mask`` is ignored (the recurrence is causal);
+- the recurrent state lives in ``incremental_state`` as ``{"fw_state": [B, H, D, M] fp32}``, batch
+  first, so ``reorder_incremental_state`` (beam search, shrinking batches) is an ``index_select``;
+- ``upgrade_state_dict_named`` turns a softmax-attention checkpoint's keys into this layer's:
+  splits legacy ``in_proj_weight``, fills the gate and feature-map parameters the base lacks with
+  their fresh (UGI) initialisation and rescales W_v, b_v by 1 − σ(b_z) — swap-then-finetune.
+"""
+import logging
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from fairseq.incremental_decoding_utils import with_incremental_state
+
+from decayfw.nn import DecayFastWeights
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "fw_state"
+# Parameters a softmax-attention checkpoint does not have; filled by upgrade_state_dict_named.
+_FW_ONLY = ("gate_z.weight", "gate_z.bias", "gate_f.weight", "gate_f.bias", "phi_weight", "phi_bias")
+
+
+@with_incremental_state
+class FairseqDecayFastWeights(DecayFastWeights):
+    def __init__(self, embed_dim: int, num_heads: int, key_dim: Optional[int] = None,
+                 feature_map: Optional[str] = None, rescale_values: bool = True, scale_queries: bool = True):
+        super().__init__(embed_dim, num_heads, key_dim=key_dim, feature_map=feature_map,
+                         scale_queries=scale_queries, time_first=True)
+        self.rescale_on_swap = rescale_values
+        self.self_attention = True
+
+    # -- fairseq's MultiheadAttention interface -----------------------------------------------------
+
+    def forward(self, query: Tensor, key: Optional[Tensor] = None, value: Optional[Tensor] = None,
+                key_padding_mask: Optional[Tensor] = None,
+                incremental_state: Optional[Dict[str, Dict[str, Optional[Tensor]]]] = None,
+                need_weights: bool = True, static_kv: bool = False, attn_mask: Optional[Tensor] = None,
+                before_softmax: bool = False, need_head_weights: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+        if static_kv or before_softmax:
+            raise ValueError("decay fast weights are self-attention only (static_kv/before_softmax unsupported)")
+        if key is not None and key is not query:
+            raise ValueError("decay fast weights are self-attention only: key must be the query")
+        if incremental_state is None:
+            out, _ = super().forward(query, key_padding_mask=key_padding_mask)
+            return out, None
+        buf = self._get_input_buffer(incremental_state)
+        state = buf.get(STATE_KEY)
+        if query.shape[0] == 1 and key_padding_mask is None and not torch.is_grad_enabled():
+            out, state = self.step(query[0], state)  # O(1): in place on the state
+            out = out.unsqueeze(0)
+        else:
+            out, state = super().forward(query, state, key_padding_mask=key_padding_mask)
+        buf[STATE_KEY] = state
+        self._set_input_buffer(incremental_state, buf)
+        return out, None
+
+    def _get_input_buffer(self, incremental_state) -> Dict[str, Optional[Tensor]]:
+        result = self.get_incremental_state(incremental_state, "attn_state")
+        return result if result is not None else {}
+
+    def _set_input_buffer(self, incremental_state, buffer: Dict[str, Optional[Tensor]]):
+        return self.set_incremental_state(incremental_state, "attn_state", buffer)
+
+    @torch.jit.export
+    def reorder_incremental_state(self, incremental_state, new_order: Tensor):
+        """Beam search and shrinking batches: select the states of the surviving hypotheses."""
+        buf = self._get_input_buffer(incremental_state)
+        if buf:
+            for k, v in list(buf.items()):
+                if v is not None:
+                    buf[k] = v.index_select(0, new_order)
+            incremental_state = self._set_input_buffer(incremental_state, buf)
+        return incremental_state
+
+    def set_beam_size(self, beam_size: int):
+        pass
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def upgrade_state_dict_named(self, state_dict: Dict[str, Tensor], name: str):
+        prefix = name + "." if name else ""
+        # Legacy fairseq attention kept q/k/v packed in one matrix.
+        if prefix + "in_proj_weight" in state_dict:
+            w = state_dict.pop(prefix + "in_proj_weight")
+            E = w.shape[0] // 3
+            for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
+                state_dict[f"{prefix}{part}.weight"] = w[i * E:(i + 1) * E]
+            if prefix + "in_proj_bias" in state_dict:
+                b = state_dict.pop(prefix + "in_proj_bias")
+                for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
+                    state_dict[f"{prefix}{part}.bias"] = b[i * E:(i + 1) * E]
+        own = self.state_dict()
+        missing = [k for k in _FW_ONLY if k in own and prefix + k not in state_dict]
+        if not missing:
+            return
+        is_swap = prefix + "gate_z.bias" in (prefix + k for k in missing)
+        for k in missing:
+            state_dict[prefix + k] = own[k].detach().clone()
+        if is_swap and self.rescale_on_swap and prefix + "v_proj.weight" in state_dict:
+            scale = 1.0 - torch.sigmoid(state_dict[prefix + "gate_z.bias"].float())
+            w = state_dict[prefix + "v_proj.weight"]
+            if w.shape[0] == scale.shape[0]:  # a real shape mismatch is left for strict loading to report
+                state_dict[prefix + "v_proj.weight"] = w * scale.to(w.dtype).unsqueeze(1)
+                if prefix + "v_proj.bias" in state_dict:
+                    b = state_dict[prefix + "v_proj.bias"]
+                    state_dict[prefix + "v_proj.bias"] = b * scale.to(b.dtype)
+        logger.info("%s: initialised %s (absent from the checkpoint: swap from softmax attention)%s",
+                    name or "self_attn", ", ".join(missing),
+                    "; W_v rescaled by 1 - sigmoid(b_z)" if is_swap and self.rescale_on_swap else "")
