@@ -37,6 +37,10 @@ class FairseqDecayFastWeights(DecayFastWeights):
                          scale_queries=scale_queries, time_first=True)
         self.rescale_on_swap = rescale_values
         self.self_attention = True
+        # Streaming evaluation (modules/streaming.py): carry the final state of one full-sequence
+        # call into the next instead of starting from zeros.
+        self.carry_state = False
+        self.carried_state: Optional[Tensor] = None
 
     # -- fairseq's MultiheadAttention interface -----------------------------------------------------
 
@@ -47,10 +51,14 @@ class FairseqDecayFastWeights(DecayFastWeights):
                 before_softmax: bool = False, need_head_weights: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
         if static_kv or before_softmax:
             raise ValueError("decay fast weights are self-attention only (static_kv/before_softmax unsupported)")
-        if key is not None and key is not query:
+        if key is not None and (key.shape != query.shape or key.data_ptr() != query.data_ptr()):
             raise ValueError("decay fast weights are self-attention only: key must be the query")
         if incremental_state is None:
-            out, _ = super().forward(query, key_padding_mask=key_padding_mask)
+            if not self.carry_state:
+                out, _ = super().forward(query, key_padding_mask=key_padding_mask)
+                return out, None
+            out, state = super().forward(query, self.carried_state, key_padding_mask=key_padding_mask)
+            self.carried_state = state.detach()
             return out, None
         buf = self._get_input_buffer(incremental_state)
         state = buf.get(STATE_KEY)
