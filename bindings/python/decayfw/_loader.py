@@ -17,10 +17,18 @@ LOAD_ERROR = None
 try:
     if os.environ.get("DECAYFW_DISABLE_EXTENSION"):
         raise ImportError("disabled by DECAYFW_DISABLE_EXTENSION")
-    from . import _C  # noqa: F401  (registers torch.ops.decayfw.*)
+    if os.environ.get("DECAYFW_OPS_LIBRARY"):
+        # An ops library built some other way (e.g. torch.utils.cpp_extension); registers the ops.
+        try:
+            torch.ops.load_library(os.environ["DECAYFW_OPS_LIBRARY"])
+        except OSError as exc:
+            raise ImportError(str(exc)) from exc
+        BUILT_WITH_CUDA = torch._C._dispatch_has_kernel_for_dispatch_key("decayfw::decay_fwd", "CUDA")
+    else:
+        from . import _C  # noqa: F401  (registers torch.ops.decayfw.*)
 
+        BUILT_WITH_CUDA = bool(getattr(_C, "built_with_cuda", False))
     HAS_EXTENSION = True
-    BUILT_WITH_CUDA = bool(getattr(_C, "built_with_cuda", False))
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess by the tests
     LOAD_ERROR = exc
     warnings.warn(

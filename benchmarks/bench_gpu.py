@@ -1,0 +1,299 @@
+"""GPU benchmark of the decay rule, one run, side by side (needs CUDA; the H100 machine):
+
+- ``decayfw``: this project's CUDA op (torch.ops.decayfw.*), bf16 inputs, fp32 state;
+- ``naive``: a per-token PyTorch loop (autograd for the backward);
+- ``t2fw``: T2FW's algorithm (Mao 2022's released kernels) re-implemented in Triton: one program
+  per state tile running serially over time, every state S_t stored (fp16) for the backward,
+  outputs and gradients by einsums over the stored histories;
+- ``fla``: flash-linear-attention's ``fused_recurrent_gla`` with both gates, when installed;
+- ``sdpa``: ``F.scaled_dot_product_attention`` (causal, FlashAttention backend), same N, T, D.
+
+Forward, forward+backward and decode; median of ``--reps`` timed runs after warm-up (CUDA events)
+and peak memory. Prints Markdown tables; ``--json PATH`` also writes the raw rows.
+"""
+import argparse
+import json
+import math
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import decayfw
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover
+    triton = None
+
+try:
+    from fla.ops.gla import fused_recurrent_gla
+except ImportError:
+    fused_recurrent_gla = None
+
+
+# -- T2FW's algorithm in Triton ------------------------------------------------------------------------
+
+if triton is not None:
+    @triton.jit
+    def _t2fw_fwd(a_ptr, b_ptr, v_ptr, k_ptr, st_ptr, T, D: tl.constexpr, M: tl.constexpr,
+                  BD: tl.constexpr, BM: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        d = tl.program_id(1) * BD + tl.arange(0, BD)
+        m = tl.program_id(2) * BM + tl.arange(0, BM)
+        S = tl.zeros((BD, BM), dtype=tl.float32)
+        for t in range(T):
+            base = n * T + t
+            a = tl.load(a_ptr + base * D + d).to(tl.float32)
+            v = tl.load(v_ptr + base * D + d).to(tl.float32)
+            b = tl.load(b_ptr + base * M + m).to(tl.float32)
+            k = tl.load(k_ptr + base * M + m).to(tl.float32)
+            S = (S * a[:, None] * b[None, :] + v[:, None] * k[None, :]).to(tl.float16).to(tl.float32)
+            tl.store(st_ptr + (base * D + d[:, None]) * M + m[None, :], S.to(tl.float16))
+
+    @triton.jit
+    def _t2fw_bwd(a_ptr, b_ptr, dy_ptr, q_ptr, sg_ptr, T, D: tl.constexpr, M: tl.constexpr,
+                  BD: tl.constexpr, BM: tl.constexpr):
+        n = tl.program_id(0).to(tl.int64)
+        d = tl.program_id(1) * BD + tl.arange(0, BD)
+        m = tl.program_id(2) * BM + tl.arange(0, BM)
+        G = tl.zeros((BD, BM), dtype=tl.float32)
+        for i in range(T):
+            t = T - 1 - i
+            base = n * T + t
+            dy = tl.load(dy_ptr + base * D + d).to(tl.float32)
+            q = tl.load(q_ptr + base * M + m).to(tl.float32)
+            G = (G + dy[:, None] * q[None, :]).to(tl.float16).to(tl.float32)
+            tl.store(sg_ptr + (base * D + d[:, None]) * M + m[None, :], G.to(tl.float16))
+            a = tl.load(a_ptr + base * D + d).to(tl.float32)
+            b = tl.load(b_ptr + base * M + m).to(tl.float32)
+            G = G * a[:, None] * b[None, :]
+
+
+class T2FWFunction(torch.autograd.Function):
+    """T2FW's interface: pre-sigmoided gates a [N,T,D], b [N,T,M]; everything fp16."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, a, b):
+        N, T, D = v.shape
+        M = q.shape[-1]
+        st = torch.empty(N, T, D, M, device=q.device, dtype=torch.float16)
+        BD, BM = min(16, D), min(64, M)
+        _t2fw_fwd[(N, D // BD, M // BM)](a, b, v, k, st, T, D, M, BD, BM)
+        y = torch.einsum("ntdm,ntm->ntd", st, q)
+        ctx.save_for_backward(q, k, v, a, b, st)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        q, k, v, a, b, st = ctx.saved_tensors
+        N, T, D = v.shape
+        M = q.shape[-1]
+        dy = dy.contiguous()
+        sg = torch.empty_like(st)
+        BD, BM = min(16, D), min(64, M)
+        _t2fw_bwd[(N, D // BD, M // BM)](a, b, dy, q, sg, T, D, M, BD, BM)
+        dq = torch.einsum("ntd,ntdm->ntm", dy, st)
+        dv = torch.einsum("ntdm,ntm->ntd", sg, k)
+        dk = torch.einsum("ntdm,ntd->ntm", sg, v)
+        prev = torch.cat([torch.zeros_like(st[:, :1]), st[:, :-1]], 1)
+        sg.mul_(prev)
+        da = torch.einsum("ntdm,ntm->ntd", sg, b)
+        db = torch.einsum("ntdm,ntd->ntm", sg, a)
+        return dq, dk, dv, da, db
+
+
+# -- candidates ----------------------------------------------------------------------------------------
+
+def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False):
+    B, H = N // 16 if N >= 16 else 1, min(16, N)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    r = lambda *s: torch.randn(*s, device="cuda", generator=g)
+    x = {"q": r(B, T, H, M) / M ** 0.5, "k": r(B, T, H, M) / M ** 0.5, "v": r(B, T, H, D),
+         "z": r(B, T, H, D) + 2, "f": r(B, T, H, M) + 2}
+    x = {n: t.to(dtype).requires_grad_(requires_grad) for n, t in x.items()}
+    return x, B, H
+
+
+def run_decayfw(x, backward):
+    y = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"])
+    if backward:
+        y.backward(torch.ones_like(y))
+
+
+def run_naive(x, backward):
+    q, k, v, z, f = (x[n] for n in "qkvzf")
+    B, T, H, M = q.shape
+    D = v.shape[-1]
+    S = torch.zeros(B, H, D, M, device="cuda", dtype=torch.float32)
+    a, b = torch.sigmoid(z.float()), torch.sigmoid(f.float())
+    ys = []
+    for t in range(T):
+        S = a[:, t, :, :, None] * b[:, t, :, None, :] * S + v[:, t].float()[..., None] * k[:, t].float()[..., None, :]
+        ys.append((S @ q[:, t].float()[..., None])[..., 0])
+    y = torch.stack(ys, 1)
+    if backward:
+        y.backward(torch.ones_like(y))
+
+
+def to_t2fw(x):
+    q, k, v, z, f = (x[n] for n in "qkvzf")
+    B, T, H, M = q.shape
+    flat = lambda t: t.detach().permute(0, 2, 1, 3).reshape(B * H, T, -1).to(torch.float16).contiguous()
+    out = [flat(q), flat(k), flat(v), torch.sigmoid(flat(z).float()).half(), torch.sigmoid(flat(f).float()).half()]
+    for t in out:
+        t.requires_grad_(x["q"].requires_grad)
+    return out
+
+
+def run_t2fw(args, backward):
+    y = T2FWFunction.apply(*args)
+    if backward:
+        y.backward(torch.ones_like(y))
+
+
+def run_fla(x, backward):
+    y, _ = fused_recurrent_gla(x["q"], x["k"], x["v"], gk=F.logsigmoid(x["f"].float()).to(x["f"].dtype),
+                               gv=F.logsigmoid(x["z"].float()).to(x["z"].dtype), scale=1.0)
+    if backward:
+        y.backward(torch.ones_like(y))
+
+
+def run_sdpa(qkv, backward):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        y = F.scaled_dot_product_attention(*qkv, is_causal=True)
+    if backward:
+        y.backward(torch.ones_like(y))
+
+
+def bench(fn, reps, warmup=3):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def copy_bandwidth():
+    x = torch.empty(2**28, device="cuda", dtype=torch.float32)
+    y = torch.empty_like(x)
+    ms, _ = bench(lambda: y.copy_(x), 20)
+    return 2 * x.numel() * 4 / (ms / 1e3)
+
+
+def io_floor_bytes(N, T, D, M, backward, elem=2):
+    fwd = (3 * M + 2 * D + D) * elem          # read q,k,f,v,z; write y
+    bwd = (3 * M + 2 * D + D + 3 * M + 2 * D) * elem  # read inputs and dy; write all gradients
+    return N * T * (fwd + (bwd if backward else 0))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--N", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192])
+    p.add_argument("--D", type=int, nargs="+", default=[128, 64])
+    p.add_argument("--M", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--naive-max-t", type=int, default=512)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    dev = torch.cuda.get_device_name()
+    bw = copy_bandwidth()
+    print(f"GPU: {dev}; torch {torch.__version__}; measured copy bandwidth {bw / 1e9:.0f} GB/s; "
+          f"fla: {'yes' if fused_recurrent_gla else 'not installed'}\n")
+    rows = []
+    for D in a.D:
+        for M in a.M:
+            for N in a.N:
+                for T in a.T:
+                    for mode in ("fwd", "fwd+bwd"):
+                        bwd = mode == "fwd+bwd"
+                        row = {"N": N, "T": T, "D": D, "M": M, "mode": mode}
+                        cands = {}
+                        x, B, H = make_inputs(N, T, D, M, requires_grad=bwd)
+                        cands["decayfw"] = lambda x=x: run_decayfw(x, bwd)
+                        if T <= a.naive_max_t:
+                            cands["naive"] = lambda x=x: run_naive(x, bwd)
+                        if triton is not None and M % 16 == 0:
+                            t2 = to_t2fw(x)
+                            cands["t2fw"] = lambda t2=t2: run_t2fw(t2, bwd)
+                        if fused_recurrent_gla is not None:
+                            cands["fla"] = lambda x=x: run_fla(x, bwd)
+                        qkv = [torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=bwd)
+                               for _ in range(3)]
+                        cands["sdpa"] = lambda qkv=qkv: run_sdpa(qkv, bwd)
+                        for name, fn in cands.items():
+                            try:
+                                ms, mib = bench(fn, a.reps if name != "naive" else 3)
+                                row[name] = {"ms": ms, "peak_MiB": mib}
+                            except torch.cuda.OutOfMemoryError:
+                                row[name] = {"ms": None, "peak_MiB": "OOM"}
+                                torch.cuda.empty_cache()
+                        ms = row["decayfw"]["ms"]
+                        row["decayfw"]["io_floor_frac"] = io_floor_bytes(N, T, D, M, bwd) / (ms / 1e3) / bw
+                        rows.append(row)
+                        print(json.dumps(row), file=sys.stderr, flush=True)
+                        del x, cands, qkv
+                        torch.cuda.empty_cache()
+    names = ["decayfw", "naive", "t2fw", "fla", "sdpa"]
+    print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names) + " | decayfw % of I/O floor |")
+    print("|---|---|---|---|---|" + "---|" * (len(names) + 1))
+    for r in rows:
+        cells = []
+        for n in names:
+            c = r.get(n)
+            cells.append("—" if c is None else ("OOM" if c["ms"] is None else f"{c['ms']:.3f} ({c['peak_MiB']:.0f})"))
+        print(f"| {r['D']} | {r['M']} | {r['N']} | {r['T']} | {r['mode']} | " + " | ".join(cells)
+              + f" | {100 * r['decayfw']['io_floor_frac']:.0f}% |")
+
+    print("\nDecode step (one token; KV cache of length T for attention; bf16 inputs, fp32 decay state)\n")
+    print("| D | M | N | decayfw step µs | decayfw step in a CUDA graph µs | " +
+          " | ".join(f"SDPA T={T} µs" for T in (512, 2048, 8192)) + " | state bytes / time (% of copy BW) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for D in a.D:
+        for M in a.M:
+            for N in a.N:
+                B, H = N // 16, 16
+                x = [torch.randn(B, H, X, device="cuda", dtype=torch.bfloat16) for X in (M, M, D, D, M)]
+                state = torch.zeros(B, H, D, M, device="cuda")
+                step = lambda: decayfw.decay_step(*x, state)
+                us, _ = bench(step, 100)
+                g = torch.cuda.CUDAGraph()
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    step()
+                torch.cuda.current_stream().wait_stream(s)
+                with torch.cuda.graph(g):
+                    step()
+                gus, _ = bench(g.replay, 100)
+                attn = []
+                for T in (512, 2048, 8192):
+                    qd = torch.randn(B, H, 1, D, device="cuda", dtype=torch.bfloat16)
+                    K = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16)
+                    V = torch.randn_like(K)
+                    ams, _ = bench(lambda: F.scaled_dot_product_attention(qd, K, V), 100)
+                    attn.append(ams * 1e3)
+                frac = 2 * N * D * M * 4 / (gus / 1e3) / bw
+                print(f"| {D} | {M} | {N} | {us * 1e3:.1f} | {gus * 1e3:.1f} | " +
+                      " | ".join(f"{t:.1f}" for t in attn) + f" | {100 * frac:.0f}% |")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump({"gpu": dev, "torch": torch.__version__, "copy_bw": bw, "rows": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
