@@ -33,3 +33,14 @@ get_target_property(_torch_inc torch INTERFACE_INCLUDE_DIRECTORIES)
 if(_torch_inc)
   set_target_properties(torch PROPERTIES INTERFACE_SYSTEM_INCLUDE_DIRECTORIES "${_torch_inc}")
 endif()
+
+# Compile with the C++ ABI LibTorch was built with. Some TorchConfig versions do not propagate
+# -D_GLIBCXX_USE_CXX11_ABI to consumers; a mismatch corrupts every std::string crossing the library
+# boundary (c10::Error messages first), so read it from the torch Python module when it is there.
+execute_process(
+  COMMAND ${DECAYFW_PYTHON} -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))"
+  OUTPUT_VARIABLE DECAYFW_TORCH_CXX11_ABI OUTPUT_STRIP_TRAILING_WHITESPACE RESULT_VARIABLE _abi_rc ERROR_QUIET)
+if(_abi_rc EQUAL 0 AND DECAYFW_TORCH_CXX11_ABI MATCHES "^[01]$")
+  set_property(TARGET torch APPEND PROPERTY INTERFACE_COMPILE_DEFINITIONS
+               _GLIBCXX_USE_CXX11_ABI=${DECAYFW_TORCH_CXX11_ABI})
+endif()
