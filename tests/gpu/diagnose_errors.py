@@ -8,9 +8,14 @@ faulthandler.enable()
 torch.ops.load_library(sys.argv[1])
 q = torch.randn(2, 5, 3, 4)
 v = torch.randn(2, 5, 3, 8)
-for name, args in [("shape", (q, q[..., :3], v, v, q)), ("empty", (q[:, :0], q[:, :0], v[:, :0], v[:, :0], q[:, :0]))]:
+cases = [("aten", lambda: torch.ops.aten.mm(q[0, 0], q[0, 0])),
+         ("dtype", lambda: torch.ops.decayfw.decay_fwd(q.int(), q, v, v, q)),
+         ("shape", lambda: torch.ops.decayfw.decay_fwd(q, q[..., :3], v, v, q)),
+         ("empty", lambda: torch.ops.decayfw.decay_fwd(q[:, :0], q[:, :0], v[:, :0], v[:, :0], q[:, :0]))]
+for name, fn in cases:
+    print("trying", name, flush=True)
     try:
-        torch.ops.decayfw.decay_fwd(*args)
-        print(name, "no error?!")
+        fn()
+        print(name, "no error?!", flush=True)
     except RuntimeError as e:
-        print(name, "RuntimeError ok:", str(e).splitlines()[0][:120], flush=True)
+        print(name, "RuntimeError ok:", str(e).splitlines()[0][:150], flush=True)
