@@ -106,28 +106,6 @@ struct StepInputs {
   }
 };
 
-// Runs body(inputs, t) for t = 0..T-1 (or T-1..0) with the inputs of step t loaded kPrefetch steps
-// ahead into a register ring, so global-memory latency overlaps the serial recurrence.
-constexpr int kPrefetch = 4;
-
-template <typename Inputs, typename Load, typename Body>
-__device__ __forceinline__ void pipelined_steps(int64_t T, bool reverse, Load load, Body body) {
-  Inputs ring[kPrefetch];
-#pragma unroll
-  for (int i = 0; i < kPrefetch; ++i)
-    if (i < T) load(ring[i], reverse ? T - 1 - i : int64_t(i));
-  for (int64_t s0 = 0; s0 < T; s0 += kPrefetch) {
-#pragma unroll
-    for (int i = 0; i < kPrefetch; ++i) {
-      const int64_t s = s0 + i;
-      if (s < T) {
-        body(ring[i], reverse ? T - 1 - s : s);
-        if (s + kPrefetch < T) load(ring[i], reverse ? T - 1 - (s + kPrefetch) : s + kPrefetch);
-      }
-    }
-  }
-}
-
 // ------------------------------------------------------------------------------------------------
 // forward (and, with T = 1 and sT = s0, the decode step)
 
@@ -147,35 +125,35 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) forward_kernel(FwdArgs a)
       const int64_t d = row0 + r, m = lane + kWarp * j;
       S[r][j] = (S0 != nullptr && d < D && m < M) ? S0[(n * D + d) * M + m] : Acc(0);
     }
-  using Inputs = StepInputs<In, kEpl, false>;
-  pipelined_steps<Inputs>(
-      a.T, false,
-      [&](Inputs& in, int64_t t) { in.load(a.q, a.k, a.f, a.z, a.v, nullptr, b, t, h, lane, row0, M, D); },
-      [&](const Inputs& cur, int64_t t) {
-        Acc qv[kEpl], kv[kEpl], bv[kEpl];
+  StepInputs<In, kEpl, false> cur, nxt;
+  if (a.T > 0) cur.load(a.q, a.k, a.f, a.z, a.v, nullptr, b, 0, h, lane, row0, M, D);
+  for (int64_t t = 0; t < a.T; ++t) {
+    if (t + 1 < a.T) nxt.load(a.q, a.k, a.f, a.z, a.v, nullptr, b, t + 1, h, lane, row0, M, D);
+    Acc qv[kEpl], kv[kEpl], bv[kEpl];
 #pragma unroll
-        for (int j = 0; j < kEpl; ++j) {
-          const bool ok = lane + kWarp * j < M;  // padded lanes keep a zero state
-          qv[j] = to_acc(cur.q[j]);
-          kv[j] = to_acc(cur.k[j]);
-          bv[j] = ok ? sigmoid(to_acc(cur.f[j])) : Acc(0);
-        }
-        In* y = ptr<In>(a.y, b, t, h);
+    for (int j = 0; j < kEpl; ++j) {
+      const bool ok = lane + kWarp * j < M;  // padded lanes keep a zero state
+      qv[j] = to_acc(cur.q[j]);
+      kv[j] = to_acc(cur.k[j]);
+      bv[j] = ok ? sigmoid(to_acc(cur.f[j])) : Acc(0);
+    }
+    In* y = ptr<In>(a.y, b, t, h);
 #pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r) {
-          const int64_t d = row0 + r;
-          const Acc ad = sigmoid(to_acc(cur.z[r]));
-          const Acc vd = to_acc(cur.v[r]);
-          Acc acc = 0;
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int64_t d = row0 + r;
+      const Acc ad = sigmoid(to_acc(cur.z[r]));
+      const Acc vd = to_acc(cur.v[r]);
+      Acc acc = 0;
 #pragma unroll
-          for (int j = 0; j < kEpl; ++j) {
-            S[r][j] = S[r][j] * (ad * bv[j]) + vd * kv[j];
-            acc += S[r][j] * qv[j];
-          }
-          acc = warp_sum(acc);
-          if (lane == 0 && d < D) y[d] = from_acc<In>(acc);
-        }
-      });
+      for (int j = 0; j < kEpl; ++j) {
+        S[r][j] = S[r][j] * (ad * bv[j]) + vd * kv[j];
+        acc += S[r][j] * qv[j];
+      }
+      acc = warp_sum(acc);
+      if (lane == 0 && d < D) y[d] = from_acc<In>(acc);
+    }
+    cur = nxt;
+  }
   Acc* ST = static_cast<Acc*>(a.sT);
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r)
@@ -240,9 +218,10 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
     }
 
   // Sweep 1: recompute S_t; y_t (kept in fp32) and this tile's share of dq_t = S_tᵀ dy_t.
-  using Inputs = StepInputs<In, kEpl, true>;
-  auto load = [&](Inputs& in, int64_t t) { in.load(a.q, a.k, a.f, a.z, a.v, &a.dy, b, t, h, lane, row0, M, D); };
-  pipelined_steps<Inputs>(T, false, load, [&](const Inputs& cur, int64_t t) {
+  StepInputs<In, kEpl, true> cur, nxt;
+  cur.load(a.q, a.k, a.f, a.z, a.v, &a.dy, b, 0, h, lane, row0, M, D);
+  for (int64_t t = 0; t < T; ++t) {
+    if (t + 1 < T) nxt.load(a.q, a.k, a.f, a.z, a.v, &a.dy, b, t + 1, h, lane, row0, M, D);
     Acc qv[kEpl], kv[kEpl], bv[kEpl], dq[kEpl];
 #pragma unroll
     for (int j = 0; j < kEpl; ++j) {
@@ -274,7 +253,8 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
       if (m < M) sm[warp * M + m] = dq[j];
     }
     cta_column_sum(sm, M, dq_part + t * M);
-  });
+    cur = nxt;
+  }
 
   // S holds S_T. Seed: dS = dS_T; row sums (per row) and column sums (per tile) of dS_T ⊙ S_T.
   Acc dS[kRowsPerWarp][kEpl];
@@ -303,7 +283,9 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
   cta_column_sum(sm, M, col_part);
 
   // Sweep 2: dS backwards; dv_t (warp reduction), this tile's dk_t, and dz_t from the row sums.
-  pipelined_steps<Inputs>(T, true, load, [&](const Inputs& cur, int64_t t) {
+  cur.load(a.q, a.k, a.f, a.z, a.v, &a.dy, b, T - 1, h, lane, row0, M, D);
+  for (int64_t t = T - 1; t >= 0; --t) {
+    if (t > 0) nxt.load(a.q, a.k, a.f, a.z, a.v, &a.dy, b, t - 1, h, lane, row0, M, D);
     In* dv = ptr<In>(a.dv, b, t, h);
     In* dz = ptr<In>(a.dz, b, t, h);
     Acc qv[kEpl], kv[kEpl], bv[kEpl], dk[kEpl];
@@ -346,7 +328,8 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
       if (m < M) sm[warp * M + m] = dk[j];
     }
     cta_column_sum(sm, M, dk_part + t * M);
-  });
+    cur = nxt;
+  }
   Acc* dS0 = static_cast<Acc*>(a.ds0);
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r)

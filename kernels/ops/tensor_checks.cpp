@@ -2,28 +2,31 @@
 
 #include <c10/util/Exception.h>
 
-#include <sstream>
 
 namespace decayfw::ops {
 namespace {
 
+// Plain string building (no iostreams): these strings cross into LibTorch's error machinery, and
+// keeping them to std::string and std::to_string avoids depending on the iostream ABI of whichever
+// libstdc++ the process loaded first.
 std::string shape_str(at::IntArrayRef s) {
-  std::ostringstream o;
-  o << "[";
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
-  o << "]";
-  return o.str();
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(s[i]);
+  }
+  return out + "]";
 }
 
 std::string expected_str(const Dims& d, char last, bool has_time) {
-  std::ostringstream o;
   const int64_t x = last == 'M' ? d.dim_k : d.dim_v;
+  const std::string L(1, last);
   if (has_time) {
-    o << "[B, T, H, " << last << "] = [" << d.batch << ", " << d.seqlen << ", " << d.heads << ", " << x << "]";
-  } else {
-    o << "[B, H, " << last << "] = [" << d.batch << ", " << d.heads << ", " << x << "]";
+    return "[B, T, H, " + L + "] = [" + std::to_string(d.batch) + ", " + std::to_string(d.seqlen) + ", " +
+           std::to_string(d.heads) + ", " + std::to_string(x) + "]";
   }
-  return o.str();
+  return "[B, H, " + L + "] = [" + std::to_string(d.batch) + ", " + std::to_string(d.heads) + ", " +
+         std::to_string(x) + "]";
 }
 
 }  // namespace
