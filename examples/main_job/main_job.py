@@ -69,7 +69,7 @@ def main(argv=None):
     p.add_argument("--decay-updates", type=int, default=160)
     p.add_argument("--max-tokens", type=int, default=2048)
     p.add_argument("--lr", type=float, default=0.002)
-    p.add_argument("--eval-tokens", default="10000", help="test tokens to evaluate ('all' for the whole test set)")
+    p.add_argument("--eval-tokens", default="4000", help="test tokens to evaluate ('all' for the whole test set)")
     p.add_argument("--contexts", type=int, nargs="+", default=[128, 512, 1024, 2048])
     p.add_argument("--gpu", action="store_true", help="train and evaluate on a GPU (default: CPU)")
     p.add_argument("--fresh", action="store_true", help="delete earlier results in --out first")
@@ -136,6 +136,13 @@ def main(argv=None):
                    "--fw-key-dim", a.key_dim, *train, "--lr", a.lr, "--max-update", a.decay_updates,
                    "--finetune-from-model", base_ckpt, "--save-dir", decay_dir], f"{logs}/train_decay.log", env)
     decay_ckpt = os.path.join(decay_dir, "checkpoint_last.pt")
+    # control: the attention base trained for the same extra updates, so the comparison is fair
+    control_dir = os.path.join(a.out, "attention_continued")
+    log(f"      control: continue the attention base for the same {a.decay_updates} updates")
+    t_control = run([f"{BIN}/fairseq-train", data_bin, "--arch", "transformer_lm", *arch, *train, "--lr", a.lr,
+                     "--max-update", a.decay_updates, "--finetune-from-model", base_ckpt, "--save-dir", control_dir],
+                    f"{logs}/train_control.log", env)
+    control_ckpt = os.path.join(control_dir, "checkpoint_last.pt")
     # a zero-shot swap (no fine-tuning), for the report
     zero_ckpt = os.path.join(a.out, "decay_zero_shot.pt")
     run([sys.executable, "-m", "decayfw_fairseq.convert_base_checkpoint", base_ckpt, zero_ckpt, "--data", data_bin],
@@ -143,10 +150,11 @@ def main(argv=None):
 
     log(f"[4/6] evaluate on {eval_tokens:,} test tokens: context 0, context 480, streaming")
     results = {}
-    for name, ckpt in (("attention", base_ckpt), ("decay", decay_ckpt), ("decay_zero_shot", zero_ckpt)):
+    for name, ckpt in (("attention", base_ckpt), ("attention_continued", control_ckpt), ("decay", decay_ckpt),
+                       ("decay_zero_shot", zero_ckpt)):
         r = {}
         for cw in (0, 480):
-            if name == "decay_zero_shot" and cw:
+            if name in ("decay_zero_shot", "attention_continued") and cw:
                 continue
             lf = f"{logs}/eval_{name}_ctx{cw}.log"
             run([f"{BIN}/fairseq-eval-lm", data_bin, "--user-dir", PLUGIN, "--path", ckpt, "--gen-subset", "test",
@@ -190,9 +198,11 @@ def main(argv=None):
             speed[name] = {json.loads(l)["context"]: json.loads(l)["tokens_per_s"]
                            for l in fh.read().splitlines() if l.startswith("{")}
 
-    report = {"data": a.data, "eval_tokens": eval_tokens, "train_seconds": {"base": t_base, "decay": t_decay},
+    report = {"data": a.data, "eval_tokens": eval_tokens,
+              "train_seconds": {"base": t_base, "decay": t_decay, "attention_continued": t_control},
               "perplexity": results, "samples": samples, "generation_tokens_per_s": speed,
-              "checkpoints": {"attention": base_ckpt, "decay": decay_ckpt, "decay_zero_shot": zero_ckpt},
+              "checkpoints": {"attention": base_ckpt, "decay": decay_ckpt, "decay_zero_shot": zero_ckpt,
+                    "attention_continued": control_ckpt},
               "config": vars(a), "total_seconds": time.time() - t_start}
     with open(os.path.join(a.out, "report.json"), "w") as fh:
         json.dump(report, fh, indent=2)
@@ -213,9 +223,12 @@ def render(r, a):
         f"({r['train_seconds']['decay']:.0f} s).", "",
         f"## Test perplexity (first {r['eval_tokens']:,} test tokens; fairseq-eval-lm, --tokens-per-sample 512)", "",
         "| model | context 0 | context 480 | streaming (state carried) |", "|---|---|---|---|",
-        f"| attention (transformer_lm base) | {ppl['attention']['ctx0']:.1f} | {ppl['attention']['ctx480']:.1f} | — |",
+        f"| attention (transformer_lm base, {a.base_updates} updates) | {ppl['attention']['ctx0']:.1f} | "
+        f"{ppl['attention']['ctx480']:.1f} | — |",
+        f"| attention, {a.decay_updates} more updates (control) | {ppl['attention_continued']['ctx0']:.1f} | — | — |",
         f"| decay, swapped without fine-tuning | {ppl['decay_zero_shot']['ctx0']:.1f} | — | — |",
-        f"| decay, swapped and fine-tuned | {ppl['decay']['ctx0']:.1f} | {ppl['decay']['ctx480']:.1f} | "
+        f"| decay, swapped and fine-tuned {a.decay_updates} updates | {ppl['decay']['ctx0']:.1f} | "
+        f"{ppl['decay']['ctx480']:.1f} | "
         f"{ppl['decay']['streaming']:.1f} |", "",
         "## Generation speed (tokens/s, batch 1, greedy, after a context of N tokens)", "",
         "| model | " + " | ".join(f"N = {c}" for c in sorted(sp["attention"])) + " |",

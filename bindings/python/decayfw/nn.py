@@ -316,7 +316,9 @@ class SoftmaxAttention(_Projections):
         scores = torch.matmul(q * self.scaling, k.transpose(-1, -2))
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        return torch.matmul(torch.softmax(scores.float(), dim=-1).to(v.dtype), v)
+        # softmax in at least fp32 (16-bit scores would lose the small weights); fp64 stays fp64
+        low = scores.dtype in (torch.float16, torch.bfloat16)
+        return torch.matmul(torch.softmax(scores.float() if low else scores, dim=-1).to(v.dtype), v)
 
     def forward(self, x: Tensor, state: Optional[Tuple[Tensor, Tensor]] = None,
                 key_padding_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
