@@ -46,11 +46,12 @@ def main(path):
     print("\n### Decode step: N sequences × D = 128 × M, fp32 state read and written once\n")
     print("| N | M | state | time/step | state bytes/s | of copy bandwidth |")
     print("|---|---|---|---|---|---|")
-    for k, b in sorted(rows.items()):
+    decode = []
+    for k, b in rows.items():
         m = re.match(r"BM_Decay_DecodeStep/(\d+)/(\d+)$", k)
-        if not m:
-            continue
-        N, M = int(m.group(1)), int(m.group(2))
+        if m:
+            decode.append((int(m.group(2)), int(m.group(1)), b))
+    for M, N, b in sorted(decode, key=lambda x: (x[0], x[1])):
         bps = b["bytes/s"]
         print(f"| {N} | {M} | {b['state_bytes'] / 2**20:.1f} MiB | {b['real_time']:.1f} {b['time_unit']} | "
               f"{bps / 1e9:.1f} GB/s | {100 * bps / (bw * 1e9):.0f}% |")
