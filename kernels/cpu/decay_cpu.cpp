@@ -179,6 +179,17 @@ struct RowKernels<float> {
   }
 };
 
+// Copies `count` state values starting at `offset` of an optional [B, H, D, M] state, or zeros.
+template <typename Acc>
+inline void load_state(const void* state, int64_t offset, int64_t count, Acc* dst) {
+  if (state != nullptr) {
+    const Acc* src = static_cast<const Acc*>(state) + offset;
+    std::copy(src, src + count, dst);
+  } else {
+    std::fill(dst, dst + count, Acc(0));
+  }
+}
+
 struct RowBlock {
   int64_t b, h, d0, d1, blk;
 };
@@ -238,12 +249,7 @@ void forward_impl(const DecayFwdParams& p, const Executor& ex) {
       if (R <= 0) continue;
       const int64_t state_off = ((r.b * s.heads + r.h) * D + r.d0) * M;
       Acc* S = static_cast<Acc*>(p.final_state) + state_off;
-      if (p.initial_state != nullptr) {
-        const Acc* S0 = static_cast<const Acc*>(p.initial_state) + state_off;
-        std::copy(S0, S0 + R * M, S);
-      } else {
-        std::fill(S, S + R * M, Acc(0));
-      }
+      load_state(p.initial_state, state_off, R * M, S);
       for (int64_t t = 0; t < T; ++t) {
         buf.template load_key_side<In>(p.q, p.k, p.f, r.b, t, r.h, M);
         load_sigmoid(at<In>(p.z, r.b, t, r.h) + r.d0, R, buf.a);
@@ -318,12 +324,7 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
       if (R > 0) {
         const int64_t state_off = (n * D + r.d0) * M;
         Acc* S = state.data();
-        if (p.initial_state != nullptr) {
-          const Acc* S0 = static_cast<const Acc*>(p.initial_state) + state_off;
-          std::copy(S0, S0 + R * M, S);
-        } else {
-          std::fill(S, S + R * M, Acc(0));
-        }
+        load_state(p.initial_state, state_off, R * M, S);
         // Sweep 1: recompute S_t, y_t and this block's share of dq_t = S_tᵀ dy_t.
         for (int64_t t = 0; t < T; ++t) {
           buf.template load_key_side<In>(p.q, p.k, p.f, r.b, t, r.h, M);
@@ -335,12 +336,7 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
         }
         // S now holds S_T. Seed the gate sums with the final-state terms.
         Acc* dS = grad.data();
-        if (p.grad_final_state != nullptr) {
-          const Acc* dST = static_cast<const Acc*>(p.grad_final_state) + state_off;
-          std::copy(dST, dST + R * M, dS);
-        } else {
-          std::fill(dS, dS + R * M, Acc(0));
-        }
+        load_state(p.grad_final_state, state_off, R * M, dS);
         for (int64_t i = 0; i < R; ++i) {
           Acc rs = 0;
           for (int64_t m = 0; m < M; ++m) {

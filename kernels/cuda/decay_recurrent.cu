@@ -106,6 +106,20 @@ struct StepInputs {
   }
 };
 
+// The key side of a step in the accumulation type: q, k and b = σ(f) per lane (zero on padded lanes,
+// which keeps their state zero).
+template <typename In, typename Acc, int kEpl, bool kGrad>
+__device__ __forceinline__ void key_side(const StepInputs<In, kEpl, kGrad>& in, int lane, int64_t M, Acc* qv,
+                                         Acc* kv, Acc* bv) {
+#pragma unroll
+  for (int j = 0; j < kEpl; ++j) {
+    const bool ok = lane + kWarp * j < M;
+    qv[j] = to_acc(in.q[j]);
+    kv[j] = to_acc(in.k[j]);
+    bv[j] = ok ? sigmoid(to_acc(in.f[j])) : Acc(0);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
 // forward (and, with T = 1 and sT = s0, the decode step)
 
@@ -130,13 +144,7 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) forward_kernel(FwdArgs a)
   for (int64_t t = 0; t < a.T; ++t) {
     if (t + 1 < a.T) nxt.load(a.q, a.k, a.f, a.z, a.v, nullptr, b, t + 1, h, lane, row0, M, D);
     Acc qv[kEpl], kv[kEpl], bv[kEpl];
-#pragma unroll
-    for (int j = 0; j < kEpl; ++j) {
-      const bool ok = lane + kWarp * j < M;  // padded lanes keep a zero state
-      qv[j] = to_acc(cur.q[j]);
-      kv[j] = to_acc(cur.k[j]);
-      bv[j] = ok ? sigmoid(to_acc(cur.f[j])) : Acc(0);
-    }
+    key_side(cur, lane, M, qv, kv, bv);
     In* y = ptr<In>(a.y, b, t, h);
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
@@ -222,15 +230,8 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
   cur.load(a.q, a.k, a.f, a.z, a.v, &a.dy, b, 0, h, lane, row0, M, D);
   for (int64_t t = 0; t < T; ++t) {
     if (t + 1 < T) nxt.load(a.q, a.k, a.f, a.z, a.v, &a.dy, b, t + 1, h, lane, row0, M, D);
-    Acc qv[kEpl], kv[kEpl], bv[kEpl], dq[kEpl];
-#pragma unroll
-    for (int j = 0; j < kEpl; ++j) {
-      const bool ok = lane + kWarp * j < M;
-      qv[j] = to_acc(cur.q[j]);
-      kv[j] = to_acc(cur.k[j]);
-      bv[j] = ok ? sigmoid(to_acc(cur.f[j])) : Acc(0);
-      dq[j] = 0;
-    }
+    Acc qv[kEpl], kv[kEpl], bv[kEpl], dq[kEpl] = {};
+    key_side(cur, lane, M, qv, kv, bv);
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const int64_t d = row0 + r;
@@ -288,15 +289,8 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
     if (t > 0) nxt.load(a.q, a.k, a.f, a.z, a.v, &a.dy, b, t - 1, h, lane, row0, M, D);
     In* dv = ptr<In>(a.dv, b, t, h);
     In* dz = ptr<In>(a.dz, b, t, h);
-    Acc qv[kEpl], kv[kEpl], bv[kEpl], dk[kEpl];
-#pragma unroll
-    for (int j = 0; j < kEpl; ++j) {
-      const bool ok = lane + kWarp * j < M;
-      qv[j] = to_acc(cur.q[j]);
-      kv[j] = to_acc(cur.k[j]);
-      bv[j] = ok ? sigmoid(to_acc(cur.f[j])) : Acc(0);
-      dk[j] = 0;
-    }
+    Acc qv[kEpl], kv[kEpl], bv[kEpl], dk[kEpl] = {};
+    key_side(cur, lane, M, qv, kv, bv);
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
       const int64_t d = row0 + r;

@@ -1,0 +1,100 @@
+#include "decay_op_args.h"
+
+#include <c10/util/Exception.h>
+
+#include "tensor_checks.h"
+
+namespace decayfw::ops {
+namespace {
+
+void check_device(const char* op, const at::Tensor& t, c10::DeviceType device) {
+  TORCH_CHECK(t.device().type() == device, op, ": the ", c10::DeviceTypeName(device), " kernel got a tensor on ",
+              t.device());
+}
+
+bool given(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+at::Tensor new_state(const Dims& d, const at::Tensor& like) {
+  return at::empty({d.batch, d.heads, d.dim_v, d.dim_k}, like.options().dtype(state_dtype_for(like.scalar_type())));
+}
+
+}  // namespace
+
+DecayFwdCall prepare_decay_fwd(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& z, const at::Tensor& f,
+                               const c10::optional<at::Tensor>& initial_state) {
+  constexpr const char* op = "decayfw.decay_fwd";
+  const Dims d = check_inputs(op, {{"q", q, 'M'}, {"k", k, 'M'}, {"v", v, 'D'}, {"z", z, 'D'}, {"f", f, 'M'}}, true);
+  check_device(op, q, device);
+  if (given(initial_state)) check_state(op, "initial_state", *initial_state, d, q);
+  DecayFwdCall c{{}, at::empty_like(v), new_state(d, q)};
+  DecayFwdParams& p = c.params;
+  p.dims = d;
+  p.dtype = to_scalar_type(q.scalar_type());
+  p.q = const_ref(q, true);
+  p.k = const_ref(k, true);
+  p.v = const_ref(v, true);
+  p.z = const_ref(z, true);
+  p.f = const_ref(f, true);
+  p.y = mut_ref(c.y, true);
+  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
+  p.final_state = c.final_state.data_ptr();
+  return c;
+}
+
+DecayBwdCall prepare_decay_bwd(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& z, const at::Tensor& f,
+                               const c10::optional<at::Tensor>& initial_state, const at::Tensor& dy,
+                               const c10::optional<at::Tensor>& grad_final_state) {
+  constexpr const char* op = "decayfw.decay_bwd";
+  const Dims d = check_inputs(
+      op, {{"q", q, 'M'}, {"k", k, 'M'}, {"v", v, 'D'}, {"z", z, 'D'}, {"f", f, 'M'}, {"dy", dy, 'D'}}, true);
+  check_device(op, q, device);
+  if (given(initial_state)) check_state(op, "initial_state", *initial_state, d, q);
+  if (given(grad_final_state)) check_state(op, "grad_final_state", *grad_final_state, d, q);
+  DecayBwdCall c{{}, at::empty_like(q), at::empty_like(k), at::empty_like(v), at::empty_like(z), at::empty_like(f),
+                 new_state(d, q)};
+  DecayBwdParams& p = c.params;
+  p.dims = d;
+  p.dtype = to_scalar_type(q.scalar_type());
+  p.q = const_ref(q, true);
+  p.k = const_ref(k, true);
+  p.v = const_ref(v, true);
+  p.z = const_ref(z, true);
+  p.f = const_ref(f, true);
+  p.dy = const_ref(dy, true);
+  p.dq = mut_ref(c.dq, true);
+  p.dk = mut_ref(c.dk, true);
+  p.dv = mut_ref(c.dv, true);
+  p.dz = mut_ref(c.dz, true);
+  p.df = mut_ref(c.df, true);
+  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
+  p.grad_final_state = given(grad_final_state) ? grad_final_state->data_ptr() : nullptr;
+  p.grad_initial_state = c.grad_initial_state.data_ptr();
+  return c;
+}
+
+DecayStepCall prepare_decay_step(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k,
+                                 const at::Tensor& v, const at::Tensor& z, const at::Tensor& f, at::Tensor& state) {
+  constexpr const char* op = "decayfw.decay_step";
+  const Dims d = check_inputs(op, {{"q", q, 'M'}, {"k", k, 'M'}, {"v", v, 'D'}, {"z", z, 'D'}, {"f", f, 'M'}}, false);
+  check_device(op, q, device);
+  check_state(op, "state", state, d, q);
+  DecayStepCall c{{}, at::empty_like(v)};
+  DecayStepParams& p = c.params;
+  p.batch = d.batch;
+  p.heads = d.heads;
+  p.dim_v = d.dim_v;
+  p.dim_k = d.dim_k;
+  p.dtype = to_scalar_type(q.scalar_type());
+  p.q = const_ref(q, false);
+  p.k = const_ref(k, false);
+  p.v = const_ref(v, false);
+  p.z = const_ref(z, false);
+  p.f = const_ref(f, false);
+  p.y = mut_ref(c.y, false);
+  p.state = state.data_ptr();
+  return c;
+}
+
+}  // namespace decayfw::ops
