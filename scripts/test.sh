@@ -16,8 +16,8 @@ count_ctest() {  # "100% tests passed, 0 tests failed out of 21"
   total=$(sed -E 's/.*out of ([0-9]+).*/\1/' <<<"$line"); failed=$(sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/' <<<"$line")
   [ -n "$line" ] && PASSED=$((PASSED + total - failed)) && FAILED=$((FAILED + failed)) || true
 }
-count_pytest() {  # "=== 12 passed, 1 skipped in 3.2s ==="
-  local line; line=$(grep -E "^=+ .*(passed|failed|error).* in [0-9.]+s" "$1" | tail -1 || true)
+count_pytest() {  # "12 passed, 1 skipped in 3.2s" (with -q) or "=== 12 passed ... in 3.2s ==="
+  local line; line=$(grep -E "^(=+ )?[0-9]+ (passed|failed|errors?)(,.*)? in [0-9.]+s" "$1" | tail -1 || true)
   local p f e
   p=$(grep -oE "[0-9]+ passed" <<<"$line" | grep -oE "[0-9]+" || echo 0)
   f=$(grep -oE "[0-9]+ failed" <<<"$line" | grep -oE "[0-9]+" || echo 0)
