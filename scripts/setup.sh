@@ -9,8 +9,6 @@ APT_PACKAGES=(
   libtorch-dev python3-torch python3-dev python3-venv python3-numpy
   libopenblas0-pthread            # real BLAS for Debian's torch (reference BLAS otherwise)
   pybind11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev
-  qt6-base-dev libqcustomplot-dev libgl-dev xvfb xauth
-  clang-14 libclang-rt-14-dev     # libFuzzer for the checkpoint-reader fuzz target
 )
 
 install_apt() {
