@@ -97,124 +97,85 @@ struct GenericRowKernels {
 template <typename Acc>
 struct RowKernels : GenericRowKernels<Acc> {};
 
-// W floats in one register: 16 with AVX-512, else 8 (AVX2; split into two SSE halves elsewhere).
-typedef float float8 __attribute__((vector_size(8 * sizeof(float))));
-typedef float float16v __attribute__((vector_size(16 * sizeof(float))));
+typedef float float8 __attribute__((vector_size(32)));
 
-template <int W> struct FloatVecType;
-template <> struct FloatVecType<8> { using type = float8; };
-template <> struct FloatVecType<16> { using type = float16v; };
+inline float8 load8(const float* p) {
+  float8 x;
+  std::memcpy(&x, p, sizeof x);
+  return x;
+}
+inline void store8(float* p, float8 x) { std::memcpy(p, &x, sizeof x); }
+inline float sum8(float8 x) { return ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7])); }
 
-template <int W>
-struct FloatVec {
-  using type = typename FloatVecType<W>::type;
-  static type load(const float* p) {
-    type x;
-    std::memcpy(&x, p, sizeof x);
-    return x;
-  }
-  static void store(float* p, type x) { std::memcpy(p, &x, sizeof x); }
-  static float sum(type x) {
-    float s = 0;
-    for (int i = 0; i < W; ++i) s += x[i];
-    return s;
-  }
-};
-
-#if defined(__AVX512F__)
-constexpr int kFloatWidth = 16;
-#else
-constexpr int kFloatWidth = 8;
-#endif
-
-template <int W>
-struct FloatRowKernels {
-  using V = FloatVec<W>;
-  using vec = typename V::type;
-
+template <>
+struct RowKernels<float> {
   static void forward(float* __restrict__ S, int64_t R, int64_t M, const float* a, const float* v,
                       const float* __restrict__ b, const float* __restrict__ k, const float* __restrict__ q, float* y,
                       const float* g, float* __restrict__ dq) {
+    if (M % 8 != 0) return GenericRowKernels<float>::forward(S, R, M, a, v, b, k, q, y, g, dq);
     int64_t i = 0;
     for (; i + 4 <= R; i += 4) {
       float* r0 = S + i * M;
       float* r1 = r0 + M;
       float* r2 = r1 + M;
       float* r3 = r2 + M;
-      vec y0 = {}, y1 = {}, y2 = {}, y3 = {};
-      for (int64_t m = 0; m < M; m += W) {
-        const vec bm = V::load(b + m), km = V::load(k + m), qm = V::load(q + m);
-        const vec s0 = V::load(r0 + m) * (a[i] * bm) + v[i] * km;
-        const vec s1 = V::load(r1 + m) * (a[i + 1] * bm) + v[i + 1] * km;
-        const vec s2 = V::load(r2 + m) * (a[i + 2] * bm) + v[i + 2] * km;
-        const vec s3 = V::load(r3 + m) * (a[i + 3] * bm) + v[i + 3] * km;
-        V::store(r0 + m, s0);
-        V::store(r1 + m, s1);
-        V::store(r2 + m, s2);
-        V::store(r3 + m, s3);
+      float8 y0 = {}, y1 = {}, y2 = {}, y3 = {};
+      for (int64_t m = 0; m < M; m += 8) {
+        const float8 bm = load8(b + m), km = load8(k + m), qm = load8(q + m);
+        const float8 s0 = load8(r0 + m) * (a[i] * bm) + v[i] * km;
+        const float8 s1 = load8(r1 + m) * (a[i + 1] * bm) + v[i + 1] * km;
+        const float8 s2 = load8(r2 + m) * (a[i + 2] * bm) + v[i + 2] * km;
+        const float8 s3 = load8(r3 + m) * (a[i + 3] * bm) + v[i + 3] * km;
+        store8(r0 + m, s0);
+        store8(r1 + m, s1);
+        store8(r2 + m, s2);
+        store8(r3 + m, s3);
         y0 += s0 * qm;
         y1 += s1 * qm;
         y2 += s2 * qm;
         y3 += s3 * qm;
-        if (g != nullptr) V::store(dq + m, V::load(dq + m) + (s0 * g[i] + s1 * g[i + 1]) + (s2 * g[i + 2] + s3 * g[i + 3]));
+        if (g != nullptr) store8(dq + m, load8(dq + m) + (s0 * g[i] + s1 * g[i + 1]) + (s2 * g[i + 2] + s3 * g[i + 3]));
       }
-      y[i] = V::sum(y0);
-      y[i + 1] = V::sum(y1);
-      y[i + 2] = V::sum(y2);
-      y[i + 3] = V::sum(y3);
+      y[i] = sum8(y0);
+      y[i + 1] = sum8(y1);
+      y[i + 2] = sum8(y2);
+      y[i + 3] = sum8(y3);
     }
     if (i < R) GenericRowKernels<float>::forward(S + i * M, R - i, M, a + i, v + i, b, k, q, y + i, g ? g + i : nullptr, dq);
   }
-
   static void backward(float* __restrict__ dS, int64_t R, int64_t M, const float* a, const float* v,
                        const float* __restrict__ b, const float* __restrict__ k, const float* __restrict__ q,
                        const float* g, float* dv, float* __restrict__ dk) {
+    if (M % 8 != 0) return GenericRowKernels<float>::backward(dS, R, M, a, v, b, k, q, g, dv, dk);
     int64_t i = 0;
     for (; i + 4 <= R; i += 4) {
       float* r0 = dS + i * M;
       float* r1 = r0 + M;
       float* r2 = r1 + M;
       float* r3 = r2 + M;
-      vec d0 = {}, d1 = {}, d2 = {}, d3 = {};
-      for (int64_t m = 0; m < M; m += W) {
-        const vec bm = V::load(b + m), km = V::load(k + m), qm = V::load(q + m);
-        const vec g0 = V::load(r0 + m) + g[i] * qm;
-        const vec g1 = V::load(r1 + m) + g[i + 1] * qm;
-        const vec g2 = V::load(r2 + m) + g[i + 2] * qm;
-        const vec g3 = V::load(r3 + m) + g[i + 3] * qm;
+      float8 d0 = {}, d1 = {}, d2 = {}, d3 = {};
+      for (int64_t m = 0; m < M; m += 8) {
+        const float8 bm = load8(b + m), km = load8(k + m), qm = load8(q + m);
+        const float8 g0 = load8(r0 + m) + g[i] * qm;
+        const float8 g1 = load8(r1 + m) + g[i + 1] * qm;
+        const float8 g2 = load8(r2 + m) + g[i + 2] * qm;
+        const float8 g3 = load8(r3 + m) + g[i + 3] * qm;
         d0 += g0 * km;
         d1 += g1 * km;
         d2 += g2 * km;
         d3 += g3 * km;
-        V::store(dk + m, V::load(dk + m) + (g0 * v[i] + g1 * v[i + 1]) + (g2 * v[i + 2] + g3 * v[i + 3]));
-        V::store(r0 + m, g0 * (a[i] * bm));
-        V::store(r1 + m, g1 * (a[i + 1] * bm));
-        V::store(r2 + m, g2 * (a[i + 2] * bm));
-        V::store(r3 + m, g3 * (a[i + 3] * bm));
+        store8(dk + m, load8(dk + m) + (g0 * v[i] + g1 * v[i + 1]) + (g2 * v[i + 2] + g3 * v[i + 3]));
+        store8(r0 + m, g0 * (a[i] * bm));
+        store8(r1 + m, g1 * (a[i + 1] * bm));
+        store8(r2 + m, g2 * (a[i + 2] * bm));
+        store8(r3 + m, g3 * (a[i + 3] * bm));
       }
-      dv[i] = V::sum(d0);
-      dv[i + 1] = V::sum(d1);
-      dv[i + 2] = V::sum(d2);
-      dv[i + 3] = V::sum(d3);
+      dv[i] = sum8(d0);
+      dv[i + 1] = sum8(d1);
+      dv[i + 2] = sum8(d2);
+      dv[i + 3] = sum8(d3);
     }
     if (i < R) GenericRowKernels<float>::backward(dS + i * M, R - i, M, a + i, v + i, b, k, q, g + i, dv + i, dk);
-  }
-};
-
-// fp32: the widest vector that divides M, else the generic loops.
-template <>
-struct RowKernels<float> {
-  template <typename... Args>
-  static void forward(float* S, int64_t R, int64_t M, Args... args) {
-    if (M % kFloatWidth == 0) return FloatRowKernels<kFloatWidth>::forward(S, R, M, args...);
-    if (M % 8 == 0) return FloatRowKernels<8>::forward(S, R, M, args...);
-    GenericRowKernels<float>::forward(S, R, M, args...);
-  }
-  template <typename... Args>
-  static void backward(float* dS, int64_t R, int64_t M, Args... args) {
-    if (M % kFloatWidth == 0) return FloatRowKernels<kFloatWidth>::backward(dS, R, M, args...);
-    if (M % 8 == 0) return FloatRowKernels<8>::backward(dS, R, M, args...);
-    GenericRowKernels<float>::backward(dS, R, M, args...);
   }
 };
 
