@@ -277,3 +277,20 @@ def test_bad_flags_give_clear_errors(work, tmp_path, flags, message):
                               *TRAIN, "--max-update", "1", "--save-dir", str(tmp_path / "bad"), *flags], check=False)
     assert r.returncode != 0
     assert re.search(message, r.stderr), r.stderr[-2000:]
+
+
+def test_state_stays_fp32_when_the_model_runs_in_bf16(work):
+    """fairseq's --bf16 casts the model's parameters; the recurrent state must stay fp32."""
+    model, task = load(work["decay"], work["data"])
+    model = model.to(torch.bfloat16)
+    torch.manual_seed(2)
+    tokens = torch.randint(4, len(task.target_dictionary), (2, 12))
+    with torch.no_grad():
+        full, _ = model(tokens)
+        inc = {}
+        for t in range(tokens.shape[1]):
+            out, _ = model.decoder(tokens[:, :t + 1], incremental_state=inc)
+    state = next(iter(v for k, v in inc.items() if k.endswith("attn_state")))["fw_state"]
+    assert full.dtype == torch.bfloat16 and torch.isfinite(full.float()).all()
+    assert state.dtype == torch.float32
+    assert torch.allclose(out[:, -1].float(), full[:, -1].float(), atol=5e-2, rtol=5e-2)
