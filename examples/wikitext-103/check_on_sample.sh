@@ -4,10 +4,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-# the sample with its test set cut to its first 400 lines, so context-480 evaluation takes a minute
+# the sample with its test set cut to its first 80 lines, so context-480 evaluation takes a minute
 mkdir -p runs/recipe-check/text
 for s in train valid; do ln -sf "$ROOT/data/wikitext-103-sample/wiki.$s.tokens" runs/recipe-check/text/; done
-head -n 400 data/wikitext-103-sample/wiki.test.tokens > runs/recipe-check/text/wiki.test.tokens
+head -n 80 data/wikitext-103-sample/wiki.test.tokens > runs/recipe-check/text/wiki.test.tokens
 export WT103_DIR=runs/recipe-check/text DICT=data/wikitext-103-sample/dict.txt
 export DATA_BIN=runs/recipe-check/data-bin SAVE_DIR=runs/recipe-check/decay
 export BASE_CKPT=runs/main/base/checkpoint_last.pt ARCH=decay_transformer_lm

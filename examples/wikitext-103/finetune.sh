@@ -8,6 +8,7 @@ DATA_BIN="${DATA_BIN:-data-bin/wikitext-103}"
 BASE_CKPT="${BASE_CKPT:-${BASE_DIR:-models/adaptive_lm_wiki103.v2}/model.pt}"
 SAVE_DIR="${SAVE_DIR:-checkpoints/decay_wiki103}"
 ARCH="${ARCH:-decay_transformer_lm_wiki103}"
+export PYTHONPATH="$ROOT/bindings/python:$ROOT/plugin${PYTHONPATH:+:$PYTHONPATH}"
 "${DECAYFW_VENV:-$ROOT/.venv}/bin/fairseq-train" "$DATA_BIN" \
   --user-dir "$ROOT/plugin/decayfw_fairseq" --task language_modeling --arch "$ARCH" \
   --finetune-from-model "$BASE_CKPT" --save-dir "$SAVE_DIR" \
