@@ -18,6 +18,19 @@ at::Tensor new_state(const Dims& d, const at::Tensor& like) {
   return at::empty({d.batch, d.heads, d.dim_v, d.dim_k}, like.options().dtype(state_dtype_for(like.scalar_type())));
 }
 
+// The sequence inputs shared by the forward and backward params structs.
+template <typename Params>
+void set_sequence_inputs(Params& p, const Dims& d, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& z, const at::Tensor& f) {
+  p.dims = d;
+  p.dtype = to_scalar_type(q.scalar_type());
+  p.q = const_ref(q, true);
+  p.k = const_ref(k, true);
+  p.v = const_ref(v, true);
+  p.z = const_ref(z, true);
+  p.f = const_ref(f, true);
+}
+
 }  // namespace
 
 DecayFwdCall prepare_decay_fwd(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -29,13 +42,7 @@ DecayFwdCall prepare_decay_fwd(c10::DeviceType device, const at::Tensor& q, cons
   if (given(initial_state)) check_state(op, "initial_state", *initial_state, d, q);
   DecayFwdCall c{{}, at::empty_like(v), new_state(d, q)};
   DecayFwdParams& p = c.params;
-  p.dims = d;
-  p.dtype = to_scalar_type(q.scalar_type());
-  p.q = const_ref(q, true);
-  p.k = const_ref(k, true);
-  p.v = const_ref(v, true);
-  p.z = const_ref(z, true);
-  p.f = const_ref(f, true);
+  set_sequence_inputs(p, d, q, k, v, z, f);
   p.y = mut_ref(c.y, true);
   p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
   p.final_state = c.final_state.data_ptr();
@@ -55,13 +62,7 @@ DecayBwdCall prepare_decay_bwd(c10::DeviceType device, const at::Tensor& q, cons
   DecayBwdCall c{{}, at::empty_like(q), at::empty_like(k), at::empty_like(v), at::empty_like(z), at::empty_like(f),
                  new_state(d, q)};
   DecayBwdParams& p = c.params;
-  p.dims = d;
-  p.dtype = to_scalar_type(q.scalar_type());
-  p.q = const_ref(q, true);
-  p.k = const_ref(k, true);
-  p.v = const_ref(v, true);
-  p.z = const_ref(z, true);
-  p.f = const_ref(f, true);
+  set_sequence_inputs(p, d, q, k, v, z, f);
   p.dy = const_ref(dy, true);
   p.dq = mut_ref(c.dq, true);
   p.dk = mut_ref(c.dk, true);
