@@ -33,6 +33,10 @@ def main(argv=None):
         utils.import_user_module(argparse.Namespace(user_dir=a.user_dir))
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([a.path], arg_overrides={"data": a.data})
     model = models[0].eval()
+    # fairseq rebuilds its sinusoidal table one row longer per step past the trained length; give
+    # both models the doubling table so the numbers measure the models, not that artefact
+    from decayfw_fairseq.modules.growing_positions import use_growing_positions
+    use_growing_positions(model.decoder)
     ds = data_utils.load_indexed_dataset(os.path.join(a.data, a.subset), task.source_dictionary)
     text = torch.cat([ds[i] for i in range(min(len(ds), 2000))])
     need = max(a.contexts) + 1

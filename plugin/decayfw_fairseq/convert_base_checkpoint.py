@@ -35,6 +35,8 @@ def convert(base_path: str, out_path: str, data=None, key_dim: int = 0, feature_
         raise ValueError(f"{base_path} is already a decay_transformer_lm checkpoint")
     with open_dict(cfg):
         cfg.model._name = "decay_transformer_lm"
+        if "arch" in cfg.model:
+            cfg.model.arch = "decay_transformer_lm"
         cfg.model.fw_key_dim = key_dim
         cfg.model.fw_feature_map = feature_map
         cfg.model.fw_gate_init = "ugi"

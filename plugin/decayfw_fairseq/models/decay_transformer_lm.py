@@ -28,6 +28,7 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from fairseq.utils import safe_getattr
 
 from ..modules.decay_decoder_layer import DecayTransformerDecoderLayer
+from ..modules.growing_positions import use_growing_positions
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,13 @@ def fw_options(args) -> Dict[str, Any]:
 
 
 class DecayTransformerDecoder(TransformerDecoder):
-    """fairseq's decoder with one builder overridden: each layer is a DecayTransformerDecoderLayer."""
+    """fairseq's decoder with one builder overridden: each layer is a DecayTransformerDecoderLayer.
+    Its sinusoidal positions grow by doubling, so a generated token costs the same at any context."""
+
+    def __init__(self, args, dictionary, embed_tokens, no_encoder_attn=False, output_projection=None):
+        super().__init__(args, dictionary, embed_tokens, no_encoder_attn=no_encoder_attn,
+                         output_projection=output_projection)
+        use_growing_positions(self)
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         cfg = TransformerConfig.from_namespace(cfg)

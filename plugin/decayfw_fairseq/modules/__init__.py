@@ -1,5 +1,7 @@
 from .decay_attention import FairseqDecayFastWeights
 from .decay_decoder_layer import DecayTransformerDecoderLayer
+from .growing_positions import GrowingSinusoidalPositionalEmbedding, use_growing_positions
 from .streaming import carry_state, decay_layers
 
-__all__ = ["FairseqDecayFastWeights", "DecayTransformerDecoderLayer", "carry_state", "decay_layers"]
+__all__ = ["FairseqDecayFastWeights", "DecayTransformerDecoderLayer", "carry_state", "decay_layers",
+           "GrowingSinusoidalPositionalEmbedding", "use_growing_positions"]

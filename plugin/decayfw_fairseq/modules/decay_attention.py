@@ -110,7 +110,7 @@ class FairseqDecayFastWeights(DecayFastWeights):
         missing = [k for k in _FW_ONLY if k in own and prefix + k not in state_dict]
         if not missing:
             return
-        is_swap = prefix + "gate_z.bias" in (prefix + k for k in missing)
+        is_swap = "gate_z.bias" in missing
         for k in missing:
             state_dict[prefix + k] = own[k].detach().clone()
         if is_swap and self.rescale_on_swap and prefix + "v_proj.weight" in state_dict:
