@@ -14,6 +14,11 @@
 //   ∂L/∂log a_t = Σ_{s≥t} (y_s ⊙ dy_s − v_s ⊙ dv_s) + rowsum(dS_T ⊙ S_T)
 //   ∂L/∂log b_t = Σ_{s≥t} (q_s ⊙ dq_s − k_s ⊙ dk_s) + colsum(dS_T ⊙ S_T)
 // so the recurrence is never reversed by dividing by gates.
+//
+// The additive and gated rules run through the same code with gates removed (GateKind::None: a = 1
+// or b = 1, nothing read, no gradient) or one row gate shared by a head (GateKind::PerHead, whose
+// gradient is the sum of the per-row gate sums, so such backward runs keep a sequence's rows in one
+// task).
 #include "decayfw/cpu/decay_cpu.h"
 
 #include <algorithm>
@@ -226,18 +231,39 @@ struct StepBuffers {
     dv = y + rows;
   }
   template <typename In, typename Ref>
-  void load_key_side(const Ref& rq, const Ref& rk, const Ref& rf, int64_t bi, int64_t t, int64_t h, int64_t M) {
+  void load_key_side(const Ref& rq, const Ref& rk, const Ref& rf, GateKind col_gate, int64_t bi, int64_t t,
+                     int64_t h, int64_t M) {
     load_vec(at<In>(rq, bi, t, h), M, q);
     load_vec(at<In>(rk, bi, t, h), M, k);
-    load_sigmoid(at<In>(rf, bi, t, h), M, b);
+    if (col_gate == GateKind::None) {
+      std::fill(b, b + M, Acc(1));
+    } else {
+      load_sigmoid(at<In>(rf, bi, t, h), M, b);
+    }
+  }
+  // Row gates of rows [d0, d0 + R) at (bi, t, h).
+  template <typename In, typename Ref>
+  void load_row_gate(const Ref& rz, GateKind row_gate, int64_t bi, int64_t t, int64_t h, int64_t d0, int64_t R) {
+    switch (row_gate) {
+      case GateKind::PerElement: load_sigmoid(at<In>(rz, bi, t, h) + d0, R, a); break;
+      case GateKind::PerHead: std::fill(a, a + R, static_cast<Acc>(sigmoid_f32(load_as<Acc>(at<In>(rz, bi, t, h))))); break;
+      case GateKind::None: std::fill(a, a + R, Acc(1)); break;
+    }
   }
 };
+
+void check_col_gate(GateKind col_gate) {
+  if (col_gate == GateKind::PerHead) {
+    throw std::invalid_argument("decayfw: a per-head gate is supported on the row side (z) only");
+  }
+}
 
 // ------------------------------------------------------------------------------------------------
 // forward
 
 template <typename In, typename Acc>
 void forward_impl(const DecayFwdParams& p, const Executor& ex) {
+  check_col_gate(p.col_gate);
   const Dims& s = p.dims;
   const int64_t N = s.batch * s.heads, D = s.dim_v, M = s.dim_k, T = s.seqlen;
   const int64_t nblk = row_blocks_for(N, D, ex.num_threads);
@@ -251,8 +277,8 @@ void forward_impl(const DecayFwdParams& p, const Executor& ex) {
       Acc* S = static_cast<Acc*>(p.final_state) + state_off;
       load_state(p.initial_state, state_off, R * M, S);
       for (int64_t t = 0; t < T; ++t) {
-        buf.template load_key_side<In>(p.q, p.k, p.f, r.b, t, r.h, M);
-        load_sigmoid(at<In>(p.z, r.b, t, r.h) + r.d0, R, buf.a);
+        buf.template load_key_side<In>(p.q, p.k, p.f, p.col_gate, r.b, t, r.h, M);
+        buf.template load_row_gate<In>(p.z, p.row_gate, r.b, t, r.h, r.d0, R);
         load_vec(at<In>(p.v, r.b, t, r.h) + r.d0, R, buf.v);
         RowKernels<Acc>::forward(S, R, M, buf.a, buf.v, buf.b, buf.k, buf.q, buf.y, nullptr, nullptr);
         In* y = at<In>(p.y, r.b, t, r.h) + r.d0;
@@ -267,9 +293,11 @@ void forward_impl(const DecayFwdParams& p, const Executor& ex) {
 
 template <typename In, typename Acc>
 void backward_impl(const DecayBwdParams& p, const Executor& ex) {
+  check_col_gate(p.col_gate);
   const Dims& s = p.dims;
   const int64_t N = s.batch * s.heads, D = s.dim_v, M = s.dim_k, T = s.seqlen;
-  const int64_t nblk = row_blocks_for(N, D, ex.num_threads);
+  // A per-head row gate's gradient sums over all rows: keep them in one task.
+  const int64_t nblk = p.row_gate == GateKind::PerHead ? 1 : row_blocks_for(N, D, ex.num_threads);
 
   // Column reductions (dq, dk and the colsum of dS_T ⊙ S_T) are summed over row blocks. With a
   // single block per sequence the task finishes them itself from thread-local buffers; with
@@ -287,16 +315,19 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
     for (int64_t t = T - 1; t >= 0; --t) {
       const In* q = at<In>(p.q, b, t, h);
       const In* k = at<In>(p.k, b, t, h);
-      const In* f = at<In>(p.f, b, t, h);
       In* dq = at<In>(p.dq, b, t, h);
       In* dk = at<In>(p.dk, b, t, h);
-      In* df = at<In>(p.df, b, t, h);
       const Acc* dqt = dq_sum + t * M;
       const Acc* dkt = dk_sum + t * M;
       for (int64_t m = 0; m < M; ++m) {
-        gb[m] += load_as<Acc>(q + m) * dqt[m] - load_as<Acc>(k + m) * dkt[m];
         store_from(dq + m, dqt[m]);
         store_from(dk + m, dkt[m]);
+      }
+      if (p.col_gate == GateKind::None) continue;
+      const In* f = at<In>(p.f, b, t, h);
+      In* df = at<In>(p.df, b, t, h);
+      for (int64_t m = 0; m < M; ++m) {
+        gb[m] += load_as<Acc>(q + m) * dqt[m] - load_as<Acc>(k + m) * dkt[m];
         store_from(df + m, gb[m] * sigmoid_f32(-load_as<Acc>(f + m)));
       }
     }
@@ -327,8 +358,8 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
         load_state(p.initial_state, state_off, R * M, S);
         // Sweep 1: recompute S_t, y_t and this block's share of dq_t = S_tᵀ dy_t.
         for (int64_t t = 0; t < T; ++t) {
-          buf.template load_key_side<In>(p.q, p.k, p.f, r.b, t, r.h, M);
-          load_sigmoid(at<In>(p.z, r.b, t, r.h) + r.d0, R, buf.a);
+          buf.template load_key_side<In>(p.q, p.k, p.f, p.col_gate, r.b, t, r.h, M);
+          buf.template load_row_gate<In>(p.z, p.row_gate, r.b, t, r.h, r.d0, R);
           load_vec(at<In>(p.v, r.b, t, r.h) + r.d0, R, buf.v);
           load_vec(at<In>(p.dy, r.b, t, r.h) + r.d0, R, buf.g);
           RowKernels<Acc>::forward(S, R, M, buf.a, buf.v, buf.b, buf.k, buf.q, ys.data() + t * R, buf.g,
@@ -348,19 +379,26 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
         }
         // Sweep 2: dS backwards in time; dv_t, dk_t, and dz_t from the row-local gate sum.
         for (int64_t t = T - 1; t >= 0; --t) {
-          buf.template load_key_side<In>(p.q, p.k, p.f, r.b, t, r.h, M);
-          const In* z = at<In>(p.z, r.b, t, r.h) + r.d0;
-          load_sigmoid(z, R, buf.a);
+          buf.template load_key_side<In>(p.q, p.k, p.f, p.col_gate, r.b, t, r.h, M);
+          buf.template load_row_gate<In>(p.z, p.row_gate, r.b, t, r.h, r.d0, R);
           load_vec(at<In>(p.v, r.b, t, r.h) + r.d0, R, buf.v);
           load_vec(at<In>(p.dy, r.b, t, r.h) + r.d0, R, buf.g);
           RowKernels<Acc>::backward(dS, R, M, buf.a, buf.v, buf.b, buf.k, buf.q, buf.g, buf.dv, dk_part + t * M);
           In* dv = at<In>(p.dv, r.b, t, r.h) + r.d0;
-          In* dz = at<In>(p.dz, r.b, t, r.h) + r.d0;
           const Acc* yt = ys.data() + t * R;
           for (int64_t i = 0; i < R; ++i) {
             ga[i] += yt[i] * buf.g[i] - buf.v[i] * buf.dv[i];
             store_from(dv + i, buf.dv[i]);
-            store_from(dz + i, ga[i] * sigmoid_f32(-load_as<Acc>(z + i)));
+          }
+          if (p.row_gate == GateKind::PerElement) {
+            const In* z = at<In>(p.z, r.b, t, r.h) + r.d0;
+            In* dz = at<In>(p.dz, r.b, t, r.h) + r.d0;
+            for (int64_t i = 0; i < R; ++i) store_from(dz + i, ga[i] * sigmoid_f32(-load_as<Acc>(z + i)));
+          } else if (p.row_gate == GateKind::PerHead) {
+            Acc total = 0;
+            for (int64_t i = 0; i < R; ++i) total += ga[i];
+            const In* z = at<In>(p.z, r.b, t, r.h);
+            store_from(at<In>(p.dz, r.b, t, r.h), total * sigmoid_f32(-load_as<Acc>(z)));
           }
         }
         Acc* dS0 = static_cast<Acc*>(p.grad_initial_state) + state_off;
@@ -391,6 +429,7 @@ void backward_impl(const DecayBwdParams& p, const Executor& ex) {
 
 template <typename In, typename Acc>
 void step_impl(const DecayStepParams& p, const Executor& ex) {
+  check_col_gate(p.col_gate);
   const int64_t N = p.batch * p.heads, D = p.dim_v, M = p.dim_k;
   const int64_t nblk = row_blocks_for(N, D, ex.num_threads);
   ex.run(N * nblk, [&](int64_t begin, int64_t end) {
@@ -399,8 +438,8 @@ void step_impl(const DecayStepParams& p, const Executor& ex) {
       const RowBlock r = task_rows(task, p.heads, D, nblk);
       const int64_t R = r.d1 - r.d0;
       if (R <= 0) continue;
-      buf.template load_key_side<In>(p.q, p.k, p.f, r.b, 0, r.h, M);
-      load_sigmoid(at<In>(p.z, r.b, 0, r.h) + r.d0, R, buf.a);
+      buf.template load_key_side<In>(p.q, p.k, p.f, p.col_gate, r.b, 0, r.h, M);
+      buf.template load_row_gate<In>(p.z, p.row_gate, r.b, 0, r.h, r.d0, R);
       load_vec(at<In>(p.v, r.b, 0, r.h) + r.d0, R, buf.v);
       Acc* S = static_cast<Acc*>(p.state) + ((r.b * p.heads + r.h) * D + r.d0) * M;
       RowKernels<Acc>::forward(S, R, M, buf.a, buf.v, buf.b, buf.k, buf.q, buf.y, nullptr, nullptr);

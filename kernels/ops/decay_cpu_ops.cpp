@@ -1,25 +1,16 @@
 // CPU implementations of the decay-rule ops: prepare the arguments (decay_op_args.h), run the
 // kernels on PyTorch's intra-op thread pool.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "aten_executor.h"
 #include "decay_op_args.h"
 #include "decayfw/cpu/decay_cpu.h"
 
 namespace decayfw::ops {
 namespace {
-
-cpu::Executor aten_executor() {
-  cpu::Executor ex;
-  ex.num_threads = at::get_num_threads();
-  ex.parallel_for = [](int64_t n, const std::function<void(int64_t, int64_t)>& body) {
-    at::parallel_for(0, n, 1, body);
-  };
-  return ex;
-}
 
 std::tuple<at::Tensor, at::Tensor> decay_fwd_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                  const at::Tensor& z, const at::Tensor& f,

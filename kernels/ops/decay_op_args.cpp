@@ -7,17 +7,6 @@
 namespace decayfw::ops {
 namespace {
 
-void check_device(const char* op, const at::Tensor& t, c10::DeviceType device) {
-  TORCH_CHECK(t.device().type() == device, op, ": the ", c10::DeviceTypeName(device), " kernel got a tensor on ",
-              t.device());
-}
-
-bool given(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
-
-at::Tensor new_state(const Dims& d, const at::Tensor& like) {
-  return at::empty({d.batch, d.heads, d.dim_v, d.dim_k}, like.options().dtype(state_dtype_for(like.scalar_type())));
-}
-
 // The sequence inputs shared by the forward and backward params structs.
 template <typename Params>
 void set_sequence_inputs(Params& p, const Dims& d, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -16,4 +16,26 @@ TORCH_LIBRARY(decayfw, m) {
         " -> (Tensor dq, Tensor dk, Tensor dv, Tensor dz, Tensor df, Tensor grad_initial_state)");
   // One decode step: q, k, f [B, H, M]; v, z [B, H, D]; state [B, H, D, M] updated in place.
   m.def("decay_step(Tensor q, Tensor k, Tensor v, Tensor z, Tensor f, Tensor(a!) state) -> Tensor y");
+
+  // The paper's other rules (kernels/README.md), same layouts; g and beta are logits [B, T, H]
+  // ([B, H] for a step), one per head and step.
+  // Additive (Katharopoulos et al. 2020): S_t = S_{t-1} + v_t k_tᵀ.
+  m.def("add_fwd(Tensor q, Tensor k, Tensor v, Tensor? initial_state=None) -> (Tensor y, Tensor final_state)");
+  m.def("add_bwd(Tensor q, Tensor k, Tensor v, Tensor? initial_state, Tensor dy, Tensor? grad_final_state=None)"
+        " -> (Tensor dq, Tensor dk, Tensor dv, Tensor grad_initial_state)");
+  m.def("add_step(Tensor q, Tensor k, Tensor v, Tensor(a!) state) -> Tensor y");
+  // Gated (Peng et al. 2021): S_t = σ(g_t) S_{t-1} + (1 − σ(g_t)) v_t k_tᵀ.
+  m.def("gated_fwd(Tensor q, Tensor k, Tensor v, Tensor g, Tensor? initial_state=None)"
+        " -> (Tensor y, Tensor final_state)");
+  m.def("gated_bwd(Tensor q, Tensor k, Tensor v, Tensor g, Tensor? initial_state, Tensor dy,"
+        " Tensor? grad_final_state=None)"
+        " -> (Tensor dq, Tensor dk, Tensor dv, Tensor dg, Tensor grad_initial_state)");
+  m.def("gated_step(Tensor q, Tensor k, Tensor v, Tensor g, Tensor(a!) state) -> Tensor y");
+  // Delta (Schlag et al. 2021): S_t = S_{t-1} + σ(beta_t) (v_t − S_{t-1} k_t) k_tᵀ.
+  m.def("delta_fwd(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor? initial_state=None)"
+        " -> (Tensor y, Tensor final_state)");
+  m.def("delta_bwd(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor? initial_state, Tensor dy,"
+        " Tensor? grad_final_state=None)"
+        " -> (Tensor dq, Tensor dk, Tensor dv, Tensor dbeta, Tensor grad_initial_state)");
+  m.def("delta_step(Tensor q, Tensor k, Tensor v, Tensor beta, Tensor(a!) state) -> Tensor y");
 }

@@ -107,6 +107,29 @@ void check_state(const char* op, const char* name, const at::Tensor& state, cons
   TORCH_CHECK(state.is_contiguous(), op, ": argument '", name, "' must be contiguous");
 }
 
+void check_head_scalar(const char* op, const char* name, const at::Tensor& t, const Dims& d, bool has_time,
+                       const at::Tensor& like) {
+  TORCH_CHECK(t.defined(), op, ": argument '", name, "' is undefined");
+  const std::vector<int64_t> want =
+      has_time ? std::vector<int64_t>{d.batch, d.seqlen, d.heads} : std::vector<int64_t>{d.batch, d.heads};
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(want), op, ": argument '", name, "' must have shape ",
+              has_time ? "[B, T, H] = " : "[B, H] = ", shape_str(want), " (one logit per head and step), got ",
+              shape_str(t.sizes()));
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": argument '", name, "' has dtype ", t.scalar_type(),
+              " but 'q' has ", like.scalar_type(), "; all inputs must share one dtype");
+  TORCH_CHECK(t.device() == like.device(), op, ": argument '", name, "' is on ", t.device(), " but 'q' is on ",
+              like.device());
+}
+
+void check_device(const char* op, const at::Tensor& t, c10::DeviceType device) {
+  TORCH_CHECK(t.device().type() == device, op, ": the ", c10::DeviceTypeName(device), " kernel got a tensor on ",
+              t.device());
+}
+
+at::Tensor new_state(const Dims& d, const at::Tensor& like) {
+  return at::empty({d.batch, d.heads, d.dim_v, d.dim_k}, like.options().dtype(state_dtype_for(like.scalar_type())));
+}
+
 ConstSeqRef const_ref(const at::Tensor& t, bool has_time) {
   ConstSeqRef r;
   r.data = t.data_ptr();

@@ -26,6 +26,19 @@ Dims check_inputs(const char* op, const std::vector<NamedTensor>& inputs, bool h
 void check_state(const char* op, const char* name, const at::Tensor& state, const Dims& dims,
                  const at::Tensor& like);
 
+// Validates a per-head scalar input (a gate or write-strength logit): [B, T, H] for a sequence op,
+// [B, H] for a step; the inputs' dtype and device; any strides.
+void check_head_scalar(const char* op, const char* name, const at::Tensor& t, const Dims& dims, bool has_time,
+                       const at::Tensor& like);
+
+// Every tensor argument of a device's kernel must live on that device.
+void check_device(const char* op, const at::Tensor& t, c10::DeviceType device);
+
+inline bool given(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+// A new, uninitialised state [B, H, D, M] of the state dtype for inputs like `like`.
+at::Tensor new_state(const Dims& d, const at::Tensor& like);
+
 // The dtype a state must have for inputs of this dtype.
 at::ScalarType state_dtype_for(at::ScalarType input);
 

@@ -1,8 +1,10 @@
 """decayfw: decaying fast weights (Mao, EMNLP 2022) for PyTorch.
 
 - :mod:`decayfw.ops` — ``decay_fast_weights`` (whole sequence, autograd) and ``decay_step`` (decoding)
-- :mod:`decayfw.nn` — ``DecayFastWeights`` (the paper's layer) and ``SoftmaxAttention`` (the baseline)
-- :mod:`decayfw.reference` — readable pure-PyTorch reference of the math
+- :mod:`decayfw.rules` — the paper's baselines: ``add_/gated_/delta_fast_weights`` and their steps
+- :mod:`decayfw.nn` — ``FastWeights`` (any rule, feature map, normalisation), ``DecayFastWeights``
+  (the paper's layer) and ``SoftmaxAttention`` (full or local attention baselines)
+- :mod:`decayfw.reference` — readable pure-PyTorch references of every rule
 
 The native ops are also reachable as ``torch.ops.decayfw.*`` (and from C++ through the dispatcher).
 """
@@ -13,10 +15,12 @@ import torch as _torch
 from . import _loader
 from ._loader import BUILT_WITH_CUDA, HAS_EXTENSION
 from .ops import decay_fast_weights, decay_step
+from .rules import add_fast_weights, add_step, delta_fast_weights, delta_step, gated_fast_weights, gated_step
 
 __version__ = "0.1.0"
 
-__all__ = ["decay_fast_weights", "decay_step", "HAS_EXTENSION", "BUILT_WITH_CUDA", "set_default_threads",
+__all__ = ["decay_fast_weights", "decay_step", "add_fast_weights", "add_step", "gated_fast_weights", "gated_step",
+           "delta_fast_weights", "delta_step", "HAS_EXTENSION", "BUILT_WITH_CUDA", "set_default_threads",
            "__version__"]
 
 

@@ -1,4 +1,5 @@
-"""Layers: the paper's decaying fast-weight layer and the softmax-attention baseline.
+"""Layers: fast weights with the paper's update rules (decay and its baselines) and softmax attention
+(full or local, the paper's other baselines).
 
 Both share one interface so every comparison, benchmark and test can swap one for the other:
 
@@ -19,8 +20,10 @@ from torch import Tensor, nn
 
 from .ops import decay_fast_weights, decay_step
 from .reference import state_dtype_for
+from .rules import add_fast_weights, add_step, delta_fast_weights, delta_step, gated_fast_weights, gated_step
 
-__all__ = ["DecayFastWeights", "SoftmaxAttention", "uniform_gate_bias"]
+__all__ = ["FastWeights", "DecayFastWeights", "SoftmaxAttention", "uniform_gate_bias", "check_rule_options",
+           "RULES", "NORMALIZATIONS", "FEATURE_MAPS"]
 
 FEATURE_MAPS = ("none", "linear", "relu")
 # A gate logit whose σ is exactly 1.0 in fp32 and fp64: padded positions carry the state unchanged.
@@ -105,43 +108,101 @@ def _split_mha(mha: nn.MultiheadAttention):
     return lins[0], lins[1], lins[2], mha.out_proj
 
 
-class DecayFastWeights(_Projections):
-    """Decaying fast weights (Mao 2022, Eqs. 7–8) as a drop-in replacement for self-attention.
+RULES = ("decay", "gated", "add", "delta")
+NORMALIZATIONS = ("none", "attention", "sum")
+# The delta rule's write strength starts at σ(−5) ≈ 0.0067 (the paper: g_t initialised ≈ 0.007).
+DELTA_BETA_BIAS = -5.0
+# Footnote 4 of the paper: the additive rule without a feature map needs W_v ÷ 512 to start stable.
+ADD_VALUE_SCALE = 1.0 / 512
 
-    Per head: ``q = φ(W_q x)·s``, ``k = φ(W_k x)``, ``v = W_v x``, gate logits ``z = W_z x + b_z``
-    (width D = value_dim) and ``f = W_f x + b_f`` (width M = key_dim), then
-    ``S_t = (σ(z_t)σ(f_t)ᵀ) ⊙ S_{t-1} + v_t k_tᵀ``, ``y_t = S_t q_t``, ``out = W_o y``.
+
+def check_rule_options(rule: str, feature_map: str, normalization: str, key_dim: int, head_dim: int,
+                       flag_prefix: str = "") -> None:
+    """Rejects combinations that are not a rule of the paper, with a message naming the options.
+
+    ``flag_prefix`` is ``"--fw-"`` when the options came from the fairseq command line, so the
+    message names the flags the user typed.
+    """
+    def opt(name):
+        return f"{flag_prefix}{name.replace('_', '-')}" if flag_prefix else name
+    if rule not in RULES:
+        raise ValueError(f"{opt('rule')} must be one of {', '.join(RULES)}, got {rule!r}")
+    if feature_map not in FEATURE_MAPS:
+        raise ValueError(f"{opt('feature_map')} must be one of {', '.join(FEATURE_MAPS)}, got {feature_map!r}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"{opt('normalization')} must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    if feature_map == "none" and key_dim != head_dim:
+        raise ValueError(f"{opt('feature_map')} none (identity) needs {opt('key_dim')} equal to the head dimension "
+                         f"({head_dim}), got {key_dim}; use {opt('feature_map')} linear or relu to project to m")
+    if normalization == "attention" and rule == "delta":
+        raise ValueError(f"{opt('normalization')} attention is not defined for the delta rule: its normalisation is "
+                         f"'sum' (Schlag et al. 2021: q and k divided by the sum of their features)")
+    if normalization == "sum" and rule != "delta":
+        raise ValueError(f"{opt('normalization')} sum is the delta rule's (Schlag et al. 2021); the {rule} rule "
+                         f"normalises with 'attention' (a normaliser z_t beside the state) or 'none'")
+    if normalization != "none" and feature_map != "relu":
+        raise ValueError(f"{opt('normalization')} {normalization} needs a positive feature map "
+                         f"({opt('feature_map')} relu): with signed features the normaliser can be zero or negative")
+
+
+class FastWeights(_Projections):
+    """A fast-weight layer with any of the paper's update rules, as a drop-in for self-attention.
+
+    Per head: ``q = φ(W_q x)·s``, ``k = φ(W_k x)``, ``v = W_v x``, then one of
+
+    - ``decay`` (Eq. 7, the paper's): ``S_t = (σ(z_t)σ(f_t)ᵀ) ⊙ S_{t-1} + v_t k_tᵀ`` with
+      ``z = W_z x + b_z`` (width D) and ``f = W_f x + b_f`` (width M);
+    - ``gated`` (Eq. 5, Peng et al. 2021): ``S_t = g_t S_{t-1} + (1 − g_t) v_t k_tᵀ``,
+      ``g_t = σ(w_g·x + b_g)`` one scalar per head;
+    - ``add`` (Eq. 3, Katharopoulos et al. 2020): ``S_t = S_{t-1} + v_t k_tᵀ``;
+    - ``delta`` (Eq. 6, Schlag et al. 2021): ``S_t = S_{t-1} + β_t (v_t − S_{t-1}k_t) k_tᵀ``,
+      ``β_t = σ(w_β·x + b_β)`` one scalar per head, b_β = −5 (σ ≈ 0.007);
+
+    and ``y_t = S_t q_t``, ``out = W_o y``.
 
     Args:
         embed_dim: model dimension C.
         num_heads: H; head_dim = C / H.
+        rule: one of ``decay``, ``gated``, ``add``, ``delta``.
         key_dim: M, the state's key dimension (paper's m). Default head_dim.
         value_dim: D per head. Default head_dim.
         feature_map: φ shared by q and k. ``"none"``: identity (requires key_dim == head_dim);
-            ``"linear"``: a learned per-head projection head_dim → M; ``"relu"``: the learned
-            projection followed by ReLU (Kasai et al. 2021), the paper's positive-feature baseline.
+            ``"linear"``: a learned per-head projection head_dim → M (what the paper calls "no
+            feature map" when m ≠ head_dim); ``"relu"``: ``ReLU(W_φ x + b_φ)`` (Kasai et al. 2021).
             Default: ``"none"`` when key_dim == head_dim, else ``"linear"``.
+        normalization: ``"none"``; ``"attention"`` (add, gated, decay; needs relu): a normaliser
+            ``z_t`` that follows the state's recurrence on a value of ones, ``y_t = S_t q_t / z_tᵀq_t``
+            (for decay, z_t decays with the column gate only: ``z_t = σ(f_t) ⊙ z_{t-1} + k_t``);
+            ``"sum"`` (delta; needs relu): ``q, k ← φ(·)/Σφ(·)``.
+        value_scale: factor on W_v and b_v applied by :meth:`init_from_attention` (besides decay's
+            own 1 − σ(b_z)); default 1/512 for the additive rule without a ReLU feature map (the
+            paper's footnote 4), else 1.
         bias: biases on q/k/v/out.
-        scale_queries: multiply q by head_dim^-0.5 as softmax attention does, so a layer
-            initialised from attention sees queries of the scale its keys were trained against.
+        scale_queries: multiply q by head_dim^-0.5 as softmax attention does.
         time_first: inputs are ``[T, B, C]`` (fairseq) instead of ``[B, T, C]``.
+        eps: floor of the denominators of both normalisations.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, key_dim: Optional[int] = None,
-                 value_dim: Optional[int] = None, feature_map: Optional[str] = None, bias: bool = True,
-                 scale_queries: bool = True, time_first: bool = False):
+    def __init__(self, embed_dim: int, num_heads: int, rule: str = "decay", key_dim: Optional[int] = None,
+                 value_dim: Optional[int] = None, feature_map: Optional[str] = None, normalization: str = "none",
+                 value_scale: Optional[float] = None, bias: bool = True, scale_queries: bool = True,
+                 time_first: bool = False, eps: float = 1e-6):
         super().__init__(embed_dim, num_heads, value_dim, bias)
         self.key_dim = key_dim if key_dim is not None else self.head_dim
         if self.key_dim <= 0:
             raise ValueError(f"key_dim (m) must be positive, got {self.key_dim}")
         if feature_map is None:
             feature_map = "none" if self.key_dim == self.head_dim else "linear"
-        if feature_map not in FEATURE_MAPS:
-            raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
-        if feature_map == "none" and self.key_dim != self.head_dim:
-            raise ValueError(f"feature_map 'none' (identity) needs key_dim == head_dim ({self.head_dim}), got "
-                             f"key_dim {self.key_dim}; use feature_map='linear' or 'relu' to project to m")
+        check_rule_options(rule, feature_map, normalization, self.key_dim, self.head_dim)
+        self.rule = rule
         self.feature_map = feature_map
+        self.normalization = normalization
+        self.eps = eps
+        if value_scale is None:
+            value_scale = ADD_VALUE_SCALE if rule == "add" and feature_map != "relu" else 1.0
+        if not value_scale > 0:
+            raise ValueError(f"value_scale must be positive, got {value_scale}")
+        self.value_scale = float(value_scale)
         self.scaling = self.head_dim ** -0.5 if scale_queries else 1.0
         self.time_first = time_first
         H, D, M = num_heads, self.value_dim, self.key_dim
@@ -151,10 +212,18 @@ class DecayFastWeights(_Projections):
         else:
             self.register_parameter("phi_weight", None)
             self.register_parameter("phi_bias", None)
-        self.gate_z = nn.Linear(embed_dim, H * D)
-        self.gate_f = nn.Linear(embed_dim, H * M)
+        # Gate parameters by rule (absent ones stay None so state dicts hold only what a rule uses).
+        self.gate_z = nn.Linear(embed_dim, H * D) if rule == "decay" else None
+        self.gate_f = nn.Linear(embed_dim, H * M) if rule == "decay" else None
+        self.gate_g = nn.Linear(embed_dim, H) if rule == "gated" else None
+        self.gate_beta = nn.Linear(embed_dim, H) if rule == "delta" else None
         self.reset_feature_map()
         self.reset_gates()
+
+    @property
+    def state_rows(self) -> int:
+        """Rows of the state: D, plus the normaliser's row under attention normalisation."""
+        return self.value_dim + (1 if self.normalization == "attention" else 0)
 
     # -- initialisation -------------------------------------------------------------------------------
 
@@ -167,30 +236,44 @@ class DecayFastWeights(_Projections):
                 self.phi_bias.zero_()
 
     def reset_gates(self, generator: Optional[torch.Generator] = None):
-        """Gate weights small (N(0, 0.02²)), gate biases by Uniform Gate Initialization per head."""
+        """Gate weights small (N(0, 0.02²)); biases: decay's by Uniform Gate Initialization per head
+        and channel, the gated rule's by UGI across heads (spread over D), delta's β at σ(−5)."""
         H, D, M = self.num_heads, self.value_dim, self.key_dim
         with torch.no_grad():
-            for lin in (self.gate_z, self.gate_f):
-                lin.weight.normal_(0.0, 0.02, generator=generator)
-            self.gate_z.bias.copy_(torch.cat([uniform_gate_bias(D, generator) for _ in range(H)]))
-            self.gate_f.bias.copy_(torch.cat([uniform_gate_bias(M, generator) for _ in range(H)]))
+            for lin in (self.gate_z, self.gate_f, self.gate_g, self.gate_beta):
+                if lin is not None:
+                    lin.weight.normal_(0.0, 0.02, generator=generator)
+            if self.rule == "decay":
+                self.gate_z.bias.copy_(torch.cat([uniform_gate_bias(D, generator) for _ in range(H)]))
+                self.gate_f.bias.copy_(torch.cat([uniform_gate_bias(M, generator) for _ in range(H)]))
+            elif self.rule == "gated":
+                # one gate per head, its σ drawn from UGI's interval for width D
+                u = torch.rand(H, generator=generator, dtype=torch.float64) * (1 - 2 / max(D, 3)) + 1 / max(D, 3)
+                self.gate_g.bias.copy_((-torch.log(1 / u - 1)).float())
+            elif self.rule == "delta":
+                self.gate_beta.bias.fill_(DELTA_BETA_BIAS)
 
     def value_rescale(self) -> Tensor:
-        """``1 − σ(b_z)`` per value channel (``[H·D]``): the factor :meth:`init_from_attention` applies to W_v."""
-        return 1.0 - torch.sigmoid(self.gate_z.bias.detach().float())
+        """The factor per value channel (``[H·D]``) that :meth:`init_from_attention` applies to W_v:
+        ``1 − σ(b_z)`` for decay (times ``value_scale``), ``value_scale`` for the other rules."""
+        ref = self.v_proj.weight
+        scale = torch.full((self.num_heads * self.value_dim,), self.value_scale, dtype=torch.float32,
+                           device=ref.device)
+        if self.rule == "decay":
+            scale = scale * (1.0 - torch.sigmoid(self.gate_z.bias.detach().float()))
+        return scale
 
     def init_from_attention(self, q_proj: nn.Module, k_proj: Optional[nn.Linear] = None,
                             v_proj: Optional[nn.Linear] = None, out_proj: Optional[nn.Linear] = None,
-                            generator: Optional[torch.Generator] = None) -> "DecayFastWeights":
+                            generator: Optional[torch.Generator] = None) -> "FastWeights":
         """Swap-then-finetune initialisation from a pre-trained softmax-attention layer.
 
         1. copies q/k/v/out projections exactly (pass a ``torch.nn.MultiheadAttention`` alone, or
            four ``nn.Linear``: fairseq's ``q_proj, k_proj, v_proj, out_proj``);
-        2. draws the gate biases by Uniform Gate Initialization (:meth:`reset_gates`);
-        3. rescales W_v and b_v row-wise by ``1 − σ(b_z)``, so that each state row starts as an
-           exponential moving average with unit gain (its fixed point is v, not v/(1 − a)), keeping
-           the swapped layer's output on the scale of attention's convex combinations and early
-           fine-tuning from overflowing.
+        2. draws the gate biases (:meth:`reset_gates`);
+        3. rescales W_v and b_v row-wise by :meth:`value_rescale`: for decay ``1 − σ(b_z)``, so each
+           state row starts as an exponential moving average with unit gain (its fixed point is v,
+           not v/(1 − a)), keeping the output on the scale of attention's convex combinations.
         """
         if isinstance(q_proj, nn.MultiheadAttention):
             q_proj, k_proj, v_proj, out_proj = _split_mha(q_proj)
@@ -202,7 +285,7 @@ class DecayFastWeights(_Projections):
         return self
 
     def rescale_values(self):
-        """W_v ← diag(1 − σ(b_z)) W_v and b_v ← (1 − σ(b_z)) ⊙ b_v (see :meth:`init_from_attention`)."""
+        """W_v ← diag(r) W_v and b_v ← r ⊙ b_v with r = :meth:`value_rescale`."""
         with torch.no_grad():
             scale = self.value_rescale().to(self.v_proj.weight.dtype)
             self.v_proj.weight.mul_(scale.unsqueeze(1))
@@ -212,24 +295,59 @@ class DecayFastWeights(_Projections):
     # -- computation ----------------------------------------------------------------------------------
 
     def _phi(self, t: Tensor) -> Tensor:
-        """Feature map on ``[B, T, H, head_dim]`` (or ``[B, H, head_dim]``) → ``[..., H, M]``."""
-        if self.phi_weight is None:
-            return t
-        out = torch.einsum("...hd,hmd->...hm", t, self.phi_weight.to(t.dtype)) + self.phi_bias.to(t.dtype)
-        return F.relu(out) if self.feature_map == "relu" else out
+        """Feature map on ``[B, T, H, head_dim]`` (or ``[B, H, head_dim]``) → ``[..., H, M]``, then the
+        delta rule's sum normalisation when asked."""
+        if self.phi_weight is not None:
+            t = torch.einsum("...hd,hmd->...hm", t, self.phi_weight.to(t.dtype)) + self.phi_bias.to(t.dtype)
+            if self.feature_map == "relu":
+                t = F.relu(t)
+        if self.normalization == "sum":
+            t = t / (t.sum(-1, keepdim=True) + self.eps)
+        return t
 
     def zero_state(self, batch_size: int, device=None, dtype=torch.float32) -> Tensor:
-        """A zero state ``[B, H, D, M]`` (fp32; fp64 when the layer runs in fp64)."""
-        return torch.zeros(batch_size, self.num_heads, self.value_dim, self.key_dim, device=device,
+        """A zero state ``[B, H, rows, M]`` (rows = D, + 1 under attention normalisation; fp32, fp64
+        when the layer runs in fp64)."""
+        return torch.zeros(batch_size, self.num_heads, self.state_rows, self.key_dim, device=device,
                            dtype=state_dtype_for(dtype))
 
     def _inputs(self, x: Tensor, time_first: bool):
+        """q, k, v ``[B, T, H, X]`` and the rule's gate logits (a tuple: (z, f), (g,), (beta,) or ())."""
         q = self._heads(self.q_proj(x) * self.scaling, time_first)
         k = self._heads(self.k_proj(x), time_first)
         v = self._heads(self.v_proj(x), time_first)
-        z = self._heads(self.gate_z(x), time_first)
-        f = self._heads(self.gate_f(x), time_first)
-        return self._phi(q), self._phi(k), v, z, f
+        if self.rule == "decay":
+            gates = (self._heads(self.gate_z(x), time_first), self._heads(self.gate_f(x), time_first))
+        elif self.rule == "gated":
+            gates = (self._heads(self.gate_g(x), time_first)[..., 0],)
+        elif self.rule == "delta":
+            gates = (self._heads(self.gate_beta(x), time_first)[..., 0],)
+        else:
+            gates = ()
+        return self._phi(q), self._phi(k), v, gates
+
+    def _with_normaliser(self, v: Tensor, gates):
+        """Attention normalisation: a value channel of ones (its state row is the normaliser z_t)."""
+        if self.normalization != "attention":
+            return v, gates
+        v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+        if self.rule == "decay":  # the normaliser row has no row gate: σ(_CARRY_LOGIT) = 1
+            z, f = gates
+            gates = (torch.cat([z, torch.full_like(z[..., :1], _CARRY_LOGIT)], dim=-1), f)
+        return v, gates
+
+    def _normalise(self, y: Tensor) -> Tensor:
+        if self.normalization != "attention":
+            return y
+        return y[..., :-1] / y[..., -1:].clamp_min(self.eps)
+
+    def _run(self, q, k, v, gates, state, step: bool):
+        if step:
+            fn = {"decay": decay_step, "gated": gated_step, "add": add_step, "delta": delta_step}[self.rule]
+            return fn(q, k, v, *gates, state), state
+        fn = {"decay": decay_fast_weights, "gated": gated_fast_weights, "add": add_fast_weights,
+              "delta": delta_fast_weights}[self.rule]
+        return fn(q, k, v, *gates, initial_state=state, output_final_state=True)
 
     def forward(self, x: Tensor, state: Optional[Tensor] = None,
                 key_padding_mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -237,60 +355,86 @@ class DecayFastWeights(_Projections):
 
         Args:
             x: ``[B, T, C]`` (``[T, B, C]`` when ``time_first``).
-            state: ``[B, H, D, M]`` from a previous segment, or None for zeros.
+            state: ``[B, H, rows, M]`` from a previous segment, or None for zeros.
             key_padding_mask: ``[B, T]`` bool, True at padding. Padded positions neither write to
-                the state nor decay it (their gates are exactly 1), so padding never changes it.
+                the state nor change it (their gates keep it exactly), so padding never changes it.
 
         Returns:
-            ``(out, new_state)``: out like x; new_state ``[B, H, D, M]`` fp32 to carry on.
+            ``(out, new_state)``: out like x; new_state ``[B, H, rows, M]`` fp32 to carry on.
         """
         self._check_x(x)
         tf = self.time_first
         B = x.shape[1] if tf else x.shape[0]
         T = x.shape[0] if tf else x.shape[1]
-        q, k, v, z, f = self._inputs(x, tf)
+        q, k, v, gates = self._inputs(x, tf)
+        v, gates = self._with_normaliser(v, gates)
         if key_padding_mask is not None:
             if tuple(key_padding_mask.shape) != (B, T):
                 raise ValueError(f"{type(self).__name__}: argument 'key_padding_mask' must have shape [B, T] = "
                                  f"{[B, T]}, got {list(key_padding_mask.shape)}")
-            pad = key_padding_mask.to(device=x.device, dtype=torch.bool)[:, :, None, None]  # [B, T, 1, 1]
-            k = k.masked_fill(pad, 0.0)
-            v = v.masked_fill(pad, 0.0)
-            z = z.masked_fill(pad, _CARRY_LOGIT)
-            f = f.masked_fill(pad, _CARRY_LOGIT)
-        # Under autocast the projections may come out in different dtypes; the op takes one dtype
-        # for its inputs and keeps the state in fp32 whatever it is.
+            pad = key_padding_mask.to(device=x.device, dtype=torch.bool)[:, :, None]  # [B, T, 1]
+            k = k.masked_fill(pad[..., None], 0.0)
+            v = v.masked_fill(pad[..., None], 0.0)
+            # keep-everything gates: σ(+50) = 1 for decay and gated; β = σ(−50) = 0 for delta
+            if self.rule == "decay":
+                gates = tuple(g.masked_fill(pad[..., None], _CARRY_LOGIT) for g in gates)
+            elif self.rule == "gated":
+                gates = (gates[0].masked_fill(pad, _CARRY_LOGIT),)
+            elif self.rule == "delta":
+                gates = (gates[0].masked_fill(pad, -_CARRY_LOGIT),)
+        # Under autocast the projections may come out in different dtypes; the ops take one dtype
+        # for their inputs and keep the state in fp32 whatever it is.
         dtype = v.dtype
-        q, k, z, f = (t.to(dtype) for t in (q, k, z, f))
+        q, k = q.to(dtype), k.to(dtype)
+        gates = tuple(g.to(dtype) for g in gates)
         if state is not None:
             state = state.to(state_dtype_for(dtype))
-        y, new_state = decay_fast_weights(q, k, v, z, f, initial_state=state, output_final_state=True)
+        y, new_state = self._run(q, k, v, gates, state, step=False)
+        y = self._normalise(y)
         # y has v's strides: [B, T, H, D] (a transposed view of a contiguous [T, B, H, D] when time-first).
         y = (y.transpose(0, 1) if tf else y).reshape(T if tf else B, B if tf else T, -1)
         return self.out_proj(y), new_state
 
     def step(self, x_t: Tensor, state: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        """One token: ``x_t [B, C]``; ``state [B, H, D, M]`` is updated **in place** (zeros if None).
+        """One token: ``x_t [B, C]``; ``state [B, H, rows, M]`` is updated **in place** (zeros if None).
 
         O(1) in the context length. With autograd enabled it runs the differentiable whole-sequence
         op on T = 1 and returns a new state instead.
         """
         self._check_x(x_t, "x_t", rank=2)
         B = x_t.shape[0]
-        q, k, v, z, f = self._inputs(x_t.unsqueeze(1), time_first=False)
+        q, k, v, gates = self._inputs(x_t.unsqueeze(1), time_first=False)
+        v, gates = self._with_normaliser(v, gates)
+        dtype = v.dtype
+        q, k = q.to(dtype), k.to(dtype)
+        gates = tuple(g.to(dtype) for g in gates)
         if state is None:
-            state = self.zero_state(B, x_t.device, v.dtype)
+            state = self.zero_state(B, x_t.device, dtype)
         if torch.is_grad_enabled() and (x_t.requires_grad or any(p.requires_grad for p in self.parameters())):
-            y, state = decay_fast_weights(q, k, v, z.to(v.dtype), f.to(v.dtype), initial_state=state,
-                                          output_final_state=True)
-            return self.out_proj(y.reshape(B, -1)), state
-        q, k, v, z, f = (t[:, 0] for t in (q, k, v, z, f))
-        y = decay_step(q, k, v.to(q.dtype), z.to(q.dtype), f.to(q.dtype), state)
-        return self.out_proj(y.reshape(B, -1)), state
+            y, state = self._run(q, k, v, gates, state, step=False)
+            return self.out_proj(self._normalise(y).reshape(B, -1)), state
+        y, state = self._run(q[:, 0], k[:, 0], v[:, 0], tuple(g[:, 0] for g in gates), state, step=True)
+        return self.out_proj(self._normalise(y).reshape(B, -1)), state
 
     def extra_repr(self) -> str:
-        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, key_dim={self.key_dim}, "
-                f"value_dim={self.value_dim}, feature_map={self.feature_map!r}, time_first={self.time_first}")
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, rule={self.rule!r}, "
+                f"key_dim={self.key_dim}, value_dim={self.value_dim}, feature_map={self.feature_map!r}, "
+                f"normalization={self.normalization!r}, time_first={self.time_first}")
+
+
+class DecayFastWeights(FastWeights):
+    """Decaying fast weights (Mao 2022, Eqs. 7–8): :class:`FastWeights` with ``rule="decay"``.
+
+    ``S_t = (σ(z_t)σ(f_t)ᵀ) ⊙ S_{t-1} + v_t k_tᵀ``, ``y_t = S_t q_t``; gate biases by Uniform Gate
+    Initialization; :meth:`init_from_attention` rescales W_v by 1 − σ(b_z).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, key_dim: Optional[int] = None,
+                 value_dim: Optional[int] = None, feature_map: Optional[str] = None, bias: bool = True,
+                 scale_queries: bool = True, time_first: bool = False, normalization: str = "none"):
+        super().__init__(embed_dim, num_heads, rule="decay", key_dim=key_dim, value_dim=value_dim,
+                         feature_map=feature_map, normalization=normalization, bias=bias,
+                         scale_queries=scale_queries, time_first=time_first)
 
 
 class SoftmaxAttention(_Projections):
@@ -298,12 +442,26 @@ class SoftmaxAttention(_Projections):
 
     The "state" is the KV cache ``(keys, values)``, each ``[B, H, T, head_dim]``: it grows by one
     token per :meth:`step`, which is exactly the O(T) cost per token that decay avoids.
+
+    With ``window=W`` it is **local** attention (the paper's Table 2 baseline): token t attends to
+    tokens t − W + 1 … t only, and the cache keeps the last W − 1 tokens, so a step is O(W).
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, time_first: bool = False):
+    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, time_first: bool = False,
+                 window: Optional[int] = None):
         super().__init__(embed_dim, num_heads, None, bias)
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 (tokens a query sees, itself included), got {window}")
         self.scaling = self.head_dim ** -0.5
         self.time_first = time_first
+        self.window = window
+
+    def _trim(self, cache):
+        """The part of a cache later tokens can still see: the last W − 1 tokens under a window."""
+        if self.window is None:
+            return cache
+        keep = self.window - 1
+        return tuple(c[:, :, max(0, c.shape[2] - keep):] if keep > 0 else c[:, :, :0] for c in cache)
 
     def init_from_attention(self, q_proj, k_proj=None, v_proj=None, out_proj=None) -> "SoftmaxAttention":
         if isinstance(q_proj, nn.MultiheadAttention):
@@ -333,6 +491,8 @@ class SoftmaxAttention(_Projections):
             v = torch.cat([state[1], v], dim=2)
         P = k.shape[2] - T
         mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(P)
+        if self.window is not None:
+            mask = mask.triu(P - self.window + 1)
         if key_padding_mask is not None:
             if tuple(key_padding_mask.shape) != (B, T):
                 raise ValueError(f"SoftmaxAttention: argument 'key_padding_mask' must have shape [B, T] = {[B, T]}, "
@@ -345,7 +505,7 @@ class SoftmaxAttention(_Projections):
             mask = mask | own[None, None]
         y = self._attend(q, k, v, mask).transpose(1, 2)  # [B, T, H, hd]
         y = (y.transpose(0, 1) if tf else y).reshape(T if tf else B, B if tf else T, -1)
-        return self.out_proj(y), (k, v)
+        return self.out_proj(y), self._trim((k, v))
 
     def step(self, x_t: Tensor, state: Optional[Tuple[Tensor, Tensor]] = None):
         """One token against the cache; returns ``(out_t, (keys, values))`` with the token appended."""
@@ -356,4 +516,4 @@ class SoftmaxAttention(_Projections):
             k = torch.cat([state[0], k], dim=2)
             v = torch.cat([state[1], v], dim=2)
         y = self._attend(q, k, v, None).reshape(B, -1)
-        return self.out_proj(y), (k, v)
+        return self.out_proj(y), self._trim((k, v))

@@ -46,10 +46,19 @@ struct Dims {
   int64_t dim_k = 0;  // M: key / query / column dimension of the state
 };
 
+// How a gate acts on one side of the state. The decay rule gates every row (σ(z_t), width D) and
+// every column (σ(f_t), width M); the same kernels run the paper's other linear rules by dropping
+// gates: the gated rule (Peng et al.) shares one row gate per head and step (z is [B, T, H] and
+// broadcast over the D rows) and has no column gate; the additive rule has none at all. A `None`
+// gate is exactly 1: its tensor is never read and its gradient never written.
+enum class GateKind : int { PerElement, PerHead, None };
+
 // Forward: y_t = S_t q_t with S_t = (σ(z_t) σ(f_t)ᵀ) ⊙ S_{t-1} + v_t k_tᵀ.
 struct DecayFwdParams {
   Dims dims;
   ScalarType dtype = ScalarType::Float32;  // of q, k, v, z, f and y
+  GateKind row_gate = GateKind::PerElement;  // z
+  GateKind col_gate = GateKind::PerElement;  // f (PerHead is not supported on the column side)
   ConstSeqRef q, k, v, z, f;
   SeqRef y;
   const void* initial_state = nullptr;  // [B, H, D, M] contiguous, or null for zeros
@@ -60,6 +69,8 @@ struct DecayFwdParams {
 struct DecayBwdParams {
   Dims dims;
   ScalarType dtype = ScalarType::Float32;
+  GateKind row_gate = GateKind::PerElement;
+  GateKind col_gate = GateKind::PerElement;
   ConstSeqRef q, k, v, z, f, dy;
   SeqRef dq, dk, dv, dz, df;
   const void* initial_state = nullptr;      // as in the forward, or null
@@ -71,9 +82,46 @@ struct DecayBwdParams {
 struct DecayStepParams {
   int64_t batch = 0, heads = 0, dim_v = 0, dim_k = 0;
   ScalarType dtype = ScalarType::Float32;
+  GateKind row_gate = GateKind::PerElement;
+  GateKind col_gate = GateKind::PerElement;
   ConstSeqRef q, k, v, z, f;  // stride_t unused
   SeqRef y;                   // stride_t unused
   void* state = nullptr;      // [B, H, D, M] contiguous, read and written
+};
+
+// The delta rule (Schlag et al. 2021) with a per-head, per-step write strength β_t = σ(beta_t):
+//   S_t = S_{t-1} + β_t (v_t − S_{t-1} k_t) k_tᵀ,   y_t = S_t q_t
+// q, k: [B, T, H, M]; v, y: [B, T, H, D]; beta: [B, T, H] logits (any strides). Feature maps and the
+// sum normalisation of q and k are applied by the caller (the layer).
+struct DeltaFwdParams {
+  Dims dims;
+  ScalarType dtype = ScalarType::Float32;
+  ConstSeqRef q, k, v, beta;
+  SeqRef y;
+  const void* initial_state = nullptr;
+  void* final_state = nullptr;
+};
+
+// Backward without stored per-step states: the forward is re-run once with a state checkpoint
+// every `chunk` steps, then each chunk is recomputed from its checkpoint and walked backwards.
+// Memory per sequence: (T / chunk + chunk + 1) · D · M accumulators.
+struct DeltaBwdParams {
+  Dims dims;
+  ScalarType dtype = ScalarType::Float32;
+  ConstSeqRef q, k, v, beta, dy;
+  SeqRef dq, dk, dv, dbeta;
+  const void* initial_state = nullptr;
+  const void* grad_final_state = nullptr;
+  void* grad_initial_state = nullptr;
+  int64_t chunk = 64;
+};
+
+struct DeltaStepParams {
+  int64_t batch = 0, heads = 0, dim_v = 0, dim_k = 0;
+  ScalarType dtype = ScalarType::Float32;
+  ConstSeqRef q, k, v, beta;  // stride_t unused
+  SeqRef y;
+  void* state = nullptr;
 };
 
 }  // namespace decayfw

@@ -1,5 +1,5 @@
 """``decay_transformer_lm``: fairseq's ``transformer_lm`` with decaying fast weights in place of
-self-attention.
+self-attention (or, with ``--fw-rule``, one of the paper's baselines: gated, add, delta, local).
 
 Everything but the self-attention is fairseq's own ``transformer_lm`` (embeddings, adaptive
 input/softmax, positions, layer norms, FFN), so a softmax-attention checkpoint loads strictly:
@@ -27,6 +27,8 @@ from fairseq.models.transformer_lm import (
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from fairseq.utils import safe_getattr
 
+from decayfw.nn import check_rule_options
+
 from ..modules.decay_decoder_layer import DecayTransformerDecoderLayer
 from ..modules.growing_positions import use_growing_positions
 
@@ -34,10 +36,27 @@ logger = logging.getLogger(__name__)
 
 FEATURE_MAP_CHOICES = ChoiceEnum(["auto", "none", "linear", "relu"])
 GATE_INIT_CHOICES = ChoiceEnum(["ugi"])
+RULE_CHOICES = ChoiceEnum(["decay", "gated", "add", "delta", "local"])
+NORMALIZATION_CHOICES = ChoiceEnum(["none", "attention", "sum"])
 
 
 @dataclass
 class DecayTransformerLanguageModelConfig(TransformerLanguageModelConfig):
+    fw_rule: RULE_CHOICES = field(
+        default="decay", metadata={"help": "the self-attention replacement: decay (the paper's, Eq. 7), gated "
+                                           "(Peng et al. 2021, Eq. 5), add (Katharopoulos et al. 2020, Eq. 3), delta "
+                                           "(Schlag et al. 2021, Eq. 6), or local (causal softmax attention over the "
+                                           "last --fw-window tokens)"})
+    fw_normalization: NORMALIZATION_CHOICES = field(
+        default="none", metadata={"help": "none; attention (a normaliser z_t beside the state, y = S q / z^T q; add, "
+                                          "gated, decay; needs --fw-feature-map relu); sum (q, k divided by the sum "
+                                          "of their features; delta; needs relu)"})
+    fw_window: int = field(
+        default=0, metadata={"help": "tokens each query sees (itself included) for --fw-rule local"})
+    fw_value_scale: float = field(
+        default=0.0, metadata={"help": "factor on W_v when swapping from attention, besides decay's 1 - sigmoid(b_z) "
+                                       "(0: automatic, 1/512 for --fw-rule add without a relu feature map as in the "
+                                       "paper's footnote 4, else 1)"})
     fw_key_dim: int = field(
         default=0, metadata={"help": "m, the key/state dimension of each head's fast-weight matrix "
                                      "(0: the head dimension)"})
@@ -65,7 +84,8 @@ def _positive_int(text: str) -> int:
 
 
 def fw_options(args) -> Dict[str, Any]:
-    """The layer options from the model args (Namespace or DictConfig), validated."""
+    """The layer options from the model args (Namespace or DictConfig), validated: a combination that
+    is not one of the paper's layers is refused with a message naming the flags."""
     heads = safe_getattr(args, "decoder_attention_heads")
     embed = safe_getattr(args, "decoder_embed_dim")
     if embed % heads != 0:
@@ -74,13 +94,28 @@ def fw_options(args) -> Dict[str, Any]:
     key_dim = safe_getattr(args, "fw_key_dim", 0) or head_dim
     if key_dim < 0:
         raise ValueError(f"--fw-key-dim must be >= 0 (0 = the head dimension {head_dim}), got {key_dim}")
+    rule = str(safe_getattr(args, "fw_rule", "decay"))
+    normalization = str(safe_getattr(args, "fw_normalization", "none"))
+    window = safe_getattr(args, "fw_window", 0) or 0
+    value_scale = safe_getattr(args, "fw_value_scale", 0.0) or 0.0
+    if value_scale < 0:
+        raise ValueError(f"--fw-value-scale must be > 0 (or 0 for automatic), got {value_scale}")
     feature_map = str(safe_getattr(args, "fw_feature_map", "auto"))
+    if rule == "local":
+        if window < 1:
+            raise ValueError(f"--fw-rule local needs --fw-window >= 1 (tokens each query sees), got {window}")
+        if normalization != "none" or feature_map not in ("auto", "none") or safe_getattr(args, "fw_key_dim", 0):
+            raise ValueError("--fw-rule local is softmax attention: --fw-normalization, --fw-feature-map and "
+                             "--fw-key-dim do not apply to it")
+        return {"rule": "local", "window": window}
+    if window:
+        raise ValueError(f"--fw-window applies to --fw-rule local only, got --fw-window {window} with "
+                         f"--fw-rule {rule}")
     if feature_map == "auto":
         feature_map = "none" if key_dim == head_dim else "linear"
-    if feature_map == "none" and key_dim != head_dim:
-        raise ValueError(f"--fw-feature-map none (identity) needs --fw-key-dim equal to the head dimension "
-                         f"({head_dim}), got {key_dim}; use --fw-feature-map linear or relu")
-    return {"key_dim": key_dim, "feature_map": feature_map,
+    check_rule_options(rule, feature_map, normalization, key_dim, head_dim, flag_prefix="--fw-")
+    return {"rule": rule, "key_dim": key_dim, "feature_map": feature_map, "normalization": normalization,
+            "value_scale": value_scale or None,
             "rescale_values": not safe_getattr(args, "fw_no_value_rescale", False),
             "scale_queries": not safe_getattr(args, "fw_no_query_scaling", False)}
 
@@ -128,6 +163,10 @@ class DecayTransformerLanguageModel(TransformerLanguageModel):
 
 
 def _fw_defaults(args):
+    args.fw_rule = safe_getattr(args, "fw_rule", "decay")
+    args.fw_normalization = safe_getattr(args, "fw_normalization", "none")
+    args.fw_window = safe_getattr(args, "fw_window", 0)
+    args.fw_value_scale = safe_getattr(args, "fw_value_scale", 0.0)
     args.fw_key_dim = safe_getattr(args, "fw_key_dim", 0)
     args.fw_feature_map = safe_getattr(args, "fw_feature_map", "auto")
     args.fw_gate_init = safe_getattr(args, "fw_gate_init", "ugi")

@@ -1,16 +1,19 @@
-"""The decay fast-weight layer with fairseq's self-attention calling convention.
+"""The fast-weight layer (any rule; decay by default) with fairseq's self-attention calling convention.
 
-It is :class:`decayfw.nn.DecayFastWeights` (time-first, so fairseq's ``T×B×C`` tensors reach the op
+It is :class:`decayfw.nn.FastWeights` (time-first, so fairseq's ``T×B×C`` tensors reach the op
 without copies) plus what fairseq's decoder layer, incremental decoding and checkpoint loading expect
 of a ``MultiheadAttention``:
 
 - ``forward(query, key, value, key_padding_mask, incremental_state, need_weights, static_kv,
   attn_mask, ...) -> (out, None)``; ``attn_mask`` is ignored (the recurrence is causal);
-- the recurrent state lives in ``incremental_state`` as ``{"fw_state": [B, H, D, M] fp32}``, batch
+- the recurrent state lives in ``incremental_state`` as ``{"fw_state": [B, H, rows, M] fp32}``, batch
   first, so ``reorder_incremental_state`` (beam search, shrinking batches) is an ``index_select``;
 - ``upgrade_state_dict_named`` turns a softmax-attention checkpoint's keys into this layer's:
   splits legacy ``in_proj_weight``, fills the gate and feature-map parameters the base lacks with
-  their fresh (UGI) initialisation and rescales W_v, b_v by 1 − σ(b_z) — swap-then-finetune.
+  their fresh initialisation and rescales W_v, b_v by the layer's ``value_rescale()`` (1 − σ(b_z)
+  for decay, 1/512 for the additive rule without feature map) — swap-then-finetune. A one-element
+  buffer ``fw_marker`` that attention checkpoints lack tells a swap from a resumed fast-weight model
+  even for rules with no parameters of their own.
 """
 import logging
 from typing import Dict, Optional, Tuple
@@ -20,21 +23,39 @@ from torch import Tensor
 
 from fairseq.incremental_decoding_utils import with_incremental_state
 
-from decayfw.nn import DecayFastWeights
+from decayfw.nn import FastWeights
 
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "fw_state"
+MARKER = "fw_marker"
 # Parameters a softmax-attention checkpoint does not have; filled by upgrade_state_dict_named.
-_FW_ONLY = ("gate_z.weight", "gate_z.bias", "gate_f.weight", "gate_f.bias", "phi_weight", "phi_bias")
+_FW_ONLY = ("gate_z.weight", "gate_z.bias", "gate_f.weight", "gate_f.bias", "gate_g.weight", "gate_g.bias",
+            "gate_beta.weight", "gate_beta.bias", "phi_weight", "phi_bias", MARKER)
+
+
+def split_legacy_in_proj(state_dict: Dict[str, Tensor], prefix: str):
+    """Legacy fairseq attention kept q/k/v packed in one matrix; split it into fairseq's current keys."""
+    if prefix + "in_proj_weight" in state_dict:
+        w = state_dict.pop(prefix + "in_proj_weight")
+        E = w.shape[0] // 3
+        for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
+            state_dict[f"{prefix}{part}.weight"] = w[i * E:(i + 1) * E]
+        if prefix + "in_proj_bias" in state_dict:
+            b = state_dict.pop(prefix + "in_proj_bias")
+            for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
+                state_dict[f"{prefix}{part}.bias"] = b[i * E:(i + 1) * E]
 
 
 @with_incremental_state
-class FairseqDecayFastWeights(DecayFastWeights):
-    def __init__(self, embed_dim: int, num_heads: int, key_dim: Optional[int] = None,
-                 feature_map: Optional[str] = None, rescale_values: bool = True, scale_queries: bool = True):
-        super().__init__(embed_dim, num_heads, key_dim=key_dim, feature_map=feature_map,
-                         scale_queries=scale_queries, time_first=True)
+class FairseqFastWeights(FastWeights):
+    def __init__(self, embed_dim: int, num_heads: int, rule: str = "decay", key_dim: Optional[int] = None,
+                 feature_map: Optional[str] = None, normalization: str = "none",
+                 value_scale: Optional[float] = None, rescale_values: bool = True, scale_queries: bool = True):
+        super().__init__(embed_dim, num_heads, rule=rule, key_dim=key_dim, feature_map=feature_map,
+                         normalization=normalization, value_scale=value_scale, scale_queries=scale_queries,
+                         time_first=True)
+        self.register_buffer(MARKER, torch.ones(1))
         self.rescale_on_swap = rescale_values
         self.self_attention = True
         # Streaming evaluation (modules/streaming.py): carry the final state of one full-sequence
@@ -50,9 +71,9 @@ class FairseqDecayFastWeights(DecayFastWeights):
                 need_weights: bool = True, static_kv: bool = False, attn_mask: Optional[Tensor] = None,
                 before_softmax: bool = False, need_head_weights: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
         if static_kv or before_softmax:
-            raise ValueError("decay fast weights are self-attention only (static_kv/before_softmax unsupported)")
+            raise ValueError("fast weights are self-attention only (static_kv/before_softmax unsupported)")
         if key is not None and (key.shape != query.shape or key.data_ptr() != query.data_ptr()):
-            raise ValueError("decay fast weights are self-attention only: key must be the query")
+            raise ValueError("fast weights are self-attention only: key must be the query")
         if incremental_state is None:
             if not self.carry_state:
                 out, _ = super().forward(query, key_padding_mask=key_padding_mask)
@@ -96,31 +117,29 @@ class FairseqDecayFastWeights(DecayFastWeights):
 
     def upgrade_state_dict_named(self, state_dict: Dict[str, Tensor], name: str):
         prefix = name + "." if name else ""
-        # Legacy fairseq attention kept q/k/v packed in one matrix.
-        if prefix + "in_proj_weight" in state_dict:
-            w = state_dict.pop(prefix + "in_proj_weight")
-            E = w.shape[0] // 3
-            for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
-                state_dict[f"{prefix}{part}.weight"] = w[i * E:(i + 1) * E]
-            if prefix + "in_proj_bias" in state_dict:
-                b = state_dict.pop(prefix + "in_proj_bias")
-                for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
-                    state_dict[f"{prefix}{part}.bias"] = b[i * E:(i + 1) * E]
+        split_legacy_in_proj(state_dict, prefix)
         own = self.state_dict()
         missing = [k for k in _FW_ONLY if k in own and prefix + k not in state_dict]
         if not missing:
             return
-        is_swap = "gate_z.bias" in missing
+        # A swap from attention: the marker is missing and so is every parameter of the rule's own
+        # (a fast-weight checkpoint written before the marker existed has its gates).
+        is_swap = MARKER in missing and all(k in missing for k in _FW_ONLY if k in own)
         for k in missing:
             state_dict[prefix + k] = own[k].detach().clone()
-        if is_swap and self.rescale_on_swap and prefix + "v_proj.weight" in state_dict:
-            scale = 1.0 - torch.sigmoid(state_dict[prefix + "gate_z.bias"].float())
+        scale = self.value_rescale().cpu()  # from the gate biases just filled in (own == filled)
+        rescaled = is_swap and self.rescale_on_swap and not bool((scale == 1).all())
+        if rescaled and prefix + "v_proj.weight" in state_dict:
             w = state_dict[prefix + "v_proj.weight"]
             if w.shape[0] == scale.shape[0]:  # a real shape mismatch is left for strict loading to report
                 state_dict[prefix + "v_proj.weight"] = w * scale.to(w.dtype).unsqueeze(1)
                 if prefix + "v_proj.bias" in state_dict:
                     b = state_dict[prefix + "v_proj.bias"]
                     state_dict[prefix + "v_proj.bias"] = b * scale.to(b.dtype)
-        logger.info("%s: initialised %s (absent from the checkpoint: swap from softmax attention)%s",
-                    name or "self_attn", ", ".join(missing),
-                    "; W_v rescaled by 1 - sigmoid(b_z)" if is_swap and self.rescale_on_swap else "")
+        logger.info("%s: initialised %s (absent from the checkpoint%s)%s", name or "self_attn", ", ".join(missing),
+                    ": swap from softmax attention" if is_swap else "",
+                    "; W_v rescaled (%s rule)" % self.rule if rescaled else "")
+
+
+# The name the decay model has always used; the class runs any rule.
+FairseqDecayFastWeights = FairseqFastWeights

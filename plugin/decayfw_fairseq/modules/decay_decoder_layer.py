@@ -1,4 +1,5 @@
-"""A fairseq Transformer decoder layer whose self-attention is decaying fast weights.
+"""A fairseq Transformer decoder layer whose self-attention is fast weights (decay or another rule of
+the paper) or, for the Table 2 baseline, local attention.
 
 Overrides one builder, ``build_self_attention``; everything else (layer norms, FFN, dropout,
 residuals, pre/post-norm) is fairseq's own, so base-checkpoint keys line up one to one.
@@ -7,7 +8,8 @@ from typing import Any, Dict
 
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 
-from .decay_attention import FairseqDecayFastWeights
+from .decay_attention import FairseqFastWeights
+from .local_attention import FairseqLocalAttention
 
 
 class DecayTransformerDecoderLayer(TransformerDecoderLayerBase):
@@ -19,7 +21,10 @@ class DecayTransformerDecoderLayer(TransformerDecoderLayerBase):
 
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
         o = self._fw_options
-        return FairseqDecayFastWeights(
-            embed_dim, cfg.decoder.attention_heads,
+        if o.get("rule") == "local":
+            return FairseqLocalAttention(embed_dim, cfg.decoder.attention_heads, window=o["window"])
+        return FairseqFastWeights(
+            embed_dim, cfg.decoder.attention_heads, rule=o.get("rule", "decay"),
             key_dim=o.get("key_dim"), feature_map=o.get("feature_map"),
+            normalization=o.get("normalization", "none"), value_scale=o.get("value_scale"),
             rescale_values=o.get("rescale_values", True), scale_queries=o.get("scale_queries", True))

@@ -6,18 +6,19 @@ restart in every block, as in training; the state is what carries the context.)
 """
 import contextlib
 
-from .decay_attention import FairseqDecayFastWeights
+from .decay_attention import FairseqFastWeights
 
 
 def decay_layers(model):
-    return [m for m in model.modules() if isinstance(m, FairseqDecayFastWeights)]
+    return [m for m in model.modules() if isinstance(m, FairseqFastWeights)]
 
 
 @contextlib.contextmanager
 def carry_state(model):
     layers = decay_layers(model)
     if not layers:
-        raise ValueError("carry_state: the model has no decay fast-weight layers (is it a decay_transformer_lm?)")
+        raise ValueError("carry_state: the model has no fast-weight layers (is it a decay_transformer_lm with a "
+                         "fast-weight --fw-rule? local attention carries no state)")
     for m in layers:
         m.carry_state, m.carried_state = True, None
     try:
