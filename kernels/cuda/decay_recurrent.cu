@@ -412,7 +412,14 @@ size_t decay_backward_workspace_bytes(const Dims& d, ScalarType dtype) {
   return static_cast<size_t>(elems) * acc_size(dtype);
 }
 
+// The CUDA kernels implement the decay rule's two per-element gates only; the additive and gated
+// rules reach the GPU through the decay op with unit gates (bindings/python/decayfw/rules.py).
+inline bool both_gates_per_element(GateKind row, GateKind col) {
+  return row == GateKind::PerElement && col == GateKind::PerElement;
+}
+
 cudaError_t decay_forward_cuda(const DecayFwdParams& p, cudaStream_t stream) {
+  if (!both_gates_per_element(p.row_gate, p.col_gate)) return cudaErrorNotSupported;
   FwdArgs a{p.dims.seqlen, p.dims.heads, p.dims.dim_v, p.dims.dim_k, seq(p.q), seq(p.k), seq(p.v), seq(p.z),
             seq(p.f), seq(p.y), p.initial_state, p.final_state};
   const dim3 grid(static_cast<unsigned>(p.dims.batch * p.dims.heads), static_cast<unsigned>(row_tiles(p.dims.dim_v)));
@@ -426,6 +433,7 @@ cudaError_t decay_forward_cuda(const DecayFwdParams& p, cudaStream_t stream) {
 }
 
 cudaError_t decay_step_cuda(const DecayStepParams& p, cudaStream_t stream) {
+  if (!both_gates_per_element(p.row_gate, p.col_gate)) return cudaErrorNotSupported;
   DecayFwdParams f;
   f.dims = {p.batch, 1, p.heads, p.dim_v, p.dim_k};
   f.dtype = p.dtype;
@@ -441,6 +449,7 @@ cudaError_t decay_step_cuda(const DecayStepParams& p, cudaStream_t stream) {
 }
 
 cudaError_t decay_backward_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream) {
+  if (!both_gates_per_element(p.row_gate, p.col_gate)) return cudaErrorNotSupported;
   const Dims& d = p.dims;
   const int64_t N = d.batch * d.heads, tiles = row_tiles(d.dim_v);
   const size_t es = acc_size(p.dtype);

@@ -123,3 +123,30 @@ def test_time_first_strided_inputs():
     a = decay_fast_weights(*(t.transpose(0, 1) for t in x))
     b = decay_fast_weights(*(t.transpose(0, 1).contiguous() for t in x))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("rule", ["add", "gated", "delta"])
+def test_other_rules_on_cuda_equal_the_cpu_op(rule):
+    """add and gated run through the decay CUDA op with unit gates; delta through the chunked loop."""
+    from decayfw import rules
+    g = torch.Generator().manual_seed(3)
+    B, T, H, D, M = 2, 150, 3, 64, 32
+    q = torch.randn(B, T, H, M, generator=g, dtype=torch.float64) / M ** 0.5
+    k = torch.softmax(torch.randn(B, T, H, M, generator=g, dtype=torch.float64), -1)
+    v = torch.randn(B, T, H, D, generator=g, dtype=torch.float64)
+    logit = torch.randn(B, T, H, generator=g, dtype=torch.float64)
+    fn = {"add": lambda q, k, v, l, **kw: rules.add_fast_weights(q, k, v, **kw),
+          "gated": rules.gated_fast_weights, "delta": rules.delta_fast_weights}[rule]
+
+    def run(device):
+        ins = [t.to(device).float().requires_grad_(True) for t in (q, k, v, logit)]
+        y, s = fn(*ins, output_final_state=True)
+        grads = torch.autograd.grad(y.square().sum() + s.sum(), ins, allow_unused=True)
+        return y, s, grads
+
+    y_c, s_c, g_c = run("cpu")
+    y_g, s_g, g_g = run("cuda")
+    assert rel(y_g, y_c) < 1e-4 and rel(s_g, s_c) < 1e-4
+    for a, b in zip(g_g, g_c):
+        if b is not None:
+            assert rel(a, b) < 1e-3

@@ -245,3 +245,25 @@ def test_local_attention_is_banded_softmax_and_steps_keep_w_minus_1_tokens(windo
     o1, c1 = local(x[:, :7])
     o2, _ = local(x[:, 7:], c1)
     assert torch.allclose(torch.cat([o1, o2], 1), out, atol=1e-10)
+
+
+@pytest.mark.parametrize("rule", RULE_OPS)
+def test_one_sequence_split_into_row_blocks_equals_reference(rule):
+    """B·H = 1 with 2 threads and D = 40: the CPU kernel splits the state's rows over threads (for add;
+    gated keeps a head's rows together in the backward, delta always does)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        q, k, v, g, s0 = make(B=1, T=33, H=1, D=40, M=8, positive_keys=rule == "delta")
+        ins = [t.clone().requires_grad_() for t in (q, k, v, g, s0)]
+        ref = [t.clone().requires_grad_() for t in (q, k, v, g, s0)]
+        y, s = call(rule, *ins, output_final_state=True)
+        yr, sr = RULE_OPS[rule][2](*ref)
+        assert torch.allclose(y, yr, atol=1e-12) and torch.allclose(s, sr, atol=1e-12)
+        (y.square().sum() + s.sum()).backward()
+        (yr.square().sum() + sr.sum()).backward()
+        for a, b in zip(ins, ref):
+            if b.grad is not None:
+                assert torch.allclose(a.grad, b.grad, atol=1e-10)
+    finally:
+        torch.set_num_threads(threads)
