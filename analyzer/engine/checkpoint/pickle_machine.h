@@ -1,0 +1,35 @@
+// A safe pickle reader: runs the pickle opcode stream (protocols 0–5) into pickle::Value trees
+// and never imports or calls anything. Constructors it understands structurally (tensor rebuilds,
+// OrderedDict, torch.Size, storage classes) become plain values; other classes become Objects;
+// a pickle that would call a known code-execution entry point (os.system, subprocess.*, eval, …)
+// is refused with an error naming it. Every read is bounds-checked and nesting, memo and string
+// sizes are limited, so a malformed or hostile file gives an error, never a crash.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "pickle_value.h"
+
+namespace decayfw::engine::pickle {
+
+struct PickleError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Limits {
+  size_t max_depth = 10000;           // nesting of containers on the stack
+  size_t max_memo = 10'000'000;
+  size_t max_string = size_t(1) << 30;
+  size_t max_items = 100'000'000;
+};
+
+// Reads one pickle starting at data[offset]; on return `offset` points past its STOP opcode.
+ValuePtr read_pickle(const uint8_t* data, size_t size, size_t& offset, const Limits& limits = {});
+
+// The storage class name (e.g. "FloatStorage") → dtype; throws for unknown names.
+at::ScalarType storage_dtype(const std::string& storage_class);
+
+}  // namespace decayfw::engine::pickle

@@ -1,0 +1,111 @@
+"""Fixtures for the C++ engine tests, made with real torch and real fairseq:
+
+    python tests/engine/make_engine_fixtures.py OUTDIR
+
+- OUTDIR/{base,decay,legacy}/…: real fairseq checkpoints (tests/plugin/make_checkpoints.py);
+- OUTDIR/expected_{base,decay,legacy}.pt: fairseq's log-probabilities of fixed tokens, full-sequence
+  and incremental, and a greedy continuation (beam 1) of a fixed prompt from fairseq's
+  SequenceGenerator via the hub interface;
+- OUTDIR/tensors_{zip,legacy}.pt: one tensor per dtype with known values, a shared storage, a
+  strided view and a Namespace, in both file formats;
+- OUTDIR/evil_*.pt: pickles that try to run code (must be refused, the marker must never appear).
+"""
+import argparse
+import os
+import pickle
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "plugin"))
+for p in (os.path.join(ROOT, "plugin"), os.path.join(ROOT, "bindings", "python")):
+    sys.path.insert(0, p)
+
+
+def expected_outputs(ckpt, data, out_path, seed=0):
+    import decayfw_fairseq  # noqa: F401  (registers the plugin's model)
+    from fairseq import checkpoint_utils
+    from fairseq.models.transformer_lm import TransformerLanguageModel
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([ckpt], arg_overrides={"data": data})
+    model = models[0].eval()
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(4, len(task.target_dictionary), (2, 24), generator=g)
+    with torch.no_grad():
+        full = model.get_normalized_probs(model(tokens), log_probs=True)
+        inc, steps = {}, []
+        for t in range(tokens.shape[1]):
+            out = model.decoder(tokens[:, :t + 1], incremental_state=inc)
+            steps.append(model.get_normalized_probs(out, log_probs=True)[:, -1])
+        inc_lp = torch.stack(steps, 1)
+    lm = TransformerLanguageModel.from_pretrained(os.path.dirname(ckpt), os.path.basename(ckpt),
+                                                  data_name_or_path=data,
+                                                  user_dir=os.path.join(ROOT, "plugin", "decayfw_fairseq")).eval()
+    prompt = "a b c d"
+    hypo = lm.generate([lm.encode(prompt)], beam=1, max_len_b=12, verbose=False)[0][0]
+    greedy_text = lm.decode(hypo["tokens"])
+    torch.save({"tokens": tokens, "lprobs": full.float(), "lprobs_inc": inc_lp.float(),
+                "prompt_ids": lm.encode(prompt), "greedy_ids": hypo["tokens"], "greedy_text": greedy_text,
+                "vocab": len(task.target_dictionary)}, out_path)
+
+
+def tensor_files(out):
+    base = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 8
+    shared = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
+    obj = {
+        "f32": base, "f64": base.double() * 3, "f16": base.half(), "bf16": base.bfloat16(), "i64": torch.arange(7),
+        "i32": torch.arange(5, dtype=torch.int32) - 2, "u8": torch.arange(4, dtype=torch.uint8), "bool": torch.tensor([True, False]),
+        "shared_a": shared, "shared_b": shared,                     # one storage, two names (tied weights)
+        "view": shared[1:, ::2],                                    # offset and strides into it
+        "empty": torch.zeros(0, 3), "scalar": torch.tensor(2.5),
+        "args": argparse.Namespace(decoder_layers=2, arch="transformer_lm", lr=[0.1], dropout=0.25, flag=True, none=None),
+        "nested": {"list": [1, 2, (3, "x")], "text": "héllo", "big": 2 ** 40, "neg": -5},
+    }
+    torch.save(obj, os.path.join(out, "tensors_zip.pt"))
+    torch.save(obj, os.path.join(out, "tensors_legacy.pt"), _use_new_zipfile_serialization=False)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def evil_files(out):
+    marker = os.path.join(out, "PWNED")
+    # as a whole file (legacy-format magic first, so the reader gets to the payload), and inside a zip archive
+    with open(os.path.join(out, "evil_legacy.pt"), "wb") as fh:
+        for part in (0x1950a86a20f9469cfc6c, 1001, {"protocol_version": 1001, "little_endian": True}):
+            pickle.dump(part, fh, protocol=2)
+        pickle.dump({"model": {}, "payload": _Evil(marker)}, fh, protocol=2)
+        pickle.dump([], fh, protocol=2)
+    torch.save({"model": {}, "payload": _Evil(marker)}, os.path.join(out, "evil_zip.pt"))
+    with open(os.path.join(out, "marker_path.txt"), "w") as fh:
+        fh.write(marker)
+
+
+def main(argv):
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out = os.path.abspath(argv[0])
+    os.makedirs(out, exist_ok=True)
+    import make_checkpoints
+    make_checkpoints.main([out])
+    data = os.path.join(out, "data-bin")
+    for name, ckpt in (("base", "base/checkpoint_last.pt"), ("decay", "decay/checkpoint_last.pt"),
+                       ("legacy", "legacy/checkpoint_legacy.pt")):
+        path = os.path.join(out, f"expected_{name}.pt")
+        if not os.path.exists(path):
+            expected_outputs(os.path.join(out, ckpt), data, path)
+    tensor_files(out)
+    evil_files(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,165 @@
+// The safe checkpoint reader on real files written by torch.save (zip and legacy formats) and
+// real fairseq checkpoints, and on hostile or broken input.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/pickle_machine.h"
+#include "engine_fixtures.h"
+
+using decayfw::engine::CheckpointError;
+using decayfw::engine::read_checkpoint;
+using decayfw::engine::read_checkpoint_bytes;
+using decayfw::engine::read_torch_file;
+using decayfw::engine::pickle::Value;
+using decayfw::testing::fixture;
+using Kind = Value::Kind;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string write_temp(const std::string& name, const std::string& bytes) {
+  const std::string path = (std::filesystem::temp_directory_path() / name).string();
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path;
+}
+
+at::Tensor tensor(const decayfw::engine::TorchFile& f, const std::string& key) {
+  auto v = f.root->get(key);
+  EXPECT_TRUE(v && v->is(Kind::Tensor)) << key;
+  return v ? v->data : at::Tensor();
+}
+
+class BothFormats : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BothFormats, EveryDtypeSharedStoragesViewsAndPlainValues) {
+  const auto f = read_torch_file(fixture("tensors_" + GetParam() + ".pt"));
+  EXPECT_EQ(f.format, GetParam());
+  const at::Tensor base = at::arange(12, at::kFloat).reshape({3, 4}) / 8;
+  EXPECT_TRUE(at::equal(tensor(f, "f32"), base));
+  EXPECT_TRUE(at::equal(tensor(f, "f64"), base.to(at::kDouble) * 3));
+  EXPECT_TRUE(at::equal(tensor(f, "f16"), base.to(at::kHalf)));
+  EXPECT_TRUE(at::equal(tensor(f, "bf16"), base.to(at::kBFloat16)));
+  EXPECT_TRUE(at::equal(tensor(f, "i64"), at::arange(7)));
+  EXPECT_TRUE(at::equal(tensor(f, "i32"), at::arange(5, at::kInt) - 2));
+  EXPECT_EQ(tensor(f, "u8").scalar_type(), at::kByte);
+  EXPECT_TRUE(at::equal(tensor(f, "bool"), at::tensor(std::vector<int64_t>{1, 0}).to(at::kBool)));
+  // one storage, two names: the same memory (tied weights resolve to one tensor)
+  EXPECT_EQ(tensor(f, "shared_a").data_ptr(), tensor(f, "shared_b").data_ptr());
+  EXPECT_TRUE(at::equal(tensor(f, "view"), tensor(f, "shared_a").slice(0, 1).slice(1, 0, 6, 2)));
+  EXPECT_EQ(tensor(f, "empty").sizes(), at::IntArrayRef({0, 3}));
+  EXPECT_EQ(tensor(f, "scalar").dim(), 0);
+  EXPECT_FLOAT_EQ(tensor(f, "scalar").item<float>(), 2.5f);
+  // argparse.Namespace is recorded, not constructed
+  auto args = f.root->get("args");
+  ASSERT_TRUE(args && args->is(Kind::Object));
+  EXPECT_EQ(args->module + "." + args->name, "argparse.Namespace");
+  EXPECT_EQ(args->attr("decoder_layers")->integer, 2);
+  EXPECT_EQ(args->attr("arch")->text, "transformer_lm");
+  EXPECT_EQ(args->attr("lr")->scalar_text(), "0.10000000000000001");
+  EXPECT_TRUE(args->attr("flag")->boolean);
+  EXPECT_TRUE(args->attr("none")->is(Kind::None));
+  auto nested = f.root->get("nested");
+  EXPECT_EQ(nested->get("big")->integer, int64_t(1) << 40);
+  EXPECT_EQ(nested->get("neg")->integer, -5);
+  EXPECT_EQ(nested->get("text")->text, "h\xc3\xa9llo");
+  EXPECT_EQ(nested->get("list")->items.size(), 3u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, BothFormats, ::testing::Values("zip", "legacy"));
+
+TEST(CheckpointReader, RealFairseqCheckpointsInBothFormats) {
+  for (const char* name : {"base/checkpoint_last.pt", "decay/checkpoint_last.pt", "legacy/checkpoint_legacy.pt"}) {
+    SCOPED_TRACE(name);
+    const auto c = read_checkpoint(fixture(name));
+    EXPECT_FALSE(c.model.empty());
+    EXPECT_TRUE(c.model.count("decoder.layers.0.fc1.weight"));
+    EXPECT_EQ(c.hparams.at("decoder_layers"), "2");
+    EXPECT_EQ(c.hparams.at("decoder_embed_dim"), "32");
+    EXPECT_EQ(c.hparams_source, std::string(name).rfind("legacy", 0) == 0 ? "args" : "cfg.model");
+    EXPECT_EQ(c.format, std::string(name).rfind("legacy", 0) == 0 ? "legacy" : "zip");
+    EXPECT_GE(c.decoder_version(), 3);
+  }
+  const auto legacy = read_checkpoint(fixture("legacy/checkpoint_legacy.pt"));
+  EXPECT_TRUE(legacy.model.count("decoder.layers.0.self_attn.in_proj_weight"));
+  EXPECT_EQ(legacy.hparams.at("arch"), "transformer_lm");
+}
+
+TEST(CheckpointReader, CodeRunningPicklesAreRefusedAndNeverRun) {
+  const std::string marker = slurp(fixture("marker_path.txt"));
+  for (const char* name : {"evil_legacy.pt", "evil_zip.pt"}) {
+    SCOPED_TRACE(name);
+    try {
+      read_checkpoint(fixture(name));
+      ADD_FAILURE() << "a code-running pickle was accepted";
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find("refusing to run"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("system"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(marker));
+  }
+}
+
+void expect_error(const std::string& path, const std::string& needle) {
+  try {
+    read_checkpoint(path);
+    ADD_FAILURE() << path << " was accepted";
+  } catch (const CheckpointError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find(needle), std::string::npos) << what;
+    EXPECT_NE(what.find(path), std::string::npos) << "the message names the file: " << what;
+  }
+}
+
+TEST(CheckpointReader, MissingEmptyRandomAndNonCheckpointFilesGiveClearErrors) {
+  expect_error("/nonexistent/model.pt", "cannot open");
+  expect_error(write_temp("decayfw_empty.pt", ""), "empty");
+  std::mt19937 rng(1);
+  std::string noise(4096, '\0');
+  for (auto& ch : noise) ch = static_cast<char>(rng());
+  expect_error(write_temp("decayfw_noise.pt", noise), "not a torch checkpoint");
+  expect_error(write_temp("decayfw_text.pt", "hello\n"), "not a torch checkpoint");
+  expect_error(fixture("tensors_zip.pt"), "no 'model' state dict");
+}
+
+TEST(CheckpointReader, EveryTruncationOfARealCheckpointFailsCleanly) {
+  for (const char* name : {"legacy/checkpoint_legacy.pt", "base/checkpoint_last.pt"}) {
+    const std::string bytes = slurp(fixture(name));
+    ASSERT_GT(bytes.size(), 1000u);
+    int failures = 0;
+    for (size_t cut = 1; cut < bytes.size(); cut += std::max<size_t>(1, bytes.size() / 97)) {
+      try {
+        read_checkpoint_bytes(name, reinterpret_cast<const uint8_t*>(bytes.data()), cut);
+      } catch (const CheckpointError&) {
+        ++failures;
+      }
+    }
+    EXPECT_GT(failures, 90) << name;
+  }
+}
+
+TEST(CheckpointReader, FlippedBytesNeverCrash) {
+  const std::string bytes = slurp(fixture("legacy/checkpoint_legacy.pt"));
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string b = bytes;
+    for (int k = 0; k < 4; ++k) b[rng() % std::min<size_t>(b.size(), 4000)] = static_cast<char>(rng());
+    try {
+      read_checkpoint_bytes("flipped", reinterpret_cast<const uint8_t*>(b.data()), b.size());
+    } catch (const CheckpointError&) {
+    }
+  }
+}
+
+}  // namespace
