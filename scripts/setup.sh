@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libtorch-dev python3-torch python3-dev python3-venv python3-numpy
   libopenblas0-pthread            # real BLAS for Debian's torch (reference BLAS otherwise)
   pybind11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev        # the checkpoint reader's libFuzzer target
 )
 
 install_apt() {

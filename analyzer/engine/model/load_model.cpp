@@ -52,6 +52,10 @@ std::string find_dictionary(const std::string& checkpoint_path) {
 LoadedModel load_model(const std::string& checkpoint_path, const std::string& dictionary_path, at::Device device) {
   LoadedModel m;
   m.checkpoint_path = checkpoint_path;
+  if (!fs::is_regular_file(checkpoint_path)) {
+    throw std::runtime_error("cannot open checkpoint '" + checkpoint_path + "' (" +
+                             (fs::exists(checkpoint_path) ? "not a regular file" : "no such file") + ")");
+  }
   m.dictionary_path = dictionary_path.empty() ? find_dictionary(checkpoint_path) : dictionary_path;
   if (m.dictionary_path.empty()) {
     throw std::runtime_error("no dict.txt beside '" + checkpoint_path + "' or in its parent folder; pass the "

@@ -1,0 +1,68 @@
+#include "observe/gate_recorder.h"
+
+#include <cmath>
+
+namespace decayfw::engine {
+
+GateRecorder::GateRecorder(std::set<int64_t> layers, std::set<int64_t> heads, int64_t max_map_tokens)
+    : layers_(std::move(layers)), heads_(std::move(heads)), max_map_tokens_(max_map_tokens) {}
+
+bool GateRecorder::wants(int64_t layer) const { return layers_.empty() || layers_.count(layer); }
+
+void GateRecorder::on_attention(int64_t layer, int64_t start, const at::Tensor& weights) {
+  if (start != 0) return;  // maps are recorded for whole-text passes
+  const int64_t T = std::min<int64_t>(weights.size(2), max_map_tokens_);
+  for (int64_t h = 0; h < weights.size(1); ++h) {
+    if (!head_wanted(h)) continue;
+    records_[{layer, h}].map = weights[0][h].narrow(0, 0, T).narrow(1, 0, T).to(at::kFloat).clone();
+  }
+}
+
+void GateRecorder::on_decay_inputs(int64_t layer, int64_t start, const at::Tensor& q, const at::Tensor& k,
+                                   const at::Tensor& v, const at::Tensor& z, const at::Tensor& f,
+                                   const at::Tensor& state) {
+  if (start != 0) return;
+  const int64_t T = q.size(1), H = q.size(2), D = std::min(v.size(3), z.size(3));
+  for (int64_t h = 0; h < H; ++h) {
+    if (!head_wanted(h)) continue;
+    HeadRecord& r = records_[{layer, h}];
+    // First sequence of the batch; a normaliser channel (attention normalisation) is dropped.
+    at::Tensor qh = q[0].select(1, h).to(at::kDouble), kh = k[0].select(1, h).to(at::kDouble);
+    at::Tensor vh = v[0].select(1, h).narrow(1, 0, D).to(at::kDouble);
+    at::Tensor la = at::log_sigmoid(z[0].select(1, h).narrow(1, 0, D).to(at::kDouble));  // [T, D]
+    at::Tensor lb = at::log_sigmoid(f[0].select(1, h).to(at::kDouble));                  // [T, M]
+    r.sigma_z = la.exp().to(at::kFloat);
+    r.sigma_f = lb.exp().to(at::kFloat);
+    // ‖S_t‖ by running the recurrence on this head (fp64; D·M per token)
+    at::Tensor S = state.defined() ? state[0][h].narrow(0, 0, D).to(at::kDouble).clone()
+                                   : at::zeros({D, kh.size(1)}, at::kDouble);
+    std::vector<double> norms(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) {
+      S = S * at::outer(r.sigma_z[t].to(at::kDouble), r.sigma_f[t].to(at::kDouble)) + at::outer(vh[t], kh[t]);
+      norms[static_cast<size_t>(t)] = S.norm().item<double>();
+    }
+    r.state_norm = at::tensor(norms, at::kDouble).to(at::kFloat);
+    // implied attention for the first Tm tokens: cumulative log gates make every product a difference
+    const int64_t Tm = std::min(T, max_map_tokens_);
+    at::Tensor LA = la.narrow(0, 0, Tm).cumsum(0), LB = lb.narrow(0, 0, Tm).cumsum(0);  // [Tm, X]
+    at::Tensor map = at::zeros({Tm, Tm}, at::kDouble);
+    for (int64_t t = 0; t < Tm; ++t) {
+      at::Tensor A = (LA[t].unsqueeze(0) - LA.narrow(0, 0, t + 1)).exp();  // [t+1, D]: Π_{s=j+1..t} a_s
+      at::Tensor B = (LB[t].unsqueeze(0) - LB.narrow(0, 0, t + 1)).exp();  // [t+1, M]
+      at::Tensor w = (kh.narrow(0, 0, t + 1) * B * qh[t].unsqueeze(0)).sum(1);  // [t+1]
+      at::Tensor contrib = (A * vh.narrow(0, 0, t + 1)).norm(2, 1) * w.abs();   // ‖(A ⊙ v_j) w_tj‖
+      const double total = contrib.sum().item<double>();
+      if (total > 0) map[t].narrow(0, 0, t + 1).copy_(contrib / total);
+    }
+    r.map = map.to(at::kFloat);
+  }
+}
+
+at::Tensor half_life(const HeadRecord& r) {
+  at::Tensor la = at::log(r.sigma_z.to(at::kDouble).clamp_min(1e-300)).mean(0);  // [D]
+  at::Tensor lb = at::log(r.sigma_f.to(at::kDouble).clamp_min(1e-300)).mean(0);  // [M]
+  at::Tensor lg = la.unsqueeze(1) + lb.unsqueeze(0);                              // ln G, [D, M]
+  return (-std::log(2.0) / lg).to(at::kFloat);  // lg = 0 → inf
+}
+
+}  // namespace decayfw::engine
