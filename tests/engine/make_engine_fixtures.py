@@ -3,7 +3,10 @@
     python tests/engine/make_engine_fixtures.py OUTDIR
 
 - OUTDIR/{base,decay,legacy}/…: real fairseq checkpoints (tests/plugin/make_checkpoints.py);
-- OUTDIR/expected_{base,decay,legacy}.pt: fairseq's log-probabilities of fixed tokens, full-sequence
+- OUTDIR/adaptive_{base,decay,legacy}/…: the same with Baevski & Auli's layout at tiny dimensions
+  (adaptive input, adaptive softmax with tied embeddings and projections; the legacy one with an
+  args Namespace, packed in_proj and the pre-1.6 pickle format, like adaptive_lm_wiki103.v2);
+- OUTDIR/expected_*.pt: fairseq's log-probabilities of fixed tokens, full-sequence
   and incremental, and a greedy continuation (beam 1) of a fixed prompt from fairseq's
   SequenceGenerator via the hub interface;
 - OUTDIR/tensors_{zip,legacy}.pt: one tensor per dtype with known values, a shared storage, a
@@ -95,10 +98,27 @@ def main(argv):
     out = os.path.abspath(argv[0])
     os.makedirs(out, exist_ok=True)
     import make_checkpoints
+    from fairseq_helpers import train_base, train_decay
     make_checkpoints.main([out])
     data = os.path.join(out, "data-bin")
+    adaptive = ["--adaptive-input", "--adaptive-input-cutoff", "8,16", "--adaptive-input-factor", "2",
+                "--adaptive-softmax-cutoff", "8,16", "--adaptive-softmax-factor", "2", "--tie-adaptive-weights",
+                "--tie-adaptive-proj", "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"]
+    a_base = os.path.join(out, "adaptive_base", "checkpoint_last.pt")
+    if not os.path.exists(a_base):
+        train_base(data, os.path.dirname(a_base), updates=20, extra=adaptive)
+    a_decay = os.path.join(out, "adaptive_decay", "checkpoint_last.pt")
+    if not os.path.exists(a_decay):
+        train_decay(data, os.path.dirname(a_decay), base=a_base, updates=20, extra=adaptive)
+    a_legacy = os.path.join(out, "adaptive_legacy", "checkpoint_legacy.pt")
+    if not os.path.exists(a_legacy):
+        os.makedirs(os.path.dirname(a_legacy), exist_ok=True)
+        make_checkpoints.write_legacy(a_base, data, a_legacy, extra_args=adaptive)
     for name, ckpt in (("base", "base/checkpoint_last.pt"), ("decay", "decay/checkpoint_last.pt"),
-                       ("legacy", "legacy/checkpoint_legacy.pt")):
+                       ("legacy", "legacy/checkpoint_legacy.pt"),
+                       ("adaptive_base", "adaptive_base/checkpoint_last.pt"),
+                       ("adaptive_decay", "adaptive_decay/checkpoint_last.pt"),
+                       ("adaptive_legacy", "adaptive_legacy/checkpoint_legacy.pt")):
         path = os.path.join(out, f"expected_{name}.pt")
         if not os.path.exists(path):
             expected_outputs(os.path.join(out, ckpt), data, path)

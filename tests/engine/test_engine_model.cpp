@@ -38,17 +38,20 @@ Expected expected(const std::string& name) {
   return e;
 }
 
-const char* checkpoint_of(const std::string& name) {
-  if (name == "base") return "base/checkpoint_last.pt";
-  if (name == "decay") return "decay/checkpoint_last.pt";
-  return "legacy/checkpoint_legacy.pt";
+std::string checkpoint_of(const std::string& name) {
+  const bool legacy = name.find("legacy") != std::string::npos;
+  return name + (legacy ? "/checkpoint_legacy.pt" : "/checkpoint_last.pt");
 }
 
 class Parity : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Parity, LogProbsEqualFairseqFullAndIncremental) {
   LoadedModel m = load_model(fixture(checkpoint_of(GetParam())), fixture("dict.txt"));
-  EXPECT_EQ(m.model->config().decay, GetParam() == "decay");
+  const bool decay = GetParam().find("decay") != std::string::npos;
+  const bool adaptive = GetParam().rfind("adaptive", 0) == 0;
+  EXPECT_EQ(m.model->config().decay, decay);
+  EXPECT_EQ(m.model->config().adaptive_input, adaptive);
+  EXPECT_EQ(m.model->config().adaptive_softmax_cutoff.size(), adaptive ? 2u : 0u);
   const Expected e = expected(GetParam());
   at::Tensor full = m.model->log_probs(m.model->features(e.tokens));
   EXPECT_LT((full - e.lprobs).abs().max().item<double>(), 1e-4);
@@ -60,7 +63,7 @@ TEST_P(Parity, LogProbsEqualFairseqFullAndIncremental) {
   EXPECT_LT((at::stack(steps, 1) - e.lprobs_inc).abs().max().item<double>(), 1e-4);
   EXPECT_EQ(st.length, e.tokens.size(1));
   // O(1) state for decay: [B, H, D, M] per layer, whatever the length; a KV cache for attention
-  if (GetParam() == "decay") {
+  if (decay) {
     EXPECT_EQ(st.bytes(), 2 * 2 * 4 * 8 * 8 * 4);  // layers · B · H · D · M · fp32
   } else {
     EXPECT_EQ(st.bytes(), 2 * 2 * 2 * 32 * 24 * 4);  // layers · (K, V) · B · C · T · fp32
@@ -87,7 +90,11 @@ TEST_P(Parity, GreedyGenerationEqualsFairseqBeam1) {
   EXPECT_EQ(r.text, e.greedy_text);
 }
 
-INSTANTIATE_TEST_SUITE_P(Checkpoints, Parity, ::testing::Values("base", "decay", "legacy"));
+// "adaptive_*": Baevski & Auli's layout at tiny dimensions (adaptive input, adaptive softmax, tied
+// embeddings and projections); "adaptive_legacy" also in the pre-1.6 format with an args Namespace.
+INSTANTIATE_TEST_SUITE_P(Checkpoints, Parity,
+                         ::testing::Values("base", "decay", "legacy", "adaptive_base", "adaptive_decay",
+                                           "adaptive_legacy"));
 
 TEST(Generation, SeededSamplingRepeatsAndCancelStops) {
   LoadedModel m = load_model(fixture("decay/checkpoint_last.pt"));

@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fairseq_helpers import ROOT, TINY, TRAIN, make_dummy_data, preprocess, train_base, train_decay  # noqa: E402
 
 
-def write_legacy(base_ckpt, data, out_path):
-    """The base as pre-0.10 fairseq wrote it: args Namespace, packed in_proj, pre-1.6 pickle."""
+def write_legacy(base_ckpt, data, out_path, extra_args=()):
+    """The base as pre-0.10 fairseq wrote it: args Namespace, packed in_proj, pre-1.6 pickle.
+    ``extra_args``: the architecture flags the base was trained with (e.g. adaptive input/softmax)."""
     for p in (os.path.join(ROOT, "plugin"), os.path.join(ROOT, "bindings", "python")):
         if p not in sys.path:
             sys.path.insert(0, p)
@@ -31,7 +32,7 @@ def write_legacy(base_ckpt, data, out_path):
         sd[p + "in_proj_weight"] = torch.cat([sd.pop(p + f"{n}_proj.weight") for n in "qkv"])
         sd[p + "in_proj_bias"] = torch.cat([sd.pop(p + f"{n}_proj.bias") for n in "qkv"])
     args = options.parse_args_and_arch(options.get_training_parser(),
-                                       [data, "--arch", "transformer_lm", *TINY, *TRAIN])
+                                       [data, "--arch", "transformer_lm", *TINY, *TRAIN, *extra_args])
     legacy = {"args": args, "model": sd, "extra_state": {}, "last_optimizer_state": None,
               "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "optimizer_name": "Adam",
                                      "lr_scheduler_state": {}, "num_updates": 40}]}
