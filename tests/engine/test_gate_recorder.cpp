@@ -1,0 +1,64 @@
+// The gate recorder against the model itself: the recorded state norms equal the norms of the
+// states the decay op leaves in the decoding state; gates are probabilities; implied attention maps
+// are causal distributions; attention maps are the softmax weights; only the asked-for layers and
+// heads are kept.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "engine_fixtures.h"
+#include "model/load_model.h"
+#include "observe/gate_recorder.h"
+
+using namespace decayfw::engine;
+using decayfw::testing::fixture;
+
+namespace {
+
+at::Tensor tokens(const LoadedModel& m) {
+  std::vector<int64_t> ids = {Dictionary::kEos};
+  for (int64_t id : m.dictionary.encode_line("a b c d e f g h i j k l m n o p")) ids.push_back(id);
+  return at::tensor(ids, at::kLong).unsqueeze(0);
+}
+
+TEST(GateRecorder, DecayRecordsMatchTheOpsStates) {
+  LoadedModel m = load_model(fixture("decay/checkpoint_last.pt"));
+  const at::Tensor x = tokens(m);
+  const int64_t T = x.size(1);
+  GateRecorder rec({1}, {0, 2});
+  DecodeState st = m.model->new_state(1);
+  m.model->features(x, &st, &rec);
+  ASSERT_EQ(rec.records().size(), 2u);  // layer 1, heads 0 and 2 only
+  for (int64_t h : {0, 2}) {
+    const HeadRecord& r = rec.records().at({1, h});
+    EXPECT_EQ(r.sigma_z.sizes(), at::IntArrayRef({T, 8}));
+    EXPECT_EQ(r.sigma_f.sizes(), at::IntArrayRef({T, 8}));
+    EXPECT_TRUE((r.sigma_z > 0).all().item<bool>() && (r.sigma_z < 1).all().item<bool>());
+    // the recorder's own recurrence ends where the op's does
+    const double op_norm = st.fw_states[1][0][h].norm().item<double>();
+    EXPECT_NEAR(r.state_norm[T - 1].item<double>(), op_norm, 1e-4 * (1 + op_norm));
+    // implied attention: causal, rows are distributions
+    EXPECT_EQ(r.map.sizes(), at::IntArrayRef({T, T}));
+    EXPECT_TRUE(at::allclose(r.map.sum(1), at::ones({T}), 1e-5, 1e-5));
+    EXPECT_EQ(r.map.triu(1).abs().sum().item<double>(), 0.0);
+    // half-lives are positive token counts
+    EXPECT_TRUE((half_life(r) > 0).all().item<bool>());
+  }
+}
+
+TEST(GateRecorder, AttentionMapsAreTheSoftmaxWeights) {
+  LoadedModel m = load_model(fixture("base/checkpoint_last.pt"));
+  const at::Tensor x = tokens(m);
+  const int64_t T = x.size(1);
+  GateRecorder rec({}, {1}, /*max_map_tokens=*/10);
+  m.model->features(x, nullptr, &rec);
+  ASSERT_EQ(rec.records().size(), 2u);  // both layers, head 1
+  const HeadRecord& r = rec.records().at({0, 1});
+  EXPECT_FALSE(r.sigma_z.defined());
+  EXPECT_EQ(r.map.sizes(), at::IntArrayRef({10, 10}));  // bounded by max_map_tokens
+  EXPECT_TRUE(at::allclose(r.map.sum(1), at::ones({10}), 1e-5, 1e-5));  // first rows see ≤ 10 keys
+  EXPECT_EQ(r.map.triu(1).abs().sum().item<double>(), 0.0);
+  (void)T;
+}
+
+}  // namespace
