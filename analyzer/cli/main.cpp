@@ -25,6 +25,7 @@
 #include "run/decode_benchmark.h"
 #include "run/generation.h"
 #include "run/scoring.h"
+#include "text/tokenizer.h"
 
 using namespace decayfw::engine;
 using decayfw::cli::Args;
@@ -41,6 +42,16 @@ const Option kDict{"dict", "FILE", "the model's dict.txt (default: found beside 
 const Option kJson{"json", "", "machine-readable output: one JSON object per line", "", true};
 const Option kThreads{"threads", "N", "CPU threads (0: all cores)", "0"};
 const Option kDevice{"device", "DEV", "cpu, or cuda when LibTorch has CUDA", "cpu"};
+const Option kBpe{"gpt2-bpe", "DIR", "GPT-2 BPE (DIR/encoder.json, DIR/vocab.bpe) for models trained with --bpe gpt2", ""};
+
+Tokenizer make_tokenizer(const Args& a, const Dictionary& dict) {
+  Tokenizer t{&dict, nullptr};
+  if (a.given("gpt2-bpe")) {
+    const std::string d = a.str("gpt2-bpe");
+    t.bpe = std::make_shared<Gpt2Bpe>(Gpt2Bpe::load(d + "/encoder.json", d + "/vocab.bpe"));
+  }
+  return t;
+}
 
 void set_threads(const Args& a) {
   int64_t n = a.integer("threads");
@@ -68,7 +79,7 @@ std::string read_text_arg(const Args& a) {
   throw UsageError("decayfw: give the text with --text FILE or --string TEXT");
 }
 
-std::vector<int64_t> encode_text(const Dictionary& d, const std::string& text) {
+std::vector<int64_t> encode_text(const Tokenizer& d, const std::string& text) {
   std::vector<int64_t> ids;
   size_t start = 0;
   while (start <= text.size()) {
@@ -136,7 +147,7 @@ int cmd_inspect(const std::vector<std::string>& argv) {
 int cmd_generate(const std::vector<std::string>& argv) {
   Args a("generate", "Continue a prompt, streaming tokens as they are produced. Greedy (fairseq's --beam 1) "
                      "unless --sample; Ctrl-C stops cleanly.",
-         {kDict, kJson, kThreads, kDevice, {"prompt", "TEXT", "the text to continue (space-separated tokens)", ""},
+         {kDict, kJson, kThreads, kDevice, kBpe, {"prompt", "TEXT", "the text to continue (space-separated tokens)", ""},
           {"max-tokens", "N", "new tokens at most", "50"}, {"sample", "", "sample instead of greedy", "", true},
           {"temperature", "T", "sampling temperature", "1.0"}, {"top-k", "K", "sample among the K best (0: all)", "0"},
           {"top-p", "P", "nucleus sampling mass", "1.0"}, {"seed", "S", "sampling seed", "1"},
@@ -156,12 +167,13 @@ int cmd_generate(const std::vector<std::string>& argv) {
   o.stop_at_eos = !a.flag("no-stop");
   const bool json = a.flag("json");
   if (!json) std::cout << a.str("prompt") << std::flush;
-  GenerationResult r = generate(*m.model, m.dictionary, a.str("prompt"), o, [&](const GeneratedToken& t) {
+  const Tokenizer tokenizer = make_tokenizer(a, m.dictionary);
+  GenerationResult r = generate(*m.model, tokenizer, a.str("prompt"), o, [&](const GeneratedToken& t) {
     if (json) {
       std::cout << JsonObject().add("index", t.index).add("id", t.id).add("token", t.word).add("logprob", t.logprob)
                        .add("seconds", t.seconds).str() << std::endl;
     } else if (t.id != Dictionary::kEos) {
-      std::cout << " " << t.word << std::flush;
+      std::cout << t.piece << std::flush;
     }
     return true;
   }, &g_interrupted);
@@ -183,7 +195,7 @@ int cmd_score(const std::vector<std::string>& argv) {
   Args a("score", "Per-token log-probabilities and perplexity of a text, as fairseq-eval-lm computes them "
                   "(blocks of --tokens-per-sample, optional --context-window), or --streaming with the decay "
                   "state carried across blocks.",
-         {kDict, kJson, kThreads, kDevice, {"text", "FILE", "the text (one line per paragraph, space-separated tokens)", ""},
+         {kDict, kJson, kThreads, kDevice, kBpe, {"text", "FILE", "the text (one line per paragraph, space-separated tokens)", ""},
           {"string", "TEXT", "the text itself instead of --text", ""},
           {"tokens-per-sample", "N", "block size", "512"}, {"context-window", "C", "earlier tokens each block sees", "0"},
           {"streaming", "", "carry the decay state across blocks", "", true},
@@ -194,7 +206,7 @@ int cmd_score(const std::vector<std::string>& argv) {
   if (a.help()) return std::cout << a.usage(), 0;
   set_threads(a);
   LoadedModel m = load_model(a.positional(0), a.str("dict"), device_of(a));
-  const auto ids = encode_text(m.dictionary, read_text_arg(a));
+  const auto ids = encode_text(make_tokenizer(a, m.dictionary), read_text_arg(a));
   ScoringOptions o;
   o.tokens_per_sample = a.integer("tokens-per-sample");
   o.context_window = a.integer("context-window");
@@ -231,7 +243,7 @@ int cmd_gates(const std::vector<std::string>& argv) {
   Args a("gates", "For a text, per layer and head: mean σ(z), σ(f), the state norm over time, the median memory "
                   "half-life of the state elements and where the implied attention (decay) or the attention "
                   "(softmax) puts its weight. --csv writes the per-token series.",
-         {kDict, kJson, kThreads, {"text", "FILE", "the text", ""}, {"string", "TEXT", "the text itself", ""},
+         {kDict, kJson, kThreads, kBpe, {"text", "FILE", "the text", ""}, {"string", "TEXT", "the text itself", ""},
           {"layers", "L,L", "layers to record (default: all)", ""}, {"heads", "H,H", "heads to record (default: all)", ""},
           {"max-tokens", "N", "first N tokens of the text", "512"},
           {"csv", "FILE", "layer,head,token,word,mean_sigma_z,mean_sigma_f,state_norm per token", ""}},
@@ -240,7 +252,7 @@ int cmd_gates(const std::vector<std::string>& argv) {
   if (a.help()) return std::cout << a.usage(), 0;
   set_threads(a);
   LoadedModel m = load_model(a.positional(0), a.str("dict"));
-  auto ids = encode_text(m.dictionary, read_text_arg(a));
+  auto ids = encode_text(make_tokenizer(a, m.dictionary), read_text_arg(a));
   ids.insert(ids.begin(), Dictionary::kEos);
   if (static_cast<int64_t>(ids.size()) > a.integer("max-tokens")) ids.resize(static_cast<size_t>(a.integer("max-tokens")));
   const auto lv = a.int_list("layers"), hv = a.int_list("heads");

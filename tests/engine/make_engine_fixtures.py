@@ -91,6 +91,57 @@ def evil_files(out):
         fh.write(marker)
 
 
+BPE_TEXTS = ["Hello world! It's a test, isn't it?", "  leading spaces and   runs\tof\nwhitespace ",
+             "Numbers 12345 and 3.14, symbols #$%&*() and café naïve über", "they'll we've I'm you'd",
+             "The history of the city began in 1850."]
+
+
+def bpe_files(out):
+    """A small GPT-2-style byte-level BPE (merges learned on a few sentences) and fairseq's encoding of
+    BPE_TEXTS with it, through fairseq's own GPT-2 encoder (gpt2_bpe_utils.Encoder)."""
+    import json
+    from collections import Counter
+    from fairseq.data.encoders.gpt2_bpe_utils import Encoder, bytes_to_unicode
+    b2u = bytes_to_unicode()
+    enc0 = Encoder({}, [])
+    words = Counter()
+    for text in BPE_TEXTS * 3 + ["the city the history the world it is a test"] * 5:
+        for tok in enc0.re.findall(enc0.pat, text):
+            words[tuple(b2u[b] for b in tok.encode("utf-8"))] += 1
+    vocab = {b2u[b]: i for i, b in enumerate(range(256))}
+    merges = []
+    for _ in range(60):  # greedy pair merges, as BPE is learned
+        pairs = Counter()
+        for w, n in words.items():
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] += n
+        if not pairs:
+            break
+        (a, b), _ = pairs.most_common(1)[0]
+        merges.append((a, b))
+        vocab.setdefault(a + b, len(vocab))
+        new = Counter()
+        for w, n in words.items():
+            out_w, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and w[i] == a and w[i + 1] == b:
+                    out_w.append(a + b)
+                    i += 2
+                else:
+                    out_w.append(w[i])
+                    i += 1
+            new[tuple(out_w)] += n
+        words = new
+    with open(os.path.join(out, "bpe_encoder.json"), "w") as fh:
+        json.dump(vocab, fh)  # ensure_ascii: non-ASCII symbols as \u escapes, like GPT-2's file
+    with open(os.path.join(out, "bpe_vocab.bpe"), "w", encoding="utf-8") as fh:
+        fh.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    enc = Encoder(vocab, merges)
+    with open(os.path.join(out, "bpe_expected.txt"), "w") as fh:  # hex(utf-8 text) TAB ids
+        for text in BPE_TEXTS:
+            fh.write(text.encode("utf-8").hex() + "\t" + " ".join(map(str, enc.encode(text))) + "\n")
+
+
 def main(argv):
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
@@ -124,6 +175,7 @@ def main(argv):
             expected_outputs(os.path.join(out, ckpt), data, path)
     tensor_files(out)
     evil_files(out)
+    bpe_files(out)
     return 0
 
 

@@ -56,14 +56,15 @@ int64_t choose_token(const at::Tensor& log_probs_in, const SamplingOptions& o, b
   return order[keep - 1].item<int64_t>();
 }
 
-GenerationResult generate(TransformerLm& model, const Dictionary& dict, const std::string& prompt,
+GenerationResult generate(TransformerLm& model, const Tokenizer& tokenizer, const std::string& prompt,
                           const SamplingOptions& o, const TokenCallback& on_token, const std::atomic<bool>* cancel) {
+  const Dictionary& dict = *tokenizer.dict;
   if (o.max_new_tokens < 0) throw std::invalid_argument("generate: max_new_tokens must be >= 0");
   if (o.sampling && !(o.temperature > 0)) throw std::invalid_argument("generate: temperature must be > 0");
   if (!(o.top_p > 0 && o.top_p <= 1)) throw std::invalid_argument("generate: top_p must be in (0, 1]");
   if (o.top_k < 0) throw std::invalid_argument("generate: top_k must be >= 0");
   GenerationResult r;
-  r.prompt_ids = dict.encode_line(prompt);
+  r.prompt_ids = tokenizer.encode_line(prompt);
   std::vector<int64_t> context = {Dictionary::kEos};
   context.insert(context.end(), r.prompt_ids.begin(), r.prompt_ids.end());
   const auto t0 = Clock::now();
@@ -84,6 +85,7 @@ GenerationResult generate(TransformerLm& model, const Dictionary& dict, const st
     tok.index = i;
     tok.id = id;
     tok.word = dict.word(id);
+    tok.piece = id == Dictionary::kEos ? "" : tokenizer.piece(id);
     tok.logprob = lp[id].item<double>();
     tok.seconds = seconds_since(t1);
     r.new_ids.push_back(id);
@@ -104,7 +106,7 @@ GenerationResult generate(TransformerLm& model, const Dictionary& dict, const st
   r.generation_seconds = seconds_since(t1);
   std::vector<int64_t> all = r.prompt_ids;
   all.insert(all.end(), r.new_ids.begin(), r.new_ids.end());
-  r.text = dict.decode(all);
+  r.text = tokenizer.decode(all);
   return r;
 }
 

@@ -11,6 +11,7 @@
 
 #include "model/transformer_lm.h"
 #include "text/dictionary.h"
+#include "text/tokenizer.h"
 
 namespace decayfw::engine {
 
@@ -28,7 +29,8 @@ struct SamplingOptions {
 struct GeneratedToken {
   int64_t index = 0;       // 0-based position among the new tokens
   int64_t id = 0;
-  std::string word;
+  std::string word;        // the dictionary's word
+  std::string piece;       // how it reads in the text (a leading space, or the BPE piece)
   double logprob = 0;      // log-probability the model gave the chosen token (before temperature)
   double seconds = 0;      // wall time since generation started
 };
@@ -47,9 +49,15 @@ using TokenCallback = std::function<bool(const GeneratedToken&)>;
 
 // `prompt` is encoded with the dictionary; like fairseq's language-model generation the model reads
 // </s> first, then the prompt. Throws std::invalid_argument for bad options.
-GenerationResult generate(TransformerLm& model, const Dictionary& dict, const std::string& prompt,
+GenerationResult generate(TransformerLm& model, const Tokenizer& tokenizer, const std::string& prompt,
                           const SamplingOptions& options, const TokenCallback& on_token = {},
                           const std::atomic<bool>* cancel = nullptr);
+// Whitespace-word models.
+inline GenerationResult generate(TransformerLm& model, const Dictionary& dict, const std::string& prompt,
+                                 const SamplingOptions& options, const TokenCallback& on_token = {},
+                                 const std::atomic<bool>* cancel = nullptr) {
+  return generate(model, Tokenizer{&dict, nullptr}, prompt, options, on_token, cancel);
+}
 
 // Chooses the next token from log-probabilities [V] (pad excluded, </s> excluded when !allow_eos).
 int64_t choose_token(const at::Tensor& log_probs, const SamplingOptions& options, bool allow_eos,
