@@ -10,6 +10,8 @@ APT_PACKAGES=(
   libopenblas0-pthread            # real BLAS for Debian's torch (reference BLAS otherwise)
   pybind11-dev googletest libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev        # the checkpoint reader's libFuzzer target
+  qt6-base-dev libqcustomplot-dev  # the desktop analyzer (Qt 6 Widgets + QCustomPlot)
+  xvfb xauth                      # its test with a real window
 )
 
 install_apt() {

@@ -35,6 +35,7 @@ BIN = os.path.dirname(sys.executable)
 RULES = ("add", "gated", "delta", "decay")
 COLUMNS = ("baseline", "no-norm", "no-phi")
 COLUMN_TITLES = {"baseline": "Baseline", "no-norm": "Norm ×", "no-phi": "φ ×"}
+ATTENTION = "@attention-base"  # cell marker (not a flag): fairseq's transformer_lm, no swap
 
 
 def log(msg):
@@ -63,6 +64,9 @@ def all_cells(head_dim, table1_m, table2_ms, window):
         cells[f"t2-gated-m{m}"] = cell_flags("gated", "baseline", m, head_dim)
         cells[f"t2-decay-m{m}"] = cell_flags("decay", "no-phi", m, head_dim)
     cells[f"t2-local-w{window}"] = cell_flags("local", None, window, head_dim)
+    # the reference: the attention base itself, trained on for the same budget (its fine-tuning
+    # gain is not the swap's)
+    cells["ref-attention-continued"] = [ATTENTION]
     return cells
 
 
@@ -105,7 +109,8 @@ def write_tables(results, a, head_dim, base_ppl, path_md):
         f"Base: attention `transformer_lm`, {a.layers} layers, dim {a.dim}, {a.heads} heads (head dim {head_dim}), "
         f"{a.base_updates} updates; validation perplexity of the base itself: {base_ppl:.1f}. Every cell: swapped "
         f"from that base and fine-tuned {a.updates} updates, lr {a.lr}, seed {a.seed}, "
-        f"{a.max_tokens} tokens per batch, blocks of {a.tokens_per_sample} tokens.", "",
+        f"{a.max_tokens} tokens per batch, blocks of {a.tokens_per_sample} tokens. The attention base trained on "
+        f"for the same {a.updates} updates: {fmt(results.get('ref-attention-continued'))}.", "",
         f"## Table 1: update rules at m = {a.table1_m}", "", *t1, "",
         "## Table 2: state size m, and local attention", "", *t2, "",
         "\"diverged\": the loss became NaN/inf during fine-tuning, or the perplexity was not finite; "
@@ -199,12 +204,13 @@ def main(argv=None):
                 raise SystemExit(f"ablation: preprocessing failed, see {logs}/preprocess.log\n{text[-2000:]}")
         base_dir = os.path.join(a.out, "base")
         base_ckpt = os.path.join(base_dir, "checkpoint_last.pt")
-        log(f"[base] attention transformer_lm, {a.layers} layers, dim {a.dim}, {a.base_updates} updates")
-        rc, text = run([f"{BIN}/fairseq-train", data_bin, "--arch", "transformer_lm", *arch_args(a), *train_args(a),
-                        "--lr", a.base_lr, "--max-update", a.base_updates, "--save-dir", base_dir, *device],
-                       f"{logs}/train_base.log", env)
-        if rc:
-            raise SystemExit(f"ablation: training the base failed, see {logs}/train_base.log\n{text[-2000:]}")
+        if not os.path.exists(base_ckpt):  # an existing base is reused as is: every cell starts from it
+            log(f"[base] attention transformer_lm, {a.layers} layers, dim {a.dim}, {a.base_updates} updates")
+            rc, text = run([f"{BIN}/fairseq-train", data_bin, "--arch", "transformer_lm", *arch_args(a),
+                            *train_args(a), "--lr", a.base_lr, "--max-update", a.base_updates, "--save-dir", base_dir,
+                            *device], f"{logs}/train_base.log", env)
+            if rc:
+                raise SystemExit(f"ablation: training the base failed, see {logs}/train_base.log\n{text[-2000:]}")
     rc, text = run(eval_cmd(data_bin, base_ckpt, a, device), f"{logs}/eval_base.log", env)
     base_ppl = perplexity(text) if rc == 0 else float("nan")
 
@@ -222,10 +228,12 @@ def main(argv=None):
         t_cell = time.time()
         save = os.path.join(a.out, "cells", name)
         shutil.rmtree(save, ignore_errors=True)
-        rc, text = run([f"{BIN}/fairseq-train", data_bin, "--user-dir", PLUGIN, "--arch", "decay_transformer_lm",
-                        *arch_args(a), *train_args(a), "--lr", a.lr, "--max-update", a.updates,
-                        "--finetune-from-model", base_ckpt, "--save-dir", save, *flags, *device],
-                       f"{logs}/train_{name}.log", env)
+        model = (["--arch", "transformer_lm"] if flags[:1] == [ATTENTION]
+                 else ["--user-dir", PLUGIN, "--arch", "decay_transformer_lm"])
+        cell_args = [f for f in flags if f != ATTENTION]
+        rc, text = run([f"{BIN}/fairseq-train", data_bin, *model, *arch_args(a), *train_args(a), "--lr", a.lr,
+                        "--max-update", a.updates, "--finetune-from-model", base_ckpt, "--save-dir", save,
+                        "--no-save-optimizer-state", *cell_args, *device], f"{logs}/train_{name}.log", env)
         r = {"flags": flags}
         if rc != 0 or diverged(text):
             r["status"] = "diverged" if diverged(text) else "failed"
@@ -263,8 +271,7 @@ def train_args(a):
     return ["--task", "language_modeling", "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
             "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "20", "--max-tokens", a.max_tokens,
             "--tokens-per-sample", a.tokens_per_sample, "--sample-break-mode", "none", "--no-progress-bar",
-            "--num-workers", "0", "--log-interval", "10", "--no-epoch-checkpoints", "--no-save-optimizer-state",
-            "--seed", a.seed, "--validate-interval-updates", "1000000", "--disable-validation"]
+            "--num-workers", "0", "--log-interval", "10", "--no-epoch-checkpoints", "--seed", a.seed, "--validate-interval-updates", "1000000", "--disable-validation"]
 
 
 def eval_cmd(data_bin, ckpt, a, device):

@@ -49,20 +49,21 @@ std::string find_dictionary(const std::string& checkpoint_path) {
   return "";
 }
 
-LoadedModel load_model(const std::string& checkpoint_path, const std::string& dictionary_path, at::Device device) {
+LoadedModel load_model(const std::string& checkpoint_path, const std::string& dictionary_path, at::Device device,
+                       bool as_attention) {
   LoadedModel m;
   m.checkpoint_path = checkpoint_path;
   if (!fs::is_regular_file(checkpoint_path)) {
     throw std::runtime_error("cannot open checkpoint '" + checkpoint_path + "' (" +
                              (fs::exists(checkpoint_path) ? "not a regular file" : "no such file") + ")");
   }
+  Checkpoint ck = read_checkpoint(checkpoint_path);  // first: a file that is no checkpoint says so
   m.dictionary_path = dictionary_path.empty() ? find_dictionary(checkpoint_path) : dictionary_path;
   if (m.dictionary_path.empty()) {
     throw std::runtime_error("no dict.txt beside '" + checkpoint_path + "' or in its parent folder; pass the "
                              "dictionary the model was trained with (--dict)");
   }
   m.dictionary = Dictionary::load(m.dictionary_path);
-  Checkpoint ck = read_checkpoint(checkpoint_path);
   m.format = ck.format;
   m.hparams_source = ck.hparams_source;
   if (ck.hparams.empty()) {
@@ -71,6 +72,10 @@ LoadedModel load_model(const std::string& checkpoint_path, const std::string& di
   }
   LmConfig cfg = LmConfig::from_fields(ck.hparams, m.dictionary.size());
   if (ck.decoder_version() <= 2) cfg.final_layer_norm = false;  // as fairseq's upgrade_state_dict_named
+  if (as_attention && cfg.decay) {
+    cfg.decay = false;
+    cfg.arch = "transformer_lm (attention twin of " + cfg.arch + ")";
+  }
   upgrade_state_dict(ck.model, cfg.layers);
   try {
     m.model = std::make_unique<TransformerLm>(cfg, ck.model, device);

@@ -1,0 +1,70 @@
+// The analyzer's main window: the views as dockable panels, the model summary, open/compare with
+// recent files and drag and drop, loading off the UI thread with a busy bar, readable errors,
+// export, shortcuts, and the layout and settings kept in QSettings.
+#pragma once
+
+#include <QMainWindow>
+
+#include "views.h"
+
+class QDockWidget;
+class QLabel;
+class QMenu;
+class QProgressBar;
+class QTextBrowser;
+
+namespace decayfw::app {
+
+class MainWindow : public QMainWindow {
+  Q_OBJECT
+
+ public:
+  explicit MainWindow(QWidget* parent = nullptr);
+  ~MainWindow() override;
+
+  // Loads off the UI thread; `comparison` loads the second (attention base) model.
+  void openCheckpoint(const QString& path, bool comparison = false, const QString& dictionary = QString());
+  JobRunner& jobs() { return *jobs_; }
+  Models& models() { return models_; }
+  GenerateView* generateView() const { return generate_; }
+  GatesView* gatesView() const { return gates_; }
+  DecayView* decayView() const { return decay_; }
+  PerplexityView* perplexityView() const { return perplexity_; }
+  BenchmarkView* benchmarkView() const { return bench_; }
+  QString summaryText() const;
+  // Raises the dock holding `view` (for screenshots and the View menu).
+  void showView(QWidget* view);
+  QList<QDockWidget*> docks() const { return docks_; }
+
+ signals:
+  void modelLoaded(bool comparison);
+  void errorShown(const QString& message);
+
+ protected:
+  void closeEvent(QCloseEvent* e) override;
+  void dragEnterEvent(QDragEnterEvent* e) override;
+  void dropEvent(QDropEvent* e) override;
+
+ private:
+  void showError(const QString& title, const QString& message);
+  void updateSummary();
+  void addRecent(const QString& path);
+  void rebuildRecentMenu();
+  void exportCurrentPlot();
+  QDockWidget* addView(const QString& title, QWidget* view, Qt::DockWidgetArea area);
+
+  Models models_;
+  JobRunner* jobs_;
+  QTextBrowser* summary_;
+  GenerateView* generate_;
+  GatesView* gates_;
+  DecayView* decay_;
+  PerplexityView* perplexity_;
+  BenchmarkView* bench_;
+  QList<QDockWidget*> docks_;
+  QMenu* recent_;
+  QProgressBar* busy_;
+  QLabel* status_;
+};
+
+}  // namespace decayfw::app
