@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "decayfw/numeric.h"
+#include "kernel_common.h"
 
 namespace decayfw::cpu {
 namespace {
@@ -34,19 +35,10 @@ namespace {
 // Rows per block never drop below this, so a block's rows fill whole cache lines of y and dv.
 constexpr int64_t kMinRowsPerBlock = 16;
 
-template <typename T>
-inline const T* at(const ConstSeqRef& r, int64_t b, int64_t t, int64_t h) {
-  return static_cast<const T*>(r.data) + b * r.stride_b + t * r.stride_t + h * r.stride_h;
-}
-template <typename T>
-inline T* at(const SeqRef& r, int64_t b, int64_t t, int64_t h) {
-  return static_cast<T*>(r.data) + b * r.stride_b + t * r.stride_t + h * r.stride_h;
-}
-
-template <typename In, typename Acc>
-inline void load_vec(const In* src, int64_t n, Acc* dst) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = load_as<Acc>(src + i);
-}
+using detail::at;
+using detail::dispatch;
+using detail::load_state;
+using detail::load_vec;
 // dst = σ(sign · src): fp32 through the vectorizable exp_f32, fp64 through libm.
 template <typename In, typename Acc>
 inline void load_sigmoid(const In* src, int64_t n, Acc* dst, Acc sign = Acc(1)) {
@@ -184,16 +176,6 @@ struct RowKernels<float> {
   }
 };
 
-// Copies `count` state values starting at `offset` of an optional [B, H, D, M] state, or zeros.
-template <typename Acc>
-inline void load_state(const void* state, int64_t offset, int64_t count, Acc* dst) {
-  if (state != nullptr) {
-    const Acc* src = static_cast<const Acc*>(state) + offset;
-    std::copy(src, src + count, dst);
-  } else {
-    std::fill(dst, dst + count, Acc(0));
-  }
-}
 
 struct RowBlock {
   int64_t b, h, d0, d1, blk;
@@ -449,16 +431,6 @@ void step_impl(const DecayStepParams& p, const Executor& ex) {
   });
 }
 
-template <template <typename, typename> class Fn, typename P>
-void dispatch(ScalarType dtype, const P& p, const Executor& ex) {
-  switch (dtype) {
-    case ScalarType::Float32: Fn<float, float>::run(p, ex); return;
-    case ScalarType::Float64: Fn<double, double>::run(p, ex); return;
-    case ScalarType::Float16: Fn<Float16, float>::run(p, ex); return;
-    case ScalarType::BFloat16: Fn<BFloat16, float>::run(p, ex); return;
-  }
-  throw std::invalid_argument("decayfw: unsupported dtype");
-}
 
 template <typename In, typename Acc>
 struct Forward {

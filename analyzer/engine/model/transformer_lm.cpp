@@ -1,6 +1,7 @@
 #include "transformer_lm.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
+#include "decayfw/dispatcher_ops.h"
+
 
 #include <cmath>
 #include <stdexcept>
@@ -98,26 +99,8 @@ at::Tensor sinusoidal_table(int64_t rows, int64_t dim, int64_t padding_idx, at::
   return emb.to(device);
 }
 
-// Typed handles of the decay ops (registered by libdecayfw_ops, which the engine links).
-std::tuple<at::Tensor, at::Tensor> decay_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                             const at::Tensor& z, const at::Tensor& f,
-                                             const c10::optional<at::Tensor>& s0) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("decayfw::decay_fwd", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&, const c10::optional<at::Tensor>&)>();
-  return op.call(q, k, v, z, f, s0);
-}
-
-at::Tensor decay_step(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& z,
-                      const at::Tensor& f, at::Tensor& state) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("decayfw::decay_step", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         const at::Tensor&, at::Tensor&)>();
-  return op.call(q, k, v, z, f, state);
-}
+using dispatcher::decay_fwd;  // the project's op, through the dispatcher (libdecayfw_ops)
+using dispatcher::decay_step;
 
 constexpr double kCarryLogit = 50.0;  // σ = 1 exactly in fp32: the normaliser row has no row gate
 
