@@ -7,7 +7,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <cmath>
+#include <map>
 #include <random>
+#include <sstream>
 #include <string>
 
 #include "checkpoint/checkpoint_reader.h"
@@ -131,6 +134,106 @@ TEST(CheckpointReader, MissingEmptyRandomAndNonCheckpointFilesGiveClearErrors) {
   expect_error(write_temp("decayfw_noise.pt", noise), "not a torch checkpoint");
   expect_error(write_temp("decayfw_text.pt", "hello\n"), "not a torch checkpoint");
   expect_error(fixture("tensors_zip.pt"), "no 'model' state dict");
+}
+
+// expected_tensors.txt (written by make_reader_fixtures.py): "name dtype numel sum v0 v1 ...".
+struct Expected {
+  std::string dtype;
+  int64_t numel = 0;
+  double sum = 0;
+  std::vector<double> values;
+};
+
+std::map<std::string, Expected> expected_tensors() {
+  std::map<std::string, Expected> out;
+  std::istringstream in(slurp(fixture("reader/expected_tensors.txt")));
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream f(line);
+    std::string name;
+    Expected e;
+    f >> name >> e.dtype >> e.numel >> e.sum;
+    for (double v; f >> v;) e.values.push_back(v);
+    out[name] = e;
+  }
+  return out;
+}
+
+at::ScalarType dtype_named(const std::string& n) {
+  static const std::map<std::string, at::ScalarType> types = {
+      {"float32", at::kFloat}, {"float64", at::kDouble}, {"float16", at::kHalf}, {"bfloat16", at::kBFloat16},
+      {"int64", at::kLong},    {"int32", at::kInt},      {"int16", at::kShort},  {"int8", at::kChar},
+      {"uint8", at::kByte},    {"bool", at::kBool}};
+  return types.at(n);
+}
+
+class EveryFormatAndProtocol : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
+
+TEST_P(EveryFormatAndProtocol, TensorsEqualWhatPythonWrote) {
+  const auto [format, protocol] = GetParam();
+  const auto f = read_torch_file(fixture("reader/tensors_" + format + "_p" + std::to_string(protocol) + ".pt"));
+  EXPECT_EQ(f.format, format);
+  const auto expected = expected_tensors();
+  ASSERT_EQ(expected.size(), 17u);
+  ASSERT_TRUE(f.root->is(Kind::Dict));
+  EXPECT_EQ(f.root->entries.size(), expected.size());
+  for (const auto& [name, e] : expected) {
+    SCOPED_TRACE(name);
+    const at::Tensor t = tensor(f, name);
+    ASSERT_TRUE(t.defined());
+    EXPECT_EQ(t.scalar_type(), dtype_named(e.dtype));
+    ASSERT_EQ(t.numel(), e.numel);
+    const at::Tensor flat = t.to(at::kDouble).flatten().contiguous();
+    EXPECT_NEAR(flat.sum().item<double>(), e.sum, 1e-9 * (1 + std::abs(e.sum)));
+    for (int64_t i = 0; i < t.numel(); ++i) EXPECT_EQ(flat[i].item<double>(), e.values[static_cast<size_t>(i)]) << i;
+  }
+  // views share their storage: writes through one name show through the others
+  EXPECT_EQ(tensor(f, "shared_a").data_ptr(), tensor(f, "shared_b").data_ptr());
+  EXPECT_EQ(tensor(f, "view").storage().data(), tensor(f, "shared_a").storage().data());
+  EXPECT_FALSE(tensor(f, "transposed").is_contiguous());
+  EXPECT_TRUE(at::equal(tensor(f, "transposed"), tensor(f, "shared_a").t()));
+  EXPECT_EQ(f.num_storages, 14);  // 17 tensors, 4 of them on one storage
+}
+
+INSTANTIATE_TEST_SUITE_P(Files, EveryFormatAndProtocol,
+                         ::testing::Combine(::testing::Values("zip", "legacy"), ::testing::Values(1, 2, 3, 4, 5)),
+                         [](const auto& info) { return std::get<0>(info.param) + "_p" + std::to_string(std::get<1>(info.param)); });
+
+TEST(CheckpointReader, TensorsOutsideTheirStorageAndBrokenStoragesAreReported) {
+  const auto good = read_checkpoint(fixture("reader/good_handmade.pt"));
+  EXPECT_TRUE(at::equal(good.model.at("w"), at::tensor({2.f, 3.f, 4.f})));
+  expect_error(fixture("reader/bad_past_storage.pt"), "reaches element 10 of storage '0' which has 4");
+  expect_error(fixture("reader/bad_offset.pt"), "reaches element 5 of storage '0' which has 4");
+  expect_error(fixture("reader/bad_missing_storage.pt"), "storage '1' is not in the file");
+  expect_error(fixture("reader/bad_storage_type.pt"), "unknown storage type 'EvilStorage'");
+  expect_error(fixture("reader/bad_short_storage.pt"), "storage '0' claims 100 elements");
+  expect_error(fixture("reader/bad_zip_storage_size.pt"), "storage '0' holds 16 bytes, the pickle says 8");
+}
+
+TEST(CheckpointReader, CodeRunningTorchFilesInEveryLayoutAreRefused) {
+  // the plain pickles of make_reader_fixtures.py, wrapped into the legacy layout
+  const std::string head = slurp(fixture("reader/tensors_legacy_p2.pt")).substr(0, 15);  // the magic pickle
+  for (const char* name : {"evil_reduce_p2.pkl", "evil_reduce_p4.pkl", "evil_reduce_p0.pkl", "evil_eval.pkl"}) {
+    SCOPED_TRACE(name);
+    const std::string bytes = head + "\x80\x02M\xe9\x03.\x80\x02}." + slurp(fixture(std::string("reader/") + name));
+    try {
+      read_checkpoint_bytes(name, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+      ADD_FAILURE() << "accepted";
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find("refusing to run"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(CheckpointReader, HostilePicklesInsideACheckpointFailCleanly) {
+  const std::string head = slurp(fixture("reader/tensors_legacy_p2.pt")).substr(0, 15) + "\x80\x02M\xe9\x03.\x80\x02}.";
+  const std::string deep = "\x80\x02N" + std::string(2000000, '\x85') + ".";
+  const std::string cycle = std::string("\x80\x02]q\x00h\x00" "a.", 9);
+  for (const std::string& body : {deep, cycle}) {
+    const std::string bytes = head + body;
+    EXPECT_THROW(read_checkpoint_bytes("hostile", reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
+                 CheckpointError);
+  }
 }
 
 TEST(CheckpointReader, EveryTruncationOfARealCheckpointFailsCleanly) {

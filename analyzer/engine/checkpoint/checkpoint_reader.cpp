@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "pickle_machine.h"
 
@@ -17,9 +18,25 @@ using pickle::Value;
 using pickle::ValuePtr;
 using Kind = Value::Kind;
 
-// torch's legacy format starts with this pickle: PROTO 2, LONG1 of 10 bytes (0x1950a86a20f9469cfc6c), STOP.
-const uint8_t kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
-                                0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+// torch's legacy format starts with a pickle of the magic number 0x1950a86a20f9469cfc6c, in the
+// protocol torch.save was given: PROTO n, maybe a FRAME, then LONG1 (protocol ≥ 2) or the text
+// LONG of protocols 0/1, then STOP. Returns the offset after it, or 0 when the data does not start so.
+size_t legacy_magic_end(const uint8_t* d, size_t n) {
+  static const uint8_t kLong1[] = {0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+  static const char kText[] = "L119547037146038801333356L\n";
+  const size_t text_len = sizeof kText - 1;
+  size_t pos = 0;
+  if (n >= 2 && d[0] == 0x80) pos = 2;
+  if (pos < n && d[pos] == 0x95) pos += 9;
+  if (pos + sizeof kLong1 <= n && std::memcmp(d + pos, kLong1, sizeof kLong1) == 0) {
+    pos += sizeof kLong1;
+  } else if (pos + text_len <= n && std::memcmp(d + pos, kText, text_len) == 0) {
+    pos += text_len;
+  } else {
+    return 0;
+  }
+  return pos < n && d[pos] == '.' ? pos + 1 : 0;
+}
 
 using StorageLoader = std::function<at::Tensor(const pickle::TensorRef&)>;
 
@@ -140,7 +157,8 @@ std::string read_file(const std::string& path) {
 
 at::Tensor storage_from_bytes(const pickle::TensorRef& r, const void* data, size_t bytes) {
   const size_t es = c10::elementSize(r.dtype);
-  if (bytes != static_cast<size_t>(r.storage_numel) * es) {
+  if (r.storage_numel < 0 || static_cast<uint64_t>(r.storage_numel) > bytes / es ||
+      bytes != static_cast<size_t>(r.storage_numel) * es) {
     throw CheckpointError("storage '" + r.storage_key + "' holds " + std::to_string(bytes) + " bytes, the pickle says " +
                           std::to_string(r.storage_numel) + " × " + std::to_string(es));
   }
@@ -155,8 +173,7 @@ TorchFile finish(TorchFile f, const StorageLoader& load) {
   return f;
 }
 
-TorchFile read_legacy(const uint8_t* data, size_t size) {
-  size_t pos = sizeof kLegacyMagic;
+TorchFile read_legacy(const uint8_t* data, size_t size, size_t pos) {
   pickle::read_pickle(data, size, pos);                    // protocol version
   ValuePtr sys_info = pickle::read_pickle(data, size, pos);
   if (auto le = sys_info->get("little_endian"); le && le->is(Kind::Bool) && !le->boolean) {
@@ -170,14 +187,13 @@ TorchFile read_legacy(const uint8_t* data, size_t size) {
   // Storages follow in key order, each as an int64 element count and the raw data; the element
   // size comes from the storage's type recorded in the object pickle.
   std::unordered_map<std::string, at::ScalarType> types;
-  std::function<void(const ValuePtr&, int)> collect = [&](const ValuePtr& v, int depth) {
-    if (!v || depth > 10000) return;
+  std::unordered_set<const Value*> seen;  // shared values are visited once (no exponential walks)
+  std::function<void(const ValuePtr&)> collect = [&](const ValuePtr& v) {
+    if (!v || !seen.insert(v.get()).second) return;
     if (v->is(Kind::Tensor) || v->is(Kind::Storage)) types[v->tensor.storage_key] = v->tensor.dtype;
-    for (const auto& i : v->items) collect(i, depth + 1);
-    for (const auto& e : v->entries) collect(e.second, depth + 1);
-    collect(v->state, depth + 1);
+    for (size_t i = 0; i < v->child_count(); ++i) collect(v->child(i));
   };
-  collect(c.root, 0);
+  collect(c.root);  // the pickle machine bounds the depth
   std::unordered_map<std::string, at::Tensor> storages;
   for (const auto& k : keys->items) {
     if (!k->is(Kind::String)) throw CheckpointError("legacy format: a storage key is not a string");
@@ -245,7 +261,11 @@ TorchFile read_zip(const uint8_t* data, size_t size) {
     throw CheckpointError(std::string("data.pkl unreadable (") + e.what_without_backtrace() + ")");
   }
   size_t pos = 0;
-  c.root = pickle::read_pickle(reinterpret_cast<const uint8_t*>(pkl.data()), pkl.size(), pos);
+  try {
+    c.root = pickle::read_pickle(reinterpret_cast<const uint8_t*>(pkl.data()), pkl.size(), pos);
+  } catch (const pickle::PickleError& e) {
+    throw CheckpointError(std::string("data.pkl: ") + e.what());
+  }
   std::unordered_map<std::string, at::Tensor> storages;
   TorchFile out = finish(std::move(c), [&](const pickle::TensorRef& r) {
     auto it = storages.find(r.storage_key);
@@ -283,9 +303,7 @@ TorchFile read_torch_bytes(const std::string& name, const uint8_t* data, size_t 
   try {
     if (size == 0) throw CheckpointError("the file is empty");
     if (size >= 4 && std::memcmp(data, "PK\x03\x04", 4) == 0) return read_zip(data, size);
-    if (size >= sizeof kLegacyMagic && std::memcmp(data, kLegacyMagic, sizeof kLegacyMagic) == 0) {
-      return read_legacy(data, size);
-    }
+    if (const size_t magic_end = legacy_magic_end(data, size)) return read_legacy(data, size, magic_end);
     if (size > 262 && std::memcmp(data + 257, "ustar", 5) == 0) {
       throw CheckpointError("a tar archive (torch < 0.4 format) is not supported; re-save it with torch.save");
     }
@@ -296,6 +314,8 @@ TorchFile read_torch_bytes(const std::string& name, const uint8_t* data, size_t 
     throw CheckpointError("'" + name + "': " + e.what());
   } catch (const c10::Error& e) {
     throw CheckpointError("'" + name + "': " + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw CheckpointError("'" + name + "': out of memory while reading (sizes in the file are implausible)");
   }
 }
 
