@@ -20,6 +20,7 @@
 using decayfw::engine::CheckpointError;
 using decayfw::engine::read_checkpoint;
 using decayfw::engine::read_checkpoint_bytes;
+using decayfw::engine::read_torch_bytes;
 using decayfw::engine::read_torch_file;
 using decayfw::engine::pickle::Value;
 using decayfw::testing::fixture;
@@ -127,6 +128,7 @@ void expect_error(const std::string& path, const std::string& needle) {
 
 TEST(CheckpointReader, MissingEmptyRandomAndNonCheckpointFilesGiveClearErrors) {
   expect_error("/nonexistent/model.pt", "cannot open");
+  expect_error(std::filesystem::temp_directory_path().string(), "is a directory");
   expect_error(write_temp("decayfw_empty.pt", ""), "empty");
   std::mt19937 rng(1);
   std::string noise(4096, '\0');
@@ -233,6 +235,25 @@ TEST(CheckpointReader, HostilePicklesInsideACheckpointFailCleanly) {
     const std::string bytes = head + body;
     EXPECT_THROW(read_checkpoint_bytes("hostile", reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
                  CheckpointError);
+  }
+}
+
+TEST(CheckpointReader, ZipRecordsClaimingMoreThanTheFileHoldsAreRefusedBeforeAllocating) {
+  std::string bytes = slurp(fixture("reader/tensors_zip_p2.pt"));
+  // the central directory entry of data/0 (signature PK\1\2, name at +46): claim 2 GiB uncompressed
+  size_t entry = std::string::npos;
+  for (size_t p = bytes.find("PK\x01\x02"); p != std::string::npos; p = bytes.find("PK\x01\x02", p + 1)) {
+    const size_t name_len = static_cast<uint8_t>(bytes[p + 28]) | static_cast<uint8_t>(bytes[p + 29]) << 8;
+    if (bytes.compare(p + 46, name_len, "tensors_zip_p2/data/0") == 0) entry = p;
+  }
+  ASSERT_NE(entry, std::string::npos);
+  bytes.replace(entry + 24, 4, std::string("\x00\x00\x00\x80", 4));
+  try {
+    read_torch_bytes("patched.pt", reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    ADD_FAILURE() << "accepted";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("zip record 'tensors_zip_p2/data/0' claims 2147483648 bytes"), std::string::npos)
+        << e.what();
   }
 }
 

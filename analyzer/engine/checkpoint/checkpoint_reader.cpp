@@ -4,12 +4,14 @@
 #include <caffe2/serialize/read_adapter_interface.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "pickle_machine.h"
+#include "zip_directory.h"
 
 namespace decayfw::engine {
 namespace {
@@ -147,12 +149,17 @@ Checkpoint interpret(TorchFile f, const std::string& name) {
 }
 
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw CheckpointError("'" + path + "' is a directory, not a checkpoint file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw CheckpointError("cannot open '" + path + "' (missing or unreadable)");
   in.seekg(0, std::ios::end);
-  if (in.tellg() < 0) throw CheckpointError("'" + path + "' is not a regular file");
+  const std::streamoff size = in.tellg();
+  if (size < 0) throw CheckpointError("'" + path + "' is not a regular file");
   in.seekg(0);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  std::string bytes(static_cast<size_t>(size), '\0');  // one read: checkpoints can be gigabytes
+  if (!in.read(bytes.data(), size)) throw CheckpointError("cannot read '" + path + "'");
+  return bytes;
 }
 
 at::Tensor storage_from_bytes(const pickle::TensorRef& r, const void* data, size_t bytes) {
@@ -244,6 +251,13 @@ class BufferAdapter : public caffe2::serialize::ReadAdapterInterface {
 };
 
 TorchFile read_zip(const uint8_t* data, size_t size) {
+  std::vector<ZipRecord> records;
+  if (read_zip_directory(data, size, records)) {
+    if (const ZipRecord* r = implausible_zip_record(records, size)) {
+      throw CheckpointError("zip record '" + r->name + "' claims " + std::to_string(r->uncompressed) +
+                            " bytes, more than the " + std::to_string(size) + "-byte file can hold (corrupted)");
+    }
+  }
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
   try {
     reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(std::make_shared<BufferAdapter>(data, size));
