@@ -12,7 +12,9 @@ test_pickle_machine.cpp), written with real pickle and real torch.save:
 - evil_*.pkl: pickles that would run `touch OUTDIR/reader/PWNED_<n>` through os.system,
   subprocess, eval, getattr gadgets, with REDUCE, INST and OBJ, in several protocols;
 - bad_*.pt: well-formed files with wrong contents (a tensor past the end of its storage, a
-  missing storage, an unknown storage type, a storage shorter than claimed).
+  missing storage, an unknown storage type, a storage shorter than claimed);
+- inline_storages.pt: tensors pickled by plain pickle inside a legacy checkpoint, whose storages
+  are nested torch.save files (torch.storage._load_from_bytes).
 """
 import argparse
 import collections
@@ -173,6 +175,16 @@ def bad_files(out):
                  {"model": {"w": _Tensor(_Storage("0", 4, EvilStorage), 0, (4,), (1,))}}, [("0", 4, four)])
     write_legacy(os.path.join(out, "bad_short_storage.pt"), {"model": {"w": _Tensor(s, 0, (4,), (1,))}}, [("0", 100, four)])
     write_legacy(os.path.join(out, "good_handmade.pt"), {"model": {"w": _Tensor(s, 1, (3,), (1,))}}, [("0", 4, four)])
+    # tensors pickled by plain pickle inside a checkpoint: their storages are nested legacy torch.save
+    # files, rebuilt by torch.storage._load_from_bytes; d and e share one (the pickle memo)
+    t = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    st = torch.arange(6, dtype=torch.float32).storage()
+    with open(os.path.join(out, "inline_storages.pt"), "wb") as fh:
+        for part in LEGACY_HEAD:
+            pickle.dump(part, fh, protocol=2)
+        pickle.dump({"model": {"a": t, "b": t[1], "c": torch.tensor([7, 8], dtype=torch.int16),
+                               "d": _Tensor(st, 0, (3,), (1,)), "e": _Tensor(st, 3, (3,), (1,))}}, fh, protocol=2)
+        pickle.dump([], fh, protocol=2)
     # a zip archive laid out like torch's whose storage record is shorter than data.pkl says
     buf = io.BytesIO()
     _TorchPickler(buf, protocol=2).dump({"model": {"w": _Tensor(_Storage("0", 8), 0, (8,), (1,))}})

@@ -211,6 +211,19 @@ TEST(CheckpointReader, TensorsOutsideTheirStorageAndBrokenStoragesAreReported) {
   expect_error(fixture("reader/bad_zip_storage_size.pt"), "storage '0' holds 16 bytes, the pickle says 8");
 }
 
+TEST(CheckpointReader, TensorsThatPlainPickleWroteAreReadFromTheirNestedStorages) {
+  const auto c = read_checkpoint(fixture("reader/inline_storages.pt"));
+  const at::Tensor a = c.model.at("a"), b = c.model.at("b"), i16 = c.model.at("c");
+  EXPECT_EQ(a.scalar_type(), at::kDouble);
+  EXPECT_TRUE(at::equal(a, at::arange(6, at::kDouble).reshape({2, 3})));
+  EXPECT_TRUE(at::equal(b, a[1]));
+  EXPECT_TRUE(at::equal(c.model.at("d"), at::tensor({0.f, 1.f, 2.f})));
+  EXPECT_TRUE(at::equal(c.model.at("e"), at::tensor({3.f, 4.f, 5.f})));
+  EXPECT_EQ(c.model.at("d").storage().data(), c.model.at("e").storage().data()) << "one nested storage, read once";
+  EXPECT_EQ(i16.scalar_type(), at::kShort);
+  EXPECT_TRUE(at::equal(i16, at::tensor({7, 8}, at::kShort)));
+}
+
 TEST(CheckpointReader, CodeRunningTorchFilesInEveryLayoutAreRefused) {
   // the plain pickles of make_reader_fixtures.py, wrapped into the legacy layout
   const std::string head = slurp(fixture("reader/tensors_legacy_p2.pt")).substr(0, 15);  // the magic pickle

@@ -50,6 +50,10 @@ void materialise(const ValuePtr& v, const StorageLoader& load, std::unordered_ma
   if (!v || seen.count(v.get())) return;
   if (depth > 10000) throw CheckpointError("nesting too deep");
   seen[v.get()] = true;
+  if (v->is(Kind::Storage)) {  // a storage saved as such (torch.save(storage), nested storages)
+    v->data = load(v->tensor);
+    return;
+  }
   if (v->is(Kind::Tensor)) {
     const auto& r = v->tensor;
     at::Tensor storage = load(r);
@@ -174,13 +178,32 @@ at::Tensor storage_from_bytes(const pickle::TensorRef& r, const void* data, size
   return t;
 }
 
-TorchFile finish(TorchFile f, const StorageLoader& load) {
+TorchFile read_torch_format(const uint8_t* data, size_t size, bool allow_nested);
+
+// Materialises the tensors. Storages of tensors that plain pickle wrote (torch.storage._load_from_bytes)
+// are nested legacy torch.save files of one storage: each is read once (tensors sharing it stay
+// shared) and may not nest further.
+TorchFile finish(TorchFile f, const StorageLoader& load, bool allow_nested) {
+  std::unordered_map<const std::string*, at::Tensor> nested;
+  const StorageLoader load_any = [&](const pickle::TensorRef& r) -> at::Tensor {
+    if (!r.serialized) return load(r);
+    if (!allow_nested) throw CheckpointError("a storage nested inside a nested storage (torch.storage._load_from_bytes)");
+    auto it = nested.find(r.serialized.get());
+    if (it != nested.end()) return it->second;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(r.serialized->data());
+    TorchFile inner = read_torch_format(bytes, r.serialized->size(), false);
+    if (!inner.root->is(Kind::Storage) || !inner.root->data.defined()) {
+      throw CheckpointError("torch.storage._load_from_bytes: the nested file holds a " + inner.root->describe() +
+                            ", not a storage");
+    }
+    return nested[r.serialized.get()] = inner.root->data;
+  };
   std::unordered_map<const Value*, bool> seen;
-  materialise(f.root, load, seen);
+  materialise(f.root, load_any, seen);
   return f;
 }
 
-TorchFile read_legacy(const uint8_t* data, size_t size, size_t pos) {
+TorchFile read_legacy(const uint8_t* data, size_t size, size_t pos, bool allow_nested) {
   pickle::read_pickle(data, size, pos);                    // protocol version
   ValuePtr sys_info = pickle::read_pickle(data, size, pos);
   if (auto le = sys_info->get("little_endian"); le && le->is(Kind::Bool) && !le->boolean) {
@@ -229,7 +252,7 @@ TorchFile read_legacy(const uint8_t* data, size_t size, size_t pos) {
     if (it == storages.end()) throw CheckpointError("storage '" + r.storage_key + "' is not in the file");
     if (it->second.scalar_type() != r.dtype) it->second = it->second.view(r.dtype);
     return it->second;
-  });
+  }, allow_nested);
 }
 
 // LibTorch's archive reader over a memory buffer.
@@ -250,7 +273,7 @@ class BufferAdapter : public caffe2::serialize::ReadAdapterInterface {
   size_t size_;
 };
 
-TorchFile read_zip(const uint8_t* data, size_t size) {
+TorchFile read_zip(const uint8_t* data, size_t size, bool allow_nested) {
   std::vector<ZipRecord> records;
   if (read_zip_directory(data, size, records)) {
     if (const ZipRecord* r = implausible_zip_record(records, size)) {
@@ -297,7 +320,7 @@ TorchFile read_zip(const uint8_t* data, size_t size) {
     }
     storages[r.storage_key] = t;
     return t;
-  });
+  }, allow_nested);
   for (const auto& kv : storages) {
     out.num_storages += 1;
     out.storage_bytes += kv.second.numel() * kv.second.element_size();
@@ -313,15 +336,23 @@ int64_t Checkpoint::decoder_version() const {
   return static_cast<int64_t>(it->second.to(at::kDouble).flatten()[0].item<double>());
 }
 
+namespace {
+
+TorchFile read_torch_format(const uint8_t* data, size_t size, bool allow_nested) {
+  if (size == 0) throw CheckpointError("the file is empty");
+  if (size >= 4 && std::memcmp(data, "PK\x03\x04", 4) == 0) return read_zip(data, size, allow_nested);
+  if (const size_t magic_end = legacy_magic_end(data, size)) return read_legacy(data, size, magic_end, allow_nested);
+  if (size > 262 && std::memcmp(data + 257, "ustar", 5) == 0) {
+    throw CheckpointError("a tar archive (torch < 0.4 format) is not supported; re-save it with torch.save");
+  }
+  throw CheckpointError("not a torch checkpoint (neither the zip format nor the legacy pickle format)");
+}
+
+}  // namespace
+
 TorchFile read_torch_bytes(const std::string& name, const uint8_t* data, size_t size) {
   try {
-    if (size == 0) throw CheckpointError("the file is empty");
-    if (size >= 4 && std::memcmp(data, "PK\x03\x04", 4) == 0) return read_zip(data, size);
-    if (const size_t magic_end = legacy_magic_end(data, size)) return read_legacy(data, size, magic_end);
-    if (size > 262 && std::memcmp(data + 257, "ustar", 5) == 0) {
-      throw CheckpointError("a tar archive (torch < 0.4 format) is not supported; re-save it with torch.save");
-    }
-    throw CheckpointError("not a torch checkpoint (neither the zip format nor the legacy pickle format)");
+    return read_torch_format(data, size, true);
   } catch (const CheckpointError& e) {
     throw CheckpointError("'" + name + "': " + e.what());
   } catch (const pickle::PickleError& e) {

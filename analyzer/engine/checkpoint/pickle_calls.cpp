@@ -158,6 +158,13 @@ ValuePtr interpret_call(const ValuePtr& callable, const ValuePtr& args) {
     if (a.empty() || !a[0]->is(Kind::Tensor)) bad(n + ": expected a tensor");
     return a[0];
   }
+  if (m == "torch.storage" && n == "_load_from_bytes") {
+    if (a.size() != 1 || !a[0]->is(Kind::Bytes)) bad("_load_from_bytes: expected one bytes argument");
+    auto s = Value::make(Kind::Storage);
+    s->tensor.storage_key = "<nested torch.save>";
+    s->tensor.serialized = std::make_shared<const std::string>(a[0]->text);
+    return s;
+  }
   if ((m == "collections" && n == "OrderedDict") || (m == "builtins" && n == "dict")) {
     auto d = Value::make(Kind::Dict);
     if (!a.empty() && (a[0]->is(Kind::List) || a[0]->is(Kind::Tuple))) {

@@ -32,6 +32,9 @@ struct TensorRef {
   int64_t storage_numel = 0;  // elements the pickle says the storage has
   int64_t offset = 0;
   std::vector<int64_t> sizes, strides;
+  // torch.storage._load_from_bytes (tensors written by plain pickle): the storage as a nested
+  // legacy torch.save file, read by the checkpoint reader; dtype and numel come from it.
+  std::shared_ptr<const std::string> serialized;
 };
 
 struct Value {
