@@ -77,7 +77,9 @@ ValuePtr numpy_scalar(const std::vector<ValuePtr>& a) {
   const bool little = !st || !st->is(Kind::Tuple) || st->items.size() < 2 || !st->items[1]->is(Kind::String) ||
                       st->items[1]->text != ">";
   const std::string& b = a[1]->text;
-  if (!little || code.size() != 2 || b.size() != static_cast<size_t>(code[1] - '0')) return nullptr;
+  if (!little || code.size() != 2 || code[1] < '1' || code[1] > '8' || b.size() != static_cast<size_t>(code[1] - '0')) {
+    return nullptr;
+  }
   uint64_t bits = 0;
   std::memcpy(&bits, b.data(), b.size());  // x86/ARM: little-endian, like the data
   switch (code[0]) {
@@ -177,6 +179,7 @@ ValuePtr interpret_call(const ValuePtr& callable, const ValuePtr& args) {
     return d;
   }
   if ((m == "torch" && n == "Size") || (m == "builtins" && n == "tuple")) {
+    if (!a.empty() && a[0]->is(Kind::Tuple)) return a[0];  // immutable: shared, not copied
     return make_tuple(a.empty() ? std::vector<ValuePtr>{} : a[0]->items);
   }
   if (m == "builtins" && (n == "set" || n == "frozenset" || n == "list")) {
@@ -186,7 +189,7 @@ ValuePtr interpret_call(const ValuePtr& callable, const ValuePtr& args) {
   }
   if (m == "builtins" && (n == "bytes" || n == "bytearray")) {  // bytes() / bytearray(b'...')
     if (a.empty()) return make_bytes("");
-    if (a[0]->is(Kind::Bytes)) return make_bytes(a[0]->text);
+    if (a[0]->is(Kind::Bytes)) return a[0];
     if (a[0]->is(Kind::String)) return make_bytes(utf8_to_latin1(a[0]->text));  // bytearray(text, 'latin-1')
   }
   if (m == "_codecs" && n == "encode" && !a.empty() && a[0]->is(Kind::String)) {

@@ -66,6 +66,9 @@ class Machine {
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, ValuePtr> memo_;
   std::vector<ValuePtr> containers_;  // lists, dicts, objects: the only values that can close a cycle
+  size_t copied_ = 0;                 // see Limits::max_copied
+  // torch.storage._load_from_bytes results by their bytes value (kept alive here, so the key stays valid)
+  std::unordered_map<const Value*, std::pair<ValuePtr, ValuePtr>> nested_storages_;
   size_t op_pos_ = 0;
   uint8_t op_ = 0;
 
@@ -189,12 +192,30 @@ class Machine {
     if (!decode_raw_unicode_escape(raw, s)) fail("bad raw-unicode-escape text");
     return s;
   }
+  void charge_copy(size_t units) {
+    copied_ += units;
+    if (copied_ > limits_.max_copied) fail("the pickle copies more than " + std::to_string(limits_.max_copied) +
+                                           " values (a memory bomb)");
+  }
   ValuePtr call(const ValuePtr& callable, const ValuePtr& args) {
+    // A nested storage copies its bytes once per bytes value, however often it is called on them.
+    const bool nested_storage = callable->is(Kind::Global) && callable->module == "torch.storage" &&
+                                callable->name == "_load_from_bytes" && args->is(Kind::Tuple) && args->items.size() == 1;
+    if (nested_storage) {
+      auto it = nested_storages_.find(args->items[0].get());
+      if (it != nested_storages_.end()) return it->second.second;
+    }
+    ValuePtr v;
     try {
-      return interpret_call(callable, args);
+      v = interpret_call(callable, args);
     } catch (const PickleError& e) {
       fail(e.what());
     }
+    if (v != args && (args->items.empty() || v != args->items[0])) {  // a new value: what did it copy?
+      charge_copy(v->items.size() + 2 * v->entries.size() + v->text.size() / 8);
+    }
+    if (nested_storage) nested_storages_[args->items[0].get()] = {args->items[0], v};
+    return v;
   }
   ValuePtr persistent(const ValuePtr& pid);
   ValuePtr long_bytes(uint64_t n);
@@ -371,6 +392,7 @@ void Machine::step() {
       if (obj->is(Kind::Object)) {
         obj->state = state;
       } else if (obj->is(Kind::Dict) && state->is(Kind::Dict)) {
+        charge_copy(2 * state->entries.size());
         for (auto& e : state->entries) obj->entries.push_back(e);
       } else if (obj->is(Kind::Global)) {
         fail("BUILD on the class " + obj->module + "." + obj->name + " (would set class attributes)");
