@@ -192,6 +192,10 @@ def bad_files(out):
         z.writestr("archive/data.pkl", buf.getvalue())
         z.writestr("archive/data/0", four)
         z.writestr("archive/version", "3\n")
+    # an empty version record (LibTorch reads empty records into a null buffer; found by the fuzzer)
+    with zipfile.ZipFile(os.path.join(out, "bad_zip_empty_record.pt"), "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/version", "")
 
 
 def main(argv):

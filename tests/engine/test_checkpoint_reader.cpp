@@ -95,6 +95,13 @@ TEST(CheckpointReader, RealFairseqCheckpointsInBothFormats) {
     EXPECT_EQ(c.format, std::string(name).rfind("legacy", 0) == 0 ? "legacy" : "zip");
     EXPECT_GE(c.decoder_version(), 3);
   }
+  // the state dict's _metadata attribute (set by BUILD) stays an attribute, not an item
+  const auto base = read_checkpoint(fixture("base/checkpoint_last.pt"));
+  const auto model = base.root->get("model");
+  ASSERT_TRUE(model && model->is(Kind::Dict));
+  EXPECT_EQ(model->get("_metadata"), nullptr);
+  ASSERT_TRUE(model->state && model->state->get("_metadata"));
+  EXPECT_EQ(model->entries.size(), base.model.size());
   const auto legacy = read_checkpoint(fixture("legacy/checkpoint_legacy.pt"));
   EXPECT_TRUE(legacy.model.count("decoder.layers.0.self_attn.in_proj_weight"));
   EXPECT_EQ(legacy.hparams.at("arch"), "transformer_lm");
@@ -209,6 +216,7 @@ TEST(CheckpointReader, TensorsOutsideTheirStorageAndBrokenStoragesAreReported) {
   expect_error(fixture("reader/bad_storage_type.pt"), "unknown storage type 'EvilStorage'");
   expect_error(fixture("reader/bad_short_storage.pt"), "storage '0' claims 100 elements");
   expect_error(fixture("reader/bad_zip_storage_size.pt"), "storage '0' holds 16 bytes, the pickle says 8");
+  expect_error(fixture("reader/bad_zip_empty_record.pt"), "not a readable torch zip archive");
 }
 
 TEST(CheckpointReader, TensorsThatPlainPickleWroteAreReadFromTheirNestedStorages) {

@@ -262,7 +262,7 @@ class BufferAdapter : public caffe2::serialize::ReadAdapterInterface {
   size_t size() const override { return size_; }
   size_t read(uint64_t pos, void* buf, size_t n, const char* what = "") const override {
     (void)what;
-    if (pos >= size_) return 0;
+    if (pos >= size_ || n == 0 || buf == nullptr) return 0;  // empty records come with a null buffer
     const size_t k = std::min<size_t>(n, size_ - pos);
     std::memcpy(buf, data_ + pos, k);
     return k;

@@ -389,11 +389,10 @@ void Machine::step() {
     case 'b': {                                                   // BUILD (__setstate__, never called)
       auto state = pop();
       ValuePtr& obj = top();
-      if (obj->is(Kind::Object)) {
+      if (obj->is(Kind::Object) || obj->is(Kind::Dict)) {
+        // Dicts: the attributes of a dict subclass instance, e.g. a state dict's _metadata; they are
+        // not items, and are kept apart from them
         obj->state = state;
-      } else if (obj->is(Kind::Dict) && state->is(Kind::Dict)) {
-        charge_copy(2 * state->entries.size());
-        for (auto& e : state->entries) obj->entries.push_back(e);
       } else if (obj->is(Kind::Global)) {
         fail("BUILD on the class " + obj->module + "." + obj->name + " (would set class attributes)");
       }  // tensors and others: the state (e.g. a Parameter's requires_grad) is not needed

@@ -47,7 +47,7 @@ struct Value {
   std::vector<ValuePtr> items;                        // List, Tuple; Object: constructor args
   std::vector<std::pair<ValuePtr, ValuePtr>> entries; // Dict (insertion order)
   std::string module, name;                           // Global, Object: the class
-  ValuePtr state;                                     // Object: what BUILD set (usually a Dict)
+  ValuePtr state;                                     // Object, Dict: what BUILD set (attributes)
   TensorRef tensor;                                   // Storage (dtype, key, numel) and Tensor
   at::Tensor data;                                    // Tensor, once materialised
 
