@@ -294,6 +294,28 @@ TEST(CheckpointReader, EveryTruncationOfARealCheckpointFailsCleanly) {
   }
 }
 
+TEST(CheckpointReader, EveryReaderFixtureCutShortFailsCleanly) {
+  // every protocol and format, the hostile and the broken files: any prefix is an error of the
+  // reader's own types (a crash, a sanitizer report or another exception type fails the test)
+  const std::string dir = fixture("reader");
+  int files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() != ".pt" && entry.path().extension() != ".pkl") continue;
+    SCOPED_TRACE(name);
+    ++files;
+    const std::string bytes = slurp(entry.path().string());
+    const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+    for (size_t cut = 0; cut < bytes.size(); cut += std::max<size_t>(1, bytes.size() / 60)) {
+      EXPECT_THROW(read_torch_bytes(name, data, cut), CheckpointError) << "cut at " << cut;
+      size_t offset = 0;
+      EXPECT_THROW(decayfw::engine::pickle::read_pickle(data, cut, offset), decayfw::engine::pickle::PickleError)
+          << "cut at " << cut;
+    }
+  }
+  EXPECT_GE(files, 30);
+}
+
 TEST(CheckpointReader, FlippedBytesNeverCrash) {
   const std::string bytes = slurp(fixture("legacy/checkpoint_legacy.pt"));
   std::mt19937 rng(7);
