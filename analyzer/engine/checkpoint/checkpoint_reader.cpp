@@ -4,11 +4,14 @@
 #include <caffe2/serialize/read_adapter_interface.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "pickle_machine.h"
+#include "zip_directory.h"
 
 namespace decayfw::engine {
 namespace {
@@ -17,9 +20,25 @@ using pickle::Value;
 using pickle::ValuePtr;
 using Kind = Value::Kind;
 
-// torch's legacy format starts with this pickle: PROTO 2, LONG1 of 10 bytes (0x1950a86a20f9469cfc6c), STOP.
-const uint8_t kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
-                                0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+// torch's legacy format starts with a pickle of the magic number 0x1950a86a20f9469cfc6c, in the
+// protocol torch.save was given: PROTO n, maybe a FRAME, then LONG1 (protocol ≥ 2) or the text
+// LONG of protocols 0/1, then STOP. Returns the offset after it, or 0 when the data does not start so.
+size_t legacy_magic_end(const uint8_t* d, size_t n) {
+  static const uint8_t kLong1[] = {0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+  static const char kText[] = "L119547037146038801333356L\n";
+  const size_t text_len = sizeof kText - 1;
+  size_t pos = 0;
+  if (n >= 2 && d[0] == 0x80) pos = 2;
+  if (pos < n && d[pos] == 0x95) pos += 9;
+  if (pos + sizeof kLong1 <= n && std::memcmp(d + pos, kLong1, sizeof kLong1) == 0) {
+    pos += sizeof kLong1;
+  } else if (pos + text_len <= n && std::memcmp(d + pos, kText, text_len) == 0) {
+    pos += text_len;
+  } else {
+    return 0;
+  }
+  return pos < n && d[pos] == '.' ? pos + 1 : 0;
+}
 
 using StorageLoader = std::function<at::Tensor(const pickle::TensorRef&)>;
 
@@ -31,6 +50,10 @@ void materialise(const ValuePtr& v, const StorageLoader& load, std::unordered_ma
   if (!v || seen.count(v.get())) return;
   if (depth > 10000) throw CheckpointError("nesting too deep");
   seen[v.get()] = true;
+  if (v->is(Kind::Storage)) {  // a storage saved as such (torch.save(storage), nested storages)
+    v->data = load(v->tensor);
+    return;
+  }
   if (v->is(Kind::Tensor)) {
     const auto& r = v->tensor;
     at::Tensor storage = load(r);
@@ -130,17 +153,23 @@ Checkpoint interpret(TorchFile f, const std::string& name) {
 }
 
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw CheckpointError("'" + path + "' is a directory, not a checkpoint file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw CheckpointError("cannot open '" + path + "' (missing or unreadable)");
   in.seekg(0, std::ios::end);
-  if (in.tellg() < 0) throw CheckpointError("'" + path + "' is not a regular file");
+  const std::streamoff size = in.tellg();
+  if (size < 0) throw CheckpointError("'" + path + "' is not a regular file");
   in.seekg(0);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  std::string bytes(static_cast<size_t>(size), '\0');  // one read: checkpoints can be gigabytes
+  if (!in.read(bytes.data(), size)) throw CheckpointError("cannot read '" + path + "'");
+  return bytes;
 }
 
 at::Tensor storage_from_bytes(const pickle::TensorRef& r, const void* data, size_t bytes) {
   const size_t es = c10::elementSize(r.dtype);
-  if (bytes != static_cast<size_t>(r.storage_numel) * es) {
+  if (r.storage_numel < 0 || static_cast<uint64_t>(r.storage_numel) > bytes / es ||
+      bytes != static_cast<size_t>(r.storage_numel) * es) {
     throw CheckpointError("storage '" + r.storage_key + "' holds " + std::to_string(bytes) + " bytes, the pickle says " +
                           std::to_string(r.storage_numel) + " × " + std::to_string(es));
   }
@@ -149,14 +178,32 @@ at::Tensor storage_from_bytes(const pickle::TensorRef& r, const void* data, size
   return t;
 }
 
-TorchFile finish(TorchFile f, const StorageLoader& load) {
+TorchFile read_torch_format(const uint8_t* data, size_t size, bool allow_nested);
+
+// Materialises the tensors. Storages of tensors that plain pickle wrote (torch.storage._load_from_bytes)
+// are nested legacy torch.save files of one storage: each is read once (tensors sharing it stay
+// shared) and may not nest further.
+TorchFile finish(TorchFile f, const StorageLoader& load, bool allow_nested) {
+  std::unordered_map<const std::string*, at::Tensor> nested;
+  const StorageLoader load_any = [&](const pickle::TensorRef& r) -> at::Tensor {
+    if (!r.serialized) return load(r);
+    if (!allow_nested) throw CheckpointError("a storage nested inside a nested storage (torch.storage._load_from_bytes)");
+    auto it = nested.find(r.serialized.get());
+    if (it != nested.end()) return it->second;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(r.serialized->data());
+    TorchFile inner = read_torch_format(bytes, r.serialized->size(), false);
+    if (!inner.root->is(Kind::Storage) || !inner.root->data.defined()) {
+      throw CheckpointError("torch.storage._load_from_bytes: the nested file holds a " + inner.root->describe() +
+                            ", not a storage");
+    }
+    return nested[r.serialized.get()] = inner.root->data;
+  };
   std::unordered_map<const Value*, bool> seen;
-  materialise(f.root, load, seen);
+  materialise(f.root, load_any, seen);
   return f;
 }
 
-TorchFile read_legacy(const uint8_t* data, size_t size) {
-  size_t pos = sizeof kLegacyMagic;
+TorchFile read_legacy(const uint8_t* data, size_t size, size_t pos, bool allow_nested) {
   pickle::read_pickle(data, size, pos);                    // protocol version
   ValuePtr sys_info = pickle::read_pickle(data, size, pos);
   if (auto le = sys_info->get("little_endian"); le && le->is(Kind::Bool) && !le->boolean) {
@@ -170,14 +217,13 @@ TorchFile read_legacy(const uint8_t* data, size_t size) {
   // Storages follow in key order, each as an int64 element count and the raw data; the element
   // size comes from the storage's type recorded in the object pickle.
   std::unordered_map<std::string, at::ScalarType> types;
-  std::function<void(const ValuePtr&, int)> collect = [&](const ValuePtr& v, int depth) {
-    if (!v || depth > 10000) return;
+  std::unordered_set<const Value*> seen;  // shared values are visited once (no exponential walks)
+  std::function<void(const ValuePtr&)> collect = [&](const ValuePtr& v) {
+    if (!v || !seen.insert(v.get()).second) return;
     if (v->is(Kind::Tensor) || v->is(Kind::Storage)) types[v->tensor.storage_key] = v->tensor.dtype;
-    for (const auto& i : v->items) collect(i, depth + 1);
-    for (const auto& e : v->entries) collect(e.second, depth + 1);
-    collect(v->state, depth + 1);
+    for (size_t i = 0; i < v->child_count(); ++i) collect(v->child(i));
   };
-  collect(c.root, 0);
+  collect(c.root);  // the pickle machine bounds the depth
   std::unordered_map<std::string, at::Tensor> storages;
   for (const auto& k : keys->items) {
     if (!k->is(Kind::String)) throw CheckpointError("legacy format: a storage key is not a string");
@@ -206,7 +252,7 @@ TorchFile read_legacy(const uint8_t* data, size_t size) {
     if (it == storages.end()) throw CheckpointError("storage '" + r.storage_key + "' is not in the file");
     if (it->second.scalar_type() != r.dtype) it->second = it->second.view(r.dtype);
     return it->second;
-  });
+  }, allow_nested);
 }
 
 // LibTorch's archive reader over a memory buffer.
@@ -216,7 +262,7 @@ class BufferAdapter : public caffe2::serialize::ReadAdapterInterface {
   size_t size() const override { return size_; }
   size_t read(uint64_t pos, void* buf, size_t n, const char* what = "") const override {
     (void)what;
-    if (pos >= size_) return 0;
+    if (pos >= size_ || n == 0 || buf == nullptr) return 0;  // empty records come with a null buffer
     const size_t k = std::min<size_t>(n, size_ - pos);
     std::memcpy(buf, data_ + pos, k);
     return k;
@@ -227,7 +273,14 @@ class BufferAdapter : public caffe2::serialize::ReadAdapterInterface {
   size_t size_;
 };
 
-TorchFile read_zip(const uint8_t* data, size_t size) {
+TorchFile read_zip(const uint8_t* data, size_t size, bool allow_nested) {
+  std::vector<ZipRecord> records;
+  if (read_zip_directory(data, size, records)) {
+    if (const ZipRecord* r = implausible_zip_record(records, size)) {
+      throw CheckpointError("zip record '" + r->name + "' claims " + std::to_string(r->uncompressed) +
+                            " bytes, more than the " + std::to_string(size) + "-byte file can hold (corrupted)");
+    }
+  }
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
   try {
     reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(std::make_shared<BufferAdapter>(data, size));
@@ -245,7 +298,11 @@ TorchFile read_zip(const uint8_t* data, size_t size) {
     throw CheckpointError(std::string("data.pkl unreadable (") + e.what_without_backtrace() + ")");
   }
   size_t pos = 0;
-  c.root = pickle::read_pickle(reinterpret_cast<const uint8_t*>(pkl.data()), pkl.size(), pos);
+  try {
+    c.root = pickle::read_pickle(reinterpret_cast<const uint8_t*>(pkl.data()), pkl.size(), pos);
+  } catch (const pickle::PickleError& e) {
+    throw CheckpointError(std::string("data.pkl: ") + e.what());
+  }
   std::unordered_map<std::string, at::Tensor> storages;
   TorchFile out = finish(std::move(c), [&](const pickle::TensorRef& r) {
     auto it = storages.find(r.storage_key);
@@ -263,7 +320,7 @@ TorchFile read_zip(const uint8_t* data, size_t size) {
     }
     storages[r.storage_key] = t;
     return t;
-  });
+  }, allow_nested);
   for (const auto& kv : storages) {
     out.num_storages += 1;
     out.storage_bytes += kv.second.numel() * kv.second.element_size();
@@ -279,23 +336,31 @@ int64_t Checkpoint::decoder_version() const {
   return static_cast<int64_t>(it->second.to(at::kDouble).flatten()[0].item<double>());
 }
 
+namespace {
+
+TorchFile read_torch_format(const uint8_t* data, size_t size, bool allow_nested) {
+  if (size == 0) throw CheckpointError("the file is empty");
+  if (size >= 4 && std::memcmp(data, "PK\x03\x04", 4) == 0) return read_zip(data, size, allow_nested);
+  if (const size_t magic_end = legacy_magic_end(data, size)) return read_legacy(data, size, magic_end, allow_nested);
+  if (size > 262 && std::memcmp(data + 257, "ustar", 5) == 0) {
+    throw CheckpointError("a tar archive (torch < 0.4 format) is not supported; re-save it with torch.save");
+  }
+  throw CheckpointError("not a torch checkpoint (neither the zip format nor the legacy pickle format)");
+}
+
+}  // namespace
+
 TorchFile read_torch_bytes(const std::string& name, const uint8_t* data, size_t size) {
   try {
-    if (size == 0) throw CheckpointError("the file is empty");
-    if (size >= 4 && std::memcmp(data, "PK\x03\x04", 4) == 0) return read_zip(data, size);
-    if (size >= sizeof kLegacyMagic && std::memcmp(data, kLegacyMagic, sizeof kLegacyMagic) == 0) {
-      return read_legacy(data, size);
-    }
-    if (size > 262 && std::memcmp(data + 257, "ustar", 5) == 0) {
-      throw CheckpointError("a tar archive (torch < 0.4 format) is not supported; re-save it with torch.save");
-    }
-    throw CheckpointError("not a torch checkpoint (neither the zip format nor the legacy pickle format)");
+    return read_torch_format(data, size, true);
   } catch (const CheckpointError& e) {
     throw CheckpointError("'" + name + "': " + e.what());
   } catch (const pickle::PickleError& e) {
     throw CheckpointError("'" + name + "': " + e.what());
   } catch (const c10::Error& e) {
     throw CheckpointError("'" + name + "': " + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw CheckpointError("'" + name + "': out of memory while reading (sizes in the file are implausible)");
   }
 }
 
