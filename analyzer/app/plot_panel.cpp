@@ -54,7 +54,22 @@ void PlotPanel::setSeries(const QString& name, const std::vector<double>& x, con
   g->setData(QVector<double>(x.begin(), x.end()), QVector<double>(y.begin(), y.end()));
   plot_->legend->setVisible(plot_->graphCount() > 1);
   plot_->rescaleAxes();
-  if (plot_->yAxis->scaleType() == QCPAxis::stLinear) plot_->yAxis->setRangeLower(std::min(0.0, plot_->yAxis->range().lower));
+  if (plot_->yAxis->scaleType() == QCPAxis::stLinear) {
+    plot_->yAxis->setRangeLower(std::min(0.0, plot_->yAxis->range().lower));
+  } else {  // log scale: leave room below the smallest and above the largest positive value
+    double lo = INFINITY, hi = 0;
+    for (int i = 0; i < plot_->graphCount(); ++i) {
+      for (auto it = plot_->graph(i)->data()->constBegin(); it != plot_->graph(i)->data()->constEnd(); ++it) {
+        if (it->value > 0) {
+          lo = std::min(lo, it->value);
+          hi = std::max(hi, it->value);
+        }
+      }
+    }
+    if (std::isfinite(lo)) plot_->yAxis->setRange(lo / 2, hi * 2);
+  }
+  const QCPRange xr = plot_->xAxis->range();
+  plot_->xAxis->setRange(xr.lower - 0.02 * xr.size(), xr.upper + 0.02 * xr.size());  // points not on the frame
   plot_->replot();
 }
 

@@ -14,6 +14,8 @@
 #include <QSpinBox>
 #include <QSplitter>
 #include <QTextBrowser>
+#include <QTextCharFormat>
+#include <QTextCursor>
 #include <QVBoxLayout>
 
 #include <cmath>
@@ -139,7 +141,9 @@ void GenerateView::generate() {
   if (models_.comparison) sessions.push_back(models_.comparison);
   for (int i = 0; i < 2; ++i) {
     out_[i]->clear();
-    out_[i]->insertHtml("<b>" + prompt_->toPlainText().toHtmlEscaped() + "</b>");
+    QTextCharFormat bold;
+    bold.setFontWeight(QFont::Bold);
+    out_[i]->textCursor().insertText(prompt_->toPlainText(), bold);
     plain_[i].clear();
   }
   jobs_.start(tr("Generating"), [this, sessions, prompt, s]() -> QString {
@@ -152,10 +156,12 @@ void GenerateView::generate() {
         const QColor bg = QColor::fromHsv(hue, 60, 255);
         const double tps = t.seconds > 0 ? (t.index + 1) / t.seconds : 0;
         jobs_.post([this, which, piece, bg, who, tps, eos = t.eos]() {
-          if (!eos) {
-            out_[which]->moveCursor(QTextCursor::End);
-            out_[which]->insertHtml(QString("<span style=\"background-color:%1\">%2</span>")
-                                        .arg(bg.name(), piece.toHtmlEscaped()));
+          if (!eos) {  // plain text with a background: spaces between tokens survive (HTML would collapse them)
+            QTextCursor c = out_[which]->textCursor();
+            c.movePosition(QTextCursor::End);
+            QTextCharFormat f;
+            f.setBackground(bg);
+            c.insertText(piece, f);
           }
           speed_[which]->setText(QString("%1 — %2 tokens/s").arg(who).arg(tps, 0, 'f', 1));
         });

@@ -41,6 +41,9 @@ void on_sigint(int) { g_interrupted = true; }
 const Option kDict{"dict", "FILE", "the model's dict.txt (default: found beside the checkpoint)", ""};
 const Option kJson{"json", "", "machine-readable output: one JSON object per line", "", true};
 const Option kThreads{"threads", "N", "CPU threads (0: all cores)", "0"};
+// Decoding one token at batch 1 is a chain of small ops: on the 2-core project machine one thread
+// is fastest (2.0 ms/token vs 3.5–8 ms with 2, docs/benchmarks.md), so generate and bench default to 1.
+const Option kDecodeThreads{"threads", "N", "CPU threads (0: all cores; 1 is fastest for batch-1 decoding)", "1"};
 const Option kDevice{"device", "DEV", "cpu, or cuda when LibTorch has CUDA", "cpu"};
 const Option kBpe{"gpt2-bpe", "DIR", "GPT-2 BPE (DIR/encoder.json, DIR/vocab.bpe) for models trained with --bpe gpt2", ""};
 
@@ -147,7 +150,7 @@ int cmd_inspect(const std::vector<std::string>& argv) {
 int cmd_generate(const std::vector<std::string>& argv) {
   Args a("generate", "Continue a prompt, streaming tokens as they are produced. Greedy (fairseq's --beam 1) "
                      "unless --sample; Ctrl-C stops cleanly.",
-         {kDict, kJson, kThreads, kDevice, kBpe, {"prompt", "TEXT", "the text to continue (space-separated tokens)", ""},
+         {kDict, kJson, kDecodeThreads, kDevice, kBpe, {"prompt", "TEXT", "the text to continue (space-separated tokens)", ""},
           {"max-tokens", "N", "new tokens at most", "50"}, {"sample", "", "sample instead of greedy", "", true},
           {"temperature", "T", "sampling temperature", "1.0"}, {"top-k", "K", "sample among the K best (0: all)", "0"},
           {"top-p", "P", "nucleus sampling mass", "1.0"}, {"seed", "S", "sampling seed", "1"},
@@ -312,7 +315,7 @@ int cmd_gates(const std::vector<std::string>& argv) {
 int cmd_bench(const std::vector<std::string>& argv) {
   Args a("bench", "Per-token decode latency and memory against context length (the paper's Figure 1) for a model, "
                   "or for it and --compare (its attention base) side by side, points printed as measured.",
-         {kDict, kJson, kThreads, kDevice, {"compare", "CKPT", "a second checkpoint measured alongside", ""},
+         {kDict, kJson, kDecodeThreads, kDevice, {"compare", "CKPT", "a second checkpoint measured alongside", ""},
           {"compare-dict", "FILE", "the second checkpoint's dict.txt", ""},
           {"contexts", "L,L", "context lengths", "128,256,512,1024,2048,3072"},
           {"steps", "N", "timed decode steps per point (median reported)", "32"},

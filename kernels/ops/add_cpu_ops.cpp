@@ -36,7 +36,7 @@ std::tuple<at::Tensor, at::Tensor> add_fwd_cpu(const at::Tensor& q, const at::Te
   p.y = mut_ref(y, true);
   p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
   p.final_state = final_state.data_ptr();
-  cpu::decay_forward(p, aten_executor());
+  cpu::decay_forward(p, aten_executor(work_of(d)));
   return {y, final_state};
 }
 
@@ -58,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_bwd_cpu(
   p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
   p.grad_final_state = given(grad_final_state) ? grad_final_state->data_ptr() : nullptr;
   p.grad_initial_state = ds0.data_ptr();
-  cpu::decay_backward(p, aten_executor());
+  cpu::decay_backward(p, aten_executor(work_of(d)));
   return {dq, dk, dv, ds0};
 }
 
@@ -81,7 +81,7 @@ at::Tensor add_step_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tens
   p.v = const_ref(v, false);
   p.y = mut_ref(y, false);
   p.state = state.data_ptr();
-  cpu::decay_step(p, aten_executor());
+  cpu::decay_step(p, aten_executor(work_of(d)));
   return y;
 }
 

@@ -16,7 +16,7 @@ std::tuple<at::Tensor, at::Tensor> decay_fwd_cpu(const at::Tensor& q, const at::
                                                  const at::Tensor& z, const at::Tensor& f,
                                                  const c10::optional<at::Tensor>& initial_state) {
   DecayFwdCall c = prepare_decay_fwd(c10::DeviceType::CPU, q, k, v, z, f, initial_state);
-  cpu::decay_forward(c.params, aten_executor());
+  cpu::decay_forward(c.params, aten_executor(work_of(c.params.dims)));
   return {c.y, c.final_state};
 }
 
@@ -25,14 +25,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const c10::optional<at::Tensor>& initial_state, const at::Tensor& dy,
     const c10::optional<at::Tensor>& grad_final_state) {
   DecayBwdCall c = prepare_decay_bwd(c10::DeviceType::CPU, q, k, v, z, f, initial_state, dy, grad_final_state);
-  cpu::decay_backward(c.params, aten_executor());
+  cpu::decay_backward(c.params, aten_executor(work_of(c.params.dims)));
   return {c.dq, c.dk, c.dv, c.dz, c.df, c.grad_initial_state};
 }
 
 at::Tensor decay_step_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& z,
                           const at::Tensor& f, at::Tensor& state) {
   DecayStepCall c = prepare_decay_step(c10::DeviceType::CPU, q, k, v, z, f, state);
-  cpu::decay_step(c.params, aten_executor());
+  cpu::decay_step(c.params, aten_executor(c.params.batch * c.params.heads * c.params.dim_v * c.params.dim_k));
   return c.y;
 }
 

@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor> delta_fwd_cpu(const at::Tensor& q, const at::
   p.y = mut_ref(y, true);
   p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
   p.final_state = final_state.data_ptr();
-  cpu::delta_forward(p, aten_executor());
+  cpu::delta_forward(p, aten_executor(work_of(d)));
   return {y, final_state};
 }
 
@@ -63,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> delta_bwd
   p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
   p.grad_final_state = given(grad_final_state) ? grad_final_state->data_ptr() : nullptr;
   p.grad_initial_state = ds0.data_ptr();
-  cpu::delta_backward(p, aten_executor());
+  cpu::delta_backward(p, aten_executor(work_of(d)));
   return {dq, dk, dv, dbeta, ds0};
 }
 
@@ -87,7 +87,7 @@ at::Tensor delta_step_cpu(const at::Tensor& q, const at::Tensor& k, const at::Te
   p.beta = const_ref(beta, false);
   p.y = mut_ref(y, false);
   p.state = state.data_ptr();
-  cpu::delta_step(p, aten_executor());
+  cpu::delta_step(p, aten_executor(work_of(d)));
   return y;
 }
 

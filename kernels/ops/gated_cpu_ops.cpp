@@ -51,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor> gated_fwd_cpu(const at::Tensor& q, const at::
   p.y = mut_ref(y, true);
   p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
   p.final_state = final_state.data_ptr();
-  cpu::decay_forward(p, aten_executor());
+  cpu::decay_forward(p, aten_executor(work_of(d)));
   return {y, final_state};
 }
 
@@ -79,7 +79,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_bwd
   p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
   p.grad_final_state = given(grad_final_state) ? grad_final_state->data_ptr() : nullptr;
   p.grad_initial_state = ds0.data_ptr();
-  cpu::decay_backward(p, aten_executor());
+  cpu::decay_backward(p, aten_executor(work_of(d)));
   // Through the write scale w = 1 − σ(g): dv = w·dvw, ∂L/∂g += −σ(g)(1 − σ(g)) Σ_d v_d dvw_d.
   const auto acc = acc_type(v);
   const at::Tensor sg = at::sigmoid(g.to(acc));
@@ -106,7 +106,7 @@ at::Tensor gated_step_cpu(const at::Tensor& q, const at::Tensor& k, const at::Te
   set_gated(p, q, k, vw, g, false);
   p.y = mut_ref(y, false);
   p.state = state.data_ptr();
-  cpu::decay_step(p, aten_executor());
+  cpu::decay_step(p, aten_executor(work_of(d)));
   return y;
 }
 

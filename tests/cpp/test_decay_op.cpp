@@ -208,8 +208,9 @@ TEST(DecayLayout, TimeFirstStridedViewsEqualContiguousInputs) {
 // threading: row blocks (few sequences, many threads) give the same numbers as whole sequences
 
 TEST(DecayThreading, RowBlockSplitMatchesSingleBlock) {
-  const Inputs in = make_inputs(1, 50, 1, 64, 16, at::kDouble, 21);
-  const at::Tensor dy = at::randn({1, 50, 1, 64}, at::kDouble);
+  // T·D·M = 300·64·16 is above the size under which the op stays on one thread
+  const Inputs in = make_inputs(1, 300, 1, 64, 16, at::kDouble, 21);
+  const at::Tensor dy = at::randn({1, 300, 1, 64}, at::kDouble);
   const at::Tensor dsT = at::randn({1, 1, 64, 16}, at::kDouble);
   const int threads_before = at::get_num_threads();
   at::set_num_threads(1);

@@ -250,11 +250,12 @@ def test_local_attention_is_banded_softmax_and_steps_keep_w_minus_1_tokens(windo
 @pytest.mark.parametrize("rule", RULE_OPS)
 def test_one_sequence_split_into_row_blocks_equals_reference(rule):
     """B·H = 1 with 2 threads and D = 40: the CPU kernel splits the state's rows over threads (for add;
-    gated keeps a head's rows together in the backward, delta always does)."""
+    gated keeps a head's rows together in the backward, delta always does). T·D·M = 820·40·8 is above
+    the size under which an op stays on one thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        q, k, v, g, s0 = make(B=1, T=33, H=1, D=40, M=8, positive_keys=rule == "delta")
+        q, k, v, g, s0 = make(B=1, T=820, H=1, D=40, M=8, positive_keys=rule == "delta")
         ins = [t.clone().requires_grad_() for t in (q, k, v, g, s0)]
         ref = [t.clone().requires_grad_() for t in (q, k, v, g, s0)]
         y, s = call(rule, *ins, output_final_state=True)
