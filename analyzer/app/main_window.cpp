@@ -140,6 +140,11 @@ void MainWindow::openCheckpoint(const QString& path, bool comparison, const QStr
     return {};
   }, [this, loaded, path, comparison](const QString& error) {
     if (!error.isEmpty()) {
+      if (error.startsWith("no dict.txt")) {  // not beside the checkpoint: let the user choose it
+        const QString dict = QFileDialog::getOpenFileName(this, tr("Choose the dict.txt of %1").arg(path), QString(),
+                                                          tr("fairseq dictionary (dict.txt *.txt)"));
+        if (!dict.isEmpty()) return openCheckpoint(path, comparison, dict);
+      }
       showError(tr("Could not open %1").arg(QFileInfo(path).fileName()), error);
       return;
     }

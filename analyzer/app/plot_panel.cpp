@@ -55,7 +55,8 @@ void PlotPanel::setSeries(const QString& name, const std::vector<double>& x, con
   plot_->legend->setVisible(plot_->graphCount() > 1);
   plot_->rescaleAxes();
   if (plot_->yAxis->scaleType() == QCPAxis::stLinear) {
-    plot_->yAxis->setRangeLower(std::min(0.0, plot_->yAxis->range().lower));
+    const QCPRange yr = plot_->yAxis->range();
+    plot_->yAxis->setRange(std::min(0.0, yr.lower), yr.upper + 0.05 * yr.size());  // headroom: no point on the frame
   } else {  // log scale: leave room below the smallest and above the largest positive value
     double lo = INFINITY, hi = 0;
     for (int i = 0; i < plot_->graphCount(); ++i) {
