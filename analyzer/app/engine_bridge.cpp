@@ -157,15 +157,7 @@ std::vector<float> HeadView::gate_matrix(int64_t t) const {
 TokenLosses EngineSession::token_losses(const std::string& text, int64_t max_tokens) const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   const auto& L = impl_->loaded;
-  std::vector<int64_t> ids;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t nl = text.find('\n', start);
-    if (nl == std::string::npos) nl = text.size();
-    for (int64_t id : L.dictionary.encode_line(text.substr(start, nl - start))) ids.push_back(id);
-    if (nl < text.size()) ids.push_back(eng::Dictionary::kEos);
-    start = nl + 1;
-  }
+  const std::vector<int64_t> ids = eng::Tokenizer{&L.dictionary, nullptr}.encode_text(text);
   eng::ScoringOptions o;
   o.tokens_per_sample = std::max<int64_t>(1, std::min<int64_t>(max_tokens, 512));
   o.max_tokens = max_tokens;

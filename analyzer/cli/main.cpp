@@ -82,20 +82,6 @@ std::string read_text_arg(const Args& a) {
   throw UsageError("decayfw: give the text with --text FILE or --string TEXT");
 }
 
-std::vector<int64_t> encode_text(const Tokenizer& d, const std::string& text) {
-  std::vector<int64_t> ids;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t nl = text.find('\n', start);
-    if (nl == std::string::npos) nl = text.size();
-    const auto line = d.encode_line(text.substr(start, nl - start));
-    ids.insert(ids.end(), line.begin(), line.end());
-    if (nl < text.size()) ids.push_back(Dictionary::kEos);
-    start = nl + 1;
-  }
-  return ids;
-}
-
 std::string mib(int64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f MiB", bytes / 1048576.0);
@@ -111,7 +97,7 @@ int cmd_inspect(const std::vector<std::string>& argv) {
   a.parse(argv);
   if (a.help()) return std::cout << a.usage(), 0;
   const Checkpoint ck = read_checkpoint(a.positional(0));
-  LoadedModel m = load_model(a.positional(0), a.str("dict"));
+  LoadedModel m = load_model(ck, a.str("dict"));  // the file is read once
   const LmConfig& c = m.model->config();
   if (a.flag("json")) {
     JsonObject o;
@@ -209,7 +195,7 @@ int cmd_score(const std::vector<std::string>& argv) {
   if (a.help()) return std::cout << a.usage(), 0;
   set_threads(a);
   LoadedModel m = load_model(a.positional(0), a.str("dict"), device_of(a));
-  const auto ids = encode_text(make_tokenizer(a, m.dictionary), read_text_arg(a));
+  const auto ids = make_tokenizer(a, m.dictionary).encode_text(read_text_arg(a));
   ScoringOptions o;
   o.tokens_per_sample = a.integer("tokens-per-sample");
   o.context_window = a.integer("context-window");
@@ -255,7 +241,7 @@ int cmd_gates(const std::vector<std::string>& argv) {
   if (a.help()) return std::cout << a.usage(), 0;
   set_threads(a);
   LoadedModel m = load_model(a.positional(0), a.str("dict"));
-  auto ids = encode_text(make_tokenizer(a, m.dictionary), read_text_arg(a));
+  auto ids = make_tokenizer(a, m.dictionary).encode_text(read_text_arg(a));
   ids.insert(ids.begin(), Dictionary::kEos);
   if (static_cast<int64_t>(ids.size()) > a.integer("max-tokens")) ids.resize(static_cast<size_t>(a.integer("max-tokens")));
   const auto lv = a.int_list("layers"), hv = a.int_list("heads");

@@ -51,13 +51,19 @@ std::string find_dictionary(const std::string& checkpoint_path) {
 
 LoadedModel load_model(const std::string& checkpoint_path, const std::string& dictionary_path, at::Device device,
                        bool as_attention) {
-  LoadedModel m;
-  m.checkpoint_path = checkpoint_path;
   if (!fs::is_regular_file(checkpoint_path)) {
     throw std::runtime_error("cannot open checkpoint '" + checkpoint_path + "' (" +
                              (fs::exists(checkpoint_path) ? "not a regular file" : "no such file") + ")");
   }
-  Checkpoint ck = read_checkpoint(checkpoint_path);  // first: a file that is no checkpoint says so
+  // first: a file that is no checkpoint says so (before any complaint about its dictionary)
+  return load_model(read_checkpoint(checkpoint_path), dictionary_path, device, as_attention);
+}
+
+LoadedModel load_model(const Checkpoint& ck, const std::string& dictionary_path, at::Device device,
+                       bool as_attention) {
+  const std::string& checkpoint_path = ck.path;
+  LoadedModel m;
+  m.checkpoint_path = checkpoint_path;
   m.dictionary_path = dictionary_path.empty() ? find_dictionary(checkpoint_path) : dictionary_path;
   if (m.dictionary_path.empty()) {
     throw std::runtime_error("no dict.txt beside '" + checkpoint_path + "' or in its parent folder; pass the "
@@ -76,9 +82,10 @@ LoadedModel load_model(const std::string& checkpoint_path, const std::string& di
     cfg.decay = false;
     cfg.arch = "transformer_lm (attention twin of " + cfg.arch + ")";
   }
-  upgrade_state_dict(ck.model, cfg.layers);
+  TensorMap state = ck.model;  // tensor handles only; the upgrade renames keys, not data
+  upgrade_state_dict(state, cfg.layers);
   try {
-    m.model = std::make_unique<TransformerLm>(cfg, ck.model, device);
+    m.model = std::make_unique<TransformerLm>(cfg, state, device);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string(e.what()) + " [checkpoint '" + checkpoint_path + "', dictionary '" +
                                 m.dictionary_path + "' with " + std::to_string(m.dictionary.size()) + " symbols]");

@@ -25,6 +25,9 @@ struct LoadedModel {
 // loaded (for speed and memory; its outputs are not a trained model's).
 LoadedModel load_model(const std::string& checkpoint_path, const std::string& dictionary_path = "",
                        at::Device device = at::kCPU, bool as_attention = false);
+// The same from a checkpoint already read (e.g. by `decayfw inspect`, which also lists its tensors).
+LoadedModel load_model(const Checkpoint& checkpoint, const std::string& dictionary_path = "",
+                       at::Device device = at::kCPU, bool as_attention = false);
 
 // Where load_model looks for dict.txt when none is given; empty when not found.
 std::string find_dictionary(const std::string& checkpoint_path);

@@ -18,6 +18,19 @@ struct Tokenizer {
   std::vector<int64_t> encode_line(const std::string& line) const {
     return bpe ? bpe->encode_to_dictionary(line, *dict) : dict->encode_line(line);
   }
+  // A multi-line text as one stream: each line's tokens, </s> between lines (not after the last).
+  std::vector<int64_t> encode_text(const std::string& text) const {
+    std::vector<int64_t> ids;
+    for (size_t start = 0; start <= text.size();) {
+      size_t nl = text.find('\n', start);
+      if (nl == std::string::npos) nl = text.size();
+      const auto line = encode_line(text.substr(start, nl - start));
+      ids.insert(ids.end(), line.begin(), line.end());
+      if (nl < text.size()) ids.push_back(Dictionary::kEos);
+      start = nl + 1;
+    }
+    return ids;
+  }
   std::string decode(const std::vector<int64_t>& ids) const {
     return bpe ? bpe->decode_from_dictionary(ids, *dict) : dict->decode(ids);
   }
