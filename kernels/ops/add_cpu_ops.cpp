@@ -34,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor> add_fwd_cpu(const at::Tensor& q, const at::Te
   DecayFwdParams p;
   set_ungated(p, d, q, k, v);
   p.y = mut_ref(y, true);
-  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
+  p.initial_state = data_or_null(initial_state);
   p.final_state = final_state.data_ptr();
   cpu::decay_forward(p, aten_executor(work_of(d)));
   return {y, final_state};
@@ -55,8 +55,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> add_bwd_cpu(
   p.dq = mut_ref(dq, true);
   p.dk = mut_ref(dk, true);
   p.dv = mut_ref(dv, true);
-  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
-  p.grad_final_state = given(grad_final_state) ? grad_final_state->data_ptr() : nullptr;
+  p.initial_state = data_or_null(initial_state);
+  p.grad_final_state = data_or_null(grad_final_state);
   p.grad_initial_state = ds0.data_ptr();
   cpu::decay_backward(p, aten_executor(work_of(d)));
   return {dq, dk, dv, ds0};
@@ -69,11 +69,7 @@ at::Tensor add_step_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tens
   check_state(op, "state", state, d, q);
   at::Tensor y = at::empty_like(v);
   DecayStepParams p;
-  p.batch = d.batch;
-  p.heads = d.heads;
-  p.dim_v = d.dim_v;
-  p.dim_k = d.dim_k;
-  p.dtype = to_scalar_type(q.scalar_type());
+  set_step_sizes(p, d, q);
   p.row_gate = GateKind::None;
   p.col_gate = GateKind::None;
   p.q = const_ref(q, false);

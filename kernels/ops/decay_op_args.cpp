@@ -33,7 +33,7 @@ DecayFwdCall prepare_decay_fwd(c10::DeviceType device, const at::Tensor& q, cons
   DecayFwdParams& p = c.params;
   set_sequence_inputs(p, d, q, k, v, z, f);
   p.y = mut_ref(c.y, true);
-  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
+  p.initial_state = data_or_null(initial_state);
   p.final_state = c.final_state.data_ptr();
   return c;
 }
@@ -58,8 +58,8 @@ DecayBwdCall prepare_decay_bwd(c10::DeviceType device, const at::Tensor& q, cons
   p.dv = mut_ref(c.dv, true);
   p.dz = mut_ref(c.dz, true);
   p.df = mut_ref(c.df, true);
-  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
-  p.grad_final_state = given(grad_final_state) ? grad_final_state->data_ptr() : nullptr;
+  p.initial_state = data_or_null(initial_state);
+  p.grad_final_state = data_or_null(grad_final_state);
   p.grad_initial_state = c.grad_initial_state.data_ptr();
   return c;
 }
@@ -72,11 +72,7 @@ DecayStepCall prepare_decay_step(c10::DeviceType device, const at::Tensor& q, co
   check_state(op, "state", state, d, q);
   DecayStepCall c{{}, at::empty_like(v)};
   DecayStepParams& p = c.params;
-  p.batch = d.batch;
-  p.heads = d.heads;
-  p.dim_v = d.dim_v;
-  p.dim_k = d.dim_k;
-  p.dtype = to_scalar_type(q.scalar_type());
+  set_step_sizes(p, d, q);
   p.q = const_ref(q, false);
   p.k = const_ref(k, false);
   p.v = const_ref(v, false);

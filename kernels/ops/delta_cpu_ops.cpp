@@ -30,7 +30,7 @@ std::tuple<at::Tensor, at::Tensor> delta_fwd_cpu(const at::Tensor& q, const at::
   p.v = const_ref(v, true);
   p.beta = const_ref(beta, true);
   p.y = mut_ref(y, true);
-  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
+  p.initial_state = data_or_null(initial_state);
   p.final_state = final_state.data_ptr();
   cpu::delta_forward(p, aten_executor(work_of(d)));
   return {y, final_state};
@@ -60,8 +60,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> delta_bwd
   p.dk = mut_ref(dk, true);
   p.dv = mut_ref(dv, true);
   p.dbeta = mut_ref(dbeta, true);
-  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
-  p.grad_final_state = given(grad_final_state) ? grad_final_state->data_ptr() : nullptr;
+  p.initial_state = data_or_null(initial_state);
+  p.grad_final_state = data_or_null(grad_final_state);
   p.grad_initial_state = ds0.data_ptr();
   cpu::delta_backward(p, aten_executor(work_of(d)));
   return {dq, dk, dv, dbeta, ds0};
@@ -76,11 +76,7 @@ at::Tensor delta_step_cpu(const at::Tensor& q, const at::Tensor& k, const at::Te
   check_state(op, "state", state, d, q);
   at::Tensor y = at::empty_like(v);
   DeltaStepParams p;
-  p.batch = d.batch;
-  p.heads = d.heads;
-  p.dim_v = d.dim_v;
-  p.dim_k = d.dim_k;
-  p.dtype = to_scalar_type(q.scalar_type());
+  set_step_sizes(p, d, q);
   p.q = const_ref(q, false);
   p.k = const_ref(k, false);
   p.v = const_ref(v, false);

@@ -49,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor> gated_fwd_cpu(const at::Tensor& q, const at::
   p.dims = d;
   set_gated(p, q, k, vw, g, true);
   p.y = mut_ref(y, true);
-  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
+  p.initial_state = data_or_null(initial_state);
   p.final_state = final_state.data_ptr();
   cpu::decay_forward(p, aten_executor(work_of(d)));
   return {y, final_state};
@@ -76,8 +76,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_bwd
   p.dk = mut_ref(dk, true);
   p.dv = mut_ref(dvw, true);
   p.dz = mut_ref(dg_decay, true);
-  p.initial_state = given(initial_state) ? initial_state->data_ptr() : nullptr;
-  p.grad_final_state = given(grad_final_state) ? grad_final_state->data_ptr() : nullptr;
+  p.initial_state = data_or_null(initial_state);
+  p.grad_final_state = data_or_null(grad_final_state);
   p.grad_initial_state = ds0.data_ptr();
   cpu::decay_backward(p, aten_executor(work_of(d)));
   // Through the write scale w = 1 − σ(g): dv = w·dvw, ∂L/∂g += −σ(g)(1 − σ(g)) Σ_d v_d dvw_d.
@@ -99,10 +99,7 @@ at::Tensor gated_step_cpu(const at::Tensor& q, const at::Tensor& k, const at::Te
   const at::Tensor vw = scaled_values(v, g);
   at::Tensor y = at::empty_like(v);
   DecayStepParams p;
-  p.batch = d.batch;
-  p.heads = d.heads;
-  p.dim_v = d.dim_v;
-  p.dim_k = d.dim_k;
+  set_step_sizes(p, d, q);  // set_gated sets the dtype again, the same
   set_gated(p, q, k, vw, g, false);
   p.y = mut_ref(y, false);
   p.state = state.data_ptr();

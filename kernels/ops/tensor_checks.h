@@ -36,6 +36,10 @@ void check_device(const char* op, const at::Tensor& t, c10::DeviceType device);
 
 inline bool given(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
+// An optional state argument as the kernels take it: its data, or null for zeros.
+inline const void* data_or_null(const c10::optional<at::Tensor>& t) { return given(t) ? t->data_ptr() : nullptr; }
+
+
 // A new, uninitialised state [B, H, D, M] of the state dtype for inputs like `like`.
 at::Tensor new_state(const Dims& d, const at::Tensor& like);
 
@@ -46,5 +50,15 @@ ScalarType to_scalar_type(at::ScalarType t);
 
 ConstSeqRef const_ref(const at::Tensor& t, bool has_time);
 SeqRef mut_ref(at::Tensor& t, bool has_time);
+
+// The sizes and input dtype of a decode-step params struct (DecayStepParams, DeltaStepParams).
+template <typename StepParams>
+void set_step_sizes(StepParams& p, const Dims& d, const at::Tensor& q) {
+  p.batch = d.batch;
+  p.heads = d.heads;
+  p.dim_v = d.dim_v;
+  p.dim_k = d.dim_k;
+  p.dtype = to_scalar_type(q.scalar_type());
+}
 
 }  // namespace decayfw::ops
