@@ -25,6 +25,8 @@ from fairseq.incremental_decoding_utils import with_incremental_state
 
 from decayfw.nn import FastWeights
 
+from .attention_buffer import SelfAttentionBuffer
+
 logger = logging.getLogger(__name__)
 
 STATE_KEY = "fw_state"
@@ -48,7 +50,7 @@ def split_legacy_in_proj(state_dict: Dict[str, Tensor], prefix: str):
 
 
 @with_incremental_state
-class FairseqFastWeights(FastWeights):
+class FairseqFastWeights(SelfAttentionBuffer, FastWeights):
     def __init__(self, embed_dim: int, num_heads: int, rule: str = "decay", key_dim: Optional[int] = None,
                  feature_map: Optional[str] = None, normalization: str = "none",
                  value_scale: Optional[float] = None, rescale_values: bool = True, scale_queries: bool = True):
@@ -91,27 +93,6 @@ class FairseqFastWeights(FastWeights):
         buf[STATE_KEY] = state
         self._set_input_buffer(incremental_state, buf)
         return out, None
-
-    def _get_input_buffer(self, incremental_state) -> Dict[str, Optional[Tensor]]:
-        result = self.get_incremental_state(incremental_state, "attn_state")
-        return result if result is not None else {}
-
-    def _set_input_buffer(self, incremental_state, buffer: Dict[str, Optional[Tensor]]):
-        return self.set_incremental_state(incremental_state, "attn_state", buffer)
-
-    @torch.jit.export
-    def reorder_incremental_state(self, incremental_state, new_order: Tensor):
-        """Beam search and shrinking batches: select the states of the surviving hypotheses."""
-        buf = self._get_input_buffer(incremental_state)
-        if buf:
-            for k, v in list(buf.items()):
-                if v is not None:
-                    buf[k] = v.index_select(0, new_order)
-            incremental_state = self._set_input_buffer(incremental_state, buf)
-        return incremental_state
-
-    def set_beam_size(self, beam_size: int):
-        pass
 
     # -- checkpoints --------------------------------------------------------------------------------
 

@@ -14,11 +14,12 @@ from fairseq.incremental_decoding_utils import with_incremental_state
 
 from decayfw.nn import SoftmaxAttention
 
+from .attention_buffer import SelfAttentionBuffer
 from .decay_attention import split_legacy_in_proj
 
 
 @with_incremental_state
-class FairseqLocalAttention(SoftmaxAttention):
+class FairseqLocalAttention(SelfAttentionBuffer, SoftmaxAttention):
     def __init__(self, embed_dim: int, num_heads: int, window: int):
         super().__init__(embed_dim, num_heads, time_first=True, window=window)
         self.self_attention = True
@@ -40,25 +41,6 @@ class FairseqLocalAttention(SoftmaxAttention):
         buf["prev_key"], buf["prev_value"] = k, v
         self._set_input_buffer(incremental_state, buf)
         return out, None
-
-    # fairseq's decoder layer reads and writes the self-attention buffer through these two names.
-    def _get_input_buffer(self, incremental_state) -> Dict[str, Optional[Tensor]]:
-        result = self.get_incremental_state(incremental_state, "attn_state")
-        return result if result is not None else {}
-
-    def _set_input_buffer(self, incremental_state, buffer: Dict[str, Optional[Tensor]]):
-        return self.set_incremental_state(incremental_state, "attn_state", buffer)
-
-    def reorder_incremental_state(self, incremental_state, new_order: Tensor):
-        buf = self._get_input_buffer(incremental_state)
-        if buf:
-            for k in list(buf):
-                buf[k] = buf[k].index_select(0, new_order)
-            incremental_state = self._set_input_buffer(incremental_state, buf)
-        return incremental_state
-
-    def set_beam_size(self, beam_size: int):
-        pass
 
     def upgrade_state_dict_named(self, state_dict: Dict[str, Tensor], name: str):
         split_legacy_in_proj(state_dict, name + "." if name else "")
