@@ -6,6 +6,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <tuple>
 
 #include "decay_op_args.h"
@@ -26,6 +29,38 @@ void check_launch(const char* op, cudaError_t err) {
   TORCH_CHECK(err == cudaSuccess, op, ": CUDA launch failed: ", cudaGetErrorString(err));
 }
 
+// Which CUDA implementation runs a forward or backward call. The chunkwise tensor-core path is the
+// training path; the recurrent path serves short sequences (a serial chain of T steps costs about
+// as much as one chunk's fixed work when T is below a chunk), fp64, sizes the chunk kernels are not
+// compiled for, and fp32 inputs unless PyTorch allows TF32 matmuls
+// (torch.backends.cuda.matmul.allow_tf32), since the chunk path multiplies fp32 as tf32.
+// DECAYFW_CUDA_PATH=auto|chunk|recurrent overrides the choice (read at every call).
+constexpr int64_t kChunkMinTokens = 64;
+
+enum class Path { Recurrent, Chunk };
+
+Path choose_path(const char* op, const Dims& d, ScalarType dtype, const at::Tensor& like) {
+  const char* env = std::getenv("DECAYFW_CUDA_PATH");
+  const std::string want = env ? env : "auto";
+  TORCH_CHECK(want == "auto" || want == "chunk" || want == "recurrent", op,
+              ": DECAYFW_CUDA_PATH must be auto, chunk or recurrent, got '", want, "'");
+  if (want == "recurrent" || d.seqlen == 0) return Path::Recurrent;
+  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(like.device().index());
+  const char* why = cuda::chunk_unsupported_reason(d, dtype, prop->sharedMemPerBlockOptin);
+  if (want == "chunk") {
+    TORCH_CHECK(why == nullptr, op, ": DECAYFW_CUDA_PATH=chunk, but the chunk path cannot run D = ", d.dim_v,
+                ", M = ", d.dim_k, ", ", scalar_type_name(dtype), " on ", prop->name, ": ", why);
+    return Path::Chunk;
+  }
+  if (why != nullptr || d.seqlen < kChunkMinTokens) return Path::Recurrent;
+  if (dtype == ScalarType::Float32 && !at::globalContext().allowTF32CuBLAS()) return Path::Recurrent;
+  return Path::Chunk;
+}
+
+at::Tensor workspace(size_t bytes, const at::Tensor& like) {
+  return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
+}
+
 std::tuple<at::Tensor, at::Tensor> decay_fwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                   const at::Tensor& z, const at::Tensor& f,
                                                   const c10::optional<at::Tensor>& initial_state) {
@@ -33,7 +68,13 @@ std::tuple<at::Tensor, at::Tensor> decay_fwd_cuda(const at::Tensor& q, const at:
   const c10::cuda::CUDAGuard guard(q.device());  // the launch's device
   const Dims& d = c.params.dims;
   check_cuda_limits("decayfw.decay_fwd", d.dim_k, d.batch * d.heads);
-  check_launch("decayfw.decay_fwd", cuda::decay_forward_cuda(c.params, at::cuda::getCurrentCUDAStream()));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (choose_path("decayfw.decay_fwd", d, c.params.dtype, q) == Path::Chunk) {
+    at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, false), q);
+    check_launch("decayfw.decay_fwd", cuda::decay_forward_chunk_cuda(c.params, ws.data_ptr(), stream));
+  } else {
+    check_launch("decayfw.decay_fwd", cuda::decay_forward_cuda(c.params, stream));
+  }
   return {c.y, c.final_state};
 }
 
@@ -45,10 +86,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const c10::cuda::CUDAGuard guard(q.device());  // the launch's device
   const Dims& d = c.params.dims;
   check_cuda_limits("decayfw.decay_bwd", d.dim_k, d.batch * d.heads);
-  const size_t bytes = cuda::decay_backward_workspace_bytes(d, c.params.dtype);
-  at::Tensor workspace = at::empty({static_cast<int64_t>(bytes)}, q.options().dtype(at::kByte));
-  check_launch("decayfw.decay_bwd",
-               cuda::decay_backward_cuda(c.params, workspace.data_ptr(), at::cuda::getCurrentCUDAStream()));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (choose_path("decayfw.decay_bwd", d, c.params.dtype, q) == Path::Chunk) {
+    at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, true), q);
+    check_launch("decayfw.decay_bwd", cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream));
+  } else {
+    at::Tensor ws = workspace(cuda::decay_backward_workspace_bytes(d, c.params.dtype), q);
+    check_launch("decayfw.decay_bwd", cuda::decay_backward_cuda(c.params, ws.data_ptr(), stream));
+  }
   return {c.dq, c.dk, c.dv, c.dz, c.df, c.grad_initial_state};
 }
 

@@ -22,4 +22,25 @@ cudaError_t decay_forward_cuda(const DecayFwdParams& p, cudaStream_t stream);
 cudaError_t decay_backward_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream);
 cudaError_t decay_step_cuda(const DecayStepParams& p, cudaStream_t stream);
 
+// ---- the chunkwise tensor-core path (decay_chunk.cu; algorithm in kernels/cuda/decay_chunk_program.h)
+// bf16/fp16 inputs multiply on tensor cores as themselves, fp32 inputs as tf32; states, sums and
+// gates are fp32. Sizes: M in {16, 32, 64, 128}, D a multiple of 64; anything else runs recurrent.
+
+struct ChunkConfig {
+  int chunk = 0;          // tokens per chunk (0: no compiled configuration)
+  size_t smem_bytes = 0;  // the largest shared-memory block of its kernels
+};
+ChunkConfig chunk_config(ScalarType dtype, int64_t dim_k);
+
+// Why the chunk path cannot run these sizes on a device with this much opt-in shared memory per
+// block, or null when it can.
+const char* chunk_unsupported_reason(const Dims& dims, ScalarType dtype, size_t max_smem_per_block);
+
+// fp32 workspace: chunk-boundary states (forward); also their gradients and per-row-tile column
+// partials (backward). O(N·T/C·D·M + tiles·N·T·M) floats.
+size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward);
+
+cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream);
+cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream);
+
 }  // namespace decayfw::cuda

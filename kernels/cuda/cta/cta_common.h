@@ -1,0 +1,66 @@
+// What a "CTA program" is, and the pieces shared by its two executors.
+//
+// The chunkwise kernels (decay_chunk_program.h) are written once, as the work of one CTA, against
+// a small executor interface, and run by two executors:
+//   - DeviceCta (device_cta.cuh): the real thing. for_each spreads indices over the CTA's threads
+//     and ends with __syncthreads(); gemm runs on tensor cores (WMMA: bf16/fp16, or tf32 for fp32).
+//   - HostCta (host_cta.h): the same program on the CPU, one index at a time, with the tensor-core
+//     operand rounding emulated. The CPU tests run every CUDA chunk program through it against the
+//     fp64 reference, so indexing, masking, chunk boundaries and the numerics are checked on
+//     machines without a GPU (CI). What it cannot check is the device executor itself (fragment
+//     loads, the warp split of gemm): that is tests/gpu.
+//
+// The interface a program may use (Cta is DeviceCta or HostCta):
+//   cta.for_each(n, f)        f(i) for every i in [0, n), in any order and in parallel, then a
+//                             barrier. f(i) must write only what no other index reads or writes.
+//   cta.gemm<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc, accumulate)
+//                             C[m×n] (fp32, row-major) = (accumulate ? C : 0) + op(A)·op(B), then a
+//                             barrier. op(A)[i,p] = TA ? A[p·lda + i] : A[i·lda + p];
+//                             op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j]. m, n, k multiples of 16;
+//                             A, B in shared memory of the operand type, 32-byte aligned tiles.
+//   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define DECAYFW_CTA __device__ __forceinline__      // program code: device only under nvcc
+#define DECAYFW_HD __host__ __device__ __forceinline__  // layouts: the launcher sizes shared memory with them
+#else
+#define DECAYFW_CTA inline
+#define DECAYFW_HD inline
+#endif
+
+namespace decayfw::cta {
+
+// Carves typed buffers out of one shared-memory block, 128-byte aligned. With a null base it only
+// measures, so the launcher computes a program's shared-memory size with the program's own carve.
+class Arena {
+ public:
+  DECAYFW_HD explicit Arena(unsigned char* base) : base_(base) {}
+  template <typename T>
+  DECAYFW_HD T* take(size_t count) {
+    used_ = (used_ + 127) & ~size_t(127);
+    T* p = base_ ? reinterpret_cast<T*>(base_ + used_) : nullptr;
+    used_ += count * sizeof(T);
+    return p;
+  }
+  // A sub-arena over the next `bytes` bytes: alternatives that share memory (used in different
+  // phases) are carved from copies of one sub-arena.
+  DECAYFW_HD Arena region(size_t bytes) {
+    used_ = (used_ + 127) & ~size_t(127);
+    Arena r(base_ ? base_ + used_ : nullptr);
+    used_ += bytes;
+    return r;
+  }
+  DECAYFW_HD size_t used() const { return used_; }
+
+ private:
+  unsigned char* base_;
+  size_t used_ = 0;
+};
+
+DECAYFW_HD size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+}  // namespace decayfw::cta

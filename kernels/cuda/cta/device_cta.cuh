@@ -1,0 +1,86 @@
+// DeviceCta: the CUDA executor of CTA programs (cta_common.h). for_each spreads indices over the
+// CTA's threads; gemm splits the 16×16 output tiles over warps and runs WMMA on tensor cores:
+// bf16 and fp16 operands with m16n16k16, fp32 operands as tf32 with m16n16k8; fp32 accumulators
+// loaded from and stored to shared memory.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <type_traits>
+
+#include "cta_common.h"
+
+namespace decayfw::cta {
+
+template <typename Op>
+struct WmmaOperand;  // fragment element type and k step per operand storage type
+template <>
+struct WmmaOperand<__nv_bfloat16> {
+  using type = __nv_bfloat16;
+  static constexpr int kK = 16;
+};
+template <>
+struct WmmaOperand<__half> {
+  using type = __half;
+  static constexpr int kK = 16;
+};
+template <>
+struct WmmaOperand<float> {
+  using type = nvcuda::wmma::precision::tf32;
+  static constexpr int kK = 8;
+};
+
+struct DeviceCta {
+  static __device__ __forceinline__ float to_f(float x) { return x; }
+  static __device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+  static __device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+  template <typename T>
+  static __device__ __forceinline__ T from_f(float x) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16_rn(x);
+    else if constexpr (std::is_same_v<T, __half>) return __float2half_rn(x);
+    else return x;
+  }
+
+  template <typename F>
+  __device__ __forceinline__ void for_each(int64_t n, F&& f) {
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
+    __syncthreads();
+  }
+
+  template <bool TA, bool TB, typename Op>
+  __device__ __forceinline__ void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C,
+                                       int ldc, bool accumulate) {
+    namespace w = nvcuda::wmma;
+    using Frag = typename WmmaOperand<Op>::type;
+    constexpr int kK = WmmaOperand<Op>::kK;
+    using LayoutA = std::conditional_t<TA, w::col_major, w::row_major>;
+    using LayoutB = std::conditional_t<TB, w::col_major, w::row_major>;
+    const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    const int tiles_n = n / 16, tiles = (m / 16) * tiles_n;
+    for (int t = warp; t < tiles; t += warps) {
+      const int i0 = (t / tiles_n) * 16, j0 = (t % tiles_n) * 16;
+      w::fragment<w::accumulator, 16, 16, kK, float> c;
+      if (accumulate) w::load_matrix_sync(c, C + i0 * ldc + j0, ldc, w::mem_row_major);
+      else w::fill_fragment(c, 0.0f);
+      for (int p = 0; p < k; p += kK) {
+        w::fragment<w::matrix_a, 16, 16, kK, Frag, LayoutA> a;
+        w::fragment<w::matrix_b, 16, 16, kK, Frag, LayoutB> b;
+        w::load_matrix_sync(a, TA ? A + p * lda + i0 : A + i0 * lda + p, lda);
+        w::load_matrix_sync(b, TB ? B + j0 * ldb + p : B + p * ldb + j0, ldb);
+        if constexpr (std::is_same_v<Op, float>) {
+#pragma unroll
+          for (int e = 0; e < a.num_elements; ++e) a.x[e] = w::__float_to_tf32(a.x[e]);
+#pragma unroll
+          for (int e = 0; e < b.num_elements; ++e) b.x[e] = w::__float_to_tf32(b.x[e]);
+        }
+        w::mma_sync(c, a, b, c);
+      }
+      w::store_matrix_sync(C + i0 * ldc + j0, c, ldc, w::mem_row_major);
+    }
+    __syncthreads();
+  }
+};
+
+}  // namespace decayfw::cta

@@ -1,0 +1,94 @@
+// HostCta: runs a CTA program (cta_common.h) on the CPU, one index at a time, for tests.
+//
+// Storage types are decayfw's host 16-bit types (numeric.h) and float. gemm multiplies exactly as
+// the tensor cores do: 16-bit operands are exact in fp32 products; fp32 operands are first rounded
+// to tf32 (10-bit mantissa, round to nearest, ties away, as cvt.rna.tf32.f32) unless the executor
+// is told to keep them exact (kExactFp32: checks the algorithm alone); sums are fp32.
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "cta_common.h"
+#include "decayfw/numeric.h"
+
+namespace decayfw::cta {
+
+inline float round_to_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7f800000u) != 0x7f800000u) {  // finite: round the 13 dropped bits, ties away from zero
+    u += 0x1000u;
+    u &= 0xffffe000u;
+  }
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+}
+
+template <bool kExactFp32 = false>
+struct HostCta {
+  static float to_f(float x) { return x; }
+  static float to_f(BFloat16 x) { return to_float(x); }
+  static float to_f(Float16 x) { return to_float(x); }
+  template <typename T>
+  static T from_f(float x) {
+    if constexpr (std::is_same_v<T, BFloat16>) return to_bfloat16(x);
+    else if constexpr (std::is_same_v<T, Float16>) return to_float16(x);
+    else return x;
+  }
+
+  template <typename F>
+  void for_each(int64_t n, F&& f) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+  }
+
+  template <bool TA, bool TB, typename Op>
+  void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate) {
+    check_tiles(m, n, k);
+    auto operand = [](Op x) {
+      const float v = to_f(x);
+      if constexpr (std::is_same_v<Op, float> && !kExactFp32) return round_to_tf32(v);
+      return v;
+    };
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) {
+        float s = accumulate ? C[i * ldc + j] : 0.0f;
+        for (int p = 0; p < k; ++p) {
+          const Op a = TA ? A[p * lda + i] : A[i * lda + p];
+          const Op b = TB ? B[j * ldb + p] : B[p * ldb + j];
+          s += operand(a) * operand(b);
+        }
+        C[i * ldc + j] = s;
+      }
+  }
+
+  // The device executor's shape contract, enforced here so a program that breaks it fails on CPU.
+  static void check_tiles(int m, int n, int k) {
+    if (m % 16 != 0 || n % 16 != 0 || k % 16 != 0 || m <= 0 || n <= 0 || k <= 0) {
+      throw std::logic_error("cta::gemm: m, n, k must be positive multiples of 16 (got " + std::to_string(m) +
+                             ", " + std::to_string(n) + ", " + std::to_string(k) + ")");
+    }
+  }
+};
+
+// Shared memory for one CTA on the host: 128-byte aligned, filled with NaN bit patterns so a
+// program that reads what it never wrote produces NaN instead of a plausible number.
+class HostSmem {
+ public:
+  explicit HostSmem(size_t bytes) : buf_(bytes + 128, 0xff) {}
+  unsigned char* data() {
+    auto p = reinterpret_cast<uintptr_t>(buf_.data());
+    return buf_.data() + ((128 - p % 128) % 128);
+  }
+  void poison() { std::fill(buf_.begin(), buf_.end(), 0xff); }
+
+ private:
+  std::vector<unsigned char> buf_;
+};
+
+}  // namespace decayfw::cta

@@ -1,0 +1,700 @@
+// The decay rule in chunkwise-parallel form: the CTA programs of the CUDA tensor-core path.
+//
+// Written once against the CTA executor interface (cta/cta_common.h): kernels/cuda/decay_chunk.cu
+// runs them on the GPU (DeviceCta), tests/cpp/test_chunk_program.cpp runs the very same code on the
+// CPU (HostCta) against the fp64 reference. No framework types; all global offsets are 64-bit.
+//
+// Notation (per sequence n, chunk of C tokens starting at c0, rows of a tile of kRows state rows):
+//   α_i = log σ(z_i) (per row d), β_i = log σ(f_i) (per column m), fp32, ≤ 0;
+//   A_i = Σ_{j≤i} α_j, B_i = Σ_{j≤i} β_j: inclusive in-chunk cumulative log gates (fp32);
+//   S_prev: the state at the chunk's start; L = C − 1 (padded rows past T are identity steps:
+//   zero inputs, gates exactly 1, so A_L and B_L are the chunk's totals).
+//   S_i = e^{A_i} e^{B_i}ᵀ ⊙ S_prev + Σ_{j≤i} e^{A_i−A_j} e^{B_i−B_j}ᵀ ⊙ v_j k_jᵀ,   y_i = S_i q_i.
+// Every exponential is of a difference that is ≤ 0 (never e^{−A_j} alone, which overflows for
+// small gates). Tensor-core products need operands scaled by one reference per sub-chunk of 16
+// rows (GLA's secondary chunking, here with gates on both sides): for rows i of sub-chunk I with
+// first row r and any j < r, e^{X_i − X_j} = e^{X_i − X_r}·e^{X_r − X_j}, both factors ≤ 1. The
+// 16×16 diagonal blocks are computed directly in fp32.
+//
+// Programs (one CTA each; the launch order is in decay_chunk.cu and the host test):
+//   state_pass    (n, tile)         serial over chunks: writes each chunk's start state, and S_T.
+//   output_pass   (n, chunk, tile)  y of one chunk from its start state: parallel over chunks.
+//   dstate_pass   (n, tile)         serial backwards: the gradient reaching each chunk's end state.
+//   grad_pass     (n, chunk, tile)  every input gradient of one chunk, gates by the identity
+//                                   ∂L/∂A_t = Σ_{s≥t}(y_s⊙dy_s − v_s⊙dv_s) + rowsum(dS_end ⊙ S_end)
+//                                   (the boundary term telescopes all later chunks), and its
+//                                   column twin with q⊙dq − k⊙dk; dq, dk, ∂L/∂B summed over row
+//                                   tiles by finish_columns when D has more than one tile.
+#pragma once
+
+#include <math.h>
+
+#include <cstdint>
+
+#include "cta/cta_common.h"
+
+namespace decayfw::chunk {
+
+struct SeqIn {  // a read-only [B, T, H, X] view with element strides; X contiguous
+  const void* p;
+  int64_t sb, st, sh;
+};
+struct SeqOut {
+  void* p;
+  int64_t sb, st, sh;
+};
+
+// Everything the chunk programs read and write. fp32 buffers are contiguous; N = B·H.
+struct ChunkArgs {
+  int64_t B = 0, T = 0, H = 0, D = 0, M = 0;
+  int64_t chunks = 0;  // ceil(T / C)
+  int64_t tiles = 0;   // D / kRows
+  SeqIn q{}, k{}, v{}, z{}, f{}, dy{};
+  SeqOut y{}, dq{}, dk{}, dv{}, dz{}, df{};
+  const float* s0 = nullptr;     // [N, D, M] or null for zeros
+  float* final_state = nullptr;  // [N, D, M] or null
+  float* states = nullptr;       // [N, chunks + 1, D, M]: chunk c's start state; [chunks] = S_T
+  const float* dsT = nullptr;    // [N, D, M] or null for zeros
+  float* dstates = nullptr;      // [N, chunks, D, M]: gradient reaching chunk c's end state
+  float* ds0 = nullptr;          // [N, D, M]
+  float* dq_part = nullptr;      // [tiles, N, T, M] partial sums over a tile's rows (tiles > 1)
+  float* dk_part = nullptr;
+  float* db_part = nullptr;      // ∂L/∂B_t partials (before the chain through σ)
+};
+
+constexpr int kRows = 64;  // state rows per CTA (a D tile)
+constexpr int kSub = 16;   // sub-chunk: the tensor-core tile edge
+
+// Compile-time sizes of one configuration: key dimension M, chunk C, operand type Op (= the input
+// type: bf16, fp16, or fp32 run as tf32). Leading dimensions are padded so that rows of a tile fall
+// on different shared-memory banks and every 16-row/16-column tile stays 32-byte aligned.
+template <int kM, int kC, typename Op>
+struct Config {
+  static constexpr int M = kM, C = kC, R = kRows, S = kSub, NS = kC / kSub;
+  static constexpr int ldm_op = M + 8, ldd_op = R + 8, ldc_op = C + 8;
+  static constexpr int ldm_f = M + 4, ldd_f = R + 4, ldc_f = C + 4;
+  static constexpr int ld_tmp = (ldm_f > ldd_f ? ldm_f : ldd_f);
+  static_assert(kM % 16 == 0 && kC % 16 == 0, "M and C must be multiples of 16");
+};
+
+DECAYFW_CTA float log_sigmoid(float x) { return fminf(x, 0.0f) - log1pf(expf(-fabsf(x))); }
+DECAYFW_CTA float sigmoid_of_minus(float x) { return 1.0f / (1.0f + expf(x)); }  // σ(−x): exact near σ(x) = 1
+
+template <typename T>
+DECAYFW_CTA const T* row_of(const SeqIn& s, int64_t b, int64_t t, int64_t h) {
+  return static_cast<const T*>(s.p) + b * s.sb + t * s.st + h * s.sh;
+}
+template <typename T>
+DECAYFW_CTA T* row_of(const SeqOut& s, int64_t b, int64_t t, int64_t h) {
+  return static_cast<T*>(s.p) + b * s.sb + t * s.st + h * s.sh;
+}
+
+// Where one CTA works: sequence n, chunk (start c0, valid rows L), tile rows [row0, row0 + R).
+struct Place {
+  int64_t n, b, h, chunk, c0, row0, tile;
+  int valid;  // rows of the chunk inside the sequence
+  DECAYFW_CTA Place(const ChunkArgs& a, int64_t n_, int64_t chunk_, int64_t tile_, int C)
+      : n(n_), b(n_ / a.H), h(n_ % a.H), chunk(chunk_), c0(chunk_ * C), row0(tile_ * kRows), tile(tile_) {
+    const int64_t left = a.T - c0;
+    valid = static_cast<int>(left < C ? left : C);
+  }
+  DECAYFW_CTA int64_t state_row(int64_t slot, int64_t slots, int64_t D, int64_t d) const {  // [N, slots, D, M] row
+    return (n * slots + slot) * D + row0 + d;
+  }
+};
+
+// The shared-memory tiles of one chunk. Programs carve the ones they use (others stay null).
+template <typename Op, typename Cfg>
+struct Tiles {
+  Op *Qr = nullptr, *Kr = nullptr, *Vr = nullptr, *Gr = nullptr;  // raw q, k (C×M), v, dy (C×R); 0 past T
+  float *Bc = nullptr, *Ac = nullptr;                              // cumulative log gates C×M, C×R
+  Op *Xa = nullptr, *Xb = nullptr, *Xc = nullptr, *Xd = nullptr;  // scaled operands C×M, C×M, C×R, C×R
+  float* P = nullptr;    // C×C fp32 products of a sub-chunk
+  Op* Pop = nullptr;     // the same rounded to the operand type
+  float* Tmp = nullptr;  // S×max(M, R) fp32 product of a sub-chunk
+  Op *Sop = nullptr, *dSop = nullptr;  // R×M state and state gradient rounded to the operand type
+  float *Pd = nullptr, *Rd = nullptr;  // C×S fp32 diagonal blocks: q·k and dy·v with their decays
+  float* Y = nullptr;                  // C×R fp32 outputs
+};
+
+// ---- loading -----------------------------------------------------------------------------------
+
+// Loads rows [0, C) of the chunk (zeros and log gates 0 past the valid rows) of the key side
+// (q, k, f → Qr, Kr, Bc) and the row side (v, z, dy → Vr, Ac, Gr) for whichever tiles are carved,
+// then the inclusive cumulative sums of the log gates.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_chunk(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  cta.for_each(int64_t(C) * (M + R), [&](int64_t e) {
+    if (e < int64_t(C) * M) {
+      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      const bool ok = i < pl.valid;
+      const int64_t tt = pl.c0 + i;
+      if (t.Qr) t.Qr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.q, pl.b, tt, pl.h)[m] : zero;
+      if (t.Kr) t.Kr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.k, pl.b, tt, pl.h)[m] : zero;
+      t.Bc[i * M + m] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m])) : 0.0f;
+    } else {
+      e -= int64_t(C) * M;
+      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+      const bool ok = i < pl.valid;
+      const int64_t tt = pl.c0 + i, col = pl.row0 + d;
+      if (t.Vr) t.Vr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.v, pl.b, tt, pl.h)[col] : zero;
+      if (t.Gr) t.Gr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.dy, pl.b, tt, pl.h)[col] : zero;
+      t.Ac[i * R + d] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[col])) : 0.0f;
+    }
+  });
+  cta.for_each(M + R, [&](int64_t col) {  // one column per thread, serial over the chunk
+    float* g = col < M ? t.Bc + col : t.Ac + (col - M);
+    const int ld = col < M ? M : R;
+    float s = 0.0f;
+    for (int i = 0; i < C; ++i) {
+      s += g[i * ld];
+      g[i * ld] = s;
+    }
+  });
+}
+
+// ---- the output y of one chunk (also recomputed by the gradient pass) ---------------------------
+
+// Y = e^{A} ⊙ ((Q ⊙ e^{B}) S_prevᵀ): the part of every y_i that comes from before the chunk.
+// Leaves the product in Y unscaled; scale_inter applies e^{A}. Needs Sop, writes Xa.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  cta.for_each(int64_t(C) * M, [&](int64_t e) {
+    const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+    t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * expf(t.Bc[i * M + m]));
+  });
+  cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
+}
+
+// y_i += Σ_{j < r(I)} e^{A_i−A_j} ⊙ P_ij v_j for the rows i of each sub-chunk I after the first,
+// with r = I's first row: Y_I += e^{A_I−A_r} ⊙ ((Q_I e^{B_I−B_r})(K_{<r} e^{B_r−B_{<r}})ᵀ)(V_{<r} e^{A_r−A_{<r}}).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void y_intra_off_diagonal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t) {
+  constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S;
+  for (int I = 1; I < Cfg::NS; ++I) {
+    const int r = I * S;
+    if (r >= pl.valid) break;
+    cta.for_each(int64_t(S) * M + int64_t(r) * (M + R), [&](int64_t e) {
+      if (e < int64_t(S) * M) {
+        const int i = r + static_cast<int>(e / M), m = static_cast<int>(e % M);
+        t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
+                                                              expf(t.Bc[i * M + m] - t.Bc[r * M + m]));
+        return;
+      }
+      e -= int64_t(S) * M;
+      if (e < int64_t(r) * M) {
+        const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
+        t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+                                                              expf(t.Bc[r * M + m] - t.Bc[j * M + m]));
+        return;
+      }
+      e -= int64_t(r) * M;
+      const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
+      t.Xc[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+                                                            expf(t.Ac[r * R + d] - t.Ac[j * R + d]));
+    });
+    cta.template gemm<false, true>(S, r, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
+                                   false);
+    cta.for_each(int64_t(S) * r, [&](int64_t e) {
+      const int i = static_cast<int>(e / r), j = static_cast<int>(e % r);
+      t.Pop[i * Cfg::ldc_op + j] = Cta::template from_f<Op>(t.P[i * Cfg::ldc_f + j]);
+    });
+    cta.template gemm<false, false>(S, R, r, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
+    cta.for_each(int64_t(S) * R, [&](int64_t e) {
+      const int ii = static_cast<int>(e / R), d = static_cast<int>(e % R), i = r + ii;
+      t.Y[i * Cfg::ldd_f + d] += expf(t.Ac[i * R + d] - t.Ac[r * R + d]) * t.Tmp[ii * Cfg::ld_tmp + d];
+    });
+  }
+}
+
+// Pd[i][jj] = Σ_m q_i k_j e^{B_i−B_j} for j = the jj-th row of i's sub-chunk, j ≤ i (else 0); and,
+// when Rd is carved, Rd[i][jj] = Σ_d dy_i v_j e^{A_i−A_j}. fp32 on CUDA cores.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void diagonal_blocks(Cta& cta, Tiles<Op, Cfg>& t) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
+  const int64_t parts = t.Rd ? 2 : 1;
+  cta.for_each(parts * C * S, [&](int64_t e) {
+    const bool dyv = e >= int64_t(C) * S;
+    if (dyv) e -= int64_t(C) * S;
+    const int i = static_cast<int>(e / S), jj = static_cast<int>(e % S), j = (i / S) * S + jj;
+    float s = 0.0f;
+    if (j <= i) {
+      if (!dyv) {
+        for (int m = 0; m < M; ++m)
+          s += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+               expf(t.Bc[i * M + m] - t.Bc[j * M + m]);
+      } else {
+        for (int d = 0; d < R; ++d)
+          s += Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+               expf(t.Ac[i * R + d] - t.Ac[j * R + d]);
+      }
+    }
+    (dyv ? t.Rd : t.Pd)[i * S + jj] = s;
+  });
+}
+
+// y_i += Σ_{j ≤ i, same sub-chunk} Pd_ij e^{A_i−A_j} ⊙ v_j (one output element per index).
+template <typename Op, typename Cfg, typename Cta>
+DECAYFW_CTA float y_diagonal_term(const Tiles<Op, Cfg>& t, int i, int d) {
+  constexpr int R = Cfg::R, S = Cfg::S;
+  const int j0 = (i / S) * S;
+  float s = 0.0f;
+  for (int j = j0; j <= i; ++j)
+    s += t.Pd[i * S + (j - j0)] * Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) * expf(t.Ac[i * R + d] - t.Ac[j * R + d]);
+  return s;
+}
+
+// ---- programs ----------------------------------------------------------------------------------
+
+// Shared-memory carve of state_pass / dstate_pass (the same shape: a running R×M fp32 state and
+// the operands of one rank-C update).
+template <typename Op, typename Cfg>
+struct ScanSmem {
+  float* S;
+  Tiles<Op, Cfg> t;
+  DECAYFW_HD explicit ScanSmem(unsigned char* base, bool backward) {
+    constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+    cta::Arena ar(base);
+    S = ar.take<float>(size_t(R) * Cfg::ldm_f);
+    (backward ? t.Qr : t.Kr) = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+    t.Bc = ar.take<float>(size_t(C) * M);
+    (backward ? t.Gr : t.Vr) = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    t.Ac = ar.take<float>(size_t(C) * R);
+    t.Xa = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+    t.Xc = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    bytes = ar.used();
+  }
+  size_t bytes;
+};
+
+// state_pass(n, tile): S ← e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}) chunk by chunk,
+// writing each chunk's start state to states[n][c] and S_T to states[n][chunks] (and final_state).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  ScanSmem<Op, Cfg> sm(smem, false);
+  Tiles<Op, Cfg>& t = sm.t;
+  float* S = sm.S;
+  const int64_t slots = a.chunks + 1, D = a.D;
+  {
+    const Place pl(a, n, 0, tile, C);
+    cta.for_each(int64_t(R) * M, [&](int64_t e) {
+      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      S[d * Cfg::ldm_f + m] = a.s0 ? a.s0[(n * D + pl.row0 + d) * M + m] : 0.0f;
+    });
+  }
+  for (int64_t c = 0; c < a.chunks; ++c) {
+    const Place pl(a, n, c, tile, C);
+    cta.for_each(int64_t(R) * M, [&](int64_t e) {
+      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      a.states[pl.state_row(c, slots, D, d) * M + m] = S[d * Cfg::ldm_f + m];
+    });
+    load_chunk(cta, a, pl, t);
+    cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
+      if (e < int64_t(C) * M) {
+        const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
+        t.Xa[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+                                                              expf(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
+        return;
+      }
+      e -= int64_t(C) * M;
+      if (e < int64_t(C) * R) {
+        const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
+        t.Xc[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+                                                              expf(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
+        return;
+      }
+      e -= int64_t(C) * R;
+      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      S[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
+    });
+    cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, S, Cfg::ldm_f, true);
+  }
+  const Place pl(a, n, a.chunks, tile, C);
+  cta.for_each(int64_t(R) * M, [&](int64_t e) {
+    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+    const float s = S[d * Cfg::ldm_f + m];
+    a.states[pl.state_row(a.chunks, slots, D, d) * M + m] = s;
+    if (a.final_state) a.final_state[(n * D + pl.row0 + d) * M + m] = s;
+  });
+}
+
+// dstate_pass(n, tile): walking chunks backwards, dstates[n][c] = the gradient reaching chunk c's
+// end state from later tokens (dS_T for the last chunk), then
+// dS ← e^{A_L} e^{B_L}ᵀ ⊙ dS + (dY ⊙ e^{A})ᵀ (Q ⊙ e^{B}); finally ds0 = dS.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  ScanSmem<Op, Cfg> sm(smem, true);
+  Tiles<Op, Cfg>& t = sm.t;
+  float* dS = sm.S;
+  const int64_t D = a.D;
+  const int64_t row0 = tile * kRows;
+  cta.for_each(int64_t(R) * M, [&](int64_t e) {
+    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+    dS[d * Cfg::ldm_f + m] = a.dsT ? a.dsT[(n * D + row0 + d) * M + m] : 0.0f;
+  });
+  for (int64_t c = a.chunks - 1; c >= 0; --c) {
+    const Place pl(a, n, c, tile, C);
+    cta.for_each(int64_t(R) * M, [&](int64_t e) {
+      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      a.dstates[pl.state_row(c, a.chunks, D, d) * M + m] = dS[d * Cfg::ldm_f + m];
+    });
+    load_chunk(cta, a, pl, t);
+    cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
+      if (e < int64_t(C) * M) {
+        const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+        t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * expf(t.Bc[i * M + m]));
+        return;
+      }
+      e -= int64_t(C) * M;
+      if (e < int64_t(C) * R) {
+        const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+        t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * expf(t.Ac[i * R + d]));
+        return;
+      }
+      e -= int64_t(C) * R;
+      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      dS[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
+    });
+    cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, dS, Cfg::ldm_f, true);
+  }
+  cta.for_each(int64_t(R) * M, [&](int64_t e) {
+    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+    a.ds0[(n * D + row0 + d) * M + m] = dS[d * Cfg::ldm_f + m];
+  });
+}
+
+// Shared-memory carve of output_pass and grad_pass. Phases that never overlap share one region:
+// {P, Pop, Tmp} (off-diagonal products) | {Sop, dSop} (inter-chunk products) | {Pd, Rd} (diagonal).
+template <typename Op, typename Cfg>
+struct ChunkSmem {
+  Tiles<Op, Cfg> t;
+  float *DQ = nullptr, *DK = nullptr, *DV = nullptr, *carry_row = nullptr, *carry_col = nullptr;
+  size_t bytes;
+  DECAYFW_HD ChunkSmem(unsigned char* base, bool grad) {
+    constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
+    cta::Arena ar(base);
+    t.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+    t.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+    t.Bc = ar.take<float>(size_t(C) * M);
+    t.Vr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    if (grad) t.Gr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    t.Ac = ar.take<float>(size_t(C) * R);
+    t.Xa = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+    t.Xb = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+    t.Xc = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    if (grad) t.Xd = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    // the shared region: measure each alternative, take the largest
+    cta::Arena alt1(nullptr), alt2(nullptr), alt3(nullptr);
+    alt1.take<float>(size_t(C) * Cfg::ldc_f);
+    alt1.take<Op>(size_t(C) * Cfg::ldc_op);
+    alt1.take<float>(size_t(S) * Cfg::ld_tmp);
+    alt2.take<Op>(size_t(R) * Cfg::ldm_op);
+    if (grad) alt2.take<Op>(size_t(R) * Cfg::ldm_op);
+    alt3.take<float>(size_t(C) * S);
+    if (grad) alt3.take<float>(size_t(C) * S);
+    cta::Arena region = ar.region(cta::max_size(alt1.used(), cta::max_size(alt2.used(), alt3.used())));
+    cta::Arena r1 = region, r2 = region, r3 = region;
+    t.P = r1.take<float>(size_t(C) * Cfg::ldc_f);
+    t.Pop = r1.take<Op>(size_t(C) * Cfg::ldc_op);
+    t.Tmp = r1.take<float>(size_t(S) * Cfg::ld_tmp);
+    t.Sop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
+    if (grad) t.dSop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
+    t.Pd = r3.take<float>(size_t(C) * S);
+    if (grad) t.Rd = r3.take<float>(size_t(C) * S);
+    t.Y = ar.take<float>(size_t(C) * Cfg::ldd_f);
+    if (grad) {
+      DQ = ar.take<float>(size_t(C) * Cfg::ldm_f);
+      DK = ar.take<float>(size_t(C) * Cfg::ldm_f);
+      DV = ar.take<float>(size_t(C) * Cfg::ldd_f);
+      carry_row = ar.take<float>(R);
+      carry_col = ar.take<float>(M);
+    }
+    bytes = ar.used();
+  }
+};
+
+// Loads the chunk's start state (and, for the gradient, the gradient reaching its end state),
+// rounded to the operand type.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_states(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
+  constexpr int M = Cfg::M, R = Cfg::R;
+  const int64_t parts = t.dSop ? 2 : 1;
+  cta.for_each(parts * R * M, [&](int64_t e) {
+    const bool grad = e >= int64_t(R) * M;
+    if (grad) e -= int64_t(R) * M;
+    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+    if (!grad) {
+      t.Sop[d * Cfg::ldm_op + m] = Cta::template from_f<Op>(a.states[pl.state_row(pl.chunk, a.chunks + 1, a.D, d) * M + m]);
+    } else {
+      t.dSop[d * Cfg::ldm_op + m] = Cta::template from_f<Op>(a.dstates[pl.state_row(pl.chunk, a.chunks, a.D, d) * M + m]);
+    }
+  });
+}
+
+// output_pass(n, chunk, tile): y of the chunk's valid rows, for the tile's rows.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, int64_t tile,
+                             unsigned char* smem) {
+  constexpr int C = Cfg::C, R = Cfg::R;
+  ChunkSmem<Op, Cfg> sm(smem, false);
+  Tiles<Op, Cfg>& t = sm.t;
+  const Place pl(a, n, chunk, tile, C);
+  load_chunk(cta, a, pl, t);
+  load_states(cta, a, pl, t);
+  y_inter_product(cta, t);
+  cta.for_each(int64_t(C) * R, [&](int64_t e) {
+    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+    t.Y[i * Cfg::ldd_f + d] *= expf(t.Ac[i * R + d]);
+  });
+  y_intra_off_diagonal(cta, pl, t);
+  diagonal_blocks(cta, t);
+  cta.for_each(int64_t(pl.valid) * R, [&](int64_t e) {
+    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+    const float y = t.Y[i * Cfg::ldd_f + d] + y_diagonal_term<Op, Cfg, Cta>(t, i, d);
+    row_of<Op>(a.y, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(y);
+  });
+}
+
+// grad_pass(n, chunk, tile): dv and dz of the tile's rows; dq, dk, df (or their per-tile partials).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, int64_t tile,
+                           unsigned char* smem) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
+  ChunkSmem<Op, Cfg> sm(smem, true);
+  Tiles<Op, Cfg>& t = sm.t;
+  float *DQ = sm.DQ, *DK = sm.DK, *DV = sm.DV;
+  const Place pl(a, n, chunk, tile, C);
+  const int last = C - 1;
+  load_chunk(cta, a, pl, t);
+  load_states(cta, a, pl, t);
+  // Boundary terms: every later token's share of the gate gradients, rowsum and this tile's
+  // colsum of dS_end ⊙ S_end (S_end = the next chunk's start state, or S_T).
+  cta.for_each(R + M, [&](int64_t e) {
+    const float* ds = a.dstates + pl.state_row(pl.chunk, a.chunks, a.D, 0) * M;
+    const float* s = a.states + pl.state_row(pl.chunk + 1, a.chunks + 1, a.D, 0) * M;
+    float acc = 0.0f;
+    if (e < R) {
+      for (int m = 0; m < M; ++m) acc += ds[e * M + m] * s[e * M + m];
+      sm.carry_row[e] = acc;
+    } else {
+      const int m = static_cast<int>(e - R);
+      for (int d = 0; d < R; ++d) acc += ds[d * M + m] * s[d * M + m];
+      sm.carry_col[m] = acc;
+    }
+  });
+
+  // Inter-chunk parts: y from S_prev, dq from S_prev, dv and dk from dS_end.
+  cta.for_each(int64_t(C) * (2 * M + 2 * R), [&](int64_t e) {
+    const int64_t cm = int64_t(C) * M, cr = int64_t(C) * R;
+    if (e < 2 * cm) {
+      const bool kk = e >= cm;
+      if (kk) e -= cm;
+      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      const float b = t.Bc[i * M + m];
+      if (!kk) t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * expf(b));
+      else t.Xb[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * expf(t.Bc[last * M + m] - b));
+      return;
+    }
+    e -= 2 * cm;
+    const bool vv = e >= cr;
+    if (vv) e -= cr;
+    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+    const float al = t.Ac[i * R + d];
+    if (!vv) t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * expf(al));
+    else t.Xd[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * expf(t.Ac[last * R + d] - al));
+  });
+  cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
+  cta.template gemm<false, false>(C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, DQ, Cfg::ldm_f, false);
+  cta.template gemm<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op, DV, Cfg::ldd_f, false);
+  cta.template gemm<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op, DK, Cfg::ldm_f, false);
+  cta.for_each(int64_t(C) * (R + M), [&](int64_t e) {
+    if (e < int64_t(C) * R) {
+      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+      const float al = t.Ac[i * R + d];
+      t.Y[i * Cfg::ldd_f + d] *= expf(al);
+      DV[i * Cfg::ldd_f + d] *= expf(t.Ac[last * R + d] - al);
+    } else {
+      e -= int64_t(C) * R;
+      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      const float b = t.Bc[i * M + m];
+      DQ[i * Cfg::ldm_f + m] *= expf(b);
+      DK[i * Cfg::ldm_f + m] *= expf(t.Bc[last * M + m] - b);
+    }
+  });
+
+  // Intra-chunk, off the diagonal blocks: y (causal), dq (causal), dv and dk (anti-causal).
+  y_intra_off_diagonal(cta, pl, t);
+  for (int I = 1; I < Cfg::NS; ++I) {  // dq_I += e^{B_I−B_r} ⊙ (dY_I e^{A_I−A_r})(V_{<r} e^{A_r−A_{<r}})ᵀ (K_{<r} e^{B_r−B_{<r}})
+    const int r = I * S;
+    if (r >= pl.valid) break;
+    cta.for_each(int64_t(S) * R + int64_t(r) * (R + M), [&](int64_t e) {
+      if (e < int64_t(S) * R) {
+        const int i = r + static_cast<int>(e / R), d = static_cast<int>(e % R);
+        t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
+                                                              expf(t.Ac[i * R + d] - t.Ac[r * R + d]));
+        return;
+      }
+      e -= int64_t(S) * R;
+      if (e < int64_t(r) * R) {
+        const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
+        t.Xd[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+                                                              expf(t.Ac[r * R + d] - t.Ac[j * R + d]));
+        return;
+      }
+      e -= int64_t(r) * R;
+      const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+                                                            expf(t.Bc[r * M + m] - t.Bc[j * M + m]));
+    });
+    cta.template gemm<false, true>(S, r, R, t.Xc + r * Cfg::ldd_op, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.P, Cfg::ldc_f,
+                                   false);
+    cta.for_each(int64_t(S) * r, [&](int64_t e) {
+      const int i = static_cast<int>(e / r), j = static_cast<int>(e % r);
+      t.Pop[i * Cfg::ldc_op + j] = Cta::template from_f<Op>(t.P[i * Cfg::ldc_f + j]);
+    });
+    cta.template gemm<false, false>(S, M, r, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
+    cta.for_each(int64_t(S) * M, [&](int64_t e) {
+      const int ii = static_cast<int>(e / M), m = static_cast<int>(e % M), i = r + ii;
+      DQ[i * Cfg::ldm_f + m] += expf(t.Bc[i * M + m] - t.Bc[r * M + m]) * t.Tmp[ii * Cfg::ld_tmp + m];
+    });
+  }
+  for (int J = 0; J + 1 < Cfg::NS; ++J) {  // rows j of sub-chunk J against every later row i; reference = J's last row
+    const int j0 = J * S, rp = j0 + S - 1, i0 = j0 + S, w = C - i0;
+    if (i0 >= pl.valid) break;
+    cta.for_each(int64_t(S) * (M + R) + int64_t(w) * (M + R), [&](int64_t e) {
+      if (e < int64_t(S) * M) {
+        const int j = j0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
+        t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+                                                              expf(t.Bc[rp * M + m] - t.Bc[j * M + m]));
+        return;
+      }
+      e -= int64_t(S) * M;
+      if (e < int64_t(S) * R) {
+        const int j = j0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
+        t.Xd[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+                                                              expf(t.Ac[rp * R + d] - t.Ac[j * R + d]));
+        return;
+      }
+      e -= int64_t(S) * R;
+      if (e < int64_t(w) * M) {
+        const int i = i0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
+        t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
+                                                              expf(t.Bc[i * M + m] - t.Bc[rp * M + m]));
+        return;
+      }
+      e -= int64_t(w) * M;
+      const int i = i0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
+      t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
+                                                            expf(t.Ac[i * R + d] - t.Ac[rp * R + d]));
+    });
+    // dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ij (dy_i e^{A_i−A_rp}),  P_ij = (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp})
+    cta.template gemm<false, true>(S, w, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op,
+                                   t.P, Cfg::ldc_f, false);
+    cta.for_each(int64_t(S) * w, [&](int64_t e) {
+      const int j = static_cast<int>(e / w), i = static_cast<int>(e % w);
+      t.Pop[j * Cfg::ldc_op + i] = Cta::template from_f<Op>(t.P[j * Cfg::ldc_f + i]);
+    });
+    cta.template gemm<false, false>(S, R, w, t.Pop, Cfg::ldc_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op, t.Tmp,
+                                    Cfg::ld_tmp, false);
+    cta.for_each(int64_t(S) * R, [&](int64_t e) {
+      const int jj = static_cast<int>(e / R), d = static_cast<int>(e % R), j = j0 + jj;
+      DV[j * Cfg::ldd_f + d] += expf(t.Ac[rp * R + d] - t.Ac[j * R + d]) * t.Tmp[jj * Cfg::ld_tmp + d];
+    });
+    // dk_J += e^{B_rp−B_J} ⊙ Σ_i R_ij (q_i e^{B_i−B_rp}),  R_ij = (V_J e^{A_rp−A_J})·(dy_i e^{A_i−A_rp})
+    cta.template gemm<false, true>(S, w, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op,
+                                   t.P, Cfg::ldc_f, false);
+    cta.for_each(int64_t(S) * w, [&](int64_t e) {
+      const int j = static_cast<int>(e / w), i = static_cast<int>(e % w);
+      t.Pop[j * Cfg::ldc_op + i] = Cta::template from_f<Op>(t.P[j * Cfg::ldc_f + i]);
+    });
+    cta.template gemm<false, false>(S, M, w, t.Pop, Cfg::ldc_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op, t.Tmp,
+                                    Cfg::ld_tmp, false);
+    cta.for_each(int64_t(S) * M, [&](int64_t e) {
+      const int jj = static_cast<int>(e / M), m = static_cast<int>(e % M), j = j0 + jj;
+      DK[j * Cfg::ldm_f + m] += expf(t.Bc[rp * M + m] - t.Bc[j * M + m]) * t.Tmp[jj * Cfg::ld_tmp + m];
+    });
+  }
+
+  // Diagonal blocks in fp32, and dv written; y ⊙ dy kept in Y for the row-gate identity.
+  diagonal_blocks(cta, t);
+  cta.for_each(int64_t(C) * (R + M), [&](int64_t e) {
+    if (e < int64_t(C) * R) {
+      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R), blk = (i / S) * S;
+      const float y = t.Y[i * Cfg::ldd_f + d] + y_diagonal_term<Op, Cfg, Cta>(t, i, d);
+      float dv = DV[i * Cfg::ldd_f + d];  // row j = i: Σ_{i' ≥ j in the block} Pd[i'][j] dy_i' e^{A_i'−A_j}
+      for (int i2 = i; i2 < blk + S; ++i2)
+        dv += t.Pd[i2 * S + (i - blk)] * Cta::to_f(t.Gr[i2 * Cfg::ldd_op + d]) * expf(t.Ac[i2 * R + d] - t.Ac[i * R + d]);
+      DV[i * Cfg::ldd_f + d] = dv;
+      t.Y[i * Cfg::ldd_f + d] = y * Cta::to_f(t.Gr[i * Cfg::ldd_op + d]);
+      if (i < pl.valid) row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(dv);
+    } else {
+      e -= int64_t(C) * R;
+      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M), blk = (i / S) * S;
+      float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
+      const float bi = t.Bc[i * M + m];
+      for (int j = blk; j <= i; ++j)  // dq_i += Σ_{j ≤ i} Rd_ij k_j e^{B_i−B_j}
+        dq += t.Rd[i * S + (j - blk)] * Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) * expf(bi - t.Bc[j * M + m]);
+      for (int i2 = i; i2 < blk + S; ++i2)  // dk_j (j = i) += Σ_{i' ≥ j} Rd_i'j q_i' e^{B_i'−B_j}
+        dk += t.Rd[i2 * S + (i - blk)] * Cta::to_f(t.Qr[i2 * Cfg::ldm_op + m]) * expf(t.Bc[i2 * M + m] - bi);
+      DQ[i * Cfg::ldm_f + m] = dq;
+      DK[i * Cfg::ldm_f + m] = dk;
+    }
+  });
+
+  // Gate gradients: reverse cumulative sums inside the chunk on top of the boundary terms.
+  cta.for_each(R + M, [&](int64_t e) {
+    if (e < R) {
+      const int d = static_cast<int>(e);
+      float g = sm.carry_row[d];
+      for (int i = pl.valid - 1; i >= 0; --i) {
+        g += t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
+        const int64_t tt = pl.c0 + i;
+        const float zl = Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[pl.row0 + d]);
+        row_of<Op>(a.dz, pl.b, tt, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(g * sigmoid_of_minus(zl));
+      }
+    } else {
+      const int m = static_cast<int>(e - R);
+      float g = sm.carry_col[m];
+      for (int i = pl.valid - 1; i >= 0; --i) {
+        const float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
+        g += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * dq - Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * dk;
+        const int64_t tt = pl.c0 + i;
+        if (a.tiles == 1) {
+          const float fl = Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m]);
+          row_of<Op>(a.dq, pl.b, tt, pl.h)[m] = Cta::template from_f<Op>(dq);
+          row_of<Op>(a.dk, pl.b, tt, pl.h)[m] = Cta::template from_f<Op>(dk);
+          row_of<Op>(a.df, pl.b, tt, pl.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(fl));
+        } else {
+          const int64_t off = ((pl.tile * a.B * a.H + pl.n) * a.T + tt) * a.M + m;
+          a.dq_part[off] = dq;
+          a.dk_part[off] = dk;
+          a.db_part[off] = g;
+        }
+      }
+    }
+  });
+}
+
+// finish_columns(element e of N·T·M): the sums over row tiles of dq, dk and ∂L/∂B, and df.
+template <typename Cta, typename Op>
+DECAYFW_CTA void finish_columns(const ChunkArgs& a, int64_t e) {
+  const int64_t m = e % a.M, nt = e / a.M, tt = nt % a.T, n = nt / a.T, b = n / a.H, h = n % a.H;
+  const int64_t stride = a.B * a.H * a.T * a.M;
+  float dq = 0.0f, dk = 0.0f, g = 0.0f;
+  for (int64_t tile = 0; tile < a.tiles; ++tile) {  // fixed order: deterministic
+    dq += a.dq_part[tile * stride + e];
+    dk += a.dk_part[tile * stride + e];
+    g += a.db_part[tile * stride + e];
+  }
+  const float fl = Cta::to_f(row_of<Op>(a.f, b, tt, h)[m]);
+  row_of<Op>(a.dq, b, tt, h)[m] = Cta::template from_f<Op>(dq);
+  row_of<Op>(a.dk, b, tt, h)[m] = Cta::template from_f<Op>(dk);
+  row_of<Op>(a.df, b, tt, h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(fl));
+}
+
+}  // namespace decayfw::chunk

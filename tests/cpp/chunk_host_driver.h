@@ -1,0 +1,97 @@
+// Runs the CUDA chunk programs (kernels/cuda/decay_chunk_program.h) on the CPU through HostCta, in
+// the same order, with the same grids and the same workspace as the CUDA launcher
+// (kernels/cuda/decay_chunk.cu), so the CPU tests exercise the GPU path's code.
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cta/host_cta.h"
+#include "decay_chunk_program.h"
+
+namespace decayfw::testing {
+
+template <typename In, typename Cfg, bool kExactFp32>
+class HostChunkRunner {
+ public:
+  using Cta = cta::HostCta<kExactFp32>;
+
+  // a: sizes and the [B, T, H, X] views filled in; workspace pointers are set here.
+  void forward(chunk::ChunkArgs& a) {
+    prepare(a, false);
+    run_state_pass(a);
+    chunk::ChunkSmem<In, Cfg> probe(nullptr, false);
+    cta::HostSmem sm(probe.bytes);
+    for (int64_t n = 0; n < a.B * a.H; ++n)
+      for (int64_t c = 0; c < a.chunks; ++c)
+        for (int64_t tile = 0; tile < a.tiles; ++tile) {
+          sm.poison();
+          chunk::output_pass<Cta, In, Cfg>(cta_, a, n, c, tile, sm.data());
+        }
+  }
+
+  void backward(chunk::ChunkArgs& a) {
+    prepare(a, true);
+    run_state_pass(a);
+    {
+      chunk::ScanSmem<In, Cfg> probe(nullptr, true);
+      cta::HostSmem sm(probe.bytes);
+      for (int64_t n = 0; n < a.B * a.H; ++n)
+        for (int64_t tile = 0; tile < a.tiles; ++tile) {
+          sm.poison();
+          chunk::dstate_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
+        }
+    }
+    chunk::ChunkSmem<In, Cfg> probe(nullptr, true);
+    cta::HostSmem sm(probe.bytes);
+    for (int64_t n = 0; n < a.B * a.H; ++n)
+      for (int64_t c = 0; c < a.chunks; ++c)
+        for (int64_t tile = 0; tile < a.tiles; ++tile) {
+          sm.poison();
+          chunk::grad_pass<Cta, In, Cfg>(cta_, a, n, c, tile, sm.data());
+        }
+    if (a.tiles > 1)
+      for (int64_t e = 0; e < a.B * a.H * a.T * a.M; ++e) chunk::finish_columns<Cta, In>(a, e);
+  }
+
+  const std::vector<float>& states() const { return states_; }
+
+ private:
+  void prepare(chunk::ChunkArgs& a, bool backward) {
+    const int64_t N = a.B * a.H;
+    a.chunks = (a.T + Cfg::C - 1) / Cfg::C;
+    a.tiles = a.D / chunk::kRows;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    states_.assign(static_cast<size_t>(N * (a.chunks + 1) * a.D * a.M), nan);
+    a.states = states_.data();
+    if (backward) {
+      dstates_.assign(static_cast<size_t>(N * a.chunks * a.D * a.M), nan);
+      a.dstates = dstates_.data();
+      if (a.tiles > 1) {
+        const size_t parts = static_cast<size_t>(a.tiles * N * a.T * a.M);
+        dq_.assign(parts, nan);
+        dk_.assign(parts, nan);
+        db_.assign(parts, nan);
+        a.dq_part = dq_.data();
+        a.dk_part = dk_.data();
+        a.db_part = db_.data();
+      }
+    }
+  }
+
+  void run_state_pass(chunk::ChunkArgs& a) {
+    chunk::ScanSmem<In, Cfg> probe(nullptr, false);
+    cta::HostSmem sm(probe.bytes);
+    for (int64_t n = 0; n < a.B * a.H; ++n)
+      for (int64_t tile = 0; tile < a.tiles; ++tile) {
+        sm.poison();
+        chunk::state_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
+      }
+  }
+
+  Cta cta_;
+  std::vector<float> states_, dstates_, dq_, dk_, db_;
+};
+
+}  // namespace decayfw::testing

@@ -1,0 +1,240 @@
+// The CUDA chunkwise (tensor-core) path's CTA programs, run on the CPU through HostCta, against the
+// readable fp64 reference: forward, every gradient, initial/final state, T not a multiple of the
+// chunk, several row tiles, saturated gates; with exact fp32 products (the algorithm alone) and
+// with the tensor cores' operand rounding (bf16, fp16, tf32).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "chunk_host_driver.h"
+#include "decay_naive.h"
+
+namespace {
+
+using decayfw::BFloat16;
+using decayfw::Float16;
+namespace chunk = decayfw::chunk;
+namespace ref = decayfw::reference;
+
+struct Shape {
+  int64_t B, T, H, D, M;
+};
+
+std::string name_of(const Shape& s) {
+  return "B" + std::to_string(s.B) + "_T" + std::to_string(s.T) + "_H" + std::to_string(s.H) + "_D" +
+         std::to_string(s.D) + "_M" + std::to_string(s.M);
+}
+
+template <typename In>
+In from_double(double x) {
+  return decayfw::cta::HostCta<>::from_f<In>(static_cast<float>(x));
+}
+template <typename In>
+double to_double(In x) {
+  return decayfw::cta::HostCta<>::to_f(x);
+}
+
+// One problem: inputs in the storage type In, and the same values (as rounded) in fp64.
+template <typename In>
+struct Problem {
+  Shape s;
+  std::vector<In> q, k, f, v, z, dy;
+  std::vector<float> s0, dsT;
+  ref::DecayProblem p;
+  std::vector<double> dy64, dsT64;
+
+  Problem(Shape shape, uint64_t seed, double gate_mean, double gate_spread, bool with_states) : s(shape) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> n01(0.0, 1.0);
+    const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
+    const double key_scale = 1.0 / std::sqrt(static_cast<double>(s.M));
+    auto fill = [&](std::vector<In>& dst, std::vector<double>& dst64, int64_t count, double scale, double mean,
+                    double spread) {
+      dst.resize(count);
+      dst64.resize(count);
+      for (int64_t i = 0; i < count; ++i) {
+        dst[i] = from_double<In>(mean + spread * scale * n01(rng));
+        dst64[i] = to_double(dst[i]);
+      }
+    };
+    p.B = s.B, p.T = s.T, p.H = s.H, p.D = s.D, p.M = s.M;
+    fill(q, p.q, nm, key_scale, 0.0, 1.0);
+    fill(k, p.k, nm, key_scale, 0.0, 1.0);
+    fill(f, p.f, nm, 1.0, gate_mean, gate_spread);
+    fill(v, p.v, nd, 1.0, 0.0, 1.0);
+    fill(z, p.z, nd, 1.0, gate_mean, gate_spread);
+    fill(dy, dy64, nd, 1.0, 0.0, 1.0);
+    if (with_states) {
+      s0.resize(ns);
+      dsT.resize(ns);
+      p.s0.resize(ns);
+      dsT64.resize(ns);
+      for (int64_t i = 0; i < ns; ++i) {
+        s0[i] = static_cast<float>(n01(rng));
+        dsT[i] = static_cast<float>(n01(rng));
+        p.s0[i] = s0[i];
+        dsT64[i] = dsT[i];
+      }
+    }
+  }
+
+  chunk::SeqIn in_view(const std::vector<In>& x, int64_t X) const {
+    return {x.data(), s.T * s.H * X, s.H * X, X};
+  }
+  static chunk::SeqOut out_view(std::vector<In>& x, const Shape& s, int64_t X) {
+    return {x.data(), s.T * s.H * X, s.H * X, X};
+  }
+
+  chunk::ChunkArgs args() const {
+    chunk::ChunkArgs a;
+    a.B = s.B, a.T = s.T, a.H = s.H, a.D = s.D, a.M = s.M;
+    a.q = in_view(q, s.M), a.k = in_view(k, s.M), a.f = in_view(f, s.M);
+    a.v = in_view(v, s.D), a.z = in_view(z, s.D), a.dy = in_view(dy, s.D);
+    a.s0 = s0.empty() ? nullptr : s0.data();
+    a.dsT = dsT.empty() ? nullptr : dsT.data();
+    return a;
+  }
+};
+
+// max |a − b| / max(1, max |b|): errors relative to the tensor's scale.
+template <typename T>
+double rel_error(const std::vector<T>& got, const std::vector<double>& want) {
+  double err = 0.0, scale = 1.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double g = to_double(got[i]);
+    if (!std::isfinite(g)) return INFINITY;
+    err = std::max(err, std::abs(g - want[i]));
+    scale = std::max(scale, std::abs(want[i]));
+  }
+  return err / scale;
+}
+
+struct Result {
+  double y, sT, dq, dk, dv, dz, df, ds0;
+  double worst() const { return std::max({y, sT, dq, dk, dv, dz, df, ds0}); }
+};
+
+template <typename In, int M, int C, bool kExact>
+Result run_against_reference(const Shape& s, uint64_t seed, double gate_mean = 2.0, double gate_spread = 1.0,
+                             bool with_states = true) {
+  using Cfg = chunk::Config<M, C, In>;
+  Problem<In> pr(s, seed, gate_mean, gate_spread, with_states);
+  const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
+
+  std::vector<double> sT64;
+  const std::vector<double> y64 = ref::decay_forward(pr.p, &sT64);
+  const ref::DecayGrads g64 = ref::decay_backward(pr.p, pr.dy64, pr.dsT64);
+
+  decayfw::testing::HostChunkRunner<In, Cfg, kExact> run;
+  std::vector<In> y(nd);
+  std::vector<float> sT(ns);
+  chunk::ChunkArgs a = pr.args();
+  a.y = Problem<In>::out_view(y, s, s.D);
+  a.final_state = sT.data();
+  run.forward(a);
+
+  std::vector<In> dq(nm), dk(nm), df(nm), dv(nd), dz(nd);
+  std::vector<float> ds0(ns);
+  chunk::ChunkArgs b = pr.args();
+  b.dq = Problem<In>::out_view(dq, s, s.M), b.dk = Problem<In>::out_view(dk, s, s.M);
+  b.df = Problem<In>::out_view(df, s, s.M);
+  b.dv = Problem<In>::out_view(dv, s, s.D), b.dz = Problem<In>::out_view(dz, s, s.D);
+  b.ds0 = ds0.data();
+  run.backward(b);
+
+  return {rel_error(y, y64), rel_error(sT, sT64), rel_error(dq, g64.dq), rel_error(dk, g64.dk),
+          rel_error(dv, g64.dv),  rel_error(dz, g64.dz), rel_error(df, g64.df), rel_error(ds0, g64.ds0)};
+}
+
+void expect_within(const Result& r, double tol, const std::string& what) {
+  EXPECT_LT(r.y, tol) << what << ": y";
+  EXPECT_LT(r.sT, tol) << what << ": final state";
+  EXPECT_LT(r.dq, tol) << what << ": dq";
+  EXPECT_LT(r.dk, tol) << what << ": dk";
+  EXPECT_LT(r.dv, tol) << what << ": dv";
+  EXPECT_LT(r.dz, tol) << what << ": dz";
+  EXPECT_LT(r.df, tol) << what << ": df";
+  EXPECT_LT(r.ds0, tol) << what << ": grad of the initial state";
+}
+
+// Exact fp32 products: the chunk algorithm itself (references, masks, boundary terms, tiles).
+TEST(ChunkProgram, ExactFp32MatchesReferenceAcrossChunkBoundaries) {
+  for (const Shape& s : {Shape{1, 1, 1, 64, 32}, Shape{2, 63, 1, 64, 32}, Shape{1, 64, 2, 64, 32},
+                         Shape{1, 65, 1, 64, 32}, Shape{2, 150, 2, 64, 32}}) {
+    expect_within(run_against_reference<float, 32, 64, true>(s, 1), 5e-6, name_of(s));
+  }
+}
+
+TEST(ChunkProgram, ExactFp32EveryKeyDimensionAndChunkSize) {
+  expect_within(run_against_reference<float, 16, 64, true>({1, 130, 2, 64, 16}, 2), 5e-6, "M16 C64");
+  expect_within(run_against_reference<float, 64, 64, true>({1, 130, 1, 64, 64}, 3), 5e-6, "M64 C64");
+  expect_within(run_against_reference<float, 64, 32, true>({1, 97, 1, 64, 64}, 4), 5e-6, "M64 C32");
+  expect_within(run_against_reference<float, 128, 32, true>({1, 70, 1, 64, 128}, 5), 5e-6, "M128 C32");
+  expect_within(run_against_reference<float, 32, 16, true>({1, 40, 1, 64, 32}, 6), 5e-6, "M32 C16");
+}
+
+TEST(ChunkProgram, ExactFp32SeveralRowTilesSumPartials) {
+  expect_within(run_against_reference<float, 32, 64, true>({2, 100, 1, 128, 32}, 7), 5e-6, "D128");
+  expect_within(run_against_reference<float, 16, 64, true>({1, 70, 1, 192, 16}, 8), 5e-6, "D192");
+}
+
+TEST(ChunkProgram, ExactFp32WithoutInitialOrFinalState) {
+  expect_within(run_against_reference<float, 32, 64, true>({1, 129, 2, 64, 32}, 9, 2.0, 1.0, false), 5e-6,
+                "no states");
+}
+
+// Gates from fully closed to fully open: logits ±30 (log σ = −30 and ≈ −1e-13). Exponents of
+// differences must never overflow, and memory that saturates at 1 must still be exact.
+TEST(ChunkProgram, SaturatedGatesStayFiniteAndExact) {
+  expect_within(run_against_reference<float, 32, 64, true>({1, 300, 1, 64, 32}, 10, 0.0, 30.0), 5e-5,
+                "logits ±30");
+  expect_within(run_against_reference<float, 32, 64, true>({1, 300, 1, 64, 32}, 11, 30.0, 0.0), 5e-5,
+                "all gates open (σ(30))");
+  expect_within(run_against_reference<float, 32, 64, true>({1, 300, 1, 64, 32}, 12, -30.0, 0.0), 5e-5,
+                "all gates closed (σ(−30))");
+}
+
+TEST(ChunkProgram, LongSequenceWithSaturatedGates) {
+  const Result r = run_against_reference<float, 16, 64, true>({1, 4096, 1, 64, 16}, 13, 0.0, 30.0);
+  expect_within(r, 1e-4, "T = 4096, logits ±30");
+}
+
+// The tensor cores' rounding of operands: bf16/fp16 inputs multiply as themselves (exact in fp32)
+// but the scaled operands and products are rounded to the input type; fp32 inputs run as tf32.
+TEST(ChunkProgram, Bf16OperandsStayCloseToReference) {
+  const Result r = run_against_reference<BFloat16, 64, 64, false>({2, 200, 1, 128, 64}, 14);
+  expect_within(r, 1e-2, "bf16");
+}
+
+TEST(ChunkProgram, Fp16OperandsStayCloseToReference) {
+  const Result r = run_against_reference<Float16, 32, 64, false>({1, 200, 2, 64, 32}, 15);
+  expect_within(r, 2e-3, "fp16");
+}
+
+TEST(ChunkProgram, Tf32OperandsStayCloseToReference) {
+  const Result r = run_against_reference<float, 64, 32, false>({1, 200, 1, 64, 64}, 16);
+  expect_within(r, 2e-3, "tf32");
+}
+
+// A test that could not fail would prove nothing: a deliberately broken input (one flipped gate)
+// must be seen.
+TEST(ChunkProgram, ComparisonDetectsAWrongAnswer) {
+  using Cfg = chunk::Config<32, 64, float>;
+  Problem<float> pr({1, 100, 1, 64, 32}, 17, 2.0, 1.0, true);
+  std::vector<double> sT64;
+  const std::vector<double> y64 = ref::decay_forward(pr.p, &sT64);
+  pr.z[70 * 64 + 5] = -pr.z[70 * 64 + 5];  // the kernel sees another gate than the reference
+  decayfw::testing::HostChunkRunner<float, Cfg, true> run;
+  std::vector<float> y(pr.v.size()), sT(pr.s0.size());
+  chunk::ChunkArgs a = pr.args();
+  a.y = Problem<float>::out_view(y, pr.s, 64);
+  a.final_state = sT.data();
+  run.forward(a);
+  EXPECT_GT(rel_error(y, y64), 1e-3);
+}
+
+}  // namespace
