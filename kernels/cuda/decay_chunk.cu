@@ -1,9 +1,9 @@
 // Launchers of the chunkwise tensor-core path: the CTA programs of decay_chunk_program.h run by
 // DeviceCta. Forward: state_pass (serial over chunks per sequence and row tile), then output_pass
-// (parallel over chunks). Backward: state_pass again (states are recomputed, never saved by the
-// forward), dstate_pass (serial, backwards), grad_pass (parallel over chunks), finish_columns when D
-// has several row tiles. Workspace (from the caller): fp32 chunk-boundary states and state
-// gradients, O(T/C·D·M) per sequence, plus per-tile column partials O(tiles·T·M) when tiles > 1.
+// (parallel over chunks and row tiles). Backward: state_pass again (states are recomputed, never
+// saved by the forward), dstate_pass (serial, backwards), grad_pass (parallel over chunks).
+// Workspace (from the caller): fp32 chunk-boundary states and state gradients, (2·T/C + 1)·D·M
+// floats per sequence; nothing of size T·D·M.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -45,14 +45,7 @@ __global__ void __launch_bounds__(kThreads) grad_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   const int64_t x = blockIdx.x;
-  chunk::grad_pass<DeviceCta, Op, Cfg>(cta, a, x / a.chunks, x % a.chunks, blockIdx.y, smem);
-}
-
-template <typename Op>
-__global__ void finish_columns_kernel(ChunkArgs a) {
-  const int64_t n = a.B * a.H * a.T * a.M;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x)
-    chunk::finish_columns<DeviceCta, Op>(a, e);
+  chunk::grad_pass<DeviceCta, Op, Cfg>(cta, a, x / a.chunks, x % a.chunks, smem);
 }
 
 // Launches one program kernel with its shared memory (opted in above 48 KB).
@@ -113,18 +106,15 @@ ChunkArgs args_of(const Dims& d, int C) {
 }
 
 struct WorkspacePlan {  // fp32 element counts
-  int64_t states = 0, dstates = 0, part = 0;
-  size_t bytes() const { return static_cast<size_t>(states + dstates + 3 * part) * sizeof(float); }
+  int64_t states = 0, dstates = 0;
+  size_t bytes() const { return static_cast<size_t>(states + dstates) * sizeof(float); }
 };
 
 WorkspacePlan plan_of(const Dims& d, int C, bool backward) {
-  const int64_t N = d.batch * d.heads, chunks = (d.seqlen + C - 1) / C, tiles = d.dim_v / chunk::kRows;
+  const int64_t N = d.batch * d.heads, chunks = (d.seqlen + C - 1) / C;
   WorkspacePlan w;
   w.states = N * (chunks + 1) * d.dim_v * d.dim_k;
-  if (backward) {
-    w.dstates = N * chunks * d.dim_v * d.dim_k;
-    if (tiles > 1) w.part = tiles * N * d.seqlen * d.dim_k;
-  }
+  if (backward) w.dstates = N * chunks * d.dim_v * d.dim_k;
   return w;
 }
 
@@ -196,23 +186,14 @@ cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, 
     float* ws = static_cast<float*>(workspace);
     a.states = ws;
     a.dstates = ws + w.states;
-    if (w.part > 0) {
-      a.dq_part = a.dstates + w.dstates;
-      a.dk_part = a.dq_part + w.part;
-      a.db_part = a.dk_part + w.part;
-    }
     const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
     const size_t scan = chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes;
     cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);
     if (err == cudaSuccess) err = launch(dstate_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);
     if (err == cudaSuccess)
-      err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks), tiles),
+      err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)),
                    chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes, stream, a);
-    if (err != cudaSuccess || a.tiles == 1) return err;
-    const int64_t elems = a.B * a.H * a.T * a.M;
-    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((elems + 255) / 256, 65535));
-    finish_columns_kernel<Op><<<blocks, 256, 0, stream>>>(a);
-    return cudaGetLastError();
+    return err;
   });
 }
 

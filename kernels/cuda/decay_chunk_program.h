@@ -20,11 +20,11 @@
 //   state_pass    (n, tile)         serial over chunks: writes each chunk's start state, and S_T.
 //   output_pass   (n, chunk, tile)  y of one chunk from its start state: parallel over chunks.
 //   dstate_pass   (n, tile)         serial backwards: the gradient reaching each chunk's end state.
-//   grad_pass     (n, chunk, tile)  every input gradient of one chunk, gates by the identity
+//   grad_pass     (n, chunk)        every input gradient of one chunk (row tiles walked inside),
+//                                   gates by the identity
 //                                   ∂L/∂A_t = Σ_{s≥t}(y_s⊙dy_s − v_s⊙dv_s) + rowsum(dS_end ⊙ S_end)
-//                                   (the boundary term telescopes all later chunks), and its
-//                                   column twin with q⊙dq − k⊙dk; dq, dk, ∂L/∂B summed over row
-//                                   tiles by finish_columns when D has more than one tile.
+//                                   (the boundary term telescopes all later chunks) and its column
+//                                   twin with q⊙dq − k⊙dk and colsum.
 #pragma once
 
 #include <math.h>
@@ -57,9 +57,6 @@ struct ChunkArgs {
   const float* dsT = nullptr;    // [N, D, M] or null for zeros
   float* dstates = nullptr;      // [N, chunks, D, M]: gradient reaching chunk c's end state
   float* ds0 = nullptr;          // [N, D, M]
-  float* dq_part = nullptr;      // [tiles, N, T, M] partial sums over a tile's rows (tiles > 1)
-  float* dk_part = nullptr;
-  float* db_part = nullptr;      // ∂L/∂B_t partials (before the chain through σ)
 };
 
 constexpr int kRows = 64;  // state rows per CTA (a D tile)
@@ -119,40 +116,50 @@ struct Tiles {
 
 // ---- loading -----------------------------------------------------------------------------------
 
-// Loads rows [0, C) of the chunk (zeros and log gates 0 past the valid rows) of the key side
-// (q, k, f → Qr, Kr, Bc) and the row side (v, z, dy → Vr, Ac, Gr) for whichever tiles are carved,
-// then the inclusive cumulative sums of the log gates.
+// Loads the key side of the chunk's rows [0, C): q, k, f → Qr, Kr (whichever are carved) and the
+// inclusive cumulative log gates Bc. Rows past T are zeros with log gate 0 (identity steps).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_keys(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
+  constexpr int C = Cfg::C, M = Cfg::M;
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  cta.for_each(int64_t(C) * M, [&](int64_t e) {
+    const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+    const bool ok = i < pl.valid;
+    const int64_t tt = pl.c0 + i;
+    if (t.Qr) t.Qr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.q, pl.b, tt, pl.h)[m] : zero;
+    if (t.Kr) t.Kr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.k, pl.b, tt, pl.h)[m] : zero;
+    t.Bc[i * M + m] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m])) : 0.0f;
+  });
+  cta.for_each(M, [&](int64_t m) {  // one column per thread, serial over the chunk
+    float s = 0.0f;
+    for (int i = 0; i < C; ++i) s = t.Bc[i * M + m] += s;
+  });
+}
+
+// Loads the row side of the chunk for the tile's rows: v, dy, z → Vr, Gr (whichever are carved)
+// and the inclusive cumulative log gates Ac.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_rows(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
+  constexpr int C = Cfg::C, R = Cfg::R;
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  cta.for_each(int64_t(C) * R, [&](int64_t e) {
+    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+    const bool ok = i < pl.valid;
+    const int64_t tt = pl.c0 + i, col = pl.row0 + d;
+    if (t.Vr) t.Vr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.v, pl.b, tt, pl.h)[col] : zero;
+    if (t.Gr) t.Gr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.dy, pl.b, tt, pl.h)[col] : zero;
+    t.Ac[i * R + d] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[col])) : 0.0f;
+  });
+  cta.for_each(R, [&](int64_t d) {
+    float s = 0.0f;
+    for (int i = 0; i < C; ++i) s = t.Ac[i * R + d] += s;
+  });
+}
+
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_chunk(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
-  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  const Op zero = Cta::template from_f<Op>(0.0f);
-  cta.for_each(int64_t(C) * (M + R), [&](int64_t e) {
-    if (e < int64_t(C) * M) {
-      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      const bool ok = i < pl.valid;
-      const int64_t tt = pl.c0 + i;
-      if (t.Qr) t.Qr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.q, pl.b, tt, pl.h)[m] : zero;
-      if (t.Kr) t.Kr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.k, pl.b, tt, pl.h)[m] : zero;
-      t.Bc[i * M + m] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m])) : 0.0f;
-    } else {
-      e -= int64_t(C) * M;
-      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-      const bool ok = i < pl.valid;
-      const int64_t tt = pl.c0 + i, col = pl.row0 + d;
-      if (t.Vr) t.Vr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.v, pl.b, tt, pl.h)[col] : zero;
-      if (t.Gr) t.Gr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.dy, pl.b, tt, pl.h)[col] : zero;
-      t.Ac[i * R + d] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[col])) : 0.0f;
-    }
-  });
-  cta.for_each(M + R, [&](int64_t col) {  // one column per thread, serial over the chunk
-    float* g = col < M ? t.Bc + col : t.Ac + (col - M);
-    const int ld = col < M ? M : R;
-    float s = 0.0f;
-    for (int i = 0; i < C; ++i) {
-      s += g[i * ld];
-      g[i * ld] = s;
-    }
-  });
+  load_keys(cta, a, pl, t);
+  load_rows(cta, a, pl, t);
 }
 
 // ---- the output y of one chunk (also recomputed by the gradient pass) ---------------------------
@@ -406,7 +413,7 @@ struct ChunkSmem {
     if (grad) t.dSop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
     t.Pd = r3.take<float>(size_t(C) * S);
     if (grad) t.Rd = r3.take<float>(size_t(C) * S);
-    t.Y = ar.take<float>(size_t(C) * Cfg::ldd_f);
+    t.Y = ar.take<float>(size_t(C) * (grad ? Cfg::ld_tmp : Cfg::ldd_f));  // grad: also C×M scratch
     if (grad) {
       DQ = ar.take<float>(size_t(C) * Cfg::ldm_f);
       DK = ar.take<float>(size_t(C) * Cfg::ldm_f);
@@ -460,20 +467,17 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   });
 }
 
-// grad_pass(n, chunk, tile): dv and dz of the tile's rows; dq, dk, df (or their per-tile partials).
+// One row tile's share of grad_pass: dv, dz of its rows; its terms of dq and dk added to DQ, DK.
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, int64_t tile,
-                           unsigned char* smem) {
+DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
-  ChunkSmem<Op, Cfg> sm(smem, true);
   Tiles<Op, Cfg>& t = sm.t;
   float *DQ = sm.DQ, *DK = sm.DK, *DV = sm.DV;
-  const Place pl(a, n, chunk, tile, C);
   const int last = C - 1;
-  load_chunk(cta, a, pl, t);
+  load_rows(cta, a, pl, t);
   load_states(cta, a, pl, t);
-  // Boundary terms: every later token's share of the gate gradients, rowsum and this tile's
-  // colsum of dS_end ⊙ S_end (S_end = the next chunk's start state, or S_T).
+  // Boundary terms: every later token's share of the gate gradients, rowsum and (summed over the
+  // tiles) colsum of dS_end ⊙ S_end (S_end = the next chunk's start state, or S_T).
   cta.for_each(R + M, [&](int64_t e) {
     const float* ds = a.dstates + pl.state_row(pl.chunk, a.chunks, a.D, 0) * M;
     const float* s = a.states + pl.state_row(pl.chunk + 1, a.chunks + 1, a.D, 0) * M;
@@ -484,7 +488,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
     } else {
       const int m = static_cast<int>(e - R);
       for (int d = 0; d < R; ++d) acc += ds[d * M + m] * s[d * M + m];
-      sm.carry_col[m] = acc;
+      sm.carry_col[m] += acc;
     }
   });
 
@@ -508,23 +512,24 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
     if (!vv) t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * expf(al));
     else t.Xd[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * expf(t.Ac[last * R + d] - al));
   });
+  // dq and dk accumulate over tiles, so their inter products go through Y (as C×M scratch) first.
+  cta.template gemm<false, false>(C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
+  cta.for_each(int64_t(C) * M, [&](int64_t e) {
+    const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+    DQ[i * Cfg::ldm_f + m] += expf(t.Bc[i * M + m]) * t.Y[i * Cfg::ld_tmp + m];
+  });
+  cta.template gemm<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
+  cta.for_each(int64_t(C) * M, [&](int64_t e) {
+    const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+    DK[i * Cfg::ldm_f + m] += expf(t.Bc[last * M + m] - t.Bc[i * M + m]) * t.Y[i * Cfg::ld_tmp + m];
+  });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
-  cta.template gemm<false, false>(C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, DQ, Cfg::ldm_f, false);
   cta.template gemm<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op, DV, Cfg::ldd_f, false);
-  cta.template gemm<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op, DK, Cfg::ldm_f, false);
-  cta.for_each(int64_t(C) * (R + M), [&](int64_t e) {
-    if (e < int64_t(C) * R) {
-      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-      const float al = t.Ac[i * R + d];
-      t.Y[i * Cfg::ldd_f + d] *= expf(al);
-      DV[i * Cfg::ldd_f + d] *= expf(t.Ac[last * R + d] - al);
-    } else {
-      e -= int64_t(C) * R;
-      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      const float b = t.Bc[i * M + m];
-      DQ[i * Cfg::ldm_f + m] *= expf(b);
-      DK[i * Cfg::ldm_f + m] *= expf(t.Bc[last * M + m] - b);
-    }
+  cta.for_each(int64_t(C) * R, [&](int64_t e) {
+    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+    const float al = t.Ac[i * R + d];
+    t.Y[i * Cfg::ldd_f + d] *= expf(al);
+    DV[i * Cfg::ldd_f + d] *= expf(t.Ac[last * R + d] - al);
   });
 
   // Intra-chunk, off the diagonal blocks: y (causal), dq (causal), dv and dk (anti-causal).
@@ -646,55 +651,58 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
     }
   });
 
-  // Gate gradients: reverse cumulative sums inside the chunk on top of the boundary terms.
-  cta.for_each(R + M, [&](int64_t e) {
-    if (e < R) {
-      const int d = static_cast<int>(e);
-      float g = sm.carry_row[d];
-      for (int i = pl.valid - 1; i >= 0; --i) {
-        g += t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
-        const int64_t tt = pl.c0 + i;
-        const float zl = Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[pl.row0 + d]);
-        row_of<Op>(a.dz, pl.b, tt, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(g * sigmoid_of_minus(zl));
-      }
-    } else {
-      const int m = static_cast<int>(e - R);
-      float g = sm.carry_col[m];
-      for (int i = pl.valid - 1; i >= 0; --i) {
-        const float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
-        g += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * dq - Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * dk;
-        const int64_t tt = pl.c0 + i;
-        if (a.tiles == 1) {
-          const float fl = Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m]);
-          row_of<Op>(a.dq, pl.b, tt, pl.h)[m] = Cta::template from_f<Op>(dq);
-          row_of<Op>(a.dk, pl.b, tt, pl.h)[m] = Cta::template from_f<Op>(dk);
-          row_of<Op>(a.df, pl.b, tt, pl.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(fl));
-        } else {
-          const int64_t off = ((pl.tile * a.B * a.H + pl.n) * a.T + tt) * a.M + m;
-          a.dq_part[off] = dq;
-          a.dk_part[off] = dk;
-          a.db_part[off] = g;
-        }
-      }
+  // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term.
+  cta.for_each(R, [&](int64_t e) {
+    const int d = static_cast<int>(e);
+    float g = sm.carry_row[d];
+    for (int i = pl.valid - 1; i >= 0; --i) {
+      g += t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
+      const int64_t tt = pl.c0 + i;
+      const float zl = Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[pl.row0 + d]);
+      row_of<Op>(a.dz, pl.b, tt, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(g * sigmoid_of_minus(zl));
     }
   });
 }
 
-// finish_columns(element e of N·T·M): the sums over row tiles of dq, dk and ∂L/∂B, and df.
-template <typename Cta, typename Op>
-DECAYFW_CTA void finish_columns(const ChunkArgs& a, int64_t e) {
-  const int64_t m = e % a.M, nt = e / a.M, tt = nt % a.T, n = nt / a.T, b = n / a.H, h = n % a.H;
-  const int64_t stride = a.B * a.H * a.T * a.M;
-  float dq = 0.0f, dk = 0.0f, g = 0.0f;
-  for (int64_t tile = 0; tile < a.tiles; ++tile) {  // fixed order: deterministic
-    dq += a.dq_part[tile * stride + e];
-    dk += a.dk_part[tile * stride + e];
-    g += a.db_part[tile * stride + e];
+// grad_pass(n, chunk): every input gradient of one chunk. The row tiles of D are walked inside the
+// CTA: dv and dz are per row, and dq, dk (sums over all rows) accumulate across tiles in shared
+// memory, so no partial buffers and no second kernel are needed.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, unsigned char* smem) {
+  constexpr int C = Cfg::C, M = Cfg::M;
+  ChunkSmem<Op, Cfg> sm(smem, true);
+  Tiles<Op, Cfg>& t = sm.t;
+  float *DQ = sm.DQ, *DK = sm.DK;
+  const Place keys(a, n, chunk, 0, C);
+  load_keys(cta, a, keys, t);
+  cta.for_each(int64_t(C) * M + M, [&](int64_t e) {
+    if (e < int64_t(C) * M) {
+      DQ[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
+      DK[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
+    } else {
+      sm.carry_col[e - int64_t(C) * M] = 0.0f;
+    }
+  });
+  for (int64_t tile = 0; tile < a.tiles; ++tile) {
+    const Place pl(a, n, chunk, tile, C);
+    grad_rows(cta, a, pl, sm);
   }
-  const float fl = Cta::to_f(row_of<Op>(a.f, b, tt, h)[m]);
-  row_of<Op>(a.dq, b, tt, h)[m] = Cta::template from_f<Op>(dq);
-  row_of<Op>(a.dk, b, tt, h)[m] = Cta::template from_f<Op>(dk);
-  row_of<Op>(a.df, b, tt, h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(fl));
+
+  // Column gates: reverse cumulative sums of q ⊙ dq − k ⊙ dk inside the chunk on top of the
+  // boundary term, then dq, dk and df.
+  cta.for_each(M, [&](int64_t e) {
+    const int m = static_cast<int>(e);
+    float g = sm.carry_col[m];
+    for (int i = keys.valid - 1; i >= 0; --i) {
+      const float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
+      g += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * dq - Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * dk;
+      const int64_t tt = keys.c0 + i;
+      const float fl = Cta::to_f(row_of<Op>(a.f, keys.b, tt, keys.h)[m]);
+      row_of<Op>(a.dq, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dq);
+      row_of<Op>(a.dk, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dk);
+      row_of<Op>(a.df, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(fl));
+    }
+  });
 }
 
 }  // namespace decayfw::chunk

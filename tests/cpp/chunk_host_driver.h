@@ -46,13 +46,10 @@ class HostChunkRunner {
     chunk::ChunkSmem<In, Cfg> probe(nullptr, true);
     cta::HostSmem sm(probe.bytes);
     for (int64_t n = 0; n < a.B * a.H; ++n)
-      for (int64_t c = 0; c < a.chunks; ++c)
-        for (int64_t tile = 0; tile < a.tiles; ++tile) {
-          sm.poison();
-          chunk::grad_pass<Cta, In, Cfg>(cta_, a, n, c, tile, sm.data());
-        }
-    if (a.tiles > 1)
-      for (int64_t e = 0; e < a.B * a.H * a.T * a.M; ++e) chunk::finish_columns<Cta, In>(a, e);
+      for (int64_t c = 0; c < a.chunks; ++c) {
+        sm.poison();
+        chunk::grad_pass<Cta, In, Cfg>(cta_, a, n, c, sm.data());
+      }
   }
 
   const std::vector<float>& states() const { return states_; }
@@ -68,15 +65,6 @@ class HostChunkRunner {
     if (backward) {
       dstates_.assign(static_cast<size_t>(N * a.chunks * a.D * a.M), nan);
       a.dstates = dstates_.data();
-      if (a.tiles > 1) {
-        const size_t parts = static_cast<size_t>(a.tiles * N * a.T * a.M);
-        dq_.assign(parts, nan);
-        dk_.assign(parts, nan);
-        db_.assign(parts, nan);
-        a.dq_part = dq_.data();
-        a.dk_part = dk_.data();
-        a.db_part = db_.data();
-      }
     }
   }
 
@@ -91,7 +79,7 @@ class HostChunkRunner {
   }
 
   Cta cta_;
-  std::vector<float> states_, dstates_, dq_, dk_, db_;
+  std::vector<float> states_, dstates_;
 };
 
 }  // namespace decayfw::testing

@@ -1,10 +1,19 @@
 """Small forward/backward/step calls for compute-sanitizer (memcheck, racecheck)."""
+import os
+
 import torch
 
 import decayfw
 
-for (B, T, H, D, M) in [(1, 37, 2, 64, 32), (2, 5, 1, 33, 5), (1, 9, 2, 128, 128)]:
-    x = [torch.randn(B, T, H, X, device="cuda", requires_grad=True) for X in (M, M, D, D, M)]
+# The recurrent path (fp32 default) at odd sizes, and the chunk path (bf16, and forced for fp32 as
+# tf32) across chunk boundaries, several row tiles and every compiled key dimension.
+CASES = [("recurrent", torch.float32, (1, 37, 2, 64, 32)), ("recurrent", torch.float32, (2, 5, 1, 33, 5)),
+         ("recurrent", torch.float32, (1, 9, 2, 128, 128)), ("chunk", torch.bfloat16, (1, 130, 2, 128, 64)),
+         ("chunk", torch.float16, (1, 70, 1, 64, 16)), ("chunk", torch.float32, (1, 65, 1, 64, 32)),
+         ("chunk", torch.bfloat16, (1, 40, 1, 192, 128))]
+for path, dtype, (B, T, H, D, M) in CASES:
+    os.environ["DECAYFW_CUDA_PATH"] = path
+    x = [torch.randn(B, T, H, X, device="cuda", dtype=dtype, requires_grad=True) for X in (M, M, D, D, M)]
     s0 = torch.randn(B, H, D, M, device="cuda", requires_grad=True)
     y, s = decayfw.decay_fast_weights(*x, initial_state=s0, output_final_state=True)
     (y.sum() + s.sum()).backward()

@@ -36,8 +36,8 @@ ChunkConfig chunk_config(ScalarType dtype, int64_t dim_k);
 // block, or null when it can.
 const char* chunk_unsupported_reason(const Dims& dims, ScalarType dtype, size_t max_smem_per_block);
 
-// fp32 workspace: chunk-boundary states (forward); also their gradients and per-row-tile column
-// partials (backward). O(N·T/C·D·M + tiles·N·T·M) floats.
+// fp32 workspace: chunk-boundary states (forward); also their gradients (backward).
+// N·(T/C + 1)·D·M floats forward, N·(2·T/C + 1)·D·M backward.
 size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward);
 
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream);
