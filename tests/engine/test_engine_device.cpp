@@ -56,7 +56,9 @@ TEST(Device, CudaIsOfferedExactlyWhenItCanBeUsed) {
     EXPECT_EQ(devices[1].reason, cuda_unavailable_reason());
     EXPECT_FALSE(devices[1].reason.empty());
 #ifndef DECAYFW_WITH_CUDA
-    if (!torch_built_with_cuda()) EXPECT_TRUE(contains(devices[1].reason, "this LibTorch has no CUDA"));
+    if (!torch_built_with_cuda()) {
+      EXPECT_TRUE(contains(devices[1].reason, "this LibTorch has no CUDA")) << devices[1].reason;
+    }
 #endif
     for (const char* name : {"cuda", "cuda:0", "cuda:1"}) {
       EXPECT_TRUE(contains(refusal(name), cuda_unavailable_reason())) << name << ": " << refusal(name);
@@ -112,8 +114,12 @@ TEST(Device, DecayModelOnABackendWithoutTheOpIsRefusedClearly) {
 
 // -- on a GPU --------------------------------------------------------------------------------------
 
-#define SKIP_WITHOUT_CUDA() \
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA here: " << cuda_unavailable_reason()
+#define SKIP_WITHOUT_CUDA()                                               \
+  do {                                                                    \
+    if (cuda_device_count() == 0) {                                       \
+      GTEST_SKIP() << "no CUDA here: " << cuda_unavailable_reason();      \
+    }                                                                     \
+  } while (false)
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kCPU, at::kDouble) - b.to(at::kCPU, at::kDouble)).abs().max().item<double>();
