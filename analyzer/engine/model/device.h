@@ -12,7 +12,7 @@ namespace decayfw::engine {
 
 struct DeviceInfo {
   std::string name;    // "cpu", "cuda:0", … (what parse_device accepts); "cuda" for the unavailable entry
-  std::string label;   // for menus: "CPU", "CUDA:0 (NVIDIA H100 …)" where the name is known
+  std::string label;   // for menus: "CPU", "CUDA:0"
   bool available = false;
   std::string reason;  // why not, when !available
 };
