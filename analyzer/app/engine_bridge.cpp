@@ -6,6 +6,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "model/device.h"
 #include "model/load_model.h"
 #include "observe/gate_recorder.h"
 #include "run/decode_benchmark.h"
@@ -43,25 +44,39 @@ void fill_summary(ModelSummary& m, const eng::LoadedModel& L, const std::string&
   m.embed_dim = c.embed_dim;
   m.vocab = c.vocab_size;
   m.parameters = L.model->parameter_count();
+  m.device = eng::device_name(L.model->device());
 }
 
 }  // namespace
 
 std::shared_ptr<EngineSession> EngineSession::attention_twin() const {
   std::shared_ptr<EngineSession> s(new EngineSession());
-  s->impl_->loaded = eng::load_model(impl_->summary.path, impl_->summary.dictionary, at::kCPU, /*as_attention=*/true);
+  s->impl_->loaded = eng::load_model(impl_->summary.path, impl_->summary.dictionary, impl_->loaded.model->device(),
+                                     /*as_attention=*/true);
   fill_summary(s->impl_->summary, s->impl_->loaded, impl_->summary.path);
   return s;
 }
 
-std::shared_ptr<EngineSession> EngineSession::open(const std::string& checkpoint, const std::string& dictionary) {
+std::shared_ptr<EngineSession> EngineSession::open(const std::string& checkpoint, const std::string& dictionary,
+                                                   const std::string& device) {
+  const at::Device dev = eng::parse_device(device);  // first: an unusable device says so
   std::shared_ptr<EngineSession> s(new EngineSession());
-  s->impl_->loaded = eng::load_model(checkpoint, dictionary);
+  s->impl_->loaded = eng::load_model(checkpoint, dictionary, dev);
   fill_summary(s->impl_->summary, s->impl_->loaded, checkpoint);
   return s;
 }
 
 const ModelSummary& EngineSession::summary() const { return impl_->summary; }
+
+std::vector<DeviceChoice> EngineSession::devices() {
+  std::vector<DeviceChoice> out;
+  for (const eng::DeviceInfo& d : eng::list_devices()) out.push_back({d.name, d.label, d.available, d.reason});
+  return out;
+}
+
+std::string EngineSession::check_device(const std::string& device) {
+  return eng::device_name(eng::parse_device(device));
+}
 
 void EngineSession::set_threads(int threads) { at::set_num_threads(threads); }
 
@@ -108,7 +123,7 @@ HeadView EngineSession::head_view(const std::string& text, int64_t layer, int64_
   for (int64_t id : L.dictionary.encode_line(text)) ids.push_back(id);
   if (static_cast<int64_t>(ids.size()) > max_tokens) ids.resize(static_cast<size_t>(max_tokens));
   eng::GateRecorder rec({layer}, {head}, max_tokens);
-  L.model->features(at::tensor(ids, at::kLong).unsqueeze(0), nullptr, &rec);
+  L.model->features(at::tensor(ids, at::kLong).unsqueeze(0), nullptr, &rec);  // records come back on the CPU
   const eng::HeadRecord& r = rec.records().at({layer, head});
   HeadView v;
   v.layer = layer;
@@ -117,7 +132,7 @@ HeadView EngineSession::head_view(const std::string& text, int64_t layer, int64_
   v.decay = c.decay;
   for (int64_t id : ids) v.tokens.push_back(L.dictionary.word(id));
   auto copy = [](const at::Tensor& t) {
-    at::Tensor c = t.to(at::kFloat).contiguous();
+    at::Tensor c = t.to(at::kCPU, at::kFloat).contiguous();
     return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
   };
   if (r.sigma_z.defined()) {
@@ -177,8 +192,14 @@ std::vector<BenchSample> EngineSession::bench(const std::vector<std::shared_ptr<
                                               const std::atomic<bool>* cancel) {
   std::vector<eng::BenchModel> models;
   std::vector<std::unique_lock<std::mutex>> locks;
+  std::string device;
   for (const auto& s : sessions) {
     if (!s) continue;
+    if (!device.empty() && s->summary().device != device) {
+      throw std::invalid_argument("bench: the models are on different devices (" + device + ", " + s->summary().device +
+                                  "); reopen them on one device");
+    }
+    device = s->summary().device;
     locks.emplace_back(s->impl_->mutex);
     std::string label = s->summary().decay ? "decay" : "attention";
     for (const auto& m : models) {
@@ -192,7 +213,7 @@ std::vector<BenchSample> EngineSession::bench(const std::vector<std::shared_ptr<
   o.warmup = 2;
   std::vector<BenchSample> out;
   eng::benchmark_decode(models, o, [&](const eng::BenchPoint& p) {
-    BenchSample b{p.model, p.context, p.ms_per_token, p.tokens_per_s, p.state_bytes, p.peak_rss_bytes};
+    BenchSample b{p.model, p.device, p.context, p.ms_per_token, p.tokens_per_s, p.state_bytes, p.peak_rss_bytes};
     out.push_back(b);
     return on_sample ? on_sample(b) : true;
   }, cancel);

@@ -14,6 +14,7 @@ namespace decayfw::app {
 
 struct ModelSummary {
   std::string path, dictionary, format, hparams_source, arch, summary;
+  std::string device;  // where the model lives: "cpu", "cuda:0"
   bool decay = false;
   int64_t layers = 0, heads = 0, head_dim = 0, key_dim = 0, embed_dim = 0, vocab = 0, parameters = 0;
 };
@@ -65,8 +66,16 @@ struct TokenLosses {
   double perplexity = 0;
 };
 
+// A device the engine can run on (or, unavailable, why not): what the device choice offers.
+struct DeviceChoice {
+  std::string name;     // "cpu", "cuda:0", … — what open() takes ("cuda" for the unavailable entry)
+  std::string label;    // "CPU", "CUDA:0"
+  bool available = false;
+  std::string reason;   // why not, when !available (e.g. "this LibTorch has no CUDA …")
+};
+
 struct BenchSample {
-  std::string model;
+  std::string model, device;
   int64_t context = 0;
   double ms_per_token = 0, tokens_per_s = 0;
   int64_t state_bytes = 0, peak_rss_bytes = 0;
@@ -74,11 +83,18 @@ struct BenchSample {
 
 class EngineSession {
  public:
-  // Loads a checkpoint (dict.txt beside it when `dictionary` is empty). Throws std::exception with
-  // the engine's message (file, tensor, hyper-parameter) on failure.
-  static std::shared_ptr<EngineSession> open(const std::string& checkpoint, const std::string& dictionary = "");
-  // A softmax-attention model of the same shape built from this decay checkpoint's weights, to race
-  // against when no attention base is loaded (speed and memory only).
+  // Loads a checkpoint (dict.txt beside it when `dictionary` is empty) onto `device` ("cpu",
+  // "cuda", "cuda:N"). Throws std::exception with the engine's message (file, tensor,
+  // hyper-parameter, device) on failure.
+  static std::shared_ptr<EngineSession> open(const std::string& checkpoint, const std::string& dictionary = "",
+                                             const std::string& device = "cpu");
+  // CPU, then every visible GPU; without CUDA one unavailable "cuda" entry saying why.
+  static std::vector<DeviceChoice> devices();
+  // The canonical name of `device` ("cuda" → "cuda:0"); throws std::invalid_argument saying why it
+  // cannot be used here.
+  static std::string check_device(const std::string& device);
+  // A softmax-attention model of the same shape built from this decay checkpoint's weights, on the
+  // same device, to race against when no attention base is loaded (speed and memory only).
   std::shared_ptr<EngineSession> attention_twin() const;
   ~EngineSession();
 

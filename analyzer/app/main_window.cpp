@@ -3,6 +3,7 @@
 #include <QAction>
 #include <QApplication>
 #include <QCloseEvent>
+#include <QComboBox>
 #include <QDockWidget>
 #include <QDragEnterEvent>
 #include <QDropEvent>
@@ -15,8 +16,10 @@
 #include <QMimeData>
 #include <QProgressBar>
 #include <QSettings>
+#include <QStandardItemModel>
 #include <QStatusBar>
 #include <QTextBrowser>
+#include <QToolBar>
 
 #include "job_runner.h"
 #include "plot_panel.h"
@@ -79,6 +82,7 @@ MainWindow::MainWindow(QWidget* parent)
   run->addAction(tr("&Benchmark"), QKeySequence(tr("Ctrl+B")), bench_, &BenchmarkView::run);
   QMenu* view = menuBar()->addMenu(tr("&View"));
   for (QDockWidget* d : docks_) view->addAction(d->toggleViewAction());
+  buildDeviceBox();
 
   busy_ = new QProgressBar(this);
   busy_->setRange(0, 0);
@@ -89,12 +93,23 @@ MainWindow::MainWindow(QWidget* parent)
   statusBar()->addPermanentWidget(busy_);
   connect(jobs_, &JobRunner::busyChanged, this, [this](bool busy, const QString& name) {
     busy_->setVisible(busy);
+    device_box_->setEnabled(!busy);  // the device changes between jobs only
     status_->setText(busy ? name + "…" : tr("Ready"));
   });
 
   QSettings s;
   restoreGeometry(s.value("window/geometry").toByteArray());
   restoreState(s.value("window/state").toByteArray());
+  // the saved device, if it can be used here (a GPU machine's choice opened on a CPU-only one: CPU)
+  const QString saved = s.value("engine/device", "cpu").toString();
+  QString fallback;
+  try {
+    device_ = QString::fromStdString(EngineSession::check_device(saved.toStdString()));
+  } catch (const std::exception& e) {
+    device_ = "cpu";
+    fallback = tr("The saved device %1 cannot be used here (%2): using the CPU.").arg(saved, QString::fromStdString(e.what()));
+  }
+  showDeviceInBox();
   GenerationSettings g;
   g.max_new_tokens = s.value("generate/length", 40).toInt();
   g.sampling = s.value("generate/sample", false).toBool();
@@ -104,7 +119,7 @@ MainWindow::MainWindow(QWidget* parent)
   g.seed = s.value("generate/seed", 1).toUInt();
   generate_->setSettings(g);
   rebuildRecentMenu();
-  status_->setText(tr("Ready"));
+  status_->setText(fallback.isEmpty() ? tr("Ready") : fallback);
 }
 
 MainWindow::~MainWindow() {
@@ -121,6 +136,123 @@ QDockWidget* MainWindow::addView(const QString& title, QWidget* view, Qt::DockWi
   return dock;
 }
 
+void MainWindow::buildDeviceBox() {
+  auto* bar = addToolBar(tr("Device"));
+  bar->setObjectName("toolbar_device");  // for saveState
+  auto* label = new QLabel(tr("Device "), bar);
+  device_box_ = new QComboBox(bar);
+  device_box_->setObjectName("device");
+  device_box_->setToolTip(tr("Where the models run: loading, generation, gates, perplexity and the benchmark. "
+                             "Changing it reloads the open models onto the new device."));
+  device_box_->setSizeAdjustPolicy(QComboBox::AdjustToContents);
+  auto* items = qobject_cast<QStandardItemModel*>(device_box_->model());
+  for (const DeviceChoice& d : EngineSession::devices()) {
+    const QString name = QString::fromStdString(d.name);
+    const QString reason = QString::fromStdString(d.reason);
+    device_box_->addItem(d.available ? QString::fromStdString(d.label) : tr("%1 (unavailable)").arg(QString::fromStdString(d.label)),
+                         name);
+    const int row = device_box_->count() - 1;
+    if (!d.available) {
+      if (items != nullptr) items->item(row)->setEnabled(false);  // shown, not selectable
+      device_box_->setItemData(row, tr("Not available: %1").arg(reason), Qt::ToolTipRole);
+    } else {
+      device_box_->setItemData(row, name == "cpu" ? tr("Run on the CPU") : tr("Run on GPU %1").arg(name), Qt::ToolTipRole);
+    }
+  }
+  label->setBuddy(device_box_);
+  bar->addWidget(label);
+  bar->addWidget(device_box_);
+  connect(device_box_, QOverload<int>::of(&QComboBox::activated), this, [this](int row) {
+    setDevice(device_box_->itemData(row).toString());
+  });
+}
+
+void MainWindow::showDeviceInBox() {
+  const int row = device_box_->findData(device_);
+  if (row >= 0) device_box_->setCurrentIndex(row);
+}
+
+bool MainWindow::setDevice(const QString& name) {
+  QString canonical;
+  try {
+    canonical = QString::fromStdString(EngineSession::check_device(name.toStdString()));
+  } catch (const std::exception& e) {
+    showDeviceInBox();
+    showError(tr("Cannot use %1").arg(name), QString::fromStdString(e.what()));
+    return false;
+  }
+  if (canonical == device_) {
+    QSettings().setValue("engine/device", device_);  // chosen explicitly: kept, even over a saved one unusable here
+    showDeviceInBox();
+    return true;
+  }
+  if (!models_.primary && !models_.comparison) {
+    if (jobs_->busy()) {  // a checkpoint is loading onto the current device
+      showDeviceInBox();
+      showError(tr("Busy"), tr("Wait for %1 to finish, or stop it (Esc), then change the device.").arg(jobs_->currentJob()));
+      return false;
+    }
+    applyDevice(canonical);
+    return true;
+  }
+  return reloadModels(canonical);
+}
+
+bool MainWindow::reloadModels(const QString& device) {
+  QString canonical;
+  try {
+    canonical = QString::fromStdString(EngineSession::check_device(device.toStdString()));
+  } catch (const std::exception& e) {
+    showDeviceInBox();
+    showError(tr("Cannot use %1").arg(device), QString::fromStdString(e.what()));
+    return false;
+  }
+  // Every open model is reloaded onto the device in one job and they are swapped together: the
+  // views never see one model on each device, and a failure keeps the old models on the old device.
+  struct Reload {
+    std::shared_ptr<EngineSession> primary, comparison;
+  };
+  auto result = std::make_shared<Reload>();
+  const auto old_primary = models_.primary, old_comparison = models_.comparison;
+  const std::string dev = canonical.toStdString();
+  const bool started = jobs_->start(tr("Moving the models to %1").arg(canonical), [result, old_primary, old_comparison, dev]() -> QString {
+    if (old_primary) result->primary = EngineSession::open(old_primary->summary().path, old_primary->summary().dictionary, dev);
+    if (old_comparison) {
+      result->comparison = EngineSession::open(old_comparison->summary().path, old_comparison->summary().dictionary, dev);
+    }
+    return {};
+  }, [this, result, canonical](const QString& error) {
+    if (!error.isEmpty()) {
+      showDeviceInBox();
+      showError(tr("Could not move the models to %1").arg(canonical), error);
+      return;
+    }
+    models_.primary = result->primary;
+    models_.comparison = result->comparison;
+    applyDevice(canonical);
+    modelsReplaced();
+  });
+  showDeviceInBox();  // until the reload is done the box shows where the models are
+  if (!started) {
+    showError(tr("Busy"), tr("Wait for %1 to finish, or stop it (Esc), then change the device.").arg(jobs_->currentJob()));
+  }
+  return started;
+}
+
+void MainWindow::applyDevice(const QString& name) {
+  device_ = name;
+  QSettings().setValue("engine/device", device_);
+  showDeviceInBox();
+  updateSummary();
+  status_->setText(tr("Device: %1").arg(device_));
+  emit deviceChanged(device_);
+}
+
+void MainWindow::modelsReplaced() {
+  updateSummary();
+  for (View* v : std::initializer_list<View*>{generate_, gates_, decay_, perplexity_, bench_}) v->modelsChanged();
+}
+
 void MainWindow::showView(QWidget* view) {
   for (QDockWidget* d : docks_) {
     if (d->widget() == view) {
@@ -134,9 +266,9 @@ QString MainWindow::summaryText() const { return summary_->toPlainText(); }
 
 void MainWindow::openCheckpoint(const QString& path, bool comparison, const QString& dictionary) {
   auto loaded = std::make_shared<std::shared_ptr<EngineSession>>();
-  const std::string p = path.toStdString(), d = dictionary.toStdString();
-  const bool started = jobs_->start(tr("Loading %1").arg(QFileInfo(path).fileName()), [loaded, p, d]() -> QString {
-    *loaded = EngineSession::open(p, d);
+  const std::string p = path.toStdString(), d = dictionary.toStdString(), dev = device_.toStdString();
+  const bool started = jobs_->start(tr("Loading %1 on %2").arg(QFileInfo(path).fileName(), device_), [loaded, p, d, dev]() -> QString {
+    *loaded = EngineSession::open(p, d, dev);
     return {};
   }, [this, loaded, path, comparison](const QString& error) {
     if (!error.isEmpty()) {
@@ -150,8 +282,7 @@ void MainWindow::openCheckpoint(const QString& path, bool comparison, const QStr
     }
     (comparison ? models_.comparison : models_.primary) = *loaded;
     addRecent(path);
-    updateSummary();
-    for (View* v : std::initializer_list<View*>{generate_, gates_, decay_, perplexity_, bench_}) v->modelsChanged();
+    modelsReplaced();
     emit modelLoaded(comparison);
   });
   if (!started) showError(tr("Busy"), tr("Wait for %1 to finish, or stop it (Esc).").arg(jobs_->currentJob()));
@@ -175,6 +306,7 @@ void MainWindow::updateSummary() {
     if (m.decay) row(tr("M (key dim)"), QString::number(m.key_dim));
     row(tr("vocabulary"), QString::number(m.vocab));
     row(tr("parameters"), QLocale().toString(static_cast<qlonglong>(m.parameters)));
+    row(tr("device"), QString::fromStdString(m.device));
     row(tr("dictionary"), QString::fromStdString(m.dictionary));
     html += "</table><p>" + QString::fromStdString(m.summary).toHtmlEscaped() + "</p>";
   }

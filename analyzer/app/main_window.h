@@ -7,6 +7,7 @@
 
 #include "views.h"
 
+class QComboBox;
 class QDockWidget;
 class QLabel;
 class QMenu;
@@ -32,12 +33,23 @@ class MainWindow : public QMainWindow {
   PerplexityView* perplexityView() const { return perplexity_; }
   BenchmarkView* benchmarkView() const { return bench_; }
   QString summaryText() const;
+  // The device models are loaded onto ("cpu", "cuda:0"), chosen in the Device box and kept in
+  // QSettings (engine/device). Changing it with models loaded reloads them onto the new device off
+  // the UI thread, both together (no mix of devices); on failure the old models and device stay.
+  // Returns false (with a dialog) when the device cannot be used or a job is running.
+  QString device() const { return device_; }
+  bool setDevice(const QString& name);
+  // Reopens the open models (both, from their files) on `device` off the UI thread, swapping them in
+  // together when both loaded; false (with a dialog) when the device cannot be used or a job runs.
+  bool reloadModels(const QString& device);
+  QComboBox* deviceBox() const { return device_box_; }
   // Raises the dock holding `view` (for screenshots and the View menu).
   void showView(QWidget* view);
   QList<QDockWidget*> docks() const { return docks_; }
 
  signals:
   void modelLoaded(bool comparison);
+  void deviceChanged(const QString& device);
   void errorShown(const QString& message);
 
  protected:
@@ -51,6 +63,10 @@ class MainWindow : public QMainWindow {
   void addRecent(const QString& path);
   void rebuildRecentMenu();
   void exportCurrentPlot();
+  void buildDeviceBox();
+  void showDeviceInBox();  // the box shows device_ (after a refusal or a failed reload)
+  void applyDevice(const QString& name);
+  void modelsReplaced();
   QDockWidget* addView(const QString& title, QWidget* view, Qt::DockWidgetArea area);
 
   Models models_;
@@ -65,6 +81,8 @@ class MainWindow : public QMainWindow {
   QMenu* recent_;
   QProgressBar* busy_;
   QLabel* status_;
+  QComboBox* device_box_;
+  QString device_ = "cpu";
 };
 
 }  // namespace decayfw::app

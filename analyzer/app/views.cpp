@@ -30,6 +30,10 @@ const QColor kDecayColor(200, 60, 30), kAttentionColor(40, 90, 200);
 
 QColor color_for(const EngineSession& s) { return s.summary().decay ? kDecayColor : kAttentionColor; }
 QString label_for(const EngineSession& s) { return s.summary().decay ? "decay" : "attention"; }
+// "decay on cpu": where the speeds shown were measured
+QString label_on_device(const EngineSession& s) {
+  return label_for(s) + " on " + QString::fromStdString(s.summary().device);
+}
 
 std::vector<std::string> std_tokens(const std::vector<std::string>& t, size_t n) {
   return std::vector<std::string>(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(std::min(n, t.size())));
@@ -107,8 +111,8 @@ void GenerateView::modelsChanged() {
   go_->setEnabled(models_.primary != nullptr && !jobs_.busy());
   out_[1]->setVisible(models_.comparison != nullptr);
   speed_[1]->setVisible(models_.comparison != nullptr);
-  speed_[0]->setText(models_.primary ? label_for(*models_.primary) : tr("Open a checkpoint (File ▸ Open)"));
-  if (models_.comparison) speed_[1]->setText(label_for(*models_.comparison));
+  speed_[0]->setText(models_.primary ? label_on_device(*models_.primary) : tr("Open a checkpoint (File ▸ Open)"));
+  if (models_.comparison) speed_[1]->setText(label_on_device(*models_.comparison));
 }
 
 GenerationSettings GenerateView::settings() const {
@@ -149,7 +153,7 @@ void GenerateView::generate() {
   jobs_.start(tr("Generating"), [this, sessions, prompt, s]() -> QString {
     for (size_t i = 0; i < sessions.size(); ++i) {
       const int which = static_cast<int>(i);
-      const QString who = label_for(*sessions[i]);
+      const QString who = label_on_device(*sessions[i]);
       GenerationOutcome r = sessions[i]->generate(prompt, s, [this, which, who](const StreamedToken& t) {
         const QString piece = QString::fromStdString(t.piece);
         const int hue = static_cast<int>(120 * std::clamp(t.probability, 0.0, 1.0));  // red → green
@@ -479,10 +483,11 @@ void BenchmarkView::run() {
   expected_ = static_cast<int>(contexts.size()) * models;
   progress_->setRange(0, expected_);
   progress_->setValue(0);
+  const QString where = tr("Decode steps on %1.").arg(QString::fromStdString(primary->summary().device));
   note_->setText(comparison || !primary->summary().decay
-                     ? QString()
-                     : tr("No comparison model loaded: racing against an attention model of the same shape built from "
-                          "this checkpoint's weights."));
+                     ? where
+                     : where + " " + tr("No comparison model loaded: racing against an attention model of the same "
+                                        "shape built from this checkpoint's weights."));
   jobs_.start(tr("Benchmarking"), [=]() -> QString {
     std::vector<std::shared_ptr<EngineSession>> sessions = {primary};
     if (comparison) {

@@ -20,6 +20,7 @@
 
 #include "args.h"
 #include "json.h"
+#include "model/device.h"
 #include "model/load_model.h"
 #include "observe/gate_recorder.h"
 #include "run/decode_benchmark.h"
@@ -44,7 +45,7 @@ const Option kThreads{"threads", "N", "CPU threads (0: all cores)", "0"};
 // Decoding one token at batch 1 is a chain of small ops: on the 2-core project machine one thread
 // is fastest (2.0 ms/token vs 3.5–8 ms with 2, docs/benchmarks.md), so generate and bench default to 1.
 const Option kDecodeThreads{"threads", "N", "CPU threads (0: all cores; 1 is fastest for batch-1 decoding)", "1"};
-const Option kDevice{"device", "DEV", "cpu, or cuda when LibTorch has CUDA", "cpu"};
+const Option kDevice{"device", "DEV", "cpu, cuda or cuda:N (a LibTorch with CUDA and a visible GPU)", "cpu"};
 const Option kBpe{"gpt2-bpe", "DIR", "GPT-2 BPE (DIR/encoder.json, DIR/vocab.bpe) for models trained with --bpe gpt2", ""};
 
 Tokenizer make_tokenizer(const Args& a, const Dictionary& dict) {
@@ -63,13 +64,11 @@ void set_threads(const Args& a) {
 }
 
 at::Device device_of(const Args& a) {
-  const std::string d = a.str("device");
-  if (d == "cpu") return at::kCPU;
-  if (d == "cuda") {
-    if (!at::hasCUDA()) throw UsageError("decayfw: --device cuda, but this LibTorch has no CUDA (or no GPU is visible)");
-    return at::Device(at::kCUDA, 0);
+  try {
+    return parse_device(a.str("device"));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("decayfw: --") + e.what());  // "--device 'cuda': this LibTorch has no CUDA …"
   }
-  throw UsageError("decayfw: --device must be cpu or cuda, got '" + d + "'");
 }
 
 std::string read_text_arg(const Args& a) {
@@ -93,11 +92,12 @@ std::string mib(int64_t bytes) {
 int cmd_inspect(const std::vector<std::string>& argv) {
   Args a("inspect", "What a fairseq checkpoint holds: file format, hyper-parameters, the model the engine builds "
                     "from it (arch, layers, heads, D, M, parameters) and, with --tensors, every tensor.",
-         {kDict, kJson, {"tensors", "", "list every tensor of the state dict", "", true}}, {"CHECKPOINT"});
+         {kDict, kJson, kDevice, {"tensors", "", "list every tensor of the state dict", "", true}}, {"CHECKPOINT"});
   a.parse(argv);
   if (a.help()) return std::cout << a.usage(), 0;
+  const at::Device dev = device_of(a);
   const Checkpoint ck = read_checkpoint(a.positional(0));
-  LoadedModel m = load_model(ck, a.str("dict"));  // the file is read once
+  LoadedModel m = load_model(ck, a.str("dict"), dev);  // the file is read once
   const LmConfig& c = m.model->config();
   if (a.flag("json")) {
     JsonObject o;
@@ -105,7 +105,8 @@ int cmd_inspect(const std::vector<std::string>& argv) {
         .add("arch", c.arch).add("decay", c.decay).add("layers", c.layers).add("embed_dim", c.embed_dim)
         .add("heads", c.heads).add("head_dim", c.head_dim()).add("ffn_dim", c.ffn_dim).add("vocab", c.vocab_size)
         .add("parameters", m.model->parameter_count()).add("tensors", static_cast<int64_t>(ck.model.size()))
-        .add("storage_bytes", ck.storage_bytes).add("dictionary", m.dictionary_path).add("summary", c.summary());
+        .add("storage_bytes", ck.storage_bytes).add("dictionary", m.dictionary_path).add("summary", c.summary())
+        .add("device", device_name(m.model->device()));
     if (c.decay) o.add("D", c.head_dim()).add("M", c.key_dim()).add("feature_map", c.feature_map());
     std::cout << o.str() << "\n";
   } else {
@@ -113,7 +114,7 @@ int cmd_inspect(const std::vector<std::string>& argv) {
               << mib(ck.storage_bytes) << ")\n"
               << "hparams      from " << ck.hparams_source << "\n"
               << "model        " << c.summary() << "\n"
-              << "parameters   " << m.model->parameter_count() << "\n"
+              << "parameters   " << m.model->parameter_count() << " (on " << device_name(m.model->device()) << ")\n"
               << "dictionary   " << m.dictionary_path << " (" << m.dictionary.size() << " symbols)\n";
   }
   if (a.flag("tensors")) {
@@ -169,11 +170,11 @@ int cmd_generate(const std::vector<std::string>& argv) {
   if (json) {
     std::cout << JsonObject().add("text", r.text).add("new_tokens", static_cast<int64_t>(r.new_ids.size()))
                      .add("tokens_per_s", r.tokens_per_second()).add("stopped_at_eos", r.stopped_at_eos)
-                     .add("cancelled", r.cancelled).str() << "\n";
+                     .add("cancelled", r.cancelled).add("device", device_name(m.model->device())).str() << "\n";
   } else {
     std::cout << "\n";
-    std::fprintf(stderr, "%zu tokens, %.1f tokens/s%s\n", r.new_ids.size(), r.tokens_per_second(),
-                 r.cancelled ? " (stopped)" : "");
+    std::fprintf(stderr, "%zu tokens, %.1f tokens/s on %s%s\n", r.new_ids.size(), r.tokens_per_second(),
+                 device_name(m.model->device()).c_str(), r.cancelled ? " (stopped)" : "");
   }
   return 0;
 }
@@ -232,7 +233,7 @@ int cmd_gates(const std::vector<std::string>& argv) {
   Args a("gates", "For a text, per layer and head: mean σ(z), σ(f), the state norm over time, the median memory "
                   "half-life of the state elements and where the implied attention (decay) or the attention "
                   "(softmax) puts its weight. --csv writes the per-token series.",
-         {kDict, kJson, kThreads, kBpe, {"text", "FILE", "the text", ""}, {"string", "TEXT", "the text itself", ""},
+         {kDict, kJson, kThreads, kDevice, kBpe, {"text", "FILE", "the text", ""}, {"string", "TEXT", "the text itself", ""},
           {"layers", "L,L", "layers to record (default: all)", ""}, {"heads", "H,H", "heads to record (default: all)", ""},
           {"max-tokens", "N", "first N tokens of the text", "512"},
           {"csv", "FILE", "layer,head,token,word,mean_sigma_z,mean_sigma_f,state_norm per token", ""}},
@@ -240,7 +241,7 @@ int cmd_gates(const std::vector<std::string>& argv) {
   a.parse(argv);
   if (a.help()) return std::cout << a.usage(), 0;
   set_threads(a);
-  LoadedModel m = load_model(a.positional(0), a.str("dict"));
+  LoadedModel m = load_model(a.positional(0), a.str("dict"), device_of(a));
   auto ids = make_tokenizer(a, m.dictionary).encode_text(read_text_arg(a));
   ids.insert(ids.begin(), Dictionary::kEos);
   if (static_cast<int64_t>(ids.size()) > a.integer("max-tokens")) ids.resize(static_cast<size_t>(a.integer("max-tokens")));
@@ -328,15 +329,16 @@ int cmd_bench(const std::vector<std::string>& argv) {
   if (a.given("csv")) {
     csv.open(a.str("csv"));
     if (!csv) throw UsageError("decayfw bench: cannot write --csv file '" + a.str("csv") + "'");
-    csv << "model,context,ms_per_token,tokens_per_s,state_bytes,peak_rss_bytes\n";
+    csv << "model,device,context,ms_per_token,tokens_per_s,state_bytes,peak_rss_bytes\n";
   }
   if (!a.flag("json")) {
-    std::printf("threads %d; %s\n%-10s %8s %12s %12s %14s %12s\n", at::get_num_threads(),
-                m.model->config().summary().c_str(), "model", "context", "ms/token", "tokens/s", "state", "peak RSS");
+    std::printf("device %s, threads %d; %s\n%-10s %8s %12s %12s %14s %12s\n", device_name(dev).c_str(),
+                at::get_num_threads(), m.model->config().summary().c_str(), "model", "context", "ms/token", "tokens/s", "state", "peak RSS");
   }
   benchmark_decode(models, o, [&](const BenchPoint& p) {
     if (a.flag("json")) {
-      std::cout << JsonObject().add("model", p.model).add("context", p.context).add("ms_per_token", p.ms_per_token)
+      std::cout << JsonObject().add("model", p.model).add("device", p.device).add("context", p.context)
+                       .add("ms_per_token", p.ms_per_token)
                        .add("tokens_per_s", p.tokens_per_s).add("state_bytes", p.state_bytes)
                        .add("peak_rss_bytes", p.peak_rss_bytes).str() << std::endl;
     } else {
@@ -345,7 +347,7 @@ int cmd_bench(const std::vector<std::string>& argv) {
       std::fflush(stdout);
     }
     if (csv) {
-      csv << p.model << "," << p.context << "," << p.ms_per_token << "," << p.tokens_per_s << "," << p.state_bytes << ","
+      csv << p.model << "," << p.device << "," << p.context << "," << p.ms_per_token << "," << p.tokens_per_s << "," << p.state_bytes << ","
           << p.peak_rss_bytes << "\n";
     }
     return true;

@@ -1,7 +1,7 @@
 #include "transformer_lm.h"
 
 #include "decayfw/dispatcher_ops.h"
-
+#include "model/device.h"
 
 #include <cmath>
 #include <stdexcept>
@@ -132,6 +132,10 @@ struct TransformerLm::Impl {
   bool tail_proj_transposed = false;
 
   Impl(const LmConfig& config, const TensorMap& state, at::Device dev) : c(config), device(dev) {
+    if (c.decay) {  // before any weight is copied: a clear refusal, not a dispatcher error at the first token
+      check_op_on_device("decay_fwd", device);
+      check_op_on_device("decay_step", device);
+    }
     Weights W(state, device);
     const int64_t C = c.embed_dim, V = c.vocab_size;
     // -- embeddings
@@ -260,6 +264,18 @@ struct TransformerLm::Impl {
   at::Tensor embed_tokens(const at::Tensor& tokens) const {
     if (!c.adaptive_input) return at::embedding(embed, tokens);
     at::Tensor out = at::zeros({tokens.size(0), tokens.size(1), c.embed_dim}, embed_options());
+    if (!device.is_cpu()) {
+      // No host round trip per band (mask.any().item() and masked_select synchronise a GPU): every
+      // band embeds every token (ids clamped into the band) and a select keeps the band's rows.
+      for (size_t i = 0; i < input_cutoff.size(); ++i) {
+        const int64_t prev = i ? input_cutoff[i - 1] : 0;
+        at::Tensor mask = (tokens >= prev) & (tokens < input_cutoff[i]);
+        at::Tensor ids = (tokens - prev).clamp(0, input_cutoff[i] - prev - 1);
+        at::Tensor e = at::linear(at::embedding(band_emb[i], ids), band_proj[i]);
+        out = at::where(mask.unsqueeze(-1), e, out);
+      }
+      return out;
+    }
     for (size_t i = 0; i < input_cutoff.size(); ++i) {
       const int64_t prev = i ? input_cutoff[i - 1] : 0;
       at::Tensor mask = (tokens >= prev) & (tokens < input_cutoff[i]);
@@ -362,11 +378,14 @@ struct TransformerLm::Impl {
   }
 
   at::Tensor features(const at::Tensor& tokens_in, DecodeState* st, LayerObserver* obs) {
-    at::Tensor tokens = tokens_in.to(device, at::kLong);
-    if (tokens.dim() != 2) throw std::invalid_argument("tokens must be [B, T], got " + shape_str(tokens.sizes()));
-    if (tokens.numel() > 0 && (tokens.min().item<int64_t>() < 0 || tokens.max().item<int64_t>() >= c.vocab_size)) {
+    // ids are checked on the host (where callers build them) before they go to the device: no
+    // device round trip per call
+    const at::Tensor host = tokens_in.to(at::kCPU, at::kLong);
+    if (host.dim() != 2) throw std::invalid_argument("tokens must be [B, T], got " + shape_str(host.sizes()));
+    if (host.numel() > 0 && (host.min().item<int64_t>() < 0 || host.max().item<int64_t>() >= c.vocab_size)) {
       throw std::invalid_argument("token ids must lie in [0, " + std::to_string(c.vocab_size) + ")");
     }
+    const at::Tensor tokens = host.to(device);
     const int64_t start = st != nullptr ? st->length : 0, T = tokens.size(1);
     at::Tensor x = embed_tokens(tokens);
     if (c.scale_embedding) x = x * std::sqrt(static_cast<double>(c.embed_dim));

@@ -14,7 +14,7 @@ void GateRecorder::on_attention(int64_t layer, int64_t start, const at::Tensor& 
   const int64_t T = std::min<int64_t>(weights.size(2), max_map_tokens_);
   for (int64_t h = 0; h < weights.size(1); ++h) {
     if (!head_wanted(h)) continue;
-    records_[{layer, h}].map = weights[0][h].narrow(0, 0, T).narrow(1, 0, T).to(at::kFloat).clone();
+    records_[{layer, h}].map = weights[0][h].narrow(0, 0, T).narrow(1, 0, T).to(at::kCPU, at::kFloat).clone();
   }
 }
 
@@ -26,15 +26,16 @@ void GateRecorder::on_decay_inputs(int64_t layer, int64_t start, const at::Tenso
   for (int64_t h = 0; h < H; ++h) {
     if (!head_wanted(h)) continue;
     HeadRecord& r = records_[{layer, h}];
-    // First sequence of the batch; a normaliser channel (attention normalisation) is dropped.
-    at::Tensor qh = q[0].select(1, h).to(at::kDouble), kh = k[0].select(1, h).to(at::kDouble);
-    at::Tensor vh = v[0].select(1, h).narrow(1, 0, D).to(at::kDouble);
-    at::Tensor la = at::log_sigmoid(z[0].select(1, h).narrow(1, 0, D).to(at::kDouble));  // [T, D]
-    at::Tensor lb = at::log_sigmoid(f[0].select(1, h).to(at::kDouble));                  // [T, M]
+    // First sequence of the batch; a normaliser channel (attention normalisation) is dropped. The
+    // analysis runs on the host in fp64 whatever the model's device (records are CPU tensors).
+    at::Tensor qh = q[0].select(1, h).to(at::kCPU, at::kDouble), kh = k[0].select(1, h).to(at::kCPU, at::kDouble);
+    at::Tensor vh = v[0].select(1, h).narrow(1, 0, D).to(at::kCPU, at::kDouble);
+    at::Tensor la = at::log_sigmoid(z[0].select(1, h).narrow(1, 0, D).to(at::kCPU, at::kDouble));  // [T, D]
+    at::Tensor lb = at::log_sigmoid(f[0].select(1, h).to(at::kCPU, at::kDouble));                  // [T, M]
     r.sigma_z = la.exp().to(at::kFloat);
     r.sigma_f = lb.exp().to(at::kFloat);
     // ‖S_t‖ by running the recurrence on this head (fp64; D·M per token)
-    at::Tensor S = state.defined() ? state[0][h].narrow(0, 0, D).to(at::kDouble).clone()
+    at::Tensor S = state.defined() ? state[0][h].narrow(0, 0, D).to(at::kCPU, at::kDouble).clone()
                                    : at::zeros({D, kh.size(1)}, at::kDouble);
     std::vector<double> norms(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) {

@@ -17,6 +17,7 @@
 
 namespace decayfw::engine {
 
+// CPU tensors whatever the model's device.
 struct HeadRecord {
   at::Tensor sigma_z;      // [T, D] decay: row gates σ(z_t)
   at::Tensor sigma_f;      // [T, M] decay: column gates σ(f_t)

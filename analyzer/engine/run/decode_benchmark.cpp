@@ -7,6 +7,8 @@
 #include <random>
 #include <stdexcept>
 
+#include "model/device.h"
+
 namespace decayfw::engine {
 
 int64_t peak_rss_bytes() {
@@ -40,18 +42,24 @@ std::vector<BenchPoint> benchmark_decode(const std::vector<BenchModel>& models, 
         if (cancel != nullptr && cancel->load()) return points;
       }
       const int64_t state_bytes = st.bytes();
+      // A GPU runs asynchronously: every timed step starts with the device idle and ends when its
+      // work is done (a no-op on the CPU).
+      const at::Device dev = m.device();
+      synchronize(dev);
       std::vector<double> ms;
       for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
         if (cancel != nullptr && cancel->load()) return points;
         const auto t0 = std::chrono::steady_clock::now();
         // a full decode step: the token's features and its distribution over the vocabulary
         m.log_probs(m.step(at::tensor({tok(rng)}, at::kLong), st));
+        synchronize(dev);
         const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (s >= o.warmup) ms.push_back(dt);
       }
       std::nth_element(ms.begin(), ms.begin() + static_cast<std::ptrdiff_t>(ms.size() / 2), ms.end());
       BenchPoint p;
       p.model = bm.label;
+      p.device = device_name(dev);
       p.context = L;
       p.ms_per_token = ms[ms.size() / 2];
       p.tokens_per_s = 1000.0 / p.ms_per_token;

@@ -1,8 +1,9 @@
 // Per-token decode latency and memory against context length (the paper's Figure 1), for one
 // model or several side by side. For each context length L: fill the state/KV cache with L tokens,
 // then time `steps` single-token decode steps; report the median per token, the state or KV-cache
-// bytes at L and the process's peak resident memory. Points are delivered as they are measured so
-// a UI can plot live; a run can be cancelled between steps.
+// bytes at L (on the model's device) and the process's peak resident (host) memory. On a GPU each
+// timed step is synchronised before the clock is read. Points are delivered as they are measured
+// so a UI can plot live; a run can be cancelled between steps.
 #pragma once
 
 #include <atomic>
@@ -25,6 +26,7 @@ struct BenchOptions {
 
 struct BenchPoint {
   std::string model;         // the label given
+  std::string device;        // where it ran: "cpu", "cuda:0"
   int64_t context = 0;
   double ms_per_token = 0;   // median
   double tokens_per_s = 0;

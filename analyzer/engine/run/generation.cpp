@@ -4,6 +4,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "model/device.h"
+
 namespace decayfw::engine {
 namespace {
 
@@ -28,7 +30,10 @@ double GenerationResult::tokens_per_second() const {
 }
 
 int64_t choose_token(const at::Tensor& log_probs_in, const SamplingOptions& o, bool allow_eos, uint64_t& rng) {
-  at::Tensor lp = log_probs_in.to(at::kDouble).clone();
+  // Greedy: the argmax where the log-probabilities are (one number comes back from a GPU);
+  // sampling walks the sorted distribution on the host.
+  at::Tensor lp = log_probs_in.to(at::kDouble);
+  lp = o.sampling ? lp.cpu().clone() : lp.clone();
   const double neg_inf = -std::numeric_limits<double>::infinity();
   lp[Dictionary::kPad] = neg_inf;
   if (!allow_eos) lp[Dictionary::kEos] = neg_inf;
@@ -71,6 +76,7 @@ GenerationResult generate(TransformerLm& model, const Tokenizer& tokenizer, cons
   DecodeState state = model.new_state(1);
   at::Tensor feats = model.features(at::tensor(context, at::kLong).unsqueeze(0), &state);
   at::Tensor lp = model.log_probs(feats.select(1, feats.size(1) - 1)).select(0, 0);
+  synchronize(model.device());  // a GPU runs asynchronously: the prompt's time is when its work is done
   r.prompt_seconds = seconds_since(t0);
   const auto t1 = Clock::now();
   uint64_t rng = o.seed;
@@ -86,7 +92,7 @@ GenerationResult generate(TransformerLm& model, const Tokenizer& tokenizer, cons
     tok.id = id;
     tok.word = dict.word(id);
     tok.piece = id == Dictionary::kEos ? "" : tokenizer.piece(id);
-    tok.logprob = lp[id].item<double>();
+    tok.logprob = lp[id].item<double>();  // (from a GPU: the token's work has finished, the clock is right)
     tok.seconds = seconds_since(t1);
     r.new_ids.push_back(id);
     r.logprobs.push_back(tok.logprob);
@@ -103,6 +109,7 @@ GenerationResult generate(TransformerLm& model, const Tokenizer& tokenizer, cons
       lp = model.log_probs(model.step(at::tensor({id}, at::kLong), state)).select(0, 0);
     }
   }
+  synchronize(model.device());
   r.generation_seconds = seconds_since(t1);
   std::vector<int64_t> all = r.prompt_ids;
   all.insert(all.end(), r.new_ids.begin(), r.new_ids.end());

@@ -50,7 +50,7 @@ ScoreResult score_tokens(TransformerLm& model, const std::vector<int64_t>& strea
     at::Tensor feats = o.streaming ? model.features(in.unsqueeze(0), &state) : model.features(in.unsqueeze(0));
     at::Tensor lp = model.log_probs(feats.narrow(1, ctx, b - a)).select(0, 0);
     at::Tensor tgt = at::tensor(std::vector<int64_t>(stream.begin() + a, stream.begin() + b), at::kLong);
-    at::Tensor picked = lp.gather(1, tgt.unsqueeze(1)).squeeze(1).contiguous();
+    at::Tensor picked = lp.gather(1, tgt.to(lp.device()).unsqueeze(1)).squeeze(1).to(at::kCPU).contiguous();
     const float* p = picked.data_ptr<float>();
     r.logprobs.insert(r.logprobs.end(), p, p + (b - a));
     if (progress && !progress(b, N)) {
