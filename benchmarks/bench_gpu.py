@@ -1,6 +1,7 @@
 """GPU benchmark of the decay rule, one run, side by side (needs CUDA; the H100 machine):
 
-- ``decayfw``: this project's CUDA op (torch.ops.decayfw.*), bf16 inputs, fp32 state;
+- ``chunk`` and ``recurrent``: this project's CUDA op (torch.ops.decayfw.*), bf16 inputs, fp32 state,
+  forced onto its chunkwise tensor-core path and its recurrent path (DECAYFW_CUDA_PATH);
 - ``naive``: a per-token PyTorch loop (autograd for the backward);
 - ``t2fw``: T2FW's algorithm (Mao 2022's released kernels) re-implemented in Triton: one program
   per state tile running serially over time, every state S_t stored (fp16) for the backward,
@@ -14,6 +15,7 @@ and peak memory. Prints Markdown tables; ``--json PATH`` also writes the raw row
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 
@@ -117,7 +119,8 @@ def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False):
     return x, B, H
 
 
-def run_decayfw(x, backward):
+def run_decayfw(x, backward, path):
+    os.environ["DECAYFW_CUDA_PATH"] = path
     y = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"])
     if backward:
         y.backward(torch.ones_like(y))
@@ -213,6 +216,14 @@ def main(argv=None):
     bw = copy_bandwidth()
     print(f"GPU: {dev}; torch {torch.__version__}; measured copy bandwidth {bw / 1e9:.0f} GB/s; "
           f"fla: {'yes' if fused_recurrent_gla else 'not installed'}\n")
+    if fused_recurrent_gla is not None:  # fla's two-gate path is untested upstream: check it against ours first
+        x, _, _ = make_inputs(16, 300, 64, 32, dtype=torch.float32)
+        os.environ["DECAYFW_CUDA_PATH"] = "recurrent"
+        ours = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"])
+        theirs, _ = fused_recurrent_gla(x["q"], x["k"], x["v"], gk=F.logsigmoid(x["f"]), gv=F.logsigmoid(x["z"]),
+                                        scale=1.0)
+        err = ((ours - theirs).abs().max() / ours.abs().max()).item()
+        print(f"fla fused_recurrent_gla(gk, gv) vs decayfw (fp32, recurrent): max relative difference {err:.1e}\n")
     rows = []
     for D in a.D:
         for M in a.M:
@@ -223,7 +234,8 @@ def main(argv=None):
                         row = {"N": N, "T": T, "D": D, "M": M, "mode": mode}
                         cands = {}
                         x, B, H = make_inputs(N, T, D, M, requires_grad=bwd)
-                        cands["decayfw"] = lambda x=x: run_decayfw(x, bwd)
+                        cands["chunk"] = lambda x=x: run_decayfw(x, bwd, "chunk")
+                        cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
                         if T <= a.naive_max_t:
                             cands["naive"] = lambda x=x: run_naive(x, bwd)
                         if triton is not None and M % 16 == 0:
@@ -241,22 +253,39 @@ def main(argv=None):
                             except torch.cuda.OutOfMemoryError:
                                 row[name] = {"ms": None, "peak_MiB": "OOM"}
                                 torch.cuda.empty_cache()
-                        ms = row["decayfw"]["ms"]
-                        row["decayfw"]["io_floor_frac"] = io_floor_bytes(N, T, D, M, bwd) / (ms / 1e3) / bw
+                        for name in ("chunk", "recurrent"):
+                            ms = row[name]["ms"]
+                            row[name]["io_floor_frac"] = (io_floor_bytes(N, T, D, M, bwd) / (ms / 1e3) / bw
+                                                          if ms else None)
                         rows.append(row)
                         print(json.dumps(row), file=sys.stderr, flush=True)
                         del x, cands, qkv
                         torch.cuda.empty_cache()
-    names = ["decayfw", "naive", "t2fw", "fla", "sdpa"]
-    print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names) + " | decayfw % of I/O floor |")
-    print("|---|---|---|---|---|" + "---|" * (len(names) + 1))
+    names = ["chunk", "recurrent", "naive", "t2fw", "fla", "sdpa"]
+    pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
+    print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)
+          + " | chunk % of I/O floor | recurrent % of I/O floor |")
+    print("|---|---|---|---|---|" + "---|" * (len(names) + 2))
     for r in rows:
         cells = []
         for n in names:
             c = r.get(n)
             cells.append("—" if c is None else ("OOM" if c["ms"] is None else f"{c['ms']:.3f} ({c['peak_MiB']:.0f})"))
         print(f"| {r['D']} | {r['M']} | {r['N']} | {r['T']} | {r['mode']} | " + " | ".join(cells)
-              + f" | {100 * r['decayfw']['io_floor_frac']:.0f}% |")
+              + f" | {pct(r['chunk']['io_floor_frac'])} | {pct(r['recurrent']['io_floor_frac'])} |")
+
+    # The issue's targets, read off the rows above: speed-ups of the chunk path and its memory.
+    ratio = lambda r, n, key="ms": (r[n][key] / r["chunk"][key]
+                                    if n in r and isinstance(r[n][key], (int, float)) and r["chunk"]["ms"] else None)
+    fmt = lambda v: "—" if v is None else f"{v:.1f}×"
+    print("\nTargets (chunk path): fwd+bwd ≥ 50% of the I/O floor at T ≥ 2048; ≥ 3× fla; ≥ 10× T2FW; "
+          "faster than SDPA at T = 2048, M = 32; memory ≤ 1/16 of T2FW's\n")
+    print("| D | M | N | T | mode | % of I/O floor | fla ÷ chunk | T2FW ÷ chunk | SDPA ÷ chunk | T2FW memory ÷ chunk memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['D']} | {r['M']} | {r['N']} | {r['T']} | {r['mode']} | {pct(r['chunk']['io_floor_frac'])} | "
+              f"{fmt(ratio(r, 'fla'))} | {fmt(ratio(r, 't2fw'))} | {fmt(ratio(r, 'sdpa'))} | "
+              f"{fmt(ratio(r, 't2fw', 'peak_MiB'))} |")
 
     print("\nDecode step (one token; KV cache of length T for attention; bf16 inputs, fp32 decay state)\n")
     print("| D | M | N | decayfw step µs | decayfw step in a CUDA graph µs | " +

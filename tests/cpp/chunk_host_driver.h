@@ -16,6 +16,7 @@ template <typename In, typename Cfg, bool kExactFp32>
 class HostChunkRunner {
  public:
   using Cta = cta::HostCta<kExactFp32>;
+  explicit HostChunkRunner(cta::Order order = cta::Order::Forward) { cta_.order = order; }
 
   // a: sizes and the [B, T, H, X] views filled in; workspace pointers are set here.
   void forward(chunk::ChunkArgs& a) {

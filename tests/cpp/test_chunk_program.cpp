@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -218,6 +219,64 @@ TEST(ChunkProgram, Fp16OperandsStayCloseToReference) {
 TEST(ChunkProgram, Tf32OperandsStayCloseToReference) {
   const Result r = run_against_reference<float, 64, 32, false>({1, 200, 1, 64, 64}, 16);
   expect_within(r, 2e-3, "tf32");
+}
+
+// The device runs a for_each's indices at once: a phase that reads what another index of the same
+// phase writes would give order-dependent results. Every program, run with its indices forwards,
+// backwards and interleaved, must give bit-identical outputs.
+template <typename In, int M, int C>
+std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::Order order) {
+  using Cfg = chunk::Config<M, C, In>;
+  Problem<In> pr(s, 21, 1.0, 2.0, true);
+  const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
+  decayfw::testing::HostChunkRunner<In, Cfg, false> run(order);
+  std::vector<In> y(nd), dq(nm), dk(nm), df(nm), dv(nd), dz(nd);
+  std::vector<float> sT(ns), ds0(ns);
+  chunk::ChunkArgs a = pr.args();
+  a.y = Problem<In>::out_view(y, s, s.D);
+  a.final_state = sT.data();
+  run.forward(a);
+  chunk::ChunkArgs b = pr.args();
+  b.dq = Problem<In>::out_view(dq, s, s.M), b.dk = Problem<In>::out_view(dk, s, s.M);
+  b.df = Problem<In>::out_view(df, s, s.M);
+  b.dv = Problem<In>::out_view(dv, s, s.D), b.dz = Problem<In>::out_view(dz, s, s.D);
+  b.ds0 = ds0.data();
+  run.backward(b);
+  std::vector<std::vector<float>> out;
+  for (const std::vector<In>* x : {&y, &dq, &dk, &df, &dv, &dz}) {
+    out.emplace_back();
+    for (const In& e : *x) out.back().push_back(decayfw::cta::HostCta<>::to_f(e));
+  }
+  out.push_back(sT);
+  out.push_back(ds0);
+  return out;
+}
+
+TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {
+  using decayfw::cta::Order;
+  const Shape s{1, 150, 2, 128, 32};
+  const auto fwd = outputs_in_order<BFloat16, 32, 64>(s, Order::Forward);
+  for (Order o : {Order::Reverse, Order::Interleaved}) {
+    const auto other = outputs_in_order<BFloat16, 32, 64>(s, o);
+    for (size_t i = 0; i < fwd.size(); ++i)
+      EXPECT_EQ(0, std::memcmp(fwd[i].data(), other[i].data(), fwd[i].size() * sizeof(float))) << "output " << i;
+  }
+  const auto f32 = outputs_in_order<float, 128, 16>({1, 40, 1, 64, 128}, Order::Forward);
+  const auto r32 = outputs_in_order<float, 128, 16>({1, 40, 1, 64, 128}, Order::Reverse);
+  for (size_t i = 0; i < f32.size(); ++i)
+    EXPECT_EQ(0, std::memcmp(f32[i].data(), r32[i].data(), f32[i].size() * sizeof(float))) << "output " << i;
+}
+
+TEST(ChunkProgram, GemmRefusesAnOutputOverlappingAnOperand) {
+  decayfw::cta::HostCta<> cta;
+  std::vector<float> buf(64 * 64, 1.0f);
+  float* x = buf.data();
+  auto overlapping = [&] { cta.gemm<false, false>(16, 16, 16, x, 64, x + 2048, 64, x + 8, 64, false); };
+  auto bad_k = [&] { cta.gemm<false, false>(16, 16, 12, x, 64, x + 2048, 64, x + 3072, 64, false); };
+  auto fine = [&] { cta.gemm<false, false>(16, 16, 16, x, 64, x + 2048, 64, x + 3072, 64, false); };
+  EXPECT_THROW(overlapping(), std::logic_error);
+  EXPECT_THROW(bad_k(), std::logic_error);  // k not a multiple of 16
+  EXPECT_NO_THROW(fine());
 }
 
 // A test that could not fail would prove nothing: a deliberately broken input (one flipped gate)

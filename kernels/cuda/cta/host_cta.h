@@ -1,5 +1,10 @@
 // HostCta: runs a CTA program (cta_common.h) on the CPU, one index at a time, for tests.
 //
+// The indices of a for_each run in a chosen order: the device runs them concurrently, so a program
+// whose result depends on that order (one index reading what another writes in the same phase) is
+// racy; running it forwards, backwards and interleaved and comparing bit for bit finds such races.
+// gemm refuses an output that overlaps an operand (the device would read half-written values).
+//
 // Storage types are decayfw's host 16-bit types (numeric.h) and float. gemm multiplies exactly as
 // the tensor cores do: 16-bit operands are exact in fp32 products; fp32 operands are first rounded
 // to tf32 (10-bit mantissa, round to nearest, ties away, as cvt.rna.tf32.f32) unless the executor
@@ -30,8 +35,12 @@ inline float round_to_tf32(float x) {
   return r;
 }
 
+enum class Order { Forward, Reverse, Interleaved };
+
 template <bool kExactFp32 = false>
 struct HostCta {
+  Order order = Order::Forward;
+
   static float to_f(float x) { return x; }
   static float to_f(BFloat16 x) { return to_float(x); }
   static float to_f(Float16 x) { return to_float(x); }
@@ -44,12 +53,25 @@ struct HostCta {
 
   template <typename F>
   void for_each(int64_t n, F&& f) {
-    for (int64_t i = 0; i < n; ++i) f(i);
+    switch (order) {
+      case Order::Forward:
+        for (int64_t i = 0; i < n; ++i) f(i);
+        break;
+      case Order::Reverse:
+        for (int64_t i = n - 1; i >= 0; --i) f(i);
+        break;
+      case Order::Interleaved:  // odd indices first, then even: neighbours never in program order
+        for (int64_t i = 1; i < n; i += 2) f(i);
+        for (int64_t i = 0; i < n; i += 2) f(i);
+        break;
+    }
   }
 
   template <bool TA, bool TB, typename Op>
   void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate) {
     check_tiles(m, n, k);
+    check_no_overlap(C, size_t(m - 1) * ldc + n, A, TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k, "A");
+    check_no_overlap(C, size_t(m - 1) * ldc + n, B, TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n, "B");
     auto operand = [](Op x) {
       const float v = to_f(x);
       if constexpr (std::is_same_v<Op, float> && !kExactFp32) return round_to_tf32(v);
@@ -65,6 +87,13 @@ struct HostCta {
         }
         C[i * ldc + j] = s;
       }
+  }
+
+  template <typename Op>
+  static void check_no_overlap(const float* c, size_t c_elems, const Op* x, size_t x_elems, const char* name) {
+    const auto c0 = reinterpret_cast<uintptr_t>(c), c1 = c0 + c_elems * sizeof(float);
+    const auto x0 = reinterpret_cast<uintptr_t>(x), x1 = x0 + x_elems * sizeof(Op);
+    if (c0 < x1 && x0 < c1) throw std::logic_error(std::string("cta::gemm: the output overlaps operand ") + name);
   }
 
   // The device executor's shape contract, enforced here so a program that breaks it fails on CPU.
