@@ -163,3 +163,17 @@ def test_torch_compile_fullgraph():  # pragma: no cover - runs on torch 2.x only
     (y.sum() + s.sum()).backward()
     ye, se = decay_fast_weights(q, k, v, z, f, s0, output_final_state=True)
     assert torch.allclose(y, ye) and q.grad is not None
+
+
+def test_cuda_path_sets_and_restores_the_choice(monkeypatch):
+    import os
+    monkeypatch.delenv("DECAYFW_CUDA_PATH", raising=False)
+    with decayfw.cuda_path("chunk"):
+        assert os.environ["DECAYFW_CUDA_PATH"] == "chunk"
+        with decayfw.cuda_path("recurrent"):
+            assert os.environ["DECAYFW_CUDA_PATH"] == "recurrent"
+        assert os.environ["DECAYFW_CUDA_PATH"] == "chunk"
+    assert "DECAYFW_CUDA_PATH" not in os.environ
+    with pytest.raises(ValueError, match="expected one of auto, chunk, recurrent, got 'fast'"):
+        with decayfw.cuda_path("fast"):
+            pass

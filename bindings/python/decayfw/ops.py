@@ -9,14 +9,41 @@ states ``[B, H, D, M]`` in fp32 (fp64 for fp64 inputs). B, T and H may have any 
 the last dimension is contiguous, so time-first projections ``x.view(T, B, H, X).transpose(0, 1)``
 are accepted without a copy.
 """
-from typing import Optional, Tuple, Union
+import contextlib
+import os
+from typing import Iterator, Optional, Tuple, Union
 
 import torch
 
 from . import _loader
 from .reference import decay_fast_weights_reference, decay_step_reference, state_dtype_for
 
-__all__ = ["decay_fast_weights", "decay_step"]
+__all__ = ["decay_fast_weights", "decay_step", "cuda_path"]
+
+CUDA_PATHS = ("auto", "chunk", "recurrent")
+
+
+@contextlib.contextmanager
+def cuda_path(name: str) -> Iterator[None]:
+    """Chooses the CUDA implementation of the decay op inside a ``with`` block.
+
+    ``"auto"`` (the default) takes the chunkwise tensor-core path for bf16/fp16 (and fp32 when
+    ``torch.backends.cuda.matmul.allow_tf32``) sequences of at least 64 tokens with M in {16, 32, 64,
+    128} and D a multiple of 64, and the recurrent path otherwise; ``"chunk"`` forces the chunk path
+    (a call it cannot run fails with the reason); ``"recurrent"`` forces the recurrent path. Sets the
+    ``DECAYFW_CUDA_PATH`` environment variable, which the op reads at every call, and restores it.
+    """
+    if name not in CUDA_PATHS:
+        raise ValueError(f"decayfw.cuda_path: expected one of {', '.join(CUDA_PATHS)}, got {name!r}")
+    before = os.environ.get("DECAYFW_CUDA_PATH")
+    os.environ["DECAYFW_CUDA_PATH"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DECAYFW_CUDA_PATH", None)
+        else:
+            os.environ["DECAYFW_CUDA_PATH"] = before
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
