@@ -102,7 +102,14 @@ at::Tensor decay_step_cuda(const at::Tensor& q, const at::Tensor& k, const at::T
   DecayStepCall c = prepare_decay_step(c10::DeviceType::CUDA, q, k, v, z, f, state);
   const c10::cuda::CUDAGuard guard(q.device());  // the launch's device
   check_cuda_limits("decayfw.decay_step", c.params.dim_k, c.params.batch * c.params.heads);
-  check_launch("decayfw.decay_step", cuda::decay_step_cuda(c.params, at::cuda::getCurrentCUDAStream()));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  // The vectorised step unless DECAYFW_CUDA_PATH=recurrent (the recurrent kernels' T = 1 case).
+  const char* env = std::getenv("DECAYFW_CUDA_PATH");
+  if ((env == nullptr || std::strcmp(env, "recurrent") != 0) && cuda::vector_step_unsupported_reason(c.params) == nullptr) {
+    check_launch("decayfw.decay_step", cuda::decay_step_vector_cuda(c.params, stream));
+  } else {
+    check_launch("decayfw.decay_step", cuda::decay_step_cuda(c.params, stream));
+  }
   return c.y;
 }
 

@@ -150,3 +150,20 @@ def test_other_rules_on_cuda_equal_the_cpu_op(rule):
     for a, b in zip(g_g, g_c):
         if b is not None:
             assert rel(a, b) < 1e-3
+
+
+@pytest.mark.parametrize("D,M,dtype", [(128, 64, torch.bfloat16), (100, 20, torch.float32), (64, 256, torch.float16),
+                                       (33, 5, torch.float32)])
+def test_vector_step_equals_the_recurrent_step(D, M, dtype, monkeypatch):
+    """decay_step uses the vectorised step kernel (M a multiple of 4, fp32 state) unless
+    DECAYFW_CUDA_PATH=recurrent; M = 5 falls back to the recurrent kernel by itself."""
+    q, k, v, z, f, s0 = make(3, 1, 4, D, M)
+    args = [t[:, 0].to("cuda", dtype).contiguous() for t in (q, k, v, z, f)]
+    out = {}
+    for path in ("auto", "recurrent"):
+        monkeypatch.setenv("DECAYFW_CUDA_PATH", path)
+        state = s0.float().cuda()
+        ys = [decay_step(*args, state) for _ in range(3)]
+        out[path] = (torch.stack(ys), state)
+    assert rel(out["auto"][0], out["recurrent"][0]) < (1e-2 if dtype != torch.float32 else 1e-6)
+    assert rel(out["auto"][1], out["recurrent"][1]) < 1e-6

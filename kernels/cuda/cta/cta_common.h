@@ -19,6 +19,8 @@
 //                             op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j]. m, n, k multiples of 16;
 //                             A, B in shared memory of the operand type, 32-byte aligned tiles.
 //   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
+//   Cta::load4(p, v), Cta::store4(p, v)   four consecutive floats at a 16-byte aligned address
+//                             (one vector access on the device).
 #pragma once
 
 #include <cstddef>

@@ -43,6 +43,14 @@ struct DeviceCta {
     else return x;
   }
 
+  static __device__ __forceinline__ void load4(const float* p, float* v) {
+    const float4 x = *reinterpret_cast<const float4*>(p);
+    v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+  }
+  static __device__ __forceinline__ void store4(float* p, const float* v) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  }
+
   template <typename F>
   __device__ __forceinline__ void for_each(int64_t n, F&& f) {
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i);

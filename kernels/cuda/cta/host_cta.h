@@ -51,6 +51,18 @@ struct HostCta {
     else return x;
   }
 
+  static void load4(const float* p, float* v) {
+    check_aligned(p);
+    std::memcpy(v, p, 4 * sizeof(float));
+  }
+  static void store4(float* p, const float* v) {
+    check_aligned(p);
+    std::memcpy(p, v, 4 * sizeof(float));
+  }
+  static void check_aligned(const float* p) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::logic_error("cta: a 4-float access is not 16-byte aligned");
+  }
+
   template <typename F>
   void for_each(int64_t n, F&& f) {
     switch (order) {

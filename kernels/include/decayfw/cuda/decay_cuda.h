@@ -22,6 +22,12 @@ cudaError_t decay_forward_cuda(const DecayFwdParams& p, cudaStream_t stream);
 cudaError_t decay_backward_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream);
 cudaError_t decay_step_cuda(const DecayStepParams& p, cudaStream_t stream);
 
+// ---- the vectorised decode step (decay_step.cu; program in kernels/cuda/decay_step_program.h):
+// 16-byte state accesses, key and row sides staged once per CTA. fp32/fp16/bf16 inputs, fp32 state,
+// M a multiple of 4 up to 256, state 16-byte aligned; null when it can run, else why not.
+const char* vector_step_unsupported_reason(const DecayStepParams& p);
+cudaError_t decay_step_vector_cuda(const DecayStepParams& p, cudaStream_t stream);
+
 // ---- the chunkwise tensor-core path (decay_chunk.cu; algorithm in kernels/cuda/decay_chunk_program.h)
 // bf16/fp16 inputs multiply on tensor cores as themselves, fp32 inputs as tf32; states, sums and
 // gates are fp32. Sizes: M in {16, 32, 64, 128}, D a multiple of 64; anything else runs recurrent.
