@@ -156,10 +156,35 @@ DECAYFW_CTA void load_rows(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<
   });
 }
 
+// Both sides at once (two barriers instead of four: the serial state passes run it every chunk).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_chunk(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
-  load_keys(cta, a, pl, t);
-  load_rows(cta, a, pl, t);
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  cta.for_each(int64_t(C) * (M + R), [&](int64_t e) {
+    if (e < int64_t(C) * M) {
+      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      const bool ok = i < pl.valid;
+      const int64_t tt = pl.c0 + i;
+      if (t.Qr) t.Qr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.q, pl.b, tt, pl.h)[m] : zero;
+      if (t.Kr) t.Kr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.k, pl.b, tt, pl.h)[m] : zero;
+      t.Bc[i * M + m] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m])) : 0.0f;
+    } else {
+      e -= int64_t(C) * M;
+      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+      const bool ok = i < pl.valid;
+      const int64_t tt = pl.c0 + i, col = pl.row0 + d;
+      if (t.Vr) t.Vr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.v, pl.b, tt, pl.h)[col] : zero;
+      if (t.Gr) t.Gr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.dy, pl.b, tt, pl.h)[col] : zero;
+      t.Ac[i * R + d] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[col])) : 0.0f;
+    }
+  });
+  cta.for_each(M + R, [&](int64_t col) {  // one column per thread, serial over the chunk
+    float* g = col < M ? t.Bc + col : t.Ac + (col - M);
+    const int ld = col < M ? M : R;
+    float s = 0.0f;
+    for (int i = 0; i < C; ++i) s = g[i * ld] += s;
+  });
 }
 
 // ---- the output y of one chunk (also recomputed by the gradient pass) ---------------------------
