@@ -23,7 +23,6 @@ Prints Markdown tables; ``--json`` also writes every row (rewritten after each c
 short by a time limit keeps what it measured).
 """
 import argparse
-import contextlib
 import gc
 import json
 import logging
@@ -372,7 +371,10 @@ def main(argv=None):
     p.add_argument("--num-workers", type=int, default=None, help="fairseq --num-workers (default 1; smoke 0)")
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "bench_fairseq"))
     p.add_argument("--data-bin", default=None, help="binarised data (default: WORK/data-bin[-smoke], made if absent)")
-    p.add_argument("--json", default=None)
+    p.add_argument("--json", default=None, help="write the environment and every row as JSON")
+    p.add_argument("--md", default=None, help="also write the Markdown tables to this file (after each run)")
+    p.add_argument("--time-budget", type=float, default=0,
+                   help="seconds; configurations not started within it are reported as skipped (0: no limit)")
     p.add_argument("--verbose", action="store_true", help="fairseq's INFO logging")
     a = p.parse_args(argv)
     smoke = a.smoke
@@ -408,6 +410,9 @@ def main(argv=None):
         if a.json:
             with open(a.json, "w") as fh:
                 json.dump({"environment": env, "rows": rows, "seconds": time.perf_counter() - t_start}, fh, indent=1)
+        if a.md:
+            with open(a.md, "w") as fh:
+                fh.write(render(env, rows) + "\n")
 
     flush()
     plan = [] if a.skip_train else [("train", m, t) for t in a.tokens_per_sample for m in a.models]
@@ -415,17 +420,23 @@ def main(argv=None):
         plan += [("generate", m, a.gen_context) for m in a.models]
     for kind, m, size in plan:
         t0 = time.perf_counter()
+        arch = (SMOKE_ARCHS if smoke else FULL_ARCHS)[m][1]
+        sizes = ({"tokens_per_sample": size, "max_tokens": a.max_tokens} if kind == "train"
+                 else {"context": size, "new_tokens": a.gen_tokens})
+        if a.time_budget and t0 - t_start > a.time_budget:
+            rows.append({"kind": kind, "model": m, "arch": arch, "error": "skipped (time budget)", **sizes})
+            log(f"{kind} {m} {size}: skipped, {t0 - t_start:.0f} s > --time-budget {a.time_budget:g}")
+            flush()
+            continue
         try:
             row = bench_train(a, m, size) if kind == "train" else bench_generate(a, m)
         except Exception as exc:  # one failing configuration (e.g. out of memory) must not lose the others
             if not is_oom(exc) and a.device == "cpu":
                 raise
-            row = {"kind": kind, "model": m, "arch": (SMOKE_ARCHS if smoke else FULL_ARCHS)[m][1],
+            row = {"kind": kind, "model": m, "arch": arch, **sizes,
                    "error": "OOM" if is_oom(exc) else f"error: {type(exc).__name__}",
                    "message": traceback.format_exc()[-4000:], "peak_gib": peak_gib(a.device)}
-            row.update({"tokens_per_sample": size, "max_tokens": a.max_tokens} if kind == "train"
-                       else {"context": size, "new_tokens": a.gen_tokens})
-            log(f"{kind} {m} {size}: {row['error']}: {str(exc)[:500]}")
+            log(f"{kind} {m} {size}: {row['error']}:\n{row['message']}")
         row["wall_seconds"] = time.perf_counter() - t0
         rows.append(row)
         log(f"{kind} {m} {size}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

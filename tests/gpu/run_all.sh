@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU machine, in one go: build against its CUDA LibTorch, run the GPU
-# tests and the Python tests on torch 2.x, compute-sanitizer, and the GPU benchmark.
-# Results go to $OUT (the device tool brings them back).
+# tests and the Python tests on torch 2.x, compute-sanitizer, the GPU benchmark and the fairseq end-to-end
+# benchmark. Results go to $OUT (the device tool brings them back).
+# GPU_STEPS picks the steps after the build (default: all of "tests sanitize bench fairseq"), e.g.
+# GPU_STEPS=fairseq for the build and the fairseq benchmark only.
 set -uo pipefail
 OUT="${OUT:-/tmp/decayfw-gpu}"; mkdir -p "$OUT"
 cd "$(dirname "$0")/../.."
+STEPS=" ${GPU_STEPS:-tests sanitize bench fairseq} "
+want() { [[ "$STEPS" == *" $1 "* ]]; }
 PY="$(command -v python || command -v python3)"
 { nvidia-smi; "$PY" -c "import torch, sys; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda)";
   command -v cmake ninja nvcc compute-sanitizer; "$PY" -m pip list 2>/dev/null | grep -i -E "torch|triton|flash|fla|pybind|ninja|cmake|pytest"; } > "$OUT/env.txt" 2>&1
@@ -22,11 +26,40 @@ else
   export DECAYFW_OPS_LIBRARY="$PWD/build-gpu-ext/decayfw_ops_ext.so"
 fi
 "$PY" -c "import decayfw; print('HAS_EXTENSION', decayfw.HAS_EXTENSION, 'CUDA', decayfw.BUILT_WITH_CUDA)" >> "$OUT/build.txt" 2>&1
-"$PY" -m pytest -q -p no:cacheprovider tests/gpu tests/python > "$OUT/pytest.txt" 2>&1
-echo "pytest rc=$?" >> "$OUT/pytest.txt"
-if command -v compute-sanitizer >/dev/null; then
+if want tests; then
+  "$PY" -m pytest -q -p no:cacheprovider tests/gpu tests/python > "$OUT/pytest.txt" 2>&1
+  echo "pytest rc=$?" >> "$OUT/pytest.txt"
+fi
+if want sanitize && command -v compute-sanitizer >/dev/null; then
   compute-sanitizer --tool memcheck "$PY" tests/gpu/sanitize_small.py > "$OUT/memcheck.txt" 2>&1
   compute-sanitizer --tool racecheck "$PY" tests/gpu/sanitize_small.py > "$OUT/racecheck.txt" 2>&1
 fi
-timeout "${BENCH_TIMEOUT:-300}" "$PY" benchmarks/bench_gpu.py ${BENCH_ARGS:-} --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.md" 2> "$OUT/bench_gpu.err"
-echo "bench rc=$?" >> "$OUT/bench_gpu.err"
+if want bench; then
+  timeout "${BENCH_TIMEOUT:-300}" "$PY" benchmarks/bench_gpu.py ${BENCH_ARGS:-} --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.md" 2> "$OUT/bench_gpu.err"
+  echo "bench rc=$?" >> "$OUT/bench_gpu.err"
+fi
+# fairseq end to end (issue 8): training tokens/s of decay_transformer_lm_wiki103 vs transformer_lm_wiki103 at
+# --tokens-per-sample 512 and 3072, and generation tokens/s at context 3072, through fairseq's Trainer and
+# SequenceGenerator. The GPU machine has no fairseq and no network: fairseq is installed from wheelhouse/fairseq
+# (made beforehand by benchmarks/prepare_fairseq_wheelhouse.sh where PyPI is reachable, and carried here) into
+# build-fairseq/, unless it imports already. FAIRSEQ_TIMEOUT (default 240 s) bounds install + benchmark;
+# FAIRSEQ_BENCH_ARGS passes sizes and steps (e.g. "--steps 5 --gen-tokens 32").
+if want fairseq; then
+  fsq_end=$((SECONDS + ${FAIRSEQ_TIMEOUT:-240}))
+  fsq_pp=""
+  rm -f build-fairseq/pythonpath
+  if [ -d wheelhouse/fairseq ]; then
+    PY="$PY" timeout "${FAIRSEQ_INSTALL_TIMEOUT:-120}" bash benchmarks/install_fairseq_offline.sh wheelhouse/fairseq build-fairseq \
+      > "$OUT/fairseq_install.txt" 2>&1
+    echo "install rc=$?" >> "$OUT/fairseq_install.txt"
+    [ -f build-fairseq/pythonpath ] && fsq_pp="$(cat build-fairseq/pythonpath):"
+  else
+    echo "no wheelhouse/fairseq (see benchmarks/prepare_fairseq_wheelhouse.sh); trying an installed fairseq" > "$OUT/fairseq_install.txt"
+  fi
+  fsq_left=$((fsq_end - SECONDS)); [ "$fsq_left" -lt 30 ] && fsq_left=30
+  fsq_budget=$((fsq_left > 90 ? fsq_left - 45 : fsq_left / 2))  # start no configuration after this
+  PYTHONPATH="$fsq_pp$PYTHONPATH:$PWD/plugin" timeout -k 10 "$fsq_left" "$PY" benchmarks/bench_fairseq_gpu.py \
+    --time-budget "$fsq_budget" ${FAIRSEQ_BENCH_ARGS:-} --json "$OUT/bench_fairseq.json" --md "$OUT/bench_fairseq.md" \
+    > "$OUT/bench_fairseq.out" 2> "$OUT/bench_fairseq.err"
+  echo "bench_fairseq rc=$? ($((fsq_end - SECONDS)) s of FAIRSEQ_TIMEOUT left)" >> "$OUT/bench_fairseq.err"
+fi
