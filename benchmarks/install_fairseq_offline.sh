@@ -68,7 +68,25 @@ if [ -n "$MISSING" ]; then
   echo "installing into $DEST/site: $MISSING"
   # shellcheck disable=SC2086
   "$PY" -m pip install --disable-pip-version-check -q --no-index --find-links "$WH" --no-deps --upgrade \
-    --target "$DEST/site" $MISSING || { echo "FAILED: pip install of the dependencies" >&2; exit 3; }
+    --target "$DEST/site" $MISSING || {
+    # no working pip: a wheel is a zip of what goes into site-packages, so unpacking it is enough to import it
+    echo "pip install failed; unpacking the wheels into $DEST/site instead" >&2
+    "$PY" - "$WH" "$DEST/site" $MISSING <<'PYEOF' || { echo "FAILED: installing the dependencies" >&2; exit 3; }
+import glob, os, re, sys, zipfile
+wh, site, reqs = sys.argv[1], sys.argv[2], sys.argv[3:]
+os.makedirs(site, exist_ok=True)
+for req in reqs:
+    name, version = req.split("==")
+    stem = re.sub(r"[-_.]+", "_", name).lower()
+    found = [w for w in glob.glob(os.path.join(wh, "*.whl"))
+             if re.sub(r"[-_.]+", "_", os.path.basename(w).split("-")[0]).lower() == stem
+             and os.path.basename(w).split("-")[1] == version]
+    if not found:
+        sys.exit(f"no wheel for {req} in {wh}")
+    zipfile.ZipFile(found[0]).extractall(site)
+    print("unpacked", os.path.basename(found[0]))
+PYEOF
+  }
 fi
 echo "dependencies ready ($((SECONDS - t0)) s)"
 
