@@ -289,8 +289,13 @@ def environment(a):
         env["gpu_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / 2 ** 30
     else:
         env["gpu"] = None
-        env["cpu"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, " \
-                     f"{torch.get_num_threads()} torch threads"
+        model = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as fh:
+                model = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        env["cpu"] = f"{model}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
     return env
 
 
