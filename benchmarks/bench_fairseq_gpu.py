@@ -171,6 +171,8 @@ def bench_train(a, model_name, tps):
     with metrics.aggregate("train"):
         while done < need:
             itr = iterators.GroupedIterator(epoch_itr.next_epoch_itr(shuffle=True), 1)
+            if len(itr) == 0:
+                raise RuntimeError(f"no training batches at --tokens-per-sample {tps}, --max-tokens {a.max_tokens}")
             for samples in itr:
                 if done == a.warmup:
                     sync(a.device)
