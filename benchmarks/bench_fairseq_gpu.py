@@ -325,12 +325,12 @@ def render(env, rows):
     train = [r for r in rows if r["kind"] == "train"]
     if train:
         lines += ["", "### Training (fairseq Trainer.train_step: forward, backward, NAG step)", "",
-                  "| arch | tokens-per-sample | batch (seqs × tokens) | steps | tokens/s | fairseq wps | ms/step | "
-                  "peak memory GiB | decay / attention |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+                  "| arch | params | tokens-per-sample | batch (seqs × tokens) | steps | tokens/s | fairseq wps | "
+                  "ms/step | peak memory GiB | decay / attention |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
         base = {r["tokens_per_sample"]: r for r in train if r["model"] == ATTENTION and "tokens_per_s" in r}
         for r in train:
             if "error" in r:
-                lines.append(f"| {r['arch']} | {r['tokens_per_sample']} | max-tokens {r['max_tokens']} | — | "
+                lines.append(f"| {r['arch']} | — | {r['tokens_per_sample']} | max-tokens {r['max_tokens']} | — | "
                              f"{r['error']} | — | — | — | — |")
                 continue
             ratio = "—"
@@ -338,7 +338,8 @@ def render(env, rows):
                 ratio = f"{r['tokens_per_s'] / base[r['tokens_per_sample']]['tokens_per_s']:.2f}×"
             batch = f"{r['sequences_per_step']:g} × {r['tokens_per_sample']}"
             skipped = f" ({r['skipped_steps']} skipped)" if r["skipped_steps"] else ""
-            lines.append(f"| {r['arch']} | {r['tokens_per_sample']} | {batch} | {r['steps']}{skipped} | "
+            lines.append(f"| {r['arch']} | {r['params'] / 1e6:.1f}M | {r['tokens_per_sample']} | {batch} | "
+                         f"{r['steps']}{skipped} | "
                          f"{fmt(r['tokens_per_s'])} | {fmt(r['fairseq_wps'])} | {fmt(r['ms_per_step'], 1)} | "
                          f"{fmt(r['peak_gib'], 2)} | {ratio} |")
     gen = [r for r in rows if r["kind"] == "generate"]
@@ -368,9 +369,9 @@ def main(argv=None):
     p.add_argument("--max-tokens", type=int, default=None,
                    help="tokens per batch, the same for every run (default: the largest --tokens-per-sample)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; smoke 1)")
-    p.add_argument("--steps", type=int, default=None, help="timed steps (default 10; smoke 2)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 10; smoke 4)")
     p.add_argument("--gen-context", type=int, default=None, help="prompt tokens (default 3072; smoke 96; 0: skip)")
-    p.add_argument("--gen-tokens", type=int, default=None, help="new tokens timed (default 64; smoke 8)")
+    p.add_argument("--gen-tokens", type=int, default=None, help="new tokens timed (default 64; smoke 16)")
     p.add_argument("--gen-warmup", type=int, default=None, help="1: run generation twice, time the second "
                                                                  "(default 0: the prompt's steps warm it up)")
     p.add_argument("--precision", choices=["fp16", "amp", "fp32"], default=None, help="default fp16 (CPU: fp32)")
@@ -388,9 +389,9 @@ def main(argv=None):
     a.tokens_per_sample = a.tokens_per_sample or ([64, 128] if smoke else [512, 3072])
     a.max_tokens = a.max_tokens or max(a.tokens_per_sample)
     a.warmup = (1 if smoke else 3) if a.warmup is None else a.warmup
-    a.steps = (2 if smoke else 10) if a.steps is None else a.steps
+    a.steps = (4 if smoke else 10) if a.steps is None else a.steps
     a.gen_context = (96 if smoke else 3072) if a.gen_context is None else a.gen_context
-    a.gen_tokens = (8 if smoke else 64) if a.gen_tokens is None else a.gen_tokens
+    a.gen_tokens = (16 if smoke else 64) if a.gen_tokens is None else a.gen_tokens
     a.gen_warmup = 0 if a.gen_warmup is None else a.gen_warmup
     a.precision = a.precision or ("fp16" if a.device == "cuda" else "fp32")
     a.num_workers = (0 if smoke else 1) if a.num_workers is None else a.num_workers

@@ -54,7 +54,7 @@ def test_smoke_mode_prints_both_models_with_positive_throughput(tmp_path):
             assert number(row["decay / attention"]) > 0, row
     assert sorted(row["arch"] for row in gen) == ["decay_transformer_lm_tiny", "transformer_lm"]
     for row in gen:
-        assert row["context"] == "96" and row["new tokens"] == "8", row
+        assert row["context"] == "96" and row["new tokens"] == "16", row
         assert number(row["tokens/s (new)"]) > 0 and number(row["prompt tokens/s (forced)"]) > 0, row
 
     data = json.loads(js.read_text())
