@@ -116,74 +116,71 @@ struct Tiles {
 
 // ---- loading -----------------------------------------------------------------------------------
 
-// Loads the key side of the chunk's rows [0, C): q, k, f → Qr, Kr (whichever are carved) and the
-// inclusive cumulative log gates Bc. Rows past T are zeros with log gate 0 (identity steps).
+// Loading a chunk. Rows past T are zeros with log gate 0 (identity steps). Raw q, k, v, dy go to
+// whichever of Qr, Kr, Vr, Gr are carved; log gates to Bc (per column m) and Ac (per tile row d),
+// then inclusive cumulative sums over the chunk, one column per thread.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_key_element(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int m) {
+  const bool ok = i < pl.valid;
+  const int64_t tt = pl.c0 + i;
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  if (t.Qr) t.Qr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.q, pl.b, tt, pl.h)[m] : zero;
+  if (t.Kr) t.Kr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.k, pl.b, tt, pl.h)[m] : zero;
+  t.Bc[i * Cfg::M + m] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m])) : 0.0f;
+}
+
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_row_element(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int d) {
+  const bool ok = i < pl.valid;
+  const int64_t tt = pl.c0 + i, col = pl.row0 + d;
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  if (t.Vr) t.Vr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.v, pl.b, tt, pl.h)[col] : zero;
+  if (t.Gr) t.Gr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.dy, pl.b, tt, pl.h)[col] : zero;
+  t.Ac[i * Cfg::R + d] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[col])) : 0.0f;
+}
+
+// Inclusive cumulative sum down one column of a C-row fp32 tile with leading dimension ld.
+template <int C>
+DECAYFW_CTA void cumsum_column(float* g, int ld) {
+  float s = 0.0f;
+  for (int i = 0; i < C; ++i) s = g[i * ld] += s;
+}
+
+// The key side alone (grad_pass loads it once and the row side per tile).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_keys(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M;
-  const Op zero = Cta::template from_f<Op>(0.0f);
   cta.for_each(int64_t(C) * M, [&](int64_t e) {
-    const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    const bool ok = i < pl.valid;
-    const int64_t tt = pl.c0 + i;
-    if (t.Qr) t.Qr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.q, pl.b, tt, pl.h)[m] : zero;
-    if (t.Kr) t.Kr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.k, pl.b, tt, pl.h)[m] : zero;
-    t.Bc[i * M + m] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m])) : 0.0f;
+    load_key_element<Cta>(a, pl, t, static_cast<int>(e / M), static_cast<int>(e % M));
   });
-  cta.for_each(M, [&](int64_t m) {  // one column per thread, serial over the chunk
-    float s = 0.0f;
-    for (int i = 0; i < C; ++i) s = t.Bc[i * M + m] += s;
-  });
+  cta.for_each(M, [&](int64_t m) { cumsum_column<C>(t.Bc + m, M); });
 }
 
-// Loads the row side of the chunk for the tile's rows: v, dy, z → Vr, Gr (whichever are carved)
-// and the inclusive cumulative log gates Ac.
+// The row side alone, for the tile's rows.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_rows(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, R = Cfg::R;
-  const Op zero = Cta::template from_f<Op>(0.0f);
   cta.for_each(int64_t(C) * R, [&](int64_t e) {
-    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-    const bool ok = i < pl.valid;
-    const int64_t tt = pl.c0 + i, col = pl.row0 + d;
-    if (t.Vr) t.Vr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.v, pl.b, tt, pl.h)[col] : zero;
-    if (t.Gr) t.Gr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.dy, pl.b, tt, pl.h)[col] : zero;
-    t.Ac[i * R + d] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[col])) : 0.0f;
+    load_row_element<Cta>(a, pl, t, static_cast<int>(e / R), static_cast<int>(e % R));
   });
-  cta.for_each(R, [&](int64_t d) {
-    float s = 0.0f;
-    for (int i = 0; i < C; ++i) s = t.Ac[i * R + d] += s;
-  });
+  cta.for_each(R, [&](int64_t d) { cumsum_column<C>(t.Ac + d, R); });
 }
 
 // Both sides at once (two barriers instead of four: the serial state passes run it every chunk).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_chunk(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  const Op zero = Cta::template from_f<Op>(0.0f);
   cta.for_each(int64_t(C) * (M + R), [&](int64_t e) {
     if (e < int64_t(C) * M) {
-      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      const bool ok = i < pl.valid;
-      const int64_t tt = pl.c0 + i;
-      if (t.Qr) t.Qr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.q, pl.b, tt, pl.h)[m] : zero;
-      if (t.Kr) t.Kr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.k, pl.b, tt, pl.h)[m] : zero;
-      t.Bc[i * M + m] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m])) : 0.0f;
+      load_key_element<Cta>(a, pl, t, static_cast<int>(e / M), static_cast<int>(e % M));
     } else {
       e -= int64_t(C) * M;
-      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-      const bool ok = i < pl.valid;
-      const int64_t tt = pl.c0 + i, col = pl.row0 + d;
-      if (t.Vr) t.Vr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.v, pl.b, tt, pl.h)[col] : zero;
-      if (t.Gr) t.Gr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.dy, pl.b, tt, pl.h)[col] : zero;
-      t.Ac[i * R + d] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[col])) : 0.0f;
+      load_row_element<Cta>(a, pl, t, static_cast<int>(e / R), static_cast<int>(e % R));
     }
   });
-  cta.for_each(M + R, [&](int64_t col) {  // one column per thread, serial over the chunk
-    float* g = col < M ? t.Bc + col : t.Ac + (col - M);
-    const int ld = col < M ? M : R;
-    float s = 0.0f;
-    for (int i = 0; i < C; ++i) s = g[i * ld] += s;
+  cta.for_each(M + R, [&](int64_t col) {
+    if (col < M) cumsum_column<C>(t.Bc + col, M);
+    else cumsum_column<C>(t.Ac + (col - M), R);
   });
 }
 
