@@ -9,6 +9,22 @@ if(NOT DEFINED DECAYFW_PYTHON)
   endif()
 endif()
 
+# A CUDA LibTorch (pip's) ignores CMAKE_CUDA_ARCHITECTURES: its Caffe2 cuda.cmake switches it OFF and
+# adds its own -gencode list, by default every architecture torch ships for (sm_50 ... sm_120a), which
+# would build each kernel eleven times, sm_50 without bf16 tensor cores. Hand it ours (default 90, the
+# H100) as TORCH_CUDA_ARCH_LIST ("90" -> "9.0", "90a" -> "9.0a") unless one is given.
+if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(_decayfw_archs 90)
+  if(DEFINED CMAKE_CUDA_ARCHITECTURES AND CMAKE_CUDA_ARCHITECTURES)
+    set(_decayfw_archs ${CMAKE_CUDA_ARCHITECTURES})
+  endif()
+  set(TORCH_CUDA_ARCH_LIST "")
+  foreach(_arch IN LISTS _decayfw_archs)
+    string(REGEX REPLACE "-(real|virtual)$" "" _arch "${_arch}")
+    string(REGEX REPLACE "^([0-9]+)([0-9])([af]?)$" "\\1.\\2\\3" _arch "${_arch}")
+    list(APPEND TORCH_CUDA_ARCH_LIST "${_arch}")
+  endforeach()
+endif()
 find_package(Torch QUIET)
 if(NOT Torch_FOUND)
   execute_process(
