@@ -119,36 +119,44 @@ struct Result {
   double worst() const { return std::max({y, sT, dq, dk, dv, dz, df, ds0}); }
 };
 
+// Every output of one forward and one backward of the chunk programs on the host executor.
+template <typename In>
+struct Outputs {
+  std::vector<In> y, dq, dk, df, dv, dz;
+  std::vector<float> sT, ds0;
+};
+
+template <typename In, int M, int C, bool kExact>
+Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = decayfw::cta::Order::Forward) {
+  using Cfg = chunk::Config<M, C, In>;
+  const Shape& s = pr.s;
+  const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
+  decayfw::testing::HostChunkRunner<In, Cfg, kExact> run(order);
+  Outputs<In> o{std::vector<In>(nd), std::vector<In>(nm), std::vector<In>(nm), std::vector<In>(nm),
+                std::vector<In>(nd), std::vector<In>(nd), std::vector<float>(ns), std::vector<float>(ns)};
+  chunk::ChunkArgs a = pr.args();
+  a.y = Problem<In>::out_view(o.y, s, s.D);
+  a.final_state = o.sT.data();
+  run.forward(a);
+  chunk::ChunkArgs b = pr.args();
+  b.dq = Problem<In>::out_view(o.dq, s, s.M), b.dk = Problem<In>::out_view(o.dk, s, s.M);
+  b.df = Problem<In>::out_view(o.df, s, s.M);
+  b.dv = Problem<In>::out_view(o.dv, s, s.D), b.dz = Problem<In>::out_view(o.dz, s, s.D);
+  b.ds0 = o.ds0.data();
+  run.backward(b);
+  return o;
+}
+
 template <typename In, int M, int C, bool kExact>
 Result run_against_reference(const Shape& s, uint64_t seed, double gate_mean = 2.0, double gate_spread = 1.0,
                              bool with_states = true) {
-  using Cfg = chunk::Config<M, C, In>;
-  Problem<In> pr(s, seed, gate_mean, gate_spread, with_states);
-  const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
-
+  const Problem<In> pr(s, seed, gate_mean, gate_spread, with_states);
   std::vector<double> sT64;
   const std::vector<double> y64 = ref::decay_forward(pr.p, &sT64);
   const ref::DecayGrads g64 = ref::decay_backward(pr.p, pr.dy64, pr.dsT64);
-
-  decayfw::testing::HostChunkRunner<In, Cfg, kExact> run;
-  std::vector<In> y(nd);
-  std::vector<float> sT(ns);
-  chunk::ChunkArgs a = pr.args();
-  a.y = Problem<In>::out_view(y, s, s.D);
-  a.final_state = sT.data();
-  run.forward(a);
-
-  std::vector<In> dq(nm), dk(nm), df(nm), dv(nd), dz(nd);
-  std::vector<float> ds0(ns);
-  chunk::ChunkArgs b = pr.args();
-  b.dq = Problem<In>::out_view(dq, s, s.M), b.dk = Problem<In>::out_view(dk, s, s.M);
-  b.df = Problem<In>::out_view(df, s, s.M);
-  b.dv = Problem<In>::out_view(dv, s, s.D), b.dz = Problem<In>::out_view(dz, s, s.D);
-  b.ds0 = ds0.data();
-  run.backward(b);
-
-  return {rel_error(y, y64), rel_error(sT, sT64), rel_error(dq, g64.dq), rel_error(dk, g64.dk),
-          rel_error(dv, g64.dv),  rel_error(dz, g64.dz), rel_error(df, g64.df), rel_error(ds0, g64.ds0)};
+  const Outputs<In> o = run_programs<In, M, C, kExact>(pr);
+  return {rel_error(o.y, y64), rel_error(o.sT, sT64), rel_error(o.dq, g64.dq), rel_error(o.dk, g64.dk),
+          rel_error(o.dv, g64.dv), rel_error(o.dz, g64.dz), rel_error(o.df, g64.df), rel_error(o.ds0, g64.ds0)};
 }
 
 void expect_within(const Result& r, double tol, const std::string& what) {
@@ -226,29 +234,14 @@ TEST(ChunkProgram, Tf32OperandsStayCloseToReference) {
 // backwards and interleaved, must give bit-identical outputs.
 template <typename In, int M, int C>
 std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::Order order) {
-  using Cfg = chunk::Config<M, C, In>;
-  Problem<In> pr(s, 21, 1.0, 2.0, true);
-  const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
-  decayfw::testing::HostChunkRunner<In, Cfg, false> run(order);
-  std::vector<In> y(nd), dq(nm), dk(nm), df(nm), dv(nd), dz(nd);
-  std::vector<float> sT(ns), ds0(ns);
-  chunk::ChunkArgs a = pr.args();
-  a.y = Problem<In>::out_view(y, s, s.D);
-  a.final_state = sT.data();
-  run.forward(a);
-  chunk::ChunkArgs b = pr.args();
-  b.dq = Problem<In>::out_view(dq, s, s.M), b.dk = Problem<In>::out_view(dk, s, s.M);
-  b.df = Problem<In>::out_view(df, s, s.M);
-  b.dv = Problem<In>::out_view(dv, s, s.D), b.dz = Problem<In>::out_view(dz, s, s.D);
-  b.ds0 = ds0.data();
-  run.backward(b);
+  const Outputs<In> o = run_programs<In, M, C, false>(Problem<In>(s, 21, 1.0, 2.0, true), order);
   std::vector<std::vector<float>> out;
-  for (const std::vector<In>* x : {&y, &dq, &dk, &df, &dv, &dz}) {
+  for (const std::vector<In>* x : {&o.y, &o.dq, &o.dk, &o.df, &o.dv, &o.dz}) {
     out.emplace_back();
     for (const In& e : *x) out.back().push_back(decayfw::cta::HostCta<>::to_f(e));
   }
-  out.push_back(sT);
-  out.push_back(ds0);
+  out.push_back(o.sT);
+  out.push_back(o.ds0);
   return out;
 }
 
@@ -282,18 +275,11 @@ TEST(ChunkProgram, GemmRefusesAnOutputOverlappingAnOperand) {
 // A test that could not fail would prove nothing: a deliberately broken input (one flipped gate)
 // must be seen.
 TEST(ChunkProgram, ComparisonDetectsAWrongAnswer) {
-  using Cfg = chunk::Config<32, 64, float>;
   Problem<float> pr({1, 100, 1, 64, 32}, 17, 2.0, 1.0, true);
   std::vector<double> sT64;
   const std::vector<double> y64 = ref::decay_forward(pr.p, &sT64);
   pr.z[70 * 64 + 5] = -pr.z[70 * 64 + 5];  // the kernel sees another gate than the reference
-  decayfw::testing::HostChunkRunner<float, Cfg, true> run;
-  std::vector<float> y(pr.v.size()), sT(pr.s0.size());
-  chunk::ChunkArgs a = pr.args();
-  a.y = Problem<float>::out_view(y, pr.s, 64);
-  a.final_state = sT.data();
-  run.forward(a);
-  EXPECT_GT(rel_error(y, y64), 1e-3);
+  EXPECT_GT(rel_error(run_programs<float, 32, 64, true>(pr).y, y64), 1e-3);
 }
 
 }  // namespace

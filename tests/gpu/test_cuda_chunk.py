@@ -5,11 +5,11 @@ Runs only where a GPU and a CUDA build of decayfw are present; CI skips it."""
 import pytest
 import torch
 
-import decayfw
 from decayfw import decay_fast_weights
 
-pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and decayfw.BUILT_WITH_CUDA),
-                                reason="needs a GPU and decayfw built against a CUDA LibTorch")
+from gpu_cases import make, rel, requires_gpu, saturated
+
+pytestmark = requires_gpu
 
 
 @pytest.fixture
@@ -17,20 +17,6 @@ def path(monkeypatch):
     def use(name):
         monkeypatch.setenv("DECAYFW_CUDA_PATH", name)
     return use
-
-
-def make(B, T, H, D, M, gate_mean=2.0, gate_spread=1.0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
-    q, k = r(B, T, H, M) / M ** 0.5, r(B, T, H, M) / M ** 0.5
-    f, z = gate_mean + gate_spread * r(B, T, H, M), gate_mean + gate_spread * r(B, T, H, D)
-    v, s0 = r(B, T, H, D), r(B, H, D, M)
-    return q, k, v, z, f, s0
-
-
-def rel(a, b):
-    a, b = a.double().cpu(), b.double().cpu()
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1.0)).item()
 
 
 def run(ins, s0, dy, ds, device, dtype):
@@ -74,12 +60,7 @@ def test_chunk_and_recurrent_paths_agree(path):
 def test_saturated_gates_over_65536_tokens_on_the_chunk_path(path):
     path("chunk")
     T, D, M = 65536, 64, 16
-    g = torch.Generator().manual_seed(5)
-    sat = lambda X: torch.where(torch.rand(1, T, 1, X, generator=g) < 0.5, -30.0, 30.0).double()
-    q = torch.randn(1, T, 1, M, generator=g, dtype=torch.float64) * 0.1
-    k = torch.randn(1, T, 1, M, generator=g, dtype=torch.float64) * 0.1
-    v = torch.randn(1, T, 1, D, generator=g, dtype=torch.float64)
-    z, f = sat(D), sat(M)
+    q, k, v, z, f = saturated(T, D, M)
     s0, dy = torch.zeros(1, 1, D, M, dtype=torch.float64), torch.randn_like(v)
     ds = torch.zeros_like(s0)
     want = run((q, k, v, z, f), s0, dy, ds, "cpu", torch.bfloat16)

@@ -3,27 +3,11 @@ decayfw are present (the H100 machine); CI has neither and skips the whole file.
 import pytest
 import torch
 
-import decayfw
 from decayfw import decay_fast_weights, decay_step
 
-pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and decayfw.BUILT_WITH_CUDA),
-                                reason="needs a GPU and decayfw built against a CUDA LibTorch")
+from gpu_cases import make, rel, requires_gpu, saturated
 
-
-def make(B, T, H, D, M, gate_mean=2.0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    q = torch.randn(B, T, H, M, generator=g, dtype=torch.float64) / M ** 0.5
-    k = torch.randn(B, T, H, M, generator=g, dtype=torch.float64) / M ** 0.5
-    f = torch.randn(B, T, H, M, generator=g, dtype=torch.float64) + gate_mean
-    v = torch.randn(B, T, H, D, generator=g, dtype=torch.float64)
-    z = torch.randn(B, T, H, D, generator=g, dtype=torch.float64) + gate_mean
-    s0 = torch.randn(B, H, D, M, generator=g, dtype=torch.float64)
-    return q, k, v, z, f, s0
-
-
-def rel(a, b):
-    a, b = a.double().cpu(), b.double().cpu()
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1.0)).item()
+pytestmark = requires_gpu
 
 
 def cpu_reference(q, k, v, z, f, s0, dy, ds):
@@ -101,12 +85,7 @@ def test_decode_step_is_cuda_graph_capturable():
 
 def test_saturated_gates_over_65536_tokens():
     T, D, M = 65536, 64, 16
-    g = torch.Generator().manual_seed(5)
-    sat = lambda X: torch.where(torch.rand(1, T, 1, X, generator=g) < 0.5, -30.0, 30.0).double()
-    q = torch.randn(1, T, 1, M, generator=g, dtype=torch.float64) * 0.1
-    k = torch.randn(1, T, 1, M, generator=g, dtype=torch.float64) * 0.1
-    v = torch.randn(1, T, 1, D, generator=g, dtype=torch.float64)
-    z, f = sat(D), sat(M)
+    q, k, v, z, f = saturated(T, D, M)
     y, s = decay_fast_weights(q, k, v, z, f, output_final_state=True)
     ins = [t.float().cuda().requires_grad_(True) for t in (q, k, v, z, f)]
     yc, sc = decay_fast_weights(*ins, output_final_state=True)
