@@ -233,12 +233,39 @@ def test_legacy_format_base_with_args_namespace_and_in_proj_loads(work, tmp_path
     write_legacy(work["base"], work["data"], str(path))
     with open(path, "rb") as fh:
         assert fh.read(2) != b"PK"  # really the pre-1.6 format, not a zip archive
-    legacy = torch.load(path)
+    legacy = torch.load(path, weights_only=False)
     assert isinstance(legacy["args"], argparse.Namespace) and legacy.get("cfg") is None
     assert "decoder.layers.0.self_attn.in_proj_weight" in legacy["model"]
     r = train_decay(work["data"], str(tmp_path / "from_legacy"), base=str(path), updates=2)
     assert "in_proj" not in r.stderr
     assert os.path.exists(tmp_path / "from_legacy" / "checkpoint_last.pt")
+
+
+@pytest.mark.skipif(not hasattr(torch.serialization, "add_safe_globals"),
+                    reason="torch < 2.4: torch.load unpickles everything by default")
+def test_fairseq_checkpoints_load_where_torch_load_is_weights_only(work, tmp_path):
+    """torch >= 2.6's torch.load (which fairseq's loader calls) defaults to weights_only=True. The plugin
+    allow-lists what fairseq checkpoints hold besides tensors: the args Namespace of pre-0.10 files, NumPy
+    scalars in old training state, the DictConfig that data-parallel training broadcasts between ranks.
+    Any other class is still refused."""
+    import fractions
+    import pickle
+
+    import numpy as np
+
+    from make_checkpoints import write_legacy
+    write_legacy(work["base"], work["data"], str(tmp_path / "legacy.pt"))
+    assert isinstance(torch.load(tmp_path / "legacy.pt", weights_only=True)["args"], argparse.Namespace)
+    torch.save({"val_loss": np.float64(2.5), "num_updates": np.int64(40)}, tmp_path / "numpy.pt")
+    assert torch.load(tmp_path / "numpy.pt", weights_only=True) == {"val_loss": 2.5, "num_updates": 40}
+    # what rank 0 of a data-parallel run broadcasts: the loaded state, its cfg an omegaconf DictConfig
+    from fairseq import checkpoint_utils
+    state = checkpoint_utils.load_checkpoint_to_cpu(work["base"])
+    torch.save(state, tmp_path / "broadcast.pt")
+    assert torch.load(tmp_path / "broadcast.pt", weights_only=True)["cfg"] == state["cfg"]
+    torch.save({"ratio": fractions.Fraction(1, 3)}, tmp_path / "other.pt")
+    with pytest.raises(pickle.UnpicklingError, match="fractions.Fraction"):
+        torch.load(tmp_path / "other.pt", weights_only=True)
 
 
 def test_make_checkpoints_script_writes_every_file(tmp_path):
