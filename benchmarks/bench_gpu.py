@@ -212,6 +212,12 @@ def main(argv=None):
     p.add_argument("--naive-max-t", type=int, default=512)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        p.exit(1, "bench_gpu: CUDA is not available (this benchmark times the CUDA kernels on a GPU; "
+                  "benchmarks/run_cpu_benchmarks.sh times the CPU ones)\n")
+    if not decayfw.BUILT_WITH_CUDA:
+        p.exit(1, "bench_gpu: decayfw was built without its CUDA kernels (build against a CUDA LibTorch, "
+                  "see tests/gpu/run_all.sh)\n")
     dev = torch.cuda.get_device_name()
     bw = copy_bandwidth()
     print(f"GPU: {dev}; torch {torch.__version__}; measured copy bandwidth {bw / 1e9:.0f} GB/s; "

@@ -14,13 +14,26 @@ PY="$(command -v python || command -v python3)"
   command -v cmake ninja nvcc compute-sanitizer; "$PY" -m pip list 2>/dev/null | grep -i -E "torch|triton|flash|fla|pybind|ninja|cmake|pytest"; } > "$OUT/env.txt" 2>&1
 TP="$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
 export PYTHONPATH="$PWD/bindings/python"
-if command -v cmake >/dev/null && cmake -S . -B build-gpu $(command -v ninja >/dev/null && echo -G Ninja) \
+# A build made beforehand for this machine's torch and Python (tests/gpu/prebuild.sh, carried as
+# build-gpu-prebuilt/) saves the compile; anything else is built here.
+PREBUILT="${PREBUILT:-build-gpu-prebuilt}"
+use_prebuilt() {
+  [ -f "$PREBUILT/signature.txt" ] && [ -f "$PREBUILT/decayfw/libdecayfw_ops.so" ] || return 1
+  local here; here="$("$PY" tests/gpu/build_signature.py 2>/dev/null)"
+  [ "$here" = "$(cat "$PREBUILT/signature.txt")" ] || { echo "prebuilt is for $(cat "$PREBUILT/signature.txt"), this is $here"; return 1; }
+  cp "$PREBUILT"/decayfw/*.so bindings/python/decayfw/ &&
+    "$PY" -c "import decayfw, sys; sys.exit(0 if decayfw.HAS_EXTENSION and decayfw.BUILT_WITH_CUDA else 1)"
+}
+if use_prebuilt > "$OUT/build.txt" 2>&1; then
+  echo "prebuilt ($(cat "$PREBUILT/signature.txt"))" >> "$OUT/build.txt"
+elif rm -f bindings/python/decayfw/_C*.so bindings/python/decayfw/libdecayfw_ops.so &&
+    command -v cmake >/dev/null && cmake -S . -B build-gpu $(command -v ninja >/dev/null && echo -G Ninja) \
     -DCMAKE_PREFIX_PATH="$TP" -DDECAYFW_PYTHON="$PY" -DDECAYFW_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DDECAYFW_BUILD_ANALYZER=OFF -DDECAYFW_BUILD_GUI=OFF -DDECAYFW_BUILD_TESTS=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF \
     > "$OUT/cmake.log" 2>&1 && cmake --build build-gpu -j "$(nproc)" >> "$OUT/cmake.log" 2>&1; then
-  echo "built with CMake" > "$OUT/build.txt"
+  echo "built with CMake" >> "$OUT/build.txt"
 else
-  echo "CMake build failed or missing; torch.utils.cpp_extension fallback" > "$OUT/build.txt"
+  echo "CMake build failed or missing; torch.utils.cpp_extension fallback" >> "$OUT/build.txt"
   mkdir -p build-gpu-ext
   "$PY" tests/gpu/build_with_torch.py build-gpu-ext > "$OUT/ext.log" 2>&1
   export DECAYFW_OPS_LIBRARY="$PWD/build-gpu-ext/decayfw_ops_ext.so"
@@ -35,7 +48,13 @@ if want sanitize && command -v compute-sanitizer >/dev/null; then
   compute-sanitizer --tool racecheck "$PY" tests/gpu/sanitize_small.py > "$OUT/racecheck.txt" 2>&1
 fi
 if want bench; then
-  timeout "${BENCH_TIMEOUT:-300}" "$PY" benchmarks/bench_gpu.py ${BENCH_ARGS:-} --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.md" 2> "$OUT/bench_gpu.err"
+  # fla's fused_recurrent_gla for the `fla` column: from a carried wheelhouse/fla (benchmarks/prepare_fla_wheelhouse.sh)
+  fla_pp=""
+  if [ -d wheelhouse/fla ] && ! "$PY" -c "import fla" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --target build-fla wheelhouse/fla/*.whl > "$OUT/fla_install.txt" 2>&1 &&
+      fla_pp="$PWD/build-fla:"
+  fi
+  PYTHONPATH="$fla_pp$PYTHONPATH" timeout "${BENCH_TIMEOUT:-300}" "$PY" benchmarks/bench_gpu.py ${BENCH_ARGS:-} --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.md" 2> "$OUT/bench_gpu.err"
   echo "bench rc=$?" >> "$OUT/bench_gpu.err"
 fi
 # fairseq end to end (issue 8): training tokens/s of decay_transformer_lm_wiki103 vs transformer_lm_wiki103 at
