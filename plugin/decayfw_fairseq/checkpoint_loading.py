@@ -64,15 +64,20 @@ def _omegaconf_globals():
     return [(c, f"{c.__module__}.{c.__qualname__}") for c in classes]
 
 
+def _torch_version():
+    return tuple(int("".join(c for c in part if c.isdigit()) or 0) for part in torch.__version__.split(".")[:2])
+
+
 def allow_fairseq_checkpoints():
     add = getattr(torch.serialization, "add_safe_globals", None)
     if add is None:
         return False
-    try:
-        add(checkpoint_safe_globals())
-    except (TypeError, AttributeError):  # torch 2.4: objects only, named by their own module
-        add([obj for obj, _ in checkpoint_safe_globals()])
+    safe = checkpoint_safe_globals()
+    if _torch_version() < (2, 5):
+        # torch 2.4 takes objects only, each named by its own module (so a NumPy 1 scalar pickled under the
+        # other NumPy's name is not recognised there); a (object, name) pair would break every weights_only load
+        safe = list({id(obj): obj for obj, _ in safe}.values())
+    add(safe)
     return True
-
 
 allow_fairseq_checkpoints()

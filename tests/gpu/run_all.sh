@@ -12,10 +12,9 @@ want() { [[ "$STEPS" == *" $1 "* ]]; }
 PY="$(command -v python || command -v python3)"
 { nvidia-smi; "$PY" -c "import torch, sys; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda)";
   command -v cmake ninja nvcc compute-sanitizer; "$PY" -m pip list 2>/dev/null | grep -i -E "torch|triton|flash|fla|pybind|ninja|cmake|pytest"; } > "$OUT/env.txt" 2>&1
-TP="$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
 export PYTHONPATH="$PWD/bindings/python"
-# A build made beforehand for this machine's torch and Python (tests/gpu/prebuild.sh, carried as
-# build-gpu-prebuilt/) saves the compile; anything else is built here.
+# The extension: one made beforehand for this machine's torch, Python and sources (tests/gpu/prebuild.sh,
+# carried as build-gpu-prebuilt/), else built here the same way, else with torch.utils.cpp_extension.
 PREBUILT="${PREBUILT:-build-gpu-prebuilt}"
 use_prebuilt() {
   [ -f "$PREBUILT/signature.txt" ] && [ -f "$PREBUILT/decayfw/libdecayfw_ops.so" ] || return 1
@@ -26,14 +25,12 @@ use_prebuilt() {
 }
 if use_prebuilt > "$OUT/build.txt" 2>&1; then
   echo "prebuilt ($(cat "$PREBUILT/signature.txt"))" >> "$OUT/build.txt"
-elif rm -f bindings/python/decayfw/_C*.so bindings/python/decayfw/libdecayfw_ops.so &&
-    command -v cmake >/dev/null && cmake -S . -B build-gpu $(command -v ninja >/dev/null && echo -G Ninja) \
-    -DCMAKE_PREFIX_PATH="$TP" -DDECAYFW_PYTHON="$PY" -DDECAYFW_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DDECAYFW_BUILD_ANALYZER=OFF -DDECAYFW_BUILD_GUI=OFF -DDECAYFW_BUILD_TESTS=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF \
-    > "$OUT/cmake.log" 2>&1 && cmake --build build-gpu -j "$(nproc)" >> "$OUT/cmake.log" 2>&1; then
+elif command -v cmake >/dev/null && PY="$PY" TREE=build-gpu NATIVE=ON bash tests/gpu/prebuild.sh "$PREBUILT" > "$OUT/cmake.log" 2>&1 &&
+    use_prebuilt >> "$OUT/build.txt" 2>&1; then
   echo "built with CMake" >> "$OUT/build.txt"
 else
   echo "CMake build failed or missing; torch.utils.cpp_extension fallback" >> "$OUT/build.txt"
+  rm -f bindings/python/decayfw/_C*.so bindings/python/decayfw/libdecayfw_ops.so  # no half-copied build
   mkdir -p build-gpu-ext
   "$PY" tests/gpu/build_with_torch.py build-gpu-ext > "$OUT/ext.log" 2>&1
   export DECAYFW_OPS_LIBRARY="$PWD/build-gpu-ext/decayfw_ops_ext.so"
