@@ -11,6 +11,11 @@
 
 Forward, forward+backward and decode; median of ``--reps`` timed runs after warm-up (CUDA events)
 and peak memory. Prints Markdown tables; ``--json PATH`` also writes the raw rows.
+
+First, before the long tables (so a run cut short still has it), the chunk path's forward+backward
+split by kernel (torch.profiler's CUDA activity): how much of the time the serial passes
+(``state_pass``, ``dstate_pass``) take against the parallel ones (``output_pass``, ``grad_pass``).
+That says where the first optimisation goes.
 """
 import argparse
 import json
@@ -202,6 +207,53 @@ def io_floor_bytes(N, T, D, M, backward, elem=2):
     return N * T * (fwd + (bwd if backward else 0))
 
 
+# The chunk path's kernels, by the names of their templates (kernels/cuda/decay_chunk_kernels.cuh).
+# dstate_pass before state_pass: one name contains the other.
+CHUNK_KERNELS = ("dstate_pass", "state_pass", "output_pass", "grad_pass")
+
+
+def kernel_of(name):
+    return next((k for k in CHUNK_KERNELS if k + "_kernel" in name), "other")
+
+
+def kernel_breakdown(N, T, D, M, reps=5):
+    """µs per forward+backward call of the chunk path, per kernel (bf16), from CUDA kernel events."""
+    from torch.profiler import ProfilerActivity, profile
+    x, _, _ = make_inputs(N, T, D, M, requires_grad=True)
+    call = lambda: run_decayfw(x, True, "chunk")
+    for _ in range(2):
+        call()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            call()
+        torch.cuda.synchronize()
+    us = dict.fromkeys(CHUNK_KERNELS + ("other",), 0.0)
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            us[kernel_of(ev.name)] += ev.time_range.elapsed_us() / reps
+    return us
+
+
+def print_kernel_breakdown(sizes):
+    print("Chunk path, forward+backward by kernel (bf16, µs per call, torch.profiler; "
+          "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace)\n")
+    print("| N | T | D | M | " + " | ".join(CHUNK_KERNELS) + " | other | serial passes share |")
+    print("|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 2))
+    for N, T, D, M in sizes:
+        try:
+            us = kernel_breakdown(N, T, D, M)
+        except Exception as e:  # a profiler fault must not cost the rest of the run
+            print(f"| {N} | {T} | {D} | {M} | kernel breakdown failed: {type(e).__name__}: {e} |")
+            continue
+        total = sum(us.values())
+        serial = (us["state_pass"] + us["dstate_pass"]) / total if total else 0.0
+        print(f"| {N} | {T} | {D} | {M} | " + " | ".join(f"{us[k]:.0f}" for k in CHUNK_KERNELS)
+              + f" | {us['other']:.0f} | {100 * serial:.0f}% |", flush=True)
+        torch.cuda.empty_cache()
+    print()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--N", type=int, nargs="+", default=[64, 256])
@@ -211,6 +263,9 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--naive-max-t", type=int, default=512)
     p.add_argument("--json", default=None)
+    p.add_argument("--breakdown", type=int, nargs=4, action="append", metavar=("N", "T", "D", "M"),
+                   help="sizes of the per-kernel breakdown (repeatable; default: N 64 and 256 at T 8192, D 128, M 64, "
+                        "and N 64, T 2048, D 128, M 32); --breakdown 0 0 0 0 skips it")
     a = p.parse_args(argv)
     if not torch.cuda.is_available():
         p.exit(1, "bench_gpu: CUDA is not available (this benchmark times the CUDA kernels on a GPU; "
@@ -230,6 +285,10 @@ def main(argv=None):
                                         scale=1.0)
         err = ((ours - theirs).abs().max() / ours.abs().max()).item()
         print(f"fla fused_recurrent_gla(gk, gv) vs decayfw (fp32, recurrent): max relative difference {err:.1e}\n")
+    breakdown = a.breakdown or [(64, 8192, 128, 64), (256, 8192, 128, 64), (64, 2048, 128, 32)]
+    breakdown = [tuple(b) for b in breakdown if all(b)]
+    if breakdown:
+        print_kernel_breakdown(breakdown)
     rows = []
     for D in a.D:
         for M in a.M:

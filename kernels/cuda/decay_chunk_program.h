@@ -1,6 +1,6 @@
 // The decay rule in chunkwise-parallel form: the CTA programs of the CUDA tensor-core path.
 //
-// Written once against the CTA executor interface (cta/cta_common.h): kernels/cuda/decay_chunk.cu
+// Written once against the CTA executor interface (cta/cta_common.h): decay_chunk_kernels.cuh
 // runs them on the GPU (DeviceCta), tests/cpp/test_chunk_program.cpp runs the very same code on the
 // CPU (HostCta) against the fp64 reference. No framework types; all global offsets are 64-bit.
 //
@@ -16,7 +16,7 @@
 // first row r and any j < r, e^{X_i − X_j} = e^{X_i − X_r}·e^{X_r − X_j}, both factors ≤ 1. The
 // 16×16 diagonal blocks are computed directly in fp32.
 //
-// Programs (one CTA each; the launch order is in decay_chunk.cu and the host test):
+// Programs (one CTA each; the launch order is in decay_chunk_kernels.cuh and the host test):
 //   state_pass    (n, tile)         serial over chunks: writes each chunk's start state, and S_T.
 //   output_pass   (n, chunk, tile)  y of one chunk from its start state: parallel over chunks.
 //   dstate_pass   (n, tile)         serial backwards: the gradient reaching each chunk's end state.

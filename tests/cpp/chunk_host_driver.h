@@ -1,6 +1,6 @@
 // Runs the CUDA chunk programs (kernels/cuda/decay_chunk_program.h) on the CPU through HostCta, in
 // the same order, with the same grids and the same workspace as the CUDA launcher
-// (kernels/cuda/decay_chunk.cu), so the CPU tests exercise the GPU path's code.
+// (kernels/cuda/decay_chunk_kernels.cuh), so the CPU tests exercise the GPU path's code.
 #pragma once
 
 #include <cmath>

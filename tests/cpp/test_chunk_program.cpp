@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "chunk_host_driver.h"
+#include "decay_chunk_configs.h"
 #include "decay_naive.h"
 
 namespace {
@@ -229,6 +230,35 @@ TEST(ChunkProgram, Tf32OperandsStayCloseToReference) {
   expect_within(r, 2e-3, "tf32");
 }
 
+// Every configuration the GPU compiles (decay_chunk_configs.h), in its own operand type and so with
+// its own chunk size and shared-memory layout: two row tiles, three chunks, the last one partial.
+// The tests above check the algorithm on a few configurations; this one checks every compiled
+// kernel's layout against the executor's contract (tiles, WMMA alignment, overlap) and the reference.
+// fp32 configurations run with exact products, so a layout fault cannot hide in tf32 rounding.
+// bf16's gate gradients (dz, df) are sums of many rounded terms with cancellation: over six seeds
+// they reached 1.2e-2 where the other outputs stay near 4e-3 (fp16: 1.1e-3, eight times less, as
+// its three more mantissa bits predict; exact fp32: 1.2e-6).
+template <typename In, int M, bool kExact>
+void expect_compiled_configuration_close(double tol, const std::string& type) {
+  constexpr int C = chunk::CompiledConfig<In, M>::C;
+  const Shape s{1, 2 * C + 5, 1, 128, M};
+  expect_within(run_against_reference<In, M, C, kExact>(s, 40 + M), tol,
+                type + " M" + std::to_string(M) + " C" + std::to_string(C));
+}
+template <typename In, bool kExact = false>
+void expect_every_m_close(double tol, const std::string& type) {
+  expect_compiled_configuration_close<In, 16, kExact>(tol, type);
+  expect_compiled_configuration_close<In, 32, kExact>(tol, type);
+  expect_compiled_configuration_close<In, 64, kExact>(tol, type);
+  expect_compiled_configuration_close<In, 128, kExact>(tol, type);
+}
+TEST(ChunkProgram, EveryCompiledConfigurationInItsOperandType) {
+  static_assert(sizeof(chunk::kCompiledM) / sizeof(chunk::kCompiledM[0]) == 4, "a compiled M is not tested here");
+  expect_every_m_close<float, true>(5e-6, "fp32 (tf32 layout, exact products)");
+  expect_every_m_close<BFloat16>(2e-2, "bf16");
+  expect_every_m_close<Float16>(2e-3, "fp16");
+}
+
 // The device runs a for_each's indices at once: a phase that reads what another index of the same
 // phase writes would give order-dependent results. Every program, run with its indices forwards,
 // backwards and interleaved, must give bit-identical outputs.
@@ -262,14 +292,53 @@ TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {
 
 TEST(ChunkProgram, GemmRefusesAnOutputOverlappingAnOperand) {
   decayfw::cta::HostCta<> cta;
-  std::vector<float> buf(64 * 64, 1.0f);
-  float* x = buf.data();
+  decayfw::cta::HostSmem smem(64 * 64 * sizeof(float));  // 128-byte aligned, as the device's
+  float* x = reinterpret_cast<float*>(smem.data());
+  std::fill(x, x + 64 * 64, 1.0f);
   auto overlapping = [&] { cta.gemm<false, false>(16, 16, 16, x, 64, x + 2048, 64, x + 8, 64, false); };
   auto bad_k = [&] { cta.gemm<false, false>(16, 16, 12, x, 64, x + 2048, 64, x + 3072, 64, false); };
   auto fine = [&] { cta.gemm<false, false>(16, 16, 16, x, 64, x + 2048, 64, x + 3072, 64, false); };
   EXPECT_THROW(overlapping(), std::logic_error);
   EXPECT_THROW(bad_k(), std::logic_error);  // k not a multiple of 16
   EXPECT_NO_THROW(fine());
+}
+
+// WMMA's load_matrix_sync/store_matrix_sync need 32-byte aligned tiles and leading dimensions in
+// multiples of 16 bytes; the host executor refuses what the device could not load, naming it.
+TEST(ChunkProgram, GemmRefusesTilesWmmaCannotLoad) {
+  decayfw::cta::HostCta<> cta;
+  decayfw::cta::HostSmem smem(3 * 64 * 64 * sizeof(float));
+  auto* bytes = smem.data();
+  auto* a = reinterpret_cast<BFloat16*>(bytes);
+  auto* b = reinterpret_cast<BFloat16*>(bytes + 16384);
+  auto* c = reinterpret_cast<float*>(bytes + 32768);
+  std::fill(a, a + 16384 / 2, decayfw::to_bfloat16(0.5f));  // a and b: 16 KB each
+  std::fill(b, b + 16384 / 2, decayfw::to_bfloat16(0.25f));
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const std::logic_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // bf16 with ld 72 (144 bytes): every 16-row and 16-column tile is 32-byte aligned.
+  EXPECT_EQ("no error", message([&] { cta.gemm<false, true>(32, 32, 32, a, 72, b, 72, c, 36, false); }));
+  EXPECT_FLOAT_EQ(32 * 0.5f * 0.25f, c[0]);
+  // Eight bf16 elements in: 16-byte aligned, enough for a vector access, not for a fragment.
+  EXPECT_NE(std::string::npos, message([&] { cta.gemm<false, true>(32, 32, 32, a + 8, 72, b, 72, c, 36, false); })
+                                   .find("the A tile at (0, 0) is not 32-byte aligned"));
+  EXPECT_NE(std::string::npos, message([&] { cta.gemm<true, false>(32, 32, 32, a, 72, b + 8, 72, c, 36, false); })
+                                   .find("the B tile at (0, 0) is not 32-byte aligned"));
+  EXPECT_NE(std::string::npos, message([&] { cta.gemm<false, true>(32, 32, 32, a, 72, b, 72, c + 4, 36, true); })
+                                   .find("the C tile at (0, 0) is not 32-byte aligned"));
+  // ld 68 bf16 = 136 bytes: the 16-row tiles are aligned, but WMMA wants a 16-byte multiple.
+  EXPECT_NE(std::string::npos, message([&] { cta.gemm<false, true>(32, 32, 32, a, 68, b, 72, c, 36, false); })
+                                   .find("lda 68, ldb 72, ldc 36"));
+  // fp32 (tf32) operands: four floats in is 16 bytes off.
+  auto* af = reinterpret_cast<float*>(bytes);
+  EXPECT_NE(std::string::npos, message([&] { cta.gemm<false, false>(16, 16, 16, af + 4, 36, af + 1024, 36, c, 36, false); })
+                                   .find("the A tile at (0, 0) is not 32-byte aligned"));
 }
 
 // A test that could not fail would prove nothing: a deliberately broken input (one flipped gate)

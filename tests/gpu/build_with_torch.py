@@ -10,7 +10,8 @@ K = os.path.join(ROOT, "kernels")
 sources = [f"{K}/ops/schemas.cpp", f"{K}/ops/tensor_checks.cpp", f"{K}/ops/decay_op_args.cpp", f"{K}/ops/decay_cpu_ops.cpp",
            f"{K}/ops/add_cpu_ops.cpp", f"{K}/ops/gated_cpu_ops.cpp", f"{K}/ops/delta_cpu_ops.cpp",
            f"{K}/cpu/decay_cpu.cpp", f"{K}/cpu/delta_cpu.cpp", f"{K}/ops/decay_cuda_ops.cpp",
-           f"{K}/cuda/decay_recurrent.cu", f"{K}/cuda/decay_chunk.cu", f"{K}/cuda/decay_step.cu"]
+           f"{K}/cuda/decay_recurrent.cu", f"{K}/cuda/decay_step.cu", f"{K}/cuda/decay_chunk.cu",
+           f"{K}/cuda/decay_chunk_bf16.cu", f"{K}/cuda/decay_chunk_fp16.cu", f"{K}/cuda/decay_chunk_tf32.cu"]
 lib = load(name="decayfw_ops_ext", sources=sources, extra_include_paths=[f"{K}/include", f"{K}/ops", f"{K}/cuda"],
            extra_cflags=["-O3", "-fopenmp-simd", "-DDECAYFW_WITH_CUDA=1"],
            extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr", "-lineinfo", "-gencode=arch=compute_90,code=sm_90"],

@@ -65,4 +65,26 @@ class Arena {
 
 DECAYFW_HD size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
+// gemm's tile walk, shared by both executors: DeviceCta loads and stores exactly these addresses,
+// and HostCta checks every one of them against WMMA's contract, so a layout that would break
+// load_matrix_sync on the device fails on the CPU first.
+//   - A warp computes one 16×16 output tile (i0, j0) at a time, stepping k by wmma_k_step<Op>
+//     (m16n16k16 for 16-bit operands, m16n16k8 for tf32).
+//   - Every tile pointer must be 32-byte aligned, and every leading dimension a multiple of
+//     16 bytes (8 half-precision or 4 fp32 elements).
+template <typename Op>
+constexpr int wmma_k_step = sizeof(Op) == 4 ? 8 : 16;
+constexpr size_t kWmmaTileAlign = 32;  // bytes, for every fragment load and store
+constexpr size_t kWmmaLdmBytes = 16;   // a leading dimension's multiple, in bytes
+
+template <bool TA, typename Op>
+DECAYFW_HD const Op* gemm_a_tile(const Op* A, int lda, int i0, int p) {  // op(A)[i0.., p..]
+  return TA ? A + p * lda + i0 : A + i0 * lda + p;
+}
+template <bool TB, typename Op>
+DECAYFW_HD const Op* gemm_b_tile(const Op* B, int ldb, int j0, int p) {  // op(B)[p.., j0..]
+  return TB ? B + j0 * ldb + p : B + p * ldb + j0;
+}
+DECAYFW_HD float* gemm_c_tile(float* C, int ldc, int i0, int j0) { return C + i0 * ldc + j0; }
+
 }  // namespace decayfw::cta

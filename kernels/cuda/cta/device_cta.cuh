@@ -15,21 +15,18 @@
 namespace decayfw::cta {
 
 template <typename Op>
-struct WmmaOperand;  // fragment element type and k step per operand storage type
+struct WmmaOperand;  // fragment element type per operand storage type (the k step: wmma_k_step)
 template <>
 struct WmmaOperand<__nv_bfloat16> {
   using type = __nv_bfloat16;
-  static constexpr int kK = 16;
 };
 template <>
 struct WmmaOperand<__half> {
   using type = __half;
-  static constexpr int kK = 16;
 };
 template <>
 struct WmmaOperand<float> {
   using type = nvcuda::wmma::precision::tf32;
-  static constexpr int kK = 8;
 };
 
 struct DeviceCta {
@@ -62,7 +59,7 @@ struct DeviceCta {
                                        int ldc, bool accumulate) {
     namespace w = nvcuda::wmma;
     using Frag = typename WmmaOperand<Op>::type;
-    constexpr int kK = WmmaOperand<Op>::kK;
+    constexpr int kK = wmma_k_step<Op>;  // the step HostCta checks the tiles with
     using LayoutA = std::conditional_t<TA, w::col_major, w::row_major>;
     using LayoutB = std::conditional_t<TB, w::col_major, w::row_major>;
     const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
@@ -70,13 +67,14 @@ struct DeviceCta {
     for (int t = warp; t < tiles; t += warps) {
       const int i0 = (t / tiles_n) * 16, j0 = (t % tiles_n) * 16;
       w::fragment<w::accumulator, 16, 16, kK, float> c;
-      if (accumulate) w::load_matrix_sync(c, C + i0 * ldc + j0, ldc, w::mem_row_major);
+      float* c_tile = gemm_c_tile(C, ldc, i0, j0);
+      if (accumulate) w::load_matrix_sync(c, c_tile, ldc, w::mem_row_major);
       else w::fill_fragment(c, 0.0f);
       for (int p = 0; p < k; p += kK) {
         w::fragment<w::matrix_a, 16, 16, kK, Frag, LayoutA> a;
         w::fragment<w::matrix_b, 16, 16, kK, Frag, LayoutB> b;
-        w::load_matrix_sync(a, TA ? A + p * lda + i0 : A + i0 * lda + p, lda);
-        w::load_matrix_sync(b, TB ? B + j0 * ldb + p : B + p * ldb + j0, ldb);
+        w::load_matrix_sync(a, gemm_a_tile<TA>(A, lda, i0, p), lda);
+        w::load_matrix_sync(b, gemm_b_tile<TB>(B, ldb, j0, p), ldb);
         if constexpr (std::is_same_v<Op, float>) {
 #pragma unroll
           for (int e = 0; e < a.num_elements; ++e) a.x[e] = w::__float_to_tf32(a.x[e]);
@@ -85,7 +83,7 @@ struct DeviceCta {
         }
         w::mma_sync(c, a, b, c);
       }
-      w::store_matrix_sync(C + i0 * ldc + j0, c, ldc, w::mem_row_major);
+      w::store_matrix_sync(c_tile, c, ldc, w::mem_row_major);
     }
     __syncthreads();
   }

@@ -82,6 +82,7 @@ struct HostCta {
   template <bool TA, bool TB, typename Op>
   void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate) {
     check_tiles(m, n, k);
+    check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc);
     check_no_overlap(C, size_t(m - 1) * ldc + n, A, TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k, "A");
     check_no_overlap(C, size_t(m - 1) * ldc + n, B, TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n, "B");
     auto operand = [](Op x) {
@@ -106,6 +107,33 @@ struct HostCta {
     const auto c0 = reinterpret_cast<uintptr_t>(c), c1 = c0 + c_elems * sizeof(float);
     const auto x0 = reinterpret_cast<uintptr_t>(x), x1 = x0 + x_elems * sizeof(Op);
     if (c0 < x1 && x0 < c1) throw std::logic_error(std::string("cta::gemm: the output overlaps operand ") + name);
+  }
+
+  // WMMA's memory contract, on every address DeviceCta's tile walk (cta_common.h) would load or
+  // store: tile pointers 32-byte aligned, leading dimensions multiples of 16 bytes. Shared memory
+  // is 128-byte aligned on both executors (HostSmem, __align__(128)), so an offset that breaks the
+  // rule here breaks it on the device.
+  template <bool TA, bool TB, typename Op>
+  static void check_wmma_contract(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C,
+                                  int ldc) {
+    auto ldm_ok = [](int ld, size_t elem) { return ld > 0 && (size_t(ld) * elem) % kWmmaLdmBytes == 0; };
+    if (!ldm_ok(lda, sizeof(Op)) || !ldm_ok(ldb, sizeof(Op)) || !ldm_ok(ldc, sizeof(float))) {
+      throw std::logic_error("cta::gemm: a leading dimension is not a multiple of 16 bytes (lda " + std::to_string(lda) +
+                             ", ldb " + std::to_string(ldb) + ", ldc " + std::to_string(ldc) + ")");
+    }
+    auto tile = [](const void* p, const char* what, int r, int c) {
+      if (reinterpret_cast<uintptr_t>(p) % kWmmaTileAlign != 0) {
+        throw std::logic_error(std::string("cta::gemm: the ") + what + " tile at (" + std::to_string(r) + ", " +
+                               std::to_string(c) + ") is not 32-byte aligned");
+      }
+    };
+    constexpr int kK = wmma_k_step<Op>;
+    for (int i0 = 0; i0 < m; i0 += 16) {
+      for (int j0 = 0; j0 < n; j0 += 16) tile(gemm_c_tile(C, ldc, i0, j0), "C", i0, j0);
+      for (int p = 0; p < k; p += kK) tile(gemm_a_tile<TA>(A, lda, i0, p), "A", i0, p);
+    }
+    for (int j0 = 0; j0 < n; j0 += 16)
+      for (int p = 0; p < k; p += kK) tile(gemm_b_tile<TB>(B, ldb, j0, p), "B", p, j0);
   }
 
   // The device executor's shape contract, enforced here so a program that breaks it fails on CPU.

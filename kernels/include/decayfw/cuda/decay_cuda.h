@@ -28,7 +28,7 @@ cudaError_t decay_step_cuda(const DecayStepParams& p, cudaStream_t stream);
 const char* vector_step_unsupported_reason(const DecayStepParams& p);
 cudaError_t decay_step_vector_cuda(const DecayStepParams& p, cudaStream_t stream);
 
-// ---- the chunkwise tensor-core path (decay_chunk.cu; algorithm in kernels/cuda/decay_chunk_program.h)
+// ---- the chunkwise tensor-core path (kernels/cuda/decay_chunk*.cu; algorithm in decay_chunk_program.h)
 // bf16/fp16 inputs multiply on tensor cores as themselves, fp32 inputs as tf32; states, sums and
 // gates are fp32. Sizes: M in {16, 32, 64, 128}, D a multiple of 64; anything else runs recurrent.
 

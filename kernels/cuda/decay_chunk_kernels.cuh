@@ -1,0 +1,120 @@
+// The chunkwise path's kernels and their launchers, templated on the operand type. Each operand
+// type is compiled in its own translation unit (decay_chunk_bf16.cu, _fp16.cu, _tf32.cu) so nvcc
+// runs them in parallel; decay_chunk.cu picks one by dtype.
+//
+// Forward: state_pass (serial over chunks per sequence and row tile), then output_pass (parallel
+// over chunks and row tiles). Backward: state_pass again (states are recomputed, never saved by
+// the forward), dstate_pass (serial, backwards), grad_pass (parallel over chunks).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "cta/device_cta.cuh"
+#include "decay_chunk_configs.h"
+#include "decay_chunk_launch.h"
+
+namespace decayfw::cuda::chunk_launch {
+namespace {
+
+using cta::DeviceCta;
+using chunk::ChunkArgs;
+constexpr int kThreads = 256;
+
+template <typename Op, typename Cfg>
+__global__ void __launch_bounds__(kThreads) state_pass_kernel(ChunkArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCta cta;
+  chunk::state_pass<DeviceCta, Op, Cfg>(cta, a, blockIdx.x, blockIdx.y, smem);
+}
+
+template <typename Op, typename Cfg>
+__global__ void __launch_bounds__(kThreads) output_pass_kernel(ChunkArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCta cta;
+  const int64_t x = blockIdx.x;  // chunk-major within a sequence: n = x / chunks
+  chunk::output_pass<DeviceCta, Op, Cfg>(cta, a, x / a.chunks, x % a.chunks, blockIdx.y, smem);
+}
+
+template <typename Op, typename Cfg>
+__global__ void __launch_bounds__(kThreads) dstate_pass_kernel(ChunkArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCta cta;
+  chunk::dstate_pass<DeviceCta, Op, Cfg>(cta, a, blockIdx.x, blockIdx.y, smem);
+}
+
+template <typename Op, typename Cfg>
+__global__ void __launch_bounds__(kThreads) grad_pass_kernel(ChunkArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCta cta;
+  const int64_t x = blockIdx.x;
+  chunk::grad_pass<DeviceCta, Op, Cfg>(cta, a, x / a.chunks, x % a.chunks, smem);
+}
+
+// Launches one program kernel with its shared memory (opted in above 48 KB).
+template <typename Kernel>
+cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const ChunkArgs& a) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (err != cudaSuccess) return err;
+  kernel<<<grid, kThreads, smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
+chunk::SeqIn view(const ConstSeqRef& r) { return {r.data, r.stride_b, r.stride_t, r.stride_h}; }
+chunk::SeqOut view(const SeqRef& r) { return {r.data, r.stride_b, r.stride_t, r.stride_h}; }
+
+ChunkArgs args_of(const Dims& d, int C) {
+  ChunkArgs a;
+  a.B = d.batch, a.T = d.seqlen, a.H = d.heads, a.D = d.dim_v, a.M = d.dim_k;
+  a.chunks = (d.seqlen + C - 1) / C;
+  a.tiles = d.dim_v / chunk::kRows;
+  return a;
+}
+
+}  // namespace
+
+template <typename Op>
+cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream) {
+  return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    ChunkArgs a = args_of(p.dims, Cfg::C);
+    a.q = view(p.q), a.k = view(p.k), a.v = view(p.v), a.z = view(p.z), a.f = view(p.f);
+    a.y = view(p.y);
+    a.s0 = static_cast<const float*>(p.initial_state);
+    a.final_state = static_cast<float*>(p.final_state);
+    a.states = static_cast<float*>(workspace);
+    const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
+    cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes,
+                             stream, a);
+    if (err != cudaSuccess) return err;
+    return launch(output_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks), tiles),
+                  chunk::ChunkSmem<Op, Cfg>(nullptr, false).bytes, stream, a);
+  });
+}
+
+template <typename Op>
+cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream) {
+  return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    ChunkArgs a = args_of(p.dims, Cfg::C);
+    a.q = view(p.q), a.k = view(p.k), a.v = view(p.v), a.z = view(p.z), a.f = view(p.f), a.dy = view(p.dy);
+    a.dq = view(p.dq), a.dk = view(p.dk), a.dv = view(p.dv), a.dz = view(p.dz), a.df = view(p.df);
+    a.s0 = static_cast<const float*>(p.initial_state);
+    a.dsT = static_cast<const float*>(p.grad_final_state);
+    a.ds0 = static_cast<float*>(p.grad_initial_state);
+    const WorkspacePlan w = plan_of(p.dims, Cfg::C, true);
+    float* ws = static_cast<float*>(workspace);
+    a.states = ws;
+    a.dstates = ws + w.states;
+    const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
+    const size_t scan = chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes;
+    cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);
+    if (err == cudaSuccess) err = launch(dstate_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);
+    if (err == cudaSuccess)
+      err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)),
+                   chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes, stream, a);
+    return err;
+  });
+}
+
+}  // namespace decayfw::cuda::chunk_launch

@@ -1,0 +1,44 @@
+// What decay_chunk.cu (the entry points) and the per-type launcher files share: the workspace
+// plan and the launchers, one explicit instantiation per operand type (decay_chunk_<type>.cu).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "decayfw/params.h"
+
+namespace decayfw::cuda::chunk_launch {
+
+struct WorkspacePlan {  // fp32 element counts
+  int64_t states = 0, dstates = 0;
+  size_t bytes() const { return static_cast<size_t>(states + dstates) * sizeof(float); }
+};
+
+// Chunk-boundary states, [N, chunks + 1, D, M]; the backward adds their gradients, [N, chunks, D, M].
+inline WorkspacePlan plan_of(const Dims& d, int C, bool backward) {
+  const int64_t N = d.batch * d.heads, chunks = (d.seqlen + C - 1) / C;
+  WorkspacePlan w;
+  w.states = N * (chunks + 1) * d.dim_v * d.dim_k;
+  if (backward) w.dstates = N * chunks * d.dim_v * d.dim_k;
+  return w;
+}
+
+// Op: __nv_bfloat16, __half, or float (multiplied as tf32). The dims' M must be compiled
+// (decay_chunk_configs.h); T > 0.
+template <typename Op>
+cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream);
+template <typename Op>
+cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream);
+
+extern template cudaError_t forward<__nv_bfloat16>(const DecayFwdParams&, void*, cudaStream_t);
+extern template cudaError_t forward<__half>(const DecayFwdParams&, void*, cudaStream_t);
+extern template cudaError_t forward<float>(const DecayFwdParams&, void*, cudaStream_t);
+extern template cudaError_t backward<__nv_bfloat16>(const DecayBwdParams&, void*, cudaStream_t);
+extern template cudaError_t backward<__half>(const DecayBwdParams&, void*, cudaStream_t);
+extern template cudaError_t backward<float>(const DecayBwdParams&, void*, cudaStream_t);
+
+}  // namespace decayfw::cuda::chunk_launch

@@ -1,0 +1,8 @@
+// The chunkwise path's kernels for fp32 operands; multiplied as tf32. One translation unit per operand type,
+// so nvcc compiles them in parallel; the kernels are in decay_chunk_kernels.cuh.
+#include "decay_chunk_kernels.cuh"
+
+namespace decayfw::cuda::chunk_launch {
+template cudaError_t forward<float>(const DecayFwdParams&, void*, cudaStream_t);
+template cudaError_t backward<float>(const DecayBwdParams&, void*, cudaStream_t);
+}  // namespace decayfw::cuda::chunk_launch
