@@ -63,6 +63,10 @@ cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, c
 chunk::SeqIn view(const ConstSeqRef& r) { return {r.data, r.stride_b, r.stride_t, r.stride_h}; }
 chunk::SeqOut view(const SeqRef& r) { return {r.data, r.stride_b, r.stride_t, r.stride_h}; }
 
+// Every fp32 buffer the programs move in 16-byte accesses (states, workspace) must be aligned; the
+// ATen adapter guarantees it, and a launch that would fault on a misaligned access is refused.
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 ChunkArgs args_of(const Dims& d, int C) {
   ChunkArgs a;
   a.B = d.batch, a.T = d.seqlen, a.H = d.heads, a.D = d.dim_v, a.M = d.dim_k;
@@ -77,12 +81,14 @@ template <typename Op>
 cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream) {
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
+    if (!aligned16(p.initial_state) || !aligned16(p.final_state) || !aligned16(workspace)) return cudaErrorMisalignedAddress;
     ChunkArgs a = args_of(p.dims, Cfg::C);
     a.q = view(p.q), a.k = view(p.k), a.v = view(p.v), a.z = view(p.z), a.f = view(p.f);
     a.y = view(p.y);
     a.s0 = static_cast<const float*>(p.initial_state);
     a.final_state = static_cast<float*>(p.final_state);
     a.states = static_cast<float*>(workspace);
+    a.vector_loads = chunk::inputs_allow_vector_loads(a, sizeof(Op));
     const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
     cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes,
                              stream, a);
@@ -96,12 +102,17 @@ template <typename Op>
 cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream) {
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
+    if (!aligned16(p.initial_state) || !aligned16(p.grad_final_state) || !aligned16(p.grad_initial_state) ||
+        !aligned16(workspace)) {
+      return cudaErrorMisalignedAddress;
+    }
     ChunkArgs a = args_of(p.dims, Cfg::C);
     a.q = view(p.q), a.k = view(p.k), a.v = view(p.v), a.z = view(p.z), a.f = view(p.f), a.dy = view(p.dy);
     a.dq = view(p.dq), a.dk = view(p.dk), a.dv = view(p.dv), a.dz = view(p.dz), a.df = view(p.df);
     a.s0 = static_cast<const float*>(p.initial_state);
     a.dsT = static_cast<const float*>(p.grad_final_state);
     a.ds0 = static_cast<float*>(p.grad_initial_state);
+    a.vector_loads = chunk::inputs_allow_vector_loads(a, sizeof(Op));
     const WorkspacePlan w = plan_of(p.dims, Cfg::C, true);
     float* ws = static_cast<float*>(workspace);
     a.states = ws;

@@ -49,6 +49,7 @@ struct ChunkArgs {
   int64_t B = 0, T = 0, H = 0, D = 0, M = 0;
   int64_t chunks = 0;  // ceil(T / C)
   int64_t tiles = 0;   // D / kRows
+  bool vector_loads = false;  // every input row 16-byte aligned (inputs_allow_vector_loads)
   SeqIn q{}, k{}, v{}, z{}, f{}, dy{};
   SeqOut y{}, dq{}, dk{}, dv{}, dz{}, df{};
   const float* s0 = nullptr;     // [N, D, M] or null for zeros
@@ -61,6 +62,27 @@ struct ChunkArgs {
 
 constexpr int kRows = 64;  // state rows per CTA (a D tile)
 constexpr int kSub = 16;   // sub-chunk: the tensor-core tile edge
+constexpr int kGateBatch = 8;  // gate logits loaded ahead of the serial reverse sums (grad_pass)
+
+// Elements in one 16-byte vector load of an input: 8 bf16/fp16, 4 fp32.
+template <typename Op>
+constexpr int kVec = 16 / static_cast<int>(sizeof(Op));
+
+// The chunk loads read inputs 16 bytes at a time when every row they read starts 16-byte aligned:
+// the base pointer aligned and every stride a whole number of vectors (M and the tile offsets are
+// multiples of 16 elements, so a vector never straddles a row's end). Otherwise (odd views, e.g. a
+// slice one element in) they load element by element. The launcher and the host driver both
+// decide with this function.
+DECAYFW_HD bool rows_allow_vector_loads(const SeqIn& s, size_t elem_bytes) {
+  if (s.p == nullptr) return true;
+  const int64_t w = static_cast<int64_t>(16 / elem_bytes);
+  return reinterpret_cast<uintptr_t>(s.p) % 16 == 0 && s.sb % w == 0 && s.st % w == 0 && s.sh % w == 0;
+}
+DECAYFW_HD bool inputs_allow_vector_loads(const ChunkArgs& a, size_t elem_bytes) {
+  return rows_allow_vector_loads(a.q, elem_bytes) && rows_allow_vector_loads(a.k, elem_bytes) &&
+         rows_allow_vector_loads(a.v, elem_bytes) && rows_allow_vector_loads(a.z, elem_bytes) &&
+         rows_allow_vector_loads(a.f, elem_bytes) && rows_allow_vector_loads(a.dy, elem_bytes);
+}
 
 // Compile-time sizes of one configuration: key dimension M, chunk C, operand type Op (= the input
 // type: bf16, fp16, or fp32 run as tf32). Leading dimensions are padded so that rows of a tile fall
@@ -139,6 +161,65 @@ DECAYFW_CTA void load_row_element(const ChunkArgs& a, const Place& pl, Tiles<Op,
   t.Ac[i * Cfg::R + d] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[col])) : 0.0f;
 }
 
+// The same loads 16 bytes at a time (ChunkArgs::vector_loads): columns [m0, m0 + kVec) of key row
+// i, or tile columns [d0, d0 + kVec) of row i. Each input's vector is loaded before anything is
+// stored, so one index waits out one memory latency, not one per element.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_key_vector(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int m0) {
+  constexpr int W = kVec<Op>;
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  Op q[W], k[W], f[W];
+  for (int w = 0; w < W; ++w) q[w] = k[w] = f[w] = zero;
+  const bool ok = i < pl.valid;
+  if (ok) {
+    const int64_t tt = pl.c0 + i;
+    if (t.Qr) Cta::load16(row_of<Op>(a.q, pl.b, tt, pl.h) + m0, q);
+    if (t.Kr) Cta::load16(row_of<Op>(a.k, pl.b, tt, pl.h) + m0, k);
+    Cta::load16(row_of<Op>(a.f, pl.b, tt, pl.h) + m0, f);
+  }
+  DECAYFW_UNROLL
+  for (int w = 0; w < W; ++w) {
+    if (t.Qr) t.Qr[i * Cfg::ldm_op + m0 + w] = q[w];
+    if (t.Kr) t.Kr[i * Cfg::ldm_op + m0 + w] = k[w];
+    t.Bc[i * Cfg::M + m0 + w] = ok ? log_sigmoid(Cta::to_f(f[w])) : 0.0f;
+  }
+}
+
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_row_vector(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int d0) {
+  constexpr int W = kVec<Op>;
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  Op v[W], g[W], z[W];
+  for (int w = 0; w < W; ++w) v[w] = g[w] = z[w] = zero;
+  const bool ok = i < pl.valid;
+  if (ok) {
+    const int64_t tt = pl.c0 + i, col = pl.row0 + d0;
+    if (t.Vr) Cta::load16(row_of<Op>(a.v, pl.b, tt, pl.h) + col, v);
+    if (t.Gr) Cta::load16(row_of<Op>(a.dy, pl.b, tt, pl.h) + col, g);
+    Cta::load16(row_of<Op>(a.z, pl.b, tt, pl.h) + col, z);
+  }
+  DECAYFW_UNROLL
+  for (int w = 0; w < W; ++w) {
+    if (t.Vr) t.Vr[i * Cfg::ldd_op + d0 + w] = v[w];
+    if (t.Gr) t.Gr[i * Cfg::ldd_op + d0 + w] = g[w];
+    t.Ac[i * Cfg::R + d0 + w] = ok ? log_sigmoid(Cta::to_f(z[w])) : 0.0f;
+  }
+}
+
+// Index e of a load phase over C×X elements, or over C×X/kVec vectors.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_key_index(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
+  constexpr int M = Cfg::M, V = M / kVec<Op>;
+  if (a.vector_loads) load_key_vector<Cta>(a, pl, t, static_cast<int>(e / V), static_cast<int>(e % V) * kVec<Op>);
+  else load_key_element<Cta>(a, pl, t, static_cast<int>(e / M), static_cast<int>(e % M));
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_row_index(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
+  constexpr int R = Cfg::R, V = R / kVec<Op>;
+  if (a.vector_loads) load_row_vector<Cta>(a, pl, t, static_cast<int>(e / V), static_cast<int>(e % V) * kVec<Op>);
+  else load_row_element<Cta>(a, pl, t, static_cast<int>(e / R), static_cast<int>(e % R));
+}
+
 // Inclusive cumulative sum down one column of a C-row fp32 tile with leading dimension ld.
 template <int C>
 DECAYFW_CTA void cumsum_column(float* g, int ld) {
@@ -150,9 +231,8 @@ DECAYFW_CTA void cumsum_column(float* g, int ld) {
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_keys(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M;
-  cta.for_each(int64_t(C) * M, [&](int64_t e) {
-    load_key_element<Cta>(a, pl, t, static_cast<int>(e / M), static_cast<int>(e % M));
-  });
+  const int64_t per_row = a.vector_loads ? M / kVec<Op> : M;
+  cta.for_each(int64_t(C) * per_row, [&](int64_t e) { load_key_index<Cta>(a, pl, t, e); });
   cta.for_each(M, [&](int64_t m) { cumsum_column<C>(t.Bc + m, M); });
 }
 
@@ -160,9 +240,8 @@ DECAYFW_CTA void load_keys(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_rows(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, R = Cfg::R;
-  cta.for_each(int64_t(C) * R, [&](int64_t e) {
-    load_row_element<Cta>(a, pl, t, static_cast<int>(e / R), static_cast<int>(e % R));
-  });
+  const int64_t per_row = a.vector_loads ? R / kVec<Op> : R;
+  cta.for_each(int64_t(C) * per_row, [&](int64_t e) { load_row_index<Cta>(a, pl, t, e); });
   cta.for_each(R, [&](int64_t d) { cumsum_column<C>(t.Ac + d, R); });
 }
 
@@ -170,13 +249,11 @@ DECAYFW_CTA void load_rows(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_chunk(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  cta.for_each(int64_t(C) * (M + R), [&](int64_t e) {
-    if (e < int64_t(C) * M) {
-      load_key_element<Cta>(a, pl, t, static_cast<int>(e / M), static_cast<int>(e % M));
-    } else {
-      e -= int64_t(C) * M;
-      load_row_element<Cta>(a, pl, t, static_cast<int>(e / R), static_cast<int>(e % R));
-    }
+  const int64_t keys = int64_t(C) * (a.vector_loads ? M / kVec<Op> : M);
+  const int64_t rows = int64_t(C) * (a.vector_loads ? R / kVec<Op> : R);
+  cta.for_each(keys + rows, [&](int64_t e) {
+    if (e < keys) load_key_index<Cta>(a, pl, t, e);
+    else load_row_index<Cta>(a, pl, t, e - keys);
   });
   cta.for_each(M + R, [&](int64_t col) {
     if (col < M) cumsum_column<C>(t.Bc + col, M);
@@ -308,18 +385,23 @@ DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t til
   Tiles<Op, Cfg>& t = sm.t;
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D;
+  constexpr int Q = M / 4;  // the state moves four floats per access
   {
     const Place pl(a, n, 0, tile, C);
-    cta.for_each(int64_t(R) * M, [&](int64_t e) {
-      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      S[d * Cfg::ldm_f + m] = a.s0 ? a.s0[(n * D + pl.row0 + d) * M + m] : 0.0f;
+    cta.for_each(int64_t(R) * Q, [&](int64_t e) {
+      const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+      float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (a.s0) Cta::load4(a.s0 + (n * D + pl.row0 + d) * M + m, s);
+      Cta::store4(S + d * Cfg::ldm_f + m, s);
     });
   }
   for (int64_t c = 0; c < a.chunks; ++c) {
     const Place pl(a, n, c, tile, C);
-    cta.for_each(int64_t(R) * M, [&](int64_t e) {
-      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      a.states[pl.state_row(c, slots, D, d) * M + m] = S[d * Cfg::ldm_f + m];
+    cta.for_each(int64_t(R) * Q, [&](int64_t e) {
+      const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+      float s[4];
+      Cta::load4(S + d * Cfg::ldm_f + m, s);
+      Cta::store4(a.states + pl.state_row(c, slots, D, d) * M + m, s);
     });
     load_chunk(cta, a, pl, t);
     cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
@@ -343,11 +425,12 @@ DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t til
     cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, S, Cfg::ldm_f, true);
   }
   const Place pl(a, n, a.chunks, tile, C);
-  cta.for_each(int64_t(R) * M, [&](int64_t e) {
-    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    const float s = S[d * Cfg::ldm_f + m];
-    a.states[pl.state_row(a.chunks, slots, D, d) * M + m] = s;
-    if (a.final_state) a.final_state[(n * D + pl.row0 + d) * M + m] = s;
+  cta.for_each(int64_t(R) * Q, [&](int64_t e) {
+    const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+    float s[4];
+    Cta::load4(S + d * Cfg::ldm_f + m, s);
+    Cta::store4(a.states + pl.state_row(a.chunks, slots, D, d) * M + m, s);
+    if (a.final_state) Cta::store4(a.final_state + (n * D + pl.row0 + d) * M + m, s);
   });
 }
 
@@ -362,15 +445,20 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
   float* dS = sm.S;
   const int64_t D = a.D;
   const int64_t row0 = tile * kRows;
-  cta.for_each(int64_t(R) * M, [&](int64_t e) {
-    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    dS[d * Cfg::ldm_f + m] = a.dsT ? a.dsT[(n * D + row0 + d) * M + m] : 0.0f;
+  constexpr int Q = M / 4;  // four floats per access
+  cta.for_each(int64_t(R) * Q, [&](int64_t e) {
+    const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (a.dsT) Cta::load4(a.dsT + (n * D + row0 + d) * M + m, s);
+    Cta::store4(dS + d * Cfg::ldm_f + m, s);
   });
   for (int64_t c = a.chunks - 1; c >= 0; --c) {
     const Place pl(a, n, c, tile, C);
-    cta.for_each(int64_t(R) * M, [&](int64_t e) {
-      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      a.dstates[pl.state_row(c, a.chunks, D, d) * M + m] = dS[d * Cfg::ldm_f + m];
+    cta.for_each(int64_t(R) * Q, [&](int64_t e) {
+      const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+      float s[4];
+      Cta::load4(dS + d * Cfg::ldm_f + m, s);
+      Cta::store4(a.dstates + pl.state_row(c, a.chunks, D, d) * M + m, s);
     });
     load_chunk(cta, a, pl, t);
     cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
@@ -391,9 +479,11 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
     });
     cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, dS, Cfg::ldm_f, true);
   }
-  cta.for_each(int64_t(R) * M, [&](int64_t e) {
-    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    a.ds0[(n * D + row0 + d) * M + m] = dS[d * Cfg::ldm_f + m];
+  cta.for_each(int64_t(R) * Q, [&](int64_t e) {
+    const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+    float s[4];
+    Cta::load4(dS + d * Cfg::ldm_f + m, s);
+    Cta::store4(a.ds0 + (n * D + row0 + d) * M + m, s);
   });
 }
 
@@ -451,17 +541,17 @@ struct ChunkSmem {
 // rounded to the operand type.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_states(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
-  constexpr int M = Cfg::M, R = Cfg::R;
+  constexpr int M = Cfg::M, R = Cfg::R, Q = M / 4;  // four floats per access
   const int64_t parts = t.dSop ? 2 : 1;
-  cta.for_each(parts * R * M, [&](int64_t e) {
-    const bool grad = e >= int64_t(R) * M;
-    if (grad) e -= int64_t(R) * M;
-    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    if (!grad) {
-      t.Sop[d * Cfg::ldm_op + m] = Cta::template from_f<Op>(a.states[pl.state_row(pl.chunk, a.chunks + 1, a.D, d) * M + m]);
-    } else {
-      t.dSop[d * Cfg::ldm_op + m] = Cta::template from_f<Op>(a.dstates[pl.state_row(pl.chunk, a.chunks, a.D, d) * M + m]);
-    }
+  cta.for_each(parts * R * Q, [&](int64_t e) {
+    const bool grad = e >= int64_t(R) * Q;
+    if (grad) e -= int64_t(R) * Q;
+    const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+    float s[4];
+    if (!grad) Cta::load4(a.states + pl.state_row(pl.chunk, a.chunks + 1, a.D, d) * M + m, s);
+    else Cta::load4(a.dstates + pl.state_row(pl.chunk, a.chunks, a.D, d) * M + m, s);
+    Op* dst = (grad ? t.dSop : t.Sop) + d * Cfg::ldm_op + m;
+    for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[w]);
   });
 }
 
@@ -674,14 +764,24 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   });
 
   // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term.
+  // The logits are loaded kGateBatch rows ahead of the serial sum, which would otherwise wait out
+  // one memory latency per row.
   cta.for_each(R, [&](int64_t e) {
     const int d = static_cast<int>(e);
     float g = sm.carry_row[d];
-    for (int i = pl.valid - 1; i >= 0; --i) {
-      g += t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
-      const int64_t tt = pl.c0 + i;
-      const float zl = Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[pl.row0 + d]);
-      row_of<Op>(a.dz, pl.b, tt, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(g * sigmoid_of_minus(zl));
+    for (int top = pl.valid - 1; top >= 0; top -= kGateBatch) {
+      Op zl[kGateBatch];  // raw and unconditional (rows below 0 clamp to row 0), so nothing waits on them here
+      DECAYFW_UNROLL
+      for (int u = 0; u < kGateBatch; ++u)
+        zl[u] = row_of<Op>(a.z, pl.b, pl.c0 + (top - u > 0 ? top - u : 0), pl.h)[pl.row0 + d];
+      DECAYFW_UNROLL
+      for (int u = 0; u < kGateBatch; ++u) {
+        const int i = top - u;
+        if (i < 0) break;
+        g += t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
+        row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] =
+            Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(zl[u])));
+      }
     }
   });
 }
@@ -715,14 +815,21 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   cta.for_each(M, [&](int64_t e) {
     const int m = static_cast<int>(e);
     float g = sm.carry_col[m];
-    for (int i = keys.valid - 1; i >= 0; --i) {
-      const float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
-      g += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * dq - Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * dk;
-      const int64_t tt = keys.c0 + i;
-      const float fl = Cta::to_f(row_of<Op>(a.f, keys.b, tt, keys.h)[m]);
-      row_of<Op>(a.dq, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dq);
-      row_of<Op>(a.dk, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dk);
-      row_of<Op>(a.df, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(fl));
+    for (int top = keys.valid - 1; top >= 0; top -= kGateBatch) {
+      Op fl[kGateBatch];  // loaded ahead, as the row gates' logits
+      DECAYFW_UNROLL
+      for (int u = 0; u < kGateBatch; ++u) fl[u] = row_of<Op>(a.f, keys.b, keys.c0 + (top - u > 0 ? top - u : 0), keys.h)[m];
+      DECAYFW_UNROLL
+      for (int u = 0; u < kGateBatch; ++u) {
+        const int i = top - u;
+        if (i < 0) break;
+        const float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
+        g += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * dq - Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * dk;
+        const int64_t tt = keys.c0 + i;
+        row_of<Op>(a.dq, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dq);
+        row_of<Op>(a.dk, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dk);
+        row_of<Op>(a.df, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(fl[u])));
+      }
     }
   });
 }

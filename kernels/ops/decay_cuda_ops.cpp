@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -61,6 +62,16 @@ at::Tensor workspace(size_t bytes, const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
 }
 
+// The chunk kernels move fp32 states 16 bytes at a time. A state the caller passes at an address
+// that is not 16-byte aligned (a contiguous view at an odd storage offset) is copied to fresh memory
+// first; `keep` holds the copy until the launch is enqueued (the caching allocator orders reuse on
+// the stream). The states the op allocates itself are always aligned.
+const void* aligned_state(const void* p, const c10::optional<at::Tensor>& given, at::Tensor& keep) {
+  if (p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0) return p;
+  keep = given->clone();
+  return keep.data_ptr();
+}
+
 std::tuple<at::Tensor, at::Tensor> decay_fwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                   const at::Tensor& z, const at::Tensor& f,
                                                   const c10::optional<at::Tensor>& initial_state) {
@@ -70,7 +81,8 @@ std::tuple<at::Tensor, at::Tensor> decay_fwd_cuda(const at::Tensor& q, const at:
   check_cuda_limits("decayfw.decay_fwd", d.dim_k, d.batch * d.heads);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (choose_path("decayfw.decay_fwd", d, c.params.dtype, q) == Path::Chunk) {
-    at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, false), q);
+    at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, false), q), s0;
+    c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
     check_launch("decayfw.decay_fwd", cuda::decay_forward_chunk_cuda(c.params, ws.data_ptr(), stream));
   } else {
     check_launch("decayfw.decay_fwd", cuda::decay_forward_cuda(c.params, stream));
@@ -88,7 +100,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   check_cuda_limits("decayfw.decay_bwd", d.dim_k, d.batch * d.heads);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   if (choose_path("decayfw.decay_bwd", d, c.params.dtype, q) == Path::Chunk) {
-    at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, true), q);
+    at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, true), q), s0, dsT;
+    c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
+    c.params.grad_final_state = aligned_state(c.params.grad_final_state, grad_final_state, dsT);
     check_launch("decayfw.decay_bwd", cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream));
   } else {
     at::Tensor ws = workspace(cuda::decay_backward_workspace_bytes(d, c.params.dtype), q);

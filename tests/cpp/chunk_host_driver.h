@@ -16,7 +16,11 @@ template <typename In, typename Cfg, bool kExactFp32>
 class HostChunkRunner {
  public:
   using Cta = cta::HostCta<kExactFp32>;
-  explicit HostChunkRunner(cta::Order order = cta::Order::Forward) { cta_.order = order; }
+  // allow_vector_loads = false forces the element-wise loads even where the inputs allow vectors.
+  explicit HostChunkRunner(cta::Order order = cta::Order::Forward, bool allow_vector_loads = true)
+      : allow_vector_loads_(allow_vector_loads) {
+    cta_.order = order;
+  }
 
   // a: sizes and the [B, T, H, X] views filled in; workspace pointers are set here.
   void forward(chunk::ChunkArgs& a) {
@@ -60,6 +64,7 @@ class HostChunkRunner {
     const int64_t N = a.B * a.H;
     a.chunks = (a.T + Cfg::C - 1) / Cfg::C;
     a.tiles = a.D / chunk::kRows;
+    a.vector_loads = allow_vector_loads_ && chunk::inputs_allow_vector_loads(a, sizeof(In));  // as the launcher
     const float nan = std::numeric_limits<float>::quiet_NaN();
     states_.assign(static_cast<size_t>(N * (a.chunks + 1) * a.D * a.M), nan);
     a.states = states_.data();
@@ -80,6 +85,7 @@ class HostChunkRunner {
   }
 
   Cta cta_;
+  bool allow_vector_loads_;
   std::vector<float> states_, dstates_;
 };
 

@@ -128,11 +128,12 @@ struct Outputs {
 };
 
 template <typename In, int M, int C, bool kExact>
-Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = decayfw::cta::Order::Forward) {
+Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = decayfw::cta::Order::Forward,
+                         bool vector_loads = true) {
   using Cfg = chunk::Config<M, C, In>;
   const Shape& s = pr.s;
   const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
-  decayfw::testing::HostChunkRunner<In, Cfg, kExact> run(order);
+  decayfw::testing::HostChunkRunner<In, Cfg, kExact> run(order, vector_loads);
   Outputs<In> o{std::vector<In>(nd), std::vector<In>(nm), std::vector<In>(nm), std::vector<In>(nm),
                 std::vector<In>(nd), std::vector<In>(nd), std::vector<float>(ns), std::vector<float>(ns)};
   chunk::ChunkArgs a = pr.args();
@@ -263,8 +264,8 @@ TEST(ChunkProgram, EveryCompiledConfigurationInItsOperandType) {
 // phase writes would give order-dependent results. Every program, run with its indices forwards,
 // backwards and interleaved, must give bit-identical outputs.
 template <typename In, int M, int C>
-std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::Order order) {
-  const Outputs<In> o = run_programs<In, M, C, false>(Problem<In>(s, 21, 1.0, 2.0, true), order);
+std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::Order order, bool vector_loads = true) {
+  const Outputs<In> o = run_programs<In, M, C, false>(Problem<In>(s, 21, 1.0, 2.0, true), order, vector_loads);
   std::vector<std::vector<float>> out;
   for (const std::vector<In>* x : {&o.y, &o.dq, &o.dk, &o.df, &o.dv, &o.dz}) {
     out.emplace_back();
@@ -288,6 +289,37 @@ TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {
   const auto r32 = outputs_in_order<float, 128, 16>({1, 40, 1, 64, 128}, Order::Reverse);
   for (size_t i = 0; i < f32.size(); ++i)
     EXPECT_EQ(0, std::memcmp(f32[i].data(), r32[i].data(), f32[i].size() * sizeof(float))) << "output " << i;
+}
+
+// The chunk loads read 16-byte vectors where every input row is aligned, else element by element.
+// Both must put the same bits in shared memory, so every output is bit-identical; and the usual
+// contiguous inputs of these tests take the vector path (it is the one the other tests cover).
+TEST(ChunkProgram, VectorAndElementLoadsGiveTheSameBits) {
+  using decayfw::cta::Order;
+  EXPECT_TRUE(chunk::inputs_allow_vector_loads(Problem<BFloat16>({1, 150, 2, 128, 64}, 21, 1.0, 2.0, true).args(), 2));
+  EXPECT_TRUE(chunk::inputs_allow_vector_loads(Problem<float>({1, 150, 2, 128, 64}, 21, 1.0, 2.0, true).args(), 4));
+  const auto check = [](const auto& vec, const auto& elem, const char* what) {
+    ASSERT_EQ(vec.size(), elem.size());
+    for (size_t i = 0; i < vec.size(); ++i)
+      EXPECT_EQ(0, std::memcmp(vec[i].data(), elem[i].data(), vec[i].size() * sizeof(float))) << what << " output " << i;
+  };
+  const Shape s{1, 150, 2, 128, 64};
+  check(outputs_in_order<BFloat16, 64, 64>(s, Order::Forward, true), outputs_in_order<BFloat16, 64, 64>(s, Order::Forward, false),
+        "bf16");
+  const Shape s32{2, 70, 1, 64, 32};
+  check(outputs_in_order<float, 32, 32>(s32, Order::Forward, true), outputs_in_order<float, 32, 32>(s32, Order::Forward, false),
+        "fp32");
+}
+
+TEST(ChunkProgram, VectorLoadsNeedEveryRowAligned) {
+  alignas(16) static BFloat16 buf[1024];
+  const chunk::SeqIn aligned{buf, 512, 64, 16}, offset{buf + 1, 512, 64, 16}, odd_stride{buf, 512, 68, 4},
+      absent{nullptr, 0, 0, 0};
+  EXPECT_TRUE(chunk::rows_allow_vector_loads(aligned, 2));
+  EXPECT_FALSE(chunk::rows_allow_vector_loads(offset, 2));      // one element in: 2 bytes off
+  EXPECT_FALSE(chunk::rows_allow_vector_loads(odd_stride, 2));  // time stride 68 bf16 = 136 bytes
+  EXPECT_TRUE(chunk::rows_allow_vector_loads(absent, 2));       // an input a pass does not read
+  EXPECT_FALSE(chunk::rows_allow_vector_loads(chunk::SeqIn{buf, 512, 64, 6}, 4));  // fp32: 24 bytes
 }
 
 TEST(ChunkProgram, GemmRefusesAnOutputOverlappingAnOperand) {

@@ -2,8 +2,8 @@
 # Builds the decayfw extension for a Python and a CUDA torch into OUT, with the torch, Python and sources it
 # was built from written beside it. Run here, without a GPU, for the GPU machine's Python and torch (pip's
 # torch==2.11.0, CUDA 13.0, Python 3.12; tests/gpu/prepare_session.sh makes such a venv), so that a GPU
-# session spends its minutes on tests and benchmarks rather than on nvcc (decay_chunk.cu alone took 189 s
-# here, sharing the 2 cores). tests/gpu/run_all.sh also builds through it, on the GPU machine itself, when
+# session spends its minutes on tests and benchmarks rather than on nvcc (79 s from an empty tree on the
+# 2-core VM). tests/gpu/run_all.sh also builds through it, on the GPU machine itself, when
 # no matching prebuilt build was carried.
 #
 #   PY=V/bin/python tests/gpu/prebuild.sh [OUT]          # default OUT: build-gpu-prebuilt (git-ignored)

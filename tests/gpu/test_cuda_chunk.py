@@ -101,6 +101,29 @@ def test_time_first_strided_inputs(path):
     assert torch.equal(a, b)
 
 
+def test_unaligned_inputs_and_states(path):
+    """Views one element into their storage: the inputs cannot be read as 16-byte vectors (the
+    programs fall back to element loads), and the states are copied to aligned memory first; the
+    results equal those of aligned copies, bit for bit."""
+    path("chunk")
+    B, T, H, D, M = 2, 150, 2, 128, 64
+    shifted = lambda t: torch.empty(t.numel() + 1, device="cuda", dtype=t.dtype)[1:].view_as(t).copy_(t)
+    x = [t.bfloat16().cuda() for t in make(B, T, H, D, M, seed=9)[:5]]
+    s0 = torch.randn(B, H, D, M, device="cuda")
+    dy, dsT = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16), torch.randn(B, H, D, M, device="cuda")
+
+    def outputs(xs, s, ds):
+        xs = [t.detach().requires_grad_(True) for t in xs]
+        s = s.detach().requires_grad_(True)
+        y, sT = decay_fast_weights(*xs, initial_state=s, output_final_state=True)
+        return [y, sT] + list(torch.autograd.grad((y * dy).sum() + (sT * ds).sum(), xs + [s]))
+
+    odd = [shifted(t) for t in x]
+    assert all(t.data_ptr() % 16 != 0 for t in odd)
+    for a, b in zip(outputs(x, s0, dsT), outputs(odd, shifted(s0), shifted(dsT))):
+        assert torch.equal(a, b)
+
+
 def test_automatic_choice(path, monkeypatch):
     """auto: bf16 long sequences take the chunk path (tf32-level differences from recurrent); fp32
     stays exact (recurrent) unless TF32 matmuls are allowed."""

@@ -21,6 +21,9 @@
 //   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
 //   Cta::load4(p, v), Cta::store4(p, v)   four consecutive floats at a 16-byte aligned address
 //                             (one vector access on the device).
+//   Cta::load16(p, v)         16 bytes (16 / sizeof(T) elements) of read-only global input at a
+//                             16-byte aligned address: one 128-bit load on the device, where an
+//                             element-wise loop would wait out one memory latency per element.
 #pragma once
 
 #include <cstddef>
@@ -32,6 +35,14 @@
 #else
 #define DECAYFW_CTA inline
 #define DECAYFW_HD inline
+#endif
+
+// Unrolls a loop of constant trip count on the device (so its loads are issued together); nothing
+// on the host, where GCC would warn about an unknown pragma.
+#if defined(__CUDACC__)
+#define DECAYFW_UNROLL _Pragma("unroll")
+#else
+#define DECAYFW_UNROLL
 #endif
 
 namespace decayfw::cta {

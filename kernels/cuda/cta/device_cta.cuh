@@ -48,6 +48,13 @@ struct DeviceCta {
     *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
   }
 
+  template <typename T>
+  static __device__ __forceinline__ void load16(const T* p, T* v) {
+    static_assert(16 % sizeof(T) == 0, "a 16-byte vector holds whole elements");
+    const uint4 x = __ldg(reinterpret_cast<const uint4*>(p));  // read-only path; inputs are never written
+    memcpy(v, &x, 16);
+  }
+
   template <typename F>
   __device__ __forceinline__ void for_each(int64_t n, F&& f) {
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i);

@@ -59,6 +59,12 @@ struct HostCta {
     check_aligned(p);
     std::memcpy(p, v, 4 * sizeof(float));
   }
+  template <typename T>
+  static void load16(const T* p, T* v) {
+    static_assert(16 % sizeof(T) == 0, "a 16-byte vector holds whole elements");
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::logic_error("cta: a 16-byte load is not 16-byte aligned");
+    std::memcpy(v, p, 16);
+  }
   static void check_aligned(const float* p) {
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::logic_error("cta: a 4-float access is not 16-byte aligned");
   }
