@@ -164,46 +164,47 @@ DECAYFW_CTA void load_row_element(const ChunkArgs& a, const Place& pl, Tiles<Op,
 // The same loads 16 bytes at a time (ChunkArgs::vector_loads): columns [m0, m0 + kVec) of key row
 // i, or tile columns [d0, d0 + kVec) of row i. Each input's vector is loaded before anything is
 // stored, so one index waits out one memory latency, not one per element.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_key_vector(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int m0) {
+//
+// One vector of up to two raw inputs (x, y: null where the pass does not carve them) and of a gate
+// logit row, to shared memory; the gate as log σ. Rows past T (ok = false) are zeros, gate 0.
+template <typename Cta, typename Op>
+DECAYFW_CTA void load_vectors(bool ok, const Op* x_src, Op* x_dst, const Op* y_src, Op* y_dst, const Op* gate_src,
+                              float* log_gate_dst) {
   constexpr int W = kVec<Op>;
   const Op zero = Cta::template from_f<Op>(0.0f);
-  Op q[W], k[W], f[W];
-  for (int w = 0; w < W; ++w) q[w] = k[w] = f[w] = zero;
-  const bool ok = i < pl.valid;
+  Op x[W], y[W], g[W];
+  for (int w = 0; w < W; ++w) x[w] = y[w] = g[w] = zero;
   if (ok) {
-    const int64_t tt = pl.c0 + i;
-    if (t.Qr) Cta::load16(row_of<Op>(a.q, pl.b, tt, pl.h) + m0, q);
-    if (t.Kr) Cta::load16(row_of<Op>(a.k, pl.b, tt, pl.h) + m0, k);
-    Cta::load16(row_of<Op>(a.f, pl.b, tt, pl.h) + m0, f);
+    if (x_dst) Cta::load16(x_src, x);
+    if (y_dst) Cta::load16(y_src, y);
+    Cta::load16(gate_src, g);
   }
   DECAYFW_UNROLL
   for (int w = 0; w < W; ++w) {
-    if (t.Qr) t.Qr[i * Cfg::ldm_op + m0 + w] = q[w];
-    if (t.Kr) t.Kr[i * Cfg::ldm_op + m0 + w] = k[w];
-    t.Bc[i * Cfg::M + m0 + w] = ok ? log_sigmoid(Cta::to_f(f[w])) : 0.0f;
+    if (x_dst) x_dst[w] = x[w];
+    if (y_dst) y_dst[w] = y[w];
+    log_gate_dst[w] = ok ? log_sigmoid(Cta::to_f(g[w])) : 0.0f;
   }
 }
 
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_row_vector(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int d0) {
-  constexpr int W = kVec<Op>;
-  const Op zero = Cta::template from_f<Op>(0.0f);
-  Op v[W], g[W], z[W];
-  for (int w = 0; w < W; ++w) v[w] = g[w] = z[w] = zero;
+DECAYFW_CTA void load_key_vector(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int m0) {
   const bool ok = i < pl.valid;
-  if (ok) {
-    const int64_t tt = pl.c0 + i, col = pl.row0 + d0;
-    if (t.Vr) Cta::load16(row_of<Op>(a.v, pl.b, tt, pl.h) + col, v);
-    if (t.Gr) Cta::load16(row_of<Op>(a.dy, pl.b, tt, pl.h) + col, g);
-    Cta::load16(row_of<Op>(a.z, pl.b, tt, pl.h) + col, z);
-  }
-  DECAYFW_UNROLL
-  for (int w = 0; w < W; ++w) {
-    if (t.Vr) t.Vr[i * Cfg::ldd_op + d0 + w] = v[w];
-    if (t.Gr) t.Gr[i * Cfg::ldd_op + d0 + w] = g[w];
-    t.Ac[i * Cfg::R + d0 + w] = ok ? log_sigmoid(Cta::to_f(z[w])) : 0.0f;
-  }
+  const int64_t tt = pl.c0 + (ok ? i : 0);  // a row inside the sequence, read only when ok
+  const int at = i * Cfg::ldm_op + m0;
+  load_vectors<Cta>(ok, row_of<Op>(a.q, pl.b, tt, pl.h) + m0, t.Qr ? t.Qr + at : nullptr,
+                    row_of<Op>(a.k, pl.b, tt, pl.h) + m0, t.Kr ? t.Kr + at : nullptr,
+                    row_of<Op>(a.f, pl.b, tt, pl.h) + m0, t.Bc + i * Cfg::M + m0);
+}
+
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_row_vector(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int d0) {
+  const bool ok = i < pl.valid;
+  const int64_t tt = pl.c0 + (ok ? i : 0), col = pl.row0 + d0;
+  const int at = i * Cfg::ldd_op + d0;
+  load_vectors<Cta>(ok, row_of<Op>(a.v, pl.b, tt, pl.h) + col, t.Vr ? t.Vr + at : nullptr,
+                    t.Gr ? row_of<Op>(a.dy, pl.b, tt, pl.h) + col : nullptr, t.Gr ? t.Gr + at : nullptr,
+                    row_of<Op>(a.z, pl.b, tt, pl.h) + col, t.Ac + i * Cfg::R + d0);
 }
 
 // Index e of a load phase over C×X elements, or over C×X/kVec vectors.
