@@ -207,13 +207,16 @@ def io_floor_bytes(N, T, D, M, backward, elem=2):
     return N * T * (fwd + (bwd if backward else 0))
 
 
-# The chunk path's kernels, by the names of their templates (kernels/cuda/decay_chunk_kernels.cuh).
-# dstate_pass before state_pass: one name contains the other.
-CHUNK_KERNELS = ("dstate_pass", "state_pass", "output_pass", "grad_pass")
+# The chunk path's kernels, by the names of their templates (kernels/cuda/decay_chunk_kernels.cuh), in
+# launch order.
+CHUNK_KERNELS = ("state_pass", "output_pass", "dstate_pass", "grad_pass")
 
 
 def kernel_of(name):
-    return next((k for k in CHUNK_KERNELS if k + "_kernel" in name), "other")
+    for k in sorted(CHUNK_KERNELS, key=len, reverse=True):  # dstate_pass before state_pass, which it contains
+        if k + "_kernel" in name:
+            return k
+    return "other"
 
 
 def kernel_breakdown(N, T, D, M, reps=5):
@@ -235,10 +238,43 @@ def kernel_breakdown(N, T, D, M, reps=5):
     return us
 
 
-def print_kernel_breakdown(sizes):
+def chunk_kernel_bytes(N, T, D, M, elem=2):
+    """HBM bytes of each chunk-path kernel in one forward+backward call (state_pass runs in both), read
+    off kernels/cuda/decay_chunk_program.h. Each distinct byte a kernel reads or writes counts once (the
+    row tiles' repeated reads of q, k, f and grad_pass's second reads are taken to hit L2), so this is a
+    lower bound. fp32 states of D×M per chunk; the 16-bit chunk sizes of decay_chunk_configs.h."""
+    C = 64 if M <= 64 else 32
+    P, chunks, S, E = N * T, -(-T // C), D * M * 4, elem
+    once = {
+        "state_pass": P * (2 * M + 2 * D) * E + N * (chunks + 1) * S,             # k, f, v, z; every chunk's start state
+        "output_pass": P * (3 * M + 2 * D) * E + N * chunks * S + P * D * E,      # q, k, f, v, z, states; y
+        "dstate_pass": P * (2 * M + 2 * D) * E + N * chunks * S,                  # q, f, dy, z; the state gradients
+        "grad_pass": P * (3 * M + 3 * D) * E + N * (2 * chunks + 1) * S + P * (3 * M + 2 * D) * E,  # all; grads
+    }
+    once["state_pass"] *= 2  # forward, and recomputed by the backward
+    return once
+
+
+def print_traffic_model(sizes):
+    print("Chunk path, forward+backward: HBM traffic by kernel (model, MB; chunk_kernel_bytes) against the "
+          "I/O floor. 'bound' = floor ÷ model: the largest fraction of the floor this design can reach at copy "
+          "bandwidth\n")
+    print("| N | T | D | M | " + " | ".join(CHUNK_KERNELS) + " | model total | I/O floor | bound |")
+    print("|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
+    for N, T, D, M in sizes:
+        b = chunk_kernel_bytes(N, T, D, M)
+        total, floor = sum(b.values()), io_floor_bytes(N, T, D, M, True)
+        print(f"| {N} | {T} | {D} | {M} | " + " | ".join(f"{b[k] / 1e6:.0f}" for k in CHUNK_KERNELS)
+              + f" | {total / 1e6:.0f} | {floor / 1e6:.0f} | {100 * floor / total:.0f}% |")
+    print()
+
+
+def print_kernel_breakdown(sizes, bw):
     print("Chunk path, forward+backward by kernel (bf16, µs per call, torch.profiler; "
-          "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace)\n")
-    print("| N | T | D | M | " + " | ".join(CHUNK_KERNELS) + " | other | serial passes share |")
+          "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace). GB/s: the model's bytes "
+          "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound\n")
+    print("| N | T | D | M | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
+          + " | other µs | serial passes share |")
     print("|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 2))
     for N, T, D, M in sizes:
         try:
@@ -246,12 +282,14 @@ def print_kernel_breakdown(sizes):
         except Exception as e:  # a profiler fault must not cost the rest of the run
             print(f"| {N} | {T} | {D} | {M} | kernel breakdown failed: {type(e).__name__}: {e} |")
             continue
+        model = chunk_kernel_bytes(N, T, D, M)
         total = sum(us.values())
         serial = (us["state_pass"] + us["dstate_pass"]) / total if total else 0.0
-        print(f"| {N} | {T} | {D} | {M} | " + " | ".join(f"{us[k]:.0f}" for k in CHUNK_KERNELS)
+        cell = lambda k: f"{us[k]:.0f} ({model[k] / (us[k] * 1e3):.0f})" if us[k] else "0"
+        print(f"| {N} | {T} | {D} | {M} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)
               + f" | {us['other']:.0f} | {100 * serial:.0f}% |", flush=True)
         torch.cuda.empty_cache()
-    print()
+    print(f"(copy bandwidth {bw / 1e9:.0f} GB/s)\n")
 
 
 def main(argv=None):
@@ -263,10 +301,15 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--naive-max-t", type=int, default=512)
     p.add_argument("--json", default=None)
+    p.add_argument("--traffic-model", action="store_true",
+                   help="print the chunk path's HBM traffic model for the issue's sizes and exit (no GPU needed)")
     p.add_argument("--breakdown", type=int, nargs=4, action="append", metavar=("N", "T", "D", "M"),
                    help="sizes of the per-kernel breakdown (repeatable; default: N 64 and 256 at T 8192, D 128, M 64, "
                         "and N 64, T 2048, D 128, M 32); --breakdown 0 0 0 0 skips it")
     a = p.parse_args(argv)
+    if a.traffic_model:
+        print_traffic_model([(N, T, D, M) for D in a.D for M in a.M for N in a.N for T in a.T])
+        return 0
     if not torch.cuda.is_available():
         p.exit(1, "bench_gpu: CUDA is not available (this benchmark times the CUDA kernels on a GPU; "
                   "benchmarks/run_cpu_benchmarks.sh times the CPU ones)\n")
@@ -288,7 +331,8 @@ def main(argv=None):
     breakdown = a.breakdown or [(64, 8192, 128, 64), (256, 8192, 128, 64), (64, 2048, 128, 32)]
     breakdown = [tuple(b) for b in breakdown if all(b)]
     if breakdown:
-        print_kernel_breakdown(breakdown)
+        print_traffic_model(breakdown)
+        print_kernel_breakdown(breakdown, bw)
     rows = []
     for D in a.D:
         for M in a.M:
