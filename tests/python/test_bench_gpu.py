@@ -1,0 +1,54 @@
+"""benchmarks/bench_gpu.py where there is no GPU (CI): its HBM traffic model of the chunk path, the
+mapping of profiler kernel names to the chunk passes, and its refusal to time anything without CUDA.
+The timings themselves need the GPU machine (tests/gpu/run_all.sh)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import bench_gpu  # noqa: E402
+
+BENCH = os.path.join(ROOT, "benchmarks", "bench_gpu.py")
+SIZES = [(N, T, D, M) for N in (64, 256) for T in (512, 2048, 8192) for D in (64, 128) for M in (32, 64)]
+
+
+def test_profiler_kernel_names_map_to_the_chunk_passes():
+    name = "void decayfw::cuda::chunk_launch::(anonymous namespace)::{}_kernel<__nv_bfloat16, " \
+           "decayfw::chunk::Config<64, 64, __nv_bfloat16> >(decayfw::chunk::ChunkArgs)"
+    for k in bench_gpu.CHUNK_KERNELS:  # dstate_pass contains state_pass: each must still map to itself
+        assert bench_gpu.kernel_of(name.format(k)) == k
+    assert bench_gpu.kernel_of("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>") == "other"
+    assert bench_gpu.kernel_of("Memset (Device)") == "other"
+
+
+@pytest.mark.parametrize("N,T,D,M", SIZES)
+def test_traffic_model_moves_at_least_the_io_floor(N, T, D, M):
+    """Every byte of the floor (inputs, y, dy, gradients) is read or written by some pass, so the model
+    can never be below it; and the fp32 state workspace it adds grows as N·T/C·D·M."""
+    model = bench_gpu.chunk_kernel_bytes(N, T, D, M)
+    assert set(model) == set(bench_gpu.CHUNK_KERNELS)
+    floor = bench_gpu.io_floor_bytes(N, T, D, M, True)
+    assert floor < sum(model.values()) < 5 * floor
+    half = bench_gpu.chunk_kernel_bytes(N, T // 2, D, M)
+    assert sum(half.values()) == pytest.approx(sum(model.values()) / 2, rel=0.05)  # linear in T (+1 state slot)
+
+
+def test_traffic_model_table_prints_without_a_gpu():
+    r = subprocess.run([sys.executable, BENCH, "--traffic-model", "--N", "64", "--T", "8192", "--D", "128", "--M", "64"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "bindings", "python")))
+    assert r.returncode == 0, r.stderr
+    row = [line for line in r.stdout.splitlines() if line.startswith("| 64 | 8192 | 128 | 64 |")]
+    assert len(row) == 1 and row[0].rstrip().endswith("| 37% |"), r.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_refuses_to_time_without_cuda():
+    r = subprocess.run([sys.executable, BENCH, "--reps", "1"], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "bindings", "python")))
+    assert r.returncode == 1
+    assert "CUDA is not available" in r.stderr and "Traceback" not in r.stderr
