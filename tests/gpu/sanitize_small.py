@@ -6,7 +6,7 @@ import torch
 import decayfw
 
 # The recurrent path (fp32 default) at odd sizes, and the chunk path (bf16, and forced for fp32 as
-# tf32) across chunk boundaries, several row tiles and every compiled key dimension.
+# tf32) across chunk boundaries, several row tiles and every compiled key dimension; then unaligned views.
 CASES = [("recurrent", torch.float32, (1, 37, 2, 64, 32)), ("recurrent", torch.float32, (2, 5, 1, 33, 5)),
          ("recurrent", torch.float32, (1, 9, 2, 128, 128)), ("chunk", torch.bfloat16, (1, 130, 2, 128, 64)),
          ("chunk", torch.float16, (1, 70, 1, 64, 16)), ("chunk", torch.float32, (1, 65, 1, 64, 32)),
@@ -19,5 +19,13 @@ for path, dtype, (B, T, H, D, M) in CASES:
     (y.sum() + s.sum()).backward()
     state = s0.detach().clone()
     decayfw.decay_step(*(t.detach()[:, 0].contiguous() for t in x), state)
+# The chunk path's element-load fallback and the adapter's copy of an unaligned state: every input and
+# the state one element into their storage.
+os.environ["DECAYFW_CUDA_PATH"] = "chunk"
+shifted = lambda t: torch.empty(t.numel() + 1, device="cuda", dtype=t.dtype)[1:].view_as(t).copy_(t)
+x = [shifted(torch.randn(1, 70, 2, X, device="cuda", dtype=torch.bfloat16)).requires_grad_(True) for X in (64, 64, 128, 128, 64)]
+s0 = shifted(torch.randn(1, 2, 128, 64, device="cuda")).requires_grad_(True)
+y, s = decayfw.decay_fast_weights(*x, initial_state=s0, output_final_state=True)
+(y.sum() + s.sum()).backward()
 torch.cuda.synchronize()
 print("sanitize run ok")
