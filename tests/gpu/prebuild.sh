@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${1:-build-gpu-prebuilt}"
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac  # a relative OUT is relative to the repository root
 PY="${PY:?set PY to a Python with the torch of the GPU machine (see the top of this script)}"
 TREE="${TREE:-build-gpu-tree}"
 "$PY" -c "import torch; assert torch.version.cuda, 'this torch has no CUDA'" || {
@@ -26,7 +27,7 @@ export PATH="$BIN:/usr/local/cuda/bin:$PATH"
 rm -rf "$OUT"; mkdir -p "$OUT/decayfw"
 cmake -S . -B "$TREE" $(command -v ninja >/dev/null && echo -G Ninja) -DCMAKE_PREFIX_PATH="$TP" -DDECAYFW_PYTHON="$PY" -DDECAYFW_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DDECAYFW_NATIVE="${NATIVE:-OFF}" -DDECAYFW_BUILD_ANALYZER=OFF -DDECAYFW_BUILD_GUI=OFF \
-  -DDECAYFW_BUILD_TESTS=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF -DDECAYFW_PY_PACKAGE_DIR="$PWD/$OUT/decayfw" >/dev/null
+  -DDECAYFW_BUILD_TESTS=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF -DDECAYFW_PY_PACKAGE_DIR="$OUT/decayfw" >/dev/null
 cmake --build "$TREE" -j "$(nproc)"
 "$PY" tests/gpu/build_signature.py > "$OUT/signature.txt"
 echo "prebuilt for $(cat "$OUT/signature.txt") in $OUT:"; ls -l "$OUT/decayfw"
