@@ -24,7 +24,8 @@ struct StepArgs {  // inputs [B, H, X] with element strides for B and H; X conti
   float* state = nullptr;  // [B, H, D, M] contiguous, 16-byte aligned, M % 4 == 0
 };
 
-constexpr int kRows = 64;  // state rows per CTA
+constexpr int kRows = 64;    // state rows per CTA
+constexpr int kGroups = 4;   // float4 groups of the state one index loads at once
 
 DECAYFW_HD size_t smem_bytes(int64_t M) {  // σ(f), k, q; σ(z), v; partial sums [kRows][M/4]
   return sizeof(float) * (3 * size_t(M) + 2 * kRows + size_t(kRows) * size_t(M / 4));
@@ -59,19 +60,32 @@ DECAYFW_CTA void step_program(Cta& cta, const StepArgs& a, int64_t n, int64_t bl
       vs[d] = Cta::to_f(v[row0 + d]);
     }
   });
+  // The state: rows × G groups of four floats. Each index takes kGroups of them, a stride apart (so
+  // a warp's accesses stay contiguous), and loads them all before computing any: one memory latency
+  // per index instead of one per group (at D = 128, M = 64: one index per thread).
   float* S = a.state + (n * a.D + row0) * M;
-  cta.for_each(int64_t(rows) * G, [&](int64_t e) {
-    const int64_t d = e / G, g = e % G, m = 4 * g;
-    float s[4];
-    Cta::load4(S + d * M + m, s);
-    const float ad = as[d], vd = vs[d];
-    float acc = 0.0f;
-    for (int j = 0; j < 4; ++j) {
-      s[j] = s[j] * (ad * bs[m + j]) + vd * ks[m + j];
-      acc += s[j] * qs[m + j];
+  const int64_t groups = int64_t(rows) * G, per = (groups + kGroups - 1) / kGroups;
+  cta.for_each(per, [&](int64_t e) {
+    float s[kGroups][4];
+    DECAYFW_UNROLL
+    for (int u = 0; u < kGroups; ++u) {
+      const int64_t el = e + u * per;
+      if (el < groups) Cta::load4(S + (el / G) * M + (el % G) * 4, s[u]);
     }
-    Cta::store4(S + d * M + m, s);
-    part[d * G + g] = acc;
+    DECAYFW_UNROLL
+    for (int u = 0; u < kGroups; ++u) {
+      const int64_t el = e + u * per;
+      if (el >= groups) break;
+      const int64_t d = el / G, g = el % G, m = 4 * g;
+      const float ad = as[d], vd = vs[d];
+      float acc = 0.0f;
+      for (int j = 0; j < 4; ++j) {
+        s[u][j] = s[u][j] * (ad * bs[m + j]) + vd * ks[m + j];
+        acc += s[u][j] * qs[m + j];
+      }
+      Cta::store4(S + d * M + m, s[u]);
+      part[d * G + g] = acc;
+    }
   });
   In* y = static_cast<In*>(a.y) + b * a.y_sb + h * a.y_sh;
   cta.for_each(rows, [&](int64_t d) {
