@@ -43,10 +43,10 @@ ChunkConfig chunk_config(ScalarType dtype, int64_t dim_k) {
 
 const char* chunk_unsupported_reason(const Dims& d, ScalarType dtype, size_t max_smem_per_block) {
   if (dtype == ScalarType::Float64) return "fp64 inputs (the chunk path multiplies on tensor cores)";
-  if (!(d.dim_k == 16 || d.dim_k == 32 || d.dim_k == 64 || d.dim_k == 128)) return "M is not 16, 32, 64 or 128";
+  const ChunkConfig c = chunk_config(dtype, d.dim_k);  // chunk 0: no configuration compiled for this M
+  if (c.chunk == 0) return "M is not 16, 32, 64 or 128";
   if (d.dim_v <= 0 || d.dim_v % chunk::kRows != 0) return "D is not a multiple of 64";
   if (d.batch * d.heads * ((d.seqlen + 15) / 16) > int64_t(INT32_MAX)) return "too many chunks for one launch";
-  const ChunkConfig c = chunk_config(dtype, d.dim_k);
   if (c.smem_bytes > max_smem_per_block) return "the device has too little shared memory per block";
   return nullptr;
 }

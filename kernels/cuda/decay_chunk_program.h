@@ -207,18 +207,24 @@ DECAYFW_CTA void load_row_vector(const ChunkArgs& a, const Place& pl, Tiles<Op, 
                     row_of<Op>(a.z, pl.b, tt, pl.h) + col, t.Ac + i * Cfg::R + d0);
 }
 
-// Index e of a load phase over C×X elements, or over C×X/kVec vectors.
+// Loads per row of X elements in a load phase: X / kVec vectors, or X elements.
+template <typename Op>
+DECAYFW_CTA int loads_per_row(const ChunkArgs& a, int X) {
+  return a.vector_loads ? X / kVec<Op> : X;
+}
+
+// Index e of a load phase over C rows of loads_per_row loads each.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_key_index(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
-  constexpr int M = Cfg::M, V = M / kVec<Op>;
-  if (a.vector_loads) load_key_vector<Cta>(a, pl, t, static_cast<int>(e / V), static_cast<int>(e % V) * kVec<Op>);
-  else load_key_element<Cta>(a, pl, t, static_cast<int>(e / M), static_cast<int>(e % M));
+  const int per = loads_per_row<Op>(a, Cfg::M), i = static_cast<int>(e / per), j = static_cast<int>(e % per);
+  if (a.vector_loads) load_key_vector<Cta>(a, pl, t, i, j * kVec<Op>);
+  else load_key_element<Cta>(a, pl, t, i, j);
 }
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_row_index(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
-  constexpr int R = Cfg::R, V = R / kVec<Op>;
-  if (a.vector_loads) load_row_vector<Cta>(a, pl, t, static_cast<int>(e / V), static_cast<int>(e % V) * kVec<Op>);
-  else load_row_element<Cta>(a, pl, t, static_cast<int>(e / R), static_cast<int>(e % R));
+  const int per = loads_per_row<Op>(a, Cfg::R), i = static_cast<int>(e / per), j = static_cast<int>(e % per);
+  if (a.vector_loads) load_row_vector<Cta>(a, pl, t, i, j * kVec<Op>);
+  else load_row_element<Cta>(a, pl, t, i, j);
 }
 
 // Inclusive cumulative sum down one column of a C-row fp32 tile with leading dimension ld.
@@ -232,8 +238,7 @@ DECAYFW_CTA void cumsum_column(float* g, int ld) {
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_keys(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M;
-  const int64_t per_row = a.vector_loads ? M / kVec<Op> : M;
-  cta.for_each(int64_t(C) * per_row, [&](int64_t e) { load_key_index<Cta>(a, pl, t, e); });
+  cta.for_each(int64_t(C) * loads_per_row<Op>(a, M), [&](int64_t e) { load_key_index<Cta>(a, pl, t, e); });
   cta.for_each(M, [&](int64_t m) { cumsum_column<C>(t.Bc + m, M); });
 }
 
@@ -241,8 +246,7 @@ DECAYFW_CTA void load_keys(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_rows(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, R = Cfg::R;
-  const int64_t per_row = a.vector_loads ? R / kVec<Op> : R;
-  cta.for_each(int64_t(C) * per_row, [&](int64_t e) { load_row_index<Cta>(a, pl, t, e); });
+  cta.for_each(int64_t(C) * loads_per_row<Op>(a, R), [&](int64_t e) { load_row_index<Cta>(a, pl, t, e); });
   cta.for_each(R, [&](int64_t d) { cumsum_column<C>(t.Ac + d, R); });
 }
 
@@ -250,8 +254,7 @@ DECAYFW_CTA void load_rows(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_chunk(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  const int64_t keys = int64_t(C) * (a.vector_loads ? M / kVec<Op> : M);
-  const int64_t rows = int64_t(C) * (a.vector_loads ? R / kVec<Op> : R);
+  const int64_t keys = int64_t(C) * loads_per_row<Op>(a, M), rows = int64_t(C) * loads_per_row<Op>(a, R);
   cta.for_each(keys + rows, [&](int64_t e) {
     if (e < keys) load_key_index<Cta>(a, pl, t, e);
     else load_row_index<Cta>(a, pl, t, e - keys);
@@ -377,6 +380,22 @@ struct ScanSmem {
   size_t bytes;
 };
 
+// Copies the R×M fp32 state tile of a row tile, four floats per access, between shared memory and
+// the [.., D, M] global states (row d at src + d·ld_src). A null src gives zeros; a second
+// destination, when given, gets the same values.
+template <typename Cta, typename Cfg>
+DECAYFW_CTA void copy_state_tile(Cta& cta, float* dst, int64_t ld_dst, const float* src, int64_t ld_src,
+                                 float* dst2 = nullptr, int64_t ld_dst2 = 0) {
+  constexpr int Q = Cfg::M / 4;
+  cta.for_each(int64_t(Cfg::R) * Q, [&](int64_t e) {
+    const int64_t d = e / Q, m = (e % Q) * 4;
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (src) Cta::load4(src + d * ld_src + m, s);
+    Cta::store4(dst + d * ld_dst + m, s);
+    if (dst2) Cta::store4(dst2 + d * ld_dst2 + m, s);
+  });
+}
+
 // state_pass(n, tile): S ← e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}) chunk by chunk,
 // writing each chunk's start state to states[n][c] and S_T to states[n][chunks] (and final_state).
 template <typename Cta, typename Op, typename Cfg>
@@ -385,25 +404,11 @@ DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t til
   ScanSmem<Op, Cfg> sm(smem, false);
   Tiles<Op, Cfg>& t = sm.t;
   float* S = sm.S;
-  const int64_t slots = a.chunks + 1, D = a.D;
-  constexpr int Q = M / 4;  // the state moves four floats per access
-  {
-    const Place pl(a, n, 0, tile, C);
-    cta.for_each(int64_t(R) * Q, [&](int64_t e) {
-      const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
-      float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (a.s0) Cta::load4(a.s0 + (n * D + pl.row0 + d) * M + m, s);
-      Cta::store4(S + d * Cfg::ldm_f + m, s);
-    });
-  }
+  const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
+  copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
   for (int64_t c = 0; c < a.chunks; ++c) {
     const Place pl(a, n, c, tile, C);
-    cta.for_each(int64_t(R) * Q, [&](int64_t e) {
-      const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
-      float s[4];
-      Cta::load4(S + d * Cfg::ldm_f + m, s);
-      Cta::store4(a.states + pl.state_row(c, slots, D, d) * M + m, s);
-    });
+    copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(c, slots, D, 0) * M, M, S, Cfg::ldm_f);
     load_chunk(cta, a, pl, t);
     cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
       if (e < int64_t(C) * M) {
@@ -426,13 +431,8 @@ DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t til
     cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, S, Cfg::ldm_f, true);
   }
   const Place pl(a, n, a.chunks, tile, C);
-  cta.for_each(int64_t(R) * Q, [&](int64_t e) {
-    const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
-    float s[4];
-    Cta::load4(S + d * Cfg::ldm_f + m, s);
-    Cta::store4(a.states + pl.state_row(a.chunks, slots, D, d) * M + m, s);
-    if (a.final_state) Cta::store4(a.final_state + (n * D + pl.row0 + d) * M + m, s);
-  });
+  copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f,
+                            a.final_state ? a.final_state + (n * D + row0) * M : nullptr, M);
 }
 
 // dstate_pass(n, tile): walking chunks backwards, dstates[n][c] = the gradient reaching chunk c's
@@ -446,21 +446,10 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
   float* dS = sm.S;
   const int64_t D = a.D;
   const int64_t row0 = tile * kRows;
-  constexpr int Q = M / 4;  // four floats per access
-  cta.for_each(int64_t(R) * Q, [&](int64_t e) {
-    const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (a.dsT) Cta::load4(a.dsT + (n * D + row0 + d) * M + m, s);
-    Cta::store4(dS + d * Cfg::ldm_f + m, s);
-  });
+  copy_state_tile<Cta, Cfg>(cta, dS, Cfg::ldm_f, a.dsT ? a.dsT + (n * D + row0) * M : nullptr, M);
   for (int64_t c = a.chunks - 1; c >= 0; --c) {
     const Place pl(a, n, c, tile, C);
-    cta.for_each(int64_t(R) * Q, [&](int64_t e) {
-      const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
-      float s[4];
-      Cta::load4(dS + d * Cfg::ldm_f + m, s);
-      Cta::store4(a.dstates + pl.state_row(c, a.chunks, D, d) * M + m, s);
-    });
+    copy_state_tile<Cta, Cfg>(cta, a.dstates + pl.state_row(c, a.chunks, D, 0) * M, M, dS, Cfg::ldm_f);
     load_chunk(cta, a, pl, t);
     cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
       if (e < int64_t(C) * M) {
@@ -480,12 +469,7 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
     });
     cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, dS, Cfg::ldm_f, true);
   }
-  cta.for_each(int64_t(R) * Q, [&](int64_t e) {
-    const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
-    float s[4];
-    Cta::load4(dS + d * Cfg::ldm_f + m, s);
-    Cta::store4(a.ds0 + (n * D + row0 + d) * M + m, s);
-  });
+  copy_state_tile<Cta, Cfg>(cta, a.ds0 + (n * D + row0) * M, M, dS, Cfg::ldm_f);
 }
 
 // Shared-memory carve of output_pass and grad_pass. Phases that never overlap share one region:
