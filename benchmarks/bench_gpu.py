@@ -2,6 +2,8 @@
 
 - ``chunk`` and ``recurrent``: this project's CUDA op (torch.ops.decayfw.*), bf16 inputs, fp32 state,
   forced onto its chunkwise tensor-core path and its recurrent path (DECAYFW_CUDA_PATH);
+  ``chunk-recompute`` (forward+backward only): the chunk path with ``save_chunk_states=False``, whose
+  backward recomputes the chunk states instead of reusing the forward's;
 - ``naive``: a per-token PyTorch loop (autograd for the backward);
 - ``t2fw``: T2FW's algorithm (Mao 2022's released kernels) re-implemented in Triton: one program
   per state tile running serially over time, every state S_t stored (fp16) for the backward,
@@ -124,9 +126,9 @@ def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False):
     return x, B, H
 
 
-def run_decayfw(x, backward, path):
+def run_decayfw(x, backward, path, save_chunk_states=True):
     os.environ["DECAYFW_CUDA_PATH"] = path
-    y = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"])
+    y = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"], save_chunk_states=save_chunk_states)
     if backward:
         y.backward(torch.ones_like(y))
 
@@ -238,12 +240,19 @@ def kernel_breakdown(N, T, D, M, reps=5):
     return us
 
 
-def chunk_kernel_bytes(N, T, D, M, elem=2):
-    """HBM bytes of each chunk-path kernel in one forward+backward call (state_pass runs in both), read
-    off kernels/cuda/decay_chunk_program.h. Each distinct byte a kernel reads or writes counts once (the
+def compiled_chunk(M):
+    """Tokens per chunk of the 16-bit configurations (kernels/cuda/decay_chunk_configs.h), for the model
+    without a GPU; on a GPU, torch.ops.decayfw.decay_chunk_size says (tests/gpu checks the two agree)."""
+    return 64 if M <= 64 else 32
+
+
+def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None):
+    """HBM bytes of each chunk-path kernel in one forward+backward call, read off
+    kernels/cuda/decay_chunk_program.h. Each distinct byte a kernel reads or writes counts once (the
     row tiles' repeated reads of q, k, f and grad_pass's second reads are taken to hit L2), so this is a
-    lower bound. fp32 states of D×M per chunk; the 16-bit chunk sizes of decay_chunk_configs.h."""
-    C = 64 if M <= 64 else 32
+    lower bound. fp32 states of D×M per chunk. reuse_states: the backward reads the forward's chunk
+    states (decay_fast_weights' default); False: it recomputes them with a second state_pass."""
+    C = C or compiled_chunk(M)
     P, chunks, S, E = N * T, -(-T // C), D * M * 4, elem
     once = {
         "state_pass": P * (2 * M + 2 * D) * E + N * (chunks + 1) * S,             # k, f, v, z; every chunk's start state
@@ -251,21 +260,23 @@ def chunk_kernel_bytes(N, T, D, M, elem=2):
         "dstate_pass": P * (2 * M + 2 * D) * E + N * chunks * S,                  # q, f, dy, z; the state gradients
         "grad_pass": P * (3 * M + 3 * D) * E + N * (2 * chunks + 1) * S + P * (3 * M + 2 * D) * E,  # all; grads
     }
-    once["state_pass"] *= 2  # forward, and recomputed by the backward
+    if not reuse_states:
+        once["state_pass"] *= 2  # forward, and recomputed by the backward
     return once
 
 
 def print_traffic_model(sizes):
-    print("Chunk path, forward+backward: HBM traffic by kernel (model, MB; chunk_kernel_bytes) against the "
-          "I/O floor. 'bound' = floor ÷ model: the largest fraction of the floor this design can reach at copy "
-          "bandwidth\n")
-    print("| N | T | D | M | " + " | ".join(CHUNK_KERNELS) + " | model total | I/O floor | bound |")
-    print("|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
+    print("Chunk path, forward+backward: HBM traffic by kernel (model, MB; chunk_kernel_bytes, the backward reusing "
+          "the forward's chunk states) against the I/O floor. 'bound' = floor ÷ model: the largest fraction of the "
+          "floor this design can reach at copy bandwidth; 'bound, recomputed' = the same with save_chunk_states=False\n")
+    print("| N | T | D | M | " + " | ".join(CHUNK_KERNELS) + " | model total | I/O floor | bound | bound, recomputed |")
+    print("|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 4))
     for N, T, D, M in sizes:
         b = chunk_kernel_bytes(N, T, D, M)
         total, floor = sum(b.values()), io_floor_bytes(N, T, D, M, True)
+        recomputed = sum(chunk_kernel_bytes(N, T, D, M, reuse_states=False).values())
         print(f"| {N} | {T} | {D} | {M} | " + " | ".join(f"{b[k] / 1e6:.0f}" for k in CHUNK_KERNELS)
-              + f" | {total / 1e6:.0f} | {floor / 1e6:.0f} | {100 * floor / total:.0f}% |")
+              + f" | {total / 1e6:.0f} | {floor / 1e6:.0f} | {100 * floor / total:.0f}% | {100 * floor / recomputed:.0f}% |")
     print()
 
 
@@ -344,6 +355,8 @@ def main(argv=None):
                         cands = {}
                         x, B, H = make_inputs(N, T, D, M, requires_grad=bwd)
                         cands["chunk"] = lambda x=x: run_decayfw(x, bwd, "chunk")
+                        if bwd:
+                            cands["chunk-recompute"] = lambda x=x: run_decayfw(x, bwd, "chunk", False)
                         cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
                         if T <= a.naive_max_t:
                             cands["naive"] = lambda x=x: run_naive(x, bwd)
@@ -363,14 +376,14 @@ def main(argv=None):
                                 row[name] = {"ms": None, "peak_MiB": "OOM"}
                                 torch.cuda.empty_cache()
                         for name in ("chunk", "recurrent"):
-                            ms = row[name]["ms"]
+                            ms = row[name].get("ms")
                             row[name]["io_floor_frac"] = (io_floor_bytes(N, T, D, M, bwd) / (ms / 1e3) / bw
                                                           if ms else None)
                         rows.append(row)
                         print(json.dumps(row), file=sys.stderr, flush=True)
                         del x, cands, qkv
                         torch.cuda.empty_cache()
-    names = ["chunk", "recurrent", "naive", "t2fw", "fla", "sdpa"]
+    names = ["chunk", "chunk-recompute", "recurrent", "naive", "t2fw", "fla", "sdpa"]
     pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
     print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)
           + " | chunk % of I/O floor | recurrent % of I/O floor |")

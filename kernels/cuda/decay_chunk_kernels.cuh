@@ -3,8 +3,9 @@
 // runs them in parallel; decay_chunk.cu picks one by dtype.
 //
 // Forward: state_pass (serial over chunks per sequence and row tile), then output_pass (parallel
-// over chunks and row tiles). Backward: state_pass again (states are recomputed, never saved by
-// the forward), dstate_pass (serial, backwards), grad_pass (parallel over chunks).
+// over chunks and row tiles); its workspace is the chunk-boundary states, which the caller may keep.
+// Backward: state_pass again unless it is given the forward's states (p.chunk_states), then
+// dstate_pass (serial, backwards) and grad_pass (parallel over chunks).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -103,7 +104,7 @@ cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stre
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
     if (!aligned16(p.initial_state) || !aligned16(p.grad_final_state) || !aligned16(p.grad_initial_state) ||
-        !aligned16(workspace)) {
+        !aligned16(p.chunk_states) || !aligned16(workspace)) {
       return cudaErrorMisalignedAddress;
     }
     ChunkArgs a = args_of(p.dims, Cfg::C);
@@ -113,13 +114,15 @@ cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stre
     a.dsT = static_cast<const float*>(p.grad_final_state);
     a.ds0 = static_cast<float*>(p.grad_initial_state);
     a.vector_loads = chunk::inputs_allow_vector_loads(a, sizeof(Op));
-    const WorkspacePlan w = plan_of(p.dims, Cfg::C, true);
+    const bool reuse = p.chunk_states != nullptr;
+    const WorkspacePlan w = plan_of(p.dims, Cfg::C, true, reuse);
     float* ws = static_cast<float*>(workspace);
-    a.states = ws;
+    // The backward's passes only read the states; state_pass, which writes them, is skipped.
+    a.states = reuse ? const_cast<float*>(static_cast<const float*>(p.chunk_states)) : ws;
     a.dstates = ws + w.states;
     const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
     const size_t scan = chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes;
-    cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);
+    cudaError_t err = reuse ? cudaSuccess : launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);
     if (err == cudaSuccess) err = launch(dstate_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);
     if (err == cudaSuccess)
       err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)),

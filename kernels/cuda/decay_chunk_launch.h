@@ -18,11 +18,12 @@ struct WorkspacePlan {  // fp32 element counts
   size_t bytes() const { return static_cast<size_t>(states + dstates) * sizeof(float); }
 };
 
-// Chunk-boundary states, [N, chunks + 1, D, M]; the backward adds their gradients, [N, chunks, D, M].
-inline WorkspacePlan plan_of(const Dims& d, int C, bool backward) {
+// Chunk-boundary states, [N, chunks + 1, D, M]; the backward adds their gradients, [N, chunks, D, M],
+// and needs no room for the states when it is given the forward's (states_given).
+inline WorkspacePlan plan_of(const Dims& d, int C, bool backward, bool states_given = false) {
   const int64_t N = d.batch * d.heads, chunks = (d.seqlen + C - 1) / C;
   WorkspacePlan w;
-  w.states = N * (chunks + 1) * d.dim_v * d.dim_k;
+  if (!(backward && states_given)) w.states = N * (chunks + 1) * d.dim_v * d.dim_k;
   if (backward) w.dstates = N * chunks * d.dim_v * d.dim_k;
   return w;
 }

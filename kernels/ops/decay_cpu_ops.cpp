@@ -8,6 +8,7 @@
 #include "aten_executor.h"
 #include "decay_op_args.h"
 #include "decayfw/cpu/decay_cpu.h"
+#include "tensor_checks.h"
 
 namespace decayfw::ops {
 namespace {
@@ -20,11 +21,22 @@ std::tuple<at::Tensor, at::Tensor> decay_fwd_cpu(const at::Tensor& q, const at::
   return {c.y, c.final_state};
 }
 
+// The CPU backward recomputes everything in one fused pass per sequence, so the training forward
+// keeps nothing beyond decay_fwd's outputs.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> decay_fwd_train_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                                   const at::Tensor& v, const at::Tensor& z,
+                                                                   const at::Tensor& f,
+                                                                   const c10::optional<at::Tensor>& initial_state) {
+  auto [y, final_state] = decay_fwd_cpu(q, k, v, z, f, initial_state);
+  return {y, final_state, at::empty({0}, q.options().dtype(at::kFloat))};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> decay_bwd_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& z, const at::Tensor& f,
     const c10::optional<at::Tensor>& initial_state, const at::Tensor& dy,
-    const c10::optional<at::Tensor>& grad_final_state) {
+    const c10::optional<at::Tensor>& grad_final_state, const c10::optional<at::Tensor>& chunk_states) {
   DecayBwdCall c = prepare_decay_bwd(c10::DeviceType::CPU, q, k, v, z, f, initial_state, dy, grad_final_state);
+  chunk_states_or_null("decayfw.decay_bwd", chunk_states, c.params.dims, 0, q);  // validated, not used
   cpu::decay_backward(c.params, aten_executor(work_of(c.params.dims)));
   return {c.dq, c.dk, c.dv, c.dz, c.df, c.grad_initial_state};
 }
@@ -41,6 +53,7 @@ at::Tensor decay_step_cpu(const at::Tensor& q, const at::Tensor& k, const at::Te
 
 TORCH_LIBRARY_IMPL(decayfw, CPU, m) {
   m.impl("decay_fwd", &decayfw::ops::decay_fwd_cpu);
+  m.impl("decay_fwd_train", &decayfw::ops::decay_fwd_train_cpu);
   m.impl("decay_bwd", &decayfw::ops::decay_bwd_cpu);
   m.impl("decay_step", &decayfw::ops::decay_step_cpu);
 }

@@ -14,6 +14,7 @@
 
 #include "decay_op_args.h"
 #include "decayfw/cuda/decay_cuda.h"
+#include "tensor_checks.h"
 
 namespace decayfw::ops {
 namespace {
@@ -38,24 +39,24 @@ void check_launch(const char* op, cudaError_t err) {
 // DECAYFW_CUDA_PATH=auto|chunk|recurrent overrides the choice (read at every call).
 constexpr int64_t kChunkMinTokens = 64;
 
-enum class Path { Recurrent, Chunk };
-
-Path choose_path(const char* op, const Dims& d, ScalarType dtype, const at::Tensor& like) {
+// The chunk size of the path a call takes, 0 for the recurrent path.
+int64_t chosen_chunk(const char* op, const Dims& d, ScalarType dtype, c10::DeviceIndex device) {
   const char* env = std::getenv("DECAYFW_CUDA_PATH");
   const std::string want = env ? env : "auto";
   TORCH_CHECK(want == "auto" || want == "chunk" || want == "recurrent", op,
               ": DECAYFW_CUDA_PATH must be auto, chunk or recurrent, got '", want, "'");
-  if (want == "recurrent" || d.seqlen == 0) return Path::Recurrent;
-  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(like.device().index());
+  if (want == "recurrent" || d.seqlen == 0) return 0;
+  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(device);
   const char* why = cuda::chunk_unsupported_reason(d, dtype, prop->sharedMemPerBlockOptin);
+  const int64_t chunk = cuda::chunk_config(dtype, d.dim_k).chunk;
   if (want == "chunk") {
     TORCH_CHECK(why == nullptr, op, ": DECAYFW_CUDA_PATH=chunk, but the chunk path cannot run D = ", d.dim_v,
                 ", M = ", d.dim_k, ", ", scalar_type_name(dtype), " on ", prop->name, ": ", why);
-    return Path::Chunk;
+    return chunk;
   }
-  if (why != nullptr || d.seqlen < kChunkMinTokens) return Path::Recurrent;
-  if (dtype == ScalarType::Float32 && !at::globalContext().allowTF32CuBLAS()) return Path::Recurrent;
-  return Path::Chunk;
+  if (why != nullptr || d.seqlen < kChunkMinTokens) return 0;
+  if (dtype == ScalarType::Float32 && !at::globalContext().allowTF32CuBLAS()) return 0;
+  return chunk;
 }
 
 at::Tensor workspace(size_t bytes, const at::Tensor& like) {
@@ -66,47 +67,77 @@ at::Tensor workspace(size_t bytes, const at::Tensor& like) {
 // that is not 16-byte aligned (a contiguous view at an odd storage offset) is copied to fresh memory
 // first; `keep` holds the copy until the launch is enqueued (the caching allocator orders reuse on
 // the stream). The states the op allocates itself are always aligned.
-const void* aligned_state(const void* p, const c10::optional<at::Tensor>& given, at::Tensor& keep) {
+const void* aligned_state(const void* p, const at::Tensor& given, at::Tensor& keep) {
   if (p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0) return p;
-  keep = given->clone();
+  keep = given.clone();
   return keep.data_ptr();
+}
+const void* aligned_state(const void* p, const c10::optional<at::Tensor>& given, at::Tensor& keep) {
+  return p == nullptr ? p : aligned_state(p, *given, keep);
+}
+
+// decay_fwd and decay_fwd_train. On the chunk path the forward's workspace is the chunk-boundary
+// states, allocated as the [B, H, chunks + 1, D, M] tensor decay_fwd_train returns (decay_fwd drops
+// it); elsewhere the third result is empty.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& q, const at::Tensor& k,
+                                                       const at::Tensor& v, const at::Tensor& z, const at::Tensor& f,
+                                                       const c10::optional<at::Tensor>& initial_state) {
+  DecayFwdCall c = prepare_decay_fwd(c10::DeviceType::CUDA, q, k, v, z, f, initial_state);
+  const c10::cuda::CUDAGuard guard(q.device());  // the launch's device
+  const Dims& d = c.params.dims;
+  check_cuda_limits(op, d.dim_k, d.batch * d.heads);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const int64_t chunk = chosen_chunk(op, d, c.params.dtype, q.device().index());
+  if (chunk == 0) {
+    check_launch(op, cuda::decay_forward_cuda(c.params, stream));
+    return {c.y, c.final_state, at::empty({0}, q.options().dtype(at::kFloat))};
+  }
+  at::Tensor states = at::empty({d.batch, d.heads, (d.seqlen + chunk - 1) / chunk + 1, d.dim_v, d.dim_k},
+                                q.options().dtype(at::kFloat));
+  TORCH_INTERNAL_ASSERT(static_cast<size_t>(states.nbytes()) == cuda::chunk_workspace_bytes(d, c.params.dtype, false));
+  at::Tensor s0;
+  c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
+  check_launch(op, cuda::decay_forward_chunk_cuda(c.params, states.data_ptr(), stream));
+  return {c.y, c.final_state, states};
 }
 
 std::tuple<at::Tensor, at::Tensor> decay_fwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                   const at::Tensor& z, const at::Tensor& f,
                                                   const c10::optional<at::Tensor>& initial_state) {
-  DecayFwdCall c = prepare_decay_fwd(c10::DeviceType::CUDA, q, k, v, z, f, initial_state);
-  const c10::cuda::CUDAGuard guard(q.device());  // the launch's device
-  const Dims& d = c.params.dims;
-  check_cuda_limits("decayfw.decay_fwd", d.dim_k, d.batch * d.heads);
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (choose_path("decayfw.decay_fwd", d, c.params.dtype, q) == Path::Chunk) {
-    at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, false), q), s0;
-    c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
-    check_launch("decayfw.decay_fwd", cuda::decay_forward_chunk_cuda(c.params, ws.data_ptr(), stream));
-  } else {
-    check_launch("decayfw.decay_fwd", cuda::decay_forward_cuda(c.params, stream));
-  }
-  return {c.y, c.final_state};
+  auto [y, final_state, states] = forward("decayfw.decay_fwd", q, k, v, z, f, initial_state);
+  return {y, final_state};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> decay_fwd_train_cuda(const at::Tensor& q, const at::Tensor& k,
+                                                                    const at::Tensor& v, const at::Tensor& z,
+                                                                    const at::Tensor& f,
+                                                                    const c10::optional<at::Tensor>& initial_state) {
+  return forward("decayfw.decay_fwd_train", q, k, v, z, f, initial_state);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> decay_bwd_cuda(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& z, const at::Tensor& f,
     const c10::optional<at::Tensor>& initial_state, const at::Tensor& dy,
-    const c10::optional<at::Tensor>& grad_final_state) {
+    const c10::optional<at::Tensor>& grad_final_state, const c10::optional<at::Tensor>& chunk_states) {
+  constexpr const char* op = "decayfw.decay_bwd";
   DecayBwdCall c = prepare_decay_bwd(c10::DeviceType::CUDA, q, k, v, z, f, initial_state, dy, grad_final_state);
   const c10::cuda::CUDAGuard guard(q.device());  // the launch's device
   const Dims& d = c.params.dims;
-  check_cuda_limits("decayfw.decay_bwd", d.dim_k, d.batch * d.heads);
+  check_cuda_limits(op, d.dim_k, d.batch * d.heads);
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (choose_path("decayfw.decay_bwd", d, c.params.dtype, q) == Path::Chunk) {
-    at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, true), q), s0, dsT;
+  const int64_t chunk = chosen_chunk(op, d, c.params.dtype, q.device().index());
+  // Checked on every path; used only by the chunk path (a forward on the other path kept none).
+  const at::Tensor* saved = chunk_states_or_null(op, chunk_states, d, chunk, q);
+  if (chunk != 0) {
+    at::Tensor s0, dsT, states;
     c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
     c.params.grad_final_state = aligned_state(c.params.grad_final_state, grad_final_state, dsT);
-    check_launch("decayfw.decay_bwd", cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream));
+    if (saved) c.params.chunk_states = aligned_state(saved->data_ptr(), *saved, states);
+    at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, true, saved != nullptr), q);
+    check_launch(op, cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream));
   } else {
     at::Tensor ws = workspace(cuda::decay_backward_workspace_bytes(d, c.params.dtype), q);
-    check_launch("decayfw.decay_bwd", cuda::decay_backward_cuda(c.params, ws.data_ptr(), stream));
+    check_launch(op, cuda::decay_backward_cuda(c.params, ws.data_ptr(), stream));
   }
   return {c.dq, c.dk, c.dv, c.dz, c.df, c.grad_initial_state};
 }
@@ -128,10 +159,17 @@ at::Tensor decay_step_cuda(const at::Tensor& q, const at::Tensor& k, const at::T
 }
 
 }  // namespace
+
+int64_t cuda_chunk_size(const char* op, const Dims& d, ScalarType dtype, c10::DeviceIndex device) {
+  check_cuda_limits(op, d.dim_k, d.batch * d.heads);
+  return chosen_chunk(op, d, dtype, device);
+}
+
 }  // namespace decayfw::ops
 
 TORCH_LIBRARY_IMPL(decayfw, CUDA, m) {
   m.impl("decay_fwd", &decayfw::ops::decay_fwd_cuda);
+  m.impl("decay_fwd_train", &decayfw::ops::decay_fwd_train_cuda);
   m.impl("decay_bwd", &decayfw::ops::decay_bwd_cuda);
   m.impl("decay_step", &decayfw::ops::decay_step_cuda);
 }

@@ -33,6 +33,12 @@ DecayBwdCall prepare_decay_bwd(c10::DeviceType device, const at::Tensor& q, cons
                                const c10::optional<at::Tensor>& initial_state, const at::Tensor& dy,
                                const c10::optional<at::Tensor>& grad_final_state);
 
+#ifdef DECAYFW_WITH_CUDA
+// The chunk size the CUDA op runs these sizes with on this device now, 0 for its recurrent path
+// (decay_cuda_ops.cpp; the same choice decay_fwd and decay_bwd make).
+int64_t cuda_chunk_size(const char* op, const Dims& dims, ScalarType dtype, c10::DeviceIndex device);
+#endif
+
 DecayStepCall prepare_decay_step(c10::DeviceType device, const at::Tensor& q, const at::Tensor& k,
                                  const at::Tensor& v, const at::Tensor& z, const at::Tensor& f, at::Tensor& state);
 

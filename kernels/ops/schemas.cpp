@@ -9,11 +9,22 @@ TORCH_LIBRARY(decayfw, m) {
   // Returns y [B, T, H, D] (input dtype, strides of v) and the final state [B, H, D, M].
   m.def("decay_fwd(Tensor q, Tensor k, Tensor v, Tensor z, Tensor f, Tensor? initial_state=None)"
         " -> (Tensor y, Tensor final_state)");
+  // The forward for training: decay_fwd, plus what its backward can reuse. On the CUDA chunk path
+  // that is the chunk-boundary states [B, H, ceil(T / C) + 1, D, M] fp32 (C = decay_chunk_size);
+  // elsewhere an empty fp32 tensor (nothing is worth keeping).
+  m.def("decay_fwd_train(Tensor q, Tensor k, Tensor v, Tensor z, Tensor f, Tensor? initial_state=None)"
+        " -> (Tensor y, Tensor final_state, Tensor chunk_states)");
   // Gradients of decay_fwd with respect to every input, given dy and (optionally) the gradient of
-  // the final state. Recomputes what it needs; no states are saved between forward and backward.
+  // the final state. Recomputes what it needs, except the chunk states when decay_fwd_train's are
+  // passed (None or empty: recomputed); no per-token states are ever stored.
   m.def("decay_bwd(Tensor q, Tensor k, Tensor v, Tensor z, Tensor f, Tensor? initial_state, Tensor dy,"
-        " Tensor? grad_final_state=None)"
+        " Tensor? grad_final_state=None, Tensor? chunk_states=None)"
         " -> (Tensor dq, Tensor dk, Tensor dv, Tensor dz, Tensor df, Tensor grad_initial_state)");
+  // Tokens per chunk of the chunk path that decay_fwd/decay_bwd would run these sizes on now (it
+  // depends on the device, DECAYFW_CUDA_PATH and PyTorch's TF32 setting), or 0 when they take the
+  // recurrent path or the CPU op. Host-side only: shapes for fake tensors, sizes for benchmarks.
+  m.def("decay_chunk_size(int batch, int seqlen, int heads, int dim_v, int dim_k, ScalarType dtype, Device device)"
+        " -> int");
   // One decode step: q, k, f [B, H, M]; v, z [B, H, D]; state [B, H, D, M] updated in place.
   m.def("decay_step(Tensor q, Tensor k, Tensor v, Tensor z, Tensor f, Tensor(a!) state) -> Tensor y");
 

@@ -107,6 +107,28 @@ void check_state(const char* op, const char* name, const at::Tensor& state, cons
   TORCH_CHECK(state.is_contiguous(), op, ": argument '", name, "' must be contiguous");
 }
 
+const at::Tensor* chunk_states_or_null(const char* op, const c10::optional<at::Tensor>& states, const Dims& d,
+                                       int64_t chunk, const at::Tensor& like) {
+  if (!given(states) || states->numel() == 0) return nullptr;
+  const at::Tensor& s = *states;
+  const char* from = " (pass the chunk_states that decay_fwd_train returned for these inputs, or None)";
+  TORCH_CHECK(s.dim() == 5 && s.size(0) == d.batch && s.size(1) == d.heads && s.size(3) == d.dim_v &&
+                  s.size(4) == d.dim_k,
+              op, ": argument 'chunk_states' must have shape [B, H, chunks + 1, D, M] = [", d.batch, ", ", d.heads,
+              ", chunks + 1, ", d.dim_v, ", ", d.dim_k, "], got ", shape_str(s.sizes()), from);
+  TORCH_CHECK(s.scalar_type() == at::kFloat, op, ": argument 'chunk_states' must be float32, got ", s.scalar_type(),
+              from);
+  TORCH_CHECK(s.device() == like.device(), op, ": argument 'chunk_states' is on ", s.device(),
+              " but the inputs are on ", like.device());
+  TORCH_CHECK(s.is_contiguous(), op, ": argument 'chunk_states' must be contiguous", from);
+  if (chunk == 0) return nullptr;
+  const int64_t slots = (d.seqlen + chunk - 1) / chunk + 1;
+  TORCH_CHECK(s.size(2) == slots, op, ": argument 'chunk_states' holds ", s.size(2),
+              " chunk-boundary states, but the chunk path splits T = ", d.seqlen, " into chunks of ", chunk,
+              " tokens and needs ", slots, from);
+  return &s;
+}
+
 void check_head_scalar(const char* op, const char* name, const at::Tensor& t, const Dims& d, bool has_time,
                        const at::Tensor& like) {
   TORCH_CHECK(t.defined(), op, ": argument '", name, "' is undefined");

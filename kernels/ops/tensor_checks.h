@@ -40,6 +40,13 @@ inline bool given(const c10::optional<at::Tensor>& t) { return t.has_value() && 
 inline const void* data_or_null(const c10::optional<at::Tensor>& t) { return given(t) ? t->data_ptr() : nullptr; }
 
 
+// The chunk-boundary states a backward may reuse (decay_fwd_train's third output). Null when absent
+// or empty (the backward recomputes them) and when this call does not run the chunk path (chunk = 0:
+// they are a cache, and any path gives the same gradients). Otherwise it must be
+// [B, H, ceil(T / chunk) + 1, D, M], fp32, contiguous, on the inputs' device.
+const at::Tensor* chunk_states_or_null(const char* op, const c10::optional<at::Tensor>& states, const Dims& dims,
+                                       int64_t chunk, const at::Tensor& like);
+
 // A new, uninitialised state [B, H, D, M] of the state dtype for inputs like `like`.
 at::Tensor new_state(const Dims& d, const at::Tensor& like);
 

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 #include "cta/host_cta.h"
@@ -36,9 +37,11 @@ class HostChunkRunner {
         }
   }
 
-  void backward(chunk::ChunkArgs& a) {
-    prepare(a, true);
-    run_state_pass(a);
+  // reuse_states: skip state_pass and read the states the last forward() left, as the launcher does
+  // when it is given the forward's states (DecayBwdParams::chunk_states).
+  void backward(chunk::ChunkArgs& a, bool reuse_states = false) {
+    prepare(a, true, reuse_states);
+    if (!reuse_states) run_state_pass(a);
     {
       chunk::ScanSmem<In, Cfg> probe(nullptr, true);
       cta::HostSmem sm(probe.bytes);
@@ -60,13 +63,18 @@ class HostChunkRunner {
   const std::vector<float>& states() const { return states_; }
 
  private:
-  void prepare(chunk::ChunkArgs& a, bool backward) {
+  void prepare(chunk::ChunkArgs& a, bool backward, bool reuse_states = false) {
     const int64_t N = a.B * a.H;
     a.chunks = (a.T + Cfg::C - 1) / Cfg::C;
     a.tiles = a.D / chunk::kRows;
     a.vector_loads = allow_vector_loads_ && chunk::inputs_allow_vector_loads(a, sizeof(In));  // as the launcher
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    states_.assign(static_cast<size_t>(N * (a.chunks + 1) * a.D * a.M), nan);
+    const size_t state_floats = static_cast<size_t>(N * (a.chunks + 1) * a.D * a.M);
+    if (reuse_states) {
+      if (states_.size() != state_floats) throw std::logic_error("HostChunkRunner: no forward states of these sizes to reuse");
+    } else {
+      states_.assign(state_floats, nan);
+    }
     a.states = states_.data();
     if (backward) {
       dstates_.assign(static_cast<size_t>(N * a.chunks * a.D * a.M), nan);

@@ -5,7 +5,9 @@
 
 namespace decayfw::testing {
 using dispatcher::decay_bwd;
+using dispatcher::decay_chunk_size;
 using dispatcher::decay_fwd;
+using dispatcher::decay_fwd_train;
 using dispatcher::decay_step;
 using dispatcher::Grads;
 }  // namespace decayfw::testing

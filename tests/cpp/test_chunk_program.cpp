@@ -129,7 +129,8 @@ struct Outputs {
 
 template <typename In, int M, int C, bool kExact>
 Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = decayfw::cta::Order::Forward,
-                         bool vector_loads = true) {
+                         bool vector_loads = true, bool reuse_states = false,
+                         std::vector<float>* states_after = nullptr) {
   using Cfg = chunk::Config<M, C, In>;
   const Shape& s = pr.s;
   const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
@@ -145,7 +146,8 @@ Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = deca
   b.df = Problem<In>::out_view(o.df, s, s.M);
   b.dv = Problem<In>::out_view(o.dv, s, s.D), b.dz = Problem<In>::out_view(o.dz, s, s.D);
   b.ds0 = o.ds0.data();
-  run.backward(b);
+  run.backward(b, reuse_states);
+  if (states_after) *states_after = run.states();
   return o;
 }
 
@@ -309,6 +311,35 @@ TEST(ChunkProgram, VectorAndElementLoadsGiveTheSameBits) {
   const Shape s32{2, 70, 1, 64, 32};
   check(outputs_in_order<float, 32, 32>(s32, Order::Forward, true), outputs_in_order<float, 32, 32>(s32, Order::Forward, false),
         "fp32");
+}
+
+// A backward given the forward's chunk-boundary states skips state_pass (as the launcher does with
+// DecayBwdParams::chunk_states). The states are the same computation, so every gradient must be
+// bit-identical to a backward that recomputes them; and the backward must leave them untouched.
+template <typename In, int M, int C>
+void expect_reuse_matches_recompute(const Shape& s, bool with_states, const char* what) {
+  const Problem<In> pr(s, 33, 1.0, 2.0, with_states);
+  std::vector<float> states_reused, states_recomputed;
+  const Outputs<In> reused = run_programs<In, M, C, false>(pr, decayfw::cta::Order::Forward, true, true, &states_reused);
+  const Outputs<In> recomputed =
+      run_programs<In, M, C, false>(pr, decayfw::cta::Order::Forward, true, false, &states_recomputed);
+  const auto same = [&](const auto& x, const auto& y, const char* name) {
+    ASSERT_EQ(x.size(), y.size());
+    EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0]))) << what << ": " << name;
+  };
+  same(reused.dq, recomputed.dq, "dq");
+  same(reused.dk, recomputed.dk, "dk");
+  same(reused.dv, recomputed.dv, "dv");
+  same(reused.dz, recomputed.dz, "dz");
+  same(reused.df, recomputed.df, "df");
+  same(reused.ds0, recomputed.ds0, "grad of the initial state");
+  same(states_reused, states_recomputed, "the chunk states after the backward");
+}
+
+TEST(ChunkProgram, BackwardReusingTheForwardStatesGivesTheSameBits) {
+  expect_reuse_matches_recompute<BFloat16, 64, 64>({2, 150, 1, 128, 64}, true, "bf16, T = 150, with S0 and dS_T");
+  expect_reuse_matches_recompute<BFloat16, 32, 64>({1, 64, 2, 64, 32}, false, "bf16, T = one chunk, no states");
+  expect_reuse_matches_recompute<float, 32, 32>({1, 70, 1, 64, 32}, true, "fp32 as tf32");
 }
 
 TEST(ChunkProgram, VectorLoadsNeedEveryRowAligned) {

@@ -372,3 +372,39 @@ TEST(DecayBadInput, ErrorsNameTheArgumentAndExpectedShape) {
   expect_error([&] { dt::decay_bwd(in.q, in.k, in.v, in.z, in.f, c10::nullopt, in.v.narrow(3, 0, 2), c10::nullopt); },
                {"'dy'", "[B, T, H, D]"});
 }
+
+// ------------------------------------------------------------------------------------------------
+// the training forward and the reusable chunk states (kept only by the CUDA chunk path)
+
+TEST(DecayTrainingForward, CpuKeepsNoChunkStatesAndGivesDecayFwdsOutputs) {
+  const Inputs in = make_inputs(2, 70, 3, 8, 4, at::kFloat, 5);
+  auto [y, sT] = dt::decay_fwd(in.q, in.k, in.v, in.z, in.f, in.s0);
+  auto [y_train, sT_train, states] = dt::decay_fwd_train(in.q, in.k, in.v, in.z, in.f, in.s0);
+  EXPECT_TRUE(at::equal(y, y_train));
+  EXPECT_TRUE(at::equal(sT, sT_train));
+  EXPECT_EQ(states.numel(), 0);
+  EXPECT_EQ(states.scalar_type(), at::kFloat);
+  // Passing the (empty) states back changes nothing.
+  const at::Tensor dy = at::randn_like(in.v);
+  const auto g = dt::decay_bwd(in.q, in.k, in.v, in.z, in.f, in.s0, dy, c10::nullopt);
+  const auto g_states = dt::decay_bwd(in.q, in.k, in.v, in.z, in.f, in.s0, dy, c10::nullopt, states);
+  EXPECT_TRUE(at::equal(std::get<0>(g), std::get<0>(g_states)));
+  EXPECT_TRUE(at::equal(std::get<4>(g), std::get<4>(g_states)));
+  EXPECT_TRUE(at::equal(std::get<5>(g), std::get<5>(g_states)));
+  EXPECT_EQ(dt::decay_chunk_size(2, 70, 3, 8, 4, at::kFloat, c10::Device(c10::kCPU)), 0);
+}
+
+TEST(DecayTrainingForward, BadChunkStatesAreNamed) {
+  const Inputs in = make_inputs(2, 5, 3, 8, 4, at::kFloat, 1);
+  const at::Tensor dy = at::randn_like(in.v);
+  const auto bwd = [&](const at::Tensor& states) {
+    dt::decay_bwd(in.q, in.k, in.v, in.z, in.f, c10::nullopt, dy, c10::nullopt, states);
+  };
+  expect_error([&] { bwd(at::zeros({2, 3, 2, 8, 5})); }, {"'chunk_states'", "[B, H, chunks + 1, D, M] = [2, 3, chunks + 1, 8, 4]", "[2, 3, 2, 8, 5]"});
+  expect_error([&] { bwd(at::zeros({2, 3, 8, 4})); }, {"'chunk_states'", "decay_fwd_train"});
+  expect_error([&] { bwd(at::zeros({2, 3, 2, 8, 4}, at::kDouble)); }, {"'chunk_states'", "float32", "Double"});
+  expect_error([&] { bwd(at::zeros({2, 3, 8, 2, 4}).transpose(2, 3)); }, {"'chunk_states'", "contiguous"});
+  expect_error([&] { dt::decay_chunk_size(2, -1, 3, 8, 4, at::kFloat, c10::Device(c10::kCPU)); }, {"T = -1"});
+  expect_error([&] { dt::decay_chunk_size(2, 5, 3, 8, 4, at::kInt, c10::Device(c10::kCPU)); }, {"dtype", "Int"});
+  expect_error([&] { dt::decay_chunk_size(2, 5, 3, 8, 4, at::kFloat, c10::Device(c10::kMeta)); }, {"CPU and CUDA", "meta"});
+}

@@ -7,8 +7,9 @@ from torch.utils.cpp_extension import load
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 K = os.path.join(ROOT, "kernels")
-sources = [f"{K}/ops/schemas.cpp", f"{K}/ops/tensor_checks.cpp", f"{K}/ops/decay_op_args.cpp", f"{K}/ops/decay_cpu_ops.cpp",
-           f"{K}/ops/add_cpu_ops.cpp", f"{K}/ops/gated_cpu_ops.cpp", f"{K}/ops/delta_cpu_ops.cpp",
+sources = [f"{K}/ops/schemas.cpp", f"{K}/ops/tensor_checks.cpp", f"{K}/ops/decay_op_args.cpp",
+           f"{K}/ops/decay_chunk_size.cpp", f"{K}/ops/decay_cpu_ops.cpp", f"{K}/ops/add_cpu_ops.cpp",
+           f"{K}/ops/gated_cpu_ops.cpp", f"{K}/ops/delta_cpu_ops.cpp",
            f"{K}/cpu/decay_cpu.cpp", f"{K}/cpu/delta_cpu.cpp", f"{K}/ops/decay_cuda_ops.cpp",
            f"{K}/cuda/decay_recurrent.cu", f"{K}/cuda/decay_step.cu", f"{K}/cuda/decay_chunk.cu",
            f"{K}/cuda/decay_chunk_bf16.cu", f"{K}/cuda/decay_chunk_fp16.cu", f"{K}/cuda/decay_chunk_tf32.cu"]

@@ -15,8 +15,9 @@ for path, dtype, (B, T, H, D, M) in CASES:
     os.environ["DECAYFW_CUDA_PATH"] = path
     x = [torch.randn(B, T, H, X, device="cuda", dtype=dtype, requires_grad=True) for X in (M, M, D, D, M)]
     s0 = torch.randn(B, H, D, M, device="cuda", requires_grad=True)
-    y, s = decayfw.decay_fast_weights(*x, initial_state=s0, output_final_state=True)
-    (y.sum() + s.sum()).backward()
+    for save in (True, False):  # the backward reusing the forward's chunk states, and recomputing them
+        y, s = decayfw.decay_fast_weights(*x, initial_state=s0, output_final_state=True, save_chunk_states=save)
+        (y.sum() + s.sum()).backward()
     state = s0.detach().clone()
     decayfw.decay_step(*(t.detach()[:, 0].contiguous() for t in x), state)
 # The chunk path's element-load fallback and the adapter's copy of an unaligned state: every input and

@@ -2,9 +2,13 @@
 it and the recurrent path. The same programs run on CPU in tests/cpp/test_chunk_program.cpp; this
 file checks the device executor (WMMA fragments, the warp split, shared memory) and the launcher.
 Runs only where a GPU and a CUDA build of decayfw are present; CI skips it."""
+import os
+import sys
+
 import pytest
 import torch
 
+import decayfw
 from decayfw import decay_fast_weights
 
 from gpu_cases import make, rel, requires_gpu, saturated
@@ -155,25 +159,103 @@ def test_bad_path_name_is_refused(path):
         decay_fast_weights(*x)
 
 
-def test_backward_memory_is_chunk_boundary_states(path):
-    """Training memory beyond inputs and gradients: the chunk-boundary states and their gradients,
-    (2·T/C + 1)·D·M fp32 per sequence; never O(T·D·M). T2FW's design keeps two fp16 histories of
-    every state (the saved states and the state gradients), 2·T·D·M·2 bytes per sequence."""
+def test_backward_reusing_the_forward_states_gives_the_same_bits(path):
+    """decay_fast_weights keeps decay_fwd_train's chunk states for the backward, which then skips
+    state_pass; the states are the same computation, so every gradient equals a recomputing
+    backward's, bit for bit (T not a multiple of the chunk; with S0 and dS_T)."""
+    path("chunk")
+    x = [t.bfloat16().cuda() for t in make(2, 300, 2, 128, 64, seed=12)[:5]]
+    s0, dsT = torch.randn(2, 2, 128, 64, device="cuda"), torch.randn(2, 2, 128, 64, device="cuda")
+    dy = torch.randn(2, 300, 2, 128, device="cuda", dtype=torch.bfloat16)
+    grads = []
+    for save in (True, False):
+        xs = [t.detach().requires_grad_(True) for t in x] + [s0.detach().requires_grad_(True)]
+        y, sT = decay_fast_weights(*xs[:5], initial_state=xs[5], output_final_state=True, save_chunk_states=save)
+        grads.append(torch.autograd.grad((y * dy).sum() + (sT * dsT).sum(), xs))
+    for name, a, b in zip(NAMES[2:], *grads):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("dtype,M,C", [(torch.bfloat16, 64, 64), (torch.float16, 128, 32), (torch.bfloat16, 16, 64)])
+def test_training_forward_returns_the_chunk_states(dtype, M, C, path):
+    """Their shape is [B, H, ceil(T/C) + 1, D, M] with C = decay_chunk_size (the value the benchmark's
+    traffic model assumes); slot c is chunk c's start state, the last one S_T; empty off the chunk path."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
+    import bench_gpu
+    path("chunk")
+    B, T, H, D = 2, 200, 3, 64
+    assert torch.ops.decayfw.decay_chunk_size(B, T, H, D, M, dtype, torch.device("cuda")) == C
+    assert bench_gpu.compiled_chunk(M) == C
+    q, k, v, z, f, s0 = make(B, T, H, D, M, seed=13)
+    x = [t.to(dtype).cuda() for t in (q, k, v, z, f)]
+    y, sT, states = torch.ops.decayfw.decay_fwd_train(*x, s0.float().cuda())
+    assert states.shape == (B, H, -(-T // C) + 1, D, M) and states.dtype == torch.float32
+    assert torch.equal(states[:, :, -1], sT)
+    assert torch.equal(states[:, :, 0], s0.float().cuda())
+    _, s1 = decay_fast_weights(*(t[:, :C] for t in x), initial_state=s0.float().cuda(), output_final_state=True)
+    assert rel(states[:, :, 1], s1) < 1e-5  # the state after the first chunk
+    path("recurrent")
+    assert torch.ops.decayfw.decay_fwd_train(*x)[2].numel() == 0
+    assert torch.ops.decayfw.decay_chunk_size(B, T, H, D, M, dtype, torch.device("cuda")) == 0
+    path("auto")
+    assert torch.ops.decayfw.decay_chunk_size(B, 63, H, D, M, dtype, torch.device("cuda")) == 0  # short: recurrent
+
+
+def test_bad_chunk_states_are_refused_and_other_paths_ignore_them(path):
+    path("chunk")
+    x = [t.bfloat16().cuda() for t in make(1, 130, 2, 64, 32, seed=14)[:5]]
+    dy = torch.randn(1, 130, 2, 64, device="cuda", dtype=torch.bfloat16)
+    _, _, states = torch.ops.decayfw.decay_fwd_train(*x)
+    assert states.shape[2] == 4  # ceil(130 / 64) + 1
+    with pytest.raises(RuntimeError, match="holds 3 chunk-boundary states, but the chunk path splits T = 130 "
+                                           "into chunks of 64 tokens and needs 4"):
+        torch.ops.decayfw.decay_bwd(*x, None, dy, None, states[:, :, :3].contiguous())
+    with pytest.raises(RuntimeError, match="'chunk_states' is on cpu"):
+        torch.ops.decayfw.decay_bwd(*x, None, dy, None, states.cpu())
+    want = torch.ops.decayfw.decay_bwd(*x, None, dy, None, None)
+    path("recurrent")  # a path that keeps no states takes none: the same gradients as without them
+    got = torch.ops.decayfw.decay_bwd(*x, None, dy, None, states)
+    assert torch.equal(got[0], torch.ops.decayfw.decay_bwd(*x, None, dy, None, None)[0])
+    assert rel(got[0], want[0]) < 2e-2
+
+
+@pytest.mark.skipif(not getattr(decayfw._loader, "NATIVE_AUTOGRAD", False), reason="needs torch >= 2.4")
+def test_opcheck_on_the_chunk_path(path):
+    """The fake kernels (torch.compile) give the chunk states the real op returns."""
+    path("chunk")
+    x = [t.bfloat16().cuda().requires_grad_(True) for t in make(1, 130, 2, 64, 32, seed=15)[:5]]
+    s0 = torch.randn(1, 2, 64, 32, device="cuda", requires_grad=True)
+    torch.library.opcheck(torch.ops.decayfw.decay_fwd_train.default, (*x, s0))
+    _, _, states = torch.ops.decayfw.decay_fwd_train(*x, s0)
+    dy = torch.randn(1, 130, 2, 64, device="cuda", dtype=torch.bfloat16)
+    torch.library.opcheck(torch.ops.decayfw.decay_bwd.default,
+                          tuple(t.detach() for t in (*x, s0)) + (dy, None, states.detach()))
+
+
+@pytest.mark.parametrize("save", [True, False])
+def test_training_memory_is_chunk_boundary_states(save, path):
+    """Training memory beyond inputs, y and gradients: the chunk-boundary states (kept from the
+    forward, or recomputed by the backward) and their gradients, (2·T/C + 1)·D·M fp32 per sequence;
+    never O(T·D·M). T2FW's design keeps two fp16 histories of every state (the saved states and the
+    state gradients), 2·T·D·M·2 bytes per sequence."""
     path("chunk")
     B, T, H, D, M = 1, 8192, 16, 128, 64
     ins = [t.requires_grad_(True) for t in (torch.randn(B, T, H, X, device="cuda", dtype=torch.bfloat16)
                                             for X in (M, M, D, D, M))]
-    y = decay_fast_weights(*ins)
-    dy = torch.randn_like(y)
+    dy = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
+    y = decay_fast_weights(*ins, save_chunk_states=save)
+    kept = torch.cuda.memory_allocated() - base - y.numel() * 2  # what the graph holds for the backward
     y.backward(dy)
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base
     N, chunks = B * H, T // 64
+    states = 4 * N * (chunks + 1) * D * M
+    assert (kept >= states) if save else (kept < (1 << 20)), kept
     grads = sum(t.numel() * 2 for t in ins)
-    bound = grads + 4 * N * (2 * chunks + 1) * D * M + (1 << 20)
+    bound = y.numel() * 2 + grads + 4 * N * (2 * chunks + 1) * D * M + (1 << 20)
     store_all = 2 * N * T * D * M * 2
     assert extra <= bound, (extra, bound)
     assert extra - grads <= store_all / 16

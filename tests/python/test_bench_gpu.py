@@ -38,12 +38,20 @@ def test_traffic_model_moves_at_least_the_io_floor(N, T, D, M):
     assert sum(half.values()) == pytest.approx(sum(model.values()) / 2, rel=0.05)  # linear in T (+1 state slot)
 
 
+@pytest.mark.parametrize("N,T,D,M", SIZES)
+def test_reusing_the_forward_states_saves_exactly_one_state_pass(N, T, D, M):
+    reused = bench_gpu.chunk_kernel_bytes(N, T, D, M)
+    recomputed = bench_gpu.chunk_kernel_bytes(N, T, D, M, reuse_states=False)
+    assert recomputed["state_pass"] == 2 * reused["state_pass"]
+    assert {k: v for k, v in recomputed.items() if k != "state_pass"} == {k: v for k, v in reused.items() if k != "state_pass"}
+
+
 def test_traffic_model_table_prints_without_a_gpu():
     r = subprocess.run([sys.executable, BENCH, "--traffic-model", "--N", "64", "--T", "8192", "--D", "128", "--M", "64"],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "bindings", "python")))
     assert r.returncode == 0, r.stderr
     row = [line for line in r.stdout.splitlines() if line.startswith("| 64 | 8192 | 128 | 64 |")]
-    assert len(row) == 1 and row[0].rstrip().endswith("| 37% |"), r.stdout
+    assert len(row) == 1 and row[0].rstrip().endswith("| 44% | 37% |"), r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -177,3 +177,45 @@ def test_cuda_path_sets_and_restores_the_choice(monkeypatch):
     with pytest.raises(ValueError, match="expected one of auto, chunk, recurrent, got 'fast'"):
         with decayfw.cuda_path("fast"):
             pass
+
+
+def test_saving_chunk_states_or_not_gives_the_same_gradients():
+    grads = []
+    for save in (True, False):
+        q, k, v, z, f, s0 = make(2, 70, 2, 8, 4, dtype=torch.float32, requires_grad=True, seed=3)
+        y, s = decay_fast_weights(q, k, v, z, f, s0, output_final_state=True, save_chunk_states=save)
+        (y.square().sum() + s.sum()).backward()
+        grads.append([t.grad for t in (q, k, v, z, f, s0)])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_training_forward_on_cpu_keeps_no_chunk_states():
+    q, k, v, z, f, s0 = make(2, 9, 3, 5, 4, dtype=torch.float32)
+    y, s, states = torch.ops.decayfw.decay_fwd_train(q, k, v, z, f, s0)
+    ye, se = torch.ops.decayfw.decay_fwd(q, k, v, z, f, s0)
+    assert torch.equal(y, ye) and torch.equal(s, se)
+    assert states.numel() == 0 and states.dtype == torch.float32
+    assert torch.ops.decayfw.decay_chunk_size(2, 9, 3, 5, 4, torch.float32, torch.device("cpu")) == 0
+
+
+def test_decay_bwd_names_bad_chunk_states():
+    q, k, v, z, f, s0 = make(2, 9, 3, 5, 4, dtype=torch.float32)
+    dy = torch.randn_like(v)
+    with pytest.raises(RuntimeError, match=r"'chunk_states' must have shape \[B, H, chunks \+ 1, D, M\] = "
+                                           r"\[2, 3, chunks \+ 1, 5, 4\], got \[2, 3, 1, 5, 3\]"):
+        torch.ops.decayfw.decay_bwd(q, k, v, z, f, s0, dy, None, torch.zeros(2, 3, 1, 5, 3))
+    with pytest.raises(RuntimeError, match="'chunk_states' must be float32"):
+        torch.ops.decayfw.decay_bwd(q, k, v, z, f, s0, dy, None, torch.zeros(2, 3, 1, 5, 4, dtype=torch.float64))
+
+
+@pytest.mark.skipif(not getattr(decayfw._loader, "NATIVE_AUTOGRAD", False), reason="needs torch >= 2.4")
+def test_opcheck_training_forward_and_backward():  # pragma: no cover - runs on torch 2.x only
+    # Schema, autograd registration, fake kernels against the real ones (shapes of the chunk states
+    # included), and tracing with dynamic shapes. tests/gpu runs the same on the CUDA chunk path.
+    q, k, v, z, f, s0 = make(2, 9, 3, 5, 4, dtype=torch.float32, requires_grad=True)
+    for op in (torch.ops.decayfw.decay_fwd_train.default, torch.ops.decayfw.decay_fwd.default):
+        torch.library.opcheck(op, (q, k, v, z, f, s0))
+    _, _, states = torch.ops.decayfw.decay_fwd_train(q, k, v, z, f, s0)
+    inputs = tuple(t.detach() for t in (q, k, v, z, f, s0))
+    torch.library.opcheck(torch.ops.decayfw.decay_bwd.default, inputs + (torch.randn_like(v), None, states.detach()))

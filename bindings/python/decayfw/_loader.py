@@ -49,43 +49,59 @@ def _register_for_torch_compile():
     global NATIVE_AUTOGRAD
     lib = torch.library
 
+    def _state_dtype(q):
+        return torch.float64 if q.dtype == torch.float64 else torch.float32
+
     @lib.register_fake("decayfw::decay_fwd")
     def _fwd_fake(q, k, v, z, f, initial_state=None):
         B, _, H, M = q.shape
         D = v.shape[-1]
-        sdt = torch.float64 if q.dtype == torch.float64 else torch.float32
-        return torch.empty_like(v), q.new_empty((B, H, D, M), dtype=sdt)
+        return torch.empty_like(v), q.new_empty((B, H, D, M), dtype=_state_dtype(q))
+
+    @lib.register_fake("decayfw::decay_fwd_train")
+    def _fwd_train_fake(q, k, v, z, f, initial_state=None):
+        B, T, H, M = q.shape
+        D = v.shape[-1]
+        # The same host-side choice the CUDA op makes at run time (device, DECAYFW_CUDA_PATH, TF32).
+        C = torch.ops.decayfw.decay_chunk_size(int(B), int(T), int(H), int(D), int(M), q.dtype, q.device)
+        shape = (B, H, (T + C - 1) // C + 1, D, M) if C else (0,)
+        return (torch.empty_like(v), q.new_empty((B, H, D, M), dtype=_state_dtype(q)),
+                q.new_empty(shape, dtype=torch.float32))
 
     @lib.register_fake("decayfw::decay_bwd")
-    def _bwd_fake(q, k, v, z, f, initial_state, dy, grad_final_state=None):
+    def _bwd_fake(q, k, v, z, f, initial_state, dy, grad_final_state=None, chunk_states=None):
         B, _, H, M = q.shape
         D = v.shape[-1]
-        sdt = torch.float64 if q.dtype == torch.float64 else torch.float32
         return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(z),
-                torch.empty_like(f), q.new_empty((B, H, D, M), dtype=sdt))
+                torch.empty_like(f), q.new_empty((B, H, D, M), dtype=_state_dtype(q)))
 
     @lib.register_fake("decayfw::decay_step")
     def _step_fake(q, k, v, z, f, state):
         return torch.empty_like(v)
 
     def setup_context(ctx, inputs, output):
-        q, k, v, z, f, initial_state = inputs
-        ctx.save_for_backward(q, k, v, z, f, initial_state)
-        ctx.has_initial_state = initial_state is not None
+        ctx.save_for_backward(*inputs)
+        ctx.has_initial_state = inputs[5] is not None
 
     def backward(ctx, dy, d_final_state):
-        q, k, v, z, f, initial_state = ctx.saved_tensors
-        if dy is None:
-            dy = torch.zeros_like(v)
-        dy = dy.to(v.dtype)
-        if dy.stride(-1) != 1:
-            dy = dy.contiguous()
-        if d_final_state is not None:
-            d_final_state = d_final_state.contiguous()
-        dq, dk, dv, dz, df, ds0 = torch.ops.decayfw.decay_bwd(q, k, v, z, f, initial_state, dy, d_final_state)
-        return dq, dk, dv, dz, df, (ds0 if ctx.has_initial_state else None)
+        from .ops import decay_backward  # here: ops imports this module
+
+        return decay_backward(ctx.saved_tensors, None, dy, d_final_state, ctx.has_initial_state)
+
+    def setup_context_train(ctx, inputs, output):
+        chunk_states = output[2]
+        ctx.mark_non_differentiable(chunk_states)
+        ctx.save_for_backward(*inputs, chunk_states)
+        ctx.has_initial_state = inputs[5] is not None
+
+    def backward_train(ctx, dy, d_final_state, _d_chunk_states):
+        from .ops import decay_backward
+
+        *inputs, chunk_states = ctx.saved_tensors
+        return decay_backward(inputs, chunk_states, dy, d_final_state, ctx.has_initial_state)
 
     lib.register_autograd("decayfw::decay_fwd", backward, setup_context=setup_context)
+    lib.register_autograd("decayfw::decay_fwd_train", backward_train, setup_context=setup_context_train)
     NATIVE_AUTOGRAD = True
 
 

@@ -2,7 +2,8 @@
 
 :func:`decay_fast_weights` runs a whole sequence (training, scoring, prefill); :func:`decay_step`
 runs one token for generation. Both call the native ops ``torch.ops.decayfw.*`` (CPU, and CUDA when
-the library was built with it); the backward recomputes states instead of storing them.
+the library was built with it). No per-token state is ever stored: the backward recomputes what
+it needs, except that on the CUDA chunk path it reuses the forward's chunk-boundary states.
 
 Shapes (see kernels/README.md for the layout): q, k, f ``[B, T, H, M]``; v, z ``[B, T, H, D]``;
 states ``[B, H, D, M]`` in fp32 (fp64 for fp64 inputs). B, T and H may have any strides as long as
@@ -94,30 +95,46 @@ def _validate(op: str, names, tensors, rank: int, state: Optional[torch.Tensor],
             raise ValueError(f"{op}: argument '{state_name}' is on {state.device} but 'q' is on {q.device}")
 
 
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 or t.shape[-1] == 1 else t.contiguous()
 
 
+def decay_backward(inputs, chunk_states, dy, d_final_state, has_initial_state):
+    """The gradients of the six inputs given the output gradients (either may be None), shared by
+    both autograd registrations. ``chunk_states``: what ``decay_fwd_train`` kept, or None."""
+    q, k, v, z, f, initial_state = inputs
+    if dy is None:
+        dy = torch.zeros_like(v)
+    dy = _last_dim_contiguous(dy.to(v.dtype))
+    if d_final_state is not None:
+        d_final_state = d_final_state.contiguous()
+    dq, dk, dv, dz, df, ds0 = torch.ops.decayfw.decay_bwd(q, k, v, z, f, initial_state, dy, d_final_state,
+                                                          chunk_states)
+    return dq, dk, dv, dz, df, (ds0 if has_initial_state else None)
+
+
 class _DecayFastWeightsFunction(torch.autograd.Function):
-    """Autograd for torch < 2.4 (and the fallback elsewhere): saves the inputs, not the states."""
+    """Autograd for torch < 2.4 (and the fallback elsewhere): saves the inputs and, on the CUDA
+    chunk path, the chunk-boundary states (T/C + 1 per sequence), never per-token states."""
 
     @staticmethod
-    def forward(ctx, q, k, v, z, f, initial_state):
-        y, final_state = torch.ops.decayfw.decay_fwd(q, k, v, z, f, initial_state)
-        ctx.save_for_backward(q, k, v, z, f, initial_state)
+    def forward(ctx, q, k, v, z, f, initial_state, save_chunk_states):
+        if save_chunk_states:
+            y, final_state, chunk_states = torch.ops.decayfw.decay_fwd_train(q, k, v, z, f, initial_state)
+        else:
+            (y, final_state), chunk_states = torch.ops.decayfw.decay_fwd(q, k, v, z, f, initial_state), None
+        ctx.save_for_backward(q, k, v, z, f, initial_state, chunk_states)
         ctx.has_initial_state = initial_state is not None
         return y, final_state
 
     @staticmethod
     def backward(ctx, dy, d_final_state):
-        q, k, v, z, f, initial_state = ctx.saved_tensors
-        if dy is None:
-            dy = torch.zeros_like(v)
-        dy = _last_dim_contiguous(dy.to(v.dtype))
-        if d_final_state is not None:
-            d_final_state = d_final_state.contiguous()
-        dq, dk, dv, dz, df, ds0 = torch.ops.decayfw.decay_bwd(q, k, v, z, f, initial_state, dy, d_final_state)
-        return dq, dk, dv, dz, df, (ds0 if ctx.has_initial_state else None)
+        *inputs, chunk_states = ctx.saved_tensors
+        return decay_backward(inputs, chunk_states, dy, d_final_state, ctx.has_initial_state) + (None,)
 
 
 def decay_fast_weights(
@@ -128,6 +145,7 @@ def decay_fast_weights(
     f: torch.Tensor,
     initial_state: Optional[torch.Tensor] = None,
     output_final_state: bool = False,
+    save_chunk_states: bool = True,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Decaying fast weights over a whole sequence.
 
@@ -140,6 +158,11 @@ def decay_fast_weights(
         z, f: gate **logits** ``[B, T, H, D]`` and ``[B, T, H, M]``; σ is applied inside in fp32.
         initial_state: ``[B, H, D, M]`` fp32 (fp64 for fp64 inputs), or None.
         output_final_state: also return ``S_T`` (fp32), to carry into the next segment.
+        save_chunk_states: when gradients are needed and the CUDA chunk path runs, keep the
+            forward's chunk-boundary states for the backward (fp32, ``(T/C + 1)·D·M`` per sequence,
+            ``C = torch.ops.decayfw.decay_chunk_size(...)``) instead of recomputing them, which
+            saves the backward one serial pass over the sequence. False trades that time for the
+            memory. No effect on CPU or without gradients; the gradients are the same either way.
 
     Returns:
         ``y [B, T, H, D]`` in the input dtype (with the strides of ``v``), and ``S_T`` if asked.
@@ -152,9 +175,13 @@ def decay_fast_weights(
     if not _loader.HAS_EXTENSION:
         y, s = decay_fast_weights_reference(q, k, v, z, f, initial_state)
     elif _loader.NATIVE_AUTOGRAD:
-        y, s = torch.ops.decayfw.decay_fwd(q, k, v, z, f, initial_state)
+        if save_chunk_states and _needs_grad(q, k, v, z, f, initial_state):
+            y, s, _ = torch.ops.decayfw.decay_fwd_train(q, k, v, z, f, initial_state)
+        else:
+            y, s = torch.ops.decayfw.decay_fwd(q, k, v, z, f, initial_state)
     else:
-        y, s = _DecayFastWeightsFunction.apply(q, k, v, z, f, initial_state)
+        save = save_chunk_states and _needs_grad(q, k, v, z, f, initial_state)
+        y, s = _DecayFastWeightsFunction.apply(q, k, v, z, f, initial_state, save)
     return (y, s) if output_final_state else y
 
 

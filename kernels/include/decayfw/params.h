@@ -65,7 +65,8 @@ struct DecayFwdParams {
   void* final_state = nullptr;          // [B, H, D, M] contiguous, always written
 };
 
-// Backward: given dy and dS_T (optional), all input gradients. Uses no stored states.
+// Backward: given dy and dS_T (optional), all input gradients. The chunk path can reuse the
+// chunk-boundary states its forward computed (chunk_states); everything else is recomputed.
 struct DecayBwdParams {
   Dims dims;
   ScalarType dtype = ScalarType::Float32;
@@ -76,6 +77,9 @@ struct DecayBwdParams {
   const void* initial_state = nullptr;      // as in the forward, or null
   const void* grad_final_state = nullptr;   // [B, H, D, M] or null for zeros
   void* grad_initial_state = nullptr;       // [B, H, D, M], always written
+  // Chunk path only: the forward's chunk-boundary states [B, H, T/C + 1, D, M] fp32 (the forward's
+  // workspace, kept), or null to recompute them. Read only; the recurrent path ignores it.
+  const void* chunk_states = nullptr;
 };
 
 // One decode step, state updated in place. Inputs are [B, H, X] with element strides for B and H.

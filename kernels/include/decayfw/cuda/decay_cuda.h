@@ -43,9 +43,13 @@ ChunkConfig chunk_config(ScalarType dtype, int64_t dim_k);
 const char* chunk_unsupported_reason(const Dims& dims, ScalarType dtype, size_t max_smem_per_block);
 
 // fp32 workspace: chunk-boundary states (forward); also their gradients (backward).
-// N·(T/C + 1)·D·M floats forward, N·(2·T/C + 1)·D·M backward.
-size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward);
+// N·(T/C + 1)·D·M floats forward, N·(2·T/C + 1)·D·M backward, N·(T/C)·D·M for a backward given the
+// forward's states (states_given).
+size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward, bool states_given = false);
 
+// The forward's workspace holds the chunk-boundary states [B, H, T/C + 1, D, M] when it returns; a
+// caller that keeps it can pass it to the backward as DecayBwdParams::chunk_states, which then
+// skips recomputing them (one serial pass fewer, N·(T/C + 1)·D·M fp32 held in between).
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream);
 cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream);
 
