@@ -345,3 +345,20 @@ def test_state_stays_fp32_when_the_model_runs_in_bf16(work):
     assert full.dtype == torch.bfloat16 and torch.isfinite(full.float()).all()
     assert state.dtype == torch.float32
     assert torch.allclose(out[:, -1].float(), full[:, -1].float(), atol=5e-2, rtol=5e-2)
+
+
+def test_recompute_chunk_states_flag_reaches_every_layer(work, tmp_path):
+    """--fw-recompute-chunk-states (a training-memory switch; the weights are the same) reaches each
+    layer from the command line, and can be set when loading a checkpoint saved without it."""
+    def layer_settings(path, overrides):
+        models, _, _ = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
+        return [m.save_chunk_states for m in models[0].modules() if isinstance(m, FairseqDecayFastWeights)]
+
+    default = layer_settings(work["decay"], {"data": work["data"]})
+    recompute = layer_settings(work["decay"], {"data": work["data"], "fw_recompute_chunk_states": True})
+    assert default and all(default)
+    assert len(recompute) == len(default) and not any(recompute)
+    run("fairseq-train", [work["data"], "--user-dir", PLUGIN, "--arch", "decay_transformer_lm_tiny", *TINY, *TRAIN,
+                          "--max-update", "1", "--save-dir", str(tmp_path / "r"), "--fw-recompute-chunk-states"])
+    trained = layer_settings(str(tmp_path / "r" / "checkpoint_last.pt"), {"data": work["data"]})
+    assert len(trained) == len(default) and not any(trained)

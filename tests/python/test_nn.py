@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import decayfw
 from decayfw.nn import DecayFastWeights, SoftmaxAttention, uniform_gate_bias
 
 
@@ -150,3 +151,36 @@ def test_bad_arguments_are_named():
         m(torch.randn(2, 5, 32), torch.zeros(2, 4, 8, 4))
     with pytest.raises(ValueError, match="'q_proj'|weight"):
         m.init_from_attention(nn.Linear(32, 16), nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 32))
+
+
+def _tensors_saved_for_backward(layer, x):
+    count = [0]
+
+    def pack(t):
+        count[0] += 1
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, _ = layer(x)
+    out.sum().backward()
+    return count[0]
+
+
+@pytest.mark.skipif(not decayfw.HAS_EXTENSION, reason="the switch chooses between two native ops")
+def test_save_chunk_states_switch_reaches_the_op():
+    """save_chunk_states=True runs decay_fwd_train, whose chunk states (empty on CPU) the graph
+    keeps for the backward; False runs decay_fwd and keeps nothing more. Same gradients."""
+    torch.manual_seed(4)
+    layer = DecayFastWeights(16, 2)
+    x = torch.randn(2, 9, 16)
+    saved, grads = {}, {}
+    for save in (True, False):
+        layer.save_chunk_states = save
+        layer.zero_grad()
+        saved[save] = _tensors_saved_for_backward(layer, x)
+        grads[save] = [p.grad.clone() for p in layer.parameters()]
+    assert saved[True] == saved[False] + 1
+    for a, b in zip(grads[True], grads[False]):
+        assert torch.equal(a, b)
+    assert "save_chunk_states=False" in repr(DecayFastWeights(16, 2, save_chunk_states=False))
+    assert "save_chunk_states" not in repr(layer.__class__(16, 2))

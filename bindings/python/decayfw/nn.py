@@ -181,13 +181,19 @@ class FastWeights(_Projections):
         scale_queries: multiply q by head_dim^-0.5 as softmax attention does.
         time_first: inputs are ``[T, B, C]`` (fairseq) instead of ``[B, T, C]``.
         eps: floor of the denominators of both normalisations.
+        save_chunk_states: decay rule, training on the CUDA chunk path: keep the forward's
+            chunk-boundary states for the backward (fp32, ``(T/C + 1)·D·M`` per sequence and head)
+            instead of recomputing them; False trades one serial pass of the backward for that
+            memory. The gradients are the same either way. An attribute, so it can be switched
+            on a built model.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, rule: str = "decay", key_dim: Optional[int] = None,
                  value_dim: Optional[int] = None, feature_map: Optional[str] = None, normalization: str = "none",
                  value_scale: Optional[float] = None, bias: bool = True, scale_queries: bool = True,
-                 time_first: bool = False, eps: float = 1e-6):
+                 time_first: bool = False, eps: float = 1e-6, save_chunk_states: bool = True):
         super().__init__(embed_dim, num_heads, value_dim, bias)
+        self.save_chunk_states = bool(save_chunk_states)
         self.key_dim = key_dim if key_dim is not None else self.head_dim
         if self.key_dim <= 0:
             raise ValueError(f"key_dim (m) must be positive, got {self.key_dim}")
@@ -345,8 +351,10 @@ class FastWeights(_Projections):
         if step:
             fn = {"decay": decay_step, "gated": gated_step, "add": add_step, "delta": delta_step}[self.rule]
             return fn(q, k, v, *gates, state), state
-        fn = {"decay": decay_fast_weights, "gated": gated_fast_weights, "add": add_fast_weights,
-              "delta": delta_fast_weights}[self.rule]
+        if self.rule == "decay":
+            return decay_fast_weights(q, k, v, *gates, initial_state=state, output_final_state=True,
+                                      save_chunk_states=self.save_chunk_states)
+        fn = {"gated": gated_fast_weights, "add": add_fast_weights, "delta": delta_fast_weights}[self.rule]
         return fn(q, k, v, *gates, initial_state=state, output_final_state=True)
 
     def forward(self, x: Tensor, state: Optional[Tensor] = None,
@@ -419,7 +427,8 @@ class FastWeights(_Projections):
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, rule={self.rule!r}, "
                 f"key_dim={self.key_dim}, value_dim={self.value_dim}, feature_map={self.feature_map!r}, "
-                f"normalization={self.normalization!r}, time_first={self.time_first}")
+                f"normalization={self.normalization!r}, time_first={self.time_first}"
+                + ("" if self.save_chunk_states or self.rule != "decay" else ", save_chunk_states=False"))
 
 
 class DecayFastWeights(FastWeights):
@@ -431,10 +440,11 @@ class DecayFastWeights(FastWeights):
 
     def __init__(self, embed_dim: int, num_heads: int, key_dim: Optional[int] = None,
                  value_dim: Optional[int] = None, feature_map: Optional[str] = None, bias: bool = True,
-                 scale_queries: bool = True, time_first: bool = False, normalization: str = "none"):
+                 scale_queries: bool = True, time_first: bool = False, normalization: str = "none",
+                 save_chunk_states: bool = True):
         super().__init__(embed_dim, num_heads, rule="decay", key_dim=key_dim, value_dim=value_dim,
                          feature_map=feature_map, normalization=normalization, bias=bias,
-                         scale_queries=scale_queries, time_first=time_first)
+                         scale_queries=scale_queries, time_first=time_first, save_chunk_states=save_chunk_states)
 
 
 class SoftmaxAttention(_Projections):

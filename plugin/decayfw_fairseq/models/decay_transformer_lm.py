@@ -71,6 +71,11 @@ class DecayTransformerLanguageModelConfig(TransformerLanguageModelConfig):
         default=False, metadata={"help": "when swapping from attention, do not rescale W_v by 1 - sigmoid(b_z)"})
     fw_no_query_scaling: bool = field(
         default=False, metadata={"help": "do not scale queries by head_dim^-0.5 (attention's scaling)"})
+    fw_recompute_chunk_states: bool = field(
+        default=False, metadata={"help": "decay rule on the CUDA chunk path: recompute the chunk-boundary states in "
+                                         "the backward instead of keeping the forward's (saves fp32 "
+                                         "(T/C + 1)*D*m per sequence, head and layer; costs one serial pass; same "
+                                         "gradients)"})
 
 
 def _positive_int(text: str) -> int:
@@ -117,7 +122,8 @@ def fw_options(args) -> Dict[str, Any]:
     return {"rule": rule, "key_dim": key_dim, "feature_map": feature_map, "normalization": normalization,
             "value_scale": value_scale or None,
             "rescale_values": not safe_getattr(args, "fw_no_value_rescale", False),
-            "scale_queries": not safe_getattr(args, "fw_no_query_scaling", False)}
+            "scale_queries": not safe_getattr(args, "fw_no_query_scaling", False),
+            "save_chunk_states": not safe_getattr(args, "fw_recompute_chunk_states", False)}
 
 
 class DecayTransformerDecoder(TransformerDecoder):
@@ -172,6 +178,7 @@ def _fw_defaults(args):
     args.fw_gate_init = safe_getattr(args, "fw_gate_init", "ugi")
     args.fw_no_value_rescale = safe_getattr(args, "fw_no_value_rescale", False)
     args.fw_no_query_scaling = safe_getattr(args, "fw_no_query_scaling", False)
+    args.fw_recompute_chunk_states = safe_getattr(args, "fw_recompute_chunk_states", False)
 
 
 @register_model_architecture("decay_transformer_lm", "decay_transformer_lm_base")

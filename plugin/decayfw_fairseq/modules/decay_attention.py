@@ -53,10 +53,11 @@ def split_legacy_in_proj(state_dict: Dict[str, Tensor], prefix: str):
 class FairseqFastWeights(SelfAttentionBuffer, FastWeights):
     def __init__(self, embed_dim: int, num_heads: int, rule: str = "decay", key_dim: Optional[int] = None,
                  feature_map: Optional[str] = None, normalization: str = "none",
-                 value_scale: Optional[float] = None, rescale_values: bool = True, scale_queries: bool = True):
+                 value_scale: Optional[float] = None, rescale_values: bool = True, scale_queries: bool = True,
+                 save_chunk_states: bool = True):
         super().__init__(embed_dim, num_heads, rule=rule, key_dim=key_dim, feature_map=feature_map,
                          normalization=normalization, value_scale=value_scale, scale_queries=scale_queries,
-                         time_first=True)
+                         time_first=True, save_chunk_states=save_chunk_states)
         self.register_buffer(MARKER, torch.ones(1))
         self.rescale_on_swap = rescale_values
         self.self_attention = True

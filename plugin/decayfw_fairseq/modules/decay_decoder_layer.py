@@ -27,4 +27,5 @@ class DecayTransformerDecoderLayer(TransformerDecoderLayerBase):
             embed_dim, cfg.decoder.attention_heads, rule=o.get("rule", "decay"),
             key_dim=o.get("key_dim"), feature_map=o.get("feature_map"),
             normalization=o.get("normalization", "none"), value_scale=o.get("value_scale"),
-            rescale_values=o.get("rescale_values", True), scale_queries=o.get("scale_queries", True))
+            rescale_values=o.get("rescale_values", True), scale_queries=o.get("scale_queries", True),
+            save_chunk_states=o.get("save_chunk_states", True))
