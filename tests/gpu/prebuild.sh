@@ -11,6 +11,12 @@
 #   for the machine that builds, so OFF for a build carried elsewhere)
 #
 # OUT/decayfw/ holds _C and libdecayfw_ops, OUT/signature.txt what tests/gpu/build_signature.py printed.
+# With ENGINE=ON (the default when FIXTURES, default build/engine-fixtures, exists: `ctest --test-dir build
+# -R engine_fixtures` makes them where fairseq is) it also builds the C++ engine's device and model tests and
+# the decayfw CLI against the same torch (tree build-gpu-engine) into OUT/engine/, with a copy of the
+# fixtures and engine_signature.txt: tests/gpu/run_engine_cuda.sh runs them there, on OUT/decayfw's
+# libdecayfw_ops (the engine binaries reach the ops through the dispatcher only, so any build of the same
+# sources serves), instead of compiling the engine on the GPU machine.
 # Carry OUT to the GPU machine (run(carry=["build-gpu-prebuilt"])); tests/gpu/run_all.sh copies them into the
 # package when that machine's signature is the same, and builds there otherwise.
 set -euo pipefail
@@ -31,3 +37,19 @@ cmake -S . -B "$TREE" $(command -v ninja >/dev/null && echo -G Ninja) -DCMAKE_PR
 cmake --build "$TREE" -j "$(nproc)"
 "$PY" tests/gpu/build_signature.py > "$OUT/signature.txt"
 echo "prebuilt for $(cat "$OUT/signature.txt") in $OUT:"; ls -l "$OUT/decayfw"
+FIXTURES="${FIXTURES:-build/engine-fixtures}"
+ENGINE="${ENGINE:-$([ -f "$FIXTURES/decay/checkpoint_last.pt" ] && echo ON || echo OFF)}"
+if [ "$ENGINE" = ON ]; then
+  [ -f "$FIXTURES/decay/checkpoint_last.pt" ] || { echo "prebuild: no engine fixtures in $FIXTURES" >&2; exit 1; }
+  ETREE="${ENGINE_TREE:-build-gpu-engine}"
+  cmake -S . -B "$ETREE" $(command -v ninja >/dev/null && echo -G Ninja) -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" \
+    -DDECAYFW_PYTHON="$PY" -DDECAYFW_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DDECAYFW_NATIVE=OFF \
+    -DDECAYFW_BUILD_PYTHON=OFF -DDECAYFW_BUILD_GUI=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF -DDECAYFW_BUILD_TESTS=ON >/dev/null
+  cmake --build "$ETREE" -j "$(nproc)" --target test_engine_device test_engine_model decayfw_cli
+  mkdir -p "$OUT/engine"
+  cp "$ETREE/tests/test_engine_device" "$ETREE/tests/test_engine_model" "$ETREE/bin/decayfw" "$OUT/engine/"
+  strip "$OUT/engine/"* 2>/dev/null || true
+  cp -r "$FIXTURES" "$OUT/engine/fixtures"
+  "$PY" tests/gpu/build_signature.py --engine > "$OUT/engine/engine_signature.txt"
+  echo "engine prebuilt for $(cat "$OUT/engine/engine_signature.txt"):"; du -sh "$OUT/engine"
+fi

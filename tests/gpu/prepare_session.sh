@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes, on this machine (it reaches PyPI; the GPU machine does not), everything a GPU session carries, so
 # that the session's minutes go to the GPU: a venv with the GPU machine's Python and torch (3.12, pip's
-# torch 2.11.0 with CUDA 13.0; no GPU needed), the sm_90 extension built against it (tests/gpu/prebuild.sh),
+# torch 2.11.0 with CUDA 13.0; no GPU needed), the sm_90 extension and the C++ engine's GPU tests built
+# against it (tests/gpu/prebuild.sh; the engine part needs build/engine-fixtures),
 # and the fairseq and fla wheelhouses. All of it is git-ignored, so each session makes it anew.
 #
 #   tests/gpu/prepare_session.sh            # VENV=build-gpu-venv (4.8 GB, stays here), then:

@@ -2,12 +2,12 @@
 # Everything that needs the GPU machine, in one go: build against its CUDA LibTorch, run the GPU
 # tests and the Python tests on torch 2.x, compute-sanitizer, the GPU benchmark and the fairseq end-to-end
 # benchmark. Results go to $OUT (the device tool brings them back).
-# GPU_STEPS picks the steps after the build (default: all of "tests sanitize bench fairseq"), e.g.
+# GPU_STEPS picks the steps after the build (default: all of "tests sanitize bench engine fairseq"), e.g.
 # GPU_STEPS=fairseq for the build and the fairseq benchmark only.
 set -uo pipefail
 OUT="${OUT:-/tmp/decayfw-gpu}"; mkdir -p "$OUT"
 cd "$(dirname "$0")/../.."
-STEPS=" ${GPU_STEPS:-tests sanitize bench fairseq} "
+STEPS=" ${GPU_STEPS:-tests sanitize bench engine fairseq} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 PY="$(command -v python || command -v python3)"
 { nvidia-smi; "$PY" -c "import torch, sys; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda)";
@@ -53,6 +53,12 @@ if want bench; then
   fi
   PYTHONPATH="$fla_pp$PYTHONPATH" timeout "${BENCH_TIMEOUT:-300}" "$PY" benchmarks/bench_gpu.py ${BENCH_ARGS:-} --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.md" 2> "$OUT/bench_gpu.err"
   echo "bench rc=$?" >> "$OUT/bench_gpu.err"
+fi
+# The C++ engine and the decayfw CLI on CUDA (issue 8, deliverable 3): the prebuilt binaries in
+# $PREBUILT/engine (tests/gpu/prebuild.sh), else built here; results in engine-*.txt.
+if want engine; then
+  PREBUILT="$PREBUILT" OUT="$OUT" timeout "${ENGINE_TIMEOUT:-240}" bash tests/gpu/run_engine_cuda.sh > "$OUT/engine.txt" 2>&1
+  echo "engine rc=$?" >> "$OUT/engine.txt"
 fi
 # fairseq end to end (issue 8): training tokens/s of decay_transformer_lm_wiki103 vs transformer_lm_wiki103 at
 # --tokens-per-sample 512 and 3072, and generation tokens/s at context 3072, through fairseq's Trainer and
