@@ -1,7 +1,8 @@
 """Prints what a prebuilt decayfw extension must match to be used: torch's version, CUDA and C++ ABI,
 the Python version, and a hash of the native sources it was compiled from (kernels/, bindings/, the CMake
-files; with --engine also analyzer/ and tests/, for the engine binaries prebuild.sh makes). tests/gpu/prebuild.sh writes it next to the build; tests/gpu/run_all.sh builds afresh unless its
-own signature is the same, so a stale or foreign build is never what gets tested."""
+files; with --engine also analyzer/ and tests/, for the engine binaries prebuild.sh makes).
+tests/gpu/prebuild.sh writes it next to the build; tests/gpu/run_all.sh builds afresh unless its own
+signature is the same, so a stale or foreign build is never what gets tested."""
 import hashlib
 import os
 import sys

@@ -42,10 +42,7 @@ ENGINE="${ENGINE:-$([ -f "$FIXTURES/decay/checkpoint_last.pt" ] && echo ON || ec
 if [ "$ENGINE" = ON ]; then
   [ -f "$FIXTURES/decay/checkpoint_last.pt" ] || { echo "prebuild: no engine fixtures in $FIXTURES" >&2; exit 1; }
   ETREE="${ENGINE_TREE:-build-gpu-engine}"
-  cmake -S . -B "$ETREE" $(command -v ninja >/dev/null && echo -G Ninja) -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TP" \
-    -DDECAYFW_PYTHON="$PY" -DDECAYFW_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DDECAYFW_NATIVE=OFF \
-    -DDECAYFW_BUILD_PYTHON=OFF -DDECAYFW_BUILD_GUI=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF -DDECAYFW_BUILD_TESTS=ON >/dev/null
-  cmake --build "$ETREE" -j "$(nproc)" --target test_engine_device test_engine_model decayfw_cli
+  PY="$PY" NATIVE=OFF bash tests/gpu/build_engine.sh "$ETREE"
   mkdir -p "$OUT/engine"
   cp "$ETREE/tests/test_engine_device" "$ETREE/tests/test_engine_model" "$ETREE/bin/decayfw" "$OUT/engine/"
   strip "$OUT/engine/"* 2>/dev/null || true

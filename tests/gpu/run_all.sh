@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU machine, in one go: build against its CUDA LibTorch, run the GPU
-# tests and the Python tests on torch 2.x, compute-sanitizer, the GPU benchmark and the fairseq end-to-end
-# benchmark. Results go to $OUT (the device tool brings them back).
+# tests and the Python tests on torch 2.x, compute-sanitizer, the GPU benchmark, the C++ engine on CUDA and
+# the fairseq end-to-end benchmark. Results go to $OUT (the device tool brings them back).
 # GPU_STEPS picks the steps after the build (default: all of "tests sanitize bench engine fairseq"), e.g.
 # GPU_STEPS=fairseq for the build and the fairseq benchmark only.
 set -uo pipefail

@@ -28,11 +28,7 @@ if prebuilt_matches > "$OUT/engine-build.txt" 2>&1; then
 else
   FIXTURES="${FIXTURES:?no matching prebuilt engine: set FIXTURES to a copy of build/engine-fixtures to build here}"
   B=build-gpu-engine
-  if ! { cmake -S . -B "$B" $(command -v ninja >/dev/null && echo -G Ninja) -DCMAKE_BUILD_TYPE=Release \
-           -DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" \
-           -DDECAYFW_PYTHON="$PY" -DDECAYFW_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DDECAYFW_BUILD_PYTHON=OFF \
-           -DDECAYFW_BUILD_GUI=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF -DDECAYFW_BUILD_TESTS=ON > "$OUT/engine-cmake.log" 2>&1 &&
-         cmake --build "$B" -j "$(nproc)" --target test_engine_device test_engine_model decayfw_cli >> "$OUT/engine-cmake.log" 2>&1; }; then
+  if ! PY="$PY" bash tests/gpu/build_engine.sh "$B" > "$OUT/engine-cmake.log" 2>&1; then
     echo "engine build failed (see engine-cmake.log)" | tee -a "$OUT/engine-build.txt" > "$OUT/engine-device.txt"
     exit 1
   fi
