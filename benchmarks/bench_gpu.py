@@ -250,15 +250,16 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None):
     """HBM bytes of each chunk-path kernel in one forward+backward call, read off
     kernels/cuda/decay_chunk_program.h. Each distinct byte a kernel reads or writes counts once (the
     row tiles' repeated reads of q, k, f and grad_pass's second reads are taken to hit L2), so this is a
-    lower bound. fp32 states of D×M per chunk. reuse_states: the backward reads the forward's chunk
-    states (decay_fast_weights' default); False: it recomputes them with a second state_pass."""
+    lower bound. fp32 states of D×M per chunk; their gradients in the input type (ChunkArgs::dstates).
+    reuse_states: the backward reads the forward's chunk states (decay_fast_weights' default); False: it
+    recomputes them with a second state_pass."""
     C = C or compiled_chunk(M)
-    P, chunks, S, E = N * T, -(-T // C), D * M * 4, elem
+    P, chunks, S, dS, E = N * T, -(-T // C), D * M * 4, D * M * elem, elem
     once = {
         "state_pass": P * (2 * M + 2 * D) * E + N * (chunks + 1) * S,             # k, f, v, z; every chunk's start state
         "output_pass": P * (3 * M + 2 * D) * E + N * chunks * S + P * D * E,      # q, k, f, v, z, states; y
-        "dstate_pass": P * (2 * M + 2 * D) * E + N * chunks * S,                  # q, f, dy, z; the state gradients
-        "grad_pass": P * (3 * M + 3 * D) * E + N * (2 * chunks + 1) * S + P * (3 * M + 2 * D) * E,  # all; grads
+        "dstate_pass": P * (2 * M + 2 * D) * E + N * chunks * dS,                 # q, f, dy, z; the state gradients
+        "grad_pass": P * (3 * M + 3 * D) * E + N * ((chunks + 1) * S + chunks * dS) + P * (3 * M + 2 * D) * E,  # all; grads
     }
     if not reuse_states:
         once["state_pass"] *= 2  # forward, and recomputed by the backward

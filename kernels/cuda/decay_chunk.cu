@@ -1,7 +1,7 @@
 // Entry points of the chunkwise tensor-core path (decayfw/cuda/decay_cuda.h): sizes, workspace, and
 // the choice of the per-type launchers (decay_chunk_<type>.cu, kernels in decay_chunk_kernels.cuh).
-// Workspace (from the caller): fp32 chunk-boundary states and state gradients, (2·T/C + 1)·D·M
-// floats per sequence at most; nothing of size T·D·M.
+// Workspace (from the caller): fp32 chunk-boundary states, (T/C + 1)·D·M floats per sequence, and
+// their gradients in the operand type, T/C·D·M elements; nothing of size T·D·M.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -53,7 +53,8 @@ const char* chunk_unsupported_reason(const Dims& d, ScalarType dtype, size_t max
 
 size_t chunk_workspace_bytes(const Dims& d, ScalarType dtype, bool backward, bool states_given) {
   const ChunkConfig c = chunk_config(dtype, d.dim_k);
-  return c.chunk == 0 ? 0 : chunk_launch::plan_of(d, c.chunk, backward, states_given).bytes();
+  const size_t op_bytes = with_operand(dtype, size_t{0}, [](auto op_tag) { return sizeof(op_tag); });
+  return c.chunk == 0 ? 0 : chunk_launch::plan_of(d, c.chunk, op_bytes, backward, states_given).bytes();
 }
 
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream) {

@@ -115,11 +115,11 @@ cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stre
     a.ds0 = static_cast<float*>(p.grad_initial_state);
     a.vector_loads = chunk::inputs_allow_vector_loads(a, sizeof(Op));
     const bool reuse = p.chunk_states != nullptr;
-    const WorkspacePlan w = plan_of(p.dims, Cfg::C, true, reuse);
+    const WorkspacePlan w = plan_of(p.dims, Cfg::C, sizeof(Op), true, reuse);
     float* ws = static_cast<float*>(workspace);
     // The backward's passes only read the states; state_pass, which writes them, is skipped.
     a.states = reuse ? const_cast<float*>(static_cast<const float*>(p.chunk_states)) : ws;
-    a.dstates = ws + w.states;
+    a.dstates = ws + w.states;  // Op elements from here
     const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
     const size_t scan = chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes;
     cudaError_t err = reuse ? cudaSuccess : launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);

@@ -13,16 +13,20 @@
 
 namespace decayfw::cuda::chunk_launch {
 
-struct WorkspacePlan {  // fp32 element counts
+struct WorkspacePlan {  // element counts: fp32 states; state gradients in the operand type
   int64_t states = 0, dstates = 0;
-  size_t bytes() const { return static_cast<size_t>(states + dstates) * sizeof(float); }
+  size_t dstate_bytes = sizeof(float);  // one state-gradient element: sizeof(Op)
+  size_t bytes() const { return static_cast<size_t>(states) * sizeof(float) + static_cast<size_t>(dstates) * dstate_bytes; }
 };
 
-// Chunk-boundary states, [N, chunks + 1, D, M]; the backward adds their gradients, [N, chunks, D, M],
-// and needs no room for the states when it is given the forward's (states_given).
-inline WorkspacePlan plan_of(const Dims& d, int C, bool backward, bool states_given = false) {
+// Chunk-boundary states, fp32 [N, chunks + 1, D, M]; the backward adds their gradients,
+// [N, chunks, D, M] in the operand type (op_bytes each: ChunkArgs::dstates says why), after the
+// states (a multiple of 16 bytes: D·M is), and needs no room for the states when it is given the
+// forward's (states_given).
+inline WorkspacePlan plan_of(const Dims& d, int C, size_t op_bytes, bool backward, bool states_given = false) {
   const int64_t N = d.batch * d.heads, chunks = (d.seqlen + C - 1) / C;
   WorkspacePlan w;
+  w.dstate_bytes = op_bytes;
   if (!(backward && states_given)) w.states = N * (chunks + 1) * d.dim_v * d.dim_k;
   if (backward) w.dstates = N * chunks * d.dim_v * d.dim_k;
   return w;

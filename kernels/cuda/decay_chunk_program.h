@@ -56,7 +56,11 @@ struct ChunkArgs {
   float* final_state = nullptr;  // [N, D, M] or null
   float* states = nullptr;       // [N, chunks + 1, D, M]: chunk c's start state; [chunks] = S_T
   const float* dsT = nullptr;    // [N, D, M] or null for zeros
-  float* dstates = nullptr;      // [N, chunks, D, M]: gradient reaching chunk c's end state
+  // [N, chunks, D, M] in the operand type Op: the gradient reaching chunk c's end state. grad_pass
+  // multiplies it as Op anyway, so storing it rounded loses nothing there and halves its traffic for
+  // 16-bit inputs; its other use, the gates' boundary term, is then computed from the same rounded
+  // values as the dv and dk it telescopes against (tests/cpp/test_chunk_program.cpp measures the effect).
+  void* dstates = nullptr;
   float* ds0 = nullptr;          // [N, D, M]
 };
 
@@ -95,6 +99,11 @@ struct Config {
   static constexpr int ld_tmp = (ldm_f > ldd_f ? ldm_f : ldd_f);
   static_assert(kM % 16 == 0 && kC % 16 == 0, "M and C must be multiples of 16");
 };
+
+template <typename Op>
+DECAYFW_CTA Op* dstates_of(const ChunkArgs& a) {
+  return static_cast<Op*>(a.dstates);
+}
 
 DECAYFW_CTA float log_sigmoid(float x) { return fminf(x, 0.0f) - log1pf(expf(-fabsf(x))); }
 DECAYFW_CTA float sigmoid_of_minus(float x) { return 1.0f / (1.0f + expf(x)); }  // σ(−x): exact near σ(x) = 1
@@ -380,11 +389,12 @@ struct ScanSmem {
   size_t bytes;
 };
 
-// Copies the R×M fp32 state tile of a row tile, four floats per access, between shared memory and
+// Copies the R×M fp32 state tile of a row tile, four elements per access, between shared memory and
 // the [.., D, M] global states (row d at src + d·ld_src). A null src gives zeros; a second
-// destination, when given, gets the same values.
-template <typename Cta, typename Cfg>
-DECAYFW_CTA void copy_state_tile(Cta& cta, float* dst, int64_t ld_dst, const float* src, int64_t ld_src,
+// destination, when given, gets the same values. A destination of a 16-bit type gets them rounded
+// (the state gradients, ChunkArgs::dstates).
+template <typename Cta, typename Cfg, typename Dst>
+DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float* src, int64_t ld_src,
                                  float* dst2 = nullptr, int64_t ld_dst2 = 0) {
   constexpr int Q = Cfg::M / 4;
   cta.for_each(int64_t(Cfg::R) * Q, [&](int64_t e) {
@@ -449,7 +459,7 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
   copy_state_tile<Cta, Cfg>(cta, dS, Cfg::ldm_f, a.dsT ? a.dsT + (n * D + row0) * M : nullptr, M);
   for (int64_t c = a.chunks - 1; c >= 0; --c) {
     const Place pl(a, n, c, tile, C);
-    copy_state_tile<Cta, Cfg>(cta, a.dstates + pl.state_row(c, a.chunks, D, 0) * M, M, dS, Cfg::ldm_f);
+    copy_state_tile<Cta, Cfg>(cta, dstates_of<Op>(a) + pl.state_row(c, a.chunks, D, 0) * M, M, dS, Cfg::ldm_f);
     load_chunk(cta, a, pl, t);
     cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
       if (e < int64_t(C) * M) {
@@ -522,8 +532,8 @@ struct ChunkSmem {
   }
 };
 
-// Loads the chunk's start state (and, for the gradient, the gradient reaching its end state),
-// rounded to the operand type.
+// Loads the chunk's start state (and, for the gradient, the gradient reaching its end state, stored
+// in the operand type), rounded to the operand type.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void load_states(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
   constexpr int M = Cfg::M, R = Cfg::R, Q = M / 4;  // four floats per access
@@ -534,7 +544,7 @@ DECAYFW_CTA void load_states(Cta& cta, const ChunkArgs& a, const Place& pl, Tile
     const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
     float s[4];
     if (!grad) Cta::load4(a.states + pl.state_row(pl.chunk, a.chunks + 1, a.D, d) * M + m, s);
-    else Cta::load4(a.dstates + pl.state_row(pl.chunk, a.chunks, a.D, d) * M + m, s);
+    else Cta::load4(dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, a.D, d) * M + m, s);  // exact: already Op
     Op* dst = (grad ? t.dSop : t.Sop) + d * Cfg::ldm_op + m;
     for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[w]);
   });
@@ -576,15 +586,15 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // Boundary terms: every later token's share of the gate gradients, rowsum and (summed over the
   // tiles) colsum of dS_end ⊙ S_end (S_end = the next chunk's start state, or S_T).
   cta.for_each(R + M, [&](int64_t e) {
-    const float* ds = a.dstates + pl.state_row(pl.chunk, a.chunks, a.D, 0) * M;
+    const Op* ds = dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, a.D, 0) * M;
     const float* s = a.states + pl.state_row(pl.chunk + 1, a.chunks + 1, a.D, 0) * M;
     float acc = 0.0f;
     if (e < R) {
-      for (int m = 0; m < M; ++m) acc += ds[e * M + m] * s[e * M + m];
+      for (int m = 0; m < M; ++m) acc += Cta::to_f(ds[e * M + m]) * s[e * M + m];
       sm.carry_row[e] = acc;
     } else {
       const int m = static_cast<int>(e - R);
-      for (int d = 0; d < R; ++d) acc += ds[d * M + m] * s[d * M + m];
+      for (int d = 0; d < R; ++d) acc += Cta::to_f(ds[d * M + m]) * s[d * M + m];
       sm.carry_col[m] += acc;
     }
   });

@@ -77,8 +77,8 @@ class HostChunkRunner {
     }
     a.states = states_.data();
     if (backward) {
-      dstates_.assign(static_cast<size_t>(N * a.chunks * a.D * a.M), nan);
-      a.dstates = dstates_.data();
+      dstates_.assign(static_cast<size_t>(N * a.chunks * a.D * a.M), Cta::template from_f<In>(nan));
+      a.dstates = dstates_.data();  // in the operand type, as the launcher's workspace
     }
   }
 
@@ -94,7 +94,8 @@ class HostChunkRunner {
 
   Cta cta_;
   bool allow_vector_loads_;
-  std::vector<float> states_, dstates_;
+  std::vector<float> states_;
+  std::vector<In> dstates_;
 };
 
 }  // namespace decayfw::testing

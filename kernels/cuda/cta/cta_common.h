@@ -19,8 +19,10 @@
 //                             op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j]. m, n, k multiples of 16;
 //                             A, B in shared memory of the operand type, 32-byte aligned tiles.
 //   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
-//   Cta::load4(p, v), Cta::store4(p, v)   four consecutive floats at a 16-byte aligned address
-//                             (one vector access on the device).
+//   Cta::load4(p, v), Cta::store4(p, v)   four consecutive elements of p (float, or a 16-bit
+//                             storage type) to or from four floats v, at an address aligned to their
+//                             size (16 or 8 bytes): one vector access on the device. A 16-bit store
+//                             rounds to nearest, as from_f.
 //   Cta::load16(p, v)         16 bytes (16 / sizeof(T) elements) of read-only global input at a
 //                             16-byte aligned address: one 128-bit load on the device, where an
 //                             element-wise loop would wait out one memory latency per element.

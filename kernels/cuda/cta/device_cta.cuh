@@ -47,6 +47,23 @@ struct DeviceCta {
   static __device__ __forceinline__ void store4(float* p, const float* v) {
     *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
   }
+  template <typename T>  // 16-bit storage: four elements in one 8-byte access
+  static __device__ __forceinline__ void load4(const T* p, float* v) {
+    static_assert(sizeof(T) == 2, "load4 of a 16-bit type");
+    T x[4];
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    memcpy(x, &u, 8);
+    for (int i = 0; i < 4; ++i) v[i] = to_f(x[i]);
+  }
+  template <typename T>
+  static __device__ __forceinline__ void store4(T* p, const float* v) {
+    static_assert(sizeof(T) == 2, "store4 of a 16-bit type");
+    T x[4];
+    for (int i = 0; i < 4; ++i) x[i] = from_f<T>(v[i]);
+    uint2 u;
+    memcpy(&u, x, 8);
+    *reinterpret_cast<uint2*>(p) = u;
+  }
 
   template <typename T>
   static __device__ __forceinline__ void load16(const T* p, T* v) {

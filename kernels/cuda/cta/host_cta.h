@@ -59,6 +59,18 @@ struct HostCta {
     check_aligned(p);
     std::memcpy(p, v, 4 * sizeof(float));
   }
+  template <typename T>  // 16-bit storage: four elements, 8-byte aligned as the device's one access
+  static void load4(const T* p, float* v) {
+    static_assert(sizeof(T) == 2, "load4 of a 16-bit type");
+    check_aligned_to(p, 8);
+    for (int i = 0; i < 4; ++i) v[i] = to_f(p[i]);
+  }
+  template <typename T>
+  static void store4(T* p, const float* v) {
+    static_assert(sizeof(T) == 2, "store4 of a 16-bit type");
+    check_aligned_to(p, 8);
+    for (int i = 0; i < 4; ++i) p[i] = from_f<T>(v[i]);
+  }
   template <typename T>
   static void load16(const T* p, T* v) {
     static_assert(16 % sizeof(T) == 0, "a 16-byte vector holds whole elements");
@@ -67,6 +79,10 @@ struct HostCta {
   }
   static void check_aligned(const float* p) {
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::logic_error("cta: a 4-float access is not 16-byte aligned");
+  }
+  static void check_aligned_to(const void* p, uintptr_t bytes) {
+    if (reinterpret_cast<uintptr_t>(p) % bytes != 0)
+      throw std::logic_error("cta: a 4-element access is not " + std::to_string(bytes) + "-byte aligned");
   }
 
   template <typename F>

@@ -42,8 +42,8 @@ ChunkConfig chunk_config(ScalarType dtype, int64_t dim_k);
 // block, or null when it can.
 const char* chunk_unsupported_reason(const Dims& dims, ScalarType dtype, size_t max_smem_per_block);
 
-// fp32 workspace: chunk-boundary states (forward); also their gradients (backward).
-// N·(T/C + 1)·D·M floats forward, N·(2·T/C + 1)·D·M backward, N·(T/C)·D·M for a backward given the
+// Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
+// their gradients, N·(T/C)·D·M elements of the input type, and needs only those when it is given the
 // forward's states (states_given).
 size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward, bool states_given = false);
 
