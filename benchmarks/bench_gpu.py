@@ -1,7 +1,10 @@
 """GPU benchmark of the decay rule, one run, side by side (needs CUDA; the H100 machine):
 
 - ``chunk`` and ``recurrent``: this project's CUDA op (torch.ops.decayfw.*), bf16 inputs, fp32 state,
-  forced onto its chunkwise tensor-core path and its recurrent path (DECAYFW_CUDA_PATH);
+  forced onto its chunkwise tensor-core path and its recurrent path (DECAYFW_CUDA_PATH); ``chunk``
+  takes the forward form the op chooses itself (DECAYFW_CHUNK_FORWARD=auto), ``chunk-fused`` and
+  ``chunk-split`` force one (same results, bit for bit; the split pair spreads y over chunks, the
+  fused pass reads the inputs once), so the table shows whether auto chose well;
   ``chunk-recompute`` (forward+backward only): the chunk path with ``save_chunk_states=False``, whose
   backward recomputes the chunk states instead of reusing the forward's;
 - ``naive``: a per-token PyTorch loop (autograd for the backward);
@@ -126,8 +129,9 @@ def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False):
     return x, B, H
 
 
-def run_decayfw(x, backward, path, save_chunk_states=True):
+def run_decayfw(x, backward, path, save_chunk_states=True, forward="auto"):
     os.environ["DECAYFW_CUDA_PATH"] = path
+    os.environ["DECAYFW_CHUNK_FORWARD"] = forward
     y = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"], save_chunk_states=save_chunk_states)
     if backward:
         y.backward(torch.ones_like(y))
@@ -210,8 +214,9 @@ def io_floor_bytes(N, T, D, M, backward, elem=2):
 
 
 # The chunk path's kernels, by the names of their templates (kernels/cuda/decay_chunk_kernels.cuh), in
-# launch order.
-CHUNK_KERNELS = ("state_pass", "output_pass", "dstate_pass", "grad_pass")
+# launch order; a forward runs state_pass and output_pass (split) or forward_pass (fused).
+CHUNK_KERNELS = ("state_pass", "output_pass", "forward_pass", "dstate_pass", "grad_pass")
+CHUNK_FORWARDS = ("split", "fused")
 
 
 def kernel_of(name):
@@ -221,11 +226,11 @@ def kernel_of(name):
     return "other"
 
 
-def kernel_breakdown(N, T, D, M, reps=5):
+def kernel_breakdown(N, T, D, M, forward, reps=5):
     """µs per forward+backward call of the chunk path, per kernel (bf16), from CUDA kernel events."""
     from torch.profiler import ProfilerActivity, profile
     x, _, _ = make_inputs(N, T, D, M, requires_grad=True)
-    call = lambda: run_decayfw(x, True, "chunk")
+    call = lambda: run_decayfw(x, True, "chunk", forward=forward)
     for _ in range(2):
         call()
     torch.cuda.synchronize()
@@ -246,13 +251,14 @@ def compiled_chunk(M):
     return 64 if M <= 64 else 32
 
 
-def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None):
+def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="split"):
     """HBM bytes of each chunk-path kernel in one forward+backward call, read off
     kernels/cuda/decay_chunk_program.h. Each distinct byte a kernel reads or writes counts once (the
     row tiles' repeated reads of q, k, f and grad_pass's second reads are taken to hit L2), so this is a
     lower bound. fp32 states of D×M per chunk; their gradients in the input type (ChunkArgs::dstates).
     reuse_states: the backward reads the forward's chunk states (decay_fast_weights' default); False: it
-    recomputes them with a second state_pass."""
+    recomputes them with a second state_pass. forward: "split" (state_pass, then output_pass) or "fused"
+    (forward_pass alone: the inputs read once; the states written only when the backward reuses them)."""
     C = C or compiled_chunk(M)
     P, chunks, S, dS, E = N * T, -(-T // C), D * M * 4, D * M * elem, elem
     once = {
@@ -261,23 +267,32 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None):
         "dstate_pass": P * (2 * M + 2 * D) * E + N * chunks * dS,                 # q, f, dy, z; the state gradients
         "grad_pass": P * (3 * M + 3 * D) * E + N * ((chunks + 1) * S + chunks * dS) + P * (3 * M + 2 * D) * E,  # all; grads
     }
-    if not reuse_states:
+    once["forward_pass"] = 0
+    if forward == "fused":
+        once["forward_pass"] = P * (3 * M + 2 * D) * E + P * D * E + (N * (chunks + 1) * S if reuse_states else 0)
+        once["output_pass"] = 0
+        if reuse_states:
+            once["state_pass"] = 0  # otherwise it is the backward's: counted once below
+    elif not reuse_states:
         once["state_pass"] *= 2  # forward, and recomputed by the backward
     return once
 
 
 def print_traffic_model(sizes):
     print("Chunk path, forward+backward: HBM traffic by kernel (model, MB; chunk_kernel_bytes, the backward reusing "
-          "the forward's chunk states) against the I/O floor. 'bound' = floor ÷ model: the largest fraction of the "
-          "floor this design can reach at copy bandwidth; 'bound, recomputed' = the same with save_chunk_states=False\n")
-    print("| N | T | D | M | " + " | ".join(CHUNK_KERNELS) + " | model total | I/O floor | bound | bound, recomputed |")
-    print("|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 4))
+          "the forward's chunk states) against the I/O floor, for each forward form. 'bound' = floor ÷ model: the "
+          "largest fraction of the floor this design can reach at copy bandwidth; 'bound, recomputed' = the same "
+          "with save_chunk_states=False\n")
+    print("| N | T | D | M | forward | " + " | ".join(CHUNK_KERNELS) + " | model total | I/O floor | bound | bound, recomputed |")
+    print("|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 4))
     for N, T, D, M in sizes:
-        b = chunk_kernel_bytes(N, T, D, M)
-        total, floor = sum(b.values()), io_floor_bytes(N, T, D, M, True)
-        recomputed = sum(chunk_kernel_bytes(N, T, D, M, reuse_states=False).values())
-        print(f"| {N} | {T} | {D} | {M} | " + " | ".join(f"{b[k] / 1e6:.0f}" for k in CHUNK_KERNELS)
-              + f" | {total / 1e6:.0f} | {floor / 1e6:.0f} | {100 * floor / total:.0f}% | {100 * floor / recomputed:.0f}% |")
+        for form in CHUNK_FORWARDS:
+            b = chunk_kernel_bytes(N, T, D, M, forward=form)
+            total, floor = sum(b.values()), io_floor_bytes(N, T, D, M, True)
+            recomputed = sum(chunk_kernel_bytes(N, T, D, M, reuse_states=False, forward=form).values())
+            print(f"| {N} | {T} | {D} | {M} | {form} | " + " | ".join(f"{b[k] / 1e6:.0f}" for k in CHUNK_KERNELS)
+                  + f" | {total / 1e6:.0f} | {floor / 1e6:.0f} | {100 * floor / total:.0f}% | "
+                  f"{100 * floor / recomputed:.0f}% |")
     print()
 
 
@@ -285,22 +300,23 @@ def print_kernel_breakdown(sizes, bw):
     print("Chunk path, forward+backward by kernel (bf16, µs per call, torch.profiler; "
           "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace). GB/s: the model's bytes "
           "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound\n")
-    print("| N | T | D | M | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
-          + " | other µs | serial passes share |")
-    print("|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 2))
+    print("| N | T | D | M | forward | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
+          + " | other µs | total µs | serial passes share |")
+    print("|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
     for N, T, D, M in sizes:
-        try:
-            us = kernel_breakdown(N, T, D, M)
-        except Exception as e:  # a profiler fault must not cost the rest of the run
-            print(f"| {N} | {T} | {D} | {M} | kernel breakdown failed: {type(e).__name__}: {e} |")
-            continue
-        model = chunk_kernel_bytes(N, T, D, M)
-        total = sum(us.values())
-        serial = (us["state_pass"] + us["dstate_pass"]) / total if total else 0.0
-        cell = lambda k: f"{us[k]:.0f} ({model[k] / (us[k] * 1e3):.0f})" if us[k] else "0"
-        print(f"| {N} | {T} | {D} | {M} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)
-              + f" | {us['other']:.0f} | {100 * serial:.0f}% |", flush=True)
-        torch.cuda.empty_cache()
+        for form in CHUNK_FORWARDS:
+            try:
+                us = kernel_breakdown(N, T, D, M, form)
+            except Exception as e:  # a profiler fault must not cost the rest of the run
+                print(f"| {N} | {T} | {D} | {M} | {form} | kernel breakdown failed: {type(e).__name__}: {e} |")
+                continue
+            model = chunk_kernel_bytes(N, T, D, M, forward=form)
+            total = sum(us.values())
+            serial = (us["state_pass"] + us["forward_pass"] + us["dstate_pass"]) / total if total else 0.0
+            cell = lambda k: f"{us[k]:.0f} ({model[k] / (us[k] * 1e3):.0f})" if us[k] else "0"
+            print(f"| {N} | {T} | {D} | {M} | {form} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)
+                  + f" | {us['other']:.0f} | {total:.0f} | {100 * serial:.0f}% |", flush=True)
+            torch.cuda.empty_cache()
     print(f"(copy bandwidth {bw / 1e9:.0f} GB/s)\n")
 
 
@@ -356,6 +372,8 @@ def main(argv=None):
                         cands = {}
                         x, B, H = make_inputs(N, T, D, M, requires_grad=bwd)
                         cands["chunk"] = lambda x=x: run_decayfw(x, bwd, "chunk")
+                        for form in CHUNK_FORWARDS:
+                            cands["chunk-" + form] = lambda x=x, form=form: run_decayfw(x, bwd, "chunk", forward=form)
                         if bwd:
                             cands["chunk-recompute"] = lambda x=x: run_decayfw(x, bwd, "chunk", False)
                         cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
@@ -384,7 +402,7 @@ def main(argv=None):
                         print(json.dumps(row), file=sys.stderr, flush=True)
                         del x, cands, qkv
                         torch.cuda.empty_cache()
-    names = ["chunk", "chunk-recompute", "recurrent", "naive", "t2fw", "fla", "sdpa"]
+    names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "recurrent", "naive", "t2fw", "fla", "sdpa"]
     pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
     print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)
           + " | chunk % of I/O floor | recurrent % of I/O floor |")

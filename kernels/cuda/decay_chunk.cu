@@ -1,7 +1,8 @@
 // Entry points of the chunkwise tensor-core path (decayfw/cuda/decay_cuda.h): sizes, workspace, and
 // the choice of the per-type launchers (decay_chunk_<type>.cu, kernels in decay_chunk_kernels.cuh).
-// Workspace (from the caller): fp32 chunk-boundary states, (T/C + 1)·D·M floats per sequence, and
-// their gradients in the operand type, T/C·D·M elements; nothing of size T·D·M.
+// Workspace (from the caller): fp32 chunk-boundary states, (T/C + 1)·D·M floats per sequence (none
+// for a fused forward whose states are not kept), and their gradients in the operand type, T/C·D·M
+// elements; nothing of size T·D·M.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -33,9 +34,9 @@ ChunkConfig chunk_config(ScalarType dtype, int64_t dim_k) {
       using Cfg = decltype(cfg);
       ChunkConfig c;
       c.chunk = Cfg::C;
-      c.smem_bytes = cta::max_size(chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes,
-                                   cta::max_size(chunk::ChunkSmem<Op, Cfg>(nullptr, false).bytes,
-                                                 chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes));
+      c.smem_bytes = cta::max_size(
+          cta::max_size(chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes, chunk::ForwardSmem<Op, Cfg>(nullptr).bytes),
+          cta::max_size(chunk::ChunkSmem<Op, Cfg>(nullptr, false).bytes, chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes));
       return c;
     });
   });
@@ -57,11 +58,16 @@ size_t chunk_workspace_bytes(const Dims& d, ScalarType dtype, bool backward, boo
   return c.chunk == 0 ? 0 : chunk_launch::plan_of(d, c.chunk, op_bytes, backward, states_given).bytes();
 }
 
-cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream) {
+ChunkForward chunk_forward_for(const Dims& d, int sm_count) {
+  const int64_t ctas = d.batch * d.heads * (d.dim_v / chunk::kRows);
+  return ctas >= int64_t(sm_count) ? ChunkForward::Fused : ChunkForward::Split;
+}
+
+cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form) {
   if (p.row_gate != GateKind::PerElement || p.col_gate != GateKind::PerElement) return cudaErrorNotSupported;
   if (p.dims.seqlen == 0) return cudaSuccess;  // the adapter copies S0 to S_T
   return with_operand(p.dtype, cudaErrorInvalidValue, [&](auto op_tag) {
-    return chunk_launch::forward<decltype(op_tag)>(p, workspace, stream);
+    return chunk_launch::forward<decltype(op_tag)>(p, workspace, stream, form);
   });
 }
 

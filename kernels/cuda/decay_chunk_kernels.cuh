@@ -2,8 +2,10 @@
 // type is compiled in its own translation unit (decay_chunk_bf16.cu, _fp16.cu, _tf32.cu) so nvcc
 // runs them in parallel; decay_chunk.cu picks one by dtype.
 //
-// Forward: state_pass (serial over chunks per sequence and row tile), then output_pass (parallel
-// over chunks and row tiles); its workspace is the chunk-boundary states, which the caller may keep.
+// Forward, split: state_pass (serial over chunks per sequence and row tile), then output_pass
+// (parallel over chunks and row tiles); its workspace is the chunk-boundary states, which the caller
+// may keep. Forward, fused: forward_pass alone (serial, state_pass's grid), writing the states only
+// when given room for them.
 // Backward: state_pass again unless it is given the forward's states (p.chunk_states), then
 // dstate_pass (serial, backwards) and grad_pass (parallel over chunks).
 #pragma once
@@ -35,6 +37,13 @@ __global__ void __launch_bounds__(kThreads) output_pass_kernel(ChunkArgs a) {
   DeviceCta cta;
   const int64_t x = blockIdx.x;  // chunk-major within a sequence: n = x / chunks
   chunk::output_pass<DeviceCta, Op, Cfg>(cta, a, x / a.chunks, x % a.chunks, blockIdx.y, smem);
+}
+
+template <typename Op, typename Cfg>
+__global__ void __launch_bounds__(kThreads) forward_pass_kernel(ChunkArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCta cta;
+  chunk::forward_pass<DeviceCta, Op, Cfg>(cta, a, blockIdx.x, blockIdx.y, smem);
 }
 
 template <typename Op, typename Cfg>
@@ -79,7 +88,7 @@ ChunkArgs args_of(const Dims& d, int C) {
 }  // namespace
 
 template <typename Op>
-cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream) {
+cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form) {
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
     if (!aligned16(p.initial_state) || !aligned16(p.final_state) || !aligned16(workspace)) return cudaErrorMisalignedAddress;
@@ -91,6 +100,9 @@ cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t strea
     a.states = static_cast<float*>(workspace);
     a.vector_loads = chunk::inputs_allow_vector_loads(a, sizeof(Op));
     const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
+    if (form == ChunkForward::Fused)  // a null workspace: the states are not kept, nor written
+      return launch(forward_pass_kernel<Op, Cfg>, dim3(N, tiles), chunk::ForwardSmem<Op, Cfg>(nullptr).bytes, stream, a);
+    if (workspace == nullptr) return cudaErrorInvalidValue;  // output_pass reads the states
     cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes,
                              stream, a);
     if (err != cudaSuccess) return err;

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "decayfw/cuda/decay_cuda.h"
 #include "decayfw/params.h"
 
 namespace decayfw::cuda::chunk_launch {
@@ -35,13 +36,13 @@ inline WorkspacePlan plan_of(const Dims& d, int C, size_t op_bytes, bool backwar
 // Op: __nv_bfloat16, __half, or float (multiplied as tf32). The dims' M must be compiled
 // (decay_chunk_configs.h); T > 0.
 template <typename Op>
-cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream);
+cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form);
 template <typename Op>
 cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream);
 
-extern template cudaError_t forward<__nv_bfloat16>(const DecayFwdParams&, void*, cudaStream_t);
-extern template cudaError_t forward<__half>(const DecayFwdParams&, void*, cudaStream_t);
-extern template cudaError_t forward<float>(const DecayFwdParams&, void*, cudaStream_t);
+extern template cudaError_t forward<__nv_bfloat16>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward);
+extern template cudaError_t forward<__half>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward);
+extern template cudaError_t forward<float>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward);
 extern template cudaError_t backward<__nv_bfloat16>(const DecayBwdParams&, void*, cudaStream_t);
 extern template cudaError_t backward<__half>(const DecayBwdParams&, void*, cudaStream_t);
 extern template cudaError_t backward<float>(const DecayBwdParams&, void*, cudaStream_t);

@@ -19,6 +19,8 @@
 // Programs (one CTA each; the launch order is in decay_chunk_kernels.cuh and the host test):
 //   state_pass    (n, tile)         serial over chunks: writes each chunk's start state, and S_T.
 //   output_pass   (n, chunk, tile)  y of one chunk from its start state: parallel over chunks.
+//   forward_pass  (n, tile)         the two above fused: serial over chunks, y from the running
+//                                   state; the launcher's choice when N·D/64 CTAs fill the GPU.
 //   dstate_pass   (n, tile)         serial backwards: the gradient reaching each chunk's end state.
 //   grad_pass     (n, chunk)        every input gradient of one chunk (row tiles walked inside),
 //                                   gates by the identity
@@ -572,6 +574,101 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
     const float y = t.Y[i * Cfg::ldd_f + d] + y_diagonal_term<Op, Cfg, Cta>(t, i, d);
     row_of<Op>(a.y, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(y);
   });
+}
+
+// ---- the fused forward: state_pass and output_pass in one serial program --------------------------
+//
+// forward_pass(n, tile) walks the chunks as state_pass does and computes each chunk's y from the
+// running state in shared memory, so the inputs are read once and the chunk states are never read
+// back (split: written by state_pass, read by output_pass). Its parallelism is state_pass's,
+// N·D/64 CTAs: the launcher takes it when that fills the GPU (decay_chunk.cu says when). Every
+// value is computed as in the split pair, in the same order, so y, S_T and the states are
+// bit-identical to theirs (tests/cpp/test_chunk_program.cpp). The states are written only when
+// the caller keeps them (ChunkArgs::states non-null: the training forward); decay_fwd passes none
+// and the forward then needs no workspace at all.
+
+// Shared-memory carve: the running R×M fp32 state, then output_pass's tiles.
+template <typename Op, typename Cfg>
+struct ForwardSmem {
+  float* S;
+  ChunkSmem<Op, Cfg> chunk;
+  size_t bytes;
+  DECAYFW_HD explicit ForwardSmem(unsigned char* base)
+      : S(base ? reinterpret_cast<float*>(base) : nullptr),
+        chunk(base ? base + state_bytes() : nullptr, false),
+        bytes(state_bytes() + chunk.bytes) {}
+  static constexpr size_t state_bytes() {  // 128-byte aligned, as an Arena would leave it
+    return (size_t(Cfg::R) * Cfg::ldm_f * sizeof(float) + 127) & ~size_t(127);
+  }
+};
+
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, Q = M / 4;
+  ForwardSmem<Op, Cfg> sm(smem);
+  Tiles<Op, Cfg>& t = sm.chunk.t;
+  float* S = sm.S;
+  const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
+  copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
+  for (int64_t c = 0; c < a.chunks; ++c) {
+    const Place pl(a, n, c, tile, C);
+    // The start state: to the caller's states (if kept) and, rounded, to the operand tile Sop
+    // (what output_pass's load_states gives from the same fp32 values).
+    float* states = a.states ? a.states + pl.state_row(c, slots, D, 0) * M : nullptr;
+    cta.for_each(int64_t(R) * Q, [&](int64_t e) {
+      const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+      float s[4];
+      Cta::load4(S + d * Cfg::ldm_f + m, s);
+      if (states) Cta::store4(states + int64_t(d) * M + m, s);
+      Op* dst = t.Sop + d * Cfg::ldm_op + m;
+      for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[w]);
+    });
+    load_chunk(cta, a, pl, t);
+    // y of the chunk, as output_pass.
+    y_inter_product(cta, t);
+    cta.for_each(int64_t(C) * R, [&](int64_t e) {
+      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+      t.Y[i * Cfg::ldd_f + d] *= expf(t.Ac[i * R + d]);
+    });
+    y_intra_off_diagonal(cta, pl, t);
+    diagonal_blocks(cta, t);
+    // One phase: y's rows out, and state_pass's scaled operands and decayed state (they touch
+    // Xa, Xc and S; y's terms read Y, Pd, Vr and Ac).
+    const int64_t outs = int64_t(pl.valid) * R;
+    cta.for_each(outs + int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
+      if (e < outs) {
+        const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+        const float y = t.Y[i * Cfg::ldd_f + d] + y_diagonal_term<Op, Cfg, Cta>(t, i, d);
+        row_of<Op>(a.y, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(y);
+        return;
+      }
+      e -= outs;
+      if (e < int64_t(C) * M) {
+        const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
+        t.Xa[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+                                                              expf(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
+        return;
+      }
+      e -= int64_t(C) * M;
+      if (e < int64_t(C) * R) {
+        const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
+        t.Xc[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+                                                              expf(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
+        return;
+      }
+      e -= int64_t(C) * R;
+      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      S[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
+    });
+    cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, S, Cfg::ldm_f, true);
+  }
+  float* final_state = a.final_state ? a.final_state + (n * D + row0) * M : nullptr;
+  if (a.states) {
+    const Place pl(a, n, a.chunks, tile, C);
+    copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f, final_state, M);
+  } else if (final_state) {
+    copy_state_tile<Cta, Cfg>(cta, final_state, M, S, Cfg::ldm_f);
+  }
 }
 
 // One row tile's share of grad_pass: dv, dz of its rows; its terms of dq and dk added to DQ, DK.

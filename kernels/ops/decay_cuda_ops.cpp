@@ -59,6 +59,18 @@ int64_t chosen_chunk(const char* op, const Dims& d, ScalarType dtype, c10::Devic
   return chunk;
 }
 
+// Which form a chunk-path forward takes (cuda::ChunkForward: same results, bit for bit).
+// DECAYFW_CHUNK_FORWARD=auto|fused|split, read at every call; auto asks cuda::chunk_forward_for.
+cuda::ChunkForward chosen_forward(const char* op, const Dims& d, c10::DeviceIndex device) {
+  const char* env = std::getenv("DECAYFW_CHUNK_FORWARD");
+  const std::string want = env ? env : "auto";
+  TORCH_CHECK(want == "auto" || want == "fused" || want == "split", op,
+              ": DECAYFW_CHUNK_FORWARD must be auto, fused or split, got '", want, "'");
+  if (want == "fused") return cuda::ChunkForward::Fused;
+  if (want == "split") return cuda::ChunkForward::Split;
+  return cuda::chunk_forward_for(d, at::cuda::getDeviceProperties(device)->multiProcessorCount);
+}
+
 at::Tensor workspace(size_t bytes, const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
 }
@@ -76,11 +88,12 @@ const void* aligned_state(const void* p, const c10::optional<at::Tensor>& given,
   return p == nullptr ? p : aligned_state(p, *given, keep);
 }
 
-// decay_fwd and decay_fwd_train. On the chunk path the forward's workspace is the chunk-boundary
-// states, allocated as the [B, H, chunks + 1, D, M] tensor decay_fwd_train returns (decay_fwd drops
-// it); elsewhere the third result is empty.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const char* op, const at::Tensor& q, const at::Tensor& k,
-                                                       const at::Tensor& v, const at::Tensor& z, const at::Tensor& f,
+// decay_fwd and decay_fwd_train (keep_states). On the chunk path the forward's workspace is the
+// chunk-boundary states, allocated as the [B, H, chunks + 1, D, M] tensor decay_fwd_train returns;
+// decay_fwd drops it, and on the fused form allocates none. Elsewhere the third result is empty.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const char* op, bool keep_states, const at::Tensor& q,
+                                                       const at::Tensor& k, const at::Tensor& v, const at::Tensor& z,
+                                                       const at::Tensor& f,
                                                        const c10::optional<at::Tensor>& initial_state) {
   DecayFwdCall c = prepare_decay_fwd(c10::DeviceType::CUDA, q, k, v, z, f, initial_state);
   const c10::cuda::CUDAGuard guard(q.device());  // the launch's device
@@ -92,19 +105,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const char* op, const at:
     check_launch(op, cuda::decay_forward_cuda(c.params, stream));
     return {c.y, c.final_state, at::empty({0}, q.options().dtype(at::kFloat))};
   }
+  const cuda::ChunkForward form = chosen_forward(op, d, q.device().index());
+  at::Tensor s0;
+  c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
+  if (form == cuda::ChunkForward::Fused && !keep_states) {
+    check_launch(op, cuda::decay_forward_chunk_cuda(c.params, nullptr, stream, form));
+    return {c.y, c.final_state, at::empty({0}, q.options().dtype(at::kFloat))};
+  }
   at::Tensor states = at::empty({d.batch, d.heads, (d.seqlen + chunk - 1) / chunk + 1, d.dim_v, d.dim_k},
                                 q.options().dtype(at::kFloat));
   TORCH_INTERNAL_ASSERT(static_cast<size_t>(states.nbytes()) == cuda::chunk_workspace_bytes(d, c.params.dtype, false));
-  at::Tensor s0;
-  c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
-  check_launch(op, cuda::decay_forward_chunk_cuda(c.params, states.data_ptr(), stream));
+  check_launch(op, cuda::decay_forward_chunk_cuda(c.params, states.data_ptr(), stream, form));
   return {c.y, c.final_state, states};
 }
 
 std::tuple<at::Tensor, at::Tensor> decay_fwd_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                   const at::Tensor& z, const at::Tensor& f,
                                                   const c10::optional<at::Tensor>& initial_state) {
-  auto [y, final_state, states] = forward("decayfw.decay_fwd", q, k, v, z, f, initial_state);
+  auto [y, final_state, states] = forward("decayfw.decay_fwd", false, q, k, v, z, f, initial_state);
   return {y, final_state};
 }
 
@@ -112,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> decay_fwd_train_cuda(const at::Te
                                                                     const at::Tensor& v, const at::Tensor& z,
                                                                     const at::Tensor& f,
                                                                     const c10::optional<at::Tensor>& initial_state) {
-  return forward("decayfw.decay_fwd_train", q, k, v, z, f, initial_state);
+  return forward("decayfw.decay_fwd_train", true, q, k, v, z, f, initial_state);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> decay_bwd_cuda(

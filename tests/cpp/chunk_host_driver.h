@@ -37,6 +37,23 @@ class HostChunkRunner {
         }
   }
 
+  // The fused forward (forward_pass), as the launcher runs it: keep_states = false leaves the
+  // states unwritten (decay_fwd passes no workspace), and a later backward must then recompute them.
+  void forward_fused(chunk::ChunkArgs& a, bool keep_states = true) {
+    prepare(a, false);
+    if (!keep_states) {
+      states_.clear();
+      a.states = nullptr;
+    }
+    chunk::ForwardSmem<In, Cfg> probe(nullptr);
+    cta::HostSmem sm(probe.bytes);
+    for (int64_t n = 0; n < a.B * a.H; ++n)
+      for (int64_t tile = 0; tile < a.tiles; ++tile) {
+        sm.poison();
+        chunk::forward_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
+      }
+  }
+
   // reuse_states: skip state_pass and read the states the last forward() left, as the launcher does
   // when it is given the forward's states (DecayBwdParams::chunk_states).
   void backward(chunk::ChunkArgs& a, bool reuse_states = false) {

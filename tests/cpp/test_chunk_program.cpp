@@ -127,10 +127,14 @@ struct Outputs {
   std::vector<float> sT, ds0;
 };
 
+// Which forward the launcher would run: state_pass + output_pass, or the fused forward_pass with or
+// without writing the chunk states (decay_fwd_train or decay_fwd).
+enum class Forward { Split, Fused, FusedWithoutStates };
+
 template <typename In, int M, int C, bool kExact>
 Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = decayfw::cta::Order::Forward,
                          bool vector_loads = true, bool reuse_states = false,
-                         std::vector<float>* states_after = nullptr) {
+                         std::vector<float>* states_after = nullptr, Forward form = Forward::Split) {
   using Cfg = chunk::Config<M, C, In>;
   const Shape& s = pr.s;
   const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
@@ -140,7 +144,9 @@ Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = deca
   chunk::ChunkArgs a = pr.args();
   a.y = Problem<In>::out_view(o.y, s, s.D);
   a.final_state = o.sT.data();
-  run.forward(a);
+  if (form == Forward::Split) run.forward(a);
+  else run.forward_fused(a, form == Forward::Fused);
+  if (form == Forward::FusedWithoutStates && reuse_states) throw std::logic_error("no states kept to reuse");
   chunk::ChunkArgs b = pr.args();
   b.dq = Problem<In>::out_view(o.dq, s, s.M), b.dk = Problem<In>::out_view(o.dk, s, s.M);
   b.df = Problem<In>::out_view(o.df, s, s.M);
@@ -353,6 +359,80 @@ TEST(ChunkProgram, BackwardReusingTheForwardStatesGivesTheSameBits) {
   expect_reuse_matches_recompute<BFloat16, 64, 64>({2, 150, 1, 128, 64}, true, "bf16, T = 150, with S0 and dS_T");
   expect_reuse_matches_recompute<BFloat16, 32, 64>({1, 64, 2, 64, 32}, false, "bf16, T = one chunk, no states");
   expect_reuse_matches_recompute<float, 32, 32>({1, 70, 1, 64, 32}, true, "fp32 as tf32");
+}
+
+// The fused forward (forward_pass) computes every value of state_pass and output_pass in the same
+// order: y, S_T and the chunk states must be bit-identical to the split pair's, and so must the
+// gradients of a backward that reuses its states, or recomputes them when it kept none.
+template <typename In, int M, int C>
+void expect_fused_forward_same_bits(const Shape& s, bool with_states, const std::string& what,
+                                    decayfw::cta::Order order = decayfw::cta::Order::Forward) {
+  const Problem<In> pr(s, 35, 1.0, 2.0, with_states);
+  std::vector<float> split_states, fused_states;
+  const Outputs<In> split = run_programs<In, M, C, false>(pr, order, true, true, &split_states, Forward::Split);
+  const Outputs<In> fused = run_programs<In, M, C, false>(pr, order, true, true, &fused_states, Forward::Fused);
+  const Outputs<In> bare =
+      run_programs<In, M, C, false>(pr, order, true, false, nullptr, Forward::FusedWithoutStates);
+  const auto same = [&](const auto& x, const auto& y, const std::string& name) {
+    ASSERT_EQ(x.size(), y.size()) << what << ": " << name;
+    EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0]))) << what << ": " << name;
+  };
+  same(split_states, fused_states, "chunk states");
+  for (const auto* o : {&fused, &bare}) {
+    const std::string form = o == &fused ? "fused, " : "fused without states, ";
+    same(split.y, o->y, form + "y");
+    same(split.sT, o->sT, form + "final state");
+    same(split.dq, o->dq, form + "dq");
+    same(split.dk, o->dk, form + "dk");
+    same(split.dv, o->dv, form + "dv");
+    same(split.dz, o->dz, form + "dz");
+    same(split.df, o->df, form + "df");
+    same(split.ds0, o->ds0, form + "grad of the initial state");
+  }
+}
+
+TEST(ChunkProgram, FusedForwardGivesTheSameBitsAsTheSplitPair) {
+  using decayfw::cta::Order;
+  expect_fused_forward_same_bits<BFloat16, 64, 64>({2, 150, 1, 128, 64}, true, "bf16, T = 150, with S0 and dS_T");
+  expect_fused_forward_same_bits<BFloat16, 32, 64>({1, 64, 2, 64, 32}, false, "bf16, T = one chunk, no states");
+  expect_fused_forward_same_bits<Float16, 16, 64>({1, 130, 1, 192, 16}, true, "fp16, three row tiles");
+  expect_fused_forward_same_bits<float, 128, 16>({1, 40, 1, 64, 128}, true, "fp32 as tf32, C = 16");
+  expect_fused_forward_same_bits<BFloat16, 32, 64>({1, 1, 1, 64, 32}, true, "T = 1");
+  // Its phases must not depend on the order of their indices either (NoPhaseDependsOn... for the others).
+  expect_fused_forward_same_bits<BFloat16, 64, 64>({1, 150, 1, 128, 64}, true, "bf16, reverse order", Order::Reverse);
+  expect_fused_forward_same_bits<BFloat16, 64, 64>({1, 150, 1, 128, 64}, true, "bf16, interleaved", Order::Interleaved);
+}
+
+// ... and in every compiled configuration, whose ForwardSmem layouts the GPU launches (the host
+// executor checks each gemm's tiles against WMMA's contract on the way).
+template <typename In, int M>
+void expect_fused_compiled_configuration() {
+  constexpr int C = chunk::CompiledConfig<In, M>::C;
+  expect_fused_forward_same_bits<In, M, C>({1, 2 * C + 5, 1, 128, M}, true,
+                                           std::to_string(sizeof(In)) + "-byte operands, M" + std::to_string(M));
+}
+template <typename In>
+void expect_fused_every_m() {
+  expect_fused_compiled_configuration<In, 16>();
+  expect_fused_compiled_configuration<In, 32>();
+  expect_fused_compiled_configuration<In, 64>();
+  expect_fused_compiled_configuration<In, 128>();
+}
+TEST(ChunkProgram, FusedForwardEveryCompiledConfiguration) {
+  expect_fused_every_m<float>();
+  expect_fused_every_m<BFloat16>();
+  expect_fused_every_m<Float16>();
+}
+
+// A wrong fused forward must be seen: the comparison above is against an independent computation.
+TEST(ChunkProgram, FusedForwardMatchesReference) {
+  const Problem<float> pr({1, 150, 2, 128, 32}, 36, 2.0, 1.0, true);
+  std::vector<double> sT64;
+  const std::vector<double> y64 = ref::decay_forward(pr.p, &sT64);
+  const Outputs<float> o =
+      run_programs<float, 32, 64, true>(pr, decayfw::cta::Order::Forward, true, false, nullptr, Forward::FusedWithoutStates);
+  EXPECT_LT(rel_error(o.y, y64), 5e-6);
+  EXPECT_LT(rel_error(o.sT, sT64), 5e-6);
 }
 
 TEST(ChunkProgram, VectorLoadsNeedEveryRowAligned) {

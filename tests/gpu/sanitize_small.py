@@ -15,11 +15,19 @@ for path, dtype, (B, T, H, D, M) in CASES:
     os.environ["DECAYFW_CUDA_PATH"] = path
     x = [torch.randn(B, T, H, X, device="cuda", dtype=dtype, requires_grad=True) for X in (M, M, D, D, M)]
     s0 = torch.randn(B, H, D, M, device="cuda", requires_grad=True)
-    for save in (True, False):  # the backward reusing the forward's chunk states, and recomputing them
-        y, s = decayfw.decay_fast_weights(*x, initial_state=s0, output_final_state=True, save_chunk_states=save)
-        (y.sum() + s.sum()).backward()
+    # Both forms of the chunk forward (ignored on the recurrent path); for each, the backward reusing
+    # the forward's chunk states and recomputing them, and the inference forward (the fused one keeps
+    # no states).
+    for form in ("split", "fused"):
+        os.environ["DECAYFW_CHUNK_FORWARD"] = form
+        for save in (True, False):
+            y, s = decayfw.decay_fast_weights(*x, initial_state=s0, output_final_state=True, save_chunk_states=save)
+            (y.sum() + s.sum()).backward()
+        with torch.no_grad():
+            decayfw.decay_fast_weights(*x, initial_state=s0, output_final_state=True)
     state = s0.detach().clone()
     decayfw.decay_step(*(t.detach()[:, 0].contiguous() for t in x), state)
+os.environ.pop("DECAYFW_CHUNK_FORWARD")
 # The chunk path's element-load fallback and the adapter's copy of an unaligned state: every input and
 # the state one element into their storage.
 os.environ["DECAYFW_CUDA_PATH"] = "chunk"

@@ -259,3 +259,59 @@ def test_training_memory_is_chunk_boundary_states(save, path):
     store_all = 2 * N * T * D * M * 2
     assert extra <= bound, (extra, bound)
     assert extra - grads <= store_all / 16
+
+
+@pytest.mark.parametrize("dtype,size", [(torch.bfloat16, (2, 300, 2, 128, 64)), (torch.float16, (1, 130, 3, 64, 16)),
+                                        (torch.bfloat16, (1, 100, 1, 192, 128)), (torch.float32, (2, 70, 1, 64, 32))])
+def test_fused_and_split_forwards_give_the_same_bits(dtype, size, path, monkeypatch):
+    """DECAYFW_CHUNK_FORWARD=fused runs forward_pass alone, split runs state_pass and output_pass: the
+    same values in the same order (tests/cpp: FusedForwardGivesTheSameBitsAsTheSplitPair), so y, S_T,
+    the training forward's chunk states and every gradient are bit-identical on the device too."""
+    path("chunk")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    B, T, H, D, M = size
+    x = [t.to(dtype).cuda() for t in make(B, T, H, D, M, seed=16)[:5]]
+    s0, dsT = torch.randn(B, H, D, M, device="cuda"), torch.randn(B, H, D, M, device="cuda")
+    dy = torch.randn(B, T, H, D, device="cuda", dtype=dtype)
+    results = []
+    for form in ("split", "fused"):
+        monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", form)
+        inference = torch.ops.decayfw.decay_fwd(*x, s0)
+        train = torch.ops.decayfw.decay_fwd_train(*x, s0)
+        xs = [t.detach().requires_grad_(True) for t in x] + [s0.detach().requires_grad_(True)]
+        y, sT = decay_fast_weights(*xs[:5], initial_state=xs[5], output_final_state=True)
+        grads = torch.autograd.grad((y * dy).sum() + (sT * dsT).sum(), xs)
+        results.append(list(inference) + list(train) + [y, sT] + list(grads))
+    for i, (a, b) in enumerate(zip(*results)):
+        assert torch.equal(a, b), i
+
+
+def test_fused_inference_forward_allocates_no_chunk_states(path, monkeypatch):
+    """decay_fwd (no gradients wanted) on the fused form writes y and S_T only: beyond them it needs
+    no memory, where the split form allocates the (T/C + 1)·D·M fp32 chunk states per sequence."""
+    path("chunk")
+    B, T, H, D, M = 1, 4096, 8, 128, 64
+    x = [torch.randn(B, T, H, X, device="cuda", dtype=torch.bfloat16) for X in (M, M, D, D, M)]
+    states = 4 * B * H * (T // 64 + 1) * D * M
+    outputs = 2 * B * T * H * D + 4 * B * H * D * M
+    for form in ("fused", "split"):
+        monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", form)
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        y, sT = torch.ops.decayfw.decay_fwd(*x, None)
+        torch.cuda.synchronize()
+        extra = torch.cuda.max_memory_allocated() - base
+        if form == "fused":
+            assert extra <= outputs + (1 << 20), extra
+        else:
+            assert extra >= outputs + states, extra
+        del y, sT
+
+
+def test_bad_forward_form_is_refused(path, monkeypatch):
+    path("chunk")
+    monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", "both")
+    x = [torch.randn(1, 100, 1, X, device="cuda", dtype=torch.bfloat16) for X in (32, 32, 64, 64, 32)]
+    with pytest.raises(RuntimeError, match="DECAYFW_CHUNK_FORWARD must be auto, fused or split, got 'both'"):
+        decay_fast_weights(*x)

@@ -179,6 +179,23 @@ def test_cuda_path_sets_and_restores_the_choice(monkeypatch):
             pass
 
 
+def test_chunk_forward_sets_and_restores_the_choice(monkeypatch):
+    import os
+    monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", "split")
+    with decayfw.chunk_forward("fused"):
+        assert os.environ["DECAYFW_CHUNK_FORWARD"] == "fused"
+        with pytest.raises(RuntimeError, match="inner"):
+            with decayfw.chunk_forward("auto"):
+                assert os.environ["DECAYFW_CHUNK_FORWARD"] == "auto"
+                raise RuntimeError("inner")  # restored on the way out of an error too
+        assert os.environ["DECAYFW_CHUNK_FORWARD"] == "fused"
+    assert os.environ["DECAYFW_CHUNK_FORWARD"] == "split"
+    with pytest.raises(ValueError, match="expected one of auto, fused, split, got 'both'"):
+        with decayfw.chunk_forward("both"):
+            pass
+    assert os.environ["DECAYFW_CHUNK_FORWARD"] == "split"
+
+
 def test_saving_chunk_states_or_not_gives_the_same_gradients():
     grads = []
     for save in (True, False):

@@ -19,9 +19,10 @@ import torch
 from . import _loader
 from .reference import decay_fast_weights_reference, decay_step_reference, state_dtype_for
 
-__all__ = ["decay_fast_weights", "decay_step", "cuda_path"]
+__all__ = ["decay_fast_weights", "decay_step", "cuda_path", "chunk_forward"]
 
 CUDA_PATHS = ("auto", "chunk", "recurrent")
+CHUNK_FORWARDS = ("auto", "fused", "split")
 
 
 @contextlib.contextmanager
@@ -36,15 +37,39 @@ def cuda_path(name: str) -> Iterator[None]:
     """
     if name not in CUDA_PATHS:
         raise ValueError(f"decayfw.cuda_path: expected one of {', '.join(CUDA_PATHS)}, got {name!r}")
-    before = os.environ.get("DECAYFW_CUDA_PATH")
-    os.environ["DECAYFW_CUDA_PATH"] = name
+    with _environment("DECAYFW_CUDA_PATH", name):
+        yield
+
+@contextlib.contextmanager
+def _environment(variable: str, value: str) -> Iterator[None]:
+    before = os.environ.get(variable)
+    os.environ[variable] = value
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop("DECAYFW_CUDA_PATH", None)
+            os.environ.pop(variable, None)
         else:
-            os.environ["DECAYFW_CUDA_PATH"] = before
+            os.environ[variable] = before
+
+
+@contextlib.contextmanager
+def chunk_forward(name: str) -> Iterator[None]:
+    """Chooses the form of the CUDA chunk path's forward inside a ``with`` block.
+
+    ``"split"`` runs a serial pass that writes every chunk's start state, then a pass parallel over
+    chunks that reads them back with the inputs and writes y. ``"fused"`` computes y inside the serial
+    pass: the inputs are read once, the states are written only when the backward keeps them, and an
+    inference forward needs no memory beyond y and the final state. Both give the same bits.
+    ``"auto"`` (the default) takes the fused form when its B·H·D/64 serial blocks fill every SM of
+    the device, where the split form's parallel pass has nothing left to fill. Sets the
+    ``DECAYFW_CHUNK_FORWARD`` environment variable, which the op reads at every call, and restores it.
+    """
+    if name not in CHUNK_FORWARDS:
+        raise ValueError(f"decayfw.chunk_forward: expected one of {', '.join(CHUNK_FORWARDS)}, got {name!r}")
+    with _environment("DECAYFW_CHUNK_FORWARD", name):
+        yield
+
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 

@@ -42,6 +42,20 @@ ChunkConfig chunk_config(ScalarType dtype, int64_t dim_k);
 // block, or null when it can.
 const char* chunk_unsupported_reason(const Dims& dims, ScalarType dtype, size_t max_smem_per_block);
 
+// The two forms of the chunk forward (same results, bit for bit):
+//   Split: state_pass (serial over chunks, N·D/64 CTAs) writes every chunk's start state, then
+//          output_pass (parallel over chunks) reads them back with the inputs and writes y.
+//   Fused: forward_pass alone, serial over chunks with state_pass's grid, y from the running state;
+//          the inputs are read once, and the states are written only when the caller keeps them.
+//          It moves less (benchmarks/bench_gpu.py --traffic-model), but its work is all in the serial
+//          chain, so it wins only where N·D/64 CTAs occupy every SM.
+enum class ChunkForward { Split, Fused };
+
+// The form a forward of these sizes takes on a device with sm_count SMs: Fused when its N·D/64
+// serial CTAs (one per SM: their shared memory allows no second) fill the device, else Split,
+// whose output_pass spreads over chunks too.
+ChunkForward chunk_forward_for(const Dims& dims, int sm_count);
+
 // Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
 // their gradients, N·(T/C)·D·M elements of the input type, and needs only those when it is given the
 // forward's states (states_given).
@@ -49,8 +63,10 @@ size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward, 
 
 // The forward's workspace holds the chunk-boundary states [B, H, T/C + 1, D, M] when it returns; a
 // caller that keeps it can pass it to the backward as DecayBwdParams::chunk_states, which then
-// skips recomputing them (one serial pass fewer, N·(T/C + 1)·D·M fp32 held in between).
-cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream);
+// skips recomputing them (one serial pass fewer, N·(T/C + 1)·D·M fp32 held in between). The fused
+// form also takes a null workspace (nothing beyond y and S_T is written); the split form needs it.
+cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream,
+                                     ChunkForward form = ChunkForward::Split);
 cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream);
 
 }  // namespace decayfw::cuda
