@@ -3,7 +3,7 @@
 - ``chunk`` and ``recurrent``: this project's CUDA op (torch.ops.decayfw.*), bf16 inputs, fp32 state,
   forced onto its chunkwise tensor-core path and its recurrent path (DECAYFW_CUDA_PATH); ``chunk``
   takes the forward form the op chooses itself (DECAYFW_CHUNK_FORWARD=auto), ``chunk-fused`` and
-  ``chunk-split`` force one (same results, bit for bit; the split pair spreads y over chunks, the
+  ``chunk-split`` force one (the same arithmetic; the split pair spreads y over chunks, the
   fused pass reads the inputs once), so the table shows whether auto chose well;
   ``chunk-recompute`` (forward+backward only): the chunk path with ``save_chunk_states=False``, whose
   backward recomputes the chunk states instead of reusing the forward's;

@@ -290,6 +290,16 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
 }
 
+// Y ← e^{A} ⊙ Y: the inter-chunk product's row decays.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
+  constexpr int C = Cfg::C, R = Cfg::R;
+  cta.for_each(int64_t(C) * R, [&](int64_t e) {
+    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+    t.Y[i * Cfg::ldd_f + d] *= expf(t.Ac[i * R + d]);
+  });
+}
+
 // y_i += Σ_{j < r(I)} e^{A_i−A_j} ⊙ P_ij v_j for the rows i of each sub-chunk I after the first,
 // with r = I's first row: Y_I += e^{A_I−A_r} ⊙ ((Q_I e^{B_I−B_r})(K_{<r} e^{B_r−B_{<r}})ᵀ)(V_{<r} e^{A_r−A_{<r}}).
 template <typename Cta, typename Op, typename Cfg>
@@ -552,28 +562,33 @@ DECAYFW_CTA void load_states(Cta& cta, const ChunkArgs& a, const Place& pl, Tile
   });
 }
 
+// y of the chunk's valid rows out: the inter and off-diagonal parts (Y) plus the diagonal blocks'.
+// One function for output_pass and forward_pass, so both compile the same arithmetic.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Tiles<Op, Cfg>& t) {
+  constexpr int R = Cfg::R;
+  cta.for_each(int64_t(pl.valid) * R, [&](int64_t e) {
+    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+    const float y = t.Y[i * Cfg::ldd_f + d] + y_diagonal_term<Op, Cfg, Cta>(t, i, d);
+    row_of<Op>(a.y, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(y);
+  });
+}
+
 // output_pass(n, chunk, tile): y of the chunk's valid rows, for the tile's rows.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, int64_t tile,
                              unsigned char* smem) {
-  constexpr int C = Cfg::C, R = Cfg::R;
+  constexpr int C = Cfg::C;
   ChunkSmem<Op, Cfg> sm(smem, false);
   Tiles<Op, Cfg>& t = sm.t;
   const Place pl(a, n, chunk, tile, C);
   load_chunk(cta, a, pl, t);
   load_states(cta, a, pl, t);
   y_inter_product(cta, t);
-  cta.for_each(int64_t(C) * R, [&](int64_t e) {
-    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-    t.Y[i * Cfg::ldd_f + d] *= expf(t.Ac[i * R + d]);
-  });
+  scale_inter(cta, t);
   y_intra_off_diagonal(cta, pl, t);
   diagonal_blocks(cta, t);
-  cta.for_each(int64_t(pl.valid) * R, [&](int64_t e) {
-    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-    const float y = t.Y[i * Cfg::ldd_f + d] + y_diagonal_term<Op, Cfg, Cta>(t, i, d);
-    row_of<Op>(a.y, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(y);
-  });
+  store_y(cta, a, pl, t);
 }
 
 // ---- the fused forward: state_pass and output_pass in one serial program --------------------------
@@ -582,8 +597,9 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
 // running state in shared memory, so the inputs are read once and the chunk states are never read
 // back (split: written by state_pass, read by output_pass). Its parallelism is state_pass's,
 // N·D/64 CTAs: the launcher takes it when that fills the GPU (decay_chunk.cu says when). Every
-// value is computed as in the split pair, in the same order, so y, S_T and the states are
-// bit-identical to theirs (tests/cpp/test_chunk_program.cpp). The states are written only when
+// value is computed as in the split pair, in the same order (store_y and scale_inter are shared), so
+// S_T and the states are bit-identical to theirs, and y is up to the compiler's FMA contraction
+// (tests/cpp/test_chunk_program.cpp). The states are written only when
 // the caller keeps them (ChunkArgs::states non-null: the training forward); decay_fwd passes none
 // and the forward then needs no workspace at all.
 
@@ -593,13 +609,13 @@ struct ForwardSmem {
   float* S;
   ChunkSmem<Op, Cfg> chunk;
   size_t bytes;
+  // The state's bytes, 128-byte aligned as an Arena would leave them (a constant, not a function:
+  // nvcc would not call a constexpr host function from this host-device constructor).
+  static constexpr size_t kStateBytes = (size_t(Cfg::R) * Cfg::ldm_f * sizeof(float) + 127) & ~size_t(127);
   DECAYFW_HD explicit ForwardSmem(unsigned char* base)
       : S(base ? reinterpret_cast<float*>(base) : nullptr),
-        chunk(base ? base + state_bytes() : nullptr, false),
-        bytes(state_bytes() + chunk.bytes) {}
-  static constexpr size_t state_bytes() {  // 128-byte aligned, as an Arena would leave it
-    return (size_t(Cfg::R) * Cfg::ldm_f * sizeof(float) + 127) & ~size_t(127);
-  }
+        chunk(base ? base + kStateBytes : nullptr, false),
+        bytes(kStateBytes + chunk.bytes) {}
 };
 
 template <typename Cta, typename Op, typename Cfg>
@@ -626,23 +642,12 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
     load_chunk(cta, a, pl, t);
     // y of the chunk, as output_pass.
     y_inter_product(cta, t);
-    cta.for_each(int64_t(C) * R, [&](int64_t e) {
-      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-      t.Y[i * Cfg::ldd_f + d] *= expf(t.Ac[i * R + d]);
-    });
+    scale_inter(cta, t);
     y_intra_off_diagonal(cta, pl, t);
     diagonal_blocks(cta, t);
-    // One phase: y's rows out, and state_pass's scaled operands and decayed state (they touch
-    // Xa, Xc and S; y's terms read Y, Pd, Vr and Ac).
-    const int64_t outs = int64_t(pl.valid) * R;
-    cta.for_each(outs + int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
-      if (e < outs) {
-        const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-        const float y = t.Y[i * Cfg::ldd_f + d] + y_diagonal_term<Op, Cfg, Cta>(t, i, d);
-        row_of<Op>(a.y, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(y);
-        return;
-      }
-      e -= outs;
+    store_y(cta, a, pl, t);
+    // The state update, as state_pass.
+    cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
       if (e < int64_t(C) * M) {
         const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xa[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *

@@ -60,7 +60,8 @@ def chunk_forward(name: str) -> Iterator[None]:
     ``"split"`` runs a serial pass that writes every chunk's start state, then a pass parallel over
     chunks that reads them back with the inputs and writes y. ``"fused"`` computes y inside the serial
     pass: the inputs are read once, the states are written only when the backward keeps them, and an
-    inference forward needs no memory beyond y and the final state. Both give the same bits.
+    inference forward needs no memory beyond y and the final state. Both do the same arithmetic: the
+    states and gradients agree bit for bit, y up to the last bit (the compiler's FMA contraction).
     ``"auto"`` (the default) takes the fused form when its B·H·D/64 serial blocks fill every SM of
     the device, where the split form's parallel pass has nothing left to fill. Sets the
     ``DECAYFW_CHUNK_FORWARD`` environment variable, which the op reads at every call, and restores it.

@@ -42,7 +42,7 @@ ChunkConfig chunk_config(ScalarType dtype, int64_t dim_k);
 // block, or null when it can.
 const char* chunk_unsupported_reason(const Dims& dims, ScalarType dtype, size_t max_smem_per_block);
 
-// The two forms of the chunk forward (same results, bit for bit):
+// The two forms of the chunk forward (the same arithmetic: states bit for bit, y up to FMA contraction):
 //   Split: state_pass (serial over chunks, N·D/64 CTAs) writes every chunk's start state, then
 //          output_pass (parallel over chunks) reads them back with the inputs and writes y.
 //   Fused: forward_pass alone, serial over chunks with state_pass's grid, y from the running state;
