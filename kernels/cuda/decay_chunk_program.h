@@ -418,11 +418,38 @@ DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float
   });
 }
 
+// One chunk's state update (state_pass and forward_pass): the running R×M fp32 state S ←
+// e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}), from the chunk loaded in t (Kr, Vr, Bc, Ac);
+// the scaled operands go to Xa and Xc.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
+    if (e < int64_t(C) * M) {
+      const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      t.Xa[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+                                                            expf(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
+      return;
+    }
+    e -= int64_t(C) * M;
+    if (e < int64_t(C) * R) {
+      const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
+      t.Xc[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+                                                            expf(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
+      return;
+    }
+    e -= int64_t(C) * R;
+    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+    S[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
+  });
+  cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, S, Cfg::ldm_f, true);
+}
+
 // state_pass(n, tile): S ← e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}) chunk by chunk,
 // writing each chunk's start state to states[n][c] and S_T to states[n][chunks] (and final_state).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
-  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  constexpr int C = Cfg::C, M = Cfg::M;
   ScanSmem<Op, Cfg> sm(smem, false);
   Tiles<Op, Cfg>& t = sm.t;
   float* S = sm.S;
@@ -432,25 +459,7 @@ DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t til
     const Place pl(a, n, c, tile, C);
     copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(c, slots, D, 0) * M, M, S, Cfg::ldm_f);
     load_chunk(cta, a, pl, t);
-    cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
-      if (e < int64_t(C) * M) {
-        const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
-        t.Xa[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                              expf(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
-        return;
-      }
-      e -= int64_t(C) * M;
-      if (e < int64_t(C) * R) {
-        const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
-        t.Xc[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                              expf(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
-        return;
-      }
-      e -= int64_t(C) * R;
-      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      S[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
-    });
-    cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, S, Cfg::ldm_f, true);
+    update_state(cta, t, S);
   }
   const Place pl(a, n, a.chunks, tile, C);
   copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f,
@@ -646,26 +655,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
     y_intra_off_diagonal(cta, pl, t);
     diagonal_blocks(cta, t);
     store_y(cta, a, pl, t);
-    // The state update, as state_pass.
-    cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
-      if (e < int64_t(C) * M) {
-        const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
-        t.Xa[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                              expf(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
-        return;
-      }
-      e -= int64_t(C) * M;
-      if (e < int64_t(C) * R) {
-        const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
-        t.Xc[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                              expf(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
-        return;
-      }
-      e -= int64_t(C) * R;
-      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      S[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
-    });
-    cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, S, Cfg::ldm_f, true);
+    update_state(cta, t, S);
   }
   float* final_state = a.final_state ? a.final_state + (n * D + row0) * M : nullptr;
   if (a.states) {
