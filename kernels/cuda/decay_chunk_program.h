@@ -22,6 +22,8 @@
 //   forward_pass  (n, tile)         the two above fused: serial over chunks, y from the running
 //                                   state; the launcher's choice when N·D/64 CTAs fill the GPU.
 //   dstate_pass   (n, tile)         serial backwards: the gradient reaching each chunk's end state.
+//   The three serial programs copy the next chunk's inputs while they compute this one
+//   (walk_chunks: asynchronous copies into a second set of raw tiles).
 //   grad_pass     (n, chunk)        every input gradient of one chunk (row tiles walked inside),
 //                                   gates by the identity
 //                                   ∂L/∂A_t = Σ_{s≥t}(y_s⊙dy_s − v_s⊙dv_s) + rowsum(dS_end ⊙ S_end)
@@ -380,95 +382,242 @@ DECAYFW_CTA float y_diagonal_term(const Tiles<Op, Cfg>& t, int i, int d) {
 
 // ---- programs ----------------------------------------------------------------------------------
 
-// Shared-memory carve of state_pass / dstate_pass (the same shape: a running R×M fp32 state and
-// the operands of one rank-C update).
+// ---- the serial passes' input pipeline ----------------------------------------------------------
+//
+// state_pass, dstate_pass and forward_pass walk the chunks one after another, one CTA per (sequence,
+// row tile). When those CTAs barely fill the GPU (N = 64, D = 128: 128 CTAs) nothing runs beside
+// one on its SM, so a chunk loaded only when it is needed would make every chunk wait out a memory
+// latency with the SM idle. walk_chunks instead copies the next chunk's raw inputs while this one
+// is computed: asynchronous 16-byte copies (cp.async: global to shared memory, no registers) into
+// a second set of raw tiles, the two sets swapping at every chunk. The gate logits land raw (Fr,
+// Zr) and become log gates after they land; one set of those suffices, as the next chunk's
+// copies start only after that. Views that do not allow 16-byte accesses (rows not aligned) are
+// copied element by element in the same place, synchronously: correct, not overlapped.
+
+// The raw tiles the next chunk is copied into (the ones its pass carves in Tiles), and the staged
+// gate logits: f (C×M) and z (C×R), unpadded, in the input type.
+template <typename Op>
+struct Inflight {
+  Op *Qr = nullptr, *Kr = nullptr, *Vr = nullptr, *Gr = nullptr;
+  Op *Fr = nullptr, *Zr = nullptr;
+};
+
+// Carves the in-flight tiles: the raw tiles the pass uses (q, k, v, dy: as it carves them in
+// Tiles; flags, not pointers, as a measuring Arena hands out null ones), and the staged gates.
+template <typename Op, typename Cfg>
+DECAYFW_HD Inflight<Op> carve_inflight(cta::Arena& ar, bool q, bool k, bool v, bool dy) {
+  constexpr int C = Cfg::C;
+  Inflight<Op> f;
+  if (q) f.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+  if (k) f.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+  if (v) f.Vr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+  if (dy) f.Gr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+  f.Fr = ar.take<Op>(size_t(C) * Cfg::M);
+  f.Zr = ar.take<Op>(size_t(C) * Cfg::R);
+  return f;
+}
+
+template <typename T>
+DECAYFW_CTA void swap_pointers(T*& a, T*& b) {
+  T* x = a;
+  a = b;
+  b = x;
+}
+
+// The landed chunk becomes the current one; the current one's tiles take the next copies.
+template <typename Op, typename Cfg>
+DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, Inflight<Op>& f) {
+  swap_pointers(t.Qr, f.Qr);
+  swap_pointers(t.Kr, f.Kr);
+  swap_pointers(t.Vr, f.Vr);
+  swap_pointers(t.Gr, f.Gr);
+}
+
+// One vector (or, for unaligned views, one element) of one input row to its in-flight tile.
+template <typename Cta, typename Op>
+DECAYFW_CTA void stage_one(Cta& cta, bool vector, bool ok, const Op* src, Op* dst) {
+  if (dst == nullptr) return;
+  if (vector) cta.copy16_async(dst, src, ok);
+  else *dst = ok ? *src : Cta::template from_f<Op>(0.0f);
+}
+
+// The copies of one chunk: C key rows of loads_per_row(M) indices (q, k where carved, f), then C
+// tile rows of loads_per_row(R) indices (v or dy where carved, z). Rows past T are zeros.
+template <typename Op, typename Cfg>
+DECAYFW_CTA int64_t stage_count(const ChunkArgs& a) {
+  return int64_t(Cfg::C) * (loads_per_row<Op>(a, Cfg::M) + loads_per_row<Op>(a, Cfg::R));
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void stage_index(Cta& cta, const ChunkArgs& a, const Place& pl, const Inflight<Op>& f, int64_t e) {
+  const int per_key = loads_per_row<Op>(a, Cfg::M), per_row = loads_per_row<Op>(a, Cfg::R);
+  const bool key = e < int64_t(Cfg::C) * per_key;
+  if (!key) e -= int64_t(Cfg::C) * per_key;
+  const int per = key ? per_key : per_row;
+  const int i = static_cast<int>(e / per), x = static_cast<int>(e % per) * (a.vector_loads ? kVec<Op> : 1);
+  const bool ok = i < pl.valid;
+  const int64_t tt = pl.c0 + (ok ? i : 0);  // a row inside the sequence, read only when ok
+  if (key) {
+    const int at = i * Cfg::ldm_op + x;
+    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.q, pl.b, tt, pl.h) + x, f.Qr ? f.Qr + at : nullptr);
+    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.k, pl.b, tt, pl.h) + x, f.Kr ? f.Kr + at : nullptr);
+    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.f, pl.b, tt, pl.h) + x, f.Fr + i * Cfg::M + x);
+  } else {
+    const int at = i * Cfg::ldd_op + x;
+    const int64_t col = pl.row0 + x;
+    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.v, pl.b, tt, pl.h) + col, f.Vr ? f.Vr + at : nullptr);
+    if (f.Gr) stage_one(cta, a.vector_loads, ok, row_of<Op>(a.dy, pl.b, tt, pl.h) + col, f.Gr + at);
+    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.z, pl.b, tt, pl.h) + col, f.Zr + i * Cfg::R + x);
+  }
+}
+
+// Index e of C·(M + R): one landed gate logit as its log gate, log σ (rows past T: 0), as the
+// direct loads compute it.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void log_gate_index(const Place& pl, Tiles<Op, Cfg>& t, const Inflight<Op>& f, int64_t e) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  if (e < int64_t(C) * M) {
+    const int i = static_cast<int>(e / M);
+    t.Bc[e] = i < pl.valid ? log_sigmoid(Cta::to_f(f.Fr[e])) : 0.0f;
+  } else {
+    e -= int64_t(C) * M;
+    const int i = static_cast<int>(e / R);
+    t.Ac[e] = i < pl.valid ? log_sigmoid(Cta::to_f(f.Zr[e])) : 0.0f;
+  }
+}
+
+// Walks the chunks of sequence n, row tile `tile` (backwards from the last for dstate_pass), with
+// each chunk's inputs in t (raw tiles, cumulative log gates Bc and Ac) when compute(pl) runs and
+// the next chunk's copies in flight. chunk_start(pl, e), e < start_work, is the pass's own work
+// at the chunk's start (its state copies), run in the same phase as the log gates.
+template <typename Cta, typename Op, typename Cfg, typename ChunkStart, typename Compute>
+DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, bool backwards, Tiles<Op, Cfg>& t,
+                             Inflight<Op>& f, int64_t start_work, ChunkStart&& chunk_start, Compute&& compute) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  const int64_t copies = stage_count<Op, Cfg>(a), step = backwards ? -1 : 1;
+  const int64_t first = backwards ? a.chunks - 1 : 0;
+  {
+    const Place pl(a, n, first, tile, C);  // the first chunk has nothing to overlap with
+    cta.for_each(copies, [&](int64_t e) { stage_index<Cta, Op, Cfg>(cta, a, pl, f, e); });
+  }
+  for (int64_t k = 0, c = first; k < a.chunks; ++k, c += step) {
+    const Place pl(a, n, c, tile, C);
+    cta.wait_async();
+    swap_raw_tiles(t, f);
+    cta.for_each(start_work + int64_t(C) * (M + R), [&](int64_t e) {
+      if (e < start_work) chunk_start(pl, e);
+      else log_gate_index<Cta>(pl, t, f, e - start_work);
+    });
+    // The next chunk's copies first, so that every thread starts its share before the sums.
+    const bool more = k + 1 < a.chunks;
+    const Place next(a, n, more ? c + step : c, tile, C);
+    const int64_t issue = more ? copies : 0;
+    cta.for_each(issue + M + R, [&](int64_t e) {
+      if (e < issue) {
+        stage_index<Cta, Op, Cfg>(cta, a, next, f, e);
+      } else {
+        const int64_t col = e - issue;
+        if (col < M) cumsum_column<C>(t.Bc + col, M);
+        else cumsum_column<C>(t.Ac + (col - M), R);
+      }
+    });
+    compute(pl);
+  }
+}
+
+// Shared-memory carve of state_pass / dstate_pass (the same shape: a running R×M fp32 state, the
+// raw tiles of one rank-C update, scaled in place, and their in-flight twins).
 template <typename Op, typename Cfg>
 struct ScanSmem {
   float* S;
   Tiles<Op, Cfg> t;
+  Inflight<Op> f;
   DECAYFW_HD explicit ScanSmem(unsigned char* base, bool backward) {
     constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
     cta::Arena ar(base);
     S = ar.take<float>(size_t(R) * Cfg::ldm_f);
     (backward ? t.Qr : t.Kr) = ar.take<Op>(size_t(C) * Cfg::ldm_op);
-    t.Bc = ar.take<float>(size_t(C) * M);
     (backward ? t.Gr : t.Vr) = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    t.Bc = ar.take<float>(size_t(C) * M);
     t.Ac = ar.take<float>(size_t(C) * R);
-    t.Xa = ar.take<Op>(size_t(C) * Cfg::ldm_op);
-    t.Xc = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    f = carve_inflight<Op, Cfg>(ar, backward, !backward, !backward, backward);
     bytes = ar.used();
   }
   size_t bytes;
 };
 
-// Copies the R×M fp32 state tile of a row tile, four elements per access, between shared memory and
-// the [.., D, M] global states (row d at src + d·ld_src). A null src gives zeros; a second
+// Index e of R·M/4: four elements of the R×M fp32 state tile of a row tile, between shared memory
+// and the [.., D, M] global states (row d at src + d·ld_src). A null src gives zeros; a second
 // destination, when given, gets the same values. A destination of a 16-bit type gets them rounded
 // (the state gradients, ChunkArgs::dstates).
 template <typename Cta, typename Cfg, typename Dst>
-DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float* src, int64_t ld_src,
+DECAYFW_CTA void copy_state_quad(int64_t e, Dst* dst, int64_t ld_dst, const float* src, int64_t ld_src,
                                  float* dst2 = nullptr, int64_t ld_dst2 = 0) {
   constexpr int Q = Cfg::M / 4;
-  cta.for_each(int64_t(Cfg::R) * Q, [&](int64_t e) {
-    const int64_t d = e / Q, m = (e % Q) * 4;
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (src) Cta::load4(src + d * ld_src + m, s);
-    Cta::store4(dst + d * ld_dst + m, s);
-    if (dst2) Cta::store4(dst2 + d * ld_dst2 + m, s);
-  });
+  const int64_t d = e / Q, m = (e % Q) * 4;
+  float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (src) Cta::load4(src + d * ld_src + m, s);
+  Cta::store4(dst + d * ld_dst + m, s);
+  if (dst2) Cta::store4(dst2 + d * ld_dst2 + m, s);
+}
+template <typename Cta, typename Cfg, typename Dst>
+DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float* src, int64_t ld_src,
+                                 float* dst2 = nullptr, int64_t ld_dst2 = 0) {
+  cta.for_each(int64_t(Cfg::R) * (Cfg::M / 4),
+               [&](int64_t e) { copy_state_quad<Cta, Cfg>(e, dst, ld_dst, src, ld_src, dst2, ld_dst2); });
 }
 
 // One chunk's state update (state_pass and forward_pass): the running R×M fp32 state S ←
-// e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}), from the chunk loaded in t (Kr, Vr, Bc, Ac);
-// the scaled operands go to Xa and Xc.
+// e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}), from the chunk loaded in t (Kr, Vr, Bc, Ac).
+// The operands are scaled in place (each element by its own index): nothing reads the raw k and v
+// of the chunk after its update, and the serial passes then need no operand tiles of their own.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
   cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
     if (e < int64_t(C) * M) {
       const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      t.Xa[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                            expf(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
+      Op& k = t.Kr[j * Cfg::ldm_op + m];
+      k = Cta::template from_f<Op>(Cta::to_f(k) * expf(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
       return;
     }
     e -= int64_t(C) * M;
     if (e < int64_t(C) * R) {
       const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
-      t.Xc[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                            expf(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
+      Op& v = t.Vr[j * Cfg::ldd_op + d];
+      v = Cta::template from_f<Op>(Cta::to_f(v) * expf(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
       return;
     }
     e -= int64_t(C) * R;
     const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
     S[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
   });
-  cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, S, Cfg::ldm_f, true);
+  cta.template gemm<true, false>(R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, S, Cfg::ldm_f, true);
 }
+
 
 // state_pass(n, tile): S ← e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}) chunk by chunk,
 // writing each chunk's start state to states[n][c] and S_T to states[n][chunks] (and final_state).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
-  constexpr int C = Cfg::C, M = Cfg::M;
+  constexpr int M = Cfg::M, R = Cfg::R;
   ScanSmem<Op, Cfg> sm(smem, false);
-  Tiles<Op, Cfg>& t = sm.t;
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
-  for (int64_t c = 0; c < a.chunks; ++c) {
-    const Place pl(a, n, c, tile, C);
-    copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(c, slots, D, 0) * M, M, S, Cfg::ldm_f);
-    load_chunk(cta, a, pl, t);
-    update_state(cta, t, S);
-  }
-  const Place pl(a, n, a.chunks, tile, C);
+  walk_chunks(
+      cta, a, n, tile, false, sm.t, sm.f, int64_t(R) * (M / 4),
+      [&](const Place& pl, int64_t e) {
+        copy_state_quad<Cta, Cfg>(e, a.states + pl.state_row(pl.chunk, slots, D, 0) * M, M, S, Cfg::ldm_f);
+      },
+      [&](const Place&) { update_state(cta, sm.t, S); });
+  const Place pl(a, n, a.chunks, tile, Cfg::C);
   copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f,
                             a.final_state ? a.final_state + (n * D + row0) * M : nullptr, M);
 }
 
 // dstate_pass(n, tile): walking chunks backwards, dstates[n][c] = the gradient reaching chunk c's
 // end state from later tokens (dS_T for the last chunk), then
-// dS ← e^{A_L} e^{B_L}ᵀ ⊙ dS + (dY ⊙ e^{A})ᵀ (Q ⊙ e^{B}); finally ds0 = dS.
+// dS ← e^{A_L} e^{B_L}ᵀ ⊙ dS + (dY ⊙ e^{A})ᵀ (Q ⊙ e^{B}) (operands scaled in place); finally ds0 = dS.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
@@ -478,28 +627,32 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
   const int64_t D = a.D;
   const int64_t row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, dS, Cfg::ldm_f, a.dsT ? a.dsT + (n * D + row0) * M : nullptr, M);
-  for (int64_t c = a.chunks - 1; c >= 0; --c) {
-    const Place pl(a, n, c, tile, C);
-    copy_state_tile<Cta, Cfg>(cta, dstates_of<Op>(a) + pl.state_row(c, a.chunks, D, 0) * M, M, dS, Cfg::ldm_f);
-    load_chunk(cta, a, pl, t);
-    cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
-      if (e < int64_t(C) * M) {
-        const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-        t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * expf(t.Bc[i * M + m]));
-        return;
-      }
-      e -= int64_t(C) * M;
-      if (e < int64_t(C) * R) {
-        const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-        t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * expf(t.Ac[i * R + d]));
-        return;
-      }
-      e -= int64_t(C) * R;
-      const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      dS[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
-    });
-    cta.template gemm<true, false>(R, M, C, t.Xc, Cfg::ldd_op, t.Xa, Cfg::ldm_op, dS, Cfg::ldm_f, true);
-  }
+  walk_chunks(
+      cta, a, n, tile, true, t, sm.f, int64_t(R) * (M / 4),
+      [&](const Place& pl, int64_t e) {
+        copy_state_quad<Cta, Cfg>(e, dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, D, 0) * M, M, dS, Cfg::ldm_f);
+      },
+      [&](const Place&) {
+        cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
+          if (e < int64_t(C) * M) {
+            const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
+            Op& q = t.Qr[i * Cfg::ldm_op + m];
+            q = Cta::template from_f<Op>(Cta::to_f(q) * expf(t.Bc[i * M + m]));
+            return;
+          }
+          e -= int64_t(C) * M;
+          if (e < int64_t(C) * R) {
+            const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
+            Op& g = t.Gr[i * Cfg::ldd_op + d];
+            g = Cta::template from_f<Op>(Cta::to_f(g) * expf(t.Ac[i * R + d]));
+            return;
+          }
+          e -= int64_t(C) * R;
+          const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
+          dS[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
+        });
+        cta.template gemm<true, false>(R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, dS, Cfg::ldm_f, true);
+      });
   copy_state_tile<Cta, Cfg>(cta, a.ds0 + (n * D + row0) * M, M, dS, Cfg::ldm_f);
 }
 
@@ -612,54 +765,58 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
 // the caller keeps them (ChunkArgs::states non-null: the training forward); decay_fwd passes none
 // and the forward then needs no workspace at all.
 
-// Shared-memory carve: the running R×M fp32 state, then output_pass's tiles.
+// Shared-memory carve: the running R×M fp32 state, then output_pass's tiles, then the in-flight
+// raw tiles and gates of walk_chunks.
 template <typename Op, typename Cfg>
 struct ForwardSmem {
   float* S;
   ChunkSmem<Op, Cfg> chunk;
+  Inflight<Op> f;
   size_t bytes;
   // The state's bytes, 128-byte aligned as an Arena would leave them (a constant, not a function:
   // nvcc would not call a constexpr host function from this host-device constructor).
   static constexpr size_t kStateBytes = (size_t(Cfg::R) * Cfg::ldm_f * sizeof(float) + 127) & ~size_t(127);
   DECAYFW_HD explicit ForwardSmem(unsigned char* base)
-      : S(base ? reinterpret_cast<float*>(base) : nullptr),
-        chunk(base ? base + kStateBytes : nullptr, false),
-        bytes(kStateBytes + chunk.bytes) {}
+      : S(base ? reinterpret_cast<float*>(base) : nullptr), chunk(base ? base + kStateBytes : nullptr, false) {
+    cta::Arena ar(base);
+    ar.region(kStateBytes + chunk.bytes);
+    f = carve_inflight<Op, Cfg>(ar, true, true, true, false);  // output_pass's raw tiles: q, k, v
+    bytes = ar.used();
+  }
 };
 
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
-  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, Q = M / 4;
+  constexpr int M = Cfg::M, R = Cfg::R, Q = M / 4;
   ForwardSmem<Op, Cfg> sm(smem);
   Tiles<Op, Cfg>& t = sm.chunk.t;
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
-  for (int64_t c = 0; c < a.chunks; ++c) {
-    const Place pl(a, n, c, tile, C);
-    // The start state: to the caller's states (if kept) and, rounded, to the operand tile Sop
-    // (what output_pass's load_states gives from the same fp32 values).
-    float* states = a.states ? a.states + pl.state_row(c, slots, D, 0) * M : nullptr;
-    cta.for_each(int64_t(R) * Q, [&](int64_t e) {
-      const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
-      float s[4];
-      Cta::load4(S + d * Cfg::ldm_f + m, s);
-      if (states) Cta::store4(states + int64_t(d) * M + m, s);
-      Op* dst = t.Sop + d * Cfg::ldm_op + m;
-      for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[w]);
-    });
-    load_chunk(cta, a, pl, t);
-    // y of the chunk, as output_pass.
-    y_inter_product(cta, t);
-    scale_inter(cta, t);
-    y_intra_off_diagonal(cta, pl, t);
-    diagonal_blocks(cta, t);
-    store_y(cta, a, pl, t);
-    update_state(cta, t, S);
-  }
+  walk_chunks(
+      cta, a, n, tile, false, t, sm.f, int64_t(R) * Q,
+      [&](const Place& pl, int64_t e) {
+        // The start state: to the caller's states (if kept) and, rounded, to the operand tile Sop
+        // (what output_pass's load_states gives from the same fp32 values).
+        const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+        float s[4];
+        Cta::load4(S + d * Cfg::ldm_f + m, s);
+        if (a.states) Cta::store4(a.states + (pl.state_row(pl.chunk, slots, D, d)) * M + m, s);
+        Op* dst = t.Sop + d * Cfg::ldm_op + m;
+        for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[w]);
+      },
+      [&](const Place& pl) {
+        // y of the chunk, as output_pass, then the state update.
+        y_inter_product(cta, t);
+        scale_inter(cta, t);
+        y_intra_off_diagonal(cta, pl, t);
+        diagonal_blocks(cta, t);
+        store_y(cta, a, pl, t);
+        update_state(cta, t, S);
+      });
   float* final_state = a.final_state ? a.final_state + (n * D + row0) * M : nullptr;
   if (a.states) {
-    const Place pl(a, n, a.chunks, tile, C);
+    const Place pl(a, n, a.chunks, tile, Cfg::C);
     copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f, final_state, M);
   } else if (final_state) {
     copy_state_tile<Cta, Cfg>(cta, final_state, M, S, Cfg::ldm_f);

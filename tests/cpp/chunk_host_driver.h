@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "cta/host_cta.h"
@@ -34,6 +35,7 @@ class HostChunkRunner {
         for (int64_t tile = 0; tile < a.tiles; ++tile) {
           sm.poison();
           chunk::output_pass<Cta, In, Cfg>(cta_, a, n, c, tile, sm.data());
+          expect_no_copies_in_flight("output_pass");
         }
   }
 
@@ -51,6 +53,7 @@ class HostChunkRunner {
       for (int64_t tile = 0; tile < a.tiles; ++tile) {
         sm.poison();
         chunk::forward_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
+        expect_no_copies_in_flight("forward_pass");
       }
   }
 
@@ -66,6 +69,7 @@ class HostChunkRunner {
         for (int64_t tile = 0; tile < a.tiles; ++tile) {
           sm.poison();
           chunk::dstate_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
+          expect_no_copies_in_flight("dstate_pass");
         }
     }
     chunk::ChunkSmem<In, Cfg> probe(nullptr, true);
@@ -74,10 +78,12 @@ class HostChunkRunner {
       for (int64_t c = 0; c < a.chunks; ++c) {
         sm.poison();
         chunk::grad_pass<Cta, In, Cfg>(cta_, a, n, c, sm.data());
+        expect_no_copies_in_flight("grad_pass");
       }
   }
 
   const std::vector<float>& states() const { return states_; }
+  const Cta& executor() const { return cta_; }
 
  private:
   void prepare(chunk::ChunkArgs& a, bool backward, bool reuse_states = false) {
@@ -99,6 +105,12 @@ class HostChunkRunner {
     }
   }
 
+  // A CTA that ends with copies in flight would leave them to land in the next CTA's shared memory.
+  void expect_no_copies_in_flight(const char* program) const {
+    if (cta_.copies_in_flight() != 0)
+      throw std::logic_error(std::string(program) + " ended with asynchronous copies in flight");
+  }
+
   void run_state_pass(chunk::ChunkArgs& a) {
     chunk::ScanSmem<In, Cfg> probe(nullptr, false);
     cta::HostSmem sm(probe.bytes);
@@ -106,6 +118,7 @@ class HostChunkRunner {
       for (int64_t tile = 0; tile < a.tiles; ++tile) {
         sm.poison();
         chunk::state_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
+        expect_no_copies_in_flight("state_pass");
       }
   }
 

@@ -515,6 +515,104 @@ TEST(ChunkProgram, GemmRefusesTilesWmmaCannotLoad) {
                                    .find("the A tile at (0, 0) is not 32-byte aligned"));
 }
 
+// cp.async's contract on the host: the destination is undefined (NaN bits) until wait_async, a
+// zero-fill reads nothing, misaligned addresses and a destination written in flight are refused.
+TEST(ChunkProgram, AsyncCopiesLandOnlyAtTheWait) {
+  decayfw::cta::HostCta<> cta;
+  decayfw::cta::HostSmem smem(256);
+  float* dst = reinterpret_cast<float*>(smem.data());
+  std::fill(dst, dst + 64, 7.0f);
+  alignas(16) static const float src[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  cta.copy16_async(dst, src, true);
+  cta.copy16_async(dst + 4, src + 4, false);  // a row past T: zeros, src not read
+  EXPECT_EQ(2u, cta.copies_in_flight());
+  EXPECT_TRUE(std::isnan(dst[0]) && std::isnan(dst[7])) << "in flight, the destination must not look valid";
+  EXPECT_EQ(7.0f, dst[8]);
+  cta.wait_async();
+  EXPECT_EQ(0u, cta.copies_in_flight());
+  EXPECT_EQ(1.0f, dst[0]);
+  EXPECT_EQ(4.0f, dst[3]);
+  EXPECT_EQ(0.0f, dst[4]);
+  EXPECT_EQ(0.0f, dst[7]);
+  EXPECT_THROW(cta.copy16_async(dst + 1, src, true), std::logic_error);  // shared side 4 bytes off
+  EXPECT_THROW(cta.copy16_async(dst, src + 1, true), std::logic_error);  // global side 4 bytes off
+  EXPECT_EQ(0u, cta.copies_in_flight());
+  cta.copy16_async(dst, src, true);
+  dst[2] = 0.5f;  // a program writing where a copy has not landed: racy on the device
+  EXPECT_THROW(cta.wait_async(), std::logic_error);
+}
+
+// The serial passes overlap: each chunk's tensor-core products run while the next chunk's inputs
+// are being copied (walk_chunks), in every chunk but the last. Unaligned views copy element by
+// element, synchronously, and overlap nothing.
+template <typename In, int M, int C>
+void expect_serial_passes_overlap(const Shape& s) {
+  using Cfg = chunk::Config<M, C, In>;
+  const Problem<In> pr(s, 5, 1.0, 2.0, true);
+  const int64_t chunks = (s.T + C - 1) / C, ctas = s.B * s.H * (s.D / chunk::kRows);
+  std::vector<In> y(s.B * s.T * s.H * s.D), dq(s.B * s.T * s.H * s.M), dk(dq), df(dq), dv(y), dz(y);
+  std::vector<float> sT(s.B * s.H * s.D * s.M), ds0(sT);
+  const auto forward_args = [&] {
+    chunk::ChunkArgs a = pr.args();
+    a.y = Problem<In>::out_view(y, s, s.D);
+    a.final_state = sT.data();
+    return a;
+  };
+  chunk::ChunkArgs b = pr.args();
+  b.dq = Problem<In>::out_view(dq, s, s.M), b.dk = Problem<In>::out_view(dk, s, s.M);
+  b.df = Problem<In>::out_view(df, s, s.M), b.dv = Problem<In>::out_view(dv, s, s.D);
+  b.dz = Problem<In>::out_view(dz, s, s.D), b.ds0 = ds0.data();
+  for (const bool vector : {true, false}) {
+    const std::string what = std::string(vector ? "vector" : "element") + " loads, " + name_of(s);
+    const int64_t overlapped = vector ? ctas * (chunks - 1) : 0;
+    decayfw::testing::HostChunkRunner<In, Cfg, false> run(decayfw::cta::Order::Forward, vector);
+    chunk::ChunkArgs a = forward_args();
+    run.forward(a);  // state_pass (one product per chunk) and output_pass (no copies in flight)
+    EXPECT_EQ(overlapped, run.executor().gemms_while_copying) << what << ": state_pass";
+    const int64_t before_backward = run.executor().gemms_while_copying;
+    run.backward(b, true);  // dstate_pass (one product per chunk) and grad_pass
+    EXPECT_EQ(overlapped, run.executor().gemms_while_copying - before_backward) << what << ": dstate_pass";
+    decayfw::testing::HostChunkRunner<In, Cfg, false> fused(decayfw::cta::Order::Forward, vector);
+    chunk::ChunkArgs f = forward_args();
+    fused.forward_fused(f);  // per chunk at least y's inter-chunk product and the state update
+    if (vector) EXPECT_GE(fused.executor().gemms_while_copying, 2 * overlapped) << what << ": forward_pass";
+    else EXPECT_EQ(0, fused.executor().gemms_while_copying) << what << ": forward_pass";
+  }
+}
+
+TEST(ChunkProgram, SerialPassesComputeWhileTheNextChunkIsCopied) {
+  expect_serial_passes_overlap<BFloat16, 64, 64>({1, 3 * 64 + 5, 2, 128, 64});
+  expect_serial_passes_overlap<float, 32, 32>({2, 2 * 32 + 1, 1, 64, 32});
+}
+
+// Shared memory of the compiled configurations on a Hopper SM (228 KB, 227 KB per block, 1 KB
+// reserved per block): the second set of raw tiles must leave state_pass and dstate_pass at two CTAs
+// per SM (their in-place operand scaling pays for it), and the fused forward below the gradient
+// pass, which sets the path's requirement (chunk_unsupported_reason).
+template <typename Op, int M>
+void expect_shared_memory_budget(const char* type) {
+  using Cfg = chunk::CompiledConfig<Op, M>;
+  constexpr size_t kSmPerSm = 228 * 1024, kReservedPerCta = 1024;
+  const size_t scan = std::max(chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes, chunk::ScanSmem<Op, Cfg>(nullptr, true).bytes);
+  const size_t fused = chunk::ForwardSmem<Op, Cfg>(nullptr).bytes, grad = chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes;
+  EXPECT_LE(2 * (scan + kReservedPerCta), kSmPerSm) << type << " M = " << M << ": the serial passes take " << scan;
+  EXPECT_LE(fused, grad) << type << " M = " << M;
+  EXPECT_LE(grad, 227u * 1024) << type << " M = " << M;
+}
+template <typename Op>
+void expect_every_m_within_budget(const char* type) {
+  expect_shared_memory_budget<Op, 16>(type);
+  expect_shared_memory_budget<Op, 32>(type);
+  expect_shared_memory_budget<Op, 64>(type);
+  expect_shared_memory_budget<Op, 128>(type);
+}
+
+TEST(ChunkProgram, SharedMemoryLeavesTwoSerialCtasPerSm) {
+  expect_every_m_within_budget<BFloat16>("bf16");
+  expect_every_m_within_budget<Float16>("fp16");
+  expect_every_m_within_budget<float>("tf32");
+}
+
 // A test that could not fail would prove nothing: a deliberately broken input (one flipped gate)
 // must be seen.
 TEST(ChunkProgram, ComparisonDetectsAWrongAnswer) {

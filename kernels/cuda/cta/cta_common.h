@@ -26,6 +26,14 @@
 //   Cta::load16(p, v)         16 bytes (16 / sizeof(T) elements) of read-only global input at a
 //                             16-byte aligned address: one 128-bit load on the device, where an
 //                             element-wise loop would wait out one memory latency per element.
+//   cta.copy16_async(dst, src, fill)
+//                             starts copying 16 bytes of read-only global input at src to shared
+//                             memory at dst (both 16-byte aligned), or zeros when !fill (src is then
+//                             not read), without going through registers (cp.async on the device).
+//                             dst is undefined until the next wait_async and must not be read or
+//                             written before it: the serial passes compute one chunk while the
+//                             next one's inputs are in flight.
+//   cta.wait_async()          every copy the CTA started has landed, then a barrier.
 #pragma once
 
 #include <cstddef>

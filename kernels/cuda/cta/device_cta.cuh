@@ -72,6 +72,19 @@ struct DeviceCta {
     memcpy(v, &x, 16);
   }
 
+  // cp.async.cg (sm_80 and newer, as the bf16 and tf32 fragments): global -> shared through L2
+  // only, as the inputs are streamed once; a source size of 0 zero-fills the 16 bytes and reads
+  // nothing.
+  template <typename T>
+  __device__ __forceinline__ void copy16_async(T* dst, const T* src, bool fill) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(fill ? 16 : 0) : "memory");
+  }
+  __device__ __forceinline__ void wait_async() {
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    __syncthreads();
+  }
+
   template <typename F>
   __device__ __forceinline__ void for_each(int64_t n, F&& f) {
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i);

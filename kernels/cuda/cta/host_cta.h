@@ -4,6 +4,9 @@
 // whose result depends on that order (one index reading what another writes in the same phase) is
 // racy; running it forwards, backwards and interleaved and comparing bit for bit finds such races.
 // gemm refuses an output that overlaps an operand (the device would read half-written values).
+// Asynchronous copies (copy16_async) land only at wait_async, as on the device they may land any
+// time before it; until then their destination holds NaN bit patterns, so a program that reads it
+// too early computes NaN, and wait_async refuses a destination written in the meantime.
 //
 // Storage types are decayfw's host 16-bit types (numeric.h) and float. gemm multiplies exactly as
 // the tensor cores do: 16-bit operands are exact in fp32 products; fp32 operands are first rounded
@@ -40,6 +43,9 @@ enum class Order { Forward, Reverse, Interleaved };
 template <bool kExactFp32 = false>
 struct HostCta {
   Order order = Order::Forward;
+  // What the asynchronous copies overlapped: gemm calls made while copies were in flight, of all
+  // gemm calls (the tests check that the serial passes compute while the next chunk is copied).
+  int64_t gemms = 0, gemms_while_copying = 0;
 
   static float to_f(float x) { return x; }
   static float to_f(BFloat16 x) { return to_float(x); }
@@ -77,12 +83,37 @@ struct HostCta {
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::logic_error("cta: a 16-byte load is not 16-byte aligned");
     std::memcpy(v, p, 16);
   }
+  template <typename T>
+  void copy16_async(T* dst, const T* src, bool fill) {
+    static_assert(16 % sizeof(T) == 0, "a 16-byte copy holds whole elements");
+    check_aligned_to(dst, 16);
+    Copy c{reinterpret_cast<unsigned char*>(dst), {}};
+    if (fill) {
+      check_aligned_to(src, 16);
+      std::memcpy(c.bytes, src, 16);  // the source is read-only input: when it is read does not matter
+    } else {
+      std::memset(c.bytes, 0, 16);
+    }
+    std::memset(dst, 0xff, 16);
+    in_flight_.push_back(c);
+  }
+  void wait_async() {
+    for (const Copy& c : in_flight_) {
+      for (int b = 0; b < 16; ++b)
+        if (c.dst[b] != 0xff) throw std::logic_error("cta: shared memory written while an async copy into it was in flight");
+    }
+    for (const Copy& c : in_flight_) std::memcpy(c.dst, c.bytes, 16);
+    in_flight_.clear();
+  }
+  size_t copies_in_flight() const { return in_flight_.size(); }
+
   static void check_aligned(const float* p) {
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::logic_error("cta: a 4-float access is not 16-byte aligned");
   }
   static void check_aligned_to(const void* p, uintptr_t bytes) {
     if (reinterpret_cast<uintptr_t>(p) % bytes != 0)
-      throw std::logic_error("cta: a 4-element access is not " + std::to_string(bytes) + "-byte aligned");
+      throw std::logic_error("cta: an access of " + std::to_string(bytes) + " bytes is not " + std::to_string(bytes) +
+                             "-byte aligned");
   }
 
   template <typename F>
@@ -103,6 +134,8 @@ struct HostCta {
 
   template <bool TA, bool TB, typename Op>
   void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate) {
+    ++gemms;
+    if (!in_flight_.empty()) ++gemms_while_copying;
     check_tiles(m, n, k);
     check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc);
     check_no_overlap(C, size_t(m - 1) * ldc + n, A, TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k, "A");
@@ -165,6 +198,13 @@ struct HostCta {
                              ", " + std::to_string(n) + ", " + std::to_string(k) + ")");
     }
   }
+
+ private:
+  struct Copy {
+    unsigned char* dst;
+    unsigned char bytes[16];
+  };
+  std::vector<Copy> in_flight_;
 };
 
 // Shared memory for one CTA on the host: 128-byte aligned, filled with NaN bit patterns so a
