@@ -70,7 +70,6 @@ struct ChunkArgs {
 
 constexpr int kRows = 64;  // state rows per CTA (a D tile)
 constexpr int kSub = 16;   // sub-chunk: the tensor-core tile edge
-constexpr int kGateBatch = 8;  // gate logits loaded ahead of the serial reverse sums (grad_pass)
 
 // Elements in one 16-byte vector load of an input: 8 bf16/fp16, 4 fp32.
 template <typename Op>
@@ -139,6 +138,7 @@ struct Place {
 template <typename Op, typename Cfg>
 struct Tiles {
   Op *Qr = nullptr, *Kr = nullptr, *Vr = nullptr, *Gr = nullptr;  // raw q, k (C×M), v, dy (C×R); 0 past T
+  Op *Fr = nullptr, *Zr = nullptr;                                 // raw gate logits f (C×M), z (C×R), unpadded
   float *Bc = nullptr, *Ac = nullptr;                              // cumulative log gates C×M, C×R
   Op *Xa = nullptr, *Xb = nullptr, *Xc = nullptr, *Xd = nullptr;  // scaled operands C×M, C×M, C×R, C×R
   float* P = nullptr;    // C×C fp32 products of a sub-chunk
@@ -150,94 +150,93 @@ struct Tiles {
 };
 
 // ---- loading -----------------------------------------------------------------------------------
-
-// Loading a chunk. Rows past T are zeros with log gate 0 (identity steps). Raw q, k, v, dy go to
-// whichever of Qr, Kr, Vr, Gr are carved; log gates to Bc (per column m) and Ac (per tile row d),
-// then inclusive cumulative sums over the chunk, one column per thread.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_key_element(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int m) {
-  const bool ok = i < pl.valid;
-  const int64_t tt = pl.c0 + i;
-  const Op zero = Cta::template from_f<Op>(0.0f);
-  if (t.Qr) t.Qr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.q, pl.b, tt, pl.h)[m] : zero;
-  if (t.Kr) t.Kr[i * Cfg::ldm_op + m] = ok ? row_of<Op>(a.k, pl.b, tt, pl.h)[m] : zero;
-  t.Bc[i * Cfg::M + m] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.f, pl.b, tt, pl.h)[m])) : 0.0f;
-}
-
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_row_element(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int d) {
-  const bool ok = i < pl.valid;
-  const int64_t tt = pl.c0 + i, col = pl.row0 + d;
-  const Op zero = Cta::template from_f<Op>(0.0f);
-  if (t.Vr) t.Vr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.v, pl.b, tt, pl.h)[col] : zero;
-  if (t.Gr) t.Gr[i * Cfg::ldd_op + d] = ok ? row_of<Op>(a.dy, pl.b, tt, pl.h)[col] : zero;
-  t.Ac[i * Cfg::R + d] = ok ? log_sigmoid(Cta::to_f(row_of<Op>(a.z, pl.b, tt, pl.h)[col])) : 0.0f;
-}
-
-// The same loads 16 bytes at a time (ChunkArgs::vector_loads): columns [m0, m0 + kVec) of key row
-// i, or tile columns [d0, d0 + kVec) of row i. Each input's vector is loaded before anything is
-// stored, so one index waits out one memory latency, not one per element.
 //
-// One vector of up to two raw inputs (x, y: null where the pass does not carve them) and of a gate
-// logit row, to shared memory; the gate as log σ. Rows past T (ok = false) are zeros, gate 0.
-template <typename Cta, typename Op>
-DECAYFW_CTA void load_vectors(bool ok, const Op* x_src, Op* x_dst, const Op* y_src, Op* y_dst, const Op* gate_src,
-                              float* log_gate_dst) {
-  constexpr int W = kVec<Op>;
-  const Op zero = Cta::template from_f<Op>(0.0f);
-  Op x[W], y[W], g[W];
-  for (int w = 0; w < W; ++w) x[w] = y[w] = g[w] = zero;
-  if (ok) {
-    if (x_dst) Cta::load16(x_src, x);
-    if (y_dst) Cta::load16(y_src, y);
-    Cta::load16(gate_src, g);
-  }
-  DECAYFW_UNROLL
-  for (int w = 0; w < W; ++w) {
-    if (x_dst) x_dst[w] = x[w];
-    if (y_dst) y_dst[w] = y[w];
-    log_gate_dst[w] = ok ? log_sigmoid(Cta::to_f(g[w])) : 0.0f;
-  }
+// Every pass loads a chunk the same way, in three phases:
+//   1. staging: the raw inputs to shared memory as they are, 16 bytes per asynchronous copy
+//      (cp.async), so all of a thread's copies are in flight at once and the phase waits out one
+//      memory latency, not one per index. q, k (C×M) and v, dy (C×R) go to the raw tiles the pass
+//      carves, the gate logits f (C×M) and z (C×R) to Fr and Zr; rows past T are zeros. Views whose
+//      rows are not 16-byte aligned (e.g. one element into their storage) are copied element by
+//      element instead, synchronously (ChunkArgs::vector_loads).
+//   2. after cta.wait_async(): the log gates log σ(f), log σ(z) into Bc and Ac (0 past T: identity
+//      steps);
+//   3. their inclusive cumulative sums over the chunk, one column per index.
+// A pass stages the key side (q, k, f), the row side of one tile (v, dy, z), or both.
+enum Sides : int { kKeySide = 1, kRowSide = 2, kBothSides = 3 };
+
+// Where one chunk's raw inputs land; null where the pass does not read that input.
+template <typename Op>
+struct Staging {
+  Op *Qr = nullptr, *Kr = nullptr, *Vr = nullptr, *Gr = nullptr, *Fr = nullptr, *Zr = nullptr;
+};
+template <typename Op, typename Cfg>
+DECAYFW_CTA Staging<Op> staging_of(const Tiles<Op, Cfg>& t) {
+  Staging<Op> s;
+  s.Qr = t.Qr, s.Kr = t.Kr, s.Vr = t.Vr, s.Gr = t.Gr, s.Fr = t.Fr, s.Zr = t.Zr;
+  return s;
 }
 
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_key_vector(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int m0) {
-  const bool ok = i < pl.valid;
-  const int64_t tt = pl.c0 + (ok ? i : 0);  // a row inside the sequence, read only when ok
-  const int at = i * Cfg::ldm_op + m0;
-  load_vectors<Cta>(ok, row_of<Op>(a.q, pl.b, tt, pl.h) + m0, t.Qr ? t.Qr + at : nullptr,
-                    row_of<Op>(a.k, pl.b, tt, pl.h) + m0, t.Kr ? t.Kr + at : nullptr,
-                    row_of<Op>(a.f, pl.b, tt, pl.h) + m0, t.Bc + i * Cfg::M + m0);
-}
-
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_row_vector(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int i, int d0) {
-  const bool ok = i < pl.valid;
-  const int64_t tt = pl.c0 + (ok ? i : 0), col = pl.row0 + d0;
-  const int at = i * Cfg::ldd_op + d0;
-  load_vectors<Cta>(ok, row_of<Op>(a.v, pl.b, tt, pl.h) + col, t.Vr ? t.Vr + at : nullptr,
-                    t.Gr ? row_of<Op>(a.dy, pl.b, tt, pl.h) + col : nullptr, t.Gr ? t.Gr + at : nullptr,
-                    row_of<Op>(a.z, pl.b, tt, pl.h) + col, t.Ac + i * Cfg::R + d0);
-}
-
-// Loads per row of X elements in a load phase: X / kVec vectors, or X elements.
+// Copies per row of X elements: X / kVec vectors, or X elements.
 template <typename Op>
 DECAYFW_CTA int loads_per_row(const ChunkArgs& a, int X) {
   return a.vector_loads ? X / kVec<Op> : X;
 }
 
-// Index e of a load phase over C rows of loads_per_row loads each.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_key_index(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
-  const int per = loads_per_row<Op>(a, Cfg::M), i = static_cast<int>(e / per), j = static_cast<int>(e % per);
-  if (a.vector_loads) load_key_vector<Cta>(a, pl, t, i, j * kVec<Op>);
-  else load_key_element<Cta>(a, pl, t, i, j);
+// One vector (or one element) of one input row to its tile, when the pass stages that input.
+template <typename Cta, typename Op>
+DECAYFW_CTA void stage_one(Cta& cta, bool vector, bool ok, const Op* src, Op* dst) {
+  if (dst == nullptr) return;
+  if (vector) cta.copy16_async(dst, src, ok);
+  else *dst = ok ? *src : Cta::template from_f<Op>(0.0f);
+}
+
+// The staging indices of a chunk: C key rows of loads_per_row(M) (q, k, f), then C tile rows of
+// loads_per_row(R) (v, dy, z).
+template <typename Op, typename Cfg>
+DECAYFW_CTA int64_t stage_count(const ChunkArgs& a, int sides) {
+  return int64_t(Cfg::C) * ((sides & kKeySide ? loads_per_row<Op>(a, Cfg::M) : 0) +
+                            (sides & kRowSide ? loads_per_row<Op>(a, Cfg::R) : 0));
 }
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_row_index(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
-  const int per = loads_per_row<Op>(a, Cfg::R), i = static_cast<int>(e / per), j = static_cast<int>(e % per);
-  if (a.vector_loads) load_row_vector<Cta>(a, pl, t, i, j * kVec<Op>);
-  else load_row_element<Cta>(a, pl, t, i, j);
+DECAYFW_CTA void stage_index(Cta& cta, const ChunkArgs& a, const Place& pl, const Staging<Op>& to, int sides,
+                             int64_t e) {
+  const int per_key = loads_per_row<Op>(a, Cfg::M), per_row = loads_per_row<Op>(a, Cfg::R);
+  const int64_t keys = sides & kKeySide ? int64_t(Cfg::C) * per_key : 0;
+  const bool key = e < keys;
+  if (!key) e -= keys;
+  const int per = key ? per_key : per_row;
+  const int i = static_cast<int>(e / per), x = static_cast<int>(e % per) * (a.vector_loads ? kVec<Op> : 1);
+  const bool ok = i < pl.valid;
+  const int64_t tt = pl.c0 + (ok ? i : 0);  // a row inside the sequence, read only when ok
+  const bool vec = a.vector_loads;
+  if (key) {
+    const int at = i * Cfg::ldm_op + x;
+    stage_one(cta, vec, ok, row_of<Op>(a.q, pl.b, tt, pl.h) + x, to.Qr ? to.Qr + at : nullptr);
+    stage_one(cta, vec, ok, row_of<Op>(a.k, pl.b, tt, pl.h) + x, to.Kr ? to.Kr + at : nullptr);
+    stage_one(cta, vec, ok, row_of<Op>(a.f, pl.b, tt, pl.h) + x, to.Fr + i * Cfg::M + x);
+  } else {
+    const int at = i * Cfg::ldd_op + x;
+    const int64_t col = pl.row0 + x;
+    stage_one(cta, vec, ok, row_of<Op>(a.v, pl.b, tt, pl.h) + col, to.Vr ? to.Vr + at : nullptr);
+    if (to.Gr) stage_one(cta, vec, ok, row_of<Op>(a.dy, pl.b, tt, pl.h) + col, to.Gr + at);
+    stage_one(cta, vec, ok, row_of<Op>(a.z, pl.b, tt, pl.h) + col, to.Zr + i * Cfg::R + x);
+  }
+}
+
+// Phase 2, index e of C·(M + R) (or one side's part): a landed logit as its log gate.
+template <typename Cfg>
+DECAYFW_CTA int64_t gate_count(int sides) {
+  return int64_t(Cfg::C) * ((sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0));
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void log_gate_index(const Place& pl, Tiles<Op, Cfg>& t, int sides, int64_t e) {
+  const int64_t keys = sides & kKeySide ? int64_t(Cfg::C) * Cfg::M : 0;
+  if (e < keys) {
+    t.Bc[e] = e / Cfg::M < pl.valid ? log_sigmoid(Cta::to_f(t.Fr[e])) : 0.0f;
+  } else {
+    e -= keys;
+    t.Ac[e] = e / Cfg::R < pl.valid ? log_sigmoid(Cta::to_f(t.Zr[e])) : 0.0f;
+  }
 }
 
 // Inclusive cumulative sum down one column of a C-row fp32 tile with leading dimension ld.
@@ -247,35 +246,63 @@ DECAYFW_CTA void cumsum_column(float* g, int ld) {
   for (int i = 0; i < C; ++i) s = g[i * ld] += s;
 }
 
-// The key side alone (grad_pass loads it once and the row side per tile).
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_keys(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
-  constexpr int C = Cfg::C, M = Cfg::M;
-  cta.for_each(int64_t(C) * loads_per_row<Op>(a, M), [&](int64_t e) { load_key_index<Cta>(a, pl, t, e); });
-  cta.for_each(M, [&](int64_t m) { cumsum_column<C>(t.Bc + m, M); });
+// Phase 3, index e of M + R columns (or one side's).
+template <typename Cfg>
+DECAYFW_CTA int64_t column_count(int sides) {
+  return (sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0);
+}
+template <typename Op, typename Cfg>
+DECAYFW_CTA void cumsum_index(Tiles<Op, Cfg>& t, int sides, int64_t e) {
+  const int64_t keys = sides & kKeySide ? Cfg::M : 0;
+  if (e < keys) cumsum_column<Cfg::C>(t.Bc + e, Cfg::M);
+  else cumsum_column<Cfg::C>(t.Ac + (e - keys), Cfg::R);
 }
 
-// The row side alone, for the tile's rows.
+// Phases 2 and 3 of a staged chunk (the caller started its copies, with work of its own beside).
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_rows(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
-  constexpr int C = Cfg::C, R = Cfg::R;
-  cta.for_each(int64_t(C) * loads_per_row<Op>(a, R), [&](int64_t e) { load_row_index<Cta>(a, pl, t, e); });
-  cta.for_each(R, [&](int64_t d) { cumsum_column<C>(t.Ac + d, R); });
+DECAYFW_CTA void finish_loading(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, int sides) {
+  cta.wait_async();
+  cta.for_each(gate_count<Cfg>(sides), [&](int64_t e) { log_gate_index<Cta>(pl, t, sides, e); });
+  cta.for_each(column_count<Cfg>(sides), [&](int64_t e) { cumsum_index(t, sides, e); });
 }
 
-// Both sides at once (two barriers instead of four: the serial state passes run it every chunk).
+// The states the parallel passes read beside a chunk's inputs, in the same staging phase:
+//   - the chunk's start state S_prev (fp32), rounded to the operand type into Sop: kStateBatch
+//     float4 loads per index, all issued before the first store;
+//   - for the gradient, the gradient reaching its end state, stored in the operand type already,
+//     copied as it is into dSop (16-byte asynchronous copies; the workspace is aligned).
+constexpr int kStateBatch = 4;
+template <typename Cfg>
+DECAYFW_CTA int64_t start_state_batches() {
+  return int64_t(Cfg::R) * (Cfg::M / 4) / kStateBatch;
+}
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_chunk(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
-  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  const int64_t keys = int64_t(C) * loads_per_row<Op>(a, M), rows = int64_t(C) * loads_per_row<Op>(a, R);
-  cta.for_each(keys + rows, [&](int64_t e) {
-    if (e < keys) load_key_index<Cta>(a, pl, t, e);
-    else load_row_index<Cta>(a, pl, t, e - keys);
-  });
-  cta.for_each(M + R, [&](int64_t col) {
-    if (col < M) cumsum_column<C>(t.Bc + col, M);
-    else cumsum_column<C>(t.Ac + (col - M), R);
-  });
+DECAYFW_CTA void load_start_state_batch(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
+  constexpr int M = Cfg::M, Q = M / 4;
+  const int64_t stride = start_state_batches<Cfg>();  // index u of batch e: a warp's loads are contiguous
+  float s[kStateBatch][4];
+  DECAYFW_UNROLL
+  for (int u = 0; u < kStateBatch; ++u) {
+    const int64_t g = e + u * stride, d = g / Q, m = (g % Q) * 4;
+    Cta::load4(a.states + pl.state_row(pl.chunk, a.chunks + 1, a.D, d) * M + m, s[u]);
+  }
+  DECAYFW_UNROLL
+  for (int u = 0; u < kStateBatch; ++u) {
+    const int64_t g = e + u * stride, d = g / Q, m = (g % Q) * 4;
+    Op* dst = t.Sop + d * Cfg::ldm_op + m;
+    for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[u][w]);
+  }
+}
+template <typename Op, typename Cfg>
+DECAYFW_CTA int64_t end_dstate_copies() {
+  return int64_t(Cfg::R) * (Cfg::M / kVec<Op>);
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void stage_end_dstate(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
+  constexpr int P = Cfg::M / kVec<Op>;
+  const int64_t d = e / P, m = (e % P) * kVec<Op>;
+  cta.copy16_async(t.dSop + d * Cfg::ldm_op + m, dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, a.D, d) * Cfg::M + m,
+                   true);
 }
 
 // ---- the output y of one chunk (also recomputed by the gradient pass) ---------------------------
@@ -386,35 +413,29 @@ DECAYFW_CTA float y_diagonal_term(const Tiles<Op, Cfg>& t, int i, int d) {
 //
 // state_pass, dstate_pass and forward_pass walk the chunks one after another, one CTA per (sequence,
 // row tile). When those CTAs barely fill the GPU (N = 64, D = 128: 128 CTAs) nothing runs beside
-// one on its SM, so a chunk loaded only when it is needed would make every chunk wait out a memory
-// latency with the SM idle. walk_chunks instead copies the next chunk's raw inputs while this one
-// is computed: asynchronous 16-byte copies (cp.async: global to shared memory, no registers) into
-// a second set of raw tiles, the two sets swapping at every chunk. The gate logits land raw (Fr,
-// Zr) and become log gates after they land; one set of those suffices, as the next chunk's
-// copies start only after that. Views that do not allow 16-byte accesses (rows not aligned) are
-// copied element by element in the same place, synchronously: correct, not overlapped.
+// one on its SM, so a chunk staged only when it is needed would make every chunk wait out a memory
+// latency with the SM idle. walk_chunks instead stages the next chunk while this one is computed:
+// its copies land in a second set of raw tiles, and the two sets swap at every chunk. The gate
+// logits (Fr, Zr) need one set only: they become log gates right after they land, before the next
+// chunk's copies start. Element-wise staging (unaligned views) is synchronous: correct, not overlapped.
 
-// The raw tiles the next chunk is copied into (the ones its pass carves in Tiles), and the staged
-// gate logits: f (C×M) and z (C×R), unpadded, in the input type.
+// A set of raw tiles (the ones a pass carves in Tiles: q, k, v, dy).
 template <typename Op>
-struct Inflight {
+struct RawTiles {
   Op *Qr = nullptr, *Kr = nullptr, *Vr = nullptr, *Gr = nullptr;
-  Op *Fr = nullptr, *Zr = nullptr;
 };
 
-// Carves the in-flight tiles: the raw tiles the pass uses (q, k, v, dy: as it carves them in
-// Tiles; flags, not pointers, as a measuring Arena hands out null ones), and the staged gates.
+// Carves a second set of the raw tiles a pass uses (flags, not pointers: a measuring Arena hands
+// out null ones).
 template <typename Op, typename Cfg>
-DECAYFW_HD Inflight<Op> carve_inflight(cta::Arena& ar, bool q, bool k, bool v, bool dy) {
+DECAYFW_HD RawTiles<Op> carve_raw_tiles(cta::Arena& ar, bool q, bool k, bool v, bool dy) {
   constexpr int C = Cfg::C;
-  Inflight<Op> f;
-  if (q) f.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
-  if (k) f.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
-  if (v) f.Vr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
-  if (dy) f.Gr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
-  f.Fr = ar.take<Op>(size_t(C) * Cfg::M);
-  f.Zr = ar.take<Op>(size_t(C) * Cfg::R);
-  return f;
+  RawTiles<Op> r;
+  if (q) r.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+  if (k) r.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+  if (v) r.Vr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+  if (dy) r.Gr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+  return r;
 }
 
 template <typename T>
@@ -424,65 +445,13 @@ DECAYFW_CTA void swap_pointers(T*& a, T*& b) {
   b = x;
 }
 
-// The landed chunk becomes the current one; the current one's tiles take the next copies.
+// The landed chunk's tiles become the current ones; the current ones take the next copies.
 template <typename Op, typename Cfg>
-DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, Inflight<Op>& f) {
-  swap_pointers(t.Qr, f.Qr);
-  swap_pointers(t.Kr, f.Kr);
-  swap_pointers(t.Vr, f.Vr);
-  swap_pointers(t.Gr, f.Gr);
-}
-
-// One vector (or, for unaligned views, one element) of one input row to its in-flight tile.
-template <typename Cta, typename Op>
-DECAYFW_CTA void stage_one(Cta& cta, bool vector, bool ok, const Op* src, Op* dst) {
-  if (dst == nullptr) return;
-  if (vector) cta.copy16_async(dst, src, ok);
-  else *dst = ok ? *src : Cta::template from_f<Op>(0.0f);
-}
-
-// The copies of one chunk: C key rows of loads_per_row(M) indices (q, k where carved, f), then C
-// tile rows of loads_per_row(R) indices (v or dy where carved, z). Rows past T are zeros.
-template <typename Op, typename Cfg>
-DECAYFW_CTA int64_t stage_count(const ChunkArgs& a) {
-  return int64_t(Cfg::C) * (loads_per_row<Op>(a, Cfg::M) + loads_per_row<Op>(a, Cfg::R));
-}
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void stage_index(Cta& cta, const ChunkArgs& a, const Place& pl, const Inflight<Op>& f, int64_t e) {
-  const int per_key = loads_per_row<Op>(a, Cfg::M), per_row = loads_per_row<Op>(a, Cfg::R);
-  const bool key = e < int64_t(Cfg::C) * per_key;
-  if (!key) e -= int64_t(Cfg::C) * per_key;
-  const int per = key ? per_key : per_row;
-  const int i = static_cast<int>(e / per), x = static_cast<int>(e % per) * (a.vector_loads ? kVec<Op> : 1);
-  const bool ok = i < pl.valid;
-  const int64_t tt = pl.c0 + (ok ? i : 0);  // a row inside the sequence, read only when ok
-  if (key) {
-    const int at = i * Cfg::ldm_op + x;
-    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.q, pl.b, tt, pl.h) + x, f.Qr ? f.Qr + at : nullptr);
-    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.k, pl.b, tt, pl.h) + x, f.Kr ? f.Kr + at : nullptr);
-    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.f, pl.b, tt, pl.h) + x, f.Fr + i * Cfg::M + x);
-  } else {
-    const int at = i * Cfg::ldd_op + x;
-    const int64_t col = pl.row0 + x;
-    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.v, pl.b, tt, pl.h) + col, f.Vr ? f.Vr + at : nullptr);
-    if (f.Gr) stage_one(cta, a.vector_loads, ok, row_of<Op>(a.dy, pl.b, tt, pl.h) + col, f.Gr + at);
-    stage_one(cta, a.vector_loads, ok, row_of<Op>(a.z, pl.b, tt, pl.h) + col, f.Zr + i * Cfg::R + x);
-  }
-}
-
-// Index e of C·(M + R): one landed gate logit as its log gate, log σ (rows past T: 0), as the
-// direct loads compute it.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void log_gate_index(const Place& pl, Tiles<Op, Cfg>& t, const Inflight<Op>& f, int64_t e) {
-  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  if (e < int64_t(C) * M) {
-    const int i = static_cast<int>(e / M);
-    t.Bc[e] = i < pl.valid ? log_sigmoid(Cta::to_f(f.Fr[e])) : 0.0f;
-  } else {
-    e -= int64_t(C) * M;
-    const int i = static_cast<int>(e / R);
-    t.Ac[e] = i < pl.valid ? log_sigmoid(Cta::to_f(f.Zr[e])) : 0.0f;
-  }
+DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, RawTiles<Op>& next) {
+  swap_pointers(t.Qr, next.Qr);
+  swap_pointers(t.Kr, next.Kr);
+  swap_pointers(t.Vr, next.Vr);
+  swap_pointers(t.Gr, next.Gr);
 }
 
 // Walks the chunks of sequence n, row tile `tile` (backwards from the last for dstate_pass), with
@@ -491,46 +460,47 @@ DECAYFW_CTA void log_gate_index(const Place& pl, Tiles<Op, Cfg>& t, const Inflig
 // at the chunk's start (its state copies), run in the same phase as the log gates.
 template <typename Cta, typename Op, typename Cfg, typename ChunkStart, typename Compute>
 DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, bool backwards, Tiles<Op, Cfg>& t,
-                             Inflight<Op>& f, int64_t start_work, ChunkStart&& chunk_start, Compute&& compute) {
-  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  const int64_t copies = stage_count<Op, Cfg>(a), step = backwards ? -1 : 1;
+                             RawTiles<Op>& next_tiles, int64_t start_work, ChunkStart&& chunk_start, Compute&& compute) {
+  const int64_t copies = stage_count<Op, Cfg>(a, kBothSides), step = backwards ? -1 : 1;
   const int64_t first = backwards ? a.chunks - 1 : 0;
+  const auto next_staging = [&] {  // the other raw tiles, and the one set of gate logits
+    Staging<Op> s = staging_of(t);
+    s.Qr = next_tiles.Qr, s.Kr = next_tiles.Kr, s.Vr = next_tiles.Vr, s.Gr = next_tiles.Gr;
+    return s;
+  };
   {
-    const Place pl(a, n, first, tile, C);  // the first chunk has nothing to overlap with
-    cta.for_each(copies, [&](int64_t e) { stage_index<Cta, Op, Cfg>(cta, a, pl, f, e); });
+    const Place pl(a, n, first, tile, Cfg::C);  // the first chunk has nothing to overlap with
+    const Staging<Op> to = next_staging();
+    cta.for_each(copies, [&](int64_t e) { stage_index<Cta, Op, Cfg>(cta, a, pl, to, kBothSides, e); });
   }
   for (int64_t k = 0, c = first; k < a.chunks; ++k, c += step) {
-    const Place pl(a, n, c, tile, C);
+    const Place pl(a, n, c, tile, Cfg::C);
     cta.wait_async();
-    swap_raw_tiles(t, f);
-    cta.for_each(start_work + int64_t(C) * (M + R), [&](int64_t e) {
+    swap_raw_tiles(t, next_tiles);
+    cta.for_each(start_work + gate_count<Cfg>(kBothSides), [&](int64_t e) {
       if (e < start_work) chunk_start(pl, e);
-      else log_gate_index<Cta>(pl, t, f, e - start_work);
+      else log_gate_index<Cta>(pl, t, kBothSides, e - start_work);
     });
     // The next chunk's copies first, so that every thread starts its share before the sums.
     const bool more = k + 1 < a.chunks;
-    const Place next(a, n, more ? c + step : c, tile, C);
+    const Place next(a, n, more ? c + step : c, tile, Cfg::C);
     const int64_t issue = more ? copies : 0;
-    cta.for_each(issue + M + R, [&](int64_t e) {
-      if (e < issue) {
-        stage_index<Cta, Op, Cfg>(cta, a, next, f, e);
-      } else {
-        const int64_t col = e - issue;
-        if (col < M) cumsum_column<C>(t.Bc + col, M);
-        else cumsum_column<C>(t.Ac + (col - M), R);
-      }
+    const Staging<Op> to = next_staging();
+    cta.for_each(issue + column_count<Cfg>(kBothSides), [&](int64_t e) {
+      if (e < issue) stage_index<Cta, Op, Cfg>(cta, a, next, to, kBothSides, e);
+      else cumsum_index(t, kBothSides, e - issue);
     });
     compute(pl);
   }
 }
 
 // Shared-memory carve of state_pass / dstate_pass (the same shape: a running R×M fp32 state, the
-// raw tiles of one rank-C update, scaled in place, and their in-flight twins).
+// raw tiles of one rank-C update, scaled in place, their second set, and the gate logits).
 template <typename Op, typename Cfg>
 struct ScanSmem {
   float* S;
   Tiles<Op, Cfg> t;
-  Inflight<Op> f;
+  RawTiles<Op> next;
   DECAYFW_HD explicit ScanSmem(unsigned char* base, bool backward) {
     constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
     cta::Arena ar(base);
@@ -539,7 +509,9 @@ struct ScanSmem {
     (backward ? t.Gr : t.Vr) = ar.take<Op>(size_t(C) * Cfg::ldd_op);
     t.Bc = ar.take<float>(size_t(C) * M);
     t.Ac = ar.take<float>(size_t(C) * R);
-    f = carve_inflight<Op, Cfg>(ar, backward, !backward, !backward, backward);
+    t.Fr = ar.take<Op>(size_t(C) * M);
+    t.Zr = ar.take<Op>(size_t(C) * R);
+    next = carve_raw_tiles<Op, Cfg>(ar, backward, !backward, !backward, backward);
     bytes = ar.used();
   }
   size_t bytes;
@@ -605,7 +577,7 @@ DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t til
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
   walk_chunks(
-      cta, a, n, tile, false, sm.t, sm.f, int64_t(R) * (M / 4),
+      cta, a, n, tile, false, sm.t, sm.next, int64_t(R) * (M / 4),
       [&](const Place& pl, int64_t e) {
         copy_state_quad<Cta, Cfg>(e, a.states + pl.state_row(pl.chunk, slots, D, 0) * M, M, S, Cfg::ldm_f);
       },
@@ -628,7 +600,7 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
   const int64_t row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, dS, Cfg::ldm_f, a.dsT ? a.dsT + (n * D + row0) * M : nullptr, M);
   walk_chunks(
-      cta, a, n, tile, true, t, sm.f, int64_t(R) * (M / 4),
+      cta, a, n, tile, true, t, sm.next, int64_t(R) * (M / 4),
       [&](const Place& pl, int64_t e) {
         copy_state_quad<Cta, Cfg>(e, dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, D, 0) * M, M, dS, Cfg::ldm_f);
       },
@@ -676,6 +648,14 @@ struct ChunkSmem {
     t.Xb = ar.take<Op>(size_t(C) * Cfg::ldm_op);
     t.Xc = ar.take<Op>(size_t(C) * Cfg::ldd_op);
     if (grad) t.Xd = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    // The gate logits: grad_pass keeps them to the end (σ(−x) in the gate gradients); output_pass
+    // only until they are log gates, so they share the scaled operands' tiles, written after that.
+    if (grad) {
+      t.Fr = ar.take<Op>(size_t(C) * M);
+      t.Zr = ar.take<Op>(size_t(C) * R);
+    } else {
+      t.Fr = t.Xa, t.Zr = t.Xc;  // C×ldm_op ≥ C×M, C×ldd_op ≥ C×R
+    }
     // the shared region: measure each alternative, take the largest
     cta::Arena alt1(nullptr), alt2(nullptr), alt3(nullptr);
     alt1.take<float>(size_t(C) * Cfg::ldc_f);
@@ -706,24 +686,6 @@ struct ChunkSmem {
   }
 };
 
-// Loads the chunk's start state (and, for the gradient, the gradient reaching its end state, stored
-// in the operand type), rounded to the operand type.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void load_states(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t) {
-  constexpr int M = Cfg::M, R = Cfg::R, Q = M / 4;  // four floats per access
-  const int64_t parts = t.dSop ? 2 : 1;
-  cta.for_each(parts * R * Q, [&](int64_t e) {
-    const bool grad = e >= int64_t(R) * Q;
-    if (grad) e -= int64_t(R) * Q;
-    const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
-    float s[4];
-    if (!grad) Cta::load4(a.states + pl.state_row(pl.chunk, a.chunks + 1, a.D, d) * M + m, s);
-    else Cta::load4(dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, a.D, d) * M + m, s);  // exact: already Op
-    Op* dst = (grad ? t.dSop : t.Sop) + d * Cfg::ldm_op + m;
-    for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[w]);
-  });
-}
-
 // y of the chunk's valid rows out: the inter and off-diagonal parts (Y) plus the diagonal blocks'.
 // One function for output_pass and forward_pass, so both compile the same arithmetic.
 template <typename Cta, typename Op, typename Cfg>
@@ -744,8 +706,13 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   ChunkSmem<Op, Cfg> sm(smem, false);
   Tiles<Op, Cfg>& t = sm.t;
   const Place pl(a, n, chunk, tile, C);
-  load_chunk(cta, a, pl, t);
-  load_states(cta, a, pl, t);
+  const Staging<Op> to = staging_of(t);
+  const int64_t copies = stage_count<Op, Cfg>(a, kBothSides);
+  cta.for_each(copies + start_state_batches<Cfg>(), [&](int64_t e) {
+    if (e < copies) stage_index<Cta, Op, Cfg>(cta, a, pl, to, kBothSides, e);
+    else load_start_state_batch<Cta>(a, pl, t, e - copies);
+  });
+  finish_loading(cta, pl, t, kBothSides);
   y_inter_product(cta, t);
   scale_inter(cta, t);
   y_intra_off_diagonal(cta, pl, t);
@@ -765,13 +732,14 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
 // the caller keeps them (ChunkArgs::states non-null: the training forward); decay_fwd passes none
 // and the forward then needs no workspace at all.
 
-// Shared-memory carve: the running R×M fp32 state, then output_pass's tiles, then the in-flight
-// raw tiles and gates of walk_chunks.
+// Shared-memory carve: the running R×M fp32 state, then output_pass's tiles, then what walk_chunks
+// adds: the gate logits in tiles of their own (they land while the scaled operands are in use) and
+// the second set of raw tiles.
 template <typename Op, typename Cfg>
 struct ForwardSmem {
   float* S;
   ChunkSmem<Op, Cfg> chunk;
-  Inflight<Op> f;
+  RawTiles<Op> next;
   size_t bytes;
   // The state's bytes, 128-byte aligned as an Arena would leave them (a constant, not a function:
   // nvcc would not call a constexpr host function from this host-device constructor).
@@ -780,7 +748,9 @@ struct ForwardSmem {
       : S(base ? reinterpret_cast<float*>(base) : nullptr), chunk(base ? base + kStateBytes : nullptr, false) {
     cta::Arena ar(base);
     ar.region(kStateBytes + chunk.bytes);
-    f = carve_inflight<Op, Cfg>(ar, true, true, true, false);  // output_pass's raw tiles: q, k, v
+    chunk.t.Fr = ar.take<Op>(size_t(Cfg::C) * Cfg::M);
+    chunk.t.Zr = ar.take<Op>(size_t(Cfg::C) * Cfg::R);
+    next = carve_raw_tiles<Op, Cfg>(ar, true, true, true, false);  // output_pass's raw tiles: q, k, v
     bytes = ar.used();
   }
 };
@@ -794,10 +764,10 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
   walk_chunks(
-      cta, a, n, tile, false, t, sm.f, int64_t(R) * Q,
+      cta, a, n, tile, false, t, sm.next, int64_t(R) * Q,
       [&](const Place& pl, int64_t e) {
         // The start state: to the caller's states (if kept) and, rounded, to the operand tile Sop
-        // (what output_pass's load_states gives from the same fp32 values).
+        // (what output_pass's load_start_state_batch gives from the same fp32 values).
         const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
         float s[4];
         Cta::load4(S + d * Cfg::ldm_f + m, s);
@@ -823,27 +793,26 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   }
 }
 
-// One row tile's share of grad_pass: dv, dz of its rows; its terms of dq and dk added to DQ, DK.
+// One row tile's share of grad_pass, on the tile's rows and states staged by grad_pass: dv, dz of
+// its rows; its terms of dq and dk added to DQ, DK.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
   float *DQ = sm.DQ, *DK = sm.DK, *DV = sm.DV;
   const int last = C - 1;
-  load_rows(cta, a, pl, t);
-  load_states(cta, a, pl, t);
   // Boundary terms: every later token's share of the gate gradients, rowsum and (summed over the
-  // tiles) colsum of dS_end ⊙ S_end (S_end = the next chunk's start state, or S_T).
+  // tiles) colsum of dS_end ⊙ S_end (S_end = the next chunk's start state, or S_T; dS_end as staged,
+  // the stored values exactly).
   cta.for_each(R + M, [&](int64_t e) {
-    const Op* ds = dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, a.D, 0) * M;
     const float* s = a.states + pl.state_row(pl.chunk + 1, a.chunks + 1, a.D, 0) * M;
     float acc = 0.0f;
     if (e < R) {
-      for (int m = 0; m < M; ++m) acc += Cta::to_f(ds[e * M + m]) * s[e * M + m];
+      for (int m = 0; m < M; ++m) acc += Cta::to_f(t.dSop[e * Cfg::ldm_op + m]) * s[e * M + m];
       sm.carry_row[e] = acc;
     } else {
       const int m = static_cast<int>(e - R);
-      for (int d = 0; d < R; ++d) acc += Cta::to_f(ds[d * M + m]) * s[d * M + m];
+      for (int d = 0; d < R; ++d) acc += Cta::to_f(t.dSop[d * Cfg::ldm_op + m]) * s[d * M + m];
       sm.carry_col[m] += acc;
     }
   });
@@ -1007,25 +976,15 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     }
   });
 
-  // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term.
-  // The logits are loaded kGateBatch rows ahead of the serial sum, which would otherwise wait out
-  // one memory latency per row.
+  // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term,
+  // times σ(−z) of the staged logits.
   cta.for_each(R, [&](int64_t e) {
     const int d = static_cast<int>(e);
     float g = sm.carry_row[d];
-    for (int top = pl.valid - 1; top >= 0; top -= kGateBatch) {
-      Op zl[kGateBatch];  // raw and unconditional (rows below 0 clamp to row 0), so nothing waits on them here
-      DECAYFW_UNROLL
-      for (int u = 0; u < kGateBatch; ++u)
-        zl[u] = row_of<Op>(a.z, pl.b, pl.c0 + (top - u > 0 ? top - u : 0), pl.h)[pl.row0 + d];
-      DECAYFW_UNROLL
-      for (int u = 0; u < kGateBatch; ++u) {
-        const int i = top - u;
-        if (i < 0) break;
-        g += t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
-        row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] =
-            Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(zl[u])));
-      }
+    for (int i = pl.valid - 1; i >= 0; --i) {
+      g += t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
+      row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] =
+          Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Zr[i * R + d])));
     }
   });
 }
@@ -1039,41 +998,46 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   ChunkSmem<Op, Cfg> sm(smem, true);
   Tiles<Op, Cfg>& t = sm.t;
   float *DQ = sm.DQ, *DK = sm.DK;
-  const Place keys(a, n, chunk, 0, C);
-  load_keys(cta, a, keys, t);
-  cta.for_each(int64_t(C) * M + M, [&](int64_t e) {
-    if (e < int64_t(C) * M) {
-      DQ[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
-      DK[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
-    } else {
-      sm.carry_col[e - int64_t(C) * M] = 0.0f;
-    }
-  });
+  const Staging<Op> to = staging_of(t);
+  const int64_t zeros = int64_t(C) * M + M;
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
+    // One staging phase per tile: its rows (with the key side and DQ, DK zeroed for the first), its
+    // start state and the gradient reaching its end state.
     const Place pl(a, n, chunk, tile, C);
+    const int sides = tile == 0 ? kBothSides : kRowSide;
+    const int64_t copies = stage_count<Op, Cfg>(a, sides), dstate = end_dstate_copies<Op, Cfg>(),
+                  state = start_state_batches<Cfg>(), zero = tile == 0 ? zeros : 0;
+    cta.for_each(copies + dstate + state + zero, [&](int64_t e) {
+      if (e < copies) return stage_index<Cta, Op, Cfg>(cta, a, pl, to, sides, e);
+      e -= copies;
+      if (e < dstate) return stage_end_dstate<Cta>(cta, a, pl, t, e);
+      e -= dstate;
+      if (e < state) return load_start_state_batch<Cta>(a, pl, t, e);
+      e -= state;
+      if (e < int64_t(C) * M) {
+        DQ[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
+        DK[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
+      } else {
+        sm.carry_col[e - int64_t(C) * M] = 0.0f;
+      }
+    });
+    finish_loading(cta, pl, t, sides);
     grad_rows(cta, a, pl, sm);
   }
 
   // Column gates: reverse cumulative sums of q ⊙ dq − k ⊙ dk inside the chunk on top of the
-  // boundary term, then dq, dk and df.
+  // boundary term, then dq, dk and df (σ(−f) of the staged logits).
+  const Place keys(a, n, chunk, 0, C);
   cta.for_each(M, [&](int64_t e) {
     const int m = static_cast<int>(e);
     float g = sm.carry_col[m];
-    for (int top = keys.valid - 1; top >= 0; top -= kGateBatch) {
-      Op fl[kGateBatch];  // loaded ahead, as the row gates' logits
-      DECAYFW_UNROLL
-      for (int u = 0; u < kGateBatch; ++u) fl[u] = row_of<Op>(a.f, keys.b, keys.c0 + (top - u > 0 ? top - u : 0), keys.h)[m];
-      DECAYFW_UNROLL
-      for (int u = 0; u < kGateBatch; ++u) {
-        const int i = top - u;
-        if (i < 0) break;
-        const float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
-        g += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * dq - Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * dk;
-        const int64_t tt = keys.c0 + i;
-        row_of<Op>(a.dq, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dq);
-        row_of<Op>(a.dk, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dk);
-        row_of<Op>(a.df, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(fl[u])));
-      }
+    for (int i = keys.valid - 1; i >= 0; --i) {
+      const float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
+      g += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * dq - Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * dk;
+      const int64_t tt = keys.c0 + i;
+      row_of<Op>(a.dq, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dq);
+      row_of<Op>(a.dk, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dk);
+      row_of<Op>(a.df, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Fr[i * M + m])));
     }
   });
 }
