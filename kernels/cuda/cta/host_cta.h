@@ -100,7 +100,8 @@ struct HostCta {
   void wait_async() {
     for (const Copy& c : in_flight_) {
       for (int b = 0; b < 16; ++b)
-        if (c.dst[b] != 0xff) throw std::logic_error("cta: shared memory written while an async copy into it was in flight");
+        if (c.dst[b] != 0xff)
+          throw std::logic_error("cta: shared memory written while an async copy into it was in flight");
     }
     for (const Copy& c : in_flight_) std::memcpy(c.dst, c.bytes, 16);
     in_flight_.clear();
