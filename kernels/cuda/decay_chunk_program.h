@@ -419,23 +419,18 @@ DECAYFW_CTA float y_diagonal_term(const Tiles<Op, Cfg>& t, int i, int d) {
 // logits (Fr, Zr) need one set only: they become log gates right after they land, before the next
 // chunk's copies start. Element-wise staging (unaligned views) is synchronous: correct, not overlapped.
 
-// A set of raw tiles (the ones a pass carves in Tiles: q, k, v, dy).
-template <typename Op>
-struct RawTiles {
-  Op *Qr = nullptr, *Kr = nullptr, *Vr = nullptr, *Gr = nullptr;
-};
-
-// Carves a second set of the raw tiles a pass uses (flags, not pointers: a measuring Arena hands
-// out null ones).
+// Where the next chunk lands: a second set of the raw tiles a pass uses (flags, not pointers: a
+// measuring Arena hands out null ones), and the pass's one set of gate-logit tiles.
 template <typename Op, typename Cfg>
-DECAYFW_HD RawTiles<Op> carve_raw_tiles(cta::Arena& ar, bool q, bool k, bool v, bool dy) {
+DECAYFW_HD Staging<Op> carve_next_staging(cta::Arena& ar, const Tiles<Op, Cfg>& t, bool q, bool k, bool v, bool dy) {
   constexpr int C = Cfg::C;
-  RawTiles<Op> r;
-  if (q) r.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
-  if (k) r.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
-  if (v) r.Vr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
-  if (dy) r.Gr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
-  return r;
+  Staging<Op> s;
+  if (q) s.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+  if (k) s.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+  if (v) s.Vr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+  if (dy) s.Gr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+  s.Fr = t.Fr, s.Zr = t.Zr;
+  return s;
 }
 
 template <typename T>
@@ -447,7 +442,7 @@ DECAYFW_CTA void swap_pointers(T*& a, T*& b) {
 
 // The landed chunk's tiles become the current ones; the current ones take the next copies.
 template <typename Op, typename Cfg>
-DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, RawTiles<Op>& next) {
+DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, Staging<Op>& next) {
   swap_pointers(t.Qr, next.Qr);
   swap_pointers(t.Kr, next.Kr);
   swap_pointers(t.Vr, next.Vr);
@@ -460,23 +455,17 @@ DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, RawTiles<Op>& next) {
 // at the chunk's start (its state copies), run in the same phase as the log gates.
 template <typename Cta, typename Op, typename Cfg, typename ChunkStart, typename Compute>
 DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, bool backwards, Tiles<Op, Cfg>& t,
-                             RawTiles<Op>& next_tiles, int64_t start_work, ChunkStart&& chunk_start, Compute&& compute) {
+                             Staging<Op>& next_staging, int64_t start_work, ChunkStart&& chunk_start, Compute&& compute) {
   const int64_t copies = stage_count<Op, Cfg>(a, kBothSides), step = backwards ? -1 : 1;
   const int64_t first = backwards ? a.chunks - 1 : 0;
-  const auto next_staging = [&] {  // the other raw tiles, and the one set of gate logits
-    Staging<Op> s = staging_of(t);
-    s.Qr = next_tiles.Qr, s.Kr = next_tiles.Kr, s.Vr = next_tiles.Vr, s.Gr = next_tiles.Gr;
-    return s;
-  };
   {
     const Place pl(a, n, first, tile, Cfg::C);  // the first chunk has nothing to overlap with
-    const Staging<Op> to = next_staging();
-    cta.for_each(copies, [&](int64_t e) { stage_index<Cta, Op, Cfg>(cta, a, pl, to, kBothSides, e); });
+    cta.for_each(copies, [&](int64_t e) { stage_index<Cta, Op, Cfg>(cta, a, pl, next_staging, kBothSides, e); });
   }
   for (int64_t k = 0, c = first; k < a.chunks; ++k, c += step) {
     const Place pl(a, n, c, tile, Cfg::C);
     cta.wait_async();
-    swap_raw_tiles(t, next_tiles);
+    swap_raw_tiles(t, next_staging);
     cta.for_each(start_work + gate_count<Cfg>(kBothSides), [&](int64_t e) {
       if (e < start_work) chunk_start(pl, e);
       else log_gate_index<Cta>(pl, t, kBothSides, e - start_work);
@@ -485,9 +474,8 @@ DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
     const bool more = k + 1 < a.chunks;
     const Place next(a, n, more ? c + step : c, tile, Cfg::C);
     const int64_t issue = more ? copies : 0;
-    const Staging<Op> to = next_staging();
     cta.for_each(issue + column_count<Cfg>(kBothSides), [&](int64_t e) {
-      if (e < issue) stage_index<Cta, Op, Cfg>(cta, a, next, to, kBothSides, e);
+      if (e < issue) stage_index<Cta, Op, Cfg>(cta, a, next, next_staging, kBothSides, e);
       else cumsum_index(t, kBothSides, e - issue);
     });
     compute(pl);
@@ -500,7 +488,7 @@ template <typename Op, typename Cfg>
 struct ScanSmem {
   float* S;
   Tiles<Op, Cfg> t;
-  RawTiles<Op> next;
+  Staging<Op> next;
   DECAYFW_HD explicit ScanSmem(unsigned char* base, bool backward) {
     constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
     cta::Arena ar(base);
@@ -511,7 +499,7 @@ struct ScanSmem {
     t.Ac = ar.take<float>(size_t(C) * R);
     t.Fr = ar.take<Op>(size_t(C) * M);
     t.Zr = ar.take<Op>(size_t(C) * R);
-    next = carve_raw_tiles<Op, Cfg>(ar, backward, !backward, !backward, backward);
+    next = carve_next_staging(ar, t, backward, !backward, !backward, backward);
     bytes = ar.used();
   }
   size_t bytes;
@@ -739,7 +727,7 @@ template <typename Op, typename Cfg>
 struct ForwardSmem {
   float* S;
   ChunkSmem<Op, Cfg> chunk;
-  RawTiles<Op> next;
+  Staging<Op> next;
   size_t bytes;
   // The state's bytes, 128-byte aligned as an Arena would leave them (a constant, not a function:
   // nvcc would not call a constexpr host function from this host-device constructor).
@@ -750,7 +738,7 @@ struct ForwardSmem {
     ar.region(kStateBytes + chunk.bytes);
     chunk.t.Fr = ar.take<Op>(size_t(Cfg::C) * Cfg::M);
     chunk.t.Zr = ar.take<Op>(size_t(Cfg::C) * Cfg::R);
-    next = carve_raw_tiles<Op, Cfg>(ar, true, true, true, false);  // output_pass's raw tiles: q, k, v
+    next = carve_next_staging(ar, chunk.t, true, true, true, false);  // output_pass's raw tiles: q, k, v
     bytes = ar.used();
   }
 };

@@ -23,9 +23,6 @@
 //                             storage type) to or from four floats v, at an address aligned to their
 //                             size (16 or 8 bytes): one vector access on the device. A 16-bit store
 //                             rounds to nearest, as from_f.
-//   Cta::load16(p, v)         16 bytes (16 / sizeof(T) elements) of read-only global input at a
-//                             16-byte aligned address: one 128-bit load on the device, where an
-//                             element-wise loop would wait out one memory latency per element.
 //   cta.copy16_async(dst, src, fill)
 //                             starts copying 16 bytes of read-only global input at src to shared
 //                             memory at dst (both 16-byte aligned), or zeros when !fill (src is then

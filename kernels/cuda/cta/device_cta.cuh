@@ -65,13 +65,6 @@ struct DeviceCta {
     *reinterpret_cast<uint2*>(p) = u;
   }
 
-  template <typename T>
-  static __device__ __forceinline__ void load16(const T* p, T* v) {
-    static_assert(16 % sizeof(T) == 0, "a 16-byte vector holds whole elements");
-    const uint4 x = __ldg(reinterpret_cast<const uint4*>(p));  // read-only path; inputs are never written
-    memcpy(v, &x, 16);
-  }
-
   // cp.async.cg (sm_80 and newer, as the bf16 and tf32 fragments): global -> shared through L2
   // only, as the inputs are streamed once; a source size of 0 zero-fills the 16 bytes and reads
   // nothing.

@@ -43,9 +43,9 @@ enum class Order { Forward, Reverse, Interleaved };
 template <bool kExactFp32 = false>
 struct HostCta {
   Order order = Order::Forward;
-  // What the asynchronous copies overlapped: gemm calls made while copies were in flight, of all
-  // gemm calls (the tests check that the serial passes compute while the next chunk is copied).
-  int64_t gemms = 0, gemms_while_copying = 0;
+  // What the asynchronous copies overlapped: gemm calls made while copies were in flight (the tests
+  // check that the serial passes compute while the next chunk is copied).
+  int64_t gemms_while_copying = 0;
 
   static float to_f(float x) { return x; }
   static float to_f(BFloat16 x) { return to_float(x); }
@@ -76,12 +76,6 @@ struct HostCta {
     static_assert(sizeof(T) == 2, "store4 of a 16-bit type");
     check_aligned_to(p, 8);
     for (int i = 0; i < 4; ++i) p[i] = from_f<T>(v[i]);
-  }
-  template <typename T>
-  static void load16(const T* p, T* v) {
-    static_assert(16 % sizeof(T) == 0, "a 16-byte vector holds whole elements");
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::logic_error("cta: a 16-byte load is not 16-byte aligned");
-    std::memcpy(v, p, 16);
   }
   template <typename T>
   void copy16_async(T* dst, const T* src, bool fill) {
@@ -135,7 +129,6 @@ struct HostCta {
 
   template <bool TA, bool TB, typename Op>
   void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate) {
-    ++gemms;
     if (!in_flight_.empty()) ++gemms_while_copying;
     check_tiles(m, n, k);
     check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc);
