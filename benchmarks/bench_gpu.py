@@ -1,4 +1,4 @@
-"""GPU benchmark of the decay rule, one run, side by side (needs CUDA; the H100 machine):
+"""GPU benchmark of the decay rule, one run, side by side (needs CUDA; the GPU machine, H100 or H200):
 
 - ``chunk`` and ``recurrent``: this project's CUDA op (torch.ops.decayfw.*), bf16 inputs, fp32 state,
   forced onto its chunkwise tensor-core path and its recurrent path (DECAYFW_CUDA_PATH); ``chunk``
@@ -17,17 +17,20 @@
 Forward, forward+backward and decode; median of ``--reps`` timed runs after warm-up (CUDA events)
 and peak memory. Prints Markdown tables; ``--json PATH`` also writes the raw rows.
 
-First, before the long tables (so a run cut short still has it), the chunk path's forward+backward
+Order, so that a run cut short still has what matters most: first the chunk path's forward+backward
 split by kernel (torch.profiler's CUDA activity): how much of the time the serial passes
-(``state_pass``, ``dstate_pass``) take against the parallel ones (``output_pass``, ``grad_pass``).
-That says where the first optimisation goes.
+(``state_pass``, ``dstate_pass``) take against the parallel ones (``output_pass``, ``grad_pass``),
+which says where the first optimisation goes; then the decode step (seconds); then the side-by-side
+sweep, the issue's target lengths first (T ≥ 2048, then shorter; ``sweep_order``). ``--time-budget S``
+starts no sweep size after S seconds from the start and still prints every table, naming the sizes
+it left out: the GPU machine's calls are short (tests/gpu/run_all.sh gives it what its deadline allows).
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -168,8 +171,8 @@ def run_t2fw(args, backward):
         y.backward(torch.ones_like(y))
 
 
-def run_fla(x, backward):
-    y, _ = fused_recurrent_gla(x["q"], x["k"], x["v"], gk=F.logsigmoid(x["f"].float()).to(x["f"].dtype),
+def run_fla(fla_op, x, backward):
+    y, _ = fla_op(x["q"], x["k"], x["v"], gk=F.logsigmoid(x["f"].float()).to(x["f"].dtype),
                                gv=F.logsigmoid(x["z"].float()).to(x["z"].dtype), scale=1.0)
     if backward:
         y.backward(torch.ones_like(y))
@@ -320,121 +323,22 @@ def print_kernel_breakdown(sizes, bw):
     print(f"(copy bandwidth {bw / 1e9:.0f} GB/s)\n")
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--N", type=int, nargs="+", default=[64, 256])
-    p.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192])
-    p.add_argument("--D", type=int, nargs="+", default=[128, 64])
-    p.add_argument("--M", type=int, nargs="+", default=[32, 64])
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--naive-max-t", type=int, default=512)
-    p.add_argument("--json", default=None)
-    p.add_argument("--traffic-model", action="store_true",
-                   help="print the chunk path's HBM traffic model for the issue's sizes and exit (no GPU needed)")
-    p.add_argument("--breakdown", type=int, nargs=4, action="append", metavar=("N", "T", "D", "M"),
-                   help="sizes of the per-kernel breakdown (repeatable; default: N 64 and 256 at T 8192, D 128, M 64, "
-                        "and N 64, T 2048, D 128, M 32); --breakdown 0 0 0 0 skips it")
-    a = p.parse_args(argv)
-    if a.traffic_model:
-        print_traffic_model([(N, T, D, M) for D in a.D for M in a.M for N in a.N for T in a.T])
-        return 0
-    if not torch.cuda.is_available():
-        p.exit(1, "bench_gpu: CUDA is not available (this benchmark times the CUDA kernels on a GPU; "
-                  "benchmarks/run_cpu_benchmarks.sh times the CPU ones)\n")
-    if not decayfw.BUILT_WITH_CUDA:
-        p.exit(1, "bench_gpu: decayfw was built without its CUDA kernels (build against a CUDA LibTorch, "
-                  "see tests/gpu/run_all.sh)\n")
-    dev = torch.cuda.get_device_name()
-    bw = copy_bandwidth()
-    print(f"GPU: {dev}; torch {torch.__version__}; measured copy bandwidth {bw / 1e9:.0f} GB/s; "
-          f"fla: {'yes' if fused_recurrent_gla else 'not installed'}\n")
-    if fused_recurrent_gla is not None:  # fla's two-gate path is untested upstream: check it against ours first
-        x, _, _ = make_inputs(16, 300, 64, 32, dtype=torch.float32)
-        os.environ["DECAYFW_CUDA_PATH"] = "recurrent"
-        ours = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"])
-        theirs, _ = fused_recurrent_gla(x["q"], x["k"], x["v"], gk=F.logsigmoid(x["f"]), gv=F.logsigmoid(x["z"]),
-                                        scale=1.0)
-        err = ((ours - theirs).abs().max() / ours.abs().max()).item()
-        print(f"fla fused_recurrent_gla(gk, gv) vs decayfw (fp32, recurrent): max relative difference {err:.1e}\n")
-    breakdown = a.breakdown or [(64, 8192, 128, 64), (256, 8192, 128, 64), (64, 2048, 128, 32)]
-    breakdown = [tuple(b) for b in breakdown if all(b)]
-    if breakdown:
-        print_traffic_model(breakdown)
-        print_kernel_breakdown(breakdown, bw)
-    rows = []
-    for D in a.D:
-        for M in a.M:
-            for N in a.N:
-                for T in a.T:
-                    for mode in ("fwd", "fwd+bwd"):
-                        bwd = mode == "fwd+bwd"
-                        row = {"N": N, "T": T, "D": D, "M": M, "mode": mode}
-                        cands = {}
-                        x, B, H = make_inputs(N, T, D, M, requires_grad=bwd)
-                        cands["chunk"] = lambda x=x: run_decayfw(x, bwd, "chunk")
-                        for form in CHUNK_FORWARDS:
-                            cands["chunk-" + form] = lambda x=x, form=form: run_decayfw(x, bwd, "chunk", forward=form)
-                        if bwd:
-                            cands["chunk-recompute"] = lambda x=x: run_decayfw(x, bwd, "chunk", False)
-                        cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
-                        if T <= a.naive_max_t:
-                            cands["naive"] = lambda x=x: run_naive(x, bwd)
-                        if triton is not None and M % 16 == 0:
-                            t2 = to_t2fw(x)
-                            cands["t2fw"] = lambda t2=t2: run_t2fw(t2, bwd)
-                        if fused_recurrent_gla is not None:
-                            cands["fla"] = lambda x=x: run_fla(x, bwd)
-                        qkv = [torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=bwd)
-                               for _ in range(3)]
-                        cands["sdpa"] = lambda qkv=qkv: run_sdpa(qkv, bwd)
-                        for name, fn in cands.items():
-                            try:
-                                ms, mib = bench(fn, a.reps if name != "naive" else 3)
-                                row[name] = {"ms": ms, "peak_MiB": mib}
-                            except torch.cuda.OutOfMemoryError:
-                                row[name] = {"ms": None, "peak_MiB": "OOM"}
-                                torch.cuda.empty_cache()
-                        for name in ("chunk", "recurrent"):
-                            ms = row[name].get("ms")
-                            row[name]["io_floor_frac"] = (io_floor_bytes(N, T, D, M, bwd) / (ms / 1e3) / bw
-                                                          if ms else None)
-                        rows.append(row)
-                        print(json.dumps(row), file=sys.stderr, flush=True)
-                        del x, cands, qkv
-                        torch.cuda.empty_cache()
-    names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "recurrent", "naive", "t2fw", "fla", "sdpa"]
-    pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
-    print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)
-          + " | chunk % of I/O floor | recurrent % of I/O floor |")
-    print("|---|---|---|---|---|" + "---|" * (len(names) + 2))
-    for r in rows:
-        cells = []
-        for n in names:
-            c = r.get(n)
-            cells.append("—" if c is None else ("OOM" if c["ms"] is None else f"{c['ms']:.3f} ({c['peak_MiB']:.0f})"))
-        print(f"| {r['D']} | {r['M']} | {r['N']} | {r['T']} | {r['mode']} | " + " | ".join(cells)
-              + f" | {pct(r['chunk']['io_floor_frac'])} | {pct(r['recurrent']['io_floor_frac'])} |")
+def sweep_order(Ns, Ts, Ds, Ms, first_t=2048):
+    """The sweep's sizes (N, T, D, M) in the order they are run: the lengths the issue's targets name
+    (T ≥ first_t) before the shorter ones, shortest first within each group; then D, M and N in the order
+    given. A run stopped by its time budget then has the targets' rows."""
+    key = lambda T: (T < first_t, T)
+    return [(N, T, D, M) for T in sorted(Ts, key=key) for D in Ds for M in Ms for N in Ns]
 
-    # The issue's targets, read off the rows above: speed-ups of the chunk path and its memory.
-    ratio = lambda r, n, key="ms": (r[n][key] / r["chunk"][key]
-                                    if n in r and isinstance(r[n][key], (int, float)) and r["chunk"]["ms"] else None)
-    fmt = lambda v: "—" if v is None else f"{v:.1f}×"
-    print("\nTargets (chunk path): fwd+bwd ≥ 50% of the I/O floor at T ≥ 2048; ≥ 3× fla; ≥ 10× T2FW; "
-          "faster than SDPA at T = 2048, M = 32; memory ≤ 1/16 of T2FW's\n")
-    print("| D | M | N | T | mode | % of I/O floor | fla ÷ chunk | T2FW ÷ chunk | SDPA ÷ chunk | T2FW memory ÷ chunk memory |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['D']} | {r['M']} | {r['N']} | {r['T']} | {r['mode']} | {pct(r['chunk']['io_floor_frac'])} | "
-              f"{fmt(ratio(r, 'fla'))} | {fmt(ratio(r, 't2fw'))} | {fmt(ratio(r, 'sdpa'))} | "
-              f"{fmt(ratio(r, 't2fw', 'peak_MiB'))} |")
 
-    print("\nDecode step (one token; KV cache of length T for attention; bf16 inputs, fp32 decay state)\n")
+def print_decode_table(Ds, Ms, Ns, bw):
+    print("Decode step (one token; KV cache of length T for attention; bf16 inputs, fp32 decay state)\n")
     print("| D | M | N | decayfw step µs | decayfw step in a CUDA graph µs | " +
           " | ".join(f"SDPA T={T} µs" for T in (512, 2048, 8192)) + " | state bytes / time (% of copy BW) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for D in a.D:
-        for M in a.M:
-            for N in a.N:
+    for D in Ds:
+        for M in Ms:
+            for N in Ns:
                 B, H = N // 16, 16
                 x = [torch.randn(B, H, X, device="cuda", dtype=torch.bfloat16) for X in (M, M, D, D, M)]
                 state = torch.zeros(B, H, D, M, device="cuda")
@@ -458,10 +362,141 @@ def main(argv=None):
                     attn.append(ams * 1e3)
                 frac = 2 * N * D * M * 4 / (gus / 1e3) / bw
                 print(f"| {D} | {M} | {N} | {us * 1e3:.1f} | {gus * 1e3:.1f} | " +
-                      " | ".join(f"{t:.1f}" for t in attn) + f" | {100 * frac:.0f}% |")
+                      " | ".join(f"{t:.1f}" for t in attn) + f" | {100 * frac:.0f}% |", flush=True)
+    print()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--N", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--T", type=int, nargs="+", default=[512, 2048, 8192], help="run T ≥ 2048 first (sweep_order)")
+    p.add_argument("--D", type=int, nargs="+", default=[128, 64])
+    p.add_argument("--M", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--naive-max-t", type=int, default=512)
+    p.add_argument("--json", default=None)
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="start no sweep size after S seconds from the start; the tables still print, naming the "
+                        "sizes left out")
+    p.add_argument("--traffic-model", action="store_true",
+                   help="print the chunk path's HBM traffic model for the issue's sizes and exit (no GPU needed)")
+    p.add_argument("--breakdown", type=int, nargs=4, action="append", metavar=("N", "T", "D", "M"),
+                   help="sizes of the per-kernel breakdown (repeatable; default: N 64 and 256 at T 8192, D 128, M 64, "
+                        "and N 64, T 2048, D 128, M 32); --breakdown 0 0 0 0 skips it")
+    a = p.parse_args(argv)
+    started = time.monotonic()
+    if a.traffic_model:
+        print_traffic_model([(N, T, D, M) for D in a.D for M in a.M for N in a.N for T in a.T])
+        return 0
+    if not torch.cuda.is_available():
+        p.exit(1, "bench_gpu: CUDA is not available (this benchmark times the CUDA kernels on a GPU; "
+                  "benchmarks/run_cpu_benchmarks.sh times the CPU ones)\n")
+    if not decayfw.BUILT_WITH_CUDA:
+        p.exit(1, "bench_gpu: decayfw was built without its CUDA kernels (build against a CUDA LibTorch, "
+                  "see tests/gpu/run_all.sh)\n")
+    dev = torch.cuda.get_device_name()
+    bw = copy_bandwidth()
+    print(f"GPU: {dev}; torch {torch.__version__}; measured copy bandwidth {bw / 1e9:.0f} GB/s; "
+          f"fla: {'yes' if fused_recurrent_gla else 'not installed'}\n")
+    fla = fused_recurrent_gla
+    if fla is not None:  # fla's two-gate path is untested upstream: check it against ours first
+        try:
+            x, _, _ = make_inputs(16, 300, 64, 32, dtype=torch.float32)
+            os.environ["DECAYFW_CUDA_PATH"] = "recurrent"
+            ours = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"])
+            theirs, _ = fla(x["q"], x["k"], x["v"], gk=F.logsigmoid(x["f"]), gv=F.logsigmoid(x["z"]), scale=1.0)
+            err = ((ours - theirs).abs().max() / ours.abs().max()).item()
+            print(f"fla fused_recurrent_gla(gk, gv) vs decayfw (fp32, recurrent): max relative difference {err:.1e}\n")
+        except Exception as e:  # an fla that does not run here must not cost the other columns
+            print(f"fla fused_recurrent_gla does not run here ({type(e).__name__}: {e}); no fla column\n")
+            fla = None
+    breakdown = a.breakdown or [(64, 8192, 128, 64), (256, 8192, 128, 64), (64, 2048, 128, 32)]
+    breakdown = [tuple(b) for b in breakdown if all(b)]
+    if breakdown:
+        print_traffic_model(breakdown)
+        print_kernel_breakdown(breakdown, bw)
+    print_decode_table(a.D, a.M, a.N, bw)
+    rows, left_out = [], []
+    for N, T, D, M in sweep_order(a.N, a.T, a.D, a.M):
+        if a.time_budget is not None and time.monotonic() - started > a.time_budget:
+            left_out.append((N, T, D, M))
+            continue
+        for mode in ("fwd", "fwd+bwd"):
+            bwd = mode == "fwd+bwd"
+            row = {"N": N, "T": T, "D": D, "M": M, "mode": mode}
+            cands = {}
+            x, B, H = make_inputs(N, T, D, M, requires_grad=bwd)
+            cands["chunk"] = lambda x=x: run_decayfw(x, bwd, "chunk")
+            for form in CHUNK_FORWARDS:
+                cands["chunk-" + form] = lambda x=x, form=form: run_decayfw(x, bwd, "chunk", forward=form)
+            if bwd:
+                cands["chunk-recompute"] = lambda x=x: run_decayfw(x, bwd, "chunk", False)
+            cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
+            if T <= a.naive_max_t:
+                cands["naive"] = lambda x=x: run_naive(x, bwd)
+            if triton is not None and M % 16 == 0:
+                t2 = to_t2fw(x)
+                cands["t2fw"] = lambda t2=t2: run_t2fw(t2, bwd)
+            if fla is not None:
+                cands["fla"] = lambda x=x: run_fla(fla, x, bwd)
+            qkv = [torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=bwd)
+                   for _ in range(3)]
+            cands["sdpa"] = lambda qkv=qkv: run_sdpa(qkv, bwd)
+            for name, fn in cands.items():
+                try:
+                    ms, mib = bench(fn, a.reps if name != "naive" else 3)
+                    row[name] = {"ms": ms, "peak_MiB": mib}
+                except torch.cuda.OutOfMemoryError:
+                    row[name] = {"ms": None, "peak_MiB": "OOM"}
+                    torch.cuda.empty_cache()
+                except Exception as e:  # one failing candidate (a Triton build, say) must not cost the table
+                    row[name] = {"ms": None, "peak_MiB": "error"}
+                    print(f"bench_gpu: {name} at N={N} T={T} D={D} M={M} {mode}: {type(e).__name__}: {e}",
+                          file=sys.stderr, flush=True)
+                    torch.cuda.empty_cache()
+            for name in ("chunk", "recurrent"):
+                ms = row[name].get("ms")
+                row[name]["io_floor_frac"] = (io_floor_bytes(N, T, D, M, bwd) / (ms / 1e3) / bw
+                                              if ms else None)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            del x, cands, qkv
+            torch.cuda.empty_cache()
+    order = lambda r: (a.D.index(r["D"]), a.M.index(r["M"]), a.N.index(r["N"]), r["T"], r["mode"])
+    rows.sort(key=order)
+    names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "recurrent", "naive", "t2fw", "fla", "sdpa"]
+    pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
+    print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)
+          + " | chunk % of I/O floor | recurrent % of I/O floor |")
+    print("|---|---|---|---|---|" + "---|" * (len(names) + 2))
+    for r in rows:
+        cells = []
+        for n in names:
+            c = r.get(n)
+            cells.append("—" if c is None else (c["peak_MiB"] if c["ms"] is None else f"{c['ms']:.3f} ({c['peak_MiB']:.0f})"))
+        print(f"| {r['D']} | {r['M']} | {r['N']} | {r['T']} | {r['mode']} | " + " | ".join(cells)
+              + f" | {pct(r['chunk']['io_floor_frac'])} | {pct(r['recurrent']['io_floor_frac'])} |")
+
+    # The issue's targets, read off the rows above: speed-ups of the chunk path and its memory.
+    ratio = lambda r, n, key="ms": (r[n][key] / r["chunk"][key]
+                                    if n in r and isinstance(r[n][key], (int, float)) and r["chunk"]["ms"] else None)
+    fmt = lambda v: "—" if v is None else f"{v:.1f}×"
+    print("\nTargets (chunk path): fwd+bwd ≥ 50% of the I/O floor at T ≥ 2048; ≥ 3× fla; ≥ 10× T2FW; "
+          "faster than SDPA at T = 2048, M = 32; memory ≤ 1/16 of T2FW's\n")
+    print("| D | M | N | T | mode | % of I/O floor | fla ÷ chunk | T2FW ÷ chunk | SDPA ÷ chunk | T2FW memory ÷ chunk memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['D']} | {r['M']} | {r['N']} | {r['T']} | {r['mode']} | {pct(r['chunk']['io_floor_frac'])} | "
+              f"{fmt(ratio(r, 'fla'))} | {fmt(ratio(r, 't2fw'))} | {fmt(ratio(r, 'sdpa'))} | "
+              f"{fmt(ratio(r, 't2fw', 'peak_MiB'))} |")
+
+    if left_out:
+        print(f"\nNot run: the time budget ({a.time_budget:.0f} s) was spent before these sizes (N, T, D, M): "
+              + ", ".join(f"({N}, {T}, {D}, {M})" for N, T, D, M in left_out))
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump({"gpu": dev, "torch": torch.__version__, "copy_bw": bw, "rows": rows}, fh, indent=1)
+            json.dump({"gpu": dev, "torch": torch.__version__, "copy_bw": bw, "rows": rows,
+                       "left_out": [dict(zip("NTDM", s)) for s in left_out]}, fh, indent=1)
     return 0
 
 

@@ -1,20 +1,68 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU machine, in one go: build against its CUDA LibTorch, run the GPU
 # tests and the Python tests on torch 2.x, compute-sanitizer, the GPU benchmark, the C++ engine on CUDA and
-# the fairseq end-to-end benchmark. Results go to $OUT (the device tool brings them back).
-# GPU_STEPS picks the steps after the build (default: all of "tests sanitize bench engine fairseq"), e.g.
-# GPU_STEPS=fairseq for the build and the fairseq benchmark only.
+# the fairseq end-to-end benchmark. GPU_STEPS picks the steps after the build (default: all of
+# "tests sanitize bench engine fairseq"), e.g. GPU_STEPS=fairseq for the build and the fairseq benchmark only.
+#
+# Time. The device tool's calls run at most 10 minutes and a session has 15 minutes of device time, so
+# the script keeps a deadline: GPU_DEADLINE seconds after it starts (default 570, for a 600 s call), it
+# has ended. Each step runs under `timeout` with its own limit (TESTS_TIMEOUT 150, MEMCHECK_TIMEOUT 60,
+# RACECHECK_TIMEOUT 90, BENCH_TIMEOUT 200, ENGINE_TIMEOUT 50, FAIRSEQ_TIMEOUT 150 s), cut to what the
+# deadline leaves after STEP_RESERVE seconds (default 30) for each wanted step still to come; a step with
+# under STEP_RESERVE seconds left is skipped and says so. The benchmarks get time budgets inside their
+# limits, so they stop starting new sizes and still print their tables.
+#
+# Results. The device tool brings back at most 8 files from $OUT, so the logs go to a folder of their
+# own (GPU_LOGS, default a fresh one in /tmp) and, after every step, tests/gpu/publish_results.py packs
+# them into $OUT: summary.txt (steps, exit codes, times, and each log's telling lines), results.tar.gz
+# (every log) and the benchmark tables. A call stopped at its limit still returns what the finished
+# steps wrote.
 set -uo pipefail
 OUT="${OUT:-/tmp/decayfw-gpu}"; mkdir -p "$OUT"
+LOGS="${GPU_LOGS:-$(mktemp -d /tmp/decayfw-gpu-logs.XXXXXX)}"; mkdir -p "$LOGS"
 cd "$(dirname "$0")/../.."
 STEPS=" ${GPU_STEPS:-tests sanitize bench engine fairseq} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
-PY="$(command -v python || command -v python3)"
-{ nvidia-smi; "$PY" -c "import torch, sys; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda)";
-  command -v cmake ninja nvcc compute-sanitizer; "$PY" -m pip list 2>/dev/null | grep -i -E "torch|triton|flash|fla|pybind|ninja|cmake|pytest"; } > "$OUT/env.txt" 2>&1
+PY="${PY:-$(command -v python || command -v python3)}"
+export PYTHONUNBUFFERED=1  # a step stopped by its timeout keeps what it printed
+DEADLINE=$((SECONDS + ${GPU_DEADLINE:-570}))
+RESERVE="${STEP_RESERVE:-30}"
+WHEELHOUSE="${WHEELHOUSE:-wheelhouse}"  # carried wheels: fla for the benchmark, fairseq for the end-to-end one
+publish() { "$PY" tests/gpu/publish_results.py "$LOGS" "$OUT" 2>> "$LOGS/publish.err" || true; }
+trap publish EXIT
+# limit STEP DEFAULT LATER...: seconds STEP may run: its default, cut so that each wanted step in LATER
+# keeps RESERVE seconds before the deadline, but never below RESERVE itself (earlier steps matter more);
+# 0 (skip it) when not even RESERVE seconds are left.
+limit() {
+  local name="$1" want_s="$2" later=0 s; shift 2
+  for s in "$@"; do want "$s" && later=$((later + RESERVE)); done
+  local avail=$((DEADLINE - SECONDS))
+  local cap=$((avail - later))
+  [ "$cap" -lt "$RESERVE" ] && cap=$RESERVE
+  [ "$cap" -gt "$avail" ] && cap=$avail
+  [ "$want_s" -gt "$cap" ] && want_s=$cap
+  if [ "$want_s" -lt "$RESERVE" ]; then
+    echo "$name skipped: $avail s left before the deadline" >> "$LOGS/steps.txt"
+    echo 0
+  else
+    echo "$want_s"
+  fi
+}
+# record STEP RC START [LIMIT]: the step's line in the ledger, then the logs published.
+record() {
+  local note=""
+  [ "$#" -gt 3 ] && note=" (limit $4 s)"
+  [ "$2" -eq 124 ] || [ "$2" -eq 137 ] && note=" (limit $4 s, stopped at it)"
+  echo "$1 rc=$2 $((SECONDS - $3)) s$note" >> "$LOGS/steps.txt"
+  publish
+}
+{ date -u; nvidia-smi; "$PY" -c "import torch, sys; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda)";
+  command -v cmake ninja nvcc compute-sanitizer; "$PY" -m pip list 2>/dev/null | grep -i -E "torch|triton|flash|fla|pybind|ninja|cmake|pytest"; } > "$LOGS/env.txt" 2>&1
 export PYTHONPATH="$PWD/bindings/python"
 # The extension: one made beforehand for this machine's torch, Python and sources (tests/gpu/prebuild.sh,
 # carried as build-gpu-prebuilt/), else built here the same way, else with torch.utils.cpp_extension.
+# GPU_BUILD=none takes the decayfw importable as it is (a rerun on a warm machine, where the first call's
+# copy is still in place).
 PREBUILT="${PREBUILT:-build-gpu-prebuilt}"
 use_prebuilt() {
   [ -f "$PREBUILT/signature.txt" ] && [ -f "$PREBUILT/decayfw/libdecayfw_ops.so" ] || return 1
@@ -23,65 +71,85 @@ use_prebuilt() {
   cp "$PREBUILT"/decayfw/*.so bindings/python/decayfw/ &&
     "$PY" -c "import decayfw, sys; sys.exit(0 if decayfw.HAS_EXTENSION and decayfw.BUILT_WITH_CUDA else 1)"
 }
-if use_prebuilt > "$OUT/build.txt" 2>&1; then
-  echo "prebuilt ($(cat "$PREBUILT/signature.txt"))" >> "$OUT/build.txt"
-elif command -v cmake >/dev/null && PY="$PY" TREE=build-gpu NATIVE=ON bash tests/gpu/prebuild.sh "$PREBUILT" > "$OUT/cmake.log" 2>&1 &&
-    use_prebuilt >> "$OUT/build.txt" 2>&1; then
-  echo "built with CMake" >> "$OUT/build.txt"
+t0=$SECONDS
+if [ "${GPU_BUILD:-auto}" = none ]; then
+  echo "GPU_BUILD=none: the decayfw importable from bindings/python as it is" > "$LOGS/build.txt"
+elif use_prebuilt > "$LOGS/build.txt" 2>&1; then
+  echo "prebuilt ($(cat "$PREBUILT/signature.txt"))" >> "$LOGS/build.txt"
+elif command -v cmake >/dev/null && PY="$PY" TREE=build-gpu NATIVE=ON bash tests/gpu/prebuild.sh "$PREBUILT" > "$LOGS/cmake.log" 2>&1 &&
+    use_prebuilt >> "$LOGS/build.txt" 2>&1; then
+  echo "built with CMake" >> "$LOGS/build.txt"
 else
-  echo "CMake build failed or missing; torch.utils.cpp_extension fallback" >> "$OUT/build.txt"
+  echo "CMake build failed or missing; torch.utils.cpp_extension fallback" >> "$LOGS/build.txt"
   rm -f bindings/python/decayfw/_C*.so bindings/python/decayfw/libdecayfw_ops.so  # no half-copied build
   mkdir -p build-gpu-ext
-  "$PY" tests/gpu/build_with_torch.py build-gpu-ext > "$OUT/ext.log" 2>&1
+  "$PY" tests/gpu/build_with_torch.py build-gpu-ext > "$LOGS/ext.log" 2>&1
   export DECAYFW_OPS_LIBRARY="$PWD/build-gpu-ext/decayfw_ops_ext.so"
 fi
-"$PY" -c "import decayfw; print('HAS_EXTENSION', decayfw.HAS_EXTENSION, 'CUDA', decayfw.BUILT_WITH_CUDA)" >> "$OUT/build.txt" 2>&1
-if want tests; then
-  "$PY" -m pytest -q -p no:cacheprovider tests/gpu tests/python > "$OUT/pytest.txt" 2>&1
-  echo "pytest rc=$?" >> "$OUT/pytest.txt"
+"$PY" -c "import decayfw; print('HAS_EXTENSION', decayfw.HAS_EXTENSION, 'CUDA', decayfw.BUILT_WITH_CUDA)" >> "$LOGS/build.txt" 2>&1
+record build $? "$t0"
+if want tests && lim=$(limit tests "${TESTS_TIMEOUT:-150}" sanitize bench engine fairseq) && [ "$lim" -gt 0 ]; then
+  t0=$SECONDS
+  timeout -k 10 "$lim" "$PY" -m pytest -q -rfE -p no:cacheprovider tests/gpu tests/python > "$LOGS/pytest.txt" 2>&1
+  record tests $? "$t0" "$lim"
 fi
 if want sanitize && command -v compute-sanitizer >/dev/null; then
-  compute-sanitizer --tool memcheck "$PY" tests/gpu/sanitize_small.py > "$OUT/memcheck.txt" 2>&1
-  compute-sanitizer --tool racecheck "$PY" tests/gpu/sanitize_small.py > "$OUT/racecheck.txt" 2>&1
+  if lim=$(limit memcheck "${MEMCHECK_TIMEOUT:-60}" sanitize bench engine fairseq) && [ "$lim" -gt 0 ]; then
+    t0=$SECONDS
+    timeout -k 10 "$lim" compute-sanitizer --tool memcheck "$PY" tests/gpu/sanitize_small.py > "$LOGS/memcheck.txt" 2>&1
+    record memcheck $? "$t0" "$lim"
+  fi
+  if lim=$(limit racecheck "${RACECHECK_TIMEOUT:-90}" bench engine fairseq) && [ "$lim" -gt 0 ]; then
+    t0=$SECONDS
+    timeout -k 10 "$lim" compute-sanitizer --tool racecheck "$PY" tests/gpu/sanitize_small.py > "$LOGS/racecheck.txt" 2>&1
+    record racecheck $? "$t0" "$lim"
+  fi
 fi
-if want bench; then
+if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}" engine fairseq) && [ "$lim" -gt 0 ]; then
+  t0=$SECONDS
   # fla's fused_recurrent_gla for the `fla` column: from a carried wheelhouse/fla (benchmarks/prepare_fla_wheelhouse.sh)
   fla_pp=""
-  if [ -d wheelhouse/fla ] && ! "$PY" -c "import fla" 2>/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --target build-fla wheelhouse/fla/*.whl > "$OUT/fla_install.txt" 2>&1 &&
+  if [ -d "$WHEELHOUSE/fla" ] && ! "$PY" -c "import fla" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --target build-fla "$WHEELHOUSE"/fla/*.whl > "$LOGS/fla_install.txt" 2>&1 &&
       fla_pp="$PWD/build-fla:"
   fi
-  PYTHONPATH="$fla_pp$PYTHONPATH" timeout "${BENCH_TIMEOUT:-300}" "$PY" benchmarks/bench_gpu.py ${BENCH_ARGS:-} --json "$OUT/bench_gpu.json" > "$OUT/bench_gpu.md" 2> "$OUT/bench_gpu.err"
-  echo "bench rc=$?" >> "$OUT/bench_gpu.err"
+  # The sweep starts no size after its budget, leaving time for the tables and the largest size.
+  budget=$((lim - SECONDS + t0 - 45)); [ "$budget" -lt 10 ] && budget=10
+  PYTHONPATH="$fla_pp$PYTHONPATH" timeout -k 10 "$((lim - SECONDS + t0))" "$PY" benchmarks/bench_gpu.py --time-budget "$budget" \
+    ${BENCH_ARGS:-} --json "$LOGS/bench_gpu.json" > "$LOGS/bench_gpu.md" 2> "$LOGS/bench_gpu.err"
+  record bench $? "$t0" "$lim"
 fi
 # The C++ engine and the decayfw CLI on CUDA (issue 8, deliverable 3): the prebuilt binaries in
 # $PREBUILT/engine (tests/gpu/prebuild.sh), else built here; results in engine-*.txt.
-if want engine; then
-  PREBUILT="$PREBUILT" OUT="$OUT" timeout "${ENGINE_TIMEOUT:-240}" bash tests/gpu/run_engine_cuda.sh > "$OUT/engine.txt" 2>&1
-  echo "engine rc=$?" >> "$OUT/engine.txt"
+if want engine && lim=$(limit engine "${ENGINE_TIMEOUT:-50}" fairseq) && [ "$lim" -gt 0 ]; then
+  t0=$SECONDS
+  PY="$PY" PREBUILT="$PREBUILT" OUT="$LOGS" timeout -k 10 "$lim" bash tests/gpu/run_engine_cuda.sh > "$LOGS/engine.txt" 2>&1
+  record engine $? "$t0" "$lim"
 fi
 # fairseq end to end (issue 8): training tokens/s of decay_transformer_lm_wiki103 vs transformer_lm_wiki103 at
 # --tokens-per-sample 512 and 3072, and generation tokens/s at context 3072, through fairseq's Trainer and
 # SequenceGenerator. The GPU machine has no fairseq and no network: fairseq is installed from wheelhouse/fairseq
 # (made beforehand by benchmarks/prepare_fairseq_wheelhouse.sh where PyPI is reachable, and carried here) into
-# build-fairseq/, unless it imports already. FAIRSEQ_TIMEOUT (default 240 s) bounds install + benchmark;
+# build-fairseq/, unless it imports already. The step's limit (FAIRSEQ_TIMEOUT) bounds install + benchmark;
 # FAIRSEQ_BENCH_ARGS passes sizes and steps (e.g. "--steps 5 --gen-tokens 32").
-if want fairseq; then
-  fsq_end=$((SECONDS + ${FAIRSEQ_TIMEOUT:-240}))
+if want fairseq && lim=$(limit fairseq "${FAIRSEQ_TIMEOUT:-150}") && [ "$lim" -gt 0 ]; then
+  t0=$SECONDS
+  fsq_end=$((SECONDS + lim))
   fsq_pp=""
   rm -f build-fairseq/pythonpath
-  if [ -d wheelhouse/fairseq ]; then
-    PY="$PY" timeout "${FAIRSEQ_INSTALL_TIMEOUT:-120}" bash benchmarks/install_fairseq_offline.sh wheelhouse/fairseq build-fairseq \
-      > "$OUT/fairseq_install.txt" 2>&1
-    echo "install rc=$?" >> "$OUT/fairseq_install.txt"
+  if [ -d "$WHEELHOUSE/fairseq" ]; then
+    install_s="${FAIRSEQ_INSTALL_TIMEOUT:-120}"; [ "$install_s" -gt $((lim / 2)) ] && install_s=$((lim / 2))
+    PY="$PY" timeout -k 5 "$install_s" bash benchmarks/install_fairseq_offline.sh "$WHEELHOUSE/fairseq" build-fairseq \
+      > "$LOGS/fairseq_install.txt" 2>&1
+    echo "install rc=$?" >> "$LOGS/fairseq_install.txt"
     [ -f build-fairseq/pythonpath ] && fsq_pp="$(cat build-fairseq/pythonpath):"
   else
-    echo "no wheelhouse/fairseq (see benchmarks/prepare_fairseq_wheelhouse.sh); trying an installed fairseq" > "$OUT/fairseq_install.txt"
+    echo "no $WHEELHOUSE/fairseq (see benchmarks/prepare_fairseq_wheelhouse.sh); trying an installed fairseq" > "$LOGS/fairseq_install.txt"
   fi
   fsq_left=$((fsq_end - SECONDS)); [ "$fsq_left" -lt 30 ] && fsq_left=30
   fsq_budget=$((fsq_left > 90 ? fsq_left - 45 : fsq_left / 2))  # start no configuration after this
   PYTHONPATH="$fsq_pp$PYTHONPATH:$PWD/plugin" timeout -k 10 "$fsq_left" "$PY" benchmarks/bench_fairseq_gpu.py \
-    --time-budget "$fsq_budget" ${FAIRSEQ_BENCH_ARGS:-} --json "$OUT/bench_fairseq.json" --md "$OUT/bench_fairseq.md" \
-    > "$OUT/bench_fairseq.out" 2> "$OUT/bench_fairseq.err"
-  echo "bench_fairseq rc=$? ($((fsq_end - SECONDS)) s of FAIRSEQ_TIMEOUT left)" >> "$OUT/bench_fairseq.err"
+    --time-budget "$fsq_budget" ${FAIRSEQ_BENCH_ARGS:-} --json "$LOGS/bench_fairseq.json" --md "$LOGS/bench_fairseq.md" \
+    > "$LOGS/bench_fairseq.out" 2> "$LOGS/bench_fairseq.err"
+  record fairseq $? "$t0" "$lim"
 fi

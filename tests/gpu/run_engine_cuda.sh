@@ -8,7 +8,7 @@
 set -uo pipefail
 OUT="${OUT:-/tmp/decayfw-gpu}"; mkdir -p "$OUT"
 cd "$(dirname "$0")/../.."
-PY="$(command -v python || command -v python3)"
+PY="${PY:-$(command -v python || command -v python3)}"
 PREBUILT="${PREBUILT:-build-gpu-prebuilt}"
 TORCH_LIB="$("$PY" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 prebuilt_matches() {

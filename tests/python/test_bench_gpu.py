@@ -80,3 +80,11 @@ def test_refuses_to_time_without_cuda():
                        env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "bindings", "python")))
     assert r.returncode == 1
     assert "CUDA is not available" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sweep_runs_the_target_lengths_first():
+    """A run stopped by --time-budget must already have the rows the issue's targets read (T ≥ 2048)."""
+    order = bench_gpu.sweep_order([64, 256], [512, 2048, 8192], [128, 64], [32, 64])
+    assert sorted(order) == sorted(SIZES)
+    assert [T for _, T, _, _ in order] == [2048] * 8 + [8192] * 8 + [512] * 8
+    assert order[:2] == [(64, 2048, 128, 32), (256, 2048, 128, 32)]
