@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU machine, in one go: build against its CUDA LibTorch, run the GPU
 # tests and the Python tests on torch 2.x, compute-sanitizer, the GPU benchmark, the C++ engine on CUDA and
-# the fairseq end-to-end benchmark. GPU_STEPS picks the steps after the build (default: all of
-# "tests sanitize bench engine fairseq"), e.g. GPU_STEPS=fairseq for the build and the fairseq benchmark only.
+# the fairseq end-to-end benchmark, then Nsight Compute on the chunk kernels. GPU_STEPS picks the steps
+# after the build (default: all of "tests sanitize bench engine fairseq profile", run in that order, of
+# importance), e.g. GPU_STEPS=fairseq for the build and the fairseq benchmark only.
 #
 # Time. The device tool's calls run at most 10 minutes and a session has 15 minutes of device time, so
 # the script keeps a deadline: GPU_DEADLINE seconds after it starts (default 570, for a 600 s call), it
 # has ended. Each step runs under `timeout` with its own limit (TESTS_TIMEOUT 150, MEMCHECK_TIMEOUT 60,
-# RACECHECK_TIMEOUT 90, BENCH_TIMEOUT 200, ENGINE_TIMEOUT 50, FAIRSEQ_TIMEOUT 150 s), cut to what the
+# RACECHECK_TIMEOUT 90, BENCH_TIMEOUT 200, ENGINE_TIMEOUT 50, FAIRSEQ_TIMEOUT 150, PROFILE_TIMEOUT 90 s), cut to what the
 # deadline leaves after STEP_RESERVE seconds (default 30) for each wanted step still to come; a step with
 # under STEP_RESERVE seconds left is skipped and says so. The benchmarks get time budgets inside their
 # limits, so they stop starting new sizes and still print their tables.
@@ -21,7 +22,7 @@ set -uo pipefail
 OUT="${OUT:-/tmp/decayfw-gpu}"; mkdir -p "$OUT"
 LOGS="${GPU_LOGS:-$(mktemp -d /tmp/decayfw-gpu-logs.XXXXXX)}"; mkdir -p "$LOGS"
 cd "$(dirname "$0")/../.."
-STEPS=" ${GPU_STEPS:-tests sanitize bench engine fairseq} "
+STEPS=" ${GPU_STEPS:-tests sanitize bench engine fairseq profile} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 PY="${PY:-$(command -v python || command -v python3)}"
 export PYTHONUNBUFFERED=1  # a step stopped by its timeout keeps what it printed
@@ -88,24 +89,24 @@ else
 fi
 "$PY" -c "import decayfw; print('HAS_EXTENSION', decayfw.HAS_EXTENSION, 'CUDA', decayfw.BUILT_WITH_CUDA)" >> "$LOGS/build.txt" 2>&1
 record build $? "$t0"
-if want tests && lim=$(limit tests "${TESTS_TIMEOUT:-150}" sanitize bench engine fairseq) && [ "$lim" -gt 0 ]; then
+if want tests && lim=$(limit tests "${TESTS_TIMEOUT:-150}" sanitize bench engine fairseq profile) && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
   timeout -k 10 "$lim" "$PY" -m pytest -q -rfE -p no:cacheprovider tests/gpu tests/python > "$LOGS/pytest.txt" 2>&1
   record tests $? "$t0" "$lim"
 fi
 if want sanitize && command -v compute-sanitizer >/dev/null; then
-  if lim=$(limit memcheck "${MEMCHECK_TIMEOUT:-60}" sanitize bench engine fairseq) && [ "$lim" -gt 0 ]; then
+  if lim=$(limit memcheck "${MEMCHECK_TIMEOUT:-60}" sanitize bench engine fairseq profile) && [ "$lim" -gt 0 ]; then
     t0=$SECONDS
     timeout -k 10 "$lim" compute-sanitizer --tool memcheck "$PY" tests/gpu/sanitize_small.py > "$LOGS/memcheck.txt" 2>&1
     record memcheck $? "$t0" "$lim"
   fi
-  if lim=$(limit racecheck "${RACECHECK_TIMEOUT:-90}" bench engine fairseq) && [ "$lim" -gt 0 ]; then
+  if lim=$(limit racecheck "${RACECHECK_TIMEOUT:-90}" bench engine fairseq profile) && [ "$lim" -gt 0 ]; then
     t0=$SECONDS
     timeout -k 10 "$lim" compute-sanitizer --tool racecheck "$PY" tests/gpu/sanitize_small.py > "$LOGS/racecheck.txt" 2>&1
     record racecheck $? "$t0" "$lim"
   fi
 fi
-if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}" engine fairseq) && [ "$lim" -gt 0 ]; then
+if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}" engine fairseq profile) && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
   # fla's fused_recurrent_gla for the `fla` column: from a carried wheelhouse/fla (benchmarks/prepare_fla_wheelhouse.sh)
   fla_pp=""
@@ -121,7 +122,7 @@ if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}" engine fairseq) && [ 
 fi
 # The C++ engine and the decayfw CLI on CUDA (issue 8, deliverable 3): the prebuilt binaries in
 # $PREBUILT/engine (tests/gpu/prebuild.sh), else built here; results in engine-*.txt.
-if want engine && lim=$(limit engine "${ENGINE_TIMEOUT:-50}" fairseq) && [ "$lim" -gt 0 ]; then
+if want engine && lim=$(limit engine "${ENGINE_TIMEOUT:-50}" fairseq profile) && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
   PY="$PY" PREBUILT="$PREBUILT" OUT="$LOGS" timeout -k 10 "$lim" bash tests/gpu/run_engine_cuda.sh > "$LOGS/engine.txt" 2>&1
   record engine $? "$t0" "$lim"
@@ -132,7 +133,7 @@ fi
 # (made beforehand by benchmarks/prepare_fairseq_wheelhouse.sh where PyPI is reachable, and carried here) into
 # build-fairseq/, unless it imports already. The step's limit (FAIRSEQ_TIMEOUT) bounds install + benchmark;
 # FAIRSEQ_BENCH_ARGS passes sizes and steps (e.g. "--steps 5 --gen-tokens 32").
-if want fairseq && lim=$(limit fairseq "${FAIRSEQ_TIMEOUT:-150}") && [ "$lim" -gt 0 ]; then
+if want fairseq && lim=$(limit fairseq "${FAIRSEQ_TIMEOUT:-150}" profile) && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
   fsq_end=$((SECONDS + lim))
   fsq_pp=""
@@ -152,4 +153,17 @@ if want fairseq && lim=$(limit fairseq "${FAIRSEQ_TIMEOUT:-150}") && [ "$lim" -g
     --time-budget "$fsq_budget" ${FAIRSEQ_BENCH_ARGS:-} --json "$LOGS/bench_fairseq.json" --md "$LOGS/bench_fairseq.md" \
     > "$LOGS/bench_fairseq.out" 2> "$LOGS/bench_fairseq.err"
   record fairseq $? "$t0" "$lim"
+fi
+# Nsight Compute on each chunk kernel once per forward form (tests/gpu/profile_chunk.py): occupancy, DRAM
+# throughput and warp stall reasons, for the next optimisation. ncu reads hardware counters only where the
+# machine's virtualisation allows it; elsewhere the step fails at once and its log says why.
+NCU="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | tail -1)"
+if want profile && [ -n "$NCU" ] && lim=$(limit profile "${PROFILE_TIMEOUT:-90}") && [ "$lim" -gt 0 ]; then
+  t0=$SECONDS
+  timeout -k 10 "$lim" "$NCU" --profile-from-start off --clock-control none -k regex:_pass_kernel \
+    --section SpeedOfLight --section LaunchStats --section Occupancy --section MemoryWorkloadAnalysis \
+    --section WarpStateStats "$PY" tests/gpu/profile_chunk.py ${PROFILE_ARGS:-} > "$LOGS/ncu_chunk.txt" 2>&1
+  record profile $? "$t0" "$lim"
+elif want profile && [ -z "$NCU" ]; then
+  echo "profile skipped: no ncu on this machine" >> "$LOGS/steps.txt"
 fi
