@@ -105,6 +105,8 @@ if want sanitize && command -v compute-sanitizer >/dev/null; then
     timeout -k 10 "$lim" compute-sanitizer --tool racecheck "$PY" tests/gpu/sanitize_small.py > "$LOGS/racecheck.txt" 2>&1
     record racecheck $? "$t0" "$lim"
   fi
+elif want sanitize; then
+  echo "sanitize skipped: no compute-sanitizer on this machine" >> "$LOGS/steps.txt"
 fi
 if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}" engine fairseq profile) && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
