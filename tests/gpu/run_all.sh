@@ -63,7 +63,9 @@ export PYTHONPATH="$PWD/bindings/python"
 # The extension: one made beforehand for this machine's torch, Python and sources (tests/gpu/prebuild.sh,
 # carried as build-gpu-prebuilt/), else built here the same way, else with torch.utils.cpp_extension.
 # GPU_BUILD=none takes the decayfw importable as it is (a rerun on a warm machine, where the first call's
-# copy is still in place).
+# copy is still in place). The extension is copied into bindings/python/decayfw/, where the tests import it:
+# a rehearsal on a development machine replaces the local build's libdecayfw_ops.so there (delete it and run
+# `cmake --build build` to get the local one back).
 PREBUILT="${PREBUILT:-build-gpu-prebuilt}"
 use_prebuilt() {
   [ -f "$PREBUILT/signature.txt" ] && [ -f "$PREBUILT/decayfw/libdecayfw_ops.so" ] || return 1
