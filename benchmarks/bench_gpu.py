@@ -132,9 +132,10 @@ def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False):
     return x, B, H
 
 
-def run_decayfw(x, backward, path, save_chunk_states=True, forward="auto"):
+def run_decayfw(x, backward, path, save_chunk_states=True, forward="auto", threads="auto"):
     os.environ["DECAYFW_CUDA_PATH"] = path
     os.environ["DECAYFW_CHUNK_FORWARD"] = forward
+    os.environ["DECAYFW_CHUNK_THREADS"] = threads
     y = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"], save_chunk_states=save_chunk_states)
     if backward:
         y.backward(torch.ones_like(y))
@@ -220,6 +221,9 @@ def io_floor_bytes(N, T, D, M, backward, elem=2):
 # launch order; a forward runs state_pass and output_pass (split) or forward_pass (fused).
 CHUNK_KERNELS = ("state_pass", "output_pass", "forward_pass", "dstate_pass", "grad_pass")
 CHUNK_FORWARDS = ("split", "fused")
+# Threads per CTA of output_pass, forward_pass and grad_pass (DECAYFW_CHUNK_THREADS; 512 by default): the
+# breakdown times both, the same arithmetic bit for bit.
+CHUNK_THREADS = ("512", "256")
 
 
 def kernel_of(name):
@@ -229,11 +233,11 @@ def kernel_of(name):
     return "other"
 
 
-def kernel_breakdown(N, T, D, M, forward, reps=5):
+def kernel_breakdown(N, T, D, M, forward, threads="auto", reps=5):
     """µs per forward+backward call of the chunk path, per kernel (bf16), from CUDA kernel events."""
     from torch.profiler import ProfilerActivity, profile
     x, _, _ = make_inputs(N, T, D, M, requires_grad=True)
-    call = lambda: run_decayfw(x, True, "chunk", forward=forward)
+    call = lambda: run_decayfw(x, True, "chunk", forward=forward, threads=threads)
     for _ in range(2):
         call()
     torch.cuda.synchronize()
@@ -302,24 +306,24 @@ def print_traffic_model(sizes):
 def print_kernel_breakdown(sizes, bw):
     print("Chunk path, forward+backward by kernel (bf16, µs per call, torch.profiler; "
           "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace). GB/s: the model's bytes "
-          "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound\n")
-    print("| N | T | D | M | forward | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
+          "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound. "
+          "threads: per CTA of output_pass, forward_pass and grad_pass (the state passes run 256)\n")
+    print("| N | T | D | M | forward | threads | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
           + " | other µs | total µs | serial passes share |")
-    print("|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
-    for N, T, D, M in sizes:
-        for form in CHUNK_FORWARDS:
-            try:
-                us = kernel_breakdown(N, T, D, M, form)
-            except Exception as e:  # a profiler fault must not cost the rest of the run
-                print(f"| {N} | {T} | {D} | {M} | {form} | kernel breakdown failed: {type(e).__name__}: {e} |")
-                continue
-            model = chunk_kernel_bytes(N, T, D, M, forward=form)
-            total = sum(us.values())
-            serial = (us["state_pass"] + us["forward_pass"] + us["dstate_pass"]) / total if total else 0.0
-            cell = lambda k: f"{us[k]:.0f} ({model[k] / (us[k] * 1e3):.0f})" if us[k] else "0"
-            print(f"| {N} | {T} | {D} | {M} | {form} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)
-                  + f" | {us['other']:.0f} | {total:.0f} | {100 * serial:.0f}% |", flush=True)
-            torch.cuda.empty_cache()
+    print("|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
+    for N, T, D, M, form, threads in ((*s, f, t) for s in sizes for f in CHUNK_FORWARDS for t in CHUNK_THREADS):
+        try:
+            us = kernel_breakdown(N, T, D, M, form, threads)
+        except Exception as e:  # a profiler fault must not cost the rest of the run
+            print(f"| {N} | {T} | {D} | {M} | {form} | {threads} | kernel breakdown failed: {type(e).__name__}: {e} |")
+            continue
+        model = chunk_kernel_bytes(N, T, D, M, forward=form)
+        total = sum(us.values())
+        serial = (us["state_pass"] + us["forward_pass"] + us["dstate_pass"]) / total if total else 0.0
+        cell = lambda k: f"{us[k]:.0f} ({model[k] / (us[k] * 1e3):.0f})" if us[k] else "0"
+        print(f"| {N} | {T} | {D} | {M} | {form} | {threads} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)
+              + f" | {us['other']:.0f} | {total:.0f} | {100 * serial:.0f}% |", flush=True)
+        torch.cuda.empty_cache()
     print(f"(copy bandwidth {bw / 1e9:.0f} GB/s)\n")
 
 

@@ -22,17 +22,18 @@ namespace {
 
 using cta::DeviceCta;
 using chunk::ChunkArgs;
-constexpr int kThreads = 256;
 
+// The state passes run kScanThreads; the others, one CTA per multiprocessor, are compiled for up to
+// kMaxWideThreads and launched with the caller's count (cuda::kChunkWideThreads).
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kThreads) state_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kScanThreads) state_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   chunk::state_pass<DeviceCta, Op, Cfg>(cta, a, blockIdx.x, blockIdx.y, smem);
 }
 
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kThreads) output_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kMaxWideThreads, 1) output_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   const int64_t x = blockIdx.x;  // chunk-major within a sequence: n = x / chunks
@@ -40,33 +41,33 @@ __global__ void __launch_bounds__(kThreads) output_pass_kernel(ChunkArgs a) {
 }
 
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kThreads) forward_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kMaxWideThreads, 1) forward_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   chunk::forward_pass<DeviceCta, Op, Cfg>(cta, a, blockIdx.x, blockIdx.y, smem);
 }
 
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kThreads) dstate_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kScanThreads) dstate_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   chunk::dstate_pass<DeviceCta, Op, Cfg>(cta, a, blockIdx.x, blockIdx.y, smem);
 }
 
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kThreads) grad_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kMaxWideThreads, 1) grad_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   const int64_t x = blockIdx.x;
   chunk::grad_pass<DeviceCta, Op, Cfg>(cta, a, x / a.chunks, x % a.chunks, smem);
 }
 
-// Launches one program kernel with its shared memory (opted in above 48 KB).
+// Launches one program kernel with its threads and shared memory (opted in above 48 KB).
 template <typename Kernel>
-cudaError_t launch(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream, const ChunkArgs& a) {
+cudaError_t launch(Kernel kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream, const ChunkArgs& a) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return err;
-  kernel<<<grid, kThreads, smem, stream>>>(a);
+  kernel<<<grid, threads, smem, stream>>>(a);
   return cudaGetLastError();
 }
 
@@ -88,7 +89,7 @@ ChunkArgs args_of(const Dims& d, int C) {
 }  // namespace
 
 template <typename Op>
-cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form) {
+cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form, int wide_threads) {
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
     if (!aligned16(p.initial_state) || !aligned16(p.final_state) || !aligned16(workspace)) return cudaErrorMisalignedAddress;
@@ -101,18 +102,19 @@ cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t strea
     a.vector_loads = chunk::inputs_allow_vector_loads(a, sizeof(Op));
     const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
     if (form == ChunkForward::Fused)  // a null workspace: the states are not kept, nor written
-      return launch(forward_pass_kernel<Op, Cfg>, dim3(N, tiles), chunk::ForwardSmem<Op, Cfg>(nullptr).bytes, stream, a);
+      return launch(forward_pass_kernel<Op, Cfg>, dim3(N, tiles), wide_threads, chunk::ForwardSmem<Op, Cfg>(nullptr).bytes,
+                    stream, a);
     if (workspace == nullptr) return cudaErrorInvalidValue;  // output_pass reads the states
-    cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes,
-                             stream, a);
+    cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), kScanThreads,
+                             chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes, stream, a);
     if (err != cudaSuccess) return err;
-    return launch(output_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks), tiles),
+    return launch(output_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks), tiles), wide_threads,
                   chunk::ChunkSmem<Op, Cfg>(nullptr, false).bytes, stream, a);
   });
 }
 
 template <typename Op>
-cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream) {
+cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int wide_threads) {
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
     if (!aligned16(p.initial_state) || !aligned16(p.grad_final_state) || !aligned16(p.grad_initial_state) ||
@@ -134,10 +136,11 @@ cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stre
     a.dstates = ws + w.states;  // Op elements from here
     const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
     const size_t scan = chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes;
-    cudaError_t err = reuse ? cudaSuccess : launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);
-    if (err == cudaSuccess) err = launch(dstate_pass_kernel<Op, Cfg>, dim3(N, tiles), scan, stream, a);
+    cudaError_t err =
+        reuse ? cudaSuccess : launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), kScanThreads, scan, stream, a);
+    if (err == cudaSuccess) err = launch(dstate_pass_kernel<Op, Cfg>, dim3(N, tiles), kScanThreads, scan, stream, a);
     if (err == cudaSuccess)
-      err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)),
+      err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)), wide_threads,
                    chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes, stream, a);
     return err;
   });

@@ -71,6 +71,17 @@ cuda::ChunkForward chosen_forward(const char* op, const Dims& d, c10::DeviceInde
   return cuda::chunk_forward_for(d, at::cuda::getDeviceProperties(device)->multiProcessorCount);
 }
 
+// Threads per CTA of the chunk programs that run one CTA per multiprocessor (cuda::kChunkWideThreads):
+// DECAYFW_CHUNK_THREADS=auto|256|512, read at every call; auto is cuda::kChunkWideThreads. The same
+// results bit for bit; the choice is there so a benchmark can time both.
+int chosen_threads(const char* op) {
+  const char* env = std::getenv("DECAYFW_CHUNK_THREADS");
+  const std::string want = env ? env : "auto";
+  TORCH_CHECK(want == "auto" || want == "256" || want == "512", op,
+              ": DECAYFW_CHUNK_THREADS must be auto, 256 or 512, got '", want, "'");
+  return want == "auto" ? cuda::kChunkWideThreads : std::stoi(want);
+}
+
 at::Tensor workspace(size_t bytes, const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
 }
@@ -106,16 +117,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const char* op, bool keep
     return {c.y, c.final_state, at::empty({0}, q.options().dtype(at::kFloat))};
   }
   const cuda::ChunkForward form = chosen_forward(op, d, q.device().index());
+  const int threads = chosen_threads(op);
   at::Tensor s0;
   c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
   if (form == cuda::ChunkForward::Fused && !keep_states) {
-    check_launch(op, cuda::decay_forward_chunk_cuda(c.params, nullptr, stream, form));
+    check_launch(op, cuda::decay_forward_chunk_cuda(c.params, nullptr, stream, form, threads));
     return {c.y, c.final_state, at::empty({0}, q.options().dtype(at::kFloat))};
   }
   at::Tensor states = at::empty({d.batch, d.heads, (d.seqlen + chunk - 1) / chunk + 1, d.dim_v, d.dim_k},
                                 q.options().dtype(at::kFloat));
   TORCH_INTERNAL_ASSERT(static_cast<size_t>(states.nbytes()) == cuda::chunk_workspace_bytes(d, c.params.dtype, false));
-  check_launch(op, cuda::decay_forward_chunk_cuda(c.params, states.data_ptr(), stream, form));
+  check_launch(op, cuda::decay_forward_chunk_cuda(c.params, states.data_ptr(), stream, form, threads));
   return {c.y, c.final_state, states};
 }
 
@@ -147,12 +159,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   // Checked on every path; used only by the chunk path (a forward on the other path kept none).
   const at::Tensor* saved = chunk_states_or_null(op, chunk_states, d, chunk, q);
   if (chunk != 0) {
+    const int threads = chosen_threads(op);
     at::Tensor s0, dsT, states;
     c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
     c.params.grad_final_state = aligned_state(c.params.grad_final_state, grad_final_state, dsT);
     if (saved) c.params.chunk_states = aligned_state(saved->data_ptr(), *saved, states);
     at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, true, saved != nullptr), q);
-    check_launch(op, cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream));
+    check_launch(op, cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream, threads));
   } else {
     at::Tensor ws = workspace(cuda::decay_backward_workspace_bytes(d, c.params.dtype), q);
     check_launch(op, cuda::decay_backward_cuda(c.params, ws.data_ptr(), stream));

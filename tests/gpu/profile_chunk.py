@@ -4,10 +4,11 @@ of each form, so that
 
   ncu --profile-from-start off -k regex:_pass_kernel ... python tests/gpu/profile_chunk.py
 
-reports every chunk kernel once per form (split: state_pass, output_pass, dstate_pass, grad_pass;
-fused: forward_pass, dstate_pass, grad_pass): occupancy, DRAM throughput and warp stall reasons, which
-say whether a kernel waits on memory, on barriers or on arithmetic (docs/cuda.md, "What still needs a
-GPU run")."""
+reports every chunk kernel once per form and thread count, in this order: split with 512 and then 256
+threads per CTA of the one-CTA-per-SM programs (state_pass, output_pass, dstate_pass, grad_pass each),
+then fused with 512 and 256 (forward_pass, dstate_pass, grad_pass): occupancy, DRAM throughput and warp
+stall reasons, which say whether a kernel waits on memory, on barriers or on arithmetic (docs/cuda.md,
+"What still needs a GPU run")."""
 import argparse
 import os
 import sys
@@ -39,15 +40,18 @@ def main(argv=None):
         y.backward(torch.ones_like(y))
 
     for form in ("split", "fused"):
-        os.environ["DECAYFW_CHUNK_FORWARD"] = form
-        for _ in range(2):
+        for threads in ("512", "256"):
+            os.environ["DECAYFW_CHUNK_FORWARD"] = form
+            os.environ["DECAYFW_CHUNK_THREADS"] = threads
+            for _ in range(2):
+                call()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.start()
             call()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.start()
-        call()
-        torch.cuda.synchronize()
-        torch.cuda.profiler.stop()
-        print(f"profiled the {form} forward + backward: N={a.N} T={a.T} D={a.D} M={a.M} bf16", flush=True)
+            torch.cuda.synchronize()
+            torch.cuda.profiler.stop()
+            print(f"profiled the {form} forward + backward, {threads} threads: N={a.N} T={a.T} D={a.D} M={a.M} bf16",
+                  flush=True)
     return 0
 
 

@@ -321,3 +321,38 @@ def test_bad_forward_form_is_refused(path, monkeypatch):
     x = [torch.randn(1, 100, 1, X, device="cuda", dtype=torch.bfloat16) for X in (32, 32, 64, 64, 32)]
     with pytest.raises(RuntimeError, match="DECAYFW_CHUNK_FORWARD must be auto, fused or split, got 'both'"):
         decay_fast_weights(*x)
+
+
+@pytest.mark.parametrize("dtype,size", [(torch.bfloat16, (2, 300, 2, 128, 64)), (torch.float16, (1, 130, 3, 64, 16)),
+                                        (torch.bfloat16, (1, 100, 1, 192, 128)), (torch.float32, (2, 70, 1, 64, 32))])
+def test_thread_counts_give_the_same_bits(dtype, size, path, monkeypatch):
+    """DECAYFW_CHUNK_THREADS=256|512 launches output_pass, forward_pass and grad_pass with 8 or 16 warps:
+    each index of a phase is still one thread's work and each output tile one warp's, in the same
+    order, so every output of both forward forms and the backward is bit-identical."""
+    path("chunk")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    B, T, H, D, M = size
+    x = [t.to(dtype).cuda() for t in make(B, T, H, D, M, seed=17)[:5]]
+    s0, dsT = torch.randn(B, H, D, M, device="cuda"), torch.randn(B, H, D, M, device="cuda")
+    dy = torch.randn(B, T, H, D, device="cuda", dtype=dtype)
+    results = []
+    for threads in ("256", "512", "auto"):
+        monkeypatch.setenv("DECAYFW_CHUNK_THREADS", threads)
+        out = []
+        for form in ("split", "fused"):
+            monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", form)
+            xs = [t.detach().requires_grad_(True) for t in x] + [s0.detach().requires_grad_(True)]
+            y, sT = decay_fast_weights(*xs[:5], initial_state=xs[5], output_final_state=True)
+            out += [y, sT] + list(torch.autograd.grad((y * dy).sum() + (sT * dsT).sum(), xs))
+        results.append(out)
+    for other in results[1:]:
+        for i, (a, b) in enumerate(zip(results[0], other)):
+            assert torch.equal(a, b), i
+
+
+def test_bad_thread_count_is_refused(path, monkeypatch):
+    path("chunk")
+    monkeypatch.setenv("DECAYFW_CHUNK_THREADS", "384")
+    x = [torch.randn(1, 100, 1, X, device="cuda", dtype=torch.bfloat16) for X in (32, 32, 64, 64, 32)]
+    with pytest.raises(RuntimeError, match="DECAYFW_CHUNK_THREADS must be auto, 256 or 512, got '384'"):
+        decay_fast_weights(*x)
