@@ -221,8 +221,8 @@ def io_floor_bytes(N, T, D, M, backward, elem=2):
 # launch order; a forward runs state_pass and output_pass (split) or forward_pass (fused).
 CHUNK_KERNELS = ("state_pass", "output_pass", "forward_pass", "dstate_pass", "grad_pass")
 CHUNK_FORWARDS = ("split", "fused")
-# Threads per CTA of output_pass, forward_pass and grad_pass (DECAYFW_CHUNK_THREADS; 512 by default): the
-# breakdown times both, the same arithmetic bit for bit.
+# Threads per CTA of the chunk kernels (DECAYFW_CHUNK_THREADS; 512 by default): the breakdown times both,
+# the same arithmetic bit for bit.
 CHUNK_THREADS = ("512", "256")
 
 
@@ -307,7 +307,7 @@ def print_kernel_breakdown(sizes, bw):
     print("Chunk path, forward+backward by kernel (bf16, µs per call, torch.profiler; "
           "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace). GB/s: the model's bytes "
           "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound. "
-          "threads: per CTA of output_pass, forward_pass and grad_pass (the state passes run 256)\n")
+          "threads: per CTA of every chunk kernel\n")
     print("| N | T | D | M | forward | threads | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
           + " | other µs | total µs | serial passes share |")
     print("|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))

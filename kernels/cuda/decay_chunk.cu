@@ -59,9 +59,9 @@ size_t chunk_workspace_bytes(const Dims& d, ScalarType dtype, bool backward, boo
 }
 
 bool chunk_threads_supported(int threads) {
-  return threads == chunk_launch::kScanThreads || threads == chunk_launch::kMaxWideThreads;
+  return threads == chunk_launch::kMinThreads || threads == chunk_launch::kMaxThreads;
 }
-static_assert(kChunkWideThreads == chunk_launch::kScanThreads || kChunkWideThreads == chunk_launch::kMaxWideThreads,
+static_assert(kChunkThreads == chunk_launch::kMinThreads || kChunkThreads == chunk_launch::kMaxThreads,
               "the default thread count must be one the launchers take");
 
 ChunkForward chunk_forward_for(const Dims& d, int sm_count) {
@@ -70,21 +70,21 @@ ChunkForward chunk_forward_for(const Dims& d, int sm_count) {
 }
 
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form,
-                                     int wide_threads) {
+                                     int threads) {
   if (p.row_gate != GateKind::PerElement || p.col_gate != GateKind::PerElement) return cudaErrorNotSupported;
-  if (!chunk_threads_supported(wide_threads)) return cudaErrorInvalidValue;
+  if (!chunk_threads_supported(threads)) return cudaErrorInvalidValue;
   if (p.dims.seqlen == 0) return cudaSuccess;  // the adapter copies S0 to S_T
   return with_operand(p.dtype, cudaErrorInvalidValue, [&](auto op_tag) {
-    return chunk_launch::forward<decltype(op_tag)>(p, workspace, stream, form, wide_threads);
+    return chunk_launch::forward<decltype(op_tag)>(p, workspace, stream, form, threads);
   });
 }
 
-cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int wide_threads) {
+cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int threads) {
   if (p.row_gate != GateKind::PerElement || p.col_gate != GateKind::PerElement) return cudaErrorNotSupported;
-  if (!chunk_threads_supported(wide_threads)) return cudaErrorInvalidValue;
+  if (!chunk_threads_supported(threads)) return cudaErrorInvalidValue;
   if (p.dims.seqlen == 0) return cudaSuccess;  // the adapter handles T = 0
   return with_operand(p.dtype, cudaErrorInvalidValue, [&](auto op_tag) {
-    return chunk_launch::backward<decltype(op_tag)>(p, workspace, stream, wide_threads);
+    return chunk_launch::backward<decltype(op_tag)>(p, workspace, stream, threads);
   });
 }
 

@@ -23,17 +23,18 @@ namespace {
 using cta::DeviceCta;
 using chunk::ChunkArgs;
 
-// The state passes run kScanThreads; the others, one CTA per multiprocessor, are compiled for up to
-// kMaxWideThreads and launched with the caller's count (cuda::kChunkWideThreads).
+// Compiled for up to kMaxThreads per CTA and launched with the caller's count (cuda::kChunkThreads): the
+// state passes for two CTAs per multiprocessor (at most 64 registers), the others for one (their shared
+// memory allows no second; without the 1, ptxas 13.0 caps them at 64 registers and spills).
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kScanThreads) state_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kMaxThreads, 2) state_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   chunk::state_pass<DeviceCta, Op, Cfg>(cta, a, blockIdx.x, blockIdx.y, smem);
 }
 
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kMaxWideThreads, 1) output_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kMaxThreads, 1) output_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   const int64_t x = blockIdx.x;  // chunk-major within a sequence: n = x / chunks
@@ -41,21 +42,21 @@ __global__ void __launch_bounds__(kMaxWideThreads, 1) output_pass_kernel(ChunkAr
 }
 
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kMaxWideThreads, 1) forward_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kMaxThreads, 1) forward_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   chunk::forward_pass<DeviceCta, Op, Cfg>(cta, a, blockIdx.x, blockIdx.y, smem);
 }
 
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kScanThreads) dstate_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kMaxThreads, 2) dstate_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   chunk::dstate_pass<DeviceCta, Op, Cfg>(cta, a, blockIdx.x, blockIdx.y, smem);
 }
 
 template <typename Op, typename Cfg>
-__global__ void __launch_bounds__(kMaxWideThreads, 1) grad_pass_kernel(ChunkArgs a) {
+__global__ void __launch_bounds__(kMaxThreads, 1) grad_pass_kernel(ChunkArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   const int64_t x = blockIdx.x;
@@ -89,7 +90,7 @@ ChunkArgs args_of(const Dims& d, int C) {
 }  // namespace
 
 template <typename Op>
-cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form, int wide_threads) {
+cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form, int threads) {
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
     if (!aligned16(p.initial_state) || !aligned16(p.final_state) || !aligned16(workspace)) return cudaErrorMisalignedAddress;
@@ -102,19 +103,19 @@ cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t strea
     a.vector_loads = chunk::inputs_allow_vector_loads(a, sizeof(Op));
     const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
     if (form == ChunkForward::Fused)  // a null workspace: the states are not kept, nor written
-      return launch(forward_pass_kernel<Op, Cfg>, dim3(N, tiles), wide_threads, chunk::ForwardSmem<Op, Cfg>(nullptr).bytes,
+      return launch(forward_pass_kernel<Op, Cfg>, dim3(N, tiles), threads, chunk::ForwardSmem<Op, Cfg>(nullptr).bytes,
                     stream, a);
     if (workspace == nullptr) return cudaErrorInvalidValue;  // output_pass reads the states
-    cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), kScanThreads,
+    cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), threads,
                              chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes, stream, a);
     if (err != cudaSuccess) return err;
-    return launch(output_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks), tiles), wide_threads,
+    return launch(output_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks), tiles), threads,
                   chunk::ChunkSmem<Op, Cfg>(nullptr, false).bytes, stream, a);
   });
 }
 
 template <typename Op>
-cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int wide_threads) {
+cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int threads) {
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
     if (!aligned16(p.initial_state) || !aligned16(p.grad_final_state) || !aligned16(p.grad_initial_state) ||
@@ -137,10 +138,10 @@ cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stre
     const unsigned N = static_cast<unsigned>(a.B * a.H), tiles = static_cast<unsigned>(a.tiles);
     const size_t scan = chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes;
     cudaError_t err =
-        reuse ? cudaSuccess : launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), kScanThreads, scan, stream, a);
-    if (err == cudaSuccess) err = launch(dstate_pass_kernel<Op, Cfg>, dim3(N, tiles), kScanThreads, scan, stream, a);
+        reuse ? cudaSuccess : launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), threads, scan, stream, a);
+    if (err == cudaSuccess) err = launch(dstate_pass_kernel<Op, Cfg>, dim3(N, tiles), threads, scan, stream, a);
     if (err == cudaSuccess)
-      err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)), wide_threads,
+      err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)), threads,
                    chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes, stream, a);
     return err;
   });

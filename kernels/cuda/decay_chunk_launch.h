@@ -14,10 +14,10 @@
 
 namespace decayfw::cuda::chunk_launch {
 
-// Threads per CTA: the serial state passes run kScanThreads (two CTAs per multiprocessor); the programs
-// that hold one CTA per multiprocessor run up to kMaxWideThreads (cuda::kChunkWideThreads says why).
-constexpr int kScanThreads = 256;
-constexpr int kMaxWideThreads = 512;
+// Threads per CTA of every chunk kernel: kMinThreads or kMaxThreads, the caller's choice
+// (cuda::kChunkThreads says why it matters).
+constexpr int kMinThreads = 256;
+constexpr int kMaxThreads = 512;
 
 struct WorkspacePlan {  // element counts: fp32 states; state gradients in the operand type
   int64_t states = 0, dstates = 0;
@@ -39,11 +39,11 @@ inline WorkspacePlan plan_of(const Dims& d, int C, size_t op_bytes, bool backwar
 }
 
 // Op: __nv_bfloat16, __half, or float (multiplied as tf32). The dims' M must be compiled
-// (decay_chunk_configs.h); T > 0; wide_threads: kScanThreads or kMaxWideThreads.
+// (decay_chunk_configs.h); T > 0; threads: kMinThreads or kMaxThreads.
 template <typename Op>
-cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form, int wide_threads);
+cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form, int threads);
 template <typename Op>
-cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int wide_threads);
+cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int threads);
 
 extern template cudaError_t forward<__nv_bfloat16>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward, int);
 extern template cudaError_t forward<__half>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward, int);

@@ -71,15 +71,15 @@ cuda::ChunkForward chosen_forward(const char* op, const Dims& d, c10::DeviceInde
   return cuda::chunk_forward_for(d, at::cuda::getDeviceProperties(device)->multiProcessorCount);
 }
 
-// Threads per CTA of the chunk programs that run one CTA per multiprocessor (cuda::kChunkWideThreads):
-// DECAYFW_CHUNK_THREADS=auto|256|512, read at every call; auto is cuda::kChunkWideThreads. The same
+// Threads per CTA of the chunk kernels (cuda::kChunkThreads says why it matters):
+// DECAYFW_CHUNK_THREADS=auto|256|512, read at every call; auto is cuda::kChunkThreads. The same
 // results bit for bit; the choice is there so a benchmark can time both.
 int chosen_threads(const char* op) {
   const char* env = std::getenv("DECAYFW_CHUNK_THREADS");
   const std::string want = env ? env : "auto";
   TORCH_CHECK(want == "auto" || want == "256" || want == "512", op,
               ": DECAYFW_CHUNK_THREADS must be auto, 256 or 512, got '", want, "'");
-  return want == "auto" ? cuda::kChunkWideThreads : std::stoi(want);
+  return want == "auto" ? cuda::kChunkThreads : std::stoi(want);
 }
 
 at::Tensor workspace(size_t bytes, const at::Tensor& like) {

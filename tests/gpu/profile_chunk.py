@@ -5,8 +5,8 @@ of each form, so that
   ncu --profile-from-start off -k regex:_pass_kernel ... python tests/gpu/profile_chunk.py
 
 reports every chunk kernel once per form and thread count, in this order: split with 512 and then 256
-threads per CTA of the one-CTA-per-SM programs (state_pass, output_pass, dstate_pass, grad_pass each),
-then fused with 512 and 256 (forward_pass, dstate_pass, grad_pass): occupancy, DRAM throughput and warp
+threads per CTA (state_pass, output_pass, dstate_pass, grad_pass each), then fused with 512 and 256
+(forward_pass, dstate_pass, grad_pass): occupancy, DRAM throughput and warp
 stall reasons, which say whether a kernel waits on memory, on barriers or on arithmetic (docs/cuda.md,
 "What still needs a GPU run")."""
 import argparse

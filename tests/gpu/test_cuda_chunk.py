@@ -326,9 +326,9 @@ def test_bad_forward_form_is_refused(path, monkeypatch):
 @pytest.mark.parametrize("dtype,size", [(torch.bfloat16, (2, 300, 2, 128, 64)), (torch.float16, (1, 130, 3, 64, 16)),
                                         (torch.bfloat16, (1, 100, 1, 192, 128)), (torch.float32, (2, 70, 1, 64, 32))])
 def test_thread_counts_give_the_same_bits(dtype, size, path, monkeypatch):
-    """DECAYFW_CHUNK_THREADS=256|512 launches output_pass, forward_pass and grad_pass with 8 or 16 warps:
-    each index of a phase is still one thread's work and each output tile one warp's, in the same
-    order, so every output of both forward forms and the backward is bit-identical."""
+    """DECAYFW_CHUNK_THREADS=256|512 launches every chunk kernel with 8 or 16 warps: each index of a
+    phase is still one thread's work and each output tile one warp's, in the same order, so every
+    output of both forward forms and the backward is bit-identical."""
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     B, T, H, D, M = size

@@ -56,13 +56,14 @@ enum class ChunkForward { Split, Fused };
 // whose output_pass spreads over chunks too.
 ChunkForward chunk_forward_for(const Dims& dims, int sm_count);
 
-// Threads per CTA of the chunk programs that hold one CTA per multiprocessor (output_pass, forward_pass,
-// grad_pass: their shared memory leaves no room for a second), 256 or 512; the serial state passes, two
-// CTAs per multiprocessor, always run 256. Results do not depend on it, bit for bit: each index of a
-// phase is one thread's work and each 16×16 output tile one warp's, in the same order whatever the
-// count. Only how many warps hide each other's memory and barrier latency does: 512 gives those
-// kernels 16 warps per multiprocessor, as the state passes have.
-constexpr int kChunkWideThreads = 512;
+// Threads per CTA of the chunk kernels, 256 or 512 (default). Results do not depend on it, bit for bit:
+// each index of a phase is one thread's work and each 16×16 output tile one warp's, in the same order
+// whatever the count. How many warps hide each other's memory and barrier latency does: the kernels
+// that hold one CTA per multiprocessor (output_pass, forward_pass, grad_pass: their shared memory leaves
+// no room for a second) get 16 warps per multiprocessor at 512, and the serial state passes, whose
+// N·D/64 CTAs often number no more than the multiprocessors, get 16 warps per CTA and so a shorter
+// chain of phases per chunk.
+constexpr int kChunkThreads = 512;
 bool chunk_threads_supported(int threads);
 
 // Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
@@ -75,8 +76,8 @@ size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward, 
 // skips recomputing them (one serial pass fewer, N·(T/C + 1)·D·M fp32 held in between). The fused
 // form also takes a null workspace (nothing beyond y and S_T is written); the split form needs it.
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream,
-                                     ChunkForward form = ChunkForward::Split, int wide_threads = kChunkWideThreads);
+                                     ChunkForward form = ChunkForward::Split, int threads = kChunkThreads);
 cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream,
-                                      int wide_threads = kChunkWideThreads);
+                                      int threads = kChunkThreads);
 
 }  // namespace decayfw::cuda
