@@ -9,6 +9,10 @@
 #
 #   benchmarks/prepare_fairseq_wheelhouse.sh [DIR]       # default wheelhouse/fairseq (git-ignored)
 #   PYVER=3.11 benchmarks/prepare_fairseq_wheelhouse.sh /tmp/wh311   # for a test on this machine
+#   WITH_NUMPY=1 ...                                      # add NumPy 1.26.4 (18 MB) for a machine without one
+#
+# NumPy is left out by default: the GPU machine has its own (2.5), which fairseq's language-model path
+# runs with, and its wheel would take the carry over 64 MiB with the working tree and the prebuilt extension.
 #
 # Then carry the folder to the GPU machine (run(carry=["wheelhouse"])); tests/gpu/run_all.sh installs from it.
 set -euo pipefail
@@ -26,12 +30,14 @@ mkdir -p "$WH"
 
 # Run-time dependencies of fairseq's import and language-model path, pinned as scripts/install_fairseq.sh pins
 # them; build dependencies of its Cython extensions (Cython 3.0, which supports Python 3.12 and NumPy 1 and 2);
-# NumPy for a machine without it (installed there only when absent).
+# NumPy only when asked for (WITH_NUMPY=1; installed there only when absent).
 BINARY=(
   "hydra-core==1.3.2" "omegaconf==2.3.0" "PyYAML==6.0.2" "bitarray==2.9.2" "regex==2024.11.6"
   "sacrebleu==2.4.3" "portalocker==2.10.1" "tabulate==0.9.0" "colorama==0.4.6" "tqdm==4.67.1"
-  "packaging==24.2" "Cython==3.0.11" "setuptools==69.5.1" "wheel==0.43.0" "numpy==1.26.4"
+  "packaging==24.2" "Cython==3.0.11" "setuptools==69.5.1" "wheel==0.43.0"
 )
+[ "${WITH_NUMPY:-0}" = 1 ] && BINARY+=("numpy==1.26.4")
+[ "${WITH_NUMPY:-0}" = 1 ] || rm -f "$WH"/numpy-*.whl  # a wheelhouse made before keeps none
 "${PIP[@]}" download --only-binary=:all: --no-deps --python-version "$PYVER" --implementation cp --abi "$ABI" \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
   -d "$WH" "${BINARY[@]}"

@@ -22,4 +22,11 @@ PY="$VENV/bin/python" bash tests/gpu/prebuild.sh
 PY="$VENV/bin/python" bash benchmarks/prepare_fairseq_wheelhouse.sh
 PY="$VENV/bin/python" bash benchmarks/prepare_fla_wheelhouse.sh
 du -sh build-gpu-prebuilt wheelhouse
-echo "carry: [\"build-gpu-prebuilt\", \"wheelhouse\"] (64 MiB at most)"
+# What a device call sends: the tracked and untracked-not-ignored files, and the carried folders; the tool
+# refuses more than 64 MiB.
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{ s += $1 } END { print s }')
+carried=$(du -sb build-gpu-prebuilt wheelhouse | awk '{ s += $1 } END { print s }')
+limit=$((64 * 1024 * 1024))
+echo "a device call sends $((tree + carried)) bytes (tree $tree, carried $carried) of $limit"
+[ $((tree + carried)) -le "$limit" ] || { echo "prepare_session: that is over the device tool's 64 MiB" >&2; exit 1; }
+echo "carry: [\"build-gpu-prebuilt\", \"wheelhouse\"]"
