@@ -370,13 +370,15 @@ DECAYFW_CTA void y_intra_off_diagonal(Cta& cta, const Place& pl, Tiles<Op, Cfg>&
   }
 }
 
-// Pd[i][jj] = Σ_m q_i k_j e^{B_i−B_j} for j = the jj-th row of i's sub-chunk, j ≤ i (else 0); and,
-// when Rd is carved, Rd[i][jj] = Σ_d dy_i v_j e^{A_i−A_j}. fp32 on CUDA cores.
+// Pd[i][jj] = Σ_m q_i k_j e^{B_i−B_j} for j = the jj-th row of i's sub-chunk, j ≤ i (else 0), unless
+// !key_side (Pd depends on the key side alone: grad_pass keeps it from its first row tile); and, when Rd
+// is carved, Rd[i][jj] = Σ_d dy_i v_j e^{A_i−A_j}. fp32 on CUDA cores.
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void diagonal_blocks(Cta& cta, Tiles<Op, Cfg>& t) {
+DECAYFW_CTA void diagonal_blocks(Cta& cta, Tiles<Op, Cfg>& t, bool key_side = true) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
-  const int64_t parts = t.Rd ? 2 : 1;
-  cta.for_each(parts * C * S, [&](int64_t e) {
+  const int64_t skip = key_side ? 0 : int64_t(C) * S, parts = t.Rd ? 2 : 1;
+  cta.for_each(parts * C * S - skip, [&](int64_t e) {
+    e += skip;
     const bool dyv = e >= int64_t(C) * S;
     if (dyv) e -= int64_t(C) * S;
     const int i = static_cast<int>(e / S), jj = static_cast<int>(e % S), j = (i / S) * S + jj;
@@ -617,7 +619,8 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
 }
 
 // Shared-memory carve of output_pass and grad_pass. Phases that never overlap share one region:
-// {P, Pop, Tmp} (off-diagonal products) | {Sop, dSop} (inter-chunk products) | {Pd, Rd} (diagonal).
+// {P, Pop, Tmp} (off-diagonal products) | {Sop, dSop} (inter-chunk products) | Pd or Rd (diagonal;
+// grad_pass keeps Pd, which depends on the key side alone, out of the region, for all its row tiles).
 template <typename Op, typename Cfg>
 struct ChunkSmem {
   Tiles<Op, Cfg> t;
@@ -651,8 +654,7 @@ struct ChunkSmem {
     alt1.take<float>(size_t(S) * Cfg::ld_tmp);
     alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) alt2.take<Op>(size_t(R) * Cfg::ldm_op);
-    alt3.take<float>(size_t(C) * S);
-    if (grad) alt3.take<float>(size_t(C) * S);
+    alt3.take<float>(size_t(C) * S);  // grad: Rd; output_pass: Pd
     cta::Arena region = ar.region(cta::max_size(alt1.used(), cta::max_size(alt2.used(), alt3.used())));
     cta::Arena r1 = region, r2 = region, r3 = region;
     t.P = r1.take<float>(size_t(C) * Cfg::ldc_f);
@@ -660,8 +662,12 @@ struct ChunkSmem {
     t.Tmp = r1.take<float>(size_t(S) * Cfg::ld_tmp);
     t.Sop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) t.dSop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
-    t.Pd = r3.take<float>(size_t(C) * S);
-    if (grad) t.Rd = r3.take<float>(size_t(C) * S);
+    if (grad) {
+      t.Rd = r3.take<float>(size_t(C) * S);
+      t.Pd = ar.take<float>(size_t(C) * S);  // kept across grad_pass's row tiles (diagonal_blocks)
+    } else {
+      t.Pd = r3.take<float>(size_t(C) * S);
+    }
     t.Y = ar.take<float>(size_t(C) * (grad ? Cfg::ld_tmp : Cfg::ldd_f));  // grad: also C×M scratch
     if (grad) {
       DQ = ar.take<float>(size_t(C) * Cfg::ldm_f);
@@ -778,6 +784,76 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
     copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f, final_state, M);
   } else if (final_state) {
     copy_state_tile<Cta, Cfg>(cta, final_state, M, S, Cfg::ldm_f);
+  }
+}
+
+// The diagonal blocks' terms of grad_pass for one sub-chunk (rows blk .. blk + S − 1) and one column, in
+// fp32 on CUDA cores. Both terms of a pair of rows a ≥ c share one decay, computed once:
+//   row side (column d, decay e^{A_a−A_c}, with Pd):  y_a += Pd_ac v_c e^{..}   and  dv_c += Pd_ac dy_a e^{..};
+//   key side (column m, decay e^{B_a−B_c}, with Rd):  dq_a += Rd_ac k_c e^{..}  and  dk_c += Rd_ac q_a e^{..}.
+// Each sum runs in the order of the per-row loops it replaces (y_a and dq_a over c ascending, dv_c and
+// dk_c over a ascending, from the off-diagonal sums), with the same products, so the results are the
+// same up to the compiler's choice of fused multiply-adds (bit for bit on the host with
+// -ffp-contract=off); the decays are S(S+1)/2 per column instead of S(S+1).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, int blk, int d) {
+  constexpr int R = Cfg::R, S = Cfg::S;
+  Tiles<Op, Cfg>& t = sm.t;
+  float A[S], v[S], g[S], y[S], dv[S];
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    const int i = blk + r;
+    A[r] = t.Ac[i * R + d];
+    v[r] = Cta::to_f(t.Vr[i * Cfg::ldd_op + d]);
+    g[r] = Cta::to_f(t.Gr[i * Cfg::ldd_op + d]);
+    y[r] = 0.0f;
+    dv[r] = sm.DV[i * Cfg::ldd_f + d];
+  }
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    DECAYFW_UNROLL
+    for (int c = 0; c <= r; ++c) {
+      const float p = t.Pd[(blk + r) * S + c], decay = expf(A[r] - A[c]);
+      y[r] += p * v[c] * decay;
+      dv[c] += p * g[r] * decay;
+    }
+  }
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    const int i = blk + r;
+    sm.DV[i * Cfg::ldd_f + d] = dv[r];
+    t.Y[i * Cfg::ldd_f + d] = (t.Y[i * Cfg::ldd_f + d] + y[r]) * g[r];
+    if (i < pl.valid) row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(dv[r]);
+  }
+}
+
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m) {
+  constexpr int M = Cfg::M, S = Cfg::S;
+  Tiles<Op, Cfg>& t = sm.t;
+  float B[S], q[S], k[S], dq[S], dk[S];
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    const int i = blk + r;
+    B[r] = t.Bc[i * M + m];
+    q[r] = Cta::to_f(t.Qr[i * Cfg::ldm_op + m]);
+    k[r] = Cta::to_f(t.Kr[i * Cfg::ldm_op + m]);
+    dq[r] = sm.DQ[i * Cfg::ldm_f + m];
+    dk[r] = sm.DK[i * Cfg::ldm_f + m];
+  }
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    DECAYFW_UNROLL
+    for (int c = 0; c <= r; ++c) {
+      const float p = t.Rd[(blk + r) * S + c], decay = expf(B[r] - B[c]);
+      dq[r] += p * k[c] * decay;
+      dk[c] += p * q[r] * decay;
+    }
+  }
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    sm.DQ[(blk + r) * Cfg::ldm_f + m] = dq[r];
+    sm.DK[(blk + r) * Cfg::ldm_f + m] = dk[r];
   }
 }
 
@@ -938,29 +1014,16 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     });
   }
 
-  // Diagonal blocks in fp32, and dv written; y ⊙ dy kept in Y for the row-gate identity.
-  diagonal_blocks(cta, t);
-  cta.for_each(int64_t(C) * (R + M), [&](int64_t e) {
-    if (e < int64_t(C) * R) {
-      const int i = static_cast<int>(e / R), d = static_cast<int>(e % R), blk = (i / S) * S;
-      const float y = t.Y[i * Cfg::ldd_f + d] + y_diagonal_term<Op, Cfg, Cta>(t, i, d);
-      float dv = DV[i * Cfg::ldd_f + d];  // row j = i: Σ_{i' ≥ j in the block} Pd[i'][j] dy_i' e^{A_i'−A_j}
-      for (int i2 = i; i2 < blk + S; ++i2)
-        dv += t.Pd[i2 * S + (i - blk)] * Cta::to_f(t.Gr[i2 * Cfg::ldd_op + d]) * expf(t.Ac[i2 * R + d] - t.Ac[i * R + d]);
-      DV[i * Cfg::ldd_f + d] = dv;
-      t.Y[i * Cfg::ldd_f + d] = y * Cta::to_f(t.Gr[i * Cfg::ldd_op + d]);
-      if (i < pl.valid) row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(dv);
+  // Diagonal blocks in fp32 (Pd with the first row tile only), and dv written; y ⊙ dy kept in Y for the
+  // row-gate identity. One index per (sub-chunk, column): each pair of rows' decay is computed once for
+  // both of its terms (diagonal_row_terms, diagonal_key_terms).
+  diagonal_blocks(cta, t, pl.tile == 0);
+  cta.for_each(int64_t(Cfg::NS) * (R + M), [&](int64_t e) {
+    if (e < int64_t(Cfg::NS) * R) {
+      diagonal_row_terms<Cta>(a, pl, sm, static_cast<int>(e / R) * S, static_cast<int>(e % R));
     } else {
-      e -= int64_t(C) * R;
-      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M), blk = (i / S) * S;
-      float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
-      const float bi = t.Bc[i * M + m];
-      for (int j = blk; j <= i; ++j)  // dq_i += Σ_{j ≤ i} Rd_ij k_j e^{B_i−B_j}
-        dq += t.Rd[i * S + (j - blk)] * Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) * expf(bi - t.Bc[j * M + m]);
-      for (int i2 = i; i2 < blk + S; ++i2)  // dk_j (j = i) += Σ_{i' ≥ j} Rd_i'j q_i' e^{B_i'−B_j}
-        dk += t.Rd[i2 * S + (i - blk)] * Cta::to_f(t.Qr[i2 * Cfg::ldm_op + m]) * expf(t.Bc[i2 * M + m] - bi);
-      DQ[i * Cfg::ldm_f + m] = dq;
-      DK[i * Cfg::ldm_f + m] = dk;
+      e -= int64_t(Cfg::NS) * R;
+      diagonal_key_terms<Cta>(sm, static_cast<int>(e / M) * S, static_cast<int>(e % M));
     }
   });
 

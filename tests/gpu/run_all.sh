@@ -166,6 +166,7 @@ if want profile && [ -n "$NCU" ] && lim=$(limit profile "${PROFILE_TIMEOUT:-90}"
   t0=$SECONDS
   timeout -k 10 "$lim" "$NCU" --profile-from-start off --clock-control none -k regex:_pass_kernel \
     --section SpeedOfLight --section LaunchStats --section Occupancy --section MemoryWorkloadAnalysis \
+    --section ComputeWorkloadAnalysis --section InstructionStats \
     --section WarpStateStats "$PY" tests/gpu/profile_chunk.py ${PROFILE_ARGS:-} > "$LOGS/ncu_chunk.txt" 2>&1
   record profile $? "$t0" "$lim"
 elif want profile && [ -z "$NCU" ]; then
