@@ -111,6 +111,20 @@ DECAYFW_CTA Op* dstates_of(const ChunkArgs& a) {
 DECAYFW_CTA float log_sigmoid(float x) { return fminf(x, 0.0f) - log1pf(expf(-fabsf(x))); }
 DECAYFW_CTA float sigmoid_of_minus(float x) { return 1.0f / (1.0f + expf(x)); }  // σ(−x): exact near σ(x) = 1
 
+// e^x of a decay exponent (a difference of cumulative log gates, x ≤ 0). The gradient pass computes
+// hundreds of thousands per chunk, most in its 16×16 diagonal blocks, so the hardware's ex2.approx is
+// used on the device: one multiply and one special-function op, where expf spends six more
+// instructions on range reduction. Its error, about 2 ulp plus |x|·2^-24 relative (under 6e-6 for
+// x ≥ −88; below about −87 the result flushes to zero, as the terms it scales no longer count), is far
+// under the operands' rounding (bf16 2^-9, tf32 2^-11). The host executor uses expf.
+DECAYFW_CTA float decay_exp(float x) {
+#if defined(__CUDA_ARCH__)
+  return __expf(x);
+#else
+  return expf(x);
+#endif
+}
+
 template <typename T>
 DECAYFW_CTA const T* row_of(const SeqIn& s, int64_t b, int64_t t, int64_t h) {
   return static_cast<const T*>(s.p) + b * s.sb + t * s.st + h * s.sh;
@@ -314,7 +328,7 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
   cta.for_each(int64_t(C) * M, [&](int64_t e) {
     const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * expf(t.Bc[i * M + m]));
+    t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * decay_exp(t.Bc[i * M + m]));
   });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
 }
@@ -325,7 +339,7 @@ DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, R = Cfg::R;
   cta.for_each(int64_t(C) * R, [&](int64_t e) {
     const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-    t.Y[i * Cfg::ldd_f + d] *= expf(t.Ac[i * R + d]);
+    t.Y[i * Cfg::ldd_f + d] *= decay_exp(t.Ac[i * R + d]);
   });
 }
 
@@ -341,20 +355,20 @@ DECAYFW_CTA void y_intra_off_diagonal(Cta& cta, const Place& pl, Tiles<Op, Cfg>&
       if (e < int64_t(S) * M) {
         const int i = r + static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
-                                                              expf(t.Bc[i * M + m] - t.Bc[r * M + m]));
+                                                              decay_exp(t.Bc[i * M + m] - t.Bc[r * M + m]));
         return;
       }
       e -= int64_t(S) * M;
       if (e < int64_t(r) * M) {
         const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                              expf(t.Bc[r * M + m] - t.Bc[j * M + m]));
+                                                              decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
         return;
       }
       e -= int64_t(r) * M;
       const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
       t.Xc[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                            expf(t.Ac[r * R + d] - t.Ac[j * R + d]));
+                                                            decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
     });
     cta.template gemm<false, true>(S, r, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
                                    false);
@@ -365,7 +379,7 @@ DECAYFW_CTA void y_intra_off_diagonal(Cta& cta, const Place& pl, Tiles<Op, Cfg>&
     cta.template gemm<false, false>(S, R, r, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * R, [&](int64_t e) {
       const int ii = static_cast<int>(e / R), d = static_cast<int>(e % R), i = r + ii;
-      t.Y[i * Cfg::ldd_f + d] += expf(t.Ac[i * R + d] - t.Ac[r * R + d]) * t.Tmp[ii * Cfg::ld_tmp + d];
+      t.Y[i * Cfg::ldd_f + d] += decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]) * t.Tmp[ii * Cfg::ld_tmp + d];
     });
   }
 }
@@ -387,11 +401,11 @@ DECAYFW_CTA void diagonal_blocks(Cta& cta, Tiles<Op, Cfg>& t, bool key_side = tr
       if (!dyv) {
         for (int m = 0; m < M; ++m)
           s += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-               expf(t.Bc[i * M + m] - t.Bc[j * M + m]);
+               decay_exp(t.Bc[i * M + m] - t.Bc[j * M + m]);
       } else {
         for (int d = 0; d < R; ++d)
           s += Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-               expf(t.Ac[i * R + d] - t.Ac[j * R + d]);
+               decay_exp(t.Ac[i * R + d] - t.Ac[j * R + d]);
       }
     }
     (dyv ? t.Rd : t.Pd)[i * S + jj] = s;
@@ -405,7 +419,7 @@ DECAYFW_CTA float y_diagonal_term(const Tiles<Op, Cfg>& t, int i, int d) {
   const int j0 = (i / S) * S;
   float s = 0.0f;
   for (int j = j0; j <= i; ++j)
-    s += t.Pd[i * S + (j - j0)] * Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) * expf(t.Ac[i * R + d] - t.Ac[j * R + d]);
+    s += t.Pd[i * S + (j - j0)] * Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) * decay_exp(t.Ac[i * R + d] - t.Ac[j * R + d]);
   return s;
 }
 
@@ -539,19 +553,19 @@ DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
     if (e < int64_t(C) * M) {
       const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
       Op& k = t.Kr[j * Cfg::ldm_op + m];
-      k = Cta::template from_f<Op>(Cta::to_f(k) * expf(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
+      k = Cta::template from_f<Op>(Cta::to_f(k) * decay_exp(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
       return;
     }
     e -= int64_t(C) * M;
     if (e < int64_t(C) * R) {
       const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
       Op& v = t.Vr[j * Cfg::ldd_op + d];
-      v = Cta::template from_f<Op>(Cta::to_f(v) * expf(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
+      v = Cta::template from_f<Op>(Cta::to_f(v) * decay_exp(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
       return;
     }
     e -= int64_t(C) * R;
     const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    S[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
+    S[d * Cfg::ldm_f + m] *= decay_exp(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
   });
   cta.template gemm<true, false>(R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, S, Cfg::ldm_f, true);
 }
@@ -599,19 +613,19 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
           if (e < int64_t(C) * M) {
             const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
             Op& q = t.Qr[i * Cfg::ldm_op + m];
-            q = Cta::template from_f<Op>(Cta::to_f(q) * expf(t.Bc[i * M + m]));
+            q = Cta::template from_f<Op>(Cta::to_f(q) * decay_exp(t.Bc[i * M + m]));
             return;
           }
           e -= int64_t(C) * M;
           if (e < int64_t(C) * R) {
             const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
             Op& g = t.Gr[i * Cfg::ldd_op + d];
-            g = Cta::template from_f<Op>(Cta::to_f(g) * expf(t.Ac[i * R + d]));
+            g = Cta::template from_f<Op>(Cta::to_f(g) * decay_exp(t.Ac[i * R + d]));
             return;
           }
           e -= int64_t(C) * R;
           const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-          dS[d * Cfg::ldm_f + m] *= expf(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
+          dS[d * Cfg::ldm_f + m] *= decay_exp(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
         });
         cta.template gemm<true, false>(R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, dS, Cfg::ldm_f, true);
       });
@@ -813,7 +827,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
   for (int r = 0; r < S; ++r) {
     DECAYFW_UNROLL
     for (int c = 0; c <= r; ++c) {
-      const float p = t.Pd[(blk + r) * S + c], decay = expf(A[r] - A[c]);
+      const float p = t.Pd[(blk + r) * S + c], decay = decay_exp(A[r] - A[c]);
       y[r] += p * v[c] * decay;
       dv[c] += p * g[r] * decay;
     }
@@ -845,7 +859,7 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m) {
   for (int r = 0; r < S; ++r) {
     DECAYFW_UNROLL
     for (int c = 0; c <= r; ++c) {
-      const float p = t.Rd[(blk + r) * S + c], decay = expf(B[r] - B[c]);
+      const float p = t.Rd[(blk + r) * S + c], decay = decay_exp(B[r] - B[c]);
       dq[r] += p * k[c] * decay;
       dk[c] += p * q[r] * decay;
     }
@@ -889,8 +903,8 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       if (kk) e -= cm;
       const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
       const float b = t.Bc[i * M + m];
-      if (!kk) t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * expf(b));
-      else t.Xb[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * expf(t.Bc[last * M + m] - b));
+      if (!kk) t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * decay_exp(b));
+      else t.Xb[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * decay_exp(t.Bc[last * M + m] - b));
       return;
     }
     e -= 2 * cm;
@@ -898,27 +912,27 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     if (vv) e -= cr;
     const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
     const float al = t.Ac[i * R + d];
-    if (!vv) t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * expf(al));
-    else t.Xd[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * expf(t.Ac[last * R + d] - al));
+    if (!vv) t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * decay_exp(al));
+    else t.Xd[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * decay_exp(t.Ac[last * R + d] - al));
   });
   // dq and dk accumulate over tiles, so their inter products go through Y (as C×M scratch) first.
   cta.template gemm<false, false>(C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
   cta.for_each(int64_t(C) * M, [&](int64_t e) {
     const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    DQ[i * Cfg::ldm_f + m] += expf(t.Bc[i * M + m]) * t.Y[i * Cfg::ld_tmp + m];
+    DQ[i * Cfg::ldm_f + m] += decay_exp(t.Bc[i * M + m]) * t.Y[i * Cfg::ld_tmp + m];
   });
   cta.template gemm<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
   cta.for_each(int64_t(C) * M, [&](int64_t e) {
     const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    DK[i * Cfg::ldm_f + m] += expf(t.Bc[last * M + m] - t.Bc[i * M + m]) * t.Y[i * Cfg::ld_tmp + m];
+    DK[i * Cfg::ldm_f + m] += decay_exp(t.Bc[last * M + m] - t.Bc[i * M + m]) * t.Y[i * Cfg::ld_tmp + m];
   });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
   cta.template gemm<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op, DV, Cfg::ldd_f, false);
   cta.for_each(int64_t(C) * R, [&](int64_t e) {
     const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
     const float al = t.Ac[i * R + d];
-    t.Y[i * Cfg::ldd_f + d] *= expf(al);
-    DV[i * Cfg::ldd_f + d] *= expf(t.Ac[last * R + d] - al);
+    t.Y[i * Cfg::ldd_f + d] *= decay_exp(al);
+    DV[i * Cfg::ldd_f + d] *= decay_exp(t.Ac[last * R + d] - al);
   });
 
   // Intra-chunk, off the diagonal blocks: y (causal), dq (causal), dv and dk (anti-causal).
@@ -930,20 +944,20 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       if (e < int64_t(S) * R) {
         const int i = r + static_cast<int>(e / R), d = static_cast<int>(e % R);
         t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
-                                                              expf(t.Ac[i * R + d] - t.Ac[r * R + d]));
+                                                              decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]));
         return;
       }
       e -= int64_t(S) * R;
       if (e < int64_t(r) * R) {
         const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
         t.Xd[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                              expf(t.Ac[r * R + d] - t.Ac[j * R + d]));
+                                                              decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
         return;
       }
       e -= int64_t(r) * R;
       const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
       t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                            expf(t.Bc[r * M + m] - t.Bc[j * M + m]));
+                                                            decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
     });
     cta.template gemm<false, true>(S, r, R, t.Xc + r * Cfg::ldd_op, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.P, Cfg::ldc_f,
                                    false);
@@ -954,7 +968,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     cta.template gemm<false, false>(S, M, r, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * M, [&](int64_t e) {
       const int ii = static_cast<int>(e / M), m = static_cast<int>(e % M), i = r + ii;
-      DQ[i * Cfg::ldm_f + m] += expf(t.Bc[i * M + m] - t.Bc[r * M + m]) * t.Tmp[ii * Cfg::ld_tmp + m];
+      DQ[i * Cfg::ldm_f + m] += decay_exp(t.Bc[i * M + m] - t.Bc[r * M + m]) * t.Tmp[ii * Cfg::ld_tmp + m];
     });
   }
   for (int J = 0; J + 1 < Cfg::NS; ++J) {  // rows j of sub-chunk J against every later row i; reference = J's last row
@@ -964,27 +978,27 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       if (e < int64_t(S) * M) {
         const int j = j0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                              expf(t.Bc[rp * M + m] - t.Bc[j * M + m]));
+                                                              decay_exp(t.Bc[rp * M + m] - t.Bc[j * M + m]));
         return;
       }
       e -= int64_t(S) * M;
       if (e < int64_t(S) * R) {
         const int j = j0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
         t.Xd[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                              expf(t.Ac[rp * R + d] - t.Ac[j * R + d]));
+                                                              decay_exp(t.Ac[rp * R + d] - t.Ac[j * R + d]));
         return;
       }
       e -= int64_t(S) * R;
       if (e < int64_t(w) * M) {
         const int i = i0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
-                                                              expf(t.Bc[i * M + m] - t.Bc[rp * M + m]));
+                                                              decay_exp(t.Bc[i * M + m] - t.Bc[rp * M + m]));
         return;
       }
       e -= int64_t(w) * M;
       const int i = i0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
       t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
-                                                            expf(t.Ac[i * R + d] - t.Ac[rp * R + d]));
+                                                            decay_exp(t.Ac[i * R + d] - t.Ac[rp * R + d]));
     });
     // dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ij (dy_i e^{A_i−A_rp}),  P_ij = (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp})
     cta.template gemm<false, true>(S, w, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op,
@@ -997,7 +1011,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * R, [&](int64_t e) {
       const int jj = static_cast<int>(e / R), d = static_cast<int>(e % R), j = j0 + jj;
-      DV[j * Cfg::ldd_f + d] += expf(t.Ac[rp * R + d] - t.Ac[j * R + d]) * t.Tmp[jj * Cfg::ld_tmp + d];
+      DV[j * Cfg::ldd_f + d] += decay_exp(t.Ac[rp * R + d] - t.Ac[j * R + d]) * t.Tmp[jj * Cfg::ld_tmp + d];
     });
     // dk_J += e^{B_rp−B_J} ⊙ Σ_i R_ij (q_i e^{B_i−B_rp}),  R_ij = (V_J e^{A_rp−A_J})·(dy_i e^{A_i−A_rp})
     cta.template gemm<false, true>(S, w, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op,
@@ -1010,7 +1024,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * M, [&](int64_t e) {
       const int jj = static_cast<int>(e / M), m = static_cast<int>(e % M), j = j0 + jj;
-      DK[j * Cfg::ldm_f + m] += expf(t.Bc[rp * M + m] - t.Bc[j * M + m]) * t.Tmp[jj * Cfg::ld_tmp + m];
+      DK[j * Cfg::ldm_f + m] += decay_exp(t.Bc[rp * M + m] - t.Bc[j * M + m]) * t.Tmp[jj * Cfg::ld_tmp + m];
     });
   }
 
