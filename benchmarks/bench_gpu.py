@@ -285,6 +285,62 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
     return once
 
 
+# Special-function operations (MUFU: exponentials, logarithms, reciprocals) per chunk-path kernel, read
+# off kernels/cuda/decay_chunk_program.h as it is: every decay e^x of a gate difference is one ex2, a log
+# gate two (exp and log), σ(−x) two (exp and reciprocal). A Hopper SM retires 16 per clock, so at
+# 132 SMs and 1.98 GHz (H100/H200 boost) the device does 4.2e12 a second: the second floor beside the
+# bytes. The gradient pass's 16×16 diagonal blocks, computed per element in fp32 because their gates
+# can span more than fp32's range, are most of it.
+SFU_OPS_PER_SECOND = 132 * 16 * 1.98e9
+SUB = 16  # rows per sub-chunk (kSub)
+
+
+def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split"):
+    """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations)."""
+    C = C or compiled_chunk(M)
+    R, S, NS = 64, SUB, C // SUB
+    blocks = N * -(-T // C)            # (sequence, chunk) pairs
+    tiles = D // R
+    off = sum(S * M + I * S * (M + R) + S * R for I in range(1, NS))         # y_intra_off_diagonal (and dq's)
+    gates = 2 * C * (M + R)                                                    # log σ of f and z
+    update = C * (M + R) + R * M                                               # one chunk's state update
+    y_block = C * M + C * R + off + C * S * M + C * R * (S + 1) // 2           # inter, off-diagonal, Pd, y's diagonal
+    dvdk = sum(S * (M + R) + (C - (J + 1) * S) * (M + R) + S * R + S * M for J in range(NS - 1))
+    grad_tile = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + 2 * off + dvdk + C * S * R
+                 + NS * (R + M) * S * (S + 1) // 2 + 2 * C * R)
+    per_chunk = {
+        "state_pass": tiles * (gates + update),
+        "output_pass": tiles * (gates + y_block),
+        "forward_pass": tiles * (gates + y_block + update),
+        "dstate_pass": tiles * (gates + update),
+        "grad_pass": 2 * C * M + tiles * grad_tile + C * S * M + 2 * C * M,   # key gates, tiles, Pd once, df
+    }
+    ops = {k: blocks * v for k, v in per_chunk.items()}
+    if forward == "fused":
+        ops["output_pass"] = 0
+        ops["state_pass"] = 0 if reuse_states else ops["state_pass"]
+    else:
+        ops["forward_pass"] = 0
+        ops["state_pass"] *= 1 if reuse_states else 2
+    return ops
+
+
+def print_compute_model(sizes, bw):
+    print("Chunk path, forward+backward: the two floors of each kernel (model). MUFU: special-function operations "
+          "(chunk_kernel_sfu) and the time they take at 16 per clock per SM, 132 SMs, 1.98 GHz; bytes: "
+          f"chunk_kernel_bytes at {bw / 1e9:.0f} GB/s. Where the first is larger, the kernel cannot reach the "
+          "bandwidth the traffic model assumes\n")
+    print("| N | T | D | M | forward | " + " | ".join(f"{k} MUFU µs / bytes µs" for k in CHUNK_KERNELS) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(CHUNK_KERNELS))
+    for N, T, D, M in sizes:
+        for form in CHUNK_FORWARDS:
+            sfu, b = chunk_kernel_sfu(N, T, D, M, forward=form), chunk_kernel_bytes(N, T, D, M, forward=form)
+            cell = lambda k: (f"{sfu[k] / SFU_OPS_PER_SECOND * 1e6:.0f} / {b[k] / bw * 1e6:.0f}" if sfu[k] or b[k]
+                              else "—")
+            print(f"| {N} | {T} | {D} | {M} | {form} | " + " | ".join(cell(k) for k in CHUNK_KERNELS) + " |")
+    print()
+
+
 def print_traffic_model(sizes):
     print("Chunk path, forward+backward: HBM traffic by kernel (model, MB; chunk_kernel_bytes, the backward reusing "
           "the forward's chunk states) against the I/O floor, for each forward form. 'bound' = floor ÷ model: the "
@@ -390,7 +446,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     started = time.monotonic()
     if a.traffic_model:
-        print_traffic_model([(N, T, D, M) for D in a.D for M in a.M for N in a.N for T in a.T])
+        sizes = [(N, T, D, M) for D in a.D for M in a.M for N in a.N for T in a.T]
+        print_traffic_model(sizes)
+        print_compute_model(sizes, 4.3e12)  # the copy bandwidth measured on an H200 here (.library notes)
         return 0
     if not torch.cuda.is_available():
         p.exit(1, "bench_gpu: CUDA is not available (this benchmark times the CUDA kernels on a GPU; "
@@ -418,6 +476,7 @@ def main(argv=None):
     breakdown = [tuple(b) for b in breakdown if all(b)]
     if breakdown:
         print_traffic_model(breakdown)
+        print_compute_model(breakdown, bw)
         print_kernel_breakdown(breakdown, bw)
     print_decode_table(a.D, a.M, a.N, bw)
     rows, left_out = [], []

@@ -69,7 +69,7 @@ def test_traffic_model_table_prints_without_a_gpu():
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "bindings", "python")))
     assert r.returncode == 0, r.stderr
     rows = {line.split("|")[5].strip(): line.rstrip() for line in r.stdout.splitlines()
-            if line.startswith("| 64 | 8192 | 128 | 64 |")}
+            if line.startswith("| 64 | 8192 | 128 | 64 |") and line.rstrip().endswith("% |")}  # the traffic table
     assert set(rows) == {"split", "fused"}, r.stdout
     assert rows["split"].endswith("| 47% | 40% |") and rows["fused"].endswith("| 58% | 51% |"), r.stdout
 
@@ -88,3 +88,31 @@ def test_sweep_runs_the_target_lengths_first():
     assert sorted(order) == sorted(SIZES)
     assert [T for _, T, _, _ in order] == [2048] * 8 + [8192] * 8 + [512] * 8
     assert order[:2] == [(64, 2048, 128, 32), (256, 2048, 128, 32)]
+
+
+@pytest.mark.parametrize("N,T,D,M", SIZES)
+def test_special_function_model_scales_with_the_work(N, T, D, M):
+    """chunk_kernel_sfu counts special-function operations per chunk: linear in the chunks and sequences, the
+    forward forms' serial passes as the programs run them, and the gradient pass the largest (its 16×16
+    diagonal blocks take exponentials per element)."""
+    split, fused = (bench_gpu.chunk_kernel_sfu(N, T, D, M, forward=f) for f in bench_gpu.CHUNK_FORWARDS)
+    chunks = -(-T // bench_gpu.compiled_chunk(M))
+    one = bench_gpu.chunk_kernel_sfu(1, bench_gpu.compiled_chunk(M), D, M)
+    assert {k: v * N * chunks for k, v in one.items()} == split
+    assert split["forward_pass"] == fused["state_pass"] == fused["output_pass"] == 0
+    C = bench_gpu.compiled_chunk(M)
+    gates_once = N * chunks * (D // 64) * 2 * C * (M + 64)  # the fused pass takes each chunk's log gates once
+    assert fused["forward_pass"] + gates_once == split["state_pass"] + split["output_pass"]
+    assert split["grad_pass"] == max(split.values())
+    recomputed = bench_gpu.chunk_kernel_sfu(N, T, D, M, reuse_states=False)
+    assert recomputed["state_pass"] == 2 * split["state_pass"]
+
+
+def test_gradient_pass_special_functions_for_one_chunk():
+    """One bf16 chunk, M = 64, C = 64, D = 128, counted by hand from kernels/cuda/decay_chunk_program.h:
+    per row tile, the row gates 8192 (two each), the inter-chunk scalings 16384, the accumulations into
+    DQ, DK 8192 and into Y, DV 8192, the intra-chunk loops 2 × 18432 + 24576, Rd 65536, the paired
+    diagonal terms 4 · 128 · 136 = 69632, σ(−z) 8192; per chunk, the key gates 8192, Pd 65536 (first
+    tile only) and σ(−f) 8192."""
+    tile = 8192 + 16384 + 8192 + 8192 + 2 * 18432 + 24576 + 65536 + 69632 + 8192
+    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64)["grad_pass"] == 8192 + 2 * tile + 65536 + 8192
