@@ -20,8 +20,8 @@
 namespace decayfw::cuda::chunk_launch {
 namespace {
 
-using cta::DeviceCta;
 using chunk::ChunkArgs;
+using cta::DeviceCta;
 
 // Compiled for up to kMaxThreads per CTA and launched with the caller's count (cuda::kChunkThreads): the
 // state passes for two CTAs per multiprocessor (at most 64 registers), the others for one (their shared

@@ -328,7 +328,8 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
   cta.for_each(int64_t(C) * M, [&](int64_t e) {
     const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * decay_exp(t.Bc[i * M + m]));
+    t.Xa[i * Cfg::ldm_op + m] =
+        Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * decay_exp(t.Bc[i * M + m]));
   });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
 }
@@ -355,20 +356,20 @@ DECAYFW_CTA void y_intra_off_diagonal(Cta& cta, const Place& pl, Tiles<Op, Cfg>&
       if (e < int64_t(S) * M) {
         const int i = r + static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
-                                                              decay_exp(t.Bc[i * M + m] - t.Bc[r * M + m]));
+                                                             decay_exp(t.Bc[i * M + m] - t.Bc[r * M + m]));
         return;
       }
       e -= int64_t(S) * M;
       if (e < int64_t(r) * M) {
         const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                              decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
+                                                             decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
         return;
       }
       e -= int64_t(r) * M;
       const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
-      t.Xc[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                            decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
+      t.Xc[j * Cfg::ldd_op + d] =
+          Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) * decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
     });
     cta.template gemm<false, true>(S, r, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
                                    false);
@@ -903,8 +904,11 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       if (kk) e -= cm;
       const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
       const float b = t.Bc[i * M + m];
-      if (!kk) t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * decay_exp(b));
-      else t.Xb[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * decay_exp(t.Bc[last * M + m] - b));
+      if (!kk)
+        t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * decay_exp(b));
+      else
+        t.Xb[i * Cfg::ldm_op + m] =
+            Cta::template from_f<Op>(Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * decay_exp(t.Bc[last * M + m] - b));
       return;
     }
     e -= 2 * cm;
@@ -912,8 +916,11 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     if (vv) e -= cr;
     const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
     const float al = t.Ac[i * R + d];
-    if (!vv) t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * decay_exp(al));
-    else t.Xd[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * decay_exp(t.Ac[last * R + d] - al));
+    if (!vv)
+      t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * decay_exp(al));
+    else
+      t.Xd[i * Cfg::ldd_op + d] =
+          Cta::template from_f<Op>(Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * decay_exp(t.Ac[last * R + d] - al));
   });
   // dq and dk accumulate over tiles, so their inter products go through Y (as C×M scratch) first.
   cta.template gemm<false, false>(C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
@@ -944,20 +951,20 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       if (e < int64_t(S) * R) {
         const int i = r + static_cast<int>(e / R), d = static_cast<int>(e % R);
         t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
-                                                              decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]));
+                                                             decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]));
         return;
       }
       e -= int64_t(S) * R;
       if (e < int64_t(r) * R) {
         const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
         t.Xd[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                              decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
+                                                             decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
         return;
       }
       e -= int64_t(r) * R;
       const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                            decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
+      t.Xb[j * Cfg::ldm_op + m] =
+          Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) * decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
     });
     cta.template gemm<false, true>(S, r, R, t.Xc + r * Cfg::ldd_op, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.P, Cfg::ldc_f,
                                    false);
@@ -978,27 +985,27 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       if (e < int64_t(S) * M) {
         const int j = j0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                              decay_exp(t.Bc[rp * M + m] - t.Bc[j * M + m]));
+                                                             decay_exp(t.Bc[rp * M + m] - t.Bc[j * M + m]));
         return;
       }
       e -= int64_t(S) * M;
       if (e < int64_t(S) * R) {
         const int j = j0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
         t.Xd[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                              decay_exp(t.Ac[rp * R + d] - t.Ac[j * R + d]));
+                                                             decay_exp(t.Ac[rp * R + d] - t.Ac[j * R + d]));
         return;
       }
       e -= int64_t(S) * R;
       if (e < int64_t(w) * M) {
         const int i = i0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
-                                                              decay_exp(t.Bc[i * M + m] - t.Bc[rp * M + m]));
+                                                             decay_exp(t.Bc[i * M + m] - t.Bc[rp * M + m]));
         return;
       }
       e -= int64_t(w) * M;
       const int i = i0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
       t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
-                                                            decay_exp(t.Ac[i * R + d] - t.Ac[rp * R + d]));
+                                                           decay_exp(t.Ac[i * R + d] - t.Ac[rp * R + d]));
     });
     // dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ij (dy_i e^{A_i−A_rp}),  P_ij = (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp})
     cta.template gemm<false, true>(S, w, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op,
