@@ -296,7 +296,9 @@ SUB = 16  # rows per sub-chunk (kSub)
 
 
 def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split"):
-    """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations)."""
+    """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations).
+    output_pass and grad_pass walk a chunk's row tiles inside one CTA and take the key side's log gates
+    and Pd once; forward_pass, one row tile per CTA, takes them for each."""
     C = C or compiled_chunk(M)
     R, S, NS = 64, SUB, C // SUB
     blocks = N * -(-T // C)            # (sequence, chunk) pairs
@@ -304,14 +306,15 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split"):
     off = sum(S * M + I * S * (M + R) + S * R for I in range(1, NS))         # y_intra_off_diagonal (and dq's)
     gates = 2 * C * (M + R)                                                    # log σ of f and z
     update = C * (M + R) + R * M                                               # one chunk's state update
-    y_block = C * M + C * R + off + C * S * M + C * R * (S + 1) // 2           # inter, off-diagonal, Pd, y's diagonal
+    pd = C * S * M                                                             # the key side's diagonal blocks
+    y_tile = C * M + C * R + off + C * R * (S + 1) // 2                        # inter, off-diagonal, y's diagonal
     dvdk = sum(S * (M + R) + (C - (J + 1) * S) * (M + R) + S * R + S * M for J in range(NS - 1))
     grad_tile = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + 2 * off + dvdk + C * S * R
                  + NS * (R + M) * S * (S + 1) // 2 + 2 * C * R)
     per_chunk = {
         "state_pass": tiles * (gates + update),
-        "output_pass": tiles * (gates + y_block),
-        "forward_pass": tiles * (gates + y_block + update),
+        "output_pass": 2 * C * M + pd + tiles * (2 * C * R + y_tile),            # key side and Pd once per chunk
+        "forward_pass": tiles * (gates + pd + y_tile + update),                   # one row tile per CTA
         "dstate_pass": tiles * (gates + update),
         "grad_pass": 2 * C * M + tiles * grad_tile + C * S * M + 2 * C * M,   # key gates, tiles, Pd once, df
     }

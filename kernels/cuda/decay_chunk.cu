@@ -35,8 +35,10 @@ ChunkConfig chunk_config(ScalarType dtype, int64_t dim_k) {
       ChunkConfig c;
       c.chunk = Cfg::C;
       c.smem_bytes = cta::max_size(
-          cta::max_size(chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes, chunk::ForwardSmem<Op, Cfg>(nullptr).bytes),
-          cta::max_size(chunk::ChunkSmem<Op, Cfg>(nullptr, false).bytes, chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes));
+          cta::max_size(chunk::ChunkSmem<Op, Cfg>(nullptr, chunk::ChunkCarve::Grad).bytes,
+                        chunk::ForwardSmem<Op, Cfg>(nullptr).bytes),
+          cta::max_size(chunk::ChunkSmem<Op, Cfg>(nullptr, chunk::ChunkCarve::Output).bytes,
+                        chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes));
       return c;
     });
   });

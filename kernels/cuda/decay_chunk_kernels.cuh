@@ -38,7 +38,7 @@ __global__ void __launch_bounds__(kMaxThreads, 1) output_pass_kernel(ChunkArgs a
   extern __shared__ __align__(128) unsigned char smem[];
   DeviceCta cta;
   const int64_t x = blockIdx.x;  // chunk-major within a sequence: n = x / chunks
-  chunk::output_pass<DeviceCta, Op, Cfg>(cta, a, x / a.chunks, x % a.chunks, blockIdx.y, smem);
+  chunk::output_pass<DeviceCta, Op, Cfg>(cta, a, x / a.chunks, x % a.chunks, smem);
 }
 
 template <typename Op, typename Cfg>
@@ -109,8 +109,8 @@ cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t strea
     cudaError_t err = launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), threads,
                              chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes, stream, a);
     if (err != cudaSuccess) return err;
-    return launch(output_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks), tiles), threads,
-                  chunk::ChunkSmem<Op, Cfg>(nullptr, false).bytes, stream, a);
+    return launch(output_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)), threads,
+                  chunk::ChunkSmem<Op, Cfg>(nullptr, chunk::ChunkCarve::Output).bytes, stream, a);
   });
 }
 
@@ -142,7 +142,7 @@ cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stre
     if (err == cudaSuccess) err = launch(dstate_pass_kernel<Op, Cfg>, dim3(N, tiles), threads, scan, stream, a);
     if (err == cudaSuccess)
       err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)), threads,
-                   chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes, stream, a);
+                   chunk::ChunkSmem<Op, Cfg>(nullptr, chunk::ChunkCarve::Grad).bytes, stream, a);
     return err;
   });
 }

@@ -18,7 +18,8 @@
 //
 // Programs (one CTA each; the launch order is in decay_chunk_kernels.cuh and the host test):
 //   state_pass    (n, tile)         serial over chunks: writes each chunk's start state, and S_T.
-//   output_pass   (n, chunk, tile)  y of one chunk from its start state: parallel over chunks.
+//   output_pass   (n, chunk)        y of one chunk from its start state: parallel over chunks (row
+//                                   tiles walked inside, the key side and Pd kept across them).
 //   forward_pass  (n, tile)         the two above fused: serial over chunks, y from the running
 //                                   state; the launcher's choice when N·D/64 CTAs fill the GPU.
 //   dstate_pass   (n, tile)         serial backwards: the gradient reaching each chunk's end state.
@@ -633,16 +634,23 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
   copy_state_tile<Cta, Cfg>(cta, a.ds0 + (n * D + row0) * M, M, dS, Cfg::ldm_f);
 }
 
-// Shared-memory carve of output_pass and grad_pass. Phases that never overlap share one region:
-// {P, Pop, Tmp} (off-diagonal products) | {Sop, dSop} (inter-chunk products) | Pd or Rd (diagonal;
-// grad_pass keeps Pd, which depends on the key side alone, out of the region, for all its row tiles).
+// Shared-memory carve of one chunk's tiles, for the program that uses them:
+//   Output: output_pass, which walks the row tiles of a chunk inside the CTA;
+//   Fused:  the chunk part of forward_pass (one row tile per CTA);
+//   Grad:   grad_pass, which walks the row tiles too and adds the gradients' tiles.
+// Phases that never overlap share one region: {P, Pop, Tmp} (off-diagonal products) | {Sop, dSop}
+// (inter-chunk products) | Pd or Rd (diagonal). The programs that walk the row tiles keep Pd, which
+// depends on the key side alone, out of the region: it is computed with the first row tile only.
+enum class ChunkCarve { Output, Fused, Grad };
+
 template <typename Op, typename Cfg>
 struct ChunkSmem {
   Tiles<Op, Cfg> t;
   float *DQ = nullptr, *DK = nullptr, *DV = nullptr, *carry_row = nullptr, *carry_col = nullptr;
   size_t bytes;
-  DECAYFW_HD ChunkSmem(unsigned char* base, bool grad) {
+  DECAYFW_HD ChunkSmem(unsigned char* base, ChunkCarve carve) {
     constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
+    const bool grad = carve == ChunkCarve::Grad, keep_pd = carve != ChunkCarve::Fused;
     cta::Arena ar(base);
     t.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
     t.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
@@ -669,7 +677,7 @@ struct ChunkSmem {
     alt1.take<float>(size_t(S) * Cfg::ld_tmp);
     alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) alt2.take<Op>(size_t(R) * Cfg::ldm_op);
-    alt3.take<float>(size_t(C) * S);  // grad: Rd; output_pass: Pd
+    alt3.take<float>(size_t(C) * S);  // Rd, or the fused forward's Pd
     cta::Arena region = ar.region(cta::max_size(alt1.used(), cta::max_size(alt2.used(), alt3.used())));
     cta::Arena r1 = region, r2 = region, r3 = region;
     t.P = r1.take<float>(size_t(C) * Cfg::ldc_f);
@@ -677,12 +685,8 @@ struct ChunkSmem {
     t.Tmp = r1.take<float>(size_t(S) * Cfg::ld_tmp);
     t.Sop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) t.dSop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
-    if (grad) {
-      t.Rd = r3.take<float>(size_t(C) * S);
-      t.Pd = ar.take<float>(size_t(C) * S);  // kept across grad_pass's row tiles (diagonal_blocks)
-    } else {
-      t.Pd = r3.take<float>(size_t(C) * S);
-    }
+    if (grad) t.Rd = r3.take<float>(size_t(C) * S);
+    t.Pd = keep_pd ? ar.take<float>(size_t(C) * S) : r3.take<float>(size_t(C) * S);  // kept across row tiles
     t.Y = ar.take<float>(size_t(C) * (grad ? Cfg::ld_tmp : Cfg::ldd_f));  // grad: also C×M scratch
     if (grad) {
       DQ = ar.take<float>(size_t(C) * Cfg::ldm_f);
@@ -707,26 +711,31 @@ DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Ti
   });
 }
 
-// output_pass(n, chunk, tile): y of the chunk's valid rows, for the tile's rows.
+// output_pass(n, chunk): y of the chunk's valid rows. The row tiles of D are walked inside the CTA,
+// as grad_pass does: the key side (q, k, log σ(f)) is staged with the first tile and kept, and so is
+// Pd, which depends on it alone (the per-element diagonal blocks are most of this pass's
+// exponentials: docs/cuda.md, "A second floor").
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, int64_t tile,
-                             unsigned char* smem) {
+DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, unsigned char* smem) {
   constexpr int C = Cfg::C;
-  ChunkSmem<Op, Cfg> sm(smem, false);
+  ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Output);
   Tiles<Op, Cfg>& t = sm.t;
-  const Place pl(a, n, chunk, tile, C);
   const Staging<Op> to = staging_of(t);
-  const int64_t copies = stage_count<Op, Cfg>(a, kBothSides);
-  cta.for_each(copies + start_state_batches<Cfg>(), [&](int64_t e) {
-    if (e < copies) stage_index<Cta, Op, Cfg>(cta, a, pl, to, kBothSides, e);
-    else load_start_state_batch<Cta>(a, pl, t, e - copies);
-  });
-  finish_loading(cta, pl, t, kBothSides);
-  y_inter_product(cta, t);
-  scale_inter(cta, t);
-  y_intra_off_diagonal(cta, pl, t);
-  diagonal_blocks(cta, t);
-  store_y(cta, a, pl, t);
+  for (int64_t tile = 0; tile < a.tiles; ++tile) {
+    const Place pl(a, n, chunk, tile, C);
+    const int sides = tile == 0 ? kBothSides : kRowSide;
+    const int64_t copies = stage_count<Op, Cfg>(a, sides);
+    cta.for_each(copies + start_state_batches<Cfg>(), [&](int64_t e) {
+      if (e < copies) stage_index<Cta, Op, Cfg>(cta, a, pl, to, sides, e);
+      else load_start_state_batch<Cta>(a, pl, t, e - copies);
+    });
+    finish_loading(cta, pl, t, sides);
+    y_inter_product(cta, t);
+    scale_inter(cta, t);
+    y_intra_off_diagonal(cta, pl, t);
+    diagonal_blocks(cta, t, tile == 0);
+    store_y(cta, a, pl, t);
+  }
 }
 
 // ---- the fused forward: state_pass and output_pass in one serial program --------------------------
@@ -754,7 +763,8 @@ struct ForwardSmem {
   // nvcc would not call a constexpr host function from this host-device constructor).
   static constexpr size_t kStateBytes = (size_t(Cfg::R) * Cfg::ldm_f * sizeof(float) + 127) & ~size_t(127);
   DECAYFW_HD explicit ForwardSmem(unsigned char* base)
-      : S(base ? reinterpret_cast<float*>(base) : nullptr), chunk(base ? base + kStateBytes : nullptr, false) {
+      : S(base ? reinterpret_cast<float*>(base) : nullptr),
+        chunk(base ? base + kStateBytes : nullptr, ChunkCarve::Fused) {
     cta::Arena ar(base);
     ar.region(kStateBytes + chunk.bytes);
     chunk.t.Fr = ar.take<Op>(size_t(Cfg::C) * Cfg::M);
@@ -1067,7 +1077,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, unsigned char* smem) {
   constexpr int C = Cfg::C, M = Cfg::M;
-  ChunkSmem<Op, Cfg> sm(smem, true);
+  ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Grad);
   Tiles<Op, Cfg>& t = sm.t;
   float *DQ = sm.DQ, *DK = sm.DK;
   const Staging<Op> to = staging_of(t);

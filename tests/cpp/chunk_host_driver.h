@@ -28,15 +28,14 @@ class HostChunkRunner {
   void forward(chunk::ChunkArgs& a) {
     prepare(a, false);
     run_state_pass(a);
-    chunk::ChunkSmem<In, Cfg> probe(nullptr, false);
+    chunk::ChunkSmem<In, Cfg> probe(nullptr, chunk::ChunkCarve::Output);
     cta::HostSmem sm(probe.bytes);
     for (int64_t n = 0; n < a.B * a.H; ++n)
-      for (int64_t c = 0; c < a.chunks; ++c)
-        for (int64_t tile = 0; tile < a.tiles; ++tile) {
-          sm.poison();
-          chunk::output_pass<Cta, In, Cfg>(cta_, a, n, c, tile, sm.data());
-          expect_no_copies_in_flight("output_pass");
-        }
+      for (int64_t c = 0; c < a.chunks; ++c) {
+        sm.poison();
+        chunk::output_pass<Cta, In, Cfg>(cta_, a, n, c, sm.data());
+        expect_no_copies_in_flight("output_pass");
+      }
   }
 
   // The fused forward (forward_pass), as the launcher runs it: keep_states = false leaves the
@@ -72,7 +71,7 @@ class HostChunkRunner {
           expect_no_copies_in_flight("dstate_pass");
         }
     }
-    chunk::ChunkSmem<In, Cfg> probe(nullptr, true);
+    chunk::ChunkSmem<In, Cfg> probe(nullptr, chunk::ChunkCarve::Grad);
     cta::HostSmem sm(probe.bytes);
     for (int64_t n = 0; n < a.B * a.H; ++n)
       for (int64_t c = 0; c < a.chunks; ++c) {

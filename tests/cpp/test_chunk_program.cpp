@@ -587,16 +587,18 @@ TEST(ChunkProgram, SerialPassesComputeWhileTheNextChunkIsCopied) {
 
 // Shared memory of the compiled configurations on a Hopper SM (228 KB, 227 KB per block, 1 KB
 // reserved per block): the second set of raw tiles must leave state_pass and dstate_pass at two CTAs
-// per SM (their in-place operand scaling pays for it), and the fused forward below the gradient
-// pass, which sets the path's requirement (chunk_unsupported_reason).
+// per SM (their in-place operand scaling pays for it), and the fused forward and output_pass below the
+// gradient pass, which sets the path's requirement (chunk_unsupported_reason).
 template <typename Op, int M>
 void expect_shared_memory_budget(const char* type) {
   using Cfg = chunk::CompiledConfig<Op, M>;
   constexpr size_t kSmPerSm = 228 * 1024, kReservedPerCta = 1024;
   const size_t scan = std::max(chunk::ScanSmem<Op, Cfg>(nullptr, false).bytes, chunk::ScanSmem<Op, Cfg>(nullptr, true).bytes);
-  const size_t fused = chunk::ForwardSmem<Op, Cfg>(nullptr).bytes, grad = chunk::ChunkSmem<Op, Cfg>(nullptr, true).bytes;
+  const size_t fused = chunk::ForwardSmem<Op, Cfg>(nullptr).bytes, grad = chunk::ChunkSmem<Op, Cfg>(nullptr, chunk::ChunkCarve::Grad).bytes;
   EXPECT_LE(2 * (scan + kReservedPerCta), kSmPerSm) << type << " M = " << M << ": the serial passes take " << scan;
   EXPECT_LE(fused, grad) << type << " M = " << M;
+  const size_t output = chunk::ChunkSmem<Op, Cfg>(nullptr, chunk::ChunkCarve::Output).bytes;
+  EXPECT_LE(output, grad) << type << " M = " << M;
   EXPECT_LE(grad, 227u * 1024) << type << " M = " << M;
 }
 template <typename Op>

@@ -100,9 +100,13 @@ def test_special_function_model_scales_with_the_work(N, T, D, M):
     one = bench_gpu.chunk_kernel_sfu(1, bench_gpu.compiled_chunk(M), D, M)
     assert {k: v * N * chunks for k, v in one.items()} == split
     assert split["forward_pass"] == fused["state_pass"] == fused["output_pass"] == 0
-    C = bench_gpu.compiled_chunk(M)
-    gates_once = N * chunks * (D // 64) * 2 * C * (M + 64)  # the fused pass takes each chunk's log gates once
-    assert fused["forward_pass"] + gates_once == split["state_pass"] + split["output_pass"]
+    C, tiles = bench_gpu.compiled_chunk(M), D // 64
+    # The fused pass takes each chunk's log gates once, where the split pair takes them in both passes; but,
+    # one row tile per CTA, it takes the key side's gates and Pd for every tile, where output_pass takes them once.
+    key_side_again = (tiles - 1) * (2 * C * M + C * bench_gpu.SUB * M)
+    gates_once = tiles * 2 * C * (M + 64)
+    assert fused["forward_pass"] + N * chunks * gates_once == (split["state_pass"] + split["output_pass"]
+                                                              + N * chunks * key_side_again)
     assert split["grad_pass"] == max(split.values())
     recomputed = bench_gpu.chunk_kernel_sfu(N, T, D, M, reuse_states=False)
     assert recomputed["state_pass"] == 2 * split["state_pass"]
