@@ -293,6 +293,7 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # can span more than fp32's range, are most of it.
 SFU_OPS_PER_SECOND = 132 * 16 * 1.98e9
 SUB = 16  # rows per sub-chunk (kSub)
+PAIR_DECAYS = 72  # exponentials per column for the decays of a sub-chunk's 136 row pairs (for_each_pair_decay)
 
 
 def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split"):
@@ -307,10 +308,10 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split"):
     gates = 2 * C * (M + R)                                                    # log σ of f and z
     update = C * (M + R) + R * M                                               # one chunk's state update
     pd = C * S * M                                                             # the key side's diagonal blocks
-    y_tile = C * M + C * R + off + C * R * (S + 1) // 2                        # inter, off-diagonal, y's diagonal
+    y_tile = C * M + C * R + off + NS * R * PAIR_DECAYS                       # inter, off-diagonal, y's diagonal
     dvdk = sum(S * (M + R) + (C - (J + 1) * S) * (M + R) + S * R + S * M for J in range(NS - 1))
     grad_tile = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + 2 * off + dvdk + C * S * R
-                 + NS * (R + M) * S * (S + 1) // 2 + 2 * C * R)
+                 + NS * (R + M) * PAIR_DECAYS + 2 * C * R)
     per_chunk = {
         "state_pass": tiles * (gates + update),
         "output_pass": 2 * C * M + pd + tiles * (2 * C * R + y_tile),            # key side and Pd once per chunk

@@ -414,15 +414,53 @@ DECAYFW_CTA void diagonal_blocks(Cta& cta, Tiles<Op, Cfg>& t, bool key_side = tr
   });
 }
 
-// y_i += Σ_{j ≤ i, same sub-chunk} Pd_ij e^{A_i−A_j} ⊙ v_j (one output element per index).
-template <typename Op, typename Cfg, typename Cta>
-DECAYFW_CTA float y_diagonal_term(const Tiles<Op, Cfg>& t, int i, int d) {
+// For every pair of rows c ≤ r of a 16-row sub-chunk, in the order r ascending, c ascending:
+// f(r, c, e^{x_r − x_c}), x one column's cumulative log gates over the sub-chunk (non-increasing). The
+// decays come from 72 exponentials instead of 136: a pair across the halves (r ≥ 8 > c) takes
+// e^{x_r − x_8}·e^{x_8 − x_c}, a pair across the quarters of one half (base b, r − b ≥ 4 > c − b)
+// e^{x_r − x_{b+4}}·e^{x_{b+4} − x_c}, and only pairs inside a quarter their own exponential. Every
+// factor is ≤ 1, as with the sub-chunks' references, so no gates can overflow it, and a factor that
+// underflows belongs to a decay at least as small.
+template <int S, typename F>
+DECAYFW_CTA void for_each_pair_decay(const float (&x)[S], F&& f) {
+  static_assert(S == 16, "the split is written for 16-row sub-chunks");
+  float across_halves[8], across_quarters[2][4];  // the factors of the earlier row c
+  DECAYFW_UNROLL
+  for (int c = 0; c < 8; ++c) across_halves[c] = decay_exp(x[8] - x[c]);
+  DECAYFW_UNROLL
+  for (int h = 0; h < 2; ++h) {
+    DECAYFW_UNROLL
+    for (int j = 0; j < 4; ++j) across_quarters[h][j] = decay_exp(x[8 * h + 4] - x[8 * h + j]);
+  }
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    const int h = r / 8, b = 8 * h;
+    const float to_half = r >= 8 ? decay_exp(x[r] - x[8]) : 1.0f;             // the later row's factors
+    const float to_quarter = r - b >= 4 ? decay_exp(x[r] - x[b + 4]) : 1.0f;
+    DECAYFW_UNROLL
+    for (int c = 0; c <= r; ++c) {
+      float decay;
+      if (r >= 8 && c < 8) decay = to_half * across_halves[c];
+      else if (r - b >= 4 && c - b < 4) decay = to_quarter * across_quarters[h][c - b];
+      else decay = decay_exp(x[r] - x[c]);
+      f(r, c, decay);
+    }
+  }
+}
+
+// The diagonal blocks' part of y for one sub-chunk (rows blk .. blk + S − 1) and one row d:
+// y_r = Σ_{c ≤ r} Pd_rc v_c e^{A_r−A_c}, into y[r].
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void y_diagonal_terms(const Tiles<Op, Cfg>& t, int blk, int d, float (&y)[Cfg::S]) {
   constexpr int R = Cfg::R, S = Cfg::S;
-  const int j0 = (i / S) * S;
-  float s = 0.0f;
-  for (int j = j0; j <= i; ++j)
-    s += t.Pd[i * S + (j - j0)] * Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) * decay_exp(t.Ac[i * R + d] - t.Ac[j * R + d]);
-  return s;
+  float A[S], v[S];
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    A[r] = t.Ac[(blk + r) * R + d];
+    v[r] = Cta::to_f(t.Vr[(blk + r) * Cfg::ldd_op + d]);
+    y[r] = 0.0f;
+  }
+  for_each_pair_decay(A, [&](int r, int c, float decay) { y[r] += t.Pd[(blk + r) * S + c] * v[c] * decay; });
 }
 
 // ---- programs ----------------------------------------------------------------------------------
@@ -703,11 +741,18 @@ struct ChunkSmem {
 // One function for output_pass and forward_pass, so both compile the same arithmetic.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Tiles<Op, Cfg>& t) {
-  constexpr int R = Cfg::R;
-  cta.for_each(int64_t(pl.valid) * R, [&](int64_t e) {
-    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-    const float y = t.Y[i * Cfg::ldd_f + d] + y_diagonal_term<Op, Cfg, Cta>(t, i, d);
-    row_of<Op>(a.y, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(y);
+  constexpr int R = Cfg::R, S = Cfg::S;
+  const int blocks = (pl.valid + S - 1) / S;  // one index per (sub-chunk, row d)
+  cta.for_each(int64_t(blocks) * R, [&](int64_t e) {
+    const int blk = static_cast<int>(e / R) * S, d = static_cast<int>(e % R);
+    float y[S];
+    y_diagonal_terms<Cta>(t, blk, d, y);
+    DECAYFW_UNROLL
+    for (int r = 0; r < S; ++r) {
+      const int i = blk + r;
+      if (i < pl.valid)
+        row_of<Op>(a.y, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(t.Y[i * Cfg::ldd_f + d] + y[r]);
+    }
   });
 }
 
@@ -816,10 +861,9 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
 // fp32 on CUDA cores. Both terms of a pair of rows a ≥ c share one decay, computed once:
 //   row side (column d, decay e^{A_a−A_c}, with Pd):  y_a += Pd_ac v_c e^{..}   and  dv_c += Pd_ac dy_a e^{..};
 //   key side (column m, decay e^{B_a−B_c}, with Rd):  dq_a += Rd_ac k_c e^{..}  and  dk_c += Rd_ac q_a e^{..}.
-// Each sum runs in the order of the per-row loops it replaces (y_a and dq_a over c ascending, dv_c and
-// dk_c over a ascending, from the off-diagonal sums), with the same products, so the results are the
-// same up to the compiler's choice of fused multiply-adds (bit for bit on the host with
-// -ffp-contract=off); the decays are S(S+1)/2 per column instead of S(S+1).
+// Each sum runs in the order of the per-row loops it replaced (y_a and dq_a over c ascending, dv_c and
+// dk_c over a ascending, from the off-diagonal sums); the decays come from for_each_pair_decay, 72
+// exponentials per column where the per-row loops took S(S+1) = 272.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, int blk, int d) {
   constexpr int R = Cfg::R, S = Cfg::S;
@@ -834,15 +878,11 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
     y[r] = 0.0f;
     dv[r] = sm.DV[i * Cfg::ldd_f + d];
   }
-  DECAYFW_UNROLL
-  for (int r = 0; r < S; ++r) {
-    DECAYFW_UNROLL
-    for (int c = 0; c <= r; ++c) {
-      const float p = t.Pd[(blk + r) * S + c], decay = decay_exp(A[r] - A[c]);
-      y[r] += p * v[c] * decay;
-      dv[c] += p * g[r] * decay;
-    }
-  }
+  for_each_pair_decay(A, [&](int r, int c, float decay) {
+    const float p = t.Pd[(blk + r) * S + c];
+    y[r] += p * v[c] * decay;
+    dv[c] += p * g[r] * decay;
+  });
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
     const int i = blk + r;
@@ -866,15 +906,11 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m) {
     dq[r] = sm.DQ[i * Cfg::ldm_f + m];
     dk[r] = sm.DK[i * Cfg::ldm_f + m];
   }
-  DECAYFW_UNROLL
-  for (int r = 0; r < S; ++r) {
-    DECAYFW_UNROLL
-    for (int c = 0; c <= r; ++c) {
-      const float p = t.Rd[(blk + r) * S + c], decay = decay_exp(B[r] - B[c]);
-      dq[r] += p * k[c] * decay;
-      dk[c] += p * q[r] * decay;
-    }
-  }
+  for_each_pair_decay(B, [&](int r, int c, float decay) {
+    const float p = t.Rd[(blk + r) * S + c];
+    dq[r] += p * k[c] * decay;
+    dk[c] += p * q[r] * decay;
+  });
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
     sm.DQ[(blk + r) * Cfg::ldm_f + m] = dq[r];

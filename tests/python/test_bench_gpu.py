@@ -116,7 +116,7 @@ def test_gradient_pass_special_functions_for_one_chunk():
     """One bf16 chunk, M = 64, C = 64, D = 128, counted by hand from kernels/cuda/decay_chunk_program.h:
     per row tile, the row gates 8192 (two each), the inter-chunk scalings 16384, the accumulations into
     DQ, DK 8192 and into Y, DV 8192, the intra-chunk loops 2 × 18432 + 24576, Rd 65536, the paired
-    diagonal terms 4 · 128 · 136 = 69632, σ(−z) 8192; per chunk, the key gates 8192, Pd 65536 (first
-    tile only) and σ(−f) 8192."""
-    tile = 8192 + 16384 + 8192 + 8192 + 2 * 18432 + 24576 + 65536 + 69632 + 8192
+    diagonal terms 4 sub-chunks · 128 columns · 72 = 36864, σ(−z) 8192; per chunk, the key gates 8192,
+    Pd 65536 (first tile only) and σ(−f) 8192."""
+    tile = 8192 + 16384 + 8192 + 8192 + 2 * 18432 + 24576 + 65536 + 36864 + 8192
     assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64)["grad_pass"] == 8192 + 2 * tile + 65536 + 8192
