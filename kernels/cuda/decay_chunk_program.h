@@ -857,6 +857,18 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   }
 }
 
+// Over the pairs c ≤ r of one sub-chunk column, with p the sub-chunk's S×S block of Pd or Rd and the decay
+// e^{x_r−x_c}: to_later[r] += p_rc u_c e^{..} and to_earlier[c] += p_rc w_r e^{..}, one decay for both.
+template <int S>
+DECAYFW_CTA void paired_diagonal_sums(const float (&x)[S], const float* p, const float (&u)[S], const float (&w)[S],
+                                      float (&to_later)[S], float (&to_earlier)[S]) {
+  for_each_pair_decay(x, [&](int r, int c, float decay) {
+    const float prc = p[r * S + c];
+    to_later[r] += prc * u[c] * decay;
+    to_earlier[c] += prc * w[r] * decay;
+  });
+}
+
 // The diagonal blocks' terms of grad_pass for one sub-chunk (rows blk .. blk + S − 1) and one column, in
 // fp32 on CUDA cores. Both terms of a pair of rows a ≥ c share one decay, computed once:
 //   row side (column d, decay e^{A_a−A_c}, with Pd):  y_a += Pd_ac v_c e^{..}   and  dv_c += Pd_ac dy_a e^{..};
@@ -878,11 +890,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
     y[r] = 0.0f;
     dv[r] = sm.DV[i * Cfg::ldd_f + d];
   }
-  for_each_pair_decay(A, [&](int r, int c, float decay) {
-    const float p = t.Pd[(blk + r) * S + c];
-    y[r] += p * v[c] * decay;
-    dv[c] += p * g[r] * decay;
-  });
+  paired_diagonal_sums(A, t.Pd + blk * S, v, g, y, dv);
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
     const int i = blk + r;
@@ -906,11 +914,7 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m) {
     dq[r] = sm.DQ[i * Cfg::ldm_f + m];
     dk[r] = sm.DK[i * Cfg::ldm_f + m];
   }
-  for_each_pair_decay(B, [&](int r, int c, float decay) {
-    const float p = t.Rd[(blk + r) * S + c];
-    dq[r] += p * k[c] * decay;
-    dk[c] += p * q[r] * decay;
-  });
+  paired_diagonal_sums(B, t.Rd + blk * S, k, q, dq, dk);
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
     sm.DQ[(blk + r) * Cfg::ldm_f + m] = dq[r];
