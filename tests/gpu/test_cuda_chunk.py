@@ -261,8 +261,28 @@ def test_training_memory_is_chunk_boundary_states(save, path):
     assert extra - grads <= store_all / 16
 
 
-@pytest.mark.parametrize("dtype,size", [(torch.bfloat16, (2, 300, 2, 128, 64)), (torch.float16, (1, 130, 3, 64, 16)),
-                                        (torch.bfloat16, (1, 100, 1, 192, 128)), (torch.float32, (2, 70, 1, 64, 32))])
+# Sizes for the tests that compare two launch choices bit for bit: every operand type, one to three row
+# tiles, chunk boundaries, and the smallest and largest compiled key dimensions.
+SAME_BITS_CASES = [(torch.bfloat16, (2, 300, 2, 128, 64)), (torch.float16, (1, 130, 3, 64, 16)),
+                   (torch.bfloat16, (1, 100, 1, 192, 128)), (torch.float32, (2, 70, 1, 64, 32))]
+
+
+def same_bits_problem(dtype, size, seed):
+    """Inputs (dtype, on the GPU), an initial state and the gradients flowing into y and S_T."""
+    B, T, H, D, M = size
+    x = [t.to(dtype).cuda() for t in make(B, T, H, D, M, seed=seed)[:5]]
+    s0, dsT = torch.randn(B, H, D, M, device="cuda"), torch.randn(B, H, D, M, device="cuda")
+    return x, s0, dsT, torch.randn(B, T, H, D, device="cuda", dtype=dtype)
+
+
+def forward_and_grads(x, s0, dy, dsT):
+    """y, S_T and the gradients of every input and of S0, through decay_fast_weights."""
+    xs = [t.detach().requires_grad_(True) for t in x] + [s0.detach().requires_grad_(True)]
+    y, sT = decay_fast_weights(*xs[:5], initial_state=xs[5], output_final_state=True)
+    return [y, sT] + list(torch.autograd.grad((y * dy).sum() + (sT * dsT).sum(), xs))
+
+
+@pytest.mark.parametrize("dtype,size", SAME_BITS_CASES)
 def test_fused_and_split_forwards_give_the_same_bits(dtype, size, path, monkeypatch):
     """DECAYFW_CHUNK_FORWARD=fused runs forward_pass alone, split runs state_pass and output_pass: the
     same values in the same order (tests/cpp: FusedForwardGivesTheSameBitsAsTheSplitPair), so S_T, the
@@ -271,19 +291,13 @@ def test_fused_and_split_forwards_give_the_same_bits(dtype, size, path, monkeypa
     roundings of its type."""
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    B, T, H, D, M = size
-    x = [t.to(dtype).cuda() for t in make(B, T, H, D, M, seed=16)[:5]]
-    s0, dsT = torch.randn(B, H, D, M, device="cuda"), torch.randn(B, H, D, M, device="cuda")
-    dy = torch.randn(B, T, H, D, device="cuda", dtype=dtype)
+    x, s0, dsT, dy = same_bits_problem(dtype, size, seed=16)
     results = []
     for form in ("split", "fused"):
         monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", form)
         inference = torch.ops.decayfw.decay_fwd(*x, s0)
         train = torch.ops.decayfw.decay_fwd_train(*x, s0)
-        xs = [t.detach().requires_grad_(True) for t in x] + [s0.detach().requires_grad_(True)]
-        y, sT = decay_fast_weights(*xs[:5], initial_state=xs[5], output_final_state=True)
-        grads = torch.autograd.grad((y * dy).sum() + (sT * dsT).sum(), xs)
-        results.append(list(inference) + list(train) + [y, sT] + list(grads))
+        results.append(list(inference) + list(train) + forward_and_grads(x, s0, dy, dsT))
     unit = {torch.bfloat16: 2 ** -8, torch.float16: 2 ** -11, torch.float32: 2 ** -23}[dtype]
     for i, (a, b) in enumerate(zip(*results)):
         if i in (0, 2, 5):  # y of decay_fwd, decay_fwd_train and decay_fast_weights
@@ -323,27 +337,21 @@ def test_bad_forward_form_is_refused(path, monkeypatch):
         decay_fast_weights(*x)
 
 
-@pytest.mark.parametrize("dtype,size", [(torch.bfloat16, (2, 300, 2, 128, 64)), (torch.float16, (1, 130, 3, 64, 16)),
-                                        (torch.bfloat16, (1, 100, 1, 192, 128)), (torch.float32, (2, 70, 1, 64, 32))])
+@pytest.mark.parametrize("dtype,size", SAME_BITS_CASES)
 def test_thread_counts_give_the_same_bits(dtype, size, path, monkeypatch):
     """DECAYFW_CHUNK_THREADS=256|512 launches every chunk kernel with 8 or 16 warps: each index of a
     phase is still one thread's work and each output tile one warp's, in the same order, so every
     output of both forward forms and the backward is bit-identical."""
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    B, T, H, D, M = size
-    x = [t.to(dtype).cuda() for t in make(B, T, H, D, M, seed=17)[:5]]
-    s0, dsT = torch.randn(B, H, D, M, device="cuda"), torch.randn(B, H, D, M, device="cuda")
-    dy = torch.randn(B, T, H, D, device="cuda", dtype=dtype)
+    x, s0, dsT, dy = same_bits_problem(dtype, size, seed=17)
     results = []
     for threads in ("256", "512", "auto"):
         monkeypatch.setenv("DECAYFW_CHUNK_THREADS", threads)
         out = []
         for form in ("split", "fused"):
             monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", form)
-            xs = [t.detach().requires_grad_(True) for t in x] + [s0.detach().requires_grad_(True)]
-            y, sT = decay_fast_weights(*xs[:5], initial_state=xs[5], output_final_state=True)
-            out += [y, sT] + list(torch.autograd.grad((y * dy).sum() + (sT * dsT).sum(), xs))
+            out += forward_and_grads(x, s0, dy, dsT)
         results.append(out)
     for other in results[1:]:
         for i, (a, b) in enumerate(zip(results[0], other)):
