@@ -31,12 +31,18 @@ RESERVE="${STEP_RESERVE:-30}"
 WHEELHOUSE="${WHEELHOUSE:-wheelhouse}"  # carried wheels: fla for the benchmark, fairseq for the end-to-end one
 publish() { "$PY" tests/gpu/publish_results.py "$LOGS" "$OUT" 2>> "$LOGS/publish.err" || true; }
 trap publish EXIT
-# limit STEP DEFAULT LATER...: seconds STEP may run: its default, cut so that each wanted step in LATER
+# The steps after the build in the order they run, of importance, each as STEP:WORD, WORD being what
+# GPU_STEPS names it by.
+ORDER=(tests:tests memcheck:sanitize racecheck:sanitize bench:bench engine:engine fairseq:fairseq profile:profile)
+# limit STEP DEFAULT: seconds STEP may run: its default, cut so that each wanted step after it in ORDER
 # keeps RESERVE seconds before the deadline, but never below RESERVE itself (earlier steps matter more);
 # 0 (skip it) when not even RESERVE seconds are left.
 limit() {
-  local name="$1" want_s="$2" later=0 s; shift 2
-  for s in "$@"; do want "$s" && later=$((later + RESERVE)); done
+  local name="$1" want_s="$2" later=0 after=0 e
+  for e in "${ORDER[@]}"; do
+    [ "$after" = 1 ] && want "${e#*:}" && later=$((later + RESERVE))
+    [ "${e%%:*}" = "$name" ] && after=1
+  done
   local avail=$((DEADLINE - SECONDS))
   local cap=$((avail - later))
   [ "$cap" -lt "$RESERVE" ] && cap=$RESERVE
@@ -91,18 +97,18 @@ else
 fi
 "$PY" -c "import decayfw; print('HAS_EXTENSION', decayfw.HAS_EXTENSION, 'CUDA', decayfw.BUILT_WITH_CUDA)" >> "$LOGS/build.txt" 2>&1
 record build $? "$t0"
-if want tests && lim=$(limit tests "${TESTS_TIMEOUT:-150}" sanitize bench engine fairseq profile) && [ "$lim" -gt 0 ]; then
+if want tests && lim=$(limit tests "${TESTS_TIMEOUT:-150}") && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
   timeout -k 10 "$lim" "$PY" -m pytest -q -rfE -p no:cacheprovider tests/gpu tests/python > "$LOGS/pytest.txt" 2>&1
   record tests $? "$t0" "$lim"
 fi
 if want sanitize && command -v compute-sanitizer >/dev/null; then
-  if lim=$(limit memcheck "${MEMCHECK_TIMEOUT:-60}" sanitize bench engine fairseq profile) && [ "$lim" -gt 0 ]; then
+  if lim=$(limit memcheck "${MEMCHECK_TIMEOUT:-60}") && [ "$lim" -gt 0 ]; then
     t0=$SECONDS
     timeout -k 10 "$lim" compute-sanitizer --tool memcheck "$PY" tests/gpu/sanitize_small.py > "$LOGS/memcheck.txt" 2>&1
     record memcheck $? "$t0" "$lim"
   fi
-  if lim=$(limit racecheck "${RACECHECK_TIMEOUT:-90}" bench engine fairseq profile) && [ "$lim" -gt 0 ]; then
+  if lim=$(limit racecheck "${RACECHECK_TIMEOUT:-90}") && [ "$lim" -gt 0 ]; then
     t0=$SECONDS
     timeout -k 10 "$lim" compute-sanitizer --tool racecheck "$PY" tests/gpu/sanitize_small.py > "$LOGS/racecheck.txt" 2>&1
     record racecheck $? "$t0" "$lim"
@@ -110,7 +116,7 @@ if want sanitize && command -v compute-sanitizer >/dev/null; then
 elif want sanitize; then
   echo "sanitize skipped: no compute-sanitizer on this machine" >> "$LOGS/steps.txt"
 fi
-if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}" engine fairseq profile) && [ "$lim" -gt 0 ]; then
+if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}") && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
   # fla's fused_recurrent_gla for the `fla` column: from a carried wheelhouse/fla (benchmarks/prepare_fla_wheelhouse.sh)
   fla_pp=""
@@ -126,7 +132,7 @@ if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}" engine fairseq profil
 fi
 # The C++ engine and the decayfw CLI on CUDA (issue 8, deliverable 3): the prebuilt binaries in
 # $PREBUILT/engine (tests/gpu/prebuild.sh), else built here; results in engine-*.txt.
-if want engine && lim=$(limit engine "${ENGINE_TIMEOUT:-50}" fairseq profile) && [ "$lim" -gt 0 ]; then
+if want engine && lim=$(limit engine "${ENGINE_TIMEOUT:-50}") && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
   PY="$PY" PREBUILT="$PREBUILT" OUT="$LOGS" timeout -k 10 "$lim" bash tests/gpu/run_engine_cuda.sh > "$LOGS/engine.txt" 2>&1
   record engine $? "$t0" "$lim"
@@ -137,7 +143,7 @@ fi
 # (made beforehand by benchmarks/prepare_fairseq_wheelhouse.sh where PyPI is reachable, and carried here) into
 # build-fairseq/, unless it imports already. The step's limit (FAIRSEQ_TIMEOUT) bounds install + benchmark;
 # FAIRSEQ_BENCH_ARGS passes sizes and steps (e.g. "--steps 5 --gen-tokens 32").
-if want fairseq && lim=$(limit fairseq "${FAIRSEQ_TIMEOUT:-150}" profile) && [ "$lim" -gt 0 ]; then
+if want fairseq && lim=$(limit fairseq "${FAIRSEQ_TIMEOUT:-150}") && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
   fsq_end=$((SECONDS + lim))
   fsq_pp=""
