@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <tuple>
 
@@ -31,6 +32,22 @@ void check_launch(const char* op, cudaError_t err) {
   TORCH_CHECK(err == cudaSuccess, op, ": CUDA launch failed: ", cudaGetErrorString(err));
 }
 
+// The value of one of the environment variables that steer the CUDA op, read at every call: "auto" when
+// unset; anything but auto and the listed values is refused with a message naming the variable.
+std::string env_choice(const char* op, const char* variable, std::initializer_list<const char*> values) {
+  const char* env = std::getenv(variable);
+  const std::string want = env ? env : "auto";
+  bool known = want == "auto";
+  std::string listed = "auto";
+  size_t i = 0;
+  for (const char* v : values) {
+    known = known || want == v;
+    listed += (++i == values.size() ? " or " : ", ") + std::string(v);
+  }
+  TORCH_CHECK(known, op, ": ", variable, " must be ", listed, ", got '", want, "'");
+  return want;
+}
+
 // Which CUDA implementation runs a forward or backward call. The chunkwise tensor-core path is the
 // training path; the recurrent path serves short sequences (a serial chain of T steps costs about
 // as much as one chunk's fixed work when T is below a chunk), fp64, sizes the chunk kernels are not
@@ -41,10 +58,7 @@ constexpr int64_t kChunkMinTokens = 64;
 
 // The chunk size of the path a call takes, 0 for the recurrent path.
 int64_t chosen_chunk(const char* op, const Dims& d, ScalarType dtype, c10::DeviceIndex device) {
-  const char* env = std::getenv("DECAYFW_CUDA_PATH");
-  const std::string want = env ? env : "auto";
-  TORCH_CHECK(want == "auto" || want == "chunk" || want == "recurrent", op,
-              ": DECAYFW_CUDA_PATH must be auto, chunk or recurrent, got '", want, "'");
+  const std::string want = env_choice(op, "DECAYFW_CUDA_PATH", {"chunk", "recurrent"});
   if (want == "recurrent" || d.seqlen == 0) return 0;
   const cudaDeviceProp* prop = at::cuda::getDeviceProperties(device);
   const char* why = cuda::chunk_unsupported_reason(d, dtype, prop->sharedMemPerBlockOptin);
@@ -62,10 +76,7 @@ int64_t chosen_chunk(const char* op, const Dims& d, ScalarType dtype, c10::Devic
 // Which form a chunk-path forward takes (cuda::ChunkForward: same results, bit for bit).
 // DECAYFW_CHUNK_FORWARD=auto|fused|split, read at every call; auto asks cuda::chunk_forward_for.
 cuda::ChunkForward chosen_forward(const char* op, const Dims& d, c10::DeviceIndex device) {
-  const char* env = std::getenv("DECAYFW_CHUNK_FORWARD");
-  const std::string want = env ? env : "auto";
-  TORCH_CHECK(want == "auto" || want == "fused" || want == "split", op,
-              ": DECAYFW_CHUNK_FORWARD must be auto, fused or split, got '", want, "'");
+  const std::string want = env_choice(op, "DECAYFW_CHUNK_FORWARD", {"fused", "split"});
   if (want == "fused") return cuda::ChunkForward::Fused;
   if (want == "split") return cuda::ChunkForward::Split;
   return cuda::chunk_forward_for(d, at::cuda::getDeviceProperties(device)->multiProcessorCount);
@@ -75,10 +86,7 @@ cuda::ChunkForward chosen_forward(const char* op, const Dims& d, c10::DeviceInde
 // DECAYFW_CHUNK_THREADS=auto|256|512, read at every call; auto is cuda::kChunkThreads. The same
 // results bit for bit; the choice is there so a benchmark can time both.
 int chosen_threads(const char* op) {
-  const char* env = std::getenv("DECAYFW_CHUNK_THREADS");
-  const std::string want = env ? env : "auto";
-  TORCH_CHECK(want == "auto" || want == "256" || want == "512", op,
-              ": DECAYFW_CHUNK_THREADS must be auto, 256 or 512, got '", want, "'");
+  const std::string want = env_choice(op, "DECAYFW_CHUNK_THREADS", {"256", "512"});
   return want == "auto" ? cuda::kChunkThreads : std::stoi(want);
 }
 
