@@ -156,7 +156,7 @@ struct Tiles {
   Op *Fr = nullptr, *Zr = nullptr;                                 // raw gate logits f (C×M), z (C×R), unpadded
   float *Bc = nullptr, *Ac = nullptr;                              // cumulative log gates C×M, C×R
   Op *Xa = nullptr, *Xb = nullptr, *Xc = nullptr, *Xd = nullptr;  // scaled operands C×M, C×M, C×R, C×R
-  float* P = nullptr;    // C×C fp32 products of a sub-chunk
+  float* P = nullptr;    // S×C fp32 products of a sub-chunk's rows with the chunk's
   Op* Pop = nullptr;     // the same rounded to the operand type
   float* Tmp = nullptr;  // S×max(M, R) fp32 product of a sub-chunk
   Op *Sop = nullptr, *dSop = nullptr;  // R×M state and state gradient rounded to the operand type
@@ -710,16 +710,16 @@ struct ChunkSmem {
     }
     // the shared region: measure each alternative, take the largest
     cta::Arena alt1(nullptr), alt2(nullptr), alt3(nullptr);
-    alt1.take<float>(size_t(C) * Cfg::ldc_f);
-    alt1.take<Op>(size_t(C) * Cfg::ldc_op);
+    alt1.take<float>(size_t(S) * Cfg::ldc_f);  // P and Pop: one sub-chunk's rows against the chunk
+    alt1.take<Op>(size_t(S) * Cfg::ldc_op);
     alt1.take<float>(size_t(S) * Cfg::ld_tmp);
     alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     alt3.take<float>(size_t(C) * S);  // Rd, or the fused forward's Pd
     cta::Arena region = ar.region(cta::max_size(alt1.used(), cta::max_size(alt2.used(), alt3.used())));
     cta::Arena r1 = region, r2 = region, r3 = region;
-    t.P = r1.take<float>(size_t(C) * Cfg::ldc_f);
-    t.Pop = r1.take<Op>(size_t(C) * Cfg::ldc_op);
+    t.P = r1.take<float>(size_t(S) * Cfg::ldc_f);
+    t.Pop = r1.take<Op>(size_t(S) * Cfg::ldc_op);
     t.Tmp = r1.take<float>(size_t(S) * Cfg::ld_tmp);
     t.Sop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) t.dSop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
