@@ -6,7 +6,10 @@
   ``chunk-split`` force one (the same arithmetic; the split pair spreads y over chunks, the
   fused pass reads the inputs once), so the table shows whether auto chose well;
   ``chunk-recompute`` (forward+backward only): the chunk path with ``save_chunk_states=False``, whose
-  backward recomputes the chunk states instead of reusing the forward's;
+  backward recomputes the chunk states instead of reusing the forward's; ``chunk-elementwise``: the
+  chunk path with every 16×16 diagonal block per element in fp32 (DECAYFW_CHUNK_DIAGONAL=elementwise),
+  the form before the diagonal blocks took the tensor cores (``chunk`` takes them where the gates
+  allow, here everywhere: the inputs' gate logits are N(2, 1));
 - ``naive``: a per-token PyTorch loop (autograd for the backward);
 - ``t2fw``: T2FW's algorithm (Mao 2022's released kernels) re-implemented in Triton: one program
   per state tile running serially over time, every state S_t stored (fp16) for the backward,
@@ -132,10 +135,11 @@ def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False):
     return x, B, H
 
 
-def run_decayfw(x, backward, path, save_chunk_states=True, forward="auto", threads="auto"):
+def run_decayfw(x, backward, path, save_chunk_states=True, forward="auto", threads="auto", diagonal="auto"):
     os.environ["DECAYFW_CUDA_PATH"] = path
     os.environ["DECAYFW_CHUNK_FORWARD"] = forward
     os.environ["DECAYFW_CHUNK_THREADS"] = threads
+    os.environ["DECAYFW_CHUNK_DIAGONAL"] = diagonal
     y = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"], save_chunk_states=save_chunk_states)
     if backward:
         y.backward(torch.ones_like(y))
@@ -289,37 +293,44 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # off kernels/cuda/decay_chunk_program.h as it is: every decay e^x of a gate difference is one ex2, a log
 # gate two (exp and log), σ(−x) two (exp and reciprocal). A Hopper SM retires 16 per clock, so at
 # 132 SMs and 1.98 GHz (H100/H200 boost) the device does 4.2e12 a second: the second floor beside the
-# bytes. The gradient pass's 16×16 diagonal blocks, computed per element in fp32 because their gates
-# can span more than fp32's range, are most of it.
+# bytes. The 16×16 diagonal blocks were most of it while they were all computed per element in fp32;
+# they now take the tensor cores for every column whose gates span at most 40 over a sub-chunk, and
+# stay per element for the others ("wide": the fraction `wide` below; 1 for the elementwise form,
+# DECAYFW_CHUNK_DIAGONAL=elementwise, and for fp16).
 SFU_OPS_PER_SECOND = 132 * 16 * 1.98e9
 SUB = 16  # rows per sub-chunk (kSub)
 PAIR_DECAYS = 72  # exponentials per column for the decays of a sub-chunk's 136 row pairs (for_each_pair_decay)
 
 
-def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split"):
-    """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations).
+def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", wide=0.0):
+    """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations), with a
+    fraction `wide` of the (sub-chunk, column) pairs taking their diagonal terms per element (and a warp's
+    worth of lanes paying for each: the count assumes wide columns are not gathered into few warps).
     output_pass and grad_pass walk a chunk's row tiles inside one CTA and take the key side's log gates
     and Pd once; forward_pass, one row tile per CTA, takes them for each."""
     C = C or compiled_chunk(M)
     R, S, NS = 64, SUB, C // SUB
     blocks = N * -(-T // C)            # (sequence, chunk) pairs
     tiles = D // R
-    off = sum(S * M + I * S * (M + R) + S * R for I in range(1, NS))         # y_intra_off_diagonal (and dq's)
+    diag = wide * S * (M + R)          # the diagonal rows' operand scalings skipped (zeroed) for wide columns
+    # one sub-chunk loop (y's or dq's): its own rows' scaling, every row up to its diagonal block, the result's
+    intra = sum(S * M + (I + 1) * S * (M + R) - diag + S * R for I in range(NS))
+    dvdk = sum(2 * S * (M + R) + (C - J * S) * (M + R) - diag for J in range(NS))
     gates = 2 * C * (M + R)                                                    # log σ of f and z
     update = C * (M + R) + R * M                                               # one chunk's state update
-    pd = C * S * M                                                             # the key side's diagonal blocks
-    y_tile = C * M + C * R + off + NS * R * PAIR_DECAYS                       # inter, off-diagonal, y's diagonal
-    dvdk = sum(S * (M + R) + (C - (J + 1) * S) * (M + R) + S * R + S * M for J in range(NS - 1))
-    grad_tile = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + 2 * off + dvdk + C * S * R
-                 + NS * (R + M) * PAIR_DECAYS + 2 * C * R)
+    pd = wide * C * S * M                                                      # Pd's wide key columns per element
+    rd = wide * C * S * R                                                      # Rd's wide rows, per tile
+    y_tile = C * M + C * R + intra + NS * R * PAIR_DECAYS * wide              # inter, intra, wide rows' diagonal
+    grad_tile = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + 2 * intra + dvdk + rd
+                 + NS * (R + M) * PAIR_DECAYS * wide + 2 * C * R)
     per_chunk = {
         "state_pass": tiles * (gates + update),
         "output_pass": 2 * C * M + pd + tiles * (2 * C * R + y_tile),            # key side and Pd once per chunk
         "forward_pass": tiles * (gates + pd + y_tile + update),                   # one row tile per CTA
         "dstate_pass": tiles * (gates + update),
-        "grad_pass": 2 * C * M + tiles * grad_tile + C * S * M + 2 * C * M,   # key gates, tiles, Pd once, df
+        "grad_pass": 2 * C * M + tiles * grad_tile + pd + 2 * C * M,           # key gates, tiles, Pd once, df
     }
-    ops = {k: blocks * v for k, v in per_chunk.items()}
+    ops = {k: round(blocks * v) for k, v in per_chunk.items()}
     if forward == "fused":
         ops["output_pass"] = 0
         ops["state_pass"] = 0 if reuse_states else ops["state_pass"]
@@ -329,19 +340,31 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split"):
     return ops
 
 
+# The diagonal blocks' two forms in the compute model: on tensor cores with no wide column (the inputs'
+# N(2, 1) gate logits; DECAYFW_CHUNK_DIAGONAL=tensor) and all per element (elementwise, and fp16).
+DIAGONAL_FORMS = (("tensor", 0.0), ("elementwise", 1.0))
+
+
 def print_compute_model(sizes, bw):
     print("Chunk path, forward+backward: the two floors of each kernel (model). MUFU: special-function operations "
           "(chunk_kernel_sfu) and the time they take at 16 per clock per SM, 132 SMs, 1.98 GHz; bytes: "
           f"chunk_kernel_bytes at {bw / 1e9:.0f} GB/s. Where the first is larger, the kernel cannot reach the "
-          "bandwidth the traffic model assumes\n")
-    print("| N | T | D | M | forward | " + " | ".join(f"{k} MUFU µs / bytes µs" for k in CHUNK_KERNELS) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(CHUNK_KERNELS))
+          "bandwidth the traffic model assumes. diagonal: the 16×16 diagonal blocks on tensor cores (no wide "
+          "column) or all per element. bound: the I/O floor ÷ the sum over kernels of the larger floor\n")
+    print("| N | T | D | M | forward | diagonal | " + " | ".join(f"{k} MUFU µs / bytes µs" for k in CHUNK_KERNELS)
+          + " | bound |")
+    print("|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 1))
     for N, T, D, M in sizes:
         for form in CHUNK_FORWARDS:
-            sfu, b = chunk_kernel_sfu(N, T, D, M, forward=form), chunk_kernel_bytes(N, T, D, M, forward=form)
-            cell = lambda k: (f"{sfu[k] / SFU_OPS_PER_SECOND * 1e6:.0f} / {b[k] / bw * 1e6:.0f}" if sfu[k] or b[k]
-                              else "—")
-            print(f"| {N} | {T} | {D} | {M} | {form} | " + " | ".join(cell(k) for k in CHUNK_KERNELS) + " |")
+            for diagonal, wide in DIAGONAL_FORMS:
+                sfu = chunk_kernel_sfu(N, T, D, M, forward=form, wide=wide)
+                b = chunk_kernel_bytes(N, T, D, M, forward=form)
+                us = lambda k: (sfu[k] / SFU_OPS_PER_SECOND * 1e6, b[k] / bw * 1e6)
+                cell = lambda k: f"{us(k)[0]:.0f} / {us(k)[1]:.0f}" if sfu[k] or b[k] else "—"
+                floor_us = io_floor_bytes(N, T, D, M, True) / bw * 1e6
+                bound = floor_us / sum(max(us(k)) for k in CHUNK_KERNELS)
+                print(f"| {N} | {T} | {D} | {M} | {form} | {diagonal} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)
+                      + f" | {100 * bound:.0f}% |")
     print()
 
 
@@ -498,6 +521,7 @@ def main(argv=None):
                 cands["chunk-" + form] = lambda x=x, form=form: run_decayfw(x, bwd, "chunk", forward=form)
             if bwd:
                 cands["chunk-recompute"] = lambda x=x: run_decayfw(x, bwd, "chunk", False)
+            cands["chunk-elementwise"] = lambda x=x: run_decayfw(x, bwd, "chunk", diagonal="elementwise")
             cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
             if T <= a.naive_max_t:
                 cands["naive"] = lambda x=x: run_naive(x, bwd)
@@ -531,7 +555,8 @@ def main(argv=None):
             torch.cuda.empty_cache()
     order = lambda r: (a.D.index(r["D"]), a.M.index(r["M"]), a.N.index(r["N"]), r["T"], r["mode"])
     rows.sort(key=order)
-    names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "recurrent", "naive", "t2fw", "fla", "sdpa"]
+    names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "chunk-elementwise", "recurrent", "naive",
+             "t2fw", "fla", "sdpa"]
     pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
     print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)
           + " | chunk % of I/O floor | recurrent % of I/O floor |")

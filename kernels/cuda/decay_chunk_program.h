@@ -67,6 +67,9 @@ struct ChunkArgs {
   // values as the dv and dk it telescopes against (tests/cpp/test_chunk_program.cpp measures the effect).
   void* dstates = nullptr;
   float* ds0 = nullptr;          // [N, D, M]
+  // The diagonal blocks (below): on tensor cores where the gates allow (the default), or every one per
+  // element in fp32 (tensor_diagonal = false: the older, more exact and slower form).
+  bool tensor_diagonal = true;
 };
 
 constexpr int kRows = 64;  // state rows per CTA (a D tile)
@@ -101,6 +104,7 @@ struct Config {
   static constexpr int ldm_op = M + 8, ldd_op = R + 8, ldc_op = C + 8;
   static constexpr int ldm_f = M + 4, ldd_f = R + 4, ldc_f = C + 4;
   static constexpr int ld_tmp = (ldm_f > ldd_f ? ldm_f : ldd_f);
+  static constexpr int key_words = (M + 31) / 32, row_words = R / 32;  // one bit per column (Tiles::key_wide)
   static_assert(kM % 16 == 0 && kC % 16 == 0, "M and C must be multiples of 16");
 };
 
@@ -162,6 +166,11 @@ struct Tiles {
   Op *Sop = nullptr, *dSop = nullptr;  // R×M state and state gradient rounded to the operand type
   float *Pd = nullptr, *Rd = nullptr;  // C×S fp32 diagonal blocks: q·k and dy·v with their decays
   float* Y = nullptr;                  // C×R fp32 outputs
+  // Per sub-chunk, one bit per key column (key_words words) and per row of the tile (row_words): set
+  // where that column's log gates span too much for the diagonal block's tensor-core products
+  // ("wide": see the diagonal blocks below); null in the passes that have no diagonal blocks.
+  uint32_t *key_wide = nullptr, *row_wide = nullptr;
+  float wide_span = -1.0f;  // the span above which a column is wide (wide_span_bound)
 };
 
 // ---- loading -----------------------------------------------------------------------------------
@@ -261,24 +270,80 @@ DECAYFW_CTA void cumsum_column(float* g, int ld) {
   for (int i = 0; i < C; ++i) s = g[i * ld] += s;
 }
 
+// The widest span of log gates over a sub-chunk for which a column's diagonal block is taken on tensor
+// cores: the block's operands are scaled by up to e^{span} there (the diagonal blocks below say why),
+// and e^40 ≈ 2.4·10^17 leaves inputs up to 10^21 finite in fp32's range. fp16 (65504) has no room for
+// such factors: all its columns are wide, and its diagonal blocks stay per element; so are all columns
+// when the caller asks for the per-element form (ChunkArgs::tensor_diagonal). Spans are ≥ 0.
+template <typename Cta, typename Op>
+DECAYFW_CTA float wide_span_bound(const ChunkArgs& a) {
+  return a.tensor_diagonal && Cta::template has_fp32_range<Op>() ? 40.0f : -1.0f;
+}
+
+DECAYFW_CTA bool is_wide(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 1u; }
+
+// f(col) for every wide column of one sub-chunk's words, ascending (the same for every thread).
+template <int kWords, typename F>
+DECAYFW_CTA void for_each_wide(const uint32_t* words, F&& f) {
+  DECAYFW_UNROLL
+  for (int w = 0; w < kWords; ++w) {
+    for (uint32_t bits = words[w]; bits != 0; bits &= bits - 1) f(32 * w + cta::lowest_set_bit(bits));
+  }
+}
+
+// The words of the sides being loaded, cleared in phase 2 (before phase 3 sets their bits).
+template <typename Op, typename Cfg>
+DECAYFW_CTA int64_t wide_word_count(const Tiles<Op, Cfg>& t, int sides) {
+  if (t.key_wide == nullptr) return 0;
+  return int64_t(Cfg::NS) * ((sides & kKeySide ? Cfg::key_words : 0) + (sides & kRowSide ? Cfg::row_words : 0));
+}
+template <typename Op, typename Cfg>
+DECAYFW_CTA void clear_wide_word(Tiles<Op, Cfg>& t, int sides, int64_t e) {
+  const int64_t keys = sides & kKeySide ? int64_t(Cfg::NS) * Cfg::key_words : 0;
+  if (e < keys) t.key_wide[e] = 0u;
+  else t.row_wide[e - keys] = 0u;
+}
+
+// After a column's cumulative sum: its bit in every sub-chunk whose span it exceeds (NaN included).
+template <typename Cta, typename Cfg>
+DECAYFW_CTA void mark_wide_column(Cta& cta, float bound, const float* g, int ld, uint32_t* words, int words_per_sub,
+                                  int col) {
+  constexpr int S = Cfg::S;
+  for (int I = 0; I < Cfg::NS; ++I) {
+    const float span = g[I * S * ld] - g[(I * S + S - 1) * ld];
+    if (!(span <= bound)) cta.atomic_or(words + I * words_per_sub + (col >> 5), 1u << (col & 31));
+  }
+}
+
 // Phase 3, index e of M + R columns (or one side's).
 template <typename Cfg>
 DECAYFW_CTA int64_t column_count(int sides) {
   return (sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0);
 }
-template <typename Op, typename Cfg>
-DECAYFW_CTA void cumsum_index(Tiles<Op, Cfg>& t, int sides, int64_t e) {
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void cumsum_index(Cta& cta, Tiles<Op, Cfg>& t, int sides, int64_t e) {
   const int64_t keys = sides & kKeySide ? Cfg::M : 0;
-  if (e < keys) cumsum_column<Cfg::C>(t.Bc + e, Cfg::M);
-  else cumsum_column<Cfg::C>(t.Ac + (e - keys), Cfg::R);
+  if (e < keys) {
+    const int m = static_cast<int>(e);
+    cumsum_column<Cfg::C>(t.Bc + m, Cfg::M);
+    if (t.key_wide) mark_wide_column<Cta, Cfg>(cta, t.wide_span, t.Bc + m, Cfg::M, t.key_wide, Cfg::key_words, m);
+  } else {
+    const int d = static_cast<int>(e - keys);
+    cumsum_column<Cfg::C>(t.Ac + d, Cfg::R);
+    if (t.row_wide) mark_wide_column<Cta, Cfg>(cta, t.wide_span, t.Ac + d, Cfg::R, t.row_wide, Cfg::row_words, d);
+  }
 }
 
 // Phases 2 and 3 of a staged chunk (the caller started its copies, with work of its own beside).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void finish_loading(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, int sides) {
   cta.wait_async();
-  cta.for_each(gate_count<Cfg>(sides), [&](int64_t e) { log_gate_index<Cta>(pl, t, sides, e); });
-  cta.for_each(column_count<Cfg>(sides), [&](int64_t e) { cumsum_index(t, sides, e); });
+  const int64_t gates = gate_count<Cfg>(sides);
+  cta.for_each(gates + wide_word_count(t, sides), [&](int64_t e) {
+    if (e < gates) log_gate_index<Cta>(pl, t, sides, e);
+    else clear_wide_word(t, sides, e - gates);
+  });
+  cta.for_each(column_count<Cfg>(sides), [&](int64_t e) { cumsum_index(cta, t, sides, e); });
 }
 
 // The states the parallel passes read beside a chunk's inputs, in the same staging phase:
@@ -345,15 +410,78 @@ DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
   });
 }
 
-// y_i += Σ_{j < r(I)} e^{A_i−A_j} ⊙ P_ij v_j for the rows i of each sub-chunk I after the first,
-// with r = I's first row: Y_I += e^{A_I−A_r} ⊙ ((Q_I e^{B_I−B_r})(K_{<r} e^{B_r−B_{<r}})ᵀ)(V_{<r} e^{A_r−A_{<r}}).
+// ---- diagonal blocks: on tensor cores where the gates allow, per element where they do not --------
+//
+// Inside a sub-chunk (first row r) the decay of a pair r ≤ j ≤ i factors through its first row too:
+// e^{X_i − X_j} = e^{X_i − X_r}·e^{X_r − X_j}, the first factor ≤ 1 and the second ≤ e^{span}, where
+// span = X_r − X_{r+S−1} of that column (≥ 0). Where a column's span is at most wide_span_bound, its
+// diagonal block is one more 16-column block of the sub-chunk's tensor-core products, with the pairs
+// j > i masked out after the first product. A "wide" column (fast-forgetting gates: logits below about
+// −2.5 a token; the tests' saturated ±30) could overflow that factor, so its operands' diagonal rows
+// are zeroed in those products, and its diagonal terms are added per element in fp32 as before
+// (for_each_pair_decay), from the blocks Pd (q·k, over M) and Rd (dy·v, over the tile's rows), which
+// are kept complete: their tensor-core sums over the other columns plus the wide columns' per-element
+// ones. The bits of the wide columns are set while the log gates are summed (mark_wide_column).
+
+// Σ over the wide key columns m of one sub-chunk of q_i k_j e^{B_i−B_j}: Pd_ij's part the tensor cores leave out.
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void y_intra_off_diagonal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t) {
+DECAYFW_CTA float wide_key_sum(const Tiles<Op, Cfg>& t, const uint32_t* wide, int i, int j) {
+  constexpr int M = Cfg::M;
+  float s = 0.0f;
+  for_each_wide<Cfg::key_words>(wide, [&](int m) {
+    s += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+         decay_exp(t.Bc[i * M + m] - t.Bc[j * M + m]);
+  });
+  return s;
+}
+// Σ over the wide rows d of one sub-chunk and tile of dy_i v_j e^{A_i−A_j}: Rd_ij's part likewise.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA float wide_row_sum(const Tiles<Op, Cfg>& t, const uint32_t* wide, int i, int j) {
+  constexpr int R = Cfg::R;
+  float s = 0.0f;
+  for_each_wide<Cfg::row_words>(wide, [&](int d) {
+    s += Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+         decay_exp(t.Ac[i * R + d] - t.Ac[j * R + d]);
+  });
+  return s;
+}
+
+// A sub-chunk's products against every earlier row and its own (n = r + S columns, the last S its
+// diagonal block), from fp32 P to the operand type in Pop: the diagonal block masked to j ≤ i, with its
+// wide columns' per-element sums added (diagonal(i, j) for j ≤ i), and kept in fp32 in Dg (C×S) when
+// keep, else read back from Dg (Pd depends on the key side alone: kept across row tiles).
+template <typename Cta, typename Op, typename Cfg, typename Diagonal>
+DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r, float* Dg, bool keep,
+                                              Diagonal&& diagonal) {
+  constexpr int S = Cfg::S;
+  const int n = r + S;
+  cta.for_each(int64_t(S) * n, [&](int64_t e) {
+    const int ii = static_cast<int>(e / n), j = static_cast<int>(e % n);
+    float p = t.P[ii * Cfg::ldc_f + j];
+    if (j >= r) {
+      float& dg = Dg[(r + ii) * S + (j - r)];
+      if (keep) dg = p = j - r <= ii ? p + diagonal(r + ii, j) : 0.0f;
+      else p = dg;
+    }
+    t.Pop[ii * Cfg::ldc_op + j] = Cta::template from_f<Op>(p);
+  });
+}
+
+// y_i += Σ_{j ≤ i} e^{A_i−A_j} ⊙ P_ij v_j (P_ij = Σ_m q_i k_j e^{B_i−B_j}) for the rows i of each sub-chunk I
+// (first row r), against every earlier row and its own, except the wide rows' diagonal terms (store_y,
+// or grad_pass's diagonal_row_terms, add them from Pd):
+//   Y_I += e^{A_I−A_r} ⊙ mask((Q_I e^{B_I−B_r})(K_{<r+S} e^{B_r−B_{<r+S}})ᵀ)(V_{<r+S} e^{A_r−A_{<r+S}}),
+// the diagonal rows of K (V) zeroed in the wide key (row) columns. Pd is computed when key_side, else
+// the one kept from the first row tile is used.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void y_intra_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool key_side) {
   constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S;
-  for (int I = 1; I < Cfg::NS; ++I) {
-    const int r = I * S;
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  for (int I = 0; I < Cfg::NS; ++I) {
+    const int r = I * S, n = r + S;
     if (r >= pl.valid) break;
-    cta.for_each(int64_t(S) * M + int64_t(r) * (M + R), [&](int64_t e) {
+    const uint32_t *key_wide = t.key_wide + I * Cfg::key_words, *row_wide = t.row_wide + I * Cfg::row_words;
+    cta.for_each(int64_t(S) * M + int64_t(n) * (M + R), [&](int64_t e) {
       if (e < int64_t(S) * M) {
         const int i = r + static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
@@ -361,57 +489,33 @@ DECAYFW_CTA void y_intra_off_diagonal(Cta& cta, const Place& pl, Tiles<Op, Cfg>&
         return;
       }
       e -= int64_t(S) * M;
-      if (e < int64_t(r) * M) {
+      if (e < int64_t(n) * M) {
         const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
-        t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                             decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
+        t.Xb[j * Cfg::ldm_op + m] =
+            j >= r && is_wide(key_wide, m)
+                ? zero
+                : Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+                                           decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
         return;
       }
-      e -= int64_t(r) * M;
+      e -= int64_t(n) * M;
       const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
       t.Xc[j * Cfg::ldd_op + d] =
-          Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) * decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
+          j >= r && is_wide(row_wide, d)
+              ? zero
+              : Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+                                         decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
     });
-    cta.template gemm<false, true>(S, r, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
+    cta.template gemm<false, true>(S, n, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
                                    false);
-    cta.for_each(int64_t(S) * r, [&](int64_t e) {
-      const int i = static_cast<int>(e / r), j = static_cast<int>(e % r);
-      t.Pop[i * Cfg::ldc_op + j] = Cta::template from_f<Op>(t.P[i * Cfg::ldc_f + j]);
-    });
-    cta.template gemm<false, false>(S, R, r, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
+    round_products_with_diagonal(cta, t, r, t.Pd, key_side,
+                                 [&](int i, int j) { return wide_key_sum<Cta>(t, key_wide, i, j); });
+    cta.template gemm<false, false>(S, R, n, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * R, [&](int64_t e) {
       const int ii = static_cast<int>(e / R), d = static_cast<int>(e % R), i = r + ii;
       t.Y[i * Cfg::ldd_f + d] += decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]) * t.Tmp[ii * Cfg::ld_tmp + d];
     });
   }
-}
-
-// Pd[i][jj] = Σ_m q_i k_j e^{B_i−B_j} for j = the jj-th row of i's sub-chunk, j ≤ i (else 0), unless
-// !key_side (Pd depends on the key side alone: grad_pass keeps it from its first row tile); and, when Rd
-// is carved, Rd[i][jj] = Σ_d dy_i v_j e^{A_i−A_j}. fp32 on CUDA cores.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void diagonal_blocks(Cta& cta, Tiles<Op, Cfg>& t, bool key_side = true) {
-  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
-  const int64_t skip = key_side ? 0 : int64_t(C) * S, parts = t.Rd ? 2 : 1;
-  cta.for_each(parts * C * S - skip, [&](int64_t e) {
-    e += skip;
-    const bool dyv = e >= int64_t(C) * S;
-    if (dyv) e -= int64_t(C) * S;
-    const int i = static_cast<int>(e / S), jj = static_cast<int>(e % S), j = (i / S) * S + jj;
-    float s = 0.0f;
-    if (j <= i) {
-      if (!dyv) {
-        for (int m = 0; m < M; ++m)
-          s += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-               decay_exp(t.Bc[i * M + m] - t.Bc[j * M + m]);
-      } else {
-        for (int d = 0; d < R; ++d)
-          s += Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-               decay_exp(t.Ac[i * R + d] - t.Ac[j * R + d]);
-      }
-    }
-    (dyv ? t.Rd : t.Pd)[i * S + jj] = s;
-  });
 }
 
 // For every pair of rows c ≤ r of a 16-row sub-chunk, in the order r ascending, c ascending:
@@ -448,8 +552,8 @@ DECAYFW_CTA void for_each_pair_decay(const float (&x)[S], F&& f) {
   }
 }
 
-// The diagonal blocks' part of y for one sub-chunk (rows blk .. blk + S − 1) and one row d:
-// y_r = Σ_{c ≤ r} Pd_rc v_c e^{A_r−A_c}, into y[r].
+// The diagonal block's part of y for one sub-chunk (rows blk .. blk + S − 1) and one wide row d, per
+// element: y_r = Σ_{c ≤ r} Pd_rc v_c e^{A_r−A_c}, into y[r].
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void y_diagonal_terms(const Tiles<Op, Cfg>& t, int blk, int d, float (&y)[Cfg::S]) {
   constexpr int R = Cfg::R, S = Cfg::S;
@@ -522,9 +626,11 @@ DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
     const Place pl(a, n, c, tile, Cfg::C);
     cta.wait_async();
     swap_raw_tiles(t, next_staging);
-    cta.for_each(start_work + gate_count<Cfg>(kBothSides), [&](int64_t e) {
+    const int64_t gates = start_work + gate_count<Cfg>(kBothSides);
+    cta.for_each(gates + wide_word_count(t, kBothSides), [&](int64_t e) {
       if (e < start_work) chunk_start(pl, e);
-      else log_gate_index<Cta>(pl, t, kBothSides, e - start_work);
+      else if (e < gates) log_gate_index<Cta>(pl, t, kBothSides, e - start_work);
+      else clear_wide_word(t, kBothSides, e - gates);
     });
     // The next chunk's copies first, so that every thread starts its share before the sums.
     const bool more = k + 1 < a.chunks;
@@ -532,7 +638,7 @@ DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
     const int64_t issue = more ? copies : 0;
     cta.for_each(issue + column_count<Cfg>(kBothSides), [&](int64_t e) {
       if (e < issue) stage_index<Cta, Op, Cfg>(cta, a, next, next_staging, kBothSides, e);
-      else cumsum_index(t, kBothSides, e - issue);
+      else cumsum_index(cta, t, kBothSides, e - issue);
     });
     compute(pl);
   }
@@ -676,9 +782,9 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
 //   Output: output_pass, which walks the row tiles of a chunk inside the CTA;
 //   Fused:  the chunk part of forward_pass (one row tile per CTA);
 //   Grad:   grad_pass, which walks the row tiles too and adds the gradients' tiles.
-// Phases that never overlap share one region: {P, Pop, Tmp} (off-diagonal products) | {Sop, dSop}
-// (inter-chunk products) | Pd or Rd (diagonal). The programs that walk the row tiles keep Pd, which
-// depends on the key side alone, out of the region: it is computed with the first row tile only.
+// Phases that never overlap share one region: {P, Pop, Tmp} (a sub-chunk's products) | {Sop, dSop}
+// (inter-chunk products). The diagonal blocks Pd and Rd are written while P and Pop are in use and
+// read later (Pd, which depends on the key side alone, across row tiles), so they have their own.
 enum class ChunkCarve { Output, Fused, Grad };
 
 template <typename Op, typename Cfg>
@@ -688,7 +794,7 @@ struct ChunkSmem {
   size_t bytes;
   DECAYFW_HD ChunkSmem(unsigned char* base, ChunkCarve carve) {
     constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
-    const bool grad = carve == ChunkCarve::Grad, keep_pd = carve != ChunkCarve::Fused;
+    const bool grad = carve == ChunkCarve::Grad;
     cta::Arena ar(base);
     t.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
     t.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
@@ -709,22 +815,23 @@ struct ChunkSmem {
       t.Fr = t.Xa, t.Zr = t.Xc;  // C×ldm_op ≥ C×M, C×ldd_op ≥ C×R
     }
     // the shared region: measure each alternative, take the largest
-    cta::Arena alt1(nullptr), alt2(nullptr), alt3(nullptr);
+    cta::Arena alt1(nullptr), alt2(nullptr);
     alt1.take<float>(size_t(S) * Cfg::ldc_f);  // P and Pop: one sub-chunk's rows against the chunk
     alt1.take<Op>(size_t(S) * Cfg::ldc_op);
     alt1.take<float>(size_t(S) * Cfg::ld_tmp);
     alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) alt2.take<Op>(size_t(R) * Cfg::ldm_op);
-    alt3.take<float>(size_t(C) * S);  // Rd, or the fused forward's Pd
-    cta::Arena region = ar.region(cta::max_size(alt1.used(), cta::max_size(alt2.used(), alt3.used())));
-    cta::Arena r1 = region, r2 = region, r3 = region;
+    cta::Arena region = ar.region(cta::max_size(alt1.used(), alt2.used()));
+    cta::Arena r1 = region, r2 = region;
     t.P = r1.take<float>(size_t(S) * Cfg::ldc_f);
     t.Pop = r1.take<Op>(size_t(S) * Cfg::ldc_op);
     t.Tmp = r1.take<float>(size_t(S) * Cfg::ld_tmp);
     t.Sop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) t.dSop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
-    if (grad) t.Rd = r3.take<float>(size_t(C) * S);
-    t.Pd = keep_pd ? ar.take<float>(size_t(C) * S) : r3.take<float>(size_t(C) * S);  // kept across row tiles
+    t.Pd = ar.take<float>(size_t(C) * S);
+    if (grad) t.Rd = ar.take<float>(size_t(C) * S);
+    t.key_wide = ar.take<uint32_t>(size_t(Cfg::NS) * Cfg::key_words);
+    t.row_wide = ar.take<uint32_t>(size_t(Cfg::NS) * Cfg::row_words);
     t.Y = ar.take<float>(size_t(C) * (grad ? Cfg::ld_tmp : Cfg::ldd_f));  // grad: also C×M scratch
     if (grad) {
       DQ = ar.take<float>(size_t(C) * Cfg::ldm_f);
@@ -737,7 +844,7 @@ struct ChunkSmem {
   }
 };
 
-// y of the chunk's valid rows out: the inter and off-diagonal parts (Y) plus the diagonal blocks'.
+// y of the chunk's valid rows out: Y (everything but the wide rows' diagonal terms) plus those.
 // One function for output_pass and forward_pass, so both compile the same arithmetic.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Tiles<Op, Cfg>& t) {
@@ -746,7 +853,12 @@ DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Ti
   cta.for_each(int64_t(blocks) * R, [&](int64_t e) {
     const int blk = static_cast<int>(e / R) * S, d = static_cast<int>(e % R);
     float y[S];
-    y_diagonal_terms<Cta>(t, blk, d, y);
+    if (is_wide(t.row_wide + (blk / S) * Cfg::row_words, d)) {
+      y_diagonal_terms<Cta>(t, blk, d, y);
+    } else {
+      DECAYFW_UNROLL
+      for (int r = 0; r < S; ++r) y[r] = 0.0f;
+    }
     DECAYFW_UNROLL
     for (int r = 0; r < S; ++r) {
       const int i = blk + r;
@@ -757,14 +869,14 @@ DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Ti
 }
 
 // output_pass(n, chunk): y of the chunk's valid rows. The row tiles of D are walked inside the CTA,
-// as grad_pass does: the key side (q, k, log σ(f)) is staged with the first tile and kept, and so is
-// Pd, which depends on it alone (the per-element diagonal blocks are most of this pass's
-// exponentials: docs/cuda.md, "A second floor").
+// as grad_pass does: the key side (q, k, log σ(f)) is staged with the first tile and kept, and so are
+// Pd and the wide key columns, which depend on it alone (docs/cuda.md, "A second floor").
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, unsigned char* smem) {
   constexpr int C = Cfg::C;
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Output);
   Tiles<Op, Cfg>& t = sm.t;
+  t.wide_span = wide_span_bound<Cta, Op>(a);
   const Staging<Op> to = staging_of(t);
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
     const Place pl(a, n, chunk, tile, C);
@@ -777,8 +889,7 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
     finish_loading(cta, pl, t, sides);
     y_inter_product(cta, t);
     scale_inter(cta, t);
-    y_intra_off_diagonal(cta, pl, t);
-    diagonal_blocks(cta, t, tile == 0);
+    y_intra_chunk(cta, pl, t, tile == 0);
     store_y(cta, a, pl, t);
   }
 }
@@ -824,6 +935,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   constexpr int M = Cfg::M, R = Cfg::R, Q = M / 4;
   ForwardSmem<Op, Cfg> sm(smem);
   Tiles<Op, Cfg>& t = sm.chunk.t;
+  t.wide_span = wide_span_bound<Cta, Op>(a);
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
@@ -843,8 +955,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
         // y of the chunk, as output_pass, then the state update.
         y_inter_product(cta, t);
         scale_inter(cta, t);
-        y_intra_off_diagonal(cta, pl, t);
-        diagonal_blocks(cta, t);
+        y_intra_chunk(cta, pl, t, true);
         store_y(cta, a, pl, t);
         update_state(cta, t, S);
       });
@@ -855,6 +966,19 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   } else if (final_state) {
     copy_state_tile<Cta, Cfg>(cta, final_state, M, S, Cfg::ldm_f);
   }
+}
+
+// The anti-causal products of sub-chunk J's rows j (from j0) with its own rows and the later ones
+// (w columns from j0), in the operand type in Pop: the diagonal block transposed from Dg (Pd or Rd,
+// already masked: zero where i < j), the later columns from fp32 P (written at column S).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void round_products_after_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int j0, int w, const float* Dg) {
+  constexpr int S = Cfg::S;
+  cta.for_each(int64_t(S) * w, [&](int64_t e) {
+    const int jj = static_cast<int>(e / w), c = static_cast<int>(e % w);
+    const float p = c >= S ? t.P[jj * Cfg::ldc_f + c] : Dg[(j0 + c) * S + jj];
+    t.Pop[jj * Cfg::ldc_op + c] = Cta::template from_f<Op>(p);
+  });
 }
 
 // Over the pairs c ≤ r of one sub-chunk column, with p the sub-chunk's S×S block of Pd or Rd and the decay
@@ -869,13 +993,15 @@ DECAYFW_CTA void paired_diagonal_sums(const float (&x)[S], const float* p, const
   });
 }
 
-// The diagonal blocks' terms of grad_pass for one sub-chunk (rows blk .. blk + S − 1) and one column, in
-// fp32 on CUDA cores. Both terms of a pair of rows a ≥ c share one decay, computed once:
+// The diagonal blocks' terms of grad_pass for one sub-chunk (rows blk .. blk + S − 1) and one wide column
+// (the others' are in the tensor-core products), per element in fp32. Both terms of a pair of rows a ≥ c
+// share one decay, computed once:
 //   row side (column d, decay e^{A_a−A_c}, with Pd):  y_a += Pd_ac v_c e^{..}   and  dv_c += Pd_ac dy_a e^{..};
 //   key side (column m, decay e^{B_a−B_c}, with Rd):  dq_a += Rd_ac k_c e^{..}  and  dk_c += Rd_ac q_a e^{..}.
 // Each sum runs in the order of the per-row loops it replaced (y_a and dq_a over c ascending, dv_c and
 // dk_c over a ascending, from the off-diagonal sums); the decays come from for_each_pair_decay, 72
-// exponentials per column where the per-row loops took S(S+1) = 272.
+// exponentials per column where the per-row loops took S(S+1) = 272. diagonal_row_terms also finishes every
+// row d, wide or not: Y ← y ⊙ dy for the row gates, and dv out.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, int blk, int d) {
   constexpr int R = Cfg::R, S = Cfg::S;
@@ -890,7 +1016,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
     y[r] = 0.0f;
     dv[r] = sm.DV[i * Cfg::ldd_f + d];
   }
-  paired_diagonal_sums(A, t.Pd + blk * S, v, g, y, dv);
+  if (is_wide(t.row_wide + (blk / S) * Cfg::row_words, d)) paired_diagonal_sums(A, t.Pd + blk * S, v, g, y, dv);
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
     const int i = blk + r;
@@ -992,12 +1118,17 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     DV[i * Cfg::ldd_f + d] *= decay_exp(t.Ac[last * R + d] - al);
   });
 
-  // Intra-chunk, off the diagonal blocks: y (causal), dq (causal), dv and dk (anti-causal).
-  y_intra_off_diagonal(cta, pl, t);
-  for (int I = 1; I < Cfg::NS; ++I) {  // dq_I += e^{B_I−B_r} ⊙ (dY_I e^{A_I−A_r})(V_{<r} e^{A_r−A_{<r}})ᵀ (K_{<r} e^{B_r−B_{<r}})
-    const int r = I * S;
+  // Intra-chunk, by sub-chunk with the diagonal blocks on tensor cores (but their wide columns): y
+  // (causal), dq (causal), dv and dk (anti-causal).
+  y_intra_chunk(cta, pl, t, pl.tile == 0);
+  const Op zero = Cta::template from_f<Op>(0.0f);
+  // dq_I += e^{B_I−B_r} ⊙ mask((dY_I e^{A_I−A_r})(V_{<r+S} e^{A_r−A_{<r+S}})ᵀ)(K_{<r+S} e^{B_r−B_{<r+S}}), the
+  // diagonal rows of V (K) zeroed in the wide rows (key columns); Rd, the masked diagonal block, kept.
+  for (int I = 0; I < Cfg::NS; ++I) {
+    const int r = I * S, n = r + S;
     if (r >= pl.valid) break;
-    cta.for_each(int64_t(S) * R + int64_t(r) * (R + M), [&](int64_t e) {
+    const uint32_t *key_wide = t.key_wide + I * Cfg::key_words, *row_wide = t.row_wide + I * Cfg::row_words;
+    cta.for_each(int64_t(S) * R + int64_t(n) * (R + M), [&](int64_t e) {
       if (e < int64_t(S) * R) {
         const int i = r + static_cast<int>(e / R), d = static_cast<int>(e % R);
         t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
@@ -1005,32 +1136,43 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
         return;
       }
       e -= int64_t(S) * R;
-      if (e < int64_t(r) * R) {
+      if (e < int64_t(n) * R) {
         const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
-        t.Xd[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                             decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
+        t.Xd[j * Cfg::ldd_op + d] =
+            j >= r && is_wide(row_wide, d)
+                ? zero
+                : Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+                                           decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
         return;
       }
-      e -= int64_t(r) * R;
+      e -= int64_t(n) * R;
       const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
       t.Xb[j * Cfg::ldm_op + m] =
-          Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) * decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
+          j >= r && is_wide(key_wide, m)
+              ? zero
+              : Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
+                                         decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
     });
-    cta.template gemm<false, true>(S, r, R, t.Xc + r * Cfg::ldd_op, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.P, Cfg::ldc_f,
+    cta.template gemm<false, true>(S, n, R, t.Xc + r * Cfg::ldd_op, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.P, Cfg::ldc_f,
                                    false);
-    cta.for_each(int64_t(S) * r, [&](int64_t e) {
-      const int i = static_cast<int>(e / r), j = static_cast<int>(e % r);
-      t.Pop[i * Cfg::ldc_op + j] = Cta::template from_f<Op>(t.P[i * Cfg::ldc_f + j]);
-    });
-    cta.template gemm<false, false>(S, M, r, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
+    round_products_with_diagonal(cta, t, r, t.Rd, true,
+                                 [&](int i, int j) { return wide_row_sum<Cta>(t, row_wide, i, j); });
+    cta.template gemm<false, false>(S, M, n, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * M, [&](int64_t e) {
       const int ii = static_cast<int>(e / M), m = static_cast<int>(e % M), i = r + ii;
       DQ[i * Cfg::ldm_f + m] += decay_exp(t.Bc[i * M + m] - t.Bc[r * M + m]) * t.Tmp[ii * Cfg::ld_tmp + m];
     });
   }
-  for (int J = 0; J + 1 < Cfg::NS; ++J) {  // rows j of sub-chunk J against every later row i; reference = J's last row
-    const int j0 = J * S, rp = j0 + S - 1, i0 = j0 + S, w = C - i0;
-    if (i0 >= pl.valid) break;
+  // Rows j of sub-chunk J against its own rows and every later valid row i, reference = J's last row rp:
+  //   dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ji (dy_i e^{A_i−A_rp}),  dk_J += e^{B_rp−B_J} ⊙ Σ_i R_ji (q_i e^{B_i−B_rp}),
+  // P_ji = Pd_ij and R_ji = Rd_ij on the diagonal block (kept complete above), and after it
+  // (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp}) and (V_J e^{A_rp−A_J})·(dy_i e^{A_i−A_rp}); the diagonal rows of
+  // q (dy) zeroed in the wide key columns (rows).
+  const int end = (pl.valid + S - 1) / S * S;  // rows past it are all padding (zero q and dy)
+  for (int J = 0; J < Cfg::NS; ++J) {
+    const int j0 = J * S, rp = j0 + S - 1, w = end - j0, later = w - S;
+    if (j0 >= pl.valid) break;
+    const uint32_t *key_wide = t.key_wide + J * Cfg::key_words, *row_wide = t.row_wide + J * Cfg::row_words;
     cta.for_each(int64_t(S) * (M + R) + int64_t(w) * (M + R), [&](int64_t e) {
       if (e < int64_t(S) * M) {
         const int j = j0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
@@ -1047,37 +1189,37 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       }
       e -= int64_t(S) * R;
       if (e < int64_t(w) * M) {
-        const int i = i0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
-        t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
-                                                             decay_exp(t.Bc[i * M + m] - t.Bc[rp * M + m]));
+        const int i = j0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
+        t.Xa[i * Cfg::ldm_op + m] =
+            i <= rp && is_wide(key_wide, m)
+                ? zero
+                : Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
+                                           decay_exp(t.Bc[i * M + m] - t.Bc[rp * M + m]));
         return;
       }
       e -= int64_t(w) * M;
-      const int i = i0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
-      t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
-                                                           decay_exp(t.Ac[i * R + d] - t.Ac[rp * R + d]));
+      const int i = j0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
+      t.Xc[i * Cfg::ldd_op + d] =
+          i <= rp && is_wide(row_wide, d)
+              ? zero
+              : Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
+                                         decay_exp(t.Ac[i * R + d] - t.Ac[rp * R + d]));
     });
-    // dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ij (dy_i e^{A_i−A_rp}),  P_ij = (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp})
-    cta.template gemm<false, true>(S, w, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op,
-                                   t.P, Cfg::ldc_f, false);
-    cta.for_each(int64_t(S) * w, [&](int64_t e) {
-      const int j = static_cast<int>(e / w), i = static_cast<int>(e % w);
-      t.Pop[j * Cfg::ldc_op + i] = Cta::template from_f<Op>(t.P[j * Cfg::ldc_f + i]);
-    });
-    cta.template gemm<false, false>(S, R, w, t.Pop, Cfg::ldc_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op, t.Tmp,
+    if (later > 0)
+      cta.template gemm<false, true>(S, later, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + (j0 + S) * Cfg::ldm_op,
+                                     Cfg::ldm_op, t.P + S, Cfg::ldc_f, false);
+    round_products_after_diagonal(cta, t, j0, w, t.Pd);
+    cta.template gemm<false, false>(S, R, w, t.Pop, Cfg::ldc_op, t.Xc + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Tmp,
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * R, [&](int64_t e) {
       const int jj = static_cast<int>(e / R), d = static_cast<int>(e % R), j = j0 + jj;
       DV[j * Cfg::ldd_f + d] += decay_exp(t.Ac[rp * R + d] - t.Ac[j * R + d]) * t.Tmp[jj * Cfg::ld_tmp + d];
     });
-    // dk_J += e^{B_rp−B_J} ⊙ Σ_i R_ij (q_i e^{B_i−B_rp}),  R_ij = (V_J e^{A_rp−A_J})·(dy_i e^{A_i−A_rp})
-    cta.template gemm<false, true>(S, w, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op,
-                                   t.P, Cfg::ldc_f, false);
-    cta.for_each(int64_t(S) * w, [&](int64_t e) {
-      const int j = static_cast<int>(e / w), i = static_cast<int>(e % w);
-      t.Pop[j * Cfg::ldc_op + i] = Cta::template from_f<Op>(t.P[j * Cfg::ldc_f + i]);
-    });
-    cta.template gemm<false, false>(S, M, w, t.Pop, Cfg::ldc_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op, t.Tmp,
+    if (later > 0)
+      cta.template gemm<false, true>(S, later, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + (j0 + S) * Cfg::ldd_op,
+                                     Cfg::ldd_op, t.P + S, Cfg::ldc_f, false);
+    round_products_after_diagonal(cta, t, j0, w, t.Rd);
+    cta.template gemm<false, false>(S, M, w, t.Pop, Cfg::ldc_op, t.Xa + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Tmp,
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * M, [&](int64_t e) {
       const int jj = static_cast<int>(e / M), m = static_cast<int>(e % M), j = j0 + jj;
@@ -1085,16 +1227,15 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     });
   }
 
-  // Diagonal blocks in fp32 (Pd with the first row tile only), and dv written; y ⊙ dy kept in Y for the
-  // row-gate identity. One index per (sub-chunk, column): each pair of rows' decay is computed once for
-  // both of its terms (diagonal_row_terms, diagonal_key_terms).
-  diagonal_blocks(cta, t, pl.tile == 0);
+  // The wide columns' diagonal terms per element in fp32 (from Pd and Rd), and dv written; y ⊙ dy kept
+  // in Y for the row-gate identity. One index per (sub-chunk, column).
   cta.for_each(int64_t(Cfg::NS) * (R + M), [&](int64_t e) {
     if (e < int64_t(Cfg::NS) * R) {
       diagonal_row_terms<Cta>(a, pl, sm, static_cast<int>(e / R) * S, static_cast<int>(e % R));
     } else {
       e -= int64_t(Cfg::NS) * R;
-      diagonal_key_terms<Cta>(sm, static_cast<int>(e / M) * S, static_cast<int>(e % M));
+      const int I = static_cast<int>(e / M), m = static_cast<int>(e % M);
+      if (is_wide(t.key_wide + I * Cfg::key_words, m)) diagonal_key_terms<Cta>(sm, I * S, m);
     }
   });
 
@@ -1119,6 +1260,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   constexpr int C = Cfg::C, M = Cfg::M;
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Grad);
   Tiles<Op, Cfg>& t = sm.t;
+  t.wide_span = wide_span_bound<Cta, Op>(a);
   float *DQ = sm.DQ, *DK = sm.DK;
   const Staging<Op> to = staging_of(t);
   const int64_t zeros = int64_t(C) * M + M;

@@ -90,6 +90,14 @@ int chosen_threads(const char* op) {
   return want == "auto" ? cuda::kChunkThreads : std::stoi(want);
 }
 
+// How the chunk kernels take their diagonal blocks (cuda::ChunkDiagonal says what each costs):
+// DECAYFW_CHUNK_DIAGONAL=auto|tensor|elementwise, read at every call; auto is tensor (fp16 runs
+// elementwise whatever is asked: its range leaves no room for the scaled operands).
+cuda::ChunkDiagonal chosen_diagonal(const char* op) {
+  const std::string want = env_choice(op, "DECAYFW_CHUNK_DIAGONAL", {"tensor", "elementwise"});
+  return want == "elementwise" ? cuda::ChunkDiagonal::Elementwise : cuda::ChunkDiagonal::TensorCores;
+}
+
 at::Tensor workspace(size_t bytes, const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
 }
@@ -126,16 +134,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const char* op, bool keep
   }
   const cuda::ChunkForward form = chosen_forward(op, d, q.device().index());
   const int threads = chosen_threads(op);
+  const cuda::ChunkDiagonal diagonal = chosen_diagonal(op);
   at::Tensor s0;
   c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
   if (form == cuda::ChunkForward::Fused && !keep_states) {
-    check_launch(op, cuda::decay_forward_chunk_cuda(c.params, nullptr, stream, form, threads));
+    check_launch(op, cuda::decay_forward_chunk_cuda(c.params, nullptr, stream, form, threads, diagonal));
     return {c.y, c.final_state, at::empty({0}, q.options().dtype(at::kFloat))};
   }
   at::Tensor states = at::empty({d.batch, d.heads, (d.seqlen + chunk - 1) / chunk + 1, d.dim_v, d.dim_k},
                                 q.options().dtype(at::kFloat));
   TORCH_INTERNAL_ASSERT(static_cast<size_t>(states.nbytes()) == cuda::chunk_workspace_bytes(d, c.params.dtype, false));
-  check_launch(op, cuda::decay_forward_chunk_cuda(c.params, states.data_ptr(), stream, form, threads));
+  check_launch(op, cuda::decay_forward_chunk_cuda(c.params, states.data_ptr(), stream, form, threads, diagonal));
   return {c.y, c.final_state, states};
 }
 
@@ -168,12 +177,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor* saved = chunk_states_or_null(op, chunk_states, d, chunk, q);
   if (chunk != 0) {
     const int threads = chosen_threads(op);
+    const cuda::ChunkDiagonal diagonal = chosen_diagonal(op);
     at::Tensor s0, dsT, states;
     c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
     c.params.grad_final_state = aligned_state(c.params.grad_final_state, grad_final_state, dsT);
     if (saved) c.params.chunk_states = aligned_state(saved->data_ptr(), *saved, states);
     at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, true, saved != nullptr), q);
-    check_launch(op, cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream, threads));
+    check_launch(op, cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream, threads, diagonal));
   } else {
     at::Tensor ws = workspace(cuda::decay_backward_workspace_bytes(d, c.params.dtype), q);
     check_launch(op, cuda::decay_backward_cuda(c.params, ws.data_ptr(), stream));

@@ -49,6 +49,7 @@ struct Problem {
   std::vector<float> s0, dsT;
   ref::DecayProblem p;
   std::vector<double> dy64, dsT64;
+  bool tensor_diagonal = true;  // ChunkArgs::tensor_diagonal
 
   Problem(Shape shape, uint64_t seed, double gate_mean, double gate_spread, bool with_states) : s(shape) {
     std::mt19937_64 rng(seed);
@@ -99,6 +100,7 @@ struct Problem {
     a.v = in_view(v, s.D), a.z = in_view(z, s.D), a.dy = in_view(dy, s.D);
     a.s0 = s0.empty() ? nullptr : s0.data();
     a.dsT = dsT.empty() ? nullptr : dsT.data();
+    a.tensor_diagonal = tensor_diagonal;
     return a;
   }
 };
@@ -160,8 +162,9 @@ Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = deca
 
 template <typename In, int M, int C, bool kExact>
 Result run_against_reference(const Shape& s, uint64_t seed, double gate_mean = 2.0, double gate_spread = 1.0,
-                             bool with_states = true) {
-  const Problem<In> pr(s, seed, gate_mean, gate_spread, with_states);
+                             bool with_states = true, bool tensor_diagonal = true) {
+  Problem<In> pr(s, seed, gate_mean, gate_spread, with_states);
+  pr.tensor_diagonal = tensor_diagonal;
   std::vector<double> sT64;
   const std::vector<double> y64 = ref::decay_forward(pr.p, &sT64);
   const ref::DecayGrads g64 = ref::decay_backward(pr.p, pr.dy64, pr.dsT64);
@@ -218,6 +221,39 @@ TEST(ChunkProgram, SaturatedGatesStayFiniteAndExact) {
                 "all gates closed (σ(−30))");
 }
 
+// The diagonal blocks take the tensor-core products for the columns whose log gates span at most 40
+// over a sub-chunk and per-element sums for the others ("wide", decay_chunk_program.h). Logits around
+// −2 with spread 3 give both in every sub-chunk; with exact products both must match the reference as
+// the all-per-element form does. The fraction of wide (sub-chunk, column) pairs is counted from the
+// gates themselves, so the test fails if the mix it needs is not there.
+double wide_fraction(const std::vector<double>& logits, int64_t T, int64_t X) {
+  int64_t wide = 0, all = 0;
+  for (int64_t col = 0; col < X; ++col)
+    for (int64_t r = 0; r + 16 <= T; r += 16) {
+      double span = 0.0;  // −Σ log σ over rows r+1 .. r+15 (the first row's own gate cancels)
+      for (int64_t i = r + 1; i < r + 16; ++i) {
+        const double x = logits[i * X + col];
+        span += std::max(-x, 0.0) + std::log1p(std::exp(-std::abs(x)));
+      }
+      wide += span > 40.0;
+      ++all;
+    }
+  return static_cast<double>(wide) / static_cast<double>(all);
+}
+
+TEST(ChunkProgram, DiagonalBlocksMixTensorCoreAndPerElementColumns) {
+  const Shape s{1, 200, 1, 128, 32};
+  const Problem<float> pr(s, 17, -2.0, 3.0, true);
+  const double key = wide_fraction(pr.p.f, s.T, s.M), row = wide_fraction(pr.p.z, s.T, s.D);
+  EXPECT_GT(key, 0.1) << "too few wide key columns for the test";
+  EXPECT_LT(key, 0.9) << "too few narrow key columns for the test";
+  EXPECT_GT(row, 0.1) << "too few wide rows for the test";
+  EXPECT_LT(row, 0.9) << "too few narrow rows for the test";
+  expect_within(run_against_reference<float, 32, 64, true>(s, 17, -2.0, 3.0), 5e-6, "mixed spans, tensor diagonal");
+  expect_within(run_against_reference<float, 32, 64, true>(s, 17, -2.0, 3.0, true, false), 5e-6,
+                "mixed spans, per-element diagonal");
+}
+
 TEST(ChunkProgram, LongSequenceWithSaturatedGates) {
   const Result r = run_against_reference<float, 16, 64, true>({1, 4096, 1, 64, 16}, 13, 0.0, 30.0);
   expect_within(r, 1e-4, "T = 4096, logits ±30");
@@ -260,7 +296,10 @@ TEST(ChunkProgram, Tf32OperandsStayCloseToReference) {
 // fp32 configurations run with exact products, so a layout fault cannot hide in tf32 rounding.
 // bf16's gate gradients (dz, df) are sums of many rounded terms with cancellation: over six seeds
 // they reached 1.2e-2 where the other outputs stay near 4e-3 (fp16: 1.1e-3, eight times less, as
-// its three more mantissa bits predict; exact fp32: 1.2e-6).
+// its three more mantissa bits predict; exact fp32: 1.2e-6), with every diagonal block per element.
+// With the diagonal blocks on tensor cores (the default since; their products now rounded to bf16 as
+// the off-diagonal ones) one of this test's cases gives dz 2.15e-2; over six seeds of T = 1024 and
+// logits N(4, 2) df reached 2.19e-2 (2.04e-2 per element), hence 3e-2.
 template <typename In, int M, bool kExact>
 void expect_compiled_configuration_close(double tol, const std::string& type) {
   constexpr int C = chunk::CompiledConfig<In, M>::C;
@@ -278,7 +317,7 @@ void expect_every_m_close(double tol, const std::string& type) {
 TEST(ChunkProgram, EveryCompiledConfigurationInItsOperandType) {
   static_assert(sizeof(chunk::kCompiledM) / sizeof(chunk::kCompiledM[0]) == 4, "a compiled M is not tested here");
   expect_every_m_close<float, true>(5e-6, "fp32 (tf32 layout, exact products)");
-  expect_every_m_close<BFloat16>(2e-2, "bf16");
+  expect_every_m_close<BFloat16>(3e-2, "bf16");
   expect_every_m_close<Float16>(2e-3, "fp16");
 }
 

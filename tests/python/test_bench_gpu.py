@@ -90,33 +90,47 @@ def test_sweep_runs_the_target_lengths_first():
     assert order[:2] == [(64, 2048, 128, 32), (256, 2048, 128, 32)]
 
 
+@pytest.mark.parametrize("wide", [0.0, 0.25, 1.0])
 @pytest.mark.parametrize("N,T,D,M", SIZES)
-def test_special_function_model_scales_with_the_work(N, T, D, M):
+def test_special_function_model_scales_with_the_work(N, T, D, M, wide):
     """chunk_kernel_sfu counts special-function operations per chunk: linear in the chunks and sequences, the
-    forward forms' serial passes as the programs run them, and the gradient pass the largest (its 16×16
-    diagonal blocks take exponentials per element)."""
-    split, fused = (bench_gpu.chunk_kernel_sfu(N, T, D, M, forward=f) for f in bench_gpu.CHUNK_FORWARDS)
+    forward forms' serial passes as the programs run them, the gradient pass the largest, and every pass
+    with diagonal blocks dearer the more of their columns are wide (per element)."""
+    split, fused = (bench_gpu.chunk_kernel_sfu(N, T, D, M, forward=f, wide=wide) for f in bench_gpu.CHUNK_FORWARDS)
     chunks = -(-T // bench_gpu.compiled_chunk(M))
-    one = bench_gpu.chunk_kernel_sfu(1, bench_gpu.compiled_chunk(M), D, M)
-    assert {k: v * N * chunks for k, v in one.items()} == split
+    one = bench_gpu.chunk_kernel_sfu(1, bench_gpu.compiled_chunk(M), D, M, wide=wide)
+    assert {k: round(v * N * chunks) for k, v in one.items()} == split
     assert split["forward_pass"] == fused["state_pass"] == fused["output_pass"] == 0
     C, tiles = bench_gpu.compiled_chunk(M), D // 64
     # The fused pass takes each chunk's log gates once, where the split pair takes them in both passes; but,
-    # one row tile per CTA, it takes the key side's gates and Pd for every tile, where output_pass takes them once.
-    key_side_again = (tiles - 1) * (2 * C * M + C * bench_gpu.SUB * M)
+    # one row tile per CTA, it takes the key side's gates and Pd's wide columns for every tile, where
+    # output_pass takes them once.
+    key_side_again = (tiles - 1) * (2 * C * M + wide * C * bench_gpu.SUB * M)
     gates_once = tiles * 2 * C * (M + 64)
-    assert fused["forward_pass"] + N * chunks * gates_once == (split["state_pass"] + split["output_pass"]
-                                                              + N * chunks * key_side_again)
+    assert fused["forward_pass"] + N * chunks * gates_once == pytest.approx(
+        split["state_pass"] + split["output_pass"] + N * chunks * key_side_again, abs=2)
     assert split["grad_pass"] == max(split.values())
-    recomputed = bench_gpu.chunk_kernel_sfu(N, T, D, M, reuse_states=False)
+    recomputed = bench_gpu.chunk_kernel_sfu(N, T, D, M, reuse_states=False, wide=wide)
     assert recomputed["state_pass"] == 2 * split["state_pass"]
+    if wide < 1.0:
+        wider = bench_gpu.chunk_kernel_sfu(N, T, D, M, wide=1.0)
+        for kernel in ("output_pass", "grad_pass"):
+            assert split[kernel] < wider[kernel]
+        for kernel in ("state_pass", "dstate_pass"):
+            assert split[kernel] == wider[kernel]
 
 
 def test_gradient_pass_special_functions_for_one_chunk():
-    """One bf16 chunk, M = 64, C = 64, D = 128, counted by hand from kernels/cuda/decay_chunk_program.h:
-    per row tile, the row gates 8192 (two each), the inter-chunk scalings 16384, the accumulations into
-    DQ, DK 8192 and into Y, DV 8192, the intra-chunk loops 2 × 18432 + 24576, Rd 65536, the paired
-    diagonal terms 4 sub-chunks · 128 columns · 72 = 36864, σ(−z) 8192; per chunk, the key gates 8192,
-    Pd 65536 (first tile only) and σ(−f) 8192."""
-    tile = 8192 + 16384 + 8192 + 8192 + 2 * 18432 + 24576 + 65536 + 36864 + 8192
-    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64)["grad_pass"] == 8192 + 2 * tile + 65536 + 8192
+    """One bf16 chunk, M = 64, C = 64, D = 128, counted by hand from kernels/cuda/decay_chunk_program.h.
+    Diagonal blocks on tensor cores (no wide column): per row tile, the row gates 8192 (two each), the
+    inter-chunk scalings 16384, the accumulations into DQ, DK 8192 and into Y, DV 8192, the y and dq
+    sub-chunk loops 2 × 28672 (per sub-chunk I: 16·64 + 16(I + 1)·128 + 16·64), the dv/dk loop 36864
+    (per sub-chunk J: 2·16·128 + (64 − 16J)·128), σ(−z) 8192; per chunk, the key gates 8192 and σ(−f)
+    8192. Every column wide (the elementwise form): the loops skip the zeroed diagonal rows' scalings,
+    16·128 per sub-chunk and loop, and add Rd 65536 and the paired diagonal terms 4 · 128 · 72 = 36864
+    per tile, and Pd 65536 once."""
+    tile = 8192 + 16384 + 8192 + 8192 + 2 * 28672 + 36864 + 8192
+    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64)["grad_pass"] == 8192 + 2 * tile + 8192
+    skipped = 3 * 4 * 16 * 128
+    wide_tile = tile - skipped + 65536 + 36864
+    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, wide=1.0)["grad_pass"] == 8192 + 2 * wide_tile + 65536 + 8192

@@ -31,6 +31,11 @@
 //                             written before it: the serial passes compute one chunk while the
 //                             next one's inputs are in flight.
 //   cta.wait_async()          every copy the CTA started has landed, then a barrier.
+//   cta.atomic_or(word, bits) *word |= bits atomically (a 32-bit word in shared memory): the one
+//                             write that indices of the same for_each may share (a bit set per
+//                             column, read only after the phase's barrier).
+//   Cta::has_fp32_range<Op>() whether the operand type reaches fp32's range (bf16, and fp32 run as
+//                             tf32) or not (fp16: 65504).
 #pragma once
 
 #include <cstddef>
@@ -82,6 +87,15 @@ class Arena {
 };
 
 DECAYFW_HD size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+// The index of the lowest set bit of a non-zero word.
+DECAYFW_HD int lowest_set_bit(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __ffs(static_cast<int>(x)) - 1;
+#else
+  return __builtin_ctz(x);
+#endif
+}
 
 // gemm's tile walk, shared by both executors: DeviceCta loads and stores exactly these addresses,
 // and HostCta checks every one of them against WMMA's contract, so a layout that would break

@@ -78,6 +78,12 @@ struct DeviceCta {
     __syncthreads();
   }
 
+  __device__ __forceinline__ void atomic_or(uint32_t* word, uint32_t bits) { atomicOr(word, bits); }
+  template <typename T>
+  static constexpr bool has_fp32_range() {
+    return !std::is_same_v<T, __half>;
+  }
+
   template <typename F>
   __device__ __forceinline__ void for_each(int64_t n, F&& f) {
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) f(i);

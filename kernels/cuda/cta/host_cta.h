@@ -102,6 +102,12 @@ struct HostCta {
   }
   size_t copies_in_flight() const { return in_flight_.size(); }
 
+  void atomic_or(uint32_t* word, uint32_t bits) { *word |= bits; }
+  template <typename T>
+  static constexpr bool has_fp32_range() {
+    return !std::is_same_v<T, Float16>;
+  }
+
   static void check_aligned(const float* p) {
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::logic_error("cta: a 4-float access is not 16-byte aligned");
   }

@@ -66,6 +66,16 @@ ChunkForward chunk_forward_for(const Dims& dims, int sm_count);
 constexpr int kChunkThreads = 512;
 bool chunk_threads_supported(int threads);
 
+// How the chunk kernels take the 16×16 diagonal blocks of each chunk (decay_chunk_program.h):
+//   TensorCores: as one more block of the tensor-core products, for every column whose log gates span
+//                at most 40 over its 16 rows (the rest per element, as below). The default: it removes
+//                most of the exponentials, which bound the chunk kernels (docs/cuda.md, "A second
+//                floor"), at the price of rounding the diagonal's products to the operand type as the
+//                off-diagonal ones are (bf16: gradient errors about 1.5 times the per-element form's).
+//                fp16 has no room for the scaled operands and always runs per element.
+//   Elementwise: every diagonal block per element in fp32 on CUDA cores.
+enum class ChunkDiagonal { TensorCores, Elementwise };
+
 // Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
 // their gradients, N·(T/C)·D·M elements of the input type, and needs only those when it is given the
 // forward's states (states_given).
@@ -76,8 +86,10 @@ size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward, 
 // skips recomputing them (one serial pass fewer, N·(T/C + 1)·D·M fp32 held in between). The fused
 // form also takes a null workspace (nothing beyond y and S_T is written); the split form needs it.
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream,
-                                     ChunkForward form = ChunkForward::Split, int threads = kChunkThreads);
+                                     ChunkForward form = ChunkForward::Split, int threads = kChunkThreads,
+                                     ChunkDiagonal diagonal = ChunkDiagonal::TensorCores);
 cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream,
-                                      int threads = kChunkThreads);
+                                      int threads = kChunkThreads,
+                                      ChunkDiagonal diagonal = ChunkDiagonal::TensorCores);
 
 }  // namespace decayfw::cuda
