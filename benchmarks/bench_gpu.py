@@ -321,7 +321,8 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", wid
     pd = wide * C * S * M                                                      # Pd's wide key columns per element
     rd = wide * C * S * R                                                      # Rd's wide rows, per tile
     y_tile = C * M + C * R + intra + NS * R * PAIR_DECAYS * wide              # inter, intra, wide rows' diagonal
-    grad_tile = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + 2 * intra + dvdk + rd
+    causal = intra + NS * S * (M + R)  # grad_pass's one causal loop: y's and dq's, the k and v scalings shared
+    grad_tile = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + causal + dvdk + rd
                  + NS * (R + M) * PAIR_DECAYS * wide + 2 * C * R)
     per_chunk = {
         "state_pass": tiles * (gates + update),

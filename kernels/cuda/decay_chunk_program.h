@@ -473,15 +473,19 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
 //   Y_I += e^{A_I−A_r} ⊙ mask((Q_I e^{B_I−B_r})(K_{<r+S} e^{B_r−B_{<r+S}})ᵀ)(V_{<r+S} e^{A_r−A_{<r+S}}),
 // the diagonal rows of K (V) zeroed in the wide key (row) columns. Pd is computed when key_side, else
 // the one kept from the first row tile is used.
+// With DQ (grad_pass), the same loop also takes dq's causal part from the same scaled K and V:
+//   DQ_I += e^{B_I−B_r} ⊙ mask((dY_I e^{A_I−A_r})(V_{<r+S} e^{A_r−A_{<r+S}})ᵀ)(K_{<r+S} e^{B_r−B_{<r+S}}),
+// keeping Rd, its masked diagonal block (with the wide rows' per-element sums), for the anti-causal loop.
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void y_intra_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool key_side) {
+DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool key_side, float* DQ = nullptr) {
   constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S;
   const Op zero = Cta::template from_f<Op>(0.0f);
+  const int64_t dy_rows = DQ ? S : 0;  // dY_I's scaled rows, into Xd
   for (int I = 0; I < Cfg::NS; ++I) {
     const int r = I * S, n = r + S;
     if (r >= pl.valid) break;
     const uint32_t *key_wide = t.key_wide + I * Cfg::key_words, *row_wide = t.row_wide + I * Cfg::row_words;
-    cta.for_each(int64_t(S) * M + int64_t(n) * (M + R), [&](int64_t e) {
+    cta.for_each(int64_t(S) * M + int64_t(n) * (M + R) + dy_rows * R, [&](int64_t e) {
       if (e < int64_t(S) * M) {
         const int i = r + static_cast<int>(e / M), m = static_cast<int>(e % M);
         t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
@@ -499,12 +503,19 @@ DECAYFW_CTA void y_intra_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, boo
         return;
       }
       e -= int64_t(n) * M;
-      const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
-      t.Xc[j * Cfg::ldd_op + d] =
-          j >= r && is_wide(row_wide, d)
-              ? zero
-              : Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                         decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
+      if (e < int64_t(n) * R) {
+        const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
+        t.Xc[j * Cfg::ldd_op + d] =
+            j >= r && is_wide(row_wide, d)
+                ? zero
+                : Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
+                                           decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
+        return;
+      }
+      e -= int64_t(n) * R;
+      const int i = r + static_cast<int>(e / R), d = static_cast<int>(e % R);
+      t.Xd[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
+                                                           decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]));
     });
     cta.template gemm<false, true>(S, n, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
                                    false);
@@ -514,6 +525,16 @@ DECAYFW_CTA void y_intra_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, boo
     cta.for_each(int64_t(S) * R, [&](int64_t e) {
       const int ii = static_cast<int>(e / R), d = static_cast<int>(e % R), i = r + ii;
       t.Y[i * Cfg::ldd_f + d] += decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]) * t.Tmp[ii * Cfg::ld_tmp + d];
+    });
+    if (!DQ) continue;
+    cta.template gemm<false, true>(S, n, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P, Cfg::ldc_f,
+                                   false);
+    round_products_with_diagonal(cta, t, r, t.Rd, true,
+                                 [&](int i, int j) { return wide_row_sum<Cta>(t, row_wide, i, j); });
+    cta.template gemm<false, false>(S, M, n, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
+    cta.for_each(int64_t(S) * M, [&](int64_t e) {
+      const int ii = static_cast<int>(e / M), m = static_cast<int>(e % M), i = r + ii;
+      DQ[i * Cfg::ldm_f + m] += decay_exp(t.Bc[i * M + m] - t.Bc[r * M + m]) * t.Tmp[ii * Cfg::ld_tmp + m];
     });
   }
 }
@@ -889,7 +910,7 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
     finish_loading(cta, pl, t, sides);
     y_inter_product(cta, t);
     scale_inter(cta, t);
-    y_intra_chunk(cta, pl, t, tile == 0);
+    intra_chunk_causal(cta, pl, t, tile == 0);
     store_y(cta, a, pl, t);
   }
 }
@@ -955,7 +976,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
         // y of the chunk, as output_pass, then the state update.
         y_inter_product(cta, t);
         scale_inter(cta, t);
-        y_intra_chunk(cta, pl, t, true);
+        intra_chunk_causal(cta, pl, t, true);
         store_y(cta, a, pl, t);
         update_state(cta, t, S);
       });
@@ -1118,51 +1139,10 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     DV[i * Cfg::ldd_f + d] *= decay_exp(t.Ac[last * R + d] - al);
   });
 
-  // Intra-chunk, by sub-chunk with the diagonal blocks on tensor cores (but their wide columns): y
-  // (causal), dq (causal), dv and dk (anti-causal).
-  y_intra_chunk(cta, pl, t, pl.tile == 0);
+  // Intra-chunk, by sub-chunk with the diagonal blocks on tensor cores (but their wide columns): y and dq
+  // (causal, one loop sharing the scaled k and v), dv and dk (anti-causal).
+  intra_chunk_causal(cta, pl, t, pl.tile == 0, DQ);
   const Op zero = Cta::template from_f<Op>(0.0f);
-  // dq_I += e^{B_I−B_r} ⊙ mask((dY_I e^{A_I−A_r})(V_{<r+S} e^{A_r−A_{<r+S}})ᵀ)(K_{<r+S} e^{B_r−B_{<r+S}}), the
-  // diagonal rows of V (K) zeroed in the wide rows (key columns); Rd, the masked diagonal block, kept.
-  for (int I = 0; I < Cfg::NS; ++I) {
-    const int r = I * S, n = r + S;
-    if (r >= pl.valid) break;
-    const uint32_t *key_wide = t.key_wide + I * Cfg::key_words, *row_wide = t.row_wide + I * Cfg::row_words;
-    cta.for_each(int64_t(S) * R + int64_t(n) * (R + M), [&](int64_t e) {
-      if (e < int64_t(S) * R) {
-        const int i = r + static_cast<int>(e / R), d = static_cast<int>(e % R);
-        t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
-                                                             decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]));
-        return;
-      }
-      e -= int64_t(S) * R;
-      if (e < int64_t(n) * R) {
-        const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
-        t.Xd[j * Cfg::ldd_op + d] =
-            j >= r && is_wide(row_wide, d)
-                ? zero
-                : Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                           decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
-        return;
-      }
-      e -= int64_t(n) * R;
-      const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      t.Xb[j * Cfg::ldm_op + m] =
-          j >= r && is_wide(key_wide, m)
-              ? zero
-              : Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                         decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
-    });
-    cta.template gemm<false, true>(S, n, R, t.Xc + r * Cfg::ldd_op, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.P, Cfg::ldc_f,
-                                   false);
-    round_products_with_diagonal(cta, t, r, t.Rd, true,
-                                 [&](int i, int j) { return wide_row_sum<Cta>(t, row_wide, i, j); });
-    cta.template gemm<false, false>(S, M, n, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
-    cta.for_each(int64_t(S) * M, [&](int64_t e) {
-      const int ii = static_cast<int>(e / M), m = static_cast<int>(e % M), i = r + ii;
-      DQ[i * Cfg::ldm_f + m] += decay_exp(t.Bc[i * M + m] - t.Bc[r * M + m]) * t.Tmp[ii * Cfg::ld_tmp + m];
-    });
-  }
   // Rows j of sub-chunk J against its own rows and every later valid row i, reference = J's last row rp:
   //   dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ji (dy_i e^{A_i−A_rp}),  dk_J += e^{B_rp−B_J} ⊙ Σ_i R_ji (q_i e^{B_i−B_rp}),
   // P_ji = Pd_ij and R_ji = Rd_ij on the diagonal block (kept complete above), and after it

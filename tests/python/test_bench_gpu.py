@@ -68,10 +68,15 @@ def test_traffic_model_table_prints_without_a_gpu():
     r = subprocess.run([sys.executable, BENCH, "--traffic-model", "--N", "64", "--T", "8192", "--D", "128", "--M", "64"],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "bindings", "python")))
     assert r.returncode == 0, r.stderr
-    rows = {line.split("|")[5].strip(): line.rstrip() for line in r.stdout.splitlines()
-            if line.startswith("| 64 | 8192 | 128 | 64 |") and line.rstrip().endswith("% |")}  # the traffic table
-    assert set(rows) == {"split", "fused"}, r.stdout
-    assert rows["split"].endswith("| 47% | 40% |") and rows["fused"].endswith("| 58% | 51% |"), r.stdout
+    lines = [line.rstrip() for line in r.stdout.splitlines() if line.startswith("| 64 | 8192 | 128 | 64 |")]
+    cells = lambda line: [c.strip() for c in line.split("|")[1:-1]]
+    traffic = {cells(line)[4]: line for line in lines if len(cells(line)) == 14}  # N T D M forward, 5 kernels, 4
+    assert set(traffic) == {"split", "fused"}, r.stdout
+    assert traffic["split"].endswith("| 47% | 40% |") and traffic["fused"].endswith("| 58% | 51% |"), r.stdout
+    # The compute model: each forward form with the diagonal blocks on tensor cores and per element.
+    compute = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines if len(cells(line)) == 12}
+    assert compute == {("split", "tensor"): "39%", ("split", "elementwise"): "24%",
+                       ("fused", "tensor"): "44%", ("fused", "elementwise"): "24%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -123,14 +128,14 @@ def test_special_function_model_scales_with_the_work(N, T, D, M, wide):
 def test_gradient_pass_special_functions_for_one_chunk():
     """One bf16 chunk, M = 64, C = 64, D = 128, counted by hand from kernels/cuda/decay_chunk_program.h.
     Diagonal blocks on tensor cores (no wide column): per row tile, the row gates 8192 (two each), the
-    inter-chunk scalings 16384, the accumulations into DQ, DK 8192 and into Y, DV 8192, the y and dq
-    sub-chunk loops 2 × 28672 (per sub-chunk I: 16·64 + 16(I + 1)·128 + 16·64), the dv/dk loop 36864
-    (per sub-chunk J: 2·16·128 + (64 − 16J)·128), σ(−z) 8192; per chunk, the key gates 8192 and σ(−f)
-    8192. Every column wide (the elementwise form): the loops skip the zeroed diagonal rows' scalings,
-    16·128 per sub-chunk and loop, and add Rd 65536 and the paired diagonal terms 4 · 128 · 72 = 36864
-    per tile, and Pd 65536 once."""
-    tile = 8192 + 16384 + 8192 + 8192 + 2 * 28672 + 36864 + 8192
+    inter-chunk scalings 16384, the accumulations into DQ, DK 8192 and into Y, DV 8192, the causal loop
+    (y's and dq's, sharing the scaled k and v) 36864 (per sub-chunk I: 16·64 q + 16(I + 1)·128 k and v +
+    16·64 dy + 16·64 into Y + 16·64 into DQ), the dv/dk loop 36864 (per sub-chunk J: 2·16·128 +
+    (64 − 16J)·128), σ(−z) 8192; per chunk, the key gates 8192 and σ(−f) 8192. Every column wide (the
+    elementwise form): the loops skip the zeroed diagonal rows' scalings, 16·128 per sub-chunk and loop,
+    and add Rd 65536 and the paired diagonal terms 4 · 128 · 72 = 36864 per tile, and Pd 65536 once."""
+    tile = 8192 + 16384 + 8192 + 8192 + 36864 + 36864 + 8192
     assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64)["grad_pass"] == 8192 + 2 * tile + 8192
-    skipped = 3 * 4 * 16 * 128
+    skipped = 2 * 4 * 16 * 128
     wide_tile = tile - skipped + 65536 + 36864
     assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, wide=1.0)["grad_pass"] == 8192 + 2 * wide_tile + 65536 + 8192
