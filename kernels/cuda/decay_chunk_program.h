@@ -14,7 +14,8 @@
 // small gates). Tensor-core products need operands scaled by one reference per sub-chunk of 16
 // rows (GLA's secondary chunking, here with gates on both sides): for rows i of sub-chunk I with
 // first row r and any j < r, e^{X_i − X_j} = e^{X_i − X_r}·e^{X_r − X_j}, both factors ≤ 1. The
-// 16×16 diagonal blocks are computed directly in fp32.
+// 16×16 diagonal blocks are one more block of those products where the gates allow, else per element in
+// fp32 ("diagonal blocks" below).
 //
 // Programs (one CTA each; the launch order is in decay_chunk_kernels.cuh and the host test):
 //   state_pass    (n, tile)         serial over chunks: writes each chunk's start state, and S_T.

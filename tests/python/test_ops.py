@@ -196,6 +196,21 @@ def test_chunk_forward_sets_and_restores_the_choice(monkeypatch):
     assert os.environ["DECAYFW_CHUNK_FORWARD"] == "split"
 
 
+def test_chunk_diagonal_sets_and_restores_the_choice(monkeypatch):
+    import os
+    monkeypatch.delenv("DECAYFW_CHUNK_DIAGONAL", raising=False)
+    with decayfw.chunk_diagonal("elementwise"):
+        assert os.environ["DECAYFW_CHUNK_DIAGONAL"] == "elementwise"
+        with decayfw.chunk_diagonal("tensor"):
+            assert os.environ["DECAYFW_CHUNK_DIAGONAL"] == "tensor"
+        assert os.environ["DECAYFW_CHUNK_DIAGONAL"] == "elementwise"
+    assert "DECAYFW_CHUNK_DIAGONAL" not in os.environ
+    with pytest.raises(ValueError, match="expected one of auto, tensor, elementwise, got 'fast'"):
+        with decayfw.chunk_diagonal("fast"):
+            pass
+    assert "DECAYFW_CHUNK_DIAGONAL" not in os.environ
+
+
 def test_saving_chunk_states_or_not_gives_the_same_gradients():
     grads = []
     for save in (True, False):

@@ -14,12 +14,12 @@ import torch as _torch
 
 from . import _loader
 from ._loader import BUILT_WITH_CUDA, HAS_EXTENSION
-from .ops import chunk_forward, cuda_path, decay_fast_weights, decay_step
+from .ops import chunk_diagonal, chunk_forward, cuda_path, decay_fast_weights, decay_step
 from .rules import add_fast_weights, add_step, delta_fast_weights, delta_step, gated_fast_weights, gated_step
 
 __version__ = "0.1.0"
 
-__all__ = ["decay_fast_weights", "decay_step", "cuda_path", "chunk_forward", "add_fast_weights", "add_step", "gated_fast_weights", "gated_step",
+__all__ = ["decay_fast_weights", "decay_step", "cuda_path", "chunk_forward", "chunk_diagonal", "add_fast_weights", "add_step", "gated_fast_weights", "gated_step",
            "delta_fast_weights", "delta_step", "HAS_EXTENSION", "BUILT_WITH_CUDA", "set_default_threads",
            "__version__"]
 

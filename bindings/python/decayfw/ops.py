@@ -19,10 +19,11 @@ import torch
 from . import _loader
 from .reference import decay_fast_weights_reference, decay_step_reference, state_dtype_for
 
-__all__ = ["decay_fast_weights", "decay_step", "cuda_path", "chunk_forward"]
+__all__ = ["decay_fast_weights", "decay_step", "cuda_path", "chunk_forward", "chunk_diagonal"]
 
 CUDA_PATHS = ("auto", "chunk", "recurrent")
 CHUNK_FORWARDS = ("auto", "fused", "split")
+CHUNK_DIAGONALS = ("auto", "tensor", "elementwise")
 
 
 @contextlib.contextmanager
@@ -69,6 +70,25 @@ def chunk_forward(name: str) -> Iterator[None]:
     if name not in CHUNK_FORWARDS:
         raise ValueError(f"decayfw.chunk_forward: expected one of {', '.join(CHUNK_FORWARDS)}, got {name!r}")
     with _environment("DECAYFW_CHUNK_FORWARD", name):
+        yield
+
+
+@contextlib.contextmanager
+def chunk_diagonal(name: str) -> Iterator[None]:
+    """Chooses how the CUDA chunk path takes the 16×16 diagonal blocks of each chunk inside a ``with`` block.
+
+    ``"tensor"`` (what ``"auto"``, the default, takes) multiplies them on tensor cores like the rest of
+    the chunk, for every key column and value row whose gates decay by less than e^-40 over the block's
+    16 tokens, and per element in fp32 for the others: most of the chunk kernels' exponentials go, and
+    with them what bounds their speed, but the diagonal's products are rounded to the input type as the
+    off-diagonal ones are (bf16 gradients: errors up to about 1.5-2 times the elementwise form's).
+    ``"elementwise"`` takes every diagonal block per element in fp32. fp16 inputs always run
+    elementwise (their range leaves no room for the scaled operands). Sets the
+    ``DECAYFW_CHUNK_DIAGONAL`` environment variable, which the op reads at every call, and restores it.
+    """
+    if name not in CHUNK_DIAGONALS:
+        raise ValueError(f"decayfw.chunk_diagonal: expected one of {', '.join(CHUNK_DIAGONALS)}, got {name!r}")
+    with _environment("DECAYFW_CHUNK_DIAGONAL", name):
         yield
 
 
