@@ -231,8 +231,10 @@ int cmd_score(const std::vector<std::string>& argv) {
 
 int cmd_gates(const std::vector<std::string>& argv) {
   Args a("gates", "For a text, per layer and head: mean σ(z), σ(f), the state norm over time, the median memory "
-                  "half-life of the state elements and where the implied attention (decay) or the attention "
-                  "(softmax) puts its weight. --csv writes the per-token series.",
+                  "half-life of the state elements, the share of 16-token blocks per channel whose gates decay "
+                  "by more than e^-40 (the CUDA chunk kernels take those diagonal blocks per element, the rest "
+                  "on tensor cores) and where the implied attention (decay) or the attention (softmax) puts its "
+                  "weight. --csv writes the per-token series.",
          {kDict, kJson, kThreads, kDevice, kBpe, {"text", "FILE", "the text", ""}, {"string", "TEXT", "the text itself", ""},
           {"layers", "L,L", "layers to record (default: all)", ""}, {"heads", "H,H", "heads to record (default: all)", ""},
           {"max-tokens", "N", "first N tokens of the text", "512"},
@@ -268,7 +270,9 @@ int cmd_gates(const std::vector<std::string>& argv) {
       at::Tensor hl = half_life(r);
       o.add("mean_sigma_z", r.sigma_z.mean().item<double>()).add("mean_sigma_f", r.sigma_f.mean().item<double>())
           .add("median_half_life_tokens", hl.flatten().median().item<double>())
-          .add("final_state_norm", r.state_norm[-1].item<double>());
+          .add("final_state_norm", r.state_norm[-1].item<double>())
+          .add("per_element_blocks_z", per_element_block_share(r.sigma_z))
+          .add("per_element_blocks_f", per_element_block_share(r.sigma_f));
       if (csv) {
         for (int64_t t = 0; t < r.sigma_z.size(0); ++t) {
           csv << layer << "," << head << "," << t << "," << m.dictionary.word(ids[t]) << ","
@@ -286,10 +290,12 @@ int cmd_gates(const std::vector<std::string>& argv) {
     if (a.flag("json")) {
       std::cout << o.str() << "\n";
     } else if (r.sigma_z.defined()) {
-      std::printf("layer %lld head %lld: mean σ(z) %.3f, mean σ(f) %.3f, median half-life %.1f tokens, ‖S_T‖ %.2f\n",
+      std::printf("layer %lld head %lld: mean σ(z) %.3f, mean σ(f) %.3f, median half-life %.1f tokens, ‖S_T‖ %.2f, "
+                  "per-element diagonal blocks z %.1f%% f %.1f%%\n",
                   static_cast<long long>(layer), static_cast<long long>(head), r.sigma_z.mean().item<double>(),
                   r.sigma_f.mean().item<double>(), half_life(r).flatten().median().item<double>(),
-                  r.state_norm[-1].item<double>());
+                  r.state_norm[-1].item<double>(), 100 * per_element_block_share(r.sigma_z),
+                  100 * per_element_block_share(r.sigma_f));
     } else {
       std::printf("layer %lld head %lld: attention\n", static_cast<long long>(layer), static_cast<long long>(head));
     }

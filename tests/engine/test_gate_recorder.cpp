@@ -6,6 +6,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include "engine_fixtures.h"
 #include "model/load_model.h"
 #include "observe/gate_recorder.h"
@@ -44,6 +46,21 @@ TEST(GateRecorder, DecayRecordsMatchTheOpsStates) {
     // half-lives are positive token counts
     EXPECT_TRUE((half_life(r) > 0).all().item<bool>());
   }
+}
+
+// Blocks of 16 tokens from token 0; a block's span sums −log σ over its last 15 tokens (its first
+// token's gate cancels in the kernels' differences); the last block is padded with gates of 1.
+TEST(GateRecorder, PerElementBlockShareCountsBlocksPastTheBound) {
+  // 40 tokens (blocks 0-15, 16-31, 32-39), 3 channels
+  at::Tensor s = at::full({40, 3}, 0.99, at::kFloat);
+  s.select(1, 0).narrow(0, 1, 15).fill_(std::exp(-3.0));   // block 0, channel 0: span 45 > 40
+  s.select(1, 1).narrow(0, 0, 16).fill_(std::exp(-2.8));   // block 0, channel 1: span 42 (the first row does not count)
+  s.select(1, 2).narrow(0, 16, 16).fill_(std::exp(-2.6));  // block 1, channel 2: span 39, under the bound
+  s.select(1, 2).narrow(0, 33, 7).fill_(std::exp(-6.0));   // block 2 (partial), channel 2: span 42
+  EXPECT_DOUBLE_EQ(per_element_block_share(s), 3.0 / 9.0);
+  EXPECT_DOUBLE_EQ(per_element_block_share(s, 16, 44.0), 1.0 / 9.0);
+  EXPECT_DOUBLE_EQ(per_element_block_share(at::full({100, 4}, 0.5, at::kFloat)), 0.0);  // span 15 ln 2 ≈ 10.4
+  EXPECT_DOUBLE_EQ(per_element_block_share(at::Tensor()), 0.0);
 }
 
 TEST(GateRecorder, AttentionMapsAreTheSoftmaxWeights) {

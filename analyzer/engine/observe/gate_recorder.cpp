@@ -66,4 +66,14 @@ at::Tensor half_life(const HeadRecord& r) {
   return (-std::log(2.0) / lg).to(at::kFloat);  // lg = 0 → inf
 }
 
+double per_element_block_share(const at::Tensor& sigma, int64_t block, double bound) {
+  if (!sigma.defined() || sigma.numel() == 0) return 0.0;
+  const int64_t T = sigma.size(0), X = sigma.size(1), blocks = (T + block - 1) / block;
+  at::Tensor lg = at::zeros({blocks * block, X}, at::kDouble);  // padded rows: log 1 = 0
+  lg.narrow(0, 0, T).copy_(at::log(sigma.to(at::kDouble).clamp_min(1e-300)));
+  // a block's span: its first token's own gate cancels (the kernels' B_r − B_{r+15})
+  at::Tensor span = -lg.view({blocks, block, X}).narrow(1, 1, block - 1).sum(1);  // [blocks, X]
+  return (span > bound).to(at::kDouble).mean().item<double>();
+}
+
 }  // namespace decayfw::engine
