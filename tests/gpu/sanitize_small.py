@@ -10,10 +10,17 @@ import decayfw
 CASES = [("recurrent", torch.float32, (1, 37, 2, 64, 32)), ("recurrent", torch.float32, (2, 5, 1, 33, 5)),
          ("recurrent", torch.float32, (1, 9, 2, 128, 128)), ("chunk", torch.bfloat16, (1, 130, 2, 128, 64)),
          ("chunk", torch.float16, (1, 70, 1, 64, 16)), ("chunk", torch.float32, (1, 65, 1, 64, 32)),
-         ("chunk", torch.bfloat16, (1, 40, 1, 192, 128))]
+         ("chunk", torch.bfloat16, (1, 40, 1, 192, 128)), ("chunk-mixed", torch.bfloat16, (1, 130, 2, 128, 64))]
 for path, dtype, (B, T, H, D, M) in CASES:
-    os.environ["DECAYFW_CUDA_PATH"] = path
-    x = [torch.randn(B, T, H, X, device="cuda", dtype=dtype, requires_grad=True) for X in (M, M, D, D, M)]
+    # chunk-mixed: gate logits N(−2, 3²), so that every sub-chunk has both narrow columns (diagonal
+    # blocks on tensor cores) and wide ones (per element); the other cases' N(0, 1) gates are all narrow
+    # (fp16 runs every diagonal block per element)
+    mixed = path == "chunk-mixed"
+    os.environ["DECAYFW_CUDA_PATH"] = "chunk" if mixed else path
+    x = [torch.randn(B, T, H, X, device="cuda", dtype=dtype) for X in (M, M, D, D, M)]
+    if mixed:
+        x[3], x[4] = -2 + 3 * x[3], -2 + 3 * x[4]
+    x = [t.requires_grad_(True) for t in x]
     s0 = torch.randn(B, H, D, M, device="cuda", requires_grad=True)
     # Both forms of the chunk forward (ignored on the recurrent path); for each, the backward reusing
     # the forward's chunk states and recomputing them, and the inference forward (the fused one keeps
