@@ -304,8 +304,8 @@ PAIR_DECAYS = 72  # exponentials per column for the decays of a sub-chunk's 136 
 
 def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", wide=0.0):
     """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations), with a
-    fraction `wide` of the (sub-chunk, column) pairs taking their diagonal terms per element (and a warp's
-    worth of lanes paying for each: the count assumes wide columns are not gathered into few warps).
+    fraction `wide` of the (sub-chunk, column) pairs taking their diagonal terms per element (the programs
+    give those one index each, gathered into whole warps, so the cost follows the fraction).
     output_pass and grad_pass walk a chunk's row tiles inside one CTA and take the key side's log gates
     and Pd once; forward_pass, one row tile per CTA, takes them for each."""
     C = C or compiled_chunk(M)

@@ -292,6 +292,38 @@ DECAYFW_CTA void for_each_wide(const uint32_t* words, F&& f) {
   }
 }
 
+// The wide columns of the first `subs` sub-chunks as one list, sub-chunk by sub-chunk, columns ascending.
+// The phases that do per-element work for wide columns take one index per entry, so that their cost
+// follows the number of wide columns: with one index per (sub-chunk, column), a few wide columns
+// scattered over a tile would put one in nearly every warp, and each such warp would pay for all 32
+// lanes. Every thread reads the words (a few per sub-chunk) and finds its entry by counting bits.
+template <int kWords>
+struct WideList {
+  const uint32_t* words;
+  int subs;
+  int64_t size = 0;
+  DECAYFW_CTA WideList(const uint32_t* w, int subs_) : words(w), subs(subs_) {
+    for (int i = 0; i < subs * kWords; ++i) size += cta::bit_count(words[i]);
+  }
+  // Entry e (< size): its sub-chunk and column.
+  DECAYFW_CTA void at(int64_t e, int& sub, int& col) const {
+    int k = static_cast<int>(e);
+    for (int I = 0; I < subs; ++I) {
+      for (int w = 0; w < kWords; ++w) {
+        uint32_t bits = words[I * kWords + w];
+        const int c = cta::bit_count(bits);
+        if (k < c) {
+          for (; k > 0; --k) bits &= bits - 1;
+          sub = I, col = 32 * w + cta::lowest_set_bit(bits);
+          return;
+        }
+        k -= c;
+      }
+    }
+    sub = col = 0;  // not reached for e < size
+  }
+};
+
 // The words of the sides being loaded, cleared in phase 2 (before phase 3 sets their bits).
 template <typename Op, typename Cfg>
 DECAYFW_CTA int64_t wide_word_count(const Tiles<Op, Cfg>& t, int sides) {
@@ -867,20 +899,27 @@ struct ChunkSmem {
 };
 
 // y of the chunk's valid rows out: Y (everything but the wide rows' diagonal terms) plus those.
-// One function for output_pass and forward_pass, so both compile the same arithmetic.
+// One function for output_pass and forward_pass, so both compile the same arithmetic. One index per wide
+// (sub-chunk, row d) first (WideList), then one per (sub-chunk, row d) that is not wide.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Tiles<Op, Cfg>& t) {
   constexpr int R = Cfg::R, S = Cfg::S;
-  const int blocks = (pl.valid + S - 1) / S;  // one index per (sub-chunk, row d)
-  cta.for_each(int64_t(blocks) * R, [&](int64_t e) {
-    const int blk = static_cast<int>(e / R) * S, d = static_cast<int>(e % R);
+  const int blocks = (pl.valid + S - 1) / S;
+  const WideList<Cfg::row_words> wide(t.row_wide, blocks);
+  cta.for_each(wide.size + int64_t(blocks) * R, [&](int64_t e) {
+    int sub, d;
     float y[S];
-    if (is_wide(t.row_wide + (blk / S) * Cfg::row_words, d)) {
-      y_diagonal_terms<Cta>(t, blk, d, y);
+    if (e < wide.size) {
+      wide.at(e, sub, d);
+      y_diagonal_terms<Cta>(t, sub * S, d, y);
     } else {
+      e -= wide.size;
+      sub = static_cast<int>(e / R), d = static_cast<int>(e % R);
+      if (is_wide(t.row_wide + sub * Cfg::row_words, d)) return;  // an entry of the list above
       DECAYFW_UNROLL
       for (int r = 0; r < S; ++r) y[r] = 0.0f;
     }
+    const int blk = sub * S;
     DECAYFW_UNROLL
     for (int r = 0; r < S; ++r) {
       const int i = blk + r;
@@ -1023,9 +1062,10 @@ DECAYFW_CTA void paired_diagonal_sums(const float (&x)[S], const float* p, const
 // Each sum runs in the order of the per-row loops it replaced (y_a and dq_a over c ascending, dv_c and
 // dk_c over a ascending, from the off-diagonal sums); the decays come from for_each_pair_decay, 72
 // exponentials per column where the per-row loops took S(S+1) = 272. diagonal_row_terms also finishes every
-// row d, wide or not: Y ← y ⊙ dy for the row gates, and dv out.
+// row d, wide or not (the terms only when wide): Y ← y ⊙ dy for the row gates, and dv out.
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, int blk, int d) {
+DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, int blk, int d,
+                                    bool wide) {
   constexpr int R = Cfg::R, S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
   float A[S], v[S], g[S], y[S], dv[S];
@@ -1038,7 +1078,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
     y[r] = 0.0f;
     dv[r] = sm.DV[i * Cfg::ldd_f + d];
   }
-  if (is_wide(t.row_wide + (blk / S) * Cfg::row_words, d)) paired_diagonal_sums(A, t.Pd + blk * S, v, g, y, dv);
+  if (wide) paired_diagonal_sums(A, t.Pd + blk * S, v, g, y, dv);
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
     const int i = blk + r;
@@ -1209,15 +1249,24 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   }
 
   // The wide columns' diagonal terms per element in fp32 (from Pd and Rd), and dv written; y ⊙ dy kept
-  // in Y for the row-gate identity. One index per (sub-chunk, column).
-  cta.for_each(int64_t(Cfg::NS) * (R + M), [&](int64_t e) {
-    if (e < int64_t(Cfg::NS) * R) {
-      diagonal_row_terms<Cta>(a, pl, sm, static_cast<int>(e / R) * S, static_cast<int>(e % R));
-    } else {
-      e -= int64_t(Cfg::NS) * R;
-      const int I = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      if (is_wide(t.key_wide + I * Cfg::key_words, m)) diagonal_key_terms<Cta>(sm, I * S, m);
+  // in Y for the row-gate identity. One index per wide (sub-chunk, row) (WideList), one per (sub-chunk,
+  // row) that is not wide, one per wide (sub-chunk, key column).
+  const WideList<Cfg::row_words> wide_rows(t.row_wide, Cfg::NS);
+  const WideList<Cfg::key_words> wide_keys(t.key_wide, Cfg::NS);
+  cta.for_each(wide_rows.size + int64_t(Cfg::NS) * R + wide_keys.size, [&](int64_t e) {
+    int I, col;
+    if (e < wide_rows.size) {
+      wide_rows.at(e, I, col);
+      return diagonal_row_terms<Cta>(a, pl, sm, I * S, col, true);
     }
+    e -= wide_rows.size;
+    if (e < int64_t(Cfg::NS) * R) {
+      I = static_cast<int>(e / R), col = static_cast<int>(e % R);
+      if (!is_wide(t.row_wide + I * Cfg::row_words, col)) diagonal_row_terms<Cta>(a, pl, sm, I * S, col, false);
+      return;
+    }
+    wide_keys.at(e - int64_t(Cfg::NS) * R, I, col);
+    diagonal_key_terms<Cta>(sm, I * S, col);
   });
 
   // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term,

@@ -325,8 +325,10 @@ TEST(ChunkProgram, EveryCompiledConfigurationInItsOperandType) {
 // phase writes would give order-dependent results. Every program, run with its indices forwards,
 // backwards and interleaved, must give bit-identical outputs.
 template <typename In, int M, int C>
-std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::Order order, bool vector_loads = true) {
-  const Outputs<In> o = run_programs<In, M, C, false>(Problem<In>(s, 21, 1.0, 2.0, true), order, vector_loads);
+std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::Order order, bool vector_loads = true,
+                                                 double gate_mean = 1.0, double gate_spread = 2.0) {
+  const Outputs<In> o =
+      run_programs<In, M, C, false>(Problem<In>(s, 21, gate_mean, gate_spread, true), order, vector_loads);
   std::vector<std::vector<float>> out;
   for (const std::vector<In>* x : {&o.y, &o.dq, &o.dk, &o.df, &o.dv, &o.dz}) {
     out.emplace_back();
@@ -350,6 +352,14 @@ TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {
   const auto r32 = outputs_in_order<float, 128, 16>({1, 40, 1, 64, 128}, Order::Reverse);
   for (size_t i = 0; i < f32.size(); ++i)
     EXPECT_EQ(0, std::memcmp(f32[i].data(), r32[i].data(), f32[i].size() * sizeof(float))) << "output " << i;
+  // Gates with both narrow and wide columns in every sub-chunk: the lists of wide columns
+  // (WideList) and the indices of the others must not depend on each other either.
+  const auto mixed = outputs_in_order<BFloat16, 32, 64>(s, Order::Forward, true, -2.0, 3.0);
+  for (Order o : {Order::Reverse, Order::Interleaved}) {
+    const auto other = outputs_in_order<BFloat16, 32, 64>(s, o, true, -2.0, 3.0);
+    for (size_t i = 0; i < mixed.size(); ++i)
+      EXPECT_EQ(0, std::memcmp(mixed[i].data(), other[i].data(), mixed[i].size() * sizeof(float))) << "mixed, output " << i;
+  }
 }
 
 // The chunk loads read 16-byte vectors where every input row is aligned, else element by element.

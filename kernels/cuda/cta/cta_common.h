@@ -88,6 +88,15 @@ class Arena {
 
 DECAYFW_HD size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 
+// The number of set bits of a word.
+DECAYFW_HD int bit_count(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __popc(x);
+#else
+  return __builtin_popcount(x);
+#endif
+}
+
 // The index of the lowest set bit of a non-zero word.
 DECAYFW_HD int lowest_set_bit(uint32_t x) {
 #if defined(__CUDA_ARCH__)
