@@ -11,11 +11,12 @@
 //   zero inputs, gates exactly 1, so A_L and B_L are the chunk's totals).
 //   S_i = e^{A_i} e^{B_i}ᵀ ⊙ S_prev + Σ_{j≤i} e^{A_i−A_j} e^{B_i−B_j}ᵀ ⊙ v_j k_jᵀ,   y_i = S_i q_i.
 // Every exponential is of a difference that is ≤ 0, or at most 40 where a diagonal block takes the
-// tensor cores (never e^{−A_j} alone, which overflows for small gates). Tensor-core products need operands scaled by one reference per sub-chunk of 16
-// rows (GLA's secondary chunking, here with gates on both sides): for rows i of sub-chunk I with
-// first row r and any j < r, e^{X_i − X_j} = e^{X_i − X_r}·e^{X_r − X_j}, both factors ≤ 1. The
-// 16×16 diagonal blocks are one more block of those products where the gates allow, else per element in
-// fp32 ("diagonal blocks" below).
+// tensor cores (never e^{−A_j} alone, which overflows for small gates). Tensor-core products need
+// operands scaled by one reference per sub-chunk of 16 rows (GLA's secondary chunking, here with gates
+// on both sides): for rows i of sub-chunk I with first row r and any j < r,
+// e^{X_i − X_j} = e^{X_i − X_r}·e^{X_r − X_j}, both factors ≤ 1. The 16×16 diagonal blocks are one
+// more block of those products where the gates allow, else per element in fp32 ("diagonal blocks"
+// below).
 //
 // Programs (one CTA each; the launch order is in decay_chunk_kernels.cuh and the host test):
 //   state_pass    (n, tile)         serial over chunks: writes each chunk's start state, and S_T.
