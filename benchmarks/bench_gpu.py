@@ -228,6 +228,10 @@ CHUNK_FORWARDS = ("split", "fused")
 # Threads per CTA of the chunk kernels (DECAYFW_CHUNK_THREADS; 512 by default): the breakdown times both,
 # the same arithmetic bit for bit.
 CHUNK_THREADS = ("512", "256")
+# The launch variants the per-kernel breakdown times, (threads, diagonal blocks): both thread counts, and
+# the elementwise diagonal (DECAYFW_CHUNK_DIAGONAL) at the default count, against which the tensor-core
+# diagonal's gain in each kernel reads directly.
+BREAKDOWN_VARIANTS = tuple((t, "auto") for t in CHUNK_THREADS) + ((CHUNK_THREADS[0], "elementwise"),)
 
 
 def kernel_of(name):
@@ -237,11 +241,11 @@ def kernel_of(name):
     return "other"
 
 
-def kernel_breakdown(N, T, D, M, forward, threads="auto", reps=5):
+def kernel_breakdown(N, T, D, M, forward, threads="auto", reps=5, diagonal="auto"):
     """µs per forward+backward call of the chunk path, per kernel (bf16), from CUDA kernel events."""
     from torch.profiler import ProfilerActivity, profile
     x, _, _ = make_inputs(N, T, D, M, requires_grad=True)
-    call = lambda: run_decayfw(x, True, "chunk", forward=forward, threads=threads)
+    call = lambda: run_decayfw(x, True, "chunk", forward=forward, threads=threads, diagonal=diagonal)
     for _ in range(2):
         call()
     torch.cuda.synchronize()
@@ -391,21 +395,24 @@ def print_kernel_breakdown(sizes, bw):
     print("Chunk path, forward+backward by kernel (bf16, µs per call, torch.profiler; "
           "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace). GB/s: the model's bytes "
           "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound. "
-          "threads: per CTA of every chunk kernel\n")
-    print("| N | T | D | M | forward | threads | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
+          "threads: per CTA of every chunk kernel; diagonal: the 16×16 diagonal blocks on tensor cores where "
+          "the gates allow (auto) or all per element (elementwise)\n")
+    print("| N | T | D | M | forward | threads | diagonal | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
           + " | other µs | total µs | serial passes share |")
-    print("|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
-    for N, T, D, M, form, threads in ((*s, f, t) for s in sizes for f in CHUNK_FORWARDS for t in CHUNK_THREADS):
+    print("|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
+    for N, T, D, M, form, (threads, diagonal) in ((*s, f, v) for s in sizes for f in CHUNK_FORWARDS
+                                                  for v in BREAKDOWN_VARIANTS):
+        head = f"| {N} | {T} | {D} | {M} | {form} | {threads} | {diagonal} |"
         try:
-            us = kernel_breakdown(N, T, D, M, form, threads)
+            us = kernel_breakdown(N, T, D, M, form, threads, diagonal=diagonal)
         except Exception as e:  # a profiler fault must not cost the rest of the run
-            print(f"| {N} | {T} | {D} | {M} | {form} | {threads} | kernel breakdown failed: {type(e).__name__}: {e} |")
+            print(f"{head} kernel breakdown failed: {type(e).__name__}: {e} |")
             continue
         model = chunk_kernel_bytes(N, T, D, M, forward=form)
         total = sum(us.values())
         serial = (us["state_pass"] + us["forward_pass"] + us["dstate_pass"]) / total if total else 0.0
         cell = lambda k: f"{us[k]:.0f} ({model[k] / (us[k] * 1e3):.0f})" if us[k] else "0"
-        print(f"| {N} | {T} | {D} | {M} | {form} | {threads} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)
+        print(f"{head} " + " | ".join(cell(k) for k in CHUNK_KERNELS)
               + f" | {us['other']:.0f} | {total:.0f} | {100 * serial:.0f}% |", flush=True)
         torch.cuda.empty_cache()
     print(f"(copy bandwidth {bw / 1e9:.0f} GB/s)\n")
