@@ -141,6 +141,60 @@ DECAYFW_CTA T* row_of(const SeqOut& s, int64_t b, int64_t t, int64_t h) {
   return static_cast<T*>(s.p) + b * s.sb + t * s.st + h * s.sh;
 }
 
+// ---- four columns per index ----------------------------------------------------------------------
+//
+// The phases that scale operands or accumulate products do little arithmetic per element: a
+// difference, an exponential, a product, a rounding. Taken element by element, the index arithmetic,
+// addresses and scalar shared-memory accesses around it came to 21-29 instructions per exponential
+// (SASS of grad_pass, bf16 M = 64), where one special-function operation holds its pipe for 8 issue
+// slots: those phases were bound by instruction issue, not by the exponentials. They take four
+// consecutive columns per index instead, with one vector access per tile (load4, store4: every row
+// of every tile starts 16-byte aligned, and columns come in fours). Each element is computed as
+// before, so the results are the same bit for bit.
+constexpr int kQuad = 4;
+
+// dst[w] = src[w]·e^{a[w] − b[w]} (b null: e^{a[w]}) rounded to dst's type, for w < 4; the lanes whose
+// bit is set in `zero` get 0 instead.
+template <typename Cta, typename Op>
+DECAYFW_CTA void scale_quad(Op* dst, const Op* src, const float* a, const float* b, uint32_t zero = 0u) {
+  float x[kQuad], ga[kQuad], gb[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f};
+  Cta::load4(src, x);
+  Cta::load4(a, ga);
+  if (b) Cta::load4(b, gb);
+  DECAYFW_UNROLL
+  for (int w = 0; w < kQuad; ++w) x[w] = (zero >> w) & 1u ? 0.0f : x[w] * decay_exp(ga[w] - gb[w]);
+  Cta::store4(dst, x);
+}
+
+// s[w] ← s[w]·e^{a + b[w]}: four elements of a state row d (a = A_L of that row, b = B_L of its columns).
+template <typename Cta>
+DECAYFW_CTA void decay_state_quad(float* s, float a, const float* b) {
+  float o[kQuad], gb[kQuad];
+  Cta::load4(s, o);
+  Cta::load4(b, gb);
+  DECAYFW_UNROLL
+  for (int w = 0; w < kQuad; ++w) o[w] *= decay_exp(a + gb[w]);
+  Cta::store4(s, o);
+}
+
+// out[w] += e^{a[w] − b[w]}·x[w] (x null: out[w] ← out[w]·e^{a[w] − b[w]}; b null: e^{a[w]}), fp32.
+template <typename Cta>
+DECAYFW_CTA void decay_quad(float* out, const float* a, const float* b, const float* x = nullptr) {
+  float o[kQuad], ga[kQuad], gb[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f}, v[kQuad];
+  Cta::load4(out, o);
+  Cta::load4(a, ga);
+  if (b) Cta::load4(b, gb);
+  if (x) {
+    Cta::load4(x, v);
+    DECAYFW_UNROLL
+    for (int w = 0; w < kQuad; ++w) o[w] += decay_exp(ga[w] - gb[w]) * v[w];
+  } else {
+    DECAYFW_UNROLL
+    for (int w = 0; w < kQuad; ++w) o[w] *= decay_exp(ga[w] - gb[w]);
+  }
+  Cta::store4(out, o);
+}
+
 // Where one CTA works: sequence n, chunk (start c0, valid rows L), tile rows [row0, row0 + R).
 struct Place {
   int64_t n, b, h, chunk, c0, row0, tile;
@@ -283,6 +337,8 @@ DECAYFW_CTA float wide_span_bound(const ChunkArgs& a) {
 }
 
 DECAYFW_CTA bool is_wide(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 1u; }
+// The bits of four columns from col (a multiple of 4, so they share a word), as scale_quad's `zero`.
+DECAYFW_CTA uint32_t wide_quad(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 0xfu; }
 
 // f(col) for every wide column of one sub-chunk's words, ascending (the same for every thread).
 template <int kWords, typename F>
@@ -426,10 +482,10 @@ DECAYFW_CTA void stage_end_dstate(Cta& cta, const ChunkArgs& a, const Place& pl,
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  cta.for_each(int64_t(C) * M, [&](int64_t e) {
-    const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    t.Xa[i * Cfg::ldm_op + m] =
-        Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * decay_exp(t.Bc[i * M + m]));
+  constexpr int MQ = M / kQuad;
+  cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
+    const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+    scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, nullptr);
   });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
 }
@@ -437,10 +493,10 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
 // Y ← e^{A} ⊙ Y: the inter-chunk product's row decays.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
-  constexpr int C = Cfg::C, R = Cfg::R;
-  cta.for_each(int64_t(C) * R, [&](int64_t e) {
-    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-    t.Y[i * Cfg::ldd_f + d] *= decay_exp(t.Ac[i * R + d]);
+  constexpr int C = Cfg::C, R = Cfg::R, RQ = R / kQuad;
+  cta.for_each(int64_t(C) * RQ, [&](int64_t e) {
+    const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * R + d, nullptr);
   });
 }
 
@@ -512,53 +568,44 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
 // keeping Rd, its masked diagonal block (with the wide rows' per-element sums), for the anti-causal loop.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool key_side, float* DQ = nullptr) {
-  constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S;
-  const Op zero = Cta::template from_f<Op>(0.0f);
+  constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S, MQ = M / kQuad, RQ = R / kQuad;
   const int64_t dy_rows = DQ ? S : 0;  // dY_I's scaled rows, into Xd
   for (int I = 0; I < Cfg::NS; ++I) {
     const int r = I * S, n = r + S;
     if (r >= pl.valid) break;
     const uint32_t *key_wide = t.key_wide + I * Cfg::key_words, *row_wide = t.row_wide + I * Cfg::row_words;
-    cta.for_each(int64_t(S) * M + int64_t(n) * (M + R) + dy_rows * R, [&](int64_t e) {
-      if (e < int64_t(S) * M) {
-        const int i = r + static_cast<int>(e / M), m = static_cast<int>(e % M);
-        t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
-                                                             decay_exp(t.Bc[i * M + m] - t.Bc[r * M + m]));
+    cta.for_each(int64_t(S) * MQ + int64_t(n) * (MQ + RQ) + dy_rows * RQ, [&](int64_t e) {
+      if (e < int64_t(S) * MQ) {
+        const int i = r + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, t.Bc + r * M + m);
         return;
       }
-      e -= int64_t(S) * M;
-      if (e < int64_t(n) * M) {
-        const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
-        t.Xb[j * Cfg::ldm_op + m] =
-            j >= r && is_wide(key_wide, m)
-                ? zero
-                : Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                           decay_exp(t.Bc[r * M + m] - t.Bc[j * M + m]));
+      e -= int64_t(S) * MQ;
+      if (e < int64_t(n) * MQ) {
+        const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + r * M + m, t.Bc + j * M + m,
+                        j >= r ? wide_quad(key_wide, m) : 0u);
         return;
       }
-      e -= int64_t(n) * M;
-      if (e < int64_t(n) * R) {
-        const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
-        t.Xc[j * Cfg::ldd_op + d] =
-            j >= r && is_wide(row_wide, d)
-                ? zero
-                : Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                           decay_exp(t.Ac[r * R + d] - t.Ac[j * R + d]));
+      e -= int64_t(n) * MQ;
+      if (e < int64_t(n) * RQ) {
+        const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+        scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + r * R + d, t.Ac + j * R + d,
+                        j >= r ? wide_quad(row_wide, d) : 0u);
         return;
       }
-      e -= int64_t(n) * R;
-      const int i = r + static_cast<int>(e / R), d = static_cast<int>(e % R);
-      t.Xd[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
-                                                           decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]));
+      e -= int64_t(n) * RQ;
+      const int i = r + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+      scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, t.Ac + r * R + d);
     });
     cta.template gemm<false, true>(S, n, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
                                    false);
     round_products_with_diagonal(cta, t, r, t.Pd, key_side,
                                  [&](int i, int j) { return wide_key_sum<Cta>(t, key_wide, i, j); });
     cta.template gemm<false, false>(S, R, n, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
-    cta.for_each(int64_t(S) * R, [&](int64_t e) {
-      const int ii = static_cast<int>(e / R), d = static_cast<int>(e % R), i = r + ii;
-      t.Y[i * Cfg::ldd_f + d] += decay_exp(t.Ac[i * R + d] - t.Ac[r * R + d]) * t.Tmp[ii * Cfg::ld_tmp + d];
+    cta.for_each(int64_t(S) * RQ, [&](int64_t e) {
+      const int ii = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, i = r + ii;
+      decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * R + d, t.Ac + r * R + d, t.Tmp + ii * Cfg::ld_tmp + d);
     });
     if (!DQ) continue;
     cta.template gemm<false, true>(S, n, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P, Cfg::ldc_f,
@@ -566,9 +613,9 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
     round_products_with_diagonal(cta, t, r, t.Rd, true,
                                  [&](int i, int j) { return wide_row_sum<Cta>(t, row_wide, i, j); });
     cta.template gemm<false, false>(S, M, n, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
-    cta.for_each(int64_t(S) * M, [&](int64_t e) {
-      const int ii = static_cast<int>(e / M), m = static_cast<int>(e % M), i = r + ii;
-      DQ[i * Cfg::ldm_f + m] += decay_exp(t.Bc[i * M + m] - t.Bc[r * M + m]) * t.Tmp[ii * Cfg::ld_tmp + m];
+    cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
+      const int ii = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, i = r + ii;
+      decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.Bc + i * M + m, t.Bc + r * M + m, t.Tmp + ii * Cfg::ld_tmp + m);
     });
   }
 }
@@ -749,24 +796,24 @@ DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float
 // of the chunk after its update, and the serial passes then need no operand tiles of their own.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
-  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
-    if (e < int64_t(C) * M) {
-      const int j = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      Op& k = t.Kr[j * Cfg::ldm_op + m];
-      k = Cta::template from_f<Op>(Cta::to_f(k) * decay_exp(t.Bc[(C - 1) * M + m] - t.Bc[j * M + m]));
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
+  cta.for_each(int64_t(C) * (MQ + RQ) + int64_t(R) * MQ, [&](int64_t e) {
+    if (e < int64_t(C) * MQ) {
+      const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+      Op* k = t.Kr + j * Cfg::ldm_op + m;
+      scale_quad<Cta>(k, k, t.Bc + (C - 1) * M + m, t.Bc + j * M + m);
       return;
     }
-    e -= int64_t(C) * M;
-    if (e < int64_t(C) * R) {
-      const int j = static_cast<int>(e / R), d = static_cast<int>(e % R);
-      Op& v = t.Vr[j * Cfg::ldd_op + d];
-      v = Cta::template from_f<Op>(Cta::to_f(v) * decay_exp(t.Ac[(C - 1) * R + d] - t.Ac[j * R + d]));
+    e -= int64_t(C) * MQ;
+    if (e < int64_t(C) * RQ) {
+      const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+      Op* v = t.Vr + j * Cfg::ldd_op + d;
+      scale_quad<Cta>(v, v, t.Ac + (C - 1) * R + d, t.Ac + j * R + d);
       return;
     }
-    e -= int64_t(C) * R;
-    const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    S[d * Cfg::ldm_f + m] *= decay_exp(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
+    e -= int64_t(C) * RQ;
+    const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+    decay_state_quad<Cta>(S + d * Cfg::ldm_f + m, t.Ac[(C - 1) * R + d], t.Bc + (C - 1) * M + m);
   });
   cta.template gemm<true, false>(R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, S, Cfg::ldm_f, true);
 }
@@ -810,23 +857,24 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
         copy_state_quad<Cta, Cfg>(e, dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, D, 0) * M, M, dS, Cfg::ldm_f);
       },
       [&](const Place&) {
-        cta.for_each(int64_t(C) * (M + R) + int64_t(R) * M, [&](int64_t e) {
-          if (e < int64_t(C) * M) {
-            const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-            Op& q = t.Qr[i * Cfg::ldm_op + m];
-            q = Cta::template from_f<Op>(Cta::to_f(q) * decay_exp(t.Bc[i * M + m]));
+        constexpr int MQ = M / kQuad, RQ = R / kQuad;
+        cta.for_each(int64_t(C) * (MQ + RQ) + int64_t(R) * MQ, [&](int64_t e) {
+          if (e < int64_t(C) * MQ) {
+            const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+            Op* q = t.Qr + i * Cfg::ldm_op + m;
+            scale_quad<Cta>(q, q, t.Bc + i * M + m, nullptr);
             return;
           }
-          e -= int64_t(C) * M;
-          if (e < int64_t(C) * R) {
-            const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-            Op& g = t.Gr[i * Cfg::ldd_op + d];
-            g = Cta::template from_f<Op>(Cta::to_f(g) * decay_exp(t.Ac[i * R + d]));
+          e -= int64_t(C) * MQ;
+          if (e < int64_t(C) * RQ) {
+            const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+            Op* g = t.Gr + i * Cfg::ldd_op + d;
+            scale_quad<Cta>(g, g, t.Ac + i * R + d, nullptr);
             return;
           }
-          e -= int64_t(C) * R;
-          const int d = static_cast<int>(e / M), m = static_cast<int>(e % M);
-          dS[d * Cfg::ldm_f + m] *= decay_exp(t.Ac[(C - 1) * R + d] + t.Bc[(C - 1) * M + m]);
+          e -= int64_t(C) * RQ;
+          const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+          decay_state_quad<Cta>(dS + d * Cfg::ldm_f + m, t.Ac[(C - 1) * R + d], t.Bc + (C - 1) * M + m);
         });
         cta.template gemm<true, false>(R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, dS, Cfg::ldm_f, true);
       });
@@ -1136,55 +1184,48 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   });
 
   // Inter-chunk parts: y from S_prev, dq from S_prev, dv and dk from dS_end.
-  cta.for_each(int64_t(C) * (2 * M + 2 * R), [&](int64_t e) {
-    const int64_t cm = int64_t(C) * M, cr = int64_t(C) * R;
+  constexpr int MQ = M / kQuad, RQ = R / kQuad;
+  cta.for_each(int64_t(C) * (2 * MQ + 2 * RQ), [&](int64_t e) {
+    const int64_t cm = int64_t(C) * MQ, cr = int64_t(C) * RQ;
     if (e < 2 * cm) {
       const bool kk = e >= cm;
       if (kk) e -= cm;
-      const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-      const float b = t.Bc[i * M + m];
-      if (!kk)
-        t.Xa[i * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * decay_exp(b));
+      const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+      if (!kk) scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, nullptr);
       else
-        t.Xb[i * Cfg::ldm_op + m] =
-            Cta::template from_f<Op>(Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * decay_exp(t.Bc[last * M + m] - b));
+        scale_quad<Cta>(t.Xb + i * Cfg::ldm_op + m, t.Kr + i * Cfg::ldm_op + m, t.Bc + last * M + m, t.Bc + i * M + m);
       return;
     }
     e -= 2 * cm;
     const bool vv = e >= cr;
     if (vv) e -= cr;
-    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-    const float al = t.Ac[i * R + d];
-    if (!vv)
-      t.Xc[i * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * decay_exp(al));
+    const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+    if (!vv) scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, nullptr);
     else
-      t.Xd[i * Cfg::ldd_op + d] =
-          Cta::template from_f<Op>(Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * decay_exp(t.Ac[last * R + d] - al));
+      scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, t.Ac + last * R + d, t.Ac + i * R + d);
   });
   // dq and dk accumulate over tiles, so their inter products go through Y (as C×M scratch) first.
   cta.template gemm<false, false>(C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
-  cta.for_each(int64_t(C) * M, [&](int64_t e) {
-    const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    DQ[i * Cfg::ldm_f + m] += decay_exp(t.Bc[i * M + m]) * t.Y[i * Cfg::ld_tmp + m];
+  cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
+    const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+    decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.Bc + i * M + m, nullptr, t.Y + i * Cfg::ld_tmp + m);
   });
   cta.template gemm<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
-  cta.for_each(int64_t(C) * M, [&](int64_t e) {
-    const int i = static_cast<int>(e / M), m = static_cast<int>(e % M);
-    DK[i * Cfg::ldm_f + m] += decay_exp(t.Bc[last * M + m] - t.Bc[i * M + m]) * t.Y[i * Cfg::ld_tmp + m];
+  cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
+    const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+    decay_quad<Cta>(DK + i * Cfg::ldm_f + m, t.Bc + last * M + m, t.Bc + i * M + m, t.Y + i * Cfg::ld_tmp + m);
   });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
   cta.template gemm<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op, DV, Cfg::ldd_f, false);
-  cta.for_each(int64_t(C) * R, [&](int64_t e) {
-    const int i = static_cast<int>(e / R), d = static_cast<int>(e % R);
-    const float al = t.Ac[i * R + d];
-    t.Y[i * Cfg::ldd_f + d] *= decay_exp(al);
-    DV[i * Cfg::ldd_f + d] *= decay_exp(t.Ac[last * R + d] - al);
+  cta.for_each(int64_t(C) * RQ, [&](int64_t e) {
+    const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * R + d, nullptr);
+    decay_quad<Cta>(DV + i * Cfg::ldd_f + d, t.Ac + last * R + d, t.Ac + i * R + d);
   });
 
   // Intra-chunk, by sub-chunk with the diagonal blocks on tensor cores (but their wide columns): y and dq
   // (causal, one loop sharing the scaled k and v), dv and dk (anti-causal).
   intra_chunk_causal(cta, pl, t, pl.tile == 0, DQ);
-  const Op zero = Cta::template from_f<Op>(0.0f);
   // Rows j of sub-chunk J against its own rows and every later valid row i, reference = J's last row rp:
   //   dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ji (dy_i e^{A_i−A_rp}),  dk_J += e^{B_rp−B_J} ⊙ Σ_i R_ji (q_i e^{B_i−B_rp}),
   // P_ji = Pd_ij and R_ji = Rd_ij on the diagonal block (kept complete above), and after it
@@ -1195,37 +1236,29 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     const int j0 = J * S, rp = j0 + S - 1, w = end - j0, later = w - S;
     if (j0 >= pl.valid) break;
     const uint32_t *key_wide = t.key_wide + J * Cfg::key_words, *row_wide = t.row_wide + J * Cfg::row_words;
-    cta.for_each(int64_t(S) * (M + R) + int64_t(w) * (M + R), [&](int64_t e) {
-      if (e < int64_t(S) * M) {
-        const int j = j0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
-        t.Xb[j * Cfg::ldm_op + m] = Cta::template from_f<Op>(Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-                                                             decay_exp(t.Bc[rp * M + m] - t.Bc[j * M + m]));
+    cta.for_each(int64_t(S) * (MQ + RQ) + int64_t(w) * (MQ + RQ), [&](int64_t e) {
+      if (e < int64_t(S) * MQ) {
+        const int j = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + rp * M + m, t.Bc + j * M + m);
         return;
       }
-      e -= int64_t(S) * M;
-      if (e < int64_t(S) * R) {
-        const int j = j0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
-        t.Xd[j * Cfg::ldd_op + d] = Cta::template from_f<Op>(Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-                                                             decay_exp(t.Ac[rp * R + d] - t.Ac[j * R + d]));
+      e -= int64_t(S) * MQ;
+      if (e < int64_t(S) * RQ) {
+        const int j = j0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+        scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + rp * R + d, t.Ac + j * R + d);
         return;
       }
-      e -= int64_t(S) * R;
-      if (e < int64_t(w) * M) {
-        const int i = j0 + static_cast<int>(e / M), m = static_cast<int>(e % M);
-        t.Xa[i * Cfg::ldm_op + m] =
-            i <= rp && is_wide(key_wide, m)
-                ? zero
-                : Cta::template from_f<Op>(Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) *
-                                           decay_exp(t.Bc[i * M + m] - t.Bc[rp * M + m]));
+      e -= int64_t(S) * RQ;
+      if (e < int64_t(w) * MQ) {
+        const int i = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, t.Bc + rp * M + m,
+                        i <= rp ? wide_quad(key_wide, m) : 0u);
         return;
       }
-      e -= int64_t(w) * M;
-      const int i = j0 + static_cast<int>(e / R), d = static_cast<int>(e % R);
-      t.Xc[i * Cfg::ldd_op + d] =
-          i <= rp && is_wide(row_wide, d)
-              ? zero
-              : Cta::template from_f<Op>(Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) *
-                                         decay_exp(t.Ac[i * R + d] - t.Ac[rp * R + d]));
+      e -= int64_t(w) * MQ;
+      const int i = j0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+      scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, t.Ac + rp * R + d,
+                      i <= rp ? wide_quad(row_wide, d) : 0u);
     });
     if (later > 0)
       cta.template gemm<false, true>(S, later, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + (j0 + S) * Cfg::ldm_op,
@@ -1233,9 +1266,9 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     round_products_after_diagonal(cta, t, j0, w, t.Pd);
     cta.template gemm<false, false>(S, R, w, t.Pop, Cfg::ldc_op, t.Xc + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Tmp,
                                     Cfg::ld_tmp, false);
-    cta.for_each(int64_t(S) * R, [&](int64_t e) {
-      const int jj = static_cast<int>(e / R), d = static_cast<int>(e % R), j = j0 + jj;
-      DV[j * Cfg::ldd_f + d] += decay_exp(t.Ac[rp * R + d] - t.Ac[j * R + d]) * t.Tmp[jj * Cfg::ld_tmp + d];
+    cta.for_each(int64_t(S) * RQ, [&](int64_t e) {
+      const int jj = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, j = j0 + jj;
+      decay_quad<Cta>(DV + j * Cfg::ldd_f + d, t.Ac + rp * R + d, t.Ac + j * R + d, t.Tmp + jj * Cfg::ld_tmp + d);
     });
     if (later > 0)
       cta.template gemm<false, true>(S, later, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + (j0 + S) * Cfg::ldd_op,
@@ -1243,9 +1276,9 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     round_products_after_diagonal(cta, t, j0, w, t.Rd);
     cta.template gemm<false, false>(S, M, w, t.Pop, Cfg::ldc_op, t.Xa + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Tmp,
                                     Cfg::ld_tmp, false);
-    cta.for_each(int64_t(S) * M, [&](int64_t e) {
-      const int jj = static_cast<int>(e / M), m = static_cast<int>(e % M), j = j0 + jj;
-      DK[j * Cfg::ldm_f + m] += decay_exp(t.Bc[rp * M + m] - t.Bc[j * M + m]) * t.Tmp[jj * Cfg::ld_tmp + m];
+    cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
+      const int jj = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, j = j0 + jj;
+      decay_quad<Cta>(DK + j * Cfg::ldm_f + m, t.Bc + rp * M + m, t.Bc + j * M + m, t.Tmp + jj * Cfg::ld_tmp + m);
     });
   }
 
