@@ -894,6 +894,7 @@ template <typename Op, typename Cfg>
 struct ChunkSmem {
   Tiles<Op, Cfg> t;
   float *DQ = nullptr, *DK = nullptr, *DV = nullptr, *carry_row = nullptr, *carry_col = nullptr;
+  float* part = nullptr;  // NS×max(M, R): the gate gradients' sums per sub-chunk (reverse_gate_sums)
   size_t bytes;
   DECAYFW_HD ChunkSmem(unsigned char* base, ChunkCarve carve) {
     constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
@@ -942,6 +943,7 @@ struct ChunkSmem {
       DV = ar.take<float>(size_t(C) * Cfg::ldd_f);
       carry_row = ar.take<float>(R);
       carry_col = ar.take<float>(M);
+      part = ar.take<float>(size_t(Cfg::NS) * (M > R ? M : R));
     }
     bytes = ar.used();
   }
@@ -1159,6 +1161,31 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m) {
   }
 }
 
+// The gates' gradients: per column x (X of them), g_i = carry_x + Σ_{s ≥ i, s < valid} term(s, x), and
+// out(i, x, g_i) for every valid row i. One thread per column walking all C rows would be a chain of
+// C dependent steps on X threads (two warps at X = 64), so the rows are cut at the sub-chunks: each
+// (sub-chunk, column) first sums its own terms into part (NS×X fp32), then walks its rows from the sum
+// of the later sub-chunks' parts on top of the carry. A chain of 16 on NS·X threads.
+template <typename Cta, typename Cfg, int X, typename Term, typename Out>
+DECAYFW_CTA void reverse_gate_sums(Cta& cta, int valid, const float* carry, float* part, Term&& term, Out&& out) {
+  constexpr int S = Cfg::S, NS = Cfg::NS;
+  cta.for_each(int64_t(NS) * X, [&](int64_t e) {
+    const int I = static_cast<int>(e / X), x = static_cast<int>(e % X);
+    float s = 0.0f;
+    for (int i = (I * S + S < valid ? I * S + S : valid) - 1; i >= I * S; --i) s += term(i, x);
+    part[I * X + x] = s;
+  });
+  cta.for_each(int64_t(NS) * X, [&](int64_t e) {
+    const int I = static_cast<int>(e / X), x = static_cast<int>(e % X);
+    float g = carry[x];
+    for (int J = NS - 1; J > I; --J) g += part[J * X + x];
+    for (int i = (I * S + S < valid ? I * S + S : valid) - 1; i >= I * S; --i) {
+      g += term(i, x);
+      out(i, x, g);
+    }
+  });
+}
+
 // One row tile's share of grad_pass, on the tile's rows and states staged by grad_pass: dv, dz of
 // its rows; its terms of dq and dk added to DQ, DK.
 template <typename Cta, typename Op, typename Cfg>
@@ -1304,16 +1331,14 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   });
 
   // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term,
-  // times σ(−z) of the staged logits.
-  cta.for_each(R, [&](int64_t e) {
-    const int d = static_cast<int>(e);
-    float g = sm.carry_row[d];
-    for (int i = pl.valid - 1; i >= 0; --i) {
-      g += t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
-      row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] =
-          Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Zr[i * R + d])));
-    }
-  });
+  // times σ(−z) of the staged logits (reverse_gate_sums).
+  reverse_gate_sums<Cta, Cfg, R>(
+      cta, pl.valid, sm.carry_row, sm.part,
+      [&](int i, int d) { return t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d]; },
+      [&](int i, int d, float g) {
+        row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] =
+            Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Zr[i * R + d])));
+      });
 }
 
 // grad_pass(n, chunk): every input gradient of one chunk. The row tiles of D are walked inside the
@@ -1356,18 +1381,18 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   // Column gates: reverse cumulative sums of q ⊙ dq − k ⊙ dk inside the chunk on top of the
   // boundary term, then dq, dk and df (σ(−f) of the staged logits).
   const Place keys(a, n, chunk, 0, C);
-  cta.for_each(M, [&](int64_t e) {
-    const int m = static_cast<int>(e);
-    float g = sm.carry_col[m];
-    for (int i = keys.valid - 1; i >= 0; --i) {
-      const float dq = DQ[i * Cfg::ldm_f + m], dk = DK[i * Cfg::ldm_f + m];
-      g += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * dq - Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * dk;
-      const int64_t tt = keys.c0 + i;
-      row_of<Op>(a.dq, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dq);
-      row_of<Op>(a.dk, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(dk);
-      row_of<Op>(a.df, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Fr[i * M + m])));
-    }
-  });
+  reverse_gate_sums<Cta, Cfg, M>(
+      cta, keys.valid, sm.carry_col, sm.part,
+      [&](int i, int m) {
+        return Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * DQ[i * Cfg::ldm_f + m] -
+               Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * DK[i * Cfg::ldm_f + m];
+      },
+      [&](int i, int m, float g) {
+        const int64_t tt = keys.c0 + i;
+        row_of<Op>(a.dq, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(DQ[i * Cfg::ldm_f + m]);
+        row_of<Op>(a.dk, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(DK[i * Cfg::ldm_f + m]);
+        row_of<Op>(a.df, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Fr[i * M + m])));
+      });
 }
 
 }  // namespace decayfw::chunk
