@@ -544,16 +544,22 @@ template <typename Cta, typename Op, typename Cfg, typename Diagonal>
 DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r, float* Dg, bool keep,
                                               Diagonal&& diagonal) {
   constexpr int S = Cfg::S;
-  const int n = r + S;
-  cta.for_each(int64_t(S) * n, [&](int64_t e) {
-    const int ii = static_cast<int>(e / n), j = static_cast<int>(e % n);
-    float p = t.P[ii * Cfg::ldc_f + j];
+  const int n = r + S, nq = n / kQuad;  // four columns per index (the diagonal block starts on a multiple)
+  cta.for_each(int64_t(S) * nq, [&](int64_t e) {
+    const int ii = static_cast<int>(e / nq), j = static_cast<int>(e % nq) * kQuad;
+    float p[kQuad];
+    Cta::load4(t.P + ii * Cfg::ldc_f + j, p);
     if (j >= r) {
-      float& dg = Dg[(r + ii) * S + (j - r)];
-      if (keep) dg = p = j - r <= ii ? p + diagonal(r + ii, j) : 0.0f;
-      else p = dg;
+      float* dg = Dg + (r + ii) * S + (j - r);
+      if (keep) {
+        DECAYFW_UNROLL
+        for (int w = 0; w < kQuad; ++w) p[w] = j + w - r <= ii ? p[w] + diagonal(r + ii, j + w) : 0.0f;
+        Cta::store4(dg, p);
+      } else {
+        Cta::load4(dg, p);
+      }
     }
-    t.Pop[ii * Cfg::ldc_op + j] = Cta::template from_f<Op>(p);
+    Cta::store4(t.Pop + ii * Cfg::ldc_op + j, p);
   });
 }
 
@@ -1086,10 +1092,17 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void round_products_after_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int j0, int w, const float* Dg) {
   constexpr int S = Cfg::S;
-  cta.for_each(int64_t(S) * w, [&](int64_t e) {
-    const int jj = static_cast<int>(e / w), c = static_cast<int>(e % w);
-    const float p = c >= S ? t.P[jj * Cfg::ldc_f + c] : Dg[(j0 + c) * S + jj];
-    t.Pop[jj * Cfg::ldc_op + c] = Cta::template from_f<Op>(p);
+  const int wq = w / kQuad;
+  cta.for_each(int64_t(S) * wq, [&](int64_t e) {
+    const int jj = static_cast<int>(e / wq), c = static_cast<int>(e % wq) * kQuad;
+    float p[kQuad];
+    if (c >= S) {
+      Cta::load4(t.P + jj * Cfg::ldc_f + c, p);
+    } else {
+      DECAYFW_UNROLL
+      for (int x = 0; x < kQuad; ++x) p[x] = Dg[(j0 + c + x) * S + jj];  // a column of Dg: the transpose
+    }
+    Cta::store4(t.Pop + jj * Cfg::ldc_op + c, p);
   });
 }
 
