@@ -303,20 +303,23 @@ DECAYFW_CTA void stage_index(Cta& cta, const ChunkArgs& a, const Place& pl, cons
   }
 }
 
-// Phase 2, index e of C·(M + R) (or one side's part): a landed logit as its log gate.
+// Phase 2, index e of C·(M + R)/4 (or one side's part): four landed logits of a row as their log gates
+// (four per index, as the phases below: kQuad).
 template <typename Cfg>
 DECAYFW_CTA int64_t gate_count(int sides) {
-  return int64_t(Cfg::C) * ((sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0));
+  return int64_t(Cfg::C) * ((sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0)) / kQuad;
 }
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void log_gate_index(const Place& pl, Tiles<Op, Cfg>& t, int sides, int64_t e) {
-  const int64_t keys = sides & kKeySide ? int64_t(Cfg::C) * Cfg::M : 0;
-  if (e < keys) {
-    t.Bc[e] = e / Cfg::M < pl.valid ? log_sigmoid(Cta::to_f(t.Fr[e])) : 0.0f;
-  } else {
-    e -= keys;
-    t.Ac[e] = e / Cfg::R < pl.valid ? log_sigmoid(Cta::to_f(t.Zr[e])) : 0.0f;
-  }
+  const int64_t keys = sides & kKeySide ? int64_t(Cfg::C) * Cfg::M / kQuad : 0;
+  const bool key = e < keys;
+  const int64_t at = (key ? e : e - keys) * kQuad;  // the quad's first element in the C×M or C×R tile
+  float x[kQuad];
+  Cta::load4(key ? t.Fr + at : t.Zr + at, x);
+  const bool valid = at / (key ? Cfg::M : Cfg::R) < pl.valid;
+  DECAYFW_UNROLL
+  for (int w = 0; w < kQuad; ++w) x[w] = valid ? log_sigmoid(x[w]) : 0.0f;
+  Cta::store4(key ? t.Bc + at : t.Ac + at, x);
 }
 
 // Inclusive cumulative sum down one column of a C-row fp32 tile with leading dimension ld.
