@@ -6,10 +6,10 @@
   ``chunk-split`` force one (the same arithmetic; the split pair spreads y over chunks, the
   fused pass reads the inputs once), so the table shows whether auto chose well;
   ``chunk-recompute`` (forward+backward only): the chunk path with ``save_chunk_states=False``, whose
-  backward recomputes the chunk states instead of reusing the forward's; ``chunk-elementwise``: the
-  chunk path with every 16×16 diagonal block per element in fp32 (DECAYFW_CHUNK_DIAGONAL=elementwise),
-  the form before the diagonal blocks took the tensor cores (``chunk`` takes them where the gates
-  allow, here everywhere: the inputs' gate logits are N(2, 1));
+  backward recomputes the chunk states instead of reusing the forward's; ``chunk-tensor``: the chunk
+  path with its 16×16 diagonal blocks on tensor cores where the gates allow (DECAYFW_CHUNK_DIAGONAL=
+  tensor; here everywhere: the inputs' gate logits are N(2, 1)), where ``chunk`` takes the default,
+  every diagonal block per element in fp32;
 - ``naive``: a per-token PyTorch loop (autograd for the backward);
 - ``t2fw``: T2FW's algorithm (Mao 2022's released kernels) re-implemented in Triton: one program
   per state tile running serially over time, every state S_t stored (fp16) for the backward,
@@ -228,10 +228,10 @@ CHUNK_FORWARDS = ("split", "fused")
 # Threads per CTA of the chunk kernels (DECAYFW_CHUNK_THREADS; 512 by default): the breakdown times both,
 # the same arithmetic bit for bit.
 CHUNK_THREADS = ("512", "256")
-# The launch variants the per-kernel breakdown times, (threads, diagonal blocks): both thread counts, and
-# the elementwise diagonal (DECAYFW_CHUNK_DIAGONAL) at the default count, against which the tensor-core
-# diagonal's gain in each kernel reads directly.
-BREAKDOWN_VARIANTS = tuple((t, "auto") for t in CHUNK_THREADS) + ((CHUNK_THREADS[0], "elementwise"),)
+# The launch variants the per-kernel breakdown times, (threads, diagonal blocks): both thread counts with
+# the default (every diagonal block per element), and the tensor-core diagonal (DECAYFW_CHUNK_DIAGONAL=
+# tensor) at the default count, whose gain in each kernel then reads directly.
+BREAKDOWN_VARIANTS = tuple((t, "auto") for t in CHUNK_THREADS) + ((CHUNK_THREADS[0], "tensor"),)
 
 
 def kernel_of(name):
@@ -297,10 +297,10 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # off kernels/cuda/decay_chunk_program.h as it is: every decay e^x of a gate difference is one ex2, a log
 # gate two (exp and log), σ(−x) two (exp and reciprocal). A Hopper SM retires 16 per clock, so at
 # 132 SMs and 1.98 GHz (H100/H200 boost) the device does 4.2e12 a second: the second floor beside the
-# bytes. The 16×16 diagonal blocks were most of it while they were all computed per element in fp32;
-# they now take the tensor cores for every column whose gates span at most 40 over a sub-chunk, and
-# stay per element for the others ("wide": the fraction `wide` below; 1 for the elementwise form,
-# DECAYFW_CHUNK_DIAGONAL=elementwise, and for fp16).
+# bytes. The 16×16 diagonal blocks are most of it while they are all computed per element in fp32 (the
+# default); with DECAYFW_CHUNK_DIAGONAL=tensor they take the tensor cores for every column whose gates
+# span at most 40 over a sub-chunk, and stay per element for the others ("wide": the fraction `wide`
+# below; 1 for the elementwise form and for fp16).
 SFU_OPS_PER_SECOND = 132 * 16 * 1.98e9
 SUB = 16  # rows per sub-chunk (kSub)
 PAIR_DECAYS = 72  # exponentials per column for the decays of a sub-chunk's 136 row pairs (for_each_pair_decay)
@@ -395,8 +395,8 @@ def print_kernel_breakdown(sizes, bw):
     print("Chunk path, forward+backward by kernel (bf16, µs per call, torch.profiler; "
           "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace). GB/s: the model's bytes "
           "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound. "
-          "threads: per CTA of every chunk kernel; diagonal: the 16×16 diagonal blocks on tensor cores where "
-          "the gates allow (auto) or all per element (elementwise)\n")
+          "threads: per CTA of every chunk kernel; diagonal: the 16×16 diagonal blocks all per element (auto) "
+          "or on tensor cores where the gates allow (tensor)\n")
     print("| N | T | D | M | forward | threads | diagonal | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
           + " | other µs | total µs | serial passes share |")
     print("|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
@@ -529,7 +529,7 @@ def main(argv=None):
                 cands["chunk-" + form] = lambda x=x, form=form: run_decayfw(x, bwd, "chunk", forward=form)
             if bwd:
                 cands["chunk-recompute"] = lambda x=x: run_decayfw(x, bwd, "chunk", False)
-            cands["chunk-elementwise"] = lambda x=x: run_decayfw(x, bwd, "chunk", diagonal="elementwise")
+            cands["chunk-tensor"] = lambda x=x: run_decayfw(x, bwd, "chunk", diagonal="tensor")
             cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
             if T <= a.naive_max_t:
                 cands["naive"] = lambda x=x: run_naive(x, bwd)
@@ -563,7 +563,7 @@ def main(argv=None):
             torch.cuda.empty_cache()
     order = lambda r: (a.D.index(r["D"]), a.M.index(r["M"]), a.N.index(r["N"]), r["T"], r["mode"])
     rows.sort(key=order)
-    names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "chunk-elementwise", "recurrent", "naive",
+    names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "chunk-tensor", "recurrent", "naive",
              "t2fw", "fla", "sdpa"]
     pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
     print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)

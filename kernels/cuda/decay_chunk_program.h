@@ -69,9 +69,9 @@ struct ChunkArgs {
   // values as the dv and dk it telescopes against (tests/cpp/test_chunk_program.cpp measures the effect).
   void* dstates = nullptr;
   float* ds0 = nullptr;          // [N, D, M]
-  // The diagonal blocks (below): on tensor cores where the gates allow (the default), or every one per
-  // element in fp32 (tensor_diagonal = false: the older, more exact and slower form).
-  bool tensor_diagonal = true;
+  // The diagonal blocks (below): every one per element in fp32 (the default: the exact form), or on
+  // tensor cores where the gates allow (tensor_diagonal: fewer exponentials, more rounding).
+  bool tensor_diagonal = false;
 };
 
 constexpr int kRows = 64;  // state rows per CTA (a D tile)

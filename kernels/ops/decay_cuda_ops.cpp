@@ -91,11 +91,11 @@ int chosen_threads(const char* op) {
 }
 
 // How the chunk kernels take their diagonal blocks (cuda::ChunkDiagonal says what each costs):
-// DECAYFW_CHUNK_DIAGONAL=auto|tensor|elementwise, read at every call; auto is tensor (fp16 runs
+// DECAYFW_CHUNK_DIAGONAL=auto|tensor|elementwise, read at every call; auto is elementwise (fp16 runs
 // elementwise whatever is asked: its range leaves no room for the scaled operands).
 cuda::ChunkDiagonal chosen_diagonal(const char* op) {
   const std::string want = env_choice(op, "DECAYFW_CHUNK_DIAGONAL", {"tensor", "elementwise"});
-  return want == "elementwise" ? cuda::ChunkDiagonal::Elementwise : cuda::ChunkDiagonal::TensorCores;
+  return want == "tensor" ? cuda::ChunkDiagonal::TensorCores : cuda::ChunkDiagonal::Elementwise;
 }
 
 at::Tensor workspace(size_t bytes, const at::Tensor& like) {

@@ -296,29 +296,32 @@ TEST(ChunkProgram, Tf32OperandsStayCloseToReference) {
 // fp32 configurations run with exact products, so a layout fault cannot hide in tf32 rounding.
 // bf16's gate gradients (dz, df) are sums of many rounded terms with cancellation: over six seeds
 // they reached 1.2e-2 where the other outputs stay near 4e-3 (fp16: 1.1e-3, eight times less, as
-// its three more mantissa bits predict; exact fp32: 1.2e-6), with every diagonal block per element.
-// With the diagonal blocks on tensor cores (the default since; their products now rounded to bf16 as
-// the off-diagonal ones) one of this test's cases gives dz 2.15e-2; over six seeds of T = 1024 and
-// logits N(4, 2) df reached 2.19e-2 (2.04e-2 per element), hence 3e-2.
+// its three more mantissa bits predict; exact fp32: 1.2e-6), with every diagonal block per element
+// (the default form). With the diagonal blocks on tensor cores (their products rounded to bf16 as the
+// off-diagonal ones) one of this test's cases gives dz 2.15e-2; over six seeds of T = 1024 and logits
+// N(4, 2) df reached 2.19e-2 (2.04e-2 per element), hence 3e-2 for that form.
 template <typename In, int M, bool kExact>
-void expect_compiled_configuration_close(double tol, const std::string& type) {
+void expect_compiled_configuration_close(double tol, const std::string& type, bool tensor_diagonal) {
   constexpr int C = chunk::CompiledConfig<In, M>::C;
   const Shape s{1, 2 * C + 5, 1, 128, M};
-  expect_within(run_against_reference<In, M, C, kExact>(s, 40 + M), tol,
-                type + " M" + std::to_string(M) + " C" + std::to_string(C));
+  expect_within(run_against_reference<In, M, C, kExact>(s, 40 + M, 2.0, 1.0, true, tensor_diagonal), tol,
+                type + " M" + std::to_string(M) + " C" + std::to_string(C) +
+                    (tensor_diagonal ? ", tensor diagonal" : ", elementwise diagonal"));
 }
 template <typename In, bool kExact = false>
-void expect_every_m_close(double tol, const std::string& type) {
-  expect_compiled_configuration_close<In, 16, kExact>(tol, type);
-  expect_compiled_configuration_close<In, 32, kExact>(tol, type);
-  expect_compiled_configuration_close<In, 64, kExact>(tol, type);
-  expect_compiled_configuration_close<In, 128, kExact>(tol, type);
+void expect_every_m_close(double tol, const std::string& type, bool tensor_diagonal) {
+  expect_compiled_configuration_close<In, 16, kExact>(tol, type, tensor_diagonal);
+  expect_compiled_configuration_close<In, 32, kExact>(tol, type, tensor_diagonal);
+  expect_compiled_configuration_close<In, 64, kExact>(tol, type, tensor_diagonal);
+  expect_compiled_configuration_close<In, 128, kExact>(tol, type, tensor_diagonal);
 }
 TEST(ChunkProgram, EveryCompiledConfigurationInItsOperandType) {
   static_assert(sizeof(chunk::kCompiledM) / sizeof(chunk::kCompiledM[0]) == 4, "a compiled M is not tested here");
-  expect_every_m_close<float, true>(5e-6, "fp32 (tf32 layout, exact products)");
-  expect_every_m_close<BFloat16>(3e-2, "bf16");
-  expect_every_m_close<Float16>(2e-3, "fp16");
+  for (bool tensor : {false, true}) {
+    expect_every_m_close<float, true>(5e-6, "fp32 (tf32 layout, exact products)", tensor);
+    expect_every_m_close<BFloat16>(tensor ? 3e-2 : 2e-2, "bf16", tensor);
+    expect_every_m_close<Float16>(2e-3, "fp16", tensor);
+  }
 }
 
 // The device runs a for_each's indices at once: a phase that reads what another index of the same

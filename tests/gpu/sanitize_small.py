@@ -12,11 +12,12 @@ CASES = [("recurrent", torch.float32, (1, 37, 2, 64, 32)), ("recurrent", torch.f
          ("chunk", torch.float16, (1, 70, 1, 64, 16)), ("chunk", torch.float32, (1, 65, 1, 64, 32)),
          ("chunk", torch.bfloat16, (1, 40, 1, 192, 128)), ("chunk-mixed", torch.bfloat16, (1, 130, 2, 128, 64))]
 for path, dtype, (B, T, H, D, M) in CASES:
-    # chunk-mixed: gate logits N(−2, 3²), so that every sub-chunk has both narrow columns (diagonal
-    # blocks on tensor cores) and wide ones (per element); the other cases' N(0, 1) gates are all narrow
-    # (fp16 runs every diagonal block per element)
+    # chunk-mixed: the tensor-core diagonal (DECAYFW_CHUNK_DIAGONAL=tensor) with gate logits N(−2, 3²),
+    # so that every sub-chunk has both narrow columns (diagonal blocks on tensor cores) and wide ones (per
+    # element); the other cases take the default, every diagonal block per element
     mixed = path == "chunk-mixed"
     os.environ["DECAYFW_CUDA_PATH"] = "chunk" if mixed else path
+    os.environ["DECAYFW_CHUNK_DIAGONAL"] = "tensor" if mixed else "auto"
     x = [torch.randn(B, T, H, X, device="cuda", dtype=dtype) for X in (M, M, D, D, M)]
     if mixed:
         x[3], x[4] = -2 + 3 * x[3], -2 + 3 * x[4]
@@ -35,6 +36,7 @@ for path, dtype, (B, T, H, D, M) in CASES:
     state = s0.detach().clone()
     decayfw.decay_step(*(t.detach()[:, 0].contiguous() for t in x), state)
 os.environ.pop("DECAYFW_CHUNK_FORWARD")
+os.environ.pop("DECAYFW_CHUNK_DIAGONAL")
 # The chunk path's element-load fallback and the adapter's copy of an unaligned state: every input and
 # the state one element into their storage.
 os.environ["DECAYFW_CUDA_PATH"] = "chunk"

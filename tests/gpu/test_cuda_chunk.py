@@ -37,11 +37,8 @@ SIZES = [(2, 1, 2, 64, 32), (2, 63, 1, 64, 32), (1, 64, 2, 64, 64), (2, 65, 3, 1
          (1, 257, 2, 128, 128), (1, 200, 1, 192, 32), (4, 1000, 4, 128, 64)]
 
 
-# bf16: 3e-2 since the diagonal blocks take the tensor cores (their products rounded to bf16 like the
-# off-diagonal ones); the host tests of the same programs measured up to 2.2e-2 in the gate gradients
-# (tests/cpp/test_chunk_program.cpp).
 @pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float16, 4e-3), (torch.float32, 4e-3)])
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 2e-2), (torch.float16, 4e-3), (torch.float32, 4e-3)])
 def test_chunk_path_matches_the_fp64_cpu_op(size, dtype, tol, path):
     path("chunk")
     q, k, v, z, f, s0 = make(*size)
@@ -374,12 +371,16 @@ def test_bad_thread_count_is_refused(path, monkeypatch):
 MIXED_SPANS = dict(gate_mean=-2.0, gate_spread=3.0)
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float32, 4e-3), (torch.float16, 4e-3)])
+# bf16 with the tensor-core diagonal: 3e-2 (its products are rounded to bf16 like the off-diagonal ones;
+# the host tests of the same programs measured up to 2.2e-2 in the gate gradients for these gates).
+@pytest.mark.parametrize("dtype,tol,tensor_tol", [(torch.bfloat16, 2e-2, 3e-2), (torch.float32, 4e-3, 4e-3),
+                                                  (torch.float16, 4e-3, 4e-3)])
 @pytest.mark.parametrize("diagonal", ["tensor", "elementwise", "auto"])
-def test_both_diagonal_forms_match_the_fp64_cpu_op(dtype, tol, diagonal, path, monkeypatch):
-    """DECAYFW_CHUNK_DIAGONAL=tensor|elementwise: the diagonal blocks on tensor cores where the gates allow
-    (per element elsewhere), or all per element; both against the oracle, with gates that give both kinds
-    of columns."""
+def test_both_diagonal_forms_match_the_fp64_cpu_op(dtype, tol, tensor_tol, diagonal, path, monkeypatch):
+    """DECAYFW_CHUNK_DIAGONAL=tensor|elementwise (auto: elementwise): the diagonal blocks on tensor cores
+    where the gates allow (per element elsewhere), or all per element; both against the oracle, with gates
+    that give both kinds of columns."""
+    tol = tensor_tol if diagonal == "tensor" else tol
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)

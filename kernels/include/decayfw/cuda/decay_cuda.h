@@ -67,13 +67,15 @@ constexpr int kChunkThreads = 512;
 bool chunk_threads_supported(int threads);
 
 // How the chunk kernels take the 16×16 diagonal blocks of each chunk (decay_chunk_program.h):
+//   Elementwise: every diagonal block per element in fp32 on CUDA cores. The default.
 //   TensorCores: as one more block of the tensor-core products, for every column whose log gates span
-//                at most 40 over its 16 rows (the rest per element, as below). The default: it removes
-//                most of the exponentials, which bound the chunk kernels (docs/cuda.md, "A second
-//                floor"), at the price of rounding the diagonal's products to the operand type as the
-//                off-diagonal ones are (bf16: gradient errors about 1.5 times the per-element form's).
-//                fp16 has no room for the scaled operands and always runs per element.
-//   Elementwise: every diagonal block per element in fp32 on CUDA cores.
+//                at most 40 over its 16 rows (the rest per element, as above). It removes most of the
+//                exponentials (docs/cuda.md, "A second floor"), but the diagonal's products are then
+//                rounded to the operand type as the off-diagonal ones are, and the diagonal carries
+//                most of y where gates forget fast: with bf16 and gates near σ = 0.5, errors against
+//                fp64 rose up to 3× in y and 5-6× in the gate gradients (host executor; docs/cuda.md).
+//                Opt-in until a GPU run shows what it gains and a training run what it costs. fp16
+//                has no room for the scaled operands and always runs per element.
 enum class ChunkDiagonal { TensorCores, Elementwise };
 
 // Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
@@ -87,9 +89,9 @@ size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward, 
 // form also takes a null workspace (nothing beyond y and S_T is written); the split form needs it.
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream,
                                      ChunkForward form = ChunkForward::Split, int threads = kChunkThreads,
-                                     ChunkDiagonal diagonal = ChunkDiagonal::TensorCores);
+                                     ChunkDiagonal diagonal = ChunkDiagonal::Elementwise);
 cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream,
                                       int threads = kChunkThreads,
-                                      ChunkDiagonal diagonal = ChunkDiagonal::TensorCores);
+                                      ChunkDiagonal diagonal = ChunkDiagonal::Elementwise);
 
 }  // namespace decayfw::cuda
