@@ -516,25 +516,14 @@ DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
 // are kept complete: their tensor-core sums over the other columns plus the wide columns' per-element
 // ones. The bits of the wide columns are set while the log gates are summed (mark_wide_column).
 
-// Σ over the wide key columns m of one sub-chunk of q_i k_j e^{B_i−B_j}: Pd_ij's part the tensor cores leave out.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA float wide_key_sum(const Tiles<Op, Cfg>& t, const uint32_t* wide, int i, int j) {
-  constexpr int M = Cfg::M;
+// Σ over the wide columns c of one sub-chunk of x_i y_j e^{G_i−G_j}, in fp32: the part of a diagonal block
+// the tensor cores leave out. Pd_ij's with q, k and B (key columns), Rd_ij's with dy, v and A (the tile's rows).
+template <typename Cta, int kWords, typename Op>
+DECAYFW_CTA float wide_sum(const Op* x, const Op* y, int ld, const float* g, int ldg, const uint32_t* wide, int i,
+                           int j) {
   float s = 0.0f;
-  for_each_wide<Cfg::key_words>(wide, [&](int m) {
-    s += Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * Cta::to_f(t.Kr[j * Cfg::ldm_op + m]) *
-         decay_exp(t.Bc[i * M + m] - t.Bc[j * M + m]);
-  });
-  return s;
-}
-// Σ over the wide rows d of one sub-chunk and tile of dy_i v_j e^{A_i−A_j}: Rd_ij's part likewise.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA float wide_row_sum(const Tiles<Op, Cfg>& t, const uint32_t* wide, int i, int j) {
-  constexpr int R = Cfg::R;
-  float s = 0.0f;
-  for_each_wide<Cfg::row_words>(wide, [&](int d) {
-    s += Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) * Cta::to_f(t.Vr[j * Cfg::ldd_op + d]) *
-         decay_exp(t.Ac[i * R + d] - t.Ac[j * R + d]);
+  for_each_wide<kWords>(wide, [&](int c) {
+    s += Cta::to_f(x[i * ld + c]) * Cta::to_f(y[j * ld + c]) * decay_exp(g[i * ldg + c] - g[j * ldg + c]);
   });
   return s;
 }
@@ -610,7 +599,9 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
     cta.template gemm<false, true>(S, n, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
                                    false);
     round_products_with_diagonal(cta, t, r, t.Pd, key_side,
-                                 [&](int i, int j) { return wide_key_sum<Cta>(t, key_wide, i, j); });
+                                 [&](int i, int j) {
+                                   return wide_sum<Cta, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, M, key_wide, i, j);
+                                 });
     cta.template gemm<false, false>(S, R, n, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * RQ, [&](int64_t e) {
       const int ii = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, i = r + ii;
@@ -620,7 +611,9 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
     cta.template gemm<false, true>(S, n, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P, Cfg::ldc_f,
                                    false);
     round_products_with_diagonal(cta, t, r, t.Rd, true,
-                                 [&](int i, int j) { return wide_row_sum<Cta>(t, row_wide, i, j); });
+                                 [&](int i, int j) {
+                                   return wide_sum<Cta, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, R, row_wide, i, j);
+                                 });
     cta.template gemm<false, false>(S, M, n, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
       const int ii = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, i = r + ii;
