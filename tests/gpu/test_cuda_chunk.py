@@ -329,11 +329,17 @@ def test_fused_inference_forward_allocates_no_chunk_states(path, monkeypatch):
         del y, sT
 
 
-def test_bad_forward_form_is_refused(path, monkeypatch):
+@pytest.mark.parametrize("variable,value,message", [
+    ("DECAYFW_CHUNK_FORWARD", "both", "DECAYFW_CHUNK_FORWARD must be auto, fused or split, got 'both'"),
+    ("DECAYFW_CHUNK_THREADS", "384", "DECAYFW_CHUNK_THREADS must be auto, 256 or 512, got '384'"),
+    ("DECAYFW_CHUNK_DIAGONAL", "fast", "DECAYFW_CHUNK_DIAGONAL must be auto, tensor or elementwise, got 'fast'"),
+])
+def test_bad_chunk_steering_value_is_refused(variable, value, message, path, monkeypatch):
+    """Each variable that steers the chunk kernels refuses a value it does not know, naming itself."""
     path("chunk")
-    monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", "both")
+    monkeypatch.setenv(variable, value)
     x = [torch.randn(1, 100, 1, X, device="cuda", dtype=torch.bfloat16) for X in (32, 32, 64, 64, 32)]
-    with pytest.raises(RuntimeError, match="DECAYFW_CHUNK_FORWARD must be auto, fused or split, got 'both'"):
+    with pytest.raises(RuntimeError, match=message):
         decay_fast_weights(*x)
 
 
@@ -356,14 +362,6 @@ def test_thread_counts_give_the_same_bits(dtype, size, path, monkeypatch):
     for other in results[1:]:
         for i, (a, b) in enumerate(zip(results[0], other)):
             assert torch.equal(a, b), i
-
-
-def test_bad_thread_count_is_refused(path, monkeypatch):
-    path("chunk")
-    monkeypatch.setenv("DECAYFW_CHUNK_THREADS", "384")
-    x = [torch.randn(1, 100, 1, X, device="cuda", dtype=torch.bfloat16) for X in (32, 32, 64, 64, 32)]
-    with pytest.raises(RuntimeError, match="DECAYFW_CHUNK_THREADS must be auto, 256 or 512, got '384'"):
-        decay_fast_weights(*x)
 
 
 # Gate logits N(−2, 3²): over 16 rows some columns' log gates span more than 40 ("wide", taken per element)
@@ -405,11 +403,3 @@ def test_diagonal_forms_differ_only_where_tensor_cores_can_take_them(dtype, same
         monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)
         outs.append(forward_and_grads(x, s0, dy, dsT))
     assert all(torch.equal(a, b) for a, b in zip(*outs)) == same
-
-
-def test_bad_diagonal_form_is_refused(path, monkeypatch):
-    path("chunk")
-    monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", "fast")
-    x = [torch.randn(1, 100, 1, X, device="cuda", dtype=torch.bfloat16) for X in (32, 32, 64, 64, 32)]
-    with pytest.raises(RuntimeError, match="DECAYFW_CHUNK_DIAGONAL must be auto, tensor or elementwise, got 'fast'"):
-        decay_fast_weights(*x)
