@@ -8,8 +8,9 @@
   ``chunk-recompute`` (forward+backward only): the chunk path with ``save_chunk_states=False``, whose
   backward recomputes the chunk states instead of reusing the forward's; ``chunk-tensor``: the chunk
   path with its 16×16 diagonal blocks on tensor cores where the gates allow (DECAYFW_CHUNK_DIAGONAL=
-  tensor; here everywhere: the inputs' gate logits are N(2, 1)), where ``chunk`` takes the default,
-  every diagonal block per element in fp32;
+  tensor; here everywhere: the inputs' gate logits are N(2, 1)), and ``chunk-elementwise`` with every
+  diagonal term per pair of rows in fp32 (the default before the factored form), where ``chunk`` takes
+  the default, the factored form (fp32 operands scaled once per row);
 - ``naive``: a per-token PyTorch loop (autograd for the backward);
 - ``t2fw``: T2FW's algorithm (Mao 2022's released kernels) re-implemented in Triton: one program
   per state tile running serially over time, every state S_t stored (fp16) for the backward,
@@ -229,9 +230,10 @@ CHUNK_FORWARDS = ("split", "fused")
 # the same arithmetic bit for bit.
 CHUNK_THREADS = ("512", "256")
 # The launch variants the per-kernel breakdown times, (threads, diagonal blocks): both thread counts with
-# the default (every diagonal block per element), and the tensor-core diagonal (DECAYFW_CHUNK_DIAGONAL=
-# tensor) at the default count, whose gain in each kernel then reads directly.
-BREAKDOWN_VARIANTS = tuple((t, "auto") for t in CHUNK_THREADS) + ((CHUNK_THREADS[0], "tensor"),)
+# the default diagonal form (factored), and the per-pair and tensor-core forms (DECAYFW_CHUNK_DIAGONAL=
+# elementwise, tensor) at the default count, whose cost or gain in each kernel then reads directly.
+BREAKDOWN_VARIANTS = tuple((t, "auto") for t in CHUNK_THREADS) + tuple((CHUNK_THREADS[0], d) for d in
+                                                                     ("elementwise", "tensor"))
 
 
 def kernel_of(name):
@@ -297,43 +299,64 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # off kernels/cuda/decay_chunk_program.h as it is: every decay e^x of a gate difference is one ex2, a log
 # gate two (exp and log), σ(−x) two (exp and reciprocal). A Hopper SM retires 16 per clock, so at
 # 132 SMs and 1.98 GHz (H100/H200 boost) the device does 4.2e12 a second: the second floor beside the
-# bytes. The 16×16 diagonal blocks are most of it while they are all computed per element in fp32 (the
-# default); with DECAYFW_CHUNK_DIAGONAL=tensor they take the tensor cores for every column whose gates
-# span at most 40 over a sub-chunk, and stay per element for the others ("wide": the fraction `wide`
-# below; 1 for the elementwise form and for fp16).
+# bytes. The 16×16 diagonal blocks cost what their form (DECAYFW_CHUNK_DIAGONAL) makes them: a column whose
+# gates span more than 40 over a sub-chunk ("wide": the fraction `wide` below) takes one exponential per
+# pair of rows in every form; the others take one per row in the factored form (the default) and in the
+# tensor form (which puts them in the tensor-core products), and one per pair in the elementwise form
+# (where every column counts as wide).
 SFU_OPS_PER_SECOND = 132 * 16 * 1.98e9
 SUB = 16  # rows per sub-chunk (kSub)
-PAIR_DECAYS = 72  # exponentials per column for the decays of a sub-chunk's 136 row pairs (for_each_pair_decay)
+PAIRS = SUB * (SUB + 1) // 2  # row pairs j ≤ i of a sub-chunk's diagonal block
+PAIR_DECAYS = 72  # exponentials per wide column for a sub-chunk's paired terms (for_each_pair_decay)
+FIRST_ROW_FACTORS = 30  # exponentials per narrow column for them in the factored form (first_row_factors)
+DIAGONALS = ("factored", "elementwise", "tensor")
 
 
-def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", wide=0.0):
-    """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations), with a
-    fraction `wide` of the (sub-chunk, column) pairs taking their diagonal terms per element (the programs
-    give those one index each, gathered into whole warps, so the cost follows the fraction).
+def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", diagonal="factored", wide=0.0):
+    """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations), with the
+    diagonal blocks in the given form and a fraction `wide` of the (sub-chunk, column) pairs wide (the
+    programs give those one index each, gathered into whole warps, so the cost follows the fraction).
     output_pass and grad_pass walk a chunk's row tiles inside one CTA and take the key side's log gates
     and Pd once; forward_pass, one row tile per CTA, takes them for each."""
+    if diagonal not in DIAGONALS:
+        raise ValueError(f"diagonal must be one of {DIAGONALS}, got {diagonal!r}")
     C = C or compiled_chunk(M)
     R, S, NS = 64, SUB, C // SUB
     blocks = N * -(-T // C)            # (sequence, chunk) pairs
     tiles = D // R
-    diag = wide * S * (M + R)          # the diagonal rows' operand scalings skipped (zeroed) for wide columns
+    tensor, factored = diagonal == "tensor", diagonal == "factored"
+    w = 1.0 if diagonal == "elementwise" else wide
+    # The diagonal rows' operand scalings the sub-chunk loops skip (zeroed off the tensor cores). The
+    # factored form scales its narrow key columns' rows where Pd is computed (kept in fp32 for it), and,
+    # in grad_pass, its narrow rows' v for Rd.
+    key_skip_pd = w * S * M if tensor or factored else S * M
+    key_skip = w * S * M if tensor else S * M
+    row_skip = w * S * R if tensor else S * R
+    v_kept = (1 - w) * S * R if factored else 0.0
+    anti_skip = w * S * (M + R) if tensor else S * (M + R)
     # one sub-chunk loop (y's or dq's): its own rows' scaling, every row up to its diagonal block, the result's
-    intra = sum(S * M + (I + 1) * S * (M + R) - diag + S * R for I in range(NS))
-    dvdk = sum(2 * S * (M + R) + (C - J * S) * (M + R) - diag for J in range(NS))
+    intra = lambda ks: sum(S * M + (I + 1) * S * (M + R) - ks - row_skip + S * R for I in range(NS))
+    dvdk = sum(2 * S * (M + R) + (C - J * S) * (M + R) - anti_skip for J in range(NS))
     gates = 2 * C * (M + R)                                                    # log σ of f and z
     update = C * (M + R) + R * M                                               # one chunk's state update
-    pd = wide * C * S * M                                                      # Pd's wide key columns per element
-    rd = wide * C * S * R                                                      # Rd's wide rows, per tile
-    y_tile = C * M + C * R + intra + NS * R * PAIR_DECAYS * wide              # inter, intra, wide rows' diagonal
-    causal = intra + NS * S * (M + R)  # grad_pass's one causal loop: y's and dq's, the k and v scalings shared
-    grad_tile = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + causal + dvdk + rd
-                 + NS * (R + M) * PAIR_DECAYS * wide + 2 * C * R)
+    pd = w * NS * PAIRS * M                                                    # Pd's wide key columns per pair
+    rd = w * NS * PAIRS * R                                                    # Rd's wide rows, per tile
+    terms = lambda X: NS * X * (PAIR_DECAYS * w + (FIRST_ROW_FACTORS * (1 - w) if factored else 0.0))
+    y_rest = C * M + C * R + terms(R)                                          # inter, the rows' diagonal terms
+    # grad_pass's one causal loop: y's and dq's, the k and v scalings shared
+    causal = lambda ks: intra(ks) + NS * S * (M + R) + NS * v_kept
+    grad_rest = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + dvdk + rd + terms(R) + terms(M)
+                 + 2 * C * R)
     per_chunk = {
         "state_pass": tiles * (gates + update),
-        "output_pass": 2 * C * M + pd + tiles * (2 * C * R + y_tile),            # key side and Pd once per chunk
-        "forward_pass": tiles * (gates + pd + y_tile + update),                   # one row tile per CTA
+        # key side and Pd once per chunk, with the first row tile
+        "output_pass": 2 * C * M + pd + tiles * (2 * C * R + y_rest) + intra(key_skip_pd)
+                       + (tiles - 1) * intra(key_skip),
+        "forward_pass": tiles * (gates + pd + y_rest + intra(key_skip_pd) + update),  # one row tile per CTA
         "dstate_pass": tiles * (gates + update),
-        "grad_pass": 2 * C * M + tiles * grad_tile + pd + 2 * C * M,           # key gates, tiles, Pd once, df
+        # key gates, tiles, Pd once, df
+        "grad_pass": 2 * C * M + tiles * grad_rest + causal(key_skip_pd) + (tiles - 1) * causal(key_skip)
+                     + pd + 2 * C * M,
     }
     ops = {k: round(blocks * v) for k, v in per_chunk.items()}
     if forward == "fused":
@@ -345,24 +368,25 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", wid
     return ops
 
 
-# The diagonal blocks' two forms in the compute model: on tensor cores with no wide column (the inputs'
-# N(2, 1) gate logits; DECAYFW_CHUNK_DIAGONAL=tensor) and all per element (elementwise, and fp16).
-DIAGONAL_FORMS = (("tensor", 0.0), ("elementwise", 1.0))
+# The diagonal blocks' forms in the compute model, with no wide column (the benchmark's N(2, 1) gate logits;
+# the elementwise form counts every column as wide, and so does fp16 in the tensor form).
+DIAGONAL_FORMS = (("factored", 0.0), ("elementwise", 1.0), ("tensor", 0.0))
 
 
 def print_compute_model(sizes, bw):
     print("Chunk path, forward+backward: the two floors of each kernel (model). MUFU: special-function operations "
           "(chunk_kernel_sfu) and the time they take at 16 per clock per SM, 132 SMs, 1.98 GHz; bytes: "
           f"chunk_kernel_bytes at {bw / 1e9:.0f} GB/s. Where the first is larger, the kernel cannot reach the "
-          "bandwidth the traffic model assumes. diagonal: the 16×16 diagonal blocks on tensor cores (no wide "
-          "column) or all per element. bound: the I/O floor ÷ the sum over kernels of the larger floor\n")
+          "bandwidth the traffic model assumes. diagonal: the 16×16 diagonal blocks' form (DECAYFW_CHUNK_DIAGONAL; "
+          "no wide column, every column per pair in the elementwise form). bound: the I/O floor ÷ the sum "
+          "over kernels of the larger floor\n")
     print("| N | T | D | M | forward | diagonal | " + " | ".join(f"{k} MUFU µs / bytes µs" for k in CHUNK_KERNELS)
           + " | bound |")
     print("|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 1))
     for N, T, D, M in sizes:
         for form in CHUNK_FORWARDS:
             for diagonal, wide in DIAGONAL_FORMS:
-                sfu = chunk_kernel_sfu(N, T, D, M, forward=form, wide=wide)
+                sfu = chunk_kernel_sfu(N, T, D, M, forward=form, diagonal=diagonal, wide=wide)
                 b = chunk_kernel_bytes(N, T, D, M, forward=form)
                 us = lambda k: (sfu[k] / SFU_OPS_PER_SECOND * 1e6, b[k] / bw * 1e6)
                 cell = lambda k: f"{us(k)[0]:.0f} / {us(k)[1]:.0f}" if sfu[k] or b[k] else "—"
@@ -395,8 +419,8 @@ def print_kernel_breakdown(sizes, bw):
     print("Chunk path, forward+backward by kernel (bf16, µs per call, torch.profiler; "
           "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace). GB/s: the model's bytes "
           "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound. "
-          "threads: per CTA of every chunk kernel; diagonal: the 16×16 diagonal blocks all per element (auto) "
-          "or on tensor cores where the gates allow (tensor)\n")
+          "threads: per CTA of every chunk kernel; diagonal: the 16×16 diagonal blocks factored in fp32 (auto), "
+          "per pair (elementwise) or on tensor cores where the gates allow (tensor)\n")
     print("| N | T | D | M | forward | threads | diagonal | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
           + " | other µs | total µs | serial passes share |")
     print("|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
@@ -529,7 +553,8 @@ def main(argv=None):
                 cands["chunk-" + form] = lambda x=x, form=form: run_decayfw(x, bwd, "chunk", forward=form)
             if bwd:
                 cands["chunk-recompute"] = lambda x=x: run_decayfw(x, bwd, "chunk", False)
-            cands["chunk-tensor"] = lambda x=x: run_decayfw(x, bwd, "chunk", diagonal="tensor")
+            for diagonal in ("elementwise", "tensor"):
+                cands["chunk-" + diagonal] = lambda x=x, d=diagonal: run_decayfw(x, bwd, "chunk", diagonal=d)
             cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
             if T <= a.naive_max_t:
                 cands["naive"] = lambda x=x: run_naive(x, bwd)
@@ -563,8 +588,8 @@ def main(argv=None):
             torch.cuda.empty_cache()
     order = lambda r: (a.D.index(r["D"]), a.M.index(r["M"]), a.N.index(r["N"]), r["T"], r["mode"])
     rows.sort(key=order)
-    names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "chunk-tensor", "recurrent", "naive",
-             "t2fw", "fla", "sdpa"]
+    names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "chunk-elementwise", "chunk-tensor",
+             "recurrent", "naive", "t2fw", "fla", "sdpa"]
     pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
     print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)
           + " | chunk % of I/O floor | recurrent % of I/O floor |")

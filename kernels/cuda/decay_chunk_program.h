@@ -52,6 +52,16 @@ struct SeqOut {
 };
 
 // Everything the chunk programs read and write. fp32 buffers are contiguous; N = B·H.
+// The three forms of the 16×16 diagonal blocks ("diagonal blocks" below). Each column whose gates span
+// at most wide_span_bound over a sub-chunk ("narrow") has its decays factored through the sub-chunk's first
+// row; the others ("wide") take one exponential per pair in fp32 everywhere.
+//   Elementwise: every column per pair in fp32 (the reference: 136 decays per column of a block).
+//   Factored:    narrow columns from fp32 operands scaled once per row (32 exponentials per column), as
+//                fp32 products on the CUDA cores: as precise as the elementwise form (the default).
+//   Tensor:      narrow columns inside the tensor-core products, their operands rounded to the operand
+//                type: the fewest instructions, but the rounding costs precision (docs/cuda.md).
+enum class DiagonalForm : int { Elementwise, Factored, Tensor };
+
 struct ChunkArgs {
   int64_t B = 0, T = 0, H = 0, D = 0, M = 0;
   int64_t chunks = 0;  // ceil(T / C)
@@ -69,9 +79,8 @@ struct ChunkArgs {
   // values as the dv and dk it telescopes against (tests/cpp/test_chunk_program.cpp measures the effect).
   void* dstates = nullptr;
   float* ds0 = nullptr;          // [N, D, M]
-  // The diagonal blocks (below): every one per element in fp32 (the default: the exact form), or on
-  // tensor cores where the gates allow (tensor_diagonal: fewer exponentials, more rounding).
-  bool tensor_diagonal = false;
+  // How the diagonal blocks (below) are taken: DiagonalForm says what each form costs.
+  DiagonalForm diagonal = DiagonalForm::Factored;
 };
 
 constexpr int kRows = 64;  // state rows per CTA (a D tile)
@@ -106,6 +115,7 @@ struct Config {
   static constexpr int ldm_op = M + 8, ldd_op = R + 8, ldc_op = C + 8;
   static constexpr int ldm_f = M + 4, ldd_f = R + 4, ldc_f = C + 4;
   static constexpr int ld_tmp = (ldm_f > ldd_f ? ldm_f : ldd_f);
+  static constexpr int ld_fd = ld_tmp;  // the factored diagonal's fp32 operands (Tiles::Fx, Fy)
   static constexpr int key_words = (M + 31) / 32, row_words = R / 32;  // one bit per column (Tiles::key_wide)
   static_assert(kM % 16 == 0 && kC % 16 == 0, "M and C must be multiples of 16");
 };
@@ -164,6 +174,26 @@ DECAYFW_CTA void scale_quad(Op* dst, const Op* src, const float* a, const float*
   DECAYFW_UNROLL
   for (int w = 0; w < kQuad; ++w) x[w] = (zero >> w) & 1u ? 0.0f : x[w] * decay_exp(ga[w] - gb[w]);
   Cta::store4(dst, x);
+}
+
+// scale_quad that also keeps the products in fp32: v[w] = src[w]·e^{a[w] − b[w]}, dst[w] = v[w] rounded (0
+// where `zero` has the lane's bit; no dst: not stored) and kept[w] = v[w] (0 where `zero_kept` has it). The
+// factored diagonal's operands are the diagonal rows' scaled operands before rounding.
+template <typename Cta, typename Op>
+DECAYFW_CTA void scale_quad_kept(Op* dst, float* kept, const Op* src, const float* a, const float* b, uint32_t zero,
+                                 uint32_t zero_kept) {
+  float x[kQuad], ga[kQuad], gb[kQuad], o[kQuad];
+  Cta::load4(src, x);
+  Cta::load4(a, ga);
+  Cta::load4(b, gb);
+  DECAYFW_UNROLL
+  for (int w = 0; w < kQuad; ++w) {
+    const float v = (zero & zero_kept) >> w & 1u ? 0.0f : x[w] * decay_exp(ga[w] - gb[w]);
+    o[w] = (zero >> w) & 1u ? 0.0f : v;
+    x[w] = (zero_kept >> w) & 1u ? 0.0f : v;
+  }
+  if (dst) Cta::store4(dst, o);
+  Cta::store4(kept, x);
 }
 
 // s[w] ← s[w]·e^{a + b[w]}: four elements of a state row d (a = A_L of that row, b = B_L of its columns).
@@ -227,6 +257,11 @@ struct Tiles {
   // ("wide": see the diagonal blocks below); null in the passes that have no diagonal blocks.
   uint32_t *key_wide = nullptr, *row_wide = nullptr;
   float wide_span = -1.0f;  // the span above which a column is wide (wide_span_bound)
+  // Where the narrow columns' diagonal terms go (DiagonalForm): into the tensor-core products, or
+  // through Fx, Fy (S×ld_fd fp32: one sub-chunk's two operands of Pd or Rd, scaled by their factors
+  // through its first row, zero in the wide columns) when factored.
+  bool tensor_diagonal = false, factored = false;
+  float *Fx = nullptr, *Fy = nullptr;
 };
 
 // ---- loading -----------------------------------------------------------------------------------
@@ -329,19 +364,34 @@ DECAYFW_CTA void cumsum_column(float* g, int ld) {
   for (int i = 0; i < C; ++i) s = g[i * ld] += s;
 }
 
-// The widest span of log gates over a sub-chunk for which a column's diagonal block is taken on tensor
-// cores: the block's operands are scaled by up to e^{span} there (the diagonal blocks below say why),
-// and e^40 ≈ 2.4·10^17 leaves inputs up to 10^21 finite in fp32's range. fp16 (65504) has no room for
-// such factors: all its columns are wide, and its diagonal blocks stay per element; so are all columns
-// when the caller asks for the per-element form (ChunkArgs::tensor_diagonal). Spans are ≥ 0.
+// The widest span of log gates over a sub-chunk for which a column's diagonal block is factored (on
+// tensor cores or in fp32): the block's operands are scaled by up to e^{span} there (the diagonal blocks
+// below say why), and e^40 ≈ 2.4·10^17 leaves inputs up to 10^21 finite in fp32's range. The tensor
+// form rounds the scaled operands to fp16 too, whose range (65504) has no room for such factors: all
+// its columns are wide there; so are all columns in the elementwise form. Spans are ≥ 0.
 template <typename Cta, typename Op>
 DECAYFW_CTA float wide_span_bound(const ChunkArgs& a) {
-  return a.tensor_diagonal && Cta::template has_fp32_range<Op>() ? 40.0f : -1.0f;
+  if (a.diagonal == DiagonalForm::Factored) return 40.0f;
+  return a.diagonal == DiagonalForm::Tensor && Cta::template has_fp32_range<Op>() ? 40.0f : -1.0f;
+}
+
+// A program's diagonal form in its tiles.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void set_diagonal_form(const ChunkArgs& a, Tiles<Op, Cfg>& t) {
+  t.wide_span = wide_span_bound<Cta, Op>(a);
+  t.tensor_diagonal = a.diagonal == DiagonalForm::Tensor;
+  t.factored = a.diagonal == DiagonalForm::Factored;
 }
 
 DECAYFW_CTA bool is_wide(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 1u; }
 // The bits of four columns from col (a multiple of 4, so they share a word), as scale_quad's `zero`.
 DECAYFW_CTA uint32_t wide_quad(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 0xfu; }
+// Which of four columns have their diagonal-row operands zeroed in the tensor-core products: the wide
+// ones in the tensor form, all in the others (their diagonal terms are computed apart).
+template <typename Op, typename Cfg>
+DECAYFW_CTA uint32_t off_tensor_quad(const Tiles<Op, Cfg>& t, const uint32_t* words, int col) {
+  return t.tensor_diagonal ? wide_quad(words, col) : 0xfu;
+}
 
 // f(col) for every wide column of one sub-chunk's words, ascending (the same for every thread).
 template <int kWords, typename F>
@@ -528,92 +578,147 @@ DECAYFW_CTA float wide_sum(const Op* x, const Op* y, int ld, const float* g, int
   return s;
 }
 
+// Σ_c x_c y_c over X columns of two fp32 rows (Fx, Fy: the narrow columns' part of Pd_ij or Rd_ij in the
+// factored form), four partial sums so that the loads and products of a quad are independent.
+template <typename Cta, int X>
+DECAYFW_CTA float factored_dot(const float* x, const float* y) {
+  float s[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f}, a[kQuad], b[kQuad];
+  DECAYFW_UNROLL_BY4  // fully unrolled, the four pairs of an index at M = 128 would keep 256 loads in flight
+  for (int c = 0; c < X; c += kQuad) {
+    Cta::load4(x + c, a);
+    Cta::load4(y + c, b);
+    DECAYFW_UNROLL
+    for (int w = 0; w < kQuad; ++w) s[w] += a[w] * b[w];
+  }
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 // A sub-chunk's products against every earlier row and its own (n = r + S columns, the last S its
-// diagonal block), from fp32 P to the operand type in Pop: the diagonal block masked to j ≤ i, with its
-// wide columns' per-element sums added (diagonal(i, j) for j ≤ i), and kept in fp32 in Dg (C×S) when
-// keep, else read back from Dg (Pd depends on the key side alone: kept across row tiles).
+// diagonal block), from fp32 P to the operand type in Pop: the diagonal block masked to j ≤ i, with the
+// sums the tensor cores leave out added (diagonal(i, j) for j ≤ i: per pair, or factored), and kept in fp32
+// in Dg (C×S) when keep, else read back from Dg (Pd depends on the key side alone: kept across row tiles).
+// The earlier rows go four columns per index; the block one element per index, its S(S+1)/2 pairs j ≤ i
+// first and together (rows a and S−1−a hold S + 1 of them), so that the warps that sum over the columns
+// are full and no lane of theirs waits on another's longer sum; then the zeros above.
 template <typename Cta, typename Op, typename Cfg, typename Diagonal>
 DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r, float* Dg, bool keep,
                                               Diagonal&& diagonal) {
-  constexpr int S = Cfg::S;
-  const int n = r + S, nq = n / kQuad;  // four columns per index (the diagonal block starts on a multiple)
-  cta.for_each(int64_t(S) * nq, [&](int64_t e) {
-    const int ii = static_cast<int>(e / nq), j = static_cast<int>(e % nq) * kQuad;
-    float p[kQuad];
-    Cta::load4(t.P + ii * Cfg::ldc_f + j, p);
-    if (j >= r) {
-      float* dg = Dg + (r + ii) * S + (j - r);
+  constexpr int S = Cfg::S, kPairs = S * (S + 1) / 2;
+  const int rq = r / kQuad;  // quads per row left of the block (it starts on a multiple of four)
+  const int64_t before = int64_t(S) * rq, pairs = keep ? kPairs : 0;
+  cta.for_each(before + pairs + S * S, [&](int64_t e) {
+    if (e < before) {
+      const int ii = static_cast<int>(e / rq), j = static_cast<int>(e % rq) * kQuad;
+      float p[kQuad];
+      Cta::load4(t.P + ii * Cfg::ldc_f + j, p);
+      Cta::store4(t.Pop + ii * Cfg::ldc_op + j, p);
+      return;
+    }
+    e -= before;
+    int ii, jj;
+    float p;
+    if (e < pairs) {
+      const int a = static_cast<int>(e) / (S + 1), b = static_cast<int>(e) % (S + 1);
+      ii = b <= a ? a : S - 1 - a;
+      jj = b <= a ? b : b - a - 1;
+      p = t.P[ii * Cfg::ldc_f + r + jj] + diagonal(r + ii, r + jj);
+      Dg[(r + ii) * S + jj] = p;
+    } else {
+      e -= pairs;
+      ii = static_cast<int>(e / S), jj = static_cast<int>(e % S);
       if (keep) {
-        DECAYFW_UNROLL
-        for (int w = 0; w < kQuad; ++w) p[w] = j + w - r <= ii ? p[w] + diagonal(r + ii, j + w) : 0.0f;
-        Cta::store4(dg, p);
+        if (jj <= ii) return;  // a pair, above
+        p = 0.0f;
+        Dg[(r + ii) * S + jj] = p;
       } else {
-        Cta::load4(dg, p);
+        p = Dg[(r + ii) * S + jj];
       }
     }
-    Cta::store4(t.Pop + ii * Cfg::ldc_op + j, p);
+    t.Pop[ii * Cfg::ldc_op + r + jj] = Cta::template from_f<Op>(p);
   });
 }
 
 // y_i += Σ_{j ≤ i} e^{A_i−A_j} ⊙ P_ij v_j (P_ij = Σ_m q_i k_j e^{B_i−B_j}) for the rows i of each sub-chunk I
-// (first row r), against every earlier row and its own, except the wide rows' diagonal terms (store_y,
-// or grad_pass's diagonal_row_terms, add them from Pd):
+// (first row r), against every earlier row and its own, except the diagonal terms the tensor cores do not
+// take (store_y, or grad_pass's diagonal_row_terms, add them from Pd):
 //   Y_I += e^{A_I−A_r} ⊙ mask((Q_I e^{B_I−B_r})(K_{<r+S} e^{B_r−B_{<r+S}})ᵀ)(V_{<r+S} e^{A_r−A_{<r+S}}),
-// the diagonal rows of K (V) zeroed in the wide key (row) columns. Pd is computed when key_side, else
-// the one kept from the first row tile is used.
+// the diagonal rows of K (V) zeroed in the columns off the tensor cores (off_tensor_quad). Pd is computed
+// when key_side, else the one kept from the first row tile is used: in the factored form its narrow
+// columns as fp32 dot products of the same scaled rows before rounding (Fx, Fy), its wide ones per element.
 // With DQ (grad_pass), the same loop also takes dq's causal part from the same scaled K and V:
 //   DQ_I += e^{B_I−B_r} ⊙ mask((dY_I e^{A_I−A_r})(V_{<r+S} e^{A_r−A_{<r+S}})ᵀ)(K_{<r+S} e^{B_r−B_{<r+S}}),
-// keeping Rd, its masked diagonal block (with the wide rows' per-element sums), for the anti-causal loop.
+// keeping Rd, its masked diagonal block (with the per-element and factored sums), for the anti-causal
+// loop. dY_I's scaled rows (and Rd's factored operands, once Pd no longer needs Fx, Fy) are written in
+// the phase that finishes y.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool key_side, float* DQ = nullptr) {
-  constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S, MQ = M / kQuad, RQ = R / kQuad;
-  const int64_t dy_rows = DQ ? S : 0;  // dY_I's scaled rows, into Xd
+  constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S, MQ = M / kQuad, RQ = R / kQuad, ld = Cfg::ld_fd;
+  const bool pd_factored = t.factored && key_side, rd_factored = t.factored && DQ;
   for (int I = 0; I < Cfg::NS; ++I) {
     const int r = I * S, n = r + S;
     if (r >= pl.valid) break;
     const uint32_t *key_wide = t.key_wide + I * Cfg::key_words, *row_wide = t.row_wide + I * Cfg::row_words;
-    cta.for_each(int64_t(S) * MQ + int64_t(n) * (MQ + RQ) + dy_rows * RQ, [&](int64_t e) {
+    cta.for_each(int64_t(S) * MQ + int64_t(n) * (MQ + RQ), [&](int64_t e) {
       if (e < int64_t(S) * MQ) {
-        const int i = r + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, t.Bc + r * M + m);
+        const int ii = static_cast<int>(e / MQ), i = r + ii, m = static_cast<int>(e % MQ) * kQuad;
+        if (pd_factored)
+          scale_quad_kept<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Fx + ii * ld + m, t.Qr + i * Cfg::ldm_op + m,
+                               t.Bc + i * M + m, t.Bc + r * M + m, 0u, wide_quad(key_wide, m));
+        else
+          scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, t.Bc + r * M + m);
         return;
       }
       e -= int64_t(S) * MQ;
       if (e < int64_t(n) * MQ) {
         const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + r * M + m, t.Bc + j * M + m,
-                        j >= r ? wide_quad(key_wide, m) : 0u);
+        if (pd_factored && j >= r)
+          scale_quad_kept<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Fy + (j - r) * ld + m, t.Kr + j * Cfg::ldm_op + m,
+                               t.Bc + r * M + m, t.Bc + j * M + m, 0xfu, wide_quad(key_wide, m));
+        else
+          scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + r * M + m, t.Bc + j * M + m,
+                          j >= r ? off_tensor_quad(t, key_wide, m) : 0u);
         return;
       }
       e -= int64_t(n) * MQ;
-      if (e < int64_t(n) * RQ) {
-        const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-        scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + r * R + d, t.Ac + j * R + d,
-                        j >= r ? wide_quad(row_wide, d) : 0u);
-        return;
-      }
-      e -= int64_t(n) * RQ;
-      const int i = r + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-      scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, t.Ac + r * R + d);
+      const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+      scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + r * R + d, t.Ac + j * R + d,
+                      j >= r ? off_tensor_quad(t, row_wide, d) : 0u);
     });
     cta.template gemm<false, true>(S, n, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
                                    false);
-    round_products_with_diagonal(cta, t, r, t.Pd, key_side,
-                                 [&](int i, int j) {
-                                   return wide_sum<Cta, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, M, key_wide, i, j);
-                                 });
+    round_products_with_diagonal(cta, t, r, t.Pd, key_side, [&](int i, int j) {
+      const float narrow = pd_factored ? factored_dot<Cta, M>(t.Fx + (i - r) * ld, t.Fy + (j - r) * ld) : 0.0f;
+      return narrow + wide_sum<Cta, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, M, key_wide, i, j);
+    });
     cta.template gemm<false, false>(S, R, n, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
-    cta.for_each(int64_t(S) * RQ, [&](int64_t e) {
+    // y's decays; with DQ, dY_I's scaled rows for dq's product (Fx, dY's rows before rounding, and Fy, V's
+    // diagonal rows, when factored: Rd's operands).
+    const int64_t finish = int64_t(S) * RQ, dy_rows = DQ ? finish : 0, v_rows = rd_factored ? finish : 0;
+    cta.for_each(finish + dy_rows + v_rows, [&](int64_t e) {
+      const int part = static_cast<int>(e / finish);
+      e %= finish;
       const int ii = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, i = r + ii;
-      decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * R + d, t.Ac + r * R + d, t.Tmp + ii * Cfg::ld_tmp + d);
+      if (part == 0) {
+        decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * R + d, t.Ac + r * R + d, t.Tmp + ii * Cfg::ld_tmp + d);
+      } else if (part == 1) {
+        if (rd_factored)
+          scale_quad_kept<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Fx + ii * ld + d, t.Gr + i * Cfg::ldd_op + d,
+                               t.Ac + i * R + d, t.Ac + r * R + d, 0u, wide_quad(row_wide, d));
+        else
+          scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, t.Ac + r * R + d);
+      } else {
+        // V's diagonal rows in Xc are zeroed already: only the kept products
+        scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + ii * ld + d, t.Vr + i * Cfg::ldd_op + d, t.Ac + r * R + d,
+                             t.Ac + i * R + d, 0xfu, wide_quad(row_wide, d));
+      }
     });
     if (!DQ) continue;
     cta.template gemm<false, true>(S, n, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P, Cfg::ldc_f,
                                    false);
-    round_products_with_diagonal(cta, t, r, t.Rd, true,
-                                 [&](int i, int j) {
-                                   return wide_sum<Cta, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, R, row_wide, i, j);
-                                 });
+    round_products_with_diagonal(cta, t, r, t.Rd, true, [&](int i, int j) {
+      const float narrow = rd_factored ? factored_dot<Cta, R>(t.Fx + (i - r) * ld, t.Fy + (j - r) * ld) : 0.0f;
+      return narrow + wide_sum<Cta, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, R, row_wide, i, j);
+    });
     cta.template gemm<false, false>(S, M, n, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
       const int ii = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, i = r + ii;
@@ -656,10 +761,57 @@ DECAYFW_CTA void for_each_pair_decay(const float (&x)[S], F&& f) {
   }
 }
 
-// The diagonal block's part of y for one sub-chunk (rows blk .. blk + S − 1) and one wide row d, per
-// element: y_r = Σ_{c ≤ r} Pd_rc v_c e^{A_r−A_c}, into y[r].
+// The factors of a narrow column's decays through its sub-chunk's first row: e^{x_r − x_c} =
+// to_row[r]·from_row[c], to_row[r] = e^{x_r − x_0} ≤ 1 and from_row[c] = e^{x_0 − x_c} ≤ e^{span}
+// (wide_span_bound). 30 exponentials for the column's 136 pairs.
+template <int S>
+DECAYFW_CTA void first_row_factors(const float (&x)[S], float (&to_row)[S], float (&from_row)[S]) {
+  to_row[0] = from_row[0] = 1.0f;
+  DECAYFW_UNROLL
+  for (int c = 1; c < S; ++c) {
+    to_row[c] = decay_exp(x[c] - x[0]);
+    from_row[c] = decay_exp(x[0] - x[c]);
+  }
+}
+
+// A narrow column's sums of paired_diagonal_sums (factored form), from first_row_factors:
+//   later[r]   = e^{x_r−x_0}·Σ_{c ≤ r} p_rc (u_c e^{x_0−x_c}),
+//   earlier[c] = e^{x_0−x_c}·Σ_{r ≥ c} p_rc (w_r e^{x_r−x_0})   (when w is given).
+// Each p_rc is read once for both, as in the per-pair form: read in two passes, the compiler keeps all
+// 136 in registers between them. Both terms of a pair are products of the same fp32 factors, so the
+// gate identity keeps their near-cancellation as the per-pair form does.
+template <int S>
+DECAYFW_CTA void factored_diagonal_sums(const float (&x)[S], const float* p, const float (&u)[S], const float* w,
+                                        float (&later)[S], float (&earlier)[S]) {
+  float to_row[S], from_row[S], uf[S], wf[S];
+  first_row_factors(x, to_row, from_row);
+  DECAYFW_UNROLL
+  for (int c = 0; c < S; ++c) {
+    uf[c] = u[c] * from_row[c];
+    wf[c] = w ? w[c] * to_row[c] : 0.0f;
+    later[c] = earlier[c] = 0.0f;
+  }
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    DECAYFW_UNROLL
+    for (int c = 0; c <= r; ++c) {
+      const float prc = p[r * S + c];
+      later[r] += prc * uf[c];
+      if (w) earlier[c] += prc * wf[r];
+    }
+  }
+  DECAYFW_UNROLL
+  for (int c = 0; c < S; ++c) {
+    later[c] *= to_row[c];
+    earlier[c] *= from_row[c];
+  }
+}
+
+// The diagonal block's part of y for one sub-chunk (rows blk .. blk + S − 1) and one row d off the tensor
+// cores: y_r = Σ_{c ≤ r} Pd_rc v_c e^{A_r−A_c}, into y[r]; per pair when wide, else (factored form)
+// y_r = e^{A_r−A_0}·Σ_{c ≤ r} Pd_rc (v_c e^{A_0−A_c}).
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void y_diagonal_terms(const Tiles<Op, Cfg>& t, int blk, int d, float (&y)[Cfg::S]) {
+DECAYFW_CTA void y_diagonal_terms(const Tiles<Op, Cfg>& t, int blk, int d, bool wide, float (&y)[Cfg::S]) {
   constexpr int R = Cfg::R, S = Cfg::S;
   float A[S], v[S];
   DECAYFW_UNROLL
@@ -668,7 +820,13 @@ DECAYFW_CTA void y_diagonal_terms(const Tiles<Op, Cfg>& t, int blk, int d, float
     v[r] = Cta::to_f(t.Vr[(blk + r) * Cfg::ldd_op + d]);
     y[r] = 0.0f;
   }
-  for_each_pair_decay(A, [&](int r, int c, float decay) { y[r] += t.Pd[(blk + r) * S + c] * v[c] * decay; });
+  const float* p = t.Pd + blk * S;
+  if (wide) {
+    for_each_pair_decay(A, [&](int r, int c, float decay) { y[r] += p[r * S + c] * v[c] * decay; });
+    return;
+  }
+  float unused[S];
+  factored_diagonal_sums(A, p, v, nullptr, y, unused);
 }
 
 // ---- programs ----------------------------------------------------------------------------------
@@ -887,7 +1045,7 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
 //   Output: output_pass, which walks the row tiles of a chunk inside the CTA;
 //   Fused:  the chunk part of forward_pass (one row tile per CTA);
 //   Grad:   grad_pass, which walks the row tiles too and adds the gradients' tiles.
-// Phases that never overlap share one region: {P, Pop, Tmp} (a sub-chunk's products) | {Sop, dSop}
+// Phases that never overlap share one region: {P, Pop, Tmp, Fx, Fy} (a sub-chunk's products) | {Sop, dSop}
 // (inter-chunk products). The diagonal blocks Pd and Rd are written while P and Pop are in use and
 // read later (Pd, which depends on the key side alone, across row tiles), so they have their own.
 enum class ChunkCarve { Output, Fused, Grad };
@@ -925,6 +1083,7 @@ struct ChunkSmem {
     alt1.take<float>(size_t(S) * Cfg::ldc_f);  // P and Pop: one sub-chunk's rows against the chunk
     alt1.take<Op>(size_t(S) * Cfg::ldc_op);
     alt1.take<float>(size_t(S) * Cfg::ld_tmp);
+    alt1.take<float>(size_t(2) * S * Cfg::ld_fd);  // Fx, Fy
     alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     cta::Arena region = ar.region(cta::max_size(alt1.used(), alt2.used()));
@@ -932,6 +1091,8 @@ struct ChunkSmem {
     t.P = r1.take<float>(size_t(S) * Cfg::ldc_f);
     t.Pop = r1.take<Op>(size_t(S) * Cfg::ldc_op);
     t.Tmp = r1.take<float>(size_t(S) * Cfg::ld_tmp);
+    t.Fx = r1.take<float>(size_t(S) * Cfg::ld_fd);
+    t.Fy = r1.take<float>(size_t(S) * Cfg::ld_fd);
     t.Sop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) t.dSop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
     t.Pd = ar.take<float>(size_t(C) * S);
@@ -951,9 +1112,10 @@ struct ChunkSmem {
   }
 };
 
-// y of the chunk's valid rows out: Y (everything but the wide rows' diagonal terms) plus those.
+// y of the chunk's valid rows out: Y (everything but the diagonal terms off the tensor cores) plus those.
 // One function for output_pass and forward_pass, so both compile the same arithmetic. One index per wide
-// (sub-chunk, row d) first (WideList), then one per (sub-chunk, row d) that is not wide.
+// (sub-chunk, row d) first (WideList), then one per (sub-chunk, row d) that is not wide (its factored
+// terms in the factored form).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Tiles<Op, Cfg>& t) {
   constexpr int R = Cfg::R, S = Cfg::S;
@@ -964,13 +1126,17 @@ DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Ti
     float y[S];
     if (e < wide.size) {
       wide.at(e, sub, d);
-      y_diagonal_terms<Cta>(t, sub * S, d, y);
+      y_diagonal_terms<Cta>(t, sub * S, d, true, y);
     } else {
       e -= wide.size;
       sub = static_cast<int>(e / R), d = static_cast<int>(e % R);
       if (is_wide(t.row_wide + sub * Cfg::row_words, d)) return;  // an entry of the list above
-      DECAYFW_UNROLL
-      for (int r = 0; r < S; ++r) y[r] = 0.0f;
+      if (t.factored) {
+        y_diagonal_terms<Cta>(t, sub * S, d, false, y);
+      } else {  // the tensor form: in the products already
+        DECAYFW_UNROLL
+        for (int r = 0; r < S; ++r) y[r] = 0.0f;
+      }
     }
     const int blk = sub * S;
     DECAYFW_UNROLL
@@ -990,7 +1156,7 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   constexpr int C = Cfg::C;
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Output);
   Tiles<Op, Cfg>& t = sm.t;
-  t.wide_span = wide_span_bound<Cta, Op>(a);
+  set_diagonal_form<Cta>(a, t);
   const Staging<Op> to = staging_of(t);
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
     const Place pl(a, n, chunk, tile, C);
@@ -1049,7 +1215,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   constexpr int M = Cfg::M, R = Cfg::R, Q = M / 4;
   ForwardSmem<Op, Cfg> sm(smem);
   Tiles<Op, Cfg>& t = sm.chunk.t;
-  t.wide_span = wide_span_bound<Cta, Op>(a);
+  set_diagonal_form<Cta>(a, t);
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
@@ -1128,45 +1294,80 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
                                     bool wide) {
   constexpr int R = Cfg::R, S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
-  float A[S], v[S], g[S], y[S], dv[S];
+  const float* p = t.Pd + blk * S;
+  const auto at = [&](int r) { return (blk + r) * Cfg::ldd_op + d; };
+  // row r's results: dv kept for the gate identity and written, Y ← (Y + y_r) ⊙ dy_r
+  const auto finish = [&](int r, float y, float dv) {
+    const int i = blk + r;
+    sm.DV[i * Cfg::ldd_f + d] = dv;
+    t.Y[i * Cfg::ldd_f + d] = (t.Y[i * Cfg::ldd_f + d] + y) * Cta::to_f(t.Gr[at(r)]);
+    if (i < pl.valid) row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(dv);
+  };
+  float A[S], u[S], y[S], dv[S];
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
-    const int i = blk + r;
-    A[r] = t.Ac[i * R + d];
-    v[r] = Cta::to_f(t.Vr[i * Cfg::ldd_op + d]);
-    g[r] = Cta::to_f(t.Gr[i * Cfg::ldd_op + d]);
+    A[r] = t.Ac[(blk + r) * R + d];
+    u[r] = Cta::to_f(t.Vr[at(r)]);
     y[r] = 0.0f;
-    dv[r] = sm.DV[i * Cfg::ldd_f + d];
   }
-  if (wide) paired_diagonal_sums(A, t.Pd + blk * S, v, g, y, dv);
+  if (t.factored && !wide) {
+    float g[S];
+    DECAYFW_UNROLL
+    for (int r = 0; r < S; ++r) g[r] = Cta::to_f(t.Gr[at(r)]);
+    factored_diagonal_sums(A, p, u, g, y, dv);
+    DECAYFW_UNROLL
+    for (int r = 0; r < S; ++r) finish(r, y[r], sm.DV[(blk + r) * Cfg::ldd_f + d] + dv[r]);
+    return;
+  }
   DECAYFW_UNROLL
-  for (int r = 0; r < S; ++r) {
-    const int i = blk + r;
-    sm.DV[i * Cfg::ldd_f + d] = dv[r];
-    t.Y[i * Cfg::ldd_f + d] = (t.Y[i * Cfg::ldd_f + d] + y[r]) * g[r];
-    if (i < pl.valid) row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(dv[r]);
+  for (int r = 0; r < S; ++r) dv[r] = sm.DV[(blk + r) * Cfg::ldd_f + d];
+  if (wide) {
+    float g[S];
+    DECAYFW_UNROLL
+    for (int r = 0; r < S; ++r) g[r] = Cta::to_f(t.Gr[at(r)]);
+    paired_diagonal_sums(A, p, u, g, y, dv);
   }
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) finish(r, y[r], dv[r]);
 }
 
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m) {
+DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool wide) {
   constexpr int M = Cfg::M, S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
-  float B[S], q[S], k[S], dq[S], dk[S];
+  const float* p = t.Rd + blk * S;
+  const auto at = [&](int r) { return (blk + r) * Cfg::ldm_op + m; };
+  const auto grad = [&](float* G, int r) -> float& { return G[(blk + r) * Cfg::ldm_f + m]; };
+  float B[S], k[S], dq[S], dk[S];
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
-    const int i = blk + r;
-    B[r] = t.Bc[i * M + m];
-    q[r] = Cta::to_f(t.Qr[i * Cfg::ldm_op + m]);
-    k[r] = Cta::to_f(t.Kr[i * Cfg::ldm_op + m]);
-    dq[r] = sm.DQ[i * Cfg::ldm_f + m];
-    dk[r] = sm.DK[i * Cfg::ldm_f + m];
+    B[r] = t.Bc[(blk + r) * M + m];
+    k[r] = Cta::to_f(t.Kr[at(r)]);
   }
-  paired_diagonal_sums(B, t.Rd + blk * S, k, q, dq, dk);
+  if (!wide) {  // factored (the only form that lists narrow key columns here)
+    float q[S];
+    DECAYFW_UNROLL
+    for (int r = 0; r < S; ++r) q[r] = Cta::to_f(t.Qr[at(r)]);
+    factored_diagonal_sums(B, p, k, q, dq, dk);
+    DECAYFW_UNROLL
+    for (int r = 0; r < S; ++r) {
+      grad(sm.DQ, r) += dq[r];
+      grad(sm.DK, r) += dk[r];
+    }
+    return;
+  }
+  float q[S];
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
-    sm.DQ[(blk + r) * Cfg::ldm_f + m] = dq[r];
-    sm.DK[(blk + r) * Cfg::ldm_f + m] = dk[r];
+    q[r] = Cta::to_f(t.Qr[at(r)]);
+    dq[r] = grad(sm.DQ, r);
+    dk[r] = grad(sm.DK, r);
+  }
+  paired_diagonal_sums(B, p, k, q, dq, dk);
+  DECAYFW_UNROLL
+  for (int r = 0; r < S; ++r) {
+    grad(sm.DQ, r) = dq[r];
+    grad(sm.DK, r) = dk[r];
   }
 }
 
@@ -1288,13 +1489,13 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       if (e < int64_t(w) * MQ) {
         const int i = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
         scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, t.Bc + rp * M + m,
-                        i <= rp ? wide_quad(key_wide, m) : 0u);
+                        i <= rp ? off_tensor_quad(t, key_wide, m) : 0u);
         return;
       }
       e -= int64_t(w) * MQ;
       const int i = j0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
       scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, t.Ac + rp * R + d,
-                      i <= rp ? wide_quad(row_wide, d) : 0u);
+                      i <= rp ? off_tensor_quad(t, row_wide, d) : 0u);
     });
     if (later > 0)
       cta.template gemm<false, true>(S, later, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + (j0 + S) * Cfg::ldm_op,
@@ -1318,25 +1519,34 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     });
   }
 
-  // The wide columns' diagonal terms per element in fp32 (from Pd and Rd), and dv written; y ⊙ dy kept
-  // in Y for the row-gate identity. One index per wide (sub-chunk, row) (WideList), one per (sub-chunk,
-  // row) that is not wide, one per wide (sub-chunk, key column).
+  // The diagonal terms off the tensor cores, in fp32 (from Pd and Rd): the wide columns' per pair, the
+  // narrow ones' factored in the factored form; and dv written, y ⊙ dy kept in Y for the row-gate
+  // identity. One index per wide (sub-chunk, row) (WideList), one per (sub-chunk, row) that is not wide,
+  // one per wide (sub-chunk, key column), and in the factored form one per (sub-chunk, key column) that
+  // is not wide.
   const WideList<Cfg::row_words> wide_rows(t.row_wide, Cfg::NS);
   const WideList<Cfg::key_words> wide_keys(t.key_wide, Cfg::NS);
-  cta.for_each(wide_rows.size + int64_t(Cfg::NS) * R + wide_keys.size, [&](int64_t e) {
+  const int64_t rows = int64_t(Cfg::NS) * R, narrow_keys = t.factored ? int64_t(Cfg::NS) * M : 0;
+  cta.for_each(wide_rows.size + rows + wide_keys.size + narrow_keys, [&](int64_t e) {
     int I, col;
     if (e < wide_rows.size) {
       wide_rows.at(e, I, col);
       return diagonal_row_terms<Cta>(a, pl, sm, I * S, col, true);
     }
     e -= wide_rows.size;
-    if (e < int64_t(Cfg::NS) * R) {
+    if (e < rows) {
       I = static_cast<int>(e / R), col = static_cast<int>(e % R);
       if (!is_wide(t.row_wide + I * Cfg::row_words, col)) diagonal_row_terms<Cta>(a, pl, sm, I * S, col, false);
       return;
     }
-    wide_keys.at(e - int64_t(Cfg::NS) * R, I, col);
-    diagonal_key_terms<Cta>(sm, I * S, col);
+    e -= rows;
+    if (e < wide_keys.size) {
+      wide_keys.at(e, I, col);
+      return diagonal_key_terms<Cta>(sm, I * S, col, true);
+    }
+    e -= wide_keys.size;
+    I = static_cast<int>(e / M), col = static_cast<int>(e % M);
+    if (!is_wide(t.key_wide + I * Cfg::key_words, col)) diagonal_key_terms<Cta>(sm, I * S, col, false);
   });
 
   // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term,
@@ -1358,7 +1568,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   constexpr int C = Cfg::C, M = Cfg::M;
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Grad);
   Tiles<Op, Cfg>& t = sm.t;
-  t.wide_span = wide_span_bound<Cta, Op>(a);
+  set_diagonal_form<Cta>(a, t);
   float *DQ = sm.DQ, *DK = sm.DK;
   const Staging<Op> to = staging_of(t);
   const int64_t zeros = int64_t(C) * M + M;

@@ -49,7 +49,7 @@ struct Problem {
   std::vector<float> s0, dsT;
   ref::DecayProblem p;
   std::vector<double> dy64, dsT64;
-  bool tensor_diagonal = true;  // ChunkArgs::tensor_diagonal
+  chunk::DiagonalForm diagonal = chunk::DiagonalForm::Factored;  // ChunkArgs::diagonal (the default)
 
   Problem(Shape shape, uint64_t seed, double gate_mean, double gate_spread, bool with_states) : s(shape) {
     std::mt19937_64 rng(seed);
@@ -100,7 +100,7 @@ struct Problem {
     a.v = in_view(v, s.D), a.z = in_view(z, s.D), a.dy = in_view(dy, s.D);
     a.s0 = s0.empty() ? nullptr : s0.data();
     a.dsT = dsT.empty() ? nullptr : dsT.data();
-    a.tensor_diagonal = tensor_diagonal;
+    a.diagonal = diagonal;
     return a;
   }
 };
@@ -162,15 +162,27 @@ Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = deca
 
 template <typename In, int M, int C, bool kExact>
 Result run_against_reference(const Shape& s, uint64_t seed, double gate_mean = 2.0, double gate_spread = 1.0,
-                             bool with_states = true, bool tensor_diagonal = true) {
+                             bool with_states = true,
+                             chunk::DiagonalForm diagonal = chunk::DiagonalForm::Factored) {
   Problem<In> pr(s, seed, gate_mean, gate_spread, with_states);
-  pr.tensor_diagonal = tensor_diagonal;
+  pr.diagonal = diagonal;
   std::vector<double> sT64;
   const std::vector<double> y64 = ref::decay_forward(pr.p, &sT64);
   const ref::DecayGrads g64 = ref::decay_backward(pr.p, pr.dy64, pr.dsT64);
   const Outputs<In> o = run_programs<In, M, C, kExact>(pr);
   return {rel_error(o.y, y64), rel_error(o.sT, sT64), rel_error(o.dq, g64.dq), rel_error(o.dk, g64.dk),
           rel_error(o.dv, g64.dv), rel_error(o.dz, g64.dz), rel_error(o.df, g64.df), rel_error(o.ds0, g64.ds0)};
+}
+
+constexpr chunk::DiagonalForm kDiagonalForms[] = {chunk::DiagonalForm::Elementwise, chunk::DiagonalForm::Factored,
+                                                   chunk::DiagonalForm::Tensor};
+std::string name_of(chunk::DiagonalForm form) {
+  switch (form) {
+    case chunk::DiagonalForm::Elementwise: return "elementwise diagonal";
+    case chunk::DiagonalForm::Factored: return "factored diagonal";
+    case chunk::DiagonalForm::Tensor: return "tensor diagonal";
+  }
+  return "?";
 }
 
 void expect_within(const Result& r, double tol, const std::string& what) {
@@ -221,10 +233,10 @@ TEST(ChunkProgram, SaturatedGatesStayFiniteAndExact) {
                 "all gates closed (σ(−30))");
 }
 
-// The diagonal blocks take the tensor-core products for the columns whose log gates span at most 40
-// over a sub-chunk and per-element sums for the others ("wide", decay_chunk_program.h). Logits around
-// −2 with spread 3 give both in every sub-chunk; with exact products both must match the reference as
-// the all-per-element form does. The fraction of wide (sub-chunk, column) pairs is counted from the
+// The diagonal blocks factor the decays of the columns whose log gates span at most 40 over a
+// sub-chunk (in the tensor-core products, or in fp32: the factored form) and take per-pair sums for
+// the others ("wide", decay_chunk_program.h). Logits around −2 with spread 3 give both in every
+// sub-chunk; with exact products every form must match the reference as the all-per-pair form does. The fraction of wide (sub-chunk, column) pairs is counted from the
 // gates themselves, so the test fails if the mix it needs is not there.
 double wide_fraction(const std::vector<double>& logits, int64_t T, int64_t X) {
   int64_t wide = 0, all = 0;
@@ -249,9 +261,9 @@ TEST(ChunkProgram, DiagonalBlocksMixTensorCoreAndPerElementColumns) {
   EXPECT_LT(key, 0.9) << "too few narrow key columns for the test";
   EXPECT_GT(row, 0.1) << "too few wide rows for the test";
   EXPECT_LT(row, 0.9) << "too few narrow rows for the test";
-  expect_within(run_against_reference<float, 32, 64, true>(s, 17, -2.0, 3.0), 5e-6, "mixed spans, tensor diagonal");
-  expect_within(run_against_reference<float, 32, 64, true>(s, 17, -2.0, 3.0, true, false), 5e-6,
-                "mixed spans, per-element diagonal");
+  for (chunk::DiagonalForm form : kDiagonalForms)
+    expect_within(run_against_reference<float, 32, 64, true>(s, 17, -2.0, 3.0, true, form), 5e-6,
+                  "mixed spans, " + name_of(form));
 }
 
 TEST(ChunkProgram, LongSequenceWithSaturatedGates) {
@@ -301,26 +313,26 @@ TEST(ChunkProgram, Tf32OperandsStayCloseToReference) {
 // off-diagonal ones) one of this test's cases gives dz 2.15e-2; over six seeds of T = 1024 and logits
 // N(4, 2) df reached 2.19e-2 (2.04e-2 per element), hence 3e-2 for that form.
 template <typename In, int M, bool kExact>
-void expect_compiled_configuration_close(double tol, const std::string& type, bool tensor_diagonal) {
+void expect_compiled_configuration_close(double tol, const std::string& type, chunk::DiagonalForm form) {
   constexpr int C = chunk::CompiledConfig<In, M>::C;
   const Shape s{1, 2 * C + 5, 1, 128, M};
-  expect_within(run_against_reference<In, M, C, kExact>(s, 40 + M, 2.0, 1.0, true, tensor_diagonal), tol,
-                type + " M" + std::to_string(M) + " C" + std::to_string(C) +
-                    (tensor_diagonal ? ", tensor diagonal" : ", elementwise diagonal"));
+  expect_within(run_against_reference<In, M, C, kExact>(s, 40 + M, 2.0, 1.0, true, form), tol,
+                type + " M" + std::to_string(M) + " C" + std::to_string(C) + ", " + name_of(form));
 }
 template <typename In, bool kExact = false>
-void expect_every_m_close(double tol, const std::string& type, bool tensor_diagonal) {
-  expect_compiled_configuration_close<In, 16, kExact>(tol, type, tensor_diagonal);
-  expect_compiled_configuration_close<In, 32, kExact>(tol, type, tensor_diagonal);
-  expect_compiled_configuration_close<In, 64, kExact>(tol, type, tensor_diagonal);
-  expect_compiled_configuration_close<In, 128, kExact>(tol, type, tensor_diagonal);
+void expect_every_m_close(double tol, const std::string& type, chunk::DiagonalForm form) {
+  expect_compiled_configuration_close<In, 16, kExact>(tol, type, form);
+  expect_compiled_configuration_close<In, 32, kExact>(tol, type, form);
+  expect_compiled_configuration_close<In, 64, kExact>(tol, type, form);
+  expect_compiled_configuration_close<In, 128, kExact>(tol, type, form);
 }
 TEST(ChunkProgram, EveryCompiledConfigurationInItsOperandType) {
   static_assert(sizeof(chunk::kCompiledM) / sizeof(chunk::kCompiledM[0]) == 4, "a compiled M is not tested here");
-  for (bool tensor : {false, true}) {
-    expect_every_m_close<float, true>(5e-6, "fp32 (tf32 layout, exact products)", tensor);
-    expect_every_m_close<BFloat16>(tensor ? 3e-2 : 2e-2, "bf16", tensor);
-    expect_every_m_close<Float16>(2e-3, "fp16", tensor);
+  for (chunk::DiagonalForm form : kDiagonalForms) {
+    const bool tensor = form == chunk::DiagonalForm::Tensor;
+    expect_every_m_close<float, true>(5e-6, "fp32 (tf32 layout, exact products)", form);
+    expect_every_m_close<BFloat16>(tensor ? 3e-2 : 2e-2, "bf16", form);
+    expect_every_m_close<Float16>(2e-3, "fp16", form);
   }
 }
 
@@ -329,9 +341,11 @@ TEST(ChunkProgram, EveryCompiledConfigurationInItsOperandType) {
 // backwards and interleaved, must give bit-identical outputs.
 template <typename In, int M, int C>
 std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::Order order, bool vector_loads = true,
-                                                 double gate_mean = 1.0, double gate_spread = 2.0) {
-  const Outputs<In> o =
-      run_programs<In, M, C, false>(Problem<In>(s, 21, gate_mean, gate_spread, true), order, vector_loads);
+                                                 double gate_mean = 1.0, double gate_spread = 2.0,
+                                                 chunk::DiagonalForm form = chunk::DiagonalForm::Factored) {
+  Problem<In> pr(s, 21, gate_mean, gate_spread, true);
+  pr.diagonal = form;
+  const Outputs<In> o = run_programs<In, M, C, false>(pr, order, vector_loads);
   std::vector<std::vector<float>> out;
   for (const std::vector<In>* x : {&o.y, &o.dq, &o.dk, &o.df, &o.dv, &o.dz}) {
     out.emplace_back();
@@ -356,12 +370,15 @@ TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {
   for (size_t i = 0; i < f32.size(); ++i)
     EXPECT_EQ(0, std::memcmp(f32[i].data(), r32[i].data(), f32[i].size() * sizeof(float))) << "output " << i;
   // Gates with both narrow and wide columns in every sub-chunk: the lists of wide columns
-  // (WideList) and the indices of the others must not depend on each other either.
-  const auto mixed = outputs_in_order<BFloat16, 32, 64>(s, Order::Forward, true, -2.0, 3.0);
-  for (Order o : {Order::Reverse, Order::Interleaved}) {
-    const auto other = outputs_in_order<BFloat16, 32, 64>(s, o, true, -2.0, 3.0);
-    for (size_t i = 0; i < mixed.size(); ++i)
-      EXPECT_EQ(0, std::memcmp(mixed[i].data(), other[i].data(), mixed[i].size() * sizeof(float))) << "mixed, output " << i;
+  // (WideList) and the indices of the others must not depend on each other either, in any form.
+  for (chunk::DiagonalForm form : kDiagonalForms) {
+    const auto mixed = outputs_in_order<BFloat16, 32, 64>(s, Order::Forward, true, -2.0, 3.0, form);
+    for (Order o : {Order::Reverse, Order::Interleaved}) {
+      const auto other = outputs_in_order<BFloat16, 32, 64>(s, o, true, -2.0, 3.0, form);
+      for (size_t i = 0; i < mixed.size(); ++i)
+        EXPECT_EQ(0, std::memcmp(mixed[i].data(), other[i].data(), mixed[i].size() * sizeof(float)))
+            << "mixed, " << name_of(form) << ", output " << i;
+    }
   }
 }
 

@@ -10,14 +10,15 @@ import decayfw
 CASES = [("recurrent", torch.float32, (1, 37, 2, 64, 32)), ("recurrent", torch.float32, (2, 5, 1, 33, 5)),
          ("recurrent", torch.float32, (1, 9, 2, 128, 128)), ("chunk", torch.bfloat16, (1, 130, 2, 128, 64)),
          ("chunk", torch.float16, (1, 70, 1, 64, 16)), ("chunk", torch.float32, (1, 65, 1, 64, 32)),
-         ("chunk", torch.bfloat16, (1, 40, 1, 192, 128)), ("chunk-mixed", torch.bfloat16, (1, 130, 2, 128, 64))]
+         ("chunk", torch.bfloat16, (1, 40, 1, 192, 128)), ("chunk-mixed", torch.bfloat16, (1, 130, 2, 128, 64)),
+         ("chunk-mixed-tensor", torch.bfloat16, (1, 130, 2, 128, 64))]
 for path, dtype, (B, T, H, D, M) in CASES:
-    # chunk-mixed: the tensor-core diagonal (DECAYFW_CHUNK_DIAGONAL=tensor) with gate logits N(−2, 3²),
-    # so that every sub-chunk has both narrow columns (diagonal blocks on tensor cores) and wide ones (per
-    # element); the other cases take the default, every diagonal block per element
-    mixed = path == "chunk-mixed"
+    # chunk-mixed: gate logits N(−2, 3²), so that every sub-chunk has both narrow columns (the diagonal
+    # blocks factored in fp32: the default, or on tensor cores: DECAYFW_CHUNK_DIAGONAL=tensor) and wide
+    # ones (per pair); the other cases' gates leave nearly every column narrow
+    mixed = path.startswith("chunk-mixed")
     os.environ["DECAYFW_CUDA_PATH"] = "chunk" if mixed else path
-    os.environ["DECAYFW_CHUNK_DIAGONAL"] = "tensor" if mixed else "auto"
+    os.environ["DECAYFW_CHUNK_DIAGONAL"] = "tensor" if path == "chunk-mixed-tensor" else "auto"
     x = [torch.randn(B, T, H, X, device="cuda", dtype=dtype) for X in (M, M, D, D, M)]
     if mixed:
         x[3], x[4] = -2 + 3 * x[3], -2 + 3 * x[4]

@@ -332,7 +332,7 @@ def test_fused_inference_forward_allocates_no_chunk_states(path, monkeypatch):
 @pytest.mark.parametrize("variable,value,message", [
     ("DECAYFW_CHUNK_FORWARD", "both", "DECAYFW_CHUNK_FORWARD must be auto, fused or split, got 'both'"),
     ("DECAYFW_CHUNK_THREADS", "384", "DECAYFW_CHUNK_THREADS must be auto, 256 or 512, got '384'"),
-    ("DECAYFW_CHUNK_DIAGONAL", "fast", "DECAYFW_CHUNK_DIAGONAL must be auto, tensor or elementwise, got 'fast'"),
+    ("DECAYFW_CHUNK_DIAGONAL", "fast", "DECAYFW_CHUNK_DIAGONAL must be auto, factored, elementwise or tensor, got 'fast'"),
 ])
 def test_bad_chunk_steering_value_is_refused(variable, value, message, path, monkeypatch):
     """Each variable that steers the chunk kernels refuses a value it does not know, naming itself."""
@@ -364,8 +364,8 @@ def test_thread_counts_give_the_same_bits(dtype, size, path, monkeypatch):
             assert torch.equal(a, b), i
 
 
-# Gate logits N(−2, 3²): over 16 rows some columns' log gates span more than 40 ("wide", taken per element)
-# and the others less (taken on tensor cores), in every sub-chunk.
+# Gate logits N(−2, 3²): over 16 rows some columns' log gates span more than 40 ("wide", taken per pair)
+# and the others less ("narrow": factored in fp32, or on tensor cores), in every sub-chunk.
 MIXED_SPANS = dict(gate_mean=-2.0, gate_spread=3.0)
 
 
@@ -373,11 +373,11 @@ MIXED_SPANS = dict(gate_mean=-2.0, gate_spread=3.0)
 # the host tests of the same programs measured up to 2.2e-2 in the gate gradients for these gates).
 @pytest.mark.parametrize("dtype,tol,tensor_tol", [(torch.bfloat16, 2e-2, 3e-2), (torch.float32, 4e-3, 4e-3),
                                                   (torch.float16, 4e-3, 4e-3)])
-@pytest.mark.parametrize("diagonal", ["tensor", "elementwise", "auto"])
-def test_both_diagonal_forms_match_the_fp64_cpu_op(dtype, tol, tensor_tol, diagonal, path, monkeypatch):
-    """DECAYFW_CHUNK_DIAGONAL=tensor|elementwise (auto: elementwise): the diagonal blocks on tensor cores
-    where the gates allow (per element elsewhere), or all per element; both against the oracle, with gates
-    that give both kinds of columns."""
+@pytest.mark.parametrize("diagonal", ["factored", "elementwise", "tensor", "auto"])
+def test_every_diagonal_form_matches_the_fp64_cpu_op(dtype, tol, tensor_tol, diagonal, path, monkeypatch):
+    """DECAYFW_CHUNK_DIAGONAL=factored|elementwise|tensor (auto: factored): the narrow columns of the
+    diagonal blocks factored in fp32, per pair, or on tensor cores (the wide ones per pair in every form);
+    each against the oracle, with gates that give both kinds of columns."""
     tol = tensor_tol if diagonal == "tensor" else tol
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
@@ -393,13 +393,18 @@ def test_both_diagonal_forms_match_the_fp64_cpu_op(dtype, tol, tensor_tol, diago
 
 @pytest.mark.parametrize("dtype,same", [(torch.bfloat16, False), (torch.float32, False), (torch.float16, True)])
 def test_diagonal_forms_differ_only_where_tensor_cores_can_take_them(dtype, same, path, monkeypatch):
-    """The two forms round differently where the diagonal takes the tensor cores (bf16, tf32), so their
-    outputs differ; fp16 has no room for the scaled operands and runs per element either way, bit for bit."""
+    """The tensor and per-pair forms round differently where the diagonal takes the tensor cores (bf16,
+    tf32), so their outputs differ; fp16 has no room for the scaled operands and runs per pair either
+    way, bit for bit. The factored form differs from the per-pair one in every type (other fp32
+    products), and auto is the factored form, bit for bit."""
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     x, s0, dsT, dy = same_bits_problem(dtype, (1, 200, 2, 128, 32), seed=23)
-    outs = []
-    for diagonal in ("tensor", "elementwise"):
+    outs = {}
+    for diagonal in ("tensor", "elementwise", "factored", "auto"):
         monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)
-        outs.append(forward_and_grads(x, s0, dy, dsT))
-    assert all(torch.equal(a, b) for a, b in zip(*outs)) == same
+        outs[diagonal] = forward_and_grads(x, s0, dy, dsT)
+    same_bits = lambda a, b: all(torch.equal(x, y) for x, y in zip(outs[a], outs[b]))
+    assert same_bits("tensor", "elementwise") == same
+    assert not same_bits("factored", "elementwise")
+    assert same_bits("factored", "auto")

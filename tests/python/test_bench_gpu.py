@@ -73,10 +73,11 @@ def test_traffic_model_table_prints_without_a_gpu():
     traffic = {cells(line)[4]: line for line in lines if len(cells(line)) == 14}  # N T D M forward, 5 kernels, 4
     assert set(traffic) == {"split", "fused"}, r.stdout
     assert traffic["split"].endswith("| 47% | 40% |") and traffic["fused"].endswith("| 58% | 51% |"), r.stdout
-    # The compute model: each forward form with the diagonal blocks on tensor cores and per element.
+    # The compute model: each forward form with each form of the diagonal blocks.
     compute = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines if len(cells(line)) == 12}
-    assert compute == {("split", "tensor"): "39%", ("split", "elementwise"): "24%",
-                       ("fused", "tensor"): "44%", ("fused", "elementwise"): "24%"}, r.stdout
+    assert compute == {("split", "factored"): "38%", ("split", "elementwise"): "28%", ("split", "tensor"): "39%",
+                       ("fused", "factored"): "42%", ("fused", "elementwise"): "29%",
+                       ("fused", "tensor"): "44%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -95,34 +96,45 @@ def test_sweep_runs_the_target_lengths_first():
     assert order[:2] == [(64, 2048, 128, 32), (256, 2048, 128, 32)]
 
 
+@pytest.mark.parametrize("diagonal", bench_gpu.DIAGONALS)
 @pytest.mark.parametrize("wide", [0.0, 0.25, 1.0])
 @pytest.mark.parametrize("N,T,D,M", SIZES)
-def test_special_function_model_scales_with_the_work(N, T, D, M, wide):
+def test_special_function_model_scales_with_the_work(N, T, D, M, wide, diagonal):
     """chunk_kernel_sfu counts special-function operations per chunk: linear in the chunks and sequences, the
     forward forms' serial passes as the programs run them, the gradient pass the largest, and every pass
-    with diagonal blocks dearer the more of their columns are wide (per element)."""
-    split, fused = (bench_gpu.chunk_kernel_sfu(N, T, D, M, forward=f, wide=wide) for f in bench_gpu.CHUNK_FORWARDS)
+    with diagonal blocks dearer the more of their columns are wide (per pair), except in the elementwise
+    form, where all are."""
+    sfu = lambda **kw: bench_gpu.chunk_kernel_sfu(diagonal=diagonal, **kw)
+    split, fused = (sfu(N=N, T=T, D=D, M=M, forward=f, wide=wide) for f in bench_gpu.CHUNK_FORWARDS)
     chunks = -(-T // bench_gpu.compiled_chunk(M))
-    one = bench_gpu.chunk_kernel_sfu(1, bench_gpu.compiled_chunk(M), D, M, wide=wide)
+    one = sfu(N=1, T=bench_gpu.compiled_chunk(M), D=D, M=M, wide=wide)
     assert {k: round(v * N * chunks) for k, v in one.items()} == split
     assert split["forward_pass"] == fused["state_pass"] == fused["output_pass"] == 0
-    C, tiles = bench_gpu.compiled_chunk(M), D // 64
+    C, S, tiles = bench_gpu.compiled_chunk(M), bench_gpu.SUB, D // 64
     # The fused pass takes each chunk's log gates once, where the split pair takes them in both passes; but,
     # one row tile per CTA, it takes the key side's gates and Pd's wide columns for every tile, where
-    # output_pass takes them once.
-    key_side_again = (tiles - 1) * (2 * C * M + wide * C * bench_gpu.SUB * M)
+    # output_pass takes them once (and, in the factored form, scales the narrow key columns' diagonal rows
+    # for Pd in every tile, where output_pass skips them after the first).
+    w = 1.0 if diagonal == "elementwise" else wide
+    pd = w * (C // S) * bench_gpu.PAIRS * M
+    kept = (1 - w) * C * M if diagonal == "factored" else 0.0
+    key_side_again = (tiles - 1) * (2 * C * M + pd + kept)
     gates_once = tiles * 2 * C * (M + 64)
     assert fused["forward_pass"] + N * chunks * gates_once == pytest.approx(
         split["state_pass"] + split["output_pass"] + N * chunks * key_side_again, abs=2)
     assert split["grad_pass"] == max(split.values())
-    recomputed = bench_gpu.chunk_kernel_sfu(N, T, D, M, reuse_states=False, wide=wide)
+    recomputed = sfu(N=N, T=T, D=D, M=M, reuse_states=False, wide=wide)
     assert recomputed["state_pass"] == 2 * split["state_pass"]
-    if wide < 1.0:
-        wider = bench_gpu.chunk_kernel_sfu(N, T, D, M, wide=1.0)
-        for kernel in ("output_pass", "grad_pass"):
-            assert split[kernel] < wider[kernel]
-        for kernel in ("state_pass", "dstate_pass"):
-            assert split[kernel] == wider[kernel]
+    wider = sfu(N=N, T=T, D=D, M=M, wide=1.0)
+    for kernel in ("output_pass", "grad_pass"):
+        assert (split[kernel] < wider[kernel]) == (wide < 1.0 and diagonal != "elementwise")
+    for kernel in ("state_pass", "dstate_pass"):
+        assert split[kernel] == wider[kernel]
+
+
+def test_the_model_refuses_an_unknown_diagonal_form():
+    with pytest.raises(ValueError, match="diagonal must be one of"):
+        bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="per-element")
 
 
 def test_gradient_pass_special_functions_for_one_chunk():
@@ -131,11 +143,19 @@ def test_gradient_pass_special_functions_for_one_chunk():
     inter-chunk scalings 16384, the accumulations into DQ, DK 8192 and into Y, DV 8192, the causal loop
     (y's and dq's, sharing the scaled k and v) 36864 (per sub-chunk I: 16·64 q + 16(I + 1)·128 k and v +
     16·64 dy + 16·64 into Y + 16·64 into DQ), the dv/dk loop 36864 (per sub-chunk J: 2·16·128 +
-    (64 − 16J)·128), σ(−z) 8192; per chunk, the key gates 8192 and σ(−f) 8192. Every column wide (the
-    elementwise form): the loops skip the zeroed diagonal rows' scalings, 16·128 per sub-chunk and loop,
-    and add Rd 65536 and the paired diagonal terms 4 · 128 · 72 = 36864 per tile, and Pd 65536 once."""
+    (64 − 16J)·128), σ(−z) 8192; per chunk, the key gates 8192 and σ(−f) 8192.
+    Elementwise (every column per pair): the loops skip the zeroed diagonal rows' scalings, 16·128 per
+    sub-chunk and loop, and add Rd 4·136·64 = 34816 and the paired terms 4·128·72 = 36864 per tile, and
+    Pd 34816 once.
+    Factored, no wide column: the causal loop of the first tile scales every row as the tensor form does
+    (the diagonal rows' k for Pd, v for Rd, kept in fp32); the second skips the diagonal rows' k, 16·64 per
+    sub-chunk; the dv/dk loop skips its diagonal rows' 16·128 per sub-chunk in both; the paired terms
+    take 4·128·30 = 15360 per tile."""
     tile = 8192 + 16384 + 8192 + 8192 + 36864 + 36864 + 8192
-    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64)["grad_pass"] == 8192 + 2 * tile + 8192
+    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="tensor")["grad_pass"] == 8192 + 2 * tile + 8192
     skipped = 2 * 4 * 16 * 128
-    wide_tile = tile - skipped + 65536 + 36864
-    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, wide=1.0)["grad_pass"] == 8192 + 2 * wide_tile + 65536 + 8192
+    wide_tile = tile - skipped + 34816 + 36864
+    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="elementwise")["grad_pass"] == (
+        8192 + 2 * wide_tile + 34816 + 8192)
+    factored_tile = tile - 4 * 16 * 128 + 15360
+    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64)["grad_pass"] == 8192 + 2 * factored_tile - 4 * 16 * 64 + 8192

@@ -23,7 +23,7 @@ __all__ = ["decay_fast_weights", "decay_step", "cuda_path", "chunk_forward", "ch
 
 CUDA_PATHS = ("auto", "chunk", "recurrent")
 CHUNK_FORWARDS = ("auto", "fused", "split")
-CHUNK_DIAGONALS = ("auto", "tensor", "elementwise")
+CHUNK_DIAGONALS = ("auto", "factored", "elementwise", "tensor")
 
 
 @contextlib.contextmanager
@@ -77,15 +77,17 @@ def chunk_forward(name: str) -> Iterator[None]:
 def chunk_diagonal(name: str) -> Iterator[None]:
     """Chooses how the CUDA chunk path takes the 16×16 diagonal blocks of each chunk inside a ``with`` block.
 
-    ``"elementwise"`` (what ``"auto"``, the default, takes) computes every diagonal block per element in
-    fp32. ``"tensor"`` multiplies them on tensor cores like the rest of the chunk, for every key column
-    and value row whose gates decay by less than e^-40 over the block's 16 tokens, and per element for
-    the others: most of the chunk kernels' exponentials go, but the diagonal's products are rounded to
-    the input type as the off-diagonal ones are, and where gates forget fast the diagonal carries most
-    of the output (bf16, gates near σ = 0.5: errors against fp64 up to 3× in y and 5-6× in the gate
-    gradients). fp16 inputs always run elementwise (their range leaves no room for the scaled
-    operands). Sets the
-    ``DECAYFW_CHUNK_DIAGONAL`` environment variable, which the op reads at every call, and restores it.
+    Every form takes a key column or value row whose gates decay by more than e^-40 over the block's 16
+    tokens per pair of tokens in fp32. The others ("narrow"): ``"factored"`` (what ``"auto"``, the
+    default, takes) scales their operands once per token by the decay to or from the block's first token
+    and multiplies them in fp32 (46 exponentials per column and block instead of 208, with the same
+    errors); ``"elementwise"`` takes them per pair too (the reference form); ``"tensor"`` multiplies
+    them on tensor cores like the rest of the chunk: fewer instructions still, but the diagonal's scaled
+    operands are rounded to the input type as the off-diagonal ones are, and where gates forget fast the
+    diagonal carries most of the output (bf16, gates near σ = 0.5: errors against fp64 up to 3× in y and
+    5-6× in the gate gradients). fp16 inputs asked for ``"tensor"`` run per pair (their range leaves no
+    room for the scaled operands). Sets the ``DECAYFW_CHUNK_DIAGONAL`` environment variable, which the op
+    reads at every call, and restores it.
     """
     if name not in CHUNK_DIAGONALS:
         raise ValueError(f"decayfw.chunk_diagonal: expected one of {', '.join(CHUNK_DIAGONALS)}, got {name!r}")

@@ -66,17 +66,22 @@ ChunkForward chunk_forward_for(const Dims& dims, int sm_count);
 constexpr int kChunkThreads = 512;
 bool chunk_threads_supported(int threads);
 
-// How the chunk kernels take the 16×16 diagonal blocks of each chunk (decay_chunk_program.h):
-//   Elementwise: every diagonal block per element in fp32 on CUDA cores. The default.
-//   TensorCores: as one more block of the tensor-core products, for every column whose log gates span
-//                at most 40 over its 16 rows (the rest per element, as above). It removes most of the
-//                exponentials (docs/cuda.md, "A second floor"), but the diagonal's products are then
-//                rounded to the operand type as the off-diagonal ones are, and the diagonal carries
-//                most of y where gates forget fast: with bf16 and gates near σ = 0.5, errors against
-//                fp64 rose up to 3× in y and 5-6× in the gate gradients (host executor; docs/cuda.md).
-//                Opt-in until a GPU run shows what it gains and a training run what it costs. fp16
-//                has no room for the scaled operands and always runs per element.
-enum class ChunkDiagonal { TensorCores, Elementwise };
+// How the chunk kernels take the 16×16 diagonal blocks of each chunk (decay_chunk_program.h,
+// DiagonalForm). A column whose log gates span at most 40 over the block's 16 rows is "narrow"; the
+// others are "wide" and take one exponential per pair of rows in fp32 in every form.
+//   Factored:    narrow columns from operands scaled once per row by their decay to or from the block's
+//                first row, multiplied in fp32 on CUDA cores: per column and block, 16 exponentials
+//                for its share of the block's q·k (or dy·v) products where the per-pair form takes 136,
+//                and 30 for its terms of y, dv (or dq, dk) where that takes 72; the same errors against
+//                fp64 (host executor, docs/cuda.md). The default.
+//   Elementwise: every column per pair (the reference the others are tested against).
+//   TensorCores: narrow columns as one more block of the tensor-core products. The fewest instructions,
+//                but the diagonal's scaled operands are then rounded to the operand type as the
+//                off-diagonal ones are, and the diagonal carries most of y where gates forget fast:
+//                with bf16 and gates near σ = 0.5, errors against fp64 rose up to 3× in y and 5-6× in
+//                the gate gradients. Opt-in. fp16 has no room for the scaled operands there and runs
+//                per pair.
+enum class ChunkDiagonal { Factored, Elementwise, TensorCores };
 
 // Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
 // their gradients, N·(T/C)·D·M elements of the input type, and needs only those when it is given the
@@ -89,9 +94,9 @@ size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward, 
 // form also takes a null workspace (nothing beyond y and S_T is written); the split form needs it.
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream,
                                      ChunkForward form = ChunkForward::Split, int threads = kChunkThreads,
-                                     ChunkDiagonal diagonal = ChunkDiagonal::Elementwise);
+                                     ChunkDiagonal diagonal = ChunkDiagonal::Factored);
 cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream,
                                       int threads = kChunkThreads,
-                                      ChunkDiagonal diagonal = ChunkDiagonal::Elementwise);
+                                      ChunkDiagonal diagonal = ChunkDiagonal::Factored);
 
 }  // namespace decayfw::cuda
