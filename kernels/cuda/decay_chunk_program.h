@@ -597,42 +597,42 @@ DECAYFW_CTA float factored_dot(const float* x, const float* y) {
 // diagonal block), from fp32 P to the operand type in Pop: the diagonal block masked to j ≤ i, with the
 // sums the tensor cores leave out added (diagonal(i, j) for j ≤ i: per pair, or factored), and kept in fp32
 // in Dg (C×S) when keep, else read back from Dg (Pd depends on the key side alone: kept across row tiles).
-// The earlier rows go four columns per index; the block one element per index, its S(S+1)/2 pairs j ≤ i
-// first and together (rows a and S−1−a hold S + 1 of them), so that the warps that sum over the columns
-// are full and no lane of theirs waits on another's longer sum; then the zeros above.
+// The earlier rows go four columns per index, and so does a kept block read back; a block computed here
+// goes one element per index, its S(S+1)/2 pairs j ≤ i first and together (rows a and S−1−a hold S + 1
+// of them), so that the warps that sum over the columns are full and no lane of theirs waits on
+// another's longer sum; then the zeros above.
 template <typename Cta, typename Op, typename Cfg, typename Diagonal>
 DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r, float* Dg, bool keep,
                                               Diagonal&& diagonal) {
   constexpr int S = Cfg::S, kPairs = S * (S + 1) / 2;
   const int rq = r / kQuad;  // quads per row left of the block (it starts on a multiple of four)
-  const int64_t before = int64_t(S) * rq, pairs = keep ? kPairs : 0;
-  cta.for_each(before + pairs + S * S, [&](int64_t e) {
-    if (e < before) {
-      const int ii = static_cast<int>(e / rq), j = static_cast<int>(e % rq) * kQuad;
+  constexpr int SQ = S / kQuad;
+  const int64_t before = int64_t(S) * rq, block = keep ? kPairs + S * S : S * SQ;
+  cta.for_each(before + block, [&](int64_t e) {
+    if (e < before || !keep) {
+      const bool kept = e >= before;
+      if (kept) e -= before;
+      const int q = kept ? SQ : rq, ii = static_cast<int>(e / q), j = static_cast<int>(e % q) * kQuad;
       float p[kQuad];
-      Cta::load4(t.P + ii * Cfg::ldc_f + j, p);
-      Cta::store4(t.Pop + ii * Cfg::ldc_op + j, p);
+      Cta::load4(kept ? Dg + (r + ii) * S + j : t.P + ii * Cfg::ldc_f + j, p);
+      Cta::store4(t.Pop + ii * Cfg::ldc_op + (kept ? r + j : j), p);
       return;
     }
     e -= before;
     int ii, jj;
     float p;
-    if (e < pairs) {
+    if (e < kPairs) {
       const int a = static_cast<int>(e) / (S + 1), b = static_cast<int>(e) % (S + 1);
       ii = b <= a ? a : S - 1 - a;
       jj = b <= a ? b : b - a - 1;
       p = t.P[ii * Cfg::ldc_f + r + jj] + diagonal(r + ii, r + jj);
       Dg[(r + ii) * S + jj] = p;
     } else {
-      e -= pairs;
+      e -= kPairs;
       ii = static_cast<int>(e / S), jj = static_cast<int>(e % S);
-      if (keep) {
-        if (jj <= ii) return;  // a pair, above
-        p = 0.0f;
-        Dg[(r + ii) * S + jj] = p;
-      } else {
-        p = Dg[(r + ii) * S + jj];
-      }
+      if (jj <= ii) return;  // a pair, above
+      p = 0.0f;
+      Dg[(r + ii) * S + jj] = p;
     }
     t.Pop[ii * Cfg::ldc_op + r + jj] = Cta::template from_f<Op>(p);
   });
