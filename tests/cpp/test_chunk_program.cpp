@@ -238,19 +238,25 @@ TEST(ChunkProgram, SaturatedGatesStayFiniteAndExact) {
 // the others ("wide", decay_chunk_program.h). Logits around −2 with spread 3 give both in every
 // sub-chunk; with exact products every form must match the reference as the all-per-pair form does. The fraction of wide (sub-chunk, column) pairs is counted from the
 // gates themselves, so the test fails if the mix it needs is not there.
-double wide_fraction(const std::vector<double>& logits, int64_t T, int64_t X) {
-  int64_t wide = 0, all = 0;
+// The span of each (column, full 16-row block) of one gate input: −Σ log σ over rows r+1 .. r+15 (the
+// first row's own gate cancels), in fp64.
+std::vector<double> block_spans(const std::vector<double>& logits, int64_t T, int64_t X) {
+  std::vector<double> spans;
   for (int64_t col = 0; col < X; ++col)
     for (int64_t r = 0; r + 16 <= T; r += 16) {
-      double span = 0.0;  // −Σ log σ over rows r+1 .. r+15 (the first row's own gate cancels)
+      double span = 0.0;
       for (int64_t i = r + 1; i < r + 16; ++i) {
         const double x = logits[i * X + col];
         span += std::max(-x, 0.0) + std::log1p(std::exp(-std::abs(x)));
       }
-      wide += span > 40.0;
-      ++all;
+      spans.push_back(span);
     }
-  return static_cast<double>(wide) / static_cast<double>(all);
+  return spans;
+}
+double wide_fraction(const std::vector<double>& logits, int64_t T, int64_t X) {
+  const std::vector<double> spans = block_spans(logits, T, X);
+  return static_cast<double>(std::count_if(spans.begin(), spans.end(), [](double x) { return x > 40.0; })) /
+         static_cast<double>(spans.size());
 }
 
 TEST(ChunkProgram, DiagonalBlocksMixTensorCoreAndPerElementColumns) {
@@ -354,6 +360,27 @@ std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::O
   out.push_back(o.sT);
   out.push_back(o.ds0);
   return out;
+}
+
+// Every column narrow, with spans just under the bound (logits N(−2.5, 0.05²): about 38.7 over a block):
+// the factored forms' factors reach e^{38} and e^{−38} here, the largest and smallest they take. With
+// exact products, their results must stay as close to fp64 as the per-pair form's.
+TEST(ChunkProgram, DiagonalFactorsAtTheBoundStayExact) {
+  const Shape s{1, 200, 1, 128, 32};
+  const Problem<float> pr(s, 18, -2.5, 0.05, true);
+  for (const std::vector<double>* logits : {&pr.p.f, &pr.p.z}) {
+    const std::vector<double> spans = block_spans(*logits, s.T, logits == &pr.p.f ? s.M : s.D);
+    EXPECT_GT(*std::min_element(spans.begin(), spans.end()), 37.0) << "the spans are not near the bound";
+    EXPECT_LT(*std::max_element(spans.begin(), spans.end()), 40.0) << "a column is wide";
+  }
+  for (chunk::DiagonalForm form : kDiagonalForms)
+    expect_within(run_against_reference<float, 32, 64, true>(s, 18, -2.5, 0.05, true, form), 5e-6,
+                  "spans near the bound, " + name_of(form));
+  // The factored form did take these columns: its fp32 products round otherwise than the per-pair ones.
+  using decayfw::cta::Order;
+  const auto factored = outputs_in_order<float, 32, 64>(s, Order::Forward, true, -2.5, 0.05, chunk::DiagonalForm::Factored);
+  const auto per_pair = outputs_in_order<float, 32, 64>(s, Order::Forward, true, -2.5, 0.05, chunk::DiagonalForm::Elementwise);
+  EXPECT_NE(factored, per_pair);
 }
 
 TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {
