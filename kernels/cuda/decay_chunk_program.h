@@ -51,17 +51,18 @@ struct SeqOut {
   int64_t sb, st, sh;
 };
 
-// Everything the chunk programs read and write. fp32 buffers are contiguous; N = B·H.
 // The three forms of the 16×16 diagonal blocks ("diagonal blocks" below). Each column whose gates span
 // at most wide_span_bound over a sub-chunk ("narrow") has its decays factored through the sub-chunk's first
-// row; the others ("wide") take one exponential per pair in fp32 everywhere.
-//   Elementwise: every column per pair in fp32 (the reference: 136 decays per column of a block).
-//   Factored:    narrow columns from fp32 operands scaled once per row (32 exponentials per column), as
-//                fp32 products on the CUDA cores: as precise as the elementwise form (the default).
+// row; the others ("wide") take one exponential per pair in fp32 in every form.
+//   Elementwise: every column per pair in fp32 (the reference).
+//   Factored:    narrow columns from fp32 operands scaled once per row, multiplied in fp32 on the CUDA
+//                cores: per column and block, 16 exponentials for its share of Pd (or Rd) and 30 for
+//                its paired terms, where the per-pair form takes 136 and 72; as precise (the default).
 //   Tensor:      narrow columns inside the tensor-core products, their operands rounded to the operand
 //                type: the fewest instructions, but the rounding costs precision (docs/cuda.md).
 enum class DiagonalForm : int { Elementwise, Factored, Tensor };
 
+// Everything the chunk programs read and write. fp32 buffers are contiguous; N = B·H.
 struct ChunkArgs {
   int64_t B = 0, T = 0, H = 0, D = 0, M = 0;
   int64_t chunks = 0;  // ceil(T / C)
@@ -1280,15 +1281,15 @@ DECAYFW_CTA void paired_diagonal_sums(const float (&x)[S], const float* p, const
   });
 }
 
-// The diagonal blocks' terms of grad_pass for one sub-chunk (rows blk .. blk + S − 1) and one wide column
-// (the others' are in the tensor-core products), per element in fp32. Both terms of a pair of rows a ≥ c
-// share one decay, computed once:
+// The diagonal blocks' terms of grad_pass for one sub-chunk (rows blk .. blk + S − 1) and one column off
+// the tensor cores, in fp32. Both terms of a pair of rows a ≥ c share one decay:
 //   row side (column d, decay e^{A_a−A_c}, with Pd):  y_a += Pd_ac v_c e^{..}   and  dv_c += Pd_ac dy_a e^{..};
 //   key side (column m, decay e^{B_a−B_c}, with Rd):  dq_a += Rd_ac k_c e^{..}  and  dk_c += Rd_ac q_a e^{..}.
-// Each sum runs in the order of the per-row loops it replaced (y_a and dq_a over c ascending, dv_c and
-// dk_c over a ascending, from the off-diagonal sums); the decays come from for_each_pair_decay, 72
-// exponentials per column where the per-row loops took S(S+1) = 272. diagonal_row_terms also finishes every
-// row d, wide or not (the terms only when wide): Y ← y ⊙ dy for the row gates, and dv out.
+// A wide column takes them per pair, each sum in the order of the per-row loops it replaced (y_a and dq_a
+// over c ascending, dv_c and dk_c over a ascending, from the off-diagonal sums), its decays from
+// for_each_pair_decay (72 exponentials where the per-row loops took S(S+1) = 272); a narrow one, in the
+// factored form, factored (factored_diagonal_sums). diagonal_row_terms also finishes every row d, whatever
+// its form: Y ← y ⊙ dy for the row gates, and dv out.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, int blk, int d,
                                     bool wide) {
