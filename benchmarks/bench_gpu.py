@@ -369,7 +369,7 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
 
 
 # The diagonal blocks' forms in the compute model, with no wide column (the benchmark's N(2, 1) gate logits;
-# the elementwise form counts every column as wide, and so does fp16 in the tensor form).
+# the elementwise form counts every column as wide; fp16 runs the tensor form as the factored one).
 DIAGONAL_FORMS = (("factored", 0.0), ("elementwise", 1.0), ("tensor", 0.0))
 
 

@@ -59,7 +59,8 @@ struct SeqOut {
 //                cores: per column and block, 16 exponentials for its share of Pd (or Rd) and 30 for
 //                its paired terms, where the per-pair form takes 136 and 72; as precise (the default).
 //   Tensor:      narrow columns inside the tensor-core products, their operands rounded to the operand
-//                type: the fewest instructions, but the rounding costs precision (docs/cuda.md).
+//                type: the fewest instructions, but the rounding costs precision (docs/cuda.md). fp16
+//                runs the factored form instead (effective_diagonal).
 enum class DiagonalForm : int { Elementwise, Factored, Tensor };
 
 // Everything the chunk programs read and write. fp32 buffers are contiguous; N = B·H.
@@ -365,23 +366,31 @@ DECAYFW_CTA void cumsum_column(float* g, int ld) {
   for (int i = 0; i < C; ++i) s = g[i * ld] += s;
 }
 
+// The form a program runs: the one asked for, except that the tensor form needs an operand type with
+// fp32's range (its scaled operands reach e^{span}·|x|, rounded to the operand type): fp16 (65504) runs
+// the factored form instead.
+template <typename Cta, typename Op>
+DECAYFW_CTA DiagonalForm effective_diagonal(const ChunkArgs& a) {
+  if (a.diagonal == DiagonalForm::Tensor && !Cta::template has_fp32_range<Op>()) return DiagonalForm::Factored;
+  return a.diagonal;
+}
+
 // The widest span of log gates over a sub-chunk for which a column's diagonal block is factored (on
 // tensor cores or in fp32): the block's operands are scaled by up to e^{span} there (the diagonal blocks
-// below say why), and e^40 ≈ 2.4·10^17 leaves inputs up to 10^21 finite in fp32's range. The tensor
-// form rounds the scaled operands to fp16 too, whose range (65504) has no room for such factors: all
-// its columns are wide there; so are all columns in the elementwise form. Spans are ≥ 0.
+// below say why), and e^40 ≈ 2.4·10^17 leaves inputs up to 10^21 finite in fp32's range. In the
+// elementwise form every column is wide. Spans are ≥ 0.
 template <typename Cta, typename Op>
 DECAYFW_CTA float wide_span_bound(const ChunkArgs& a) {
-  if (a.diagonal == DiagonalForm::Factored) return 40.0f;
-  return a.diagonal == DiagonalForm::Tensor && Cta::template has_fp32_range<Op>() ? 40.0f : -1.0f;
+  return effective_diagonal<Cta, Op>(a) == DiagonalForm::Elementwise ? -1.0f : 40.0f;
 }
 
 // A program's diagonal form in its tiles.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void set_diagonal_form(const ChunkArgs& a, Tiles<Op, Cfg>& t) {
+  const DiagonalForm form = effective_diagonal<Cta, Op>(a);
   t.wide_span = wide_span_bound<Cta, Op>(a);
-  t.tensor_diagonal = a.diagonal == DiagonalForm::Tensor;
-  t.factored = a.diagonal == DiagonalForm::Factored;
+  t.tensor_diagonal = form == DiagonalForm::Tensor;
+  t.factored = form == DiagonalForm::Factored;
 }
 
 DECAYFW_CTA bool is_wide(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 1u; }

@@ -92,7 +92,7 @@ int chosen_threads(const char* op) {
 
 // How the chunk kernels take their diagonal blocks (cuda::ChunkDiagonal says what each costs):
 // DECAYFW_CHUNK_DIAGONAL=auto|factored|elementwise|tensor, read at every call; auto is factored (fp16
-// asked for tensor runs per pair: its range leaves no room for the scaled operands).
+// asked for tensor runs factored: its range leaves no room for the scaled operands).
 cuda::ChunkDiagonal chosen_diagonal(const char* op) {
   const std::string want = env_choice(op, "DECAYFW_CHUNK_DIAGONAL", {"factored", "elementwise", "tensor"});
   if (want == "tensor") return cuda::ChunkDiagonal::TensorCores;

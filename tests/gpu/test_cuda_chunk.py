@@ -393,9 +393,9 @@ def test_every_diagonal_form_matches_the_fp64_cpu_op(dtype, tol, tensor_tol, dia
 
 @pytest.mark.parametrize("dtype,same", [(torch.bfloat16, False), (torch.float32, False), (torch.float16, True)])
 def test_diagonal_forms_differ_only_where_tensor_cores_can_take_them(dtype, same, path, monkeypatch):
-    """The tensor and per-pair forms round differently where the diagonal takes the tensor cores (bf16,
-    tf32), so their outputs differ; fp16 has no room for the scaled operands and runs per pair either
-    way, bit for bit. The factored form differs from the per-pair one in every type (other fp32
+    """The tensor and factored forms round differently where the diagonal takes the tensor cores (bf16,
+    tf32), so their outputs differ; fp16 has no room for the scaled operands and runs the factored form
+    either way, bit for bit. The factored form differs from the per-pair one in every type (other fp32
     products), and auto is the factored form, bit for bit."""
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
@@ -405,6 +405,6 @@ def test_diagonal_forms_differ_only_where_tensor_cores_can_take_them(dtype, same
         monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)
         outs[diagonal] = forward_and_grads(x, s0, dy, dsT)
     same_bits = lambda a, b: all(torch.equal(x, y) for x, y in zip(outs[a], outs[b]))
-    assert same_bits("tensor", "elementwise") == same
+    assert same_bits("tensor", "factored") == same
     assert not same_bits("factored", "elementwise")
     assert same_bits("factored", "auto")

@@ -85,7 +85,7 @@ def chunk_diagonal(name: str) -> Iterator[None]:
     them on tensor cores like the rest of the chunk: fewer instructions still, but the diagonal's scaled
     operands are rounded to the input type as the off-diagonal ones are, and where gates forget fast the
     diagonal carries most of the output (bf16, gates near σ = 0.5: errors against fp64 up to 3× in y and
-    5-6× in the gate gradients). fp16 inputs asked for ``"tensor"`` run per pair (their range leaves no
+    5-6× in the gate gradients). fp16 inputs asked for ``"tensor"`` run factored (their range leaves no
     room for the scaled operands). Sets the ``DECAYFW_CHUNK_DIAGONAL`` environment variable, which the op
     reads at every call, and restores it.
     """

@@ -80,7 +80,7 @@ bool chunk_threads_supported(int threads);
 //                off-diagonal ones are, and the diagonal carries most of y where gates forget fast:
 //                with bf16 and gates near σ = 0.5, errors against fp64 rose up to 3× in y and 5-6× in
 //                the gate gradients. Opt-in. fp16 has no room for the scaled operands there and runs
-//                per pair.
+//                the factored form.
 enum class ChunkDiagonal { Factored, Elementwise, TensorCores };
 
 // Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
