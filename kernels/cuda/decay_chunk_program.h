@@ -593,7 +593,7 @@ DECAYFW_CTA float wide_sum(const Op* x, const Op* y, int ld, const float* g, int
 template <typename Cta, int X>
 DECAYFW_CTA float factored_dot(const float* x, const float* y) {
   float s[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f}, a[kQuad], b[kQuad];
-  DECAYFW_UNROLL_BY4  // fully unrolled, the four pairs of an index at M = 128 would keep 256 loads in flight
+  DECAYFW_UNROLL_BY4  // fully unrolled, a whole row's loads are issued at once: forward_pass spilled
   for (int c = 0; c < X; c += kQuad) {
     Cta::load4(x + c, a);
     Cta::load4(y + c, b);
