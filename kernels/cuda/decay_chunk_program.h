@@ -396,12 +396,6 @@ DECAYFW_CTA void set_diagonal_form(const ChunkArgs& a, Tiles<Op, Cfg>& t) {
 DECAYFW_CTA bool is_wide(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 1u; }
 // The bits of four columns from col (a multiple of 4, so they share a word), as scale_quad's `zero`.
 DECAYFW_CTA uint32_t wide_quad(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 0xfu; }
-// Which of four columns have their diagonal-row operands zeroed in the tensor-core products: the wide
-// ones in the tensor form, all in the others (their diagonal terms are computed apart).
-template <typename Op, typename Cfg>
-DECAYFW_CTA uint32_t off_tensor_quad(const Tiles<Op, Cfg>& t, const uint32_t* words, int col) {
-  return t.tensor_diagonal ? wide_quad(words, col) : 0xfu;
-}
 
 // f(col) for every wide column of one sub-chunk's words, ascending (the same for every thread).
 template <int kWords, typename F>
@@ -605,8 +599,9 @@ DECAYFW_CTA float factored_dot(const float* x, const float* y) {
 
 // A sub-chunk's products against every earlier row and its own (n = r + S columns, the last S its
 // diagonal block), from fp32 P to the operand type in Pop: the diagonal block masked to j ≤ i, with the
-// sums the tensor cores leave out added (diagonal(i, j) for j ≤ i: per pair, or factored), and kept in fp32
-// in Dg (C×S) when keep, else read back from Dg (Pd depends on the key side alone: kept across row tiles).
+// sums the tensor cores leave out added (diagonal(i, j) for j ≤ i: per pair, or factored; P holds the
+// block only in the tensor form), and kept in fp32 in Dg (C×S) when keep, else read back from Dg (Pd
+// depends on the key side alone: kept across row tiles).
 // The earlier rows go four columns per index, and so does a kept block read back; a block computed here
 // goes one element per index, its S(S+1)/2 pairs j ≤ i first and together (rows a and S−1−a hold S + 1
 // of them), so that the warps that sum over the columns are full and no lane of theirs waits on
@@ -635,7 +630,7 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
       const int a = static_cast<int>(e) / (S + 1), b = static_cast<int>(e) % (S + 1);
       ii = b <= a ? a : S - 1 - a;
       jj = b <= a ? b : b - a - 1;
-      p = t.P[ii * Cfg::ldc_f + r + jj] + diagonal(r + ii, r + jj);
+      p = t.tensor_diagonal ? t.P[ii * Cfg::ldc_f + r + jj] + diagonal(r + ii, r + jj) : diagonal(r + ii, r + jj);
       Dg[(r + ii) * S + jj] = p;
     } else {
       e -= kPairs;
@@ -644,7 +639,7 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
       p = 0.0f;
       Dg[(r + ii) * S + jj] = p;
     }
-    t.Pop[ii * Cfg::ldc_op + r + jj] = Cta::template from_f<Op>(p);
+    if (t.tensor_diagonal) t.Pop[ii * Cfg::ldc_op + r + jj] = Cta::template from_f<Op>(p);  // else not multiplied
   });
 }
 
@@ -652,7 +647,9 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
 // (first row r), against every earlier row and its own, except the diagonal terms the tensor cores do not
 // take (store_y, or grad_pass's diagonal_row_terms, add them from Pd):
 //   Y_I += e^{A_I−A_r} ⊙ mask((Q_I e^{B_I−B_r})(K_{<r+S} e^{B_r−B_{<r+S}})ᵀ)(V_{<r+S} e^{A_r−A_{<r+S}}),
-// the diagonal rows of K (V) zeroed in the columns off the tensor cores (off_tensor_quad). Pd is computed
+// in the tensor form, the diagonal rows of K (V) zeroed in the wide key (row) columns; in the others the
+// products take the earlier rows only (mask(..) then has nothing to mask), and the diagonal terms come
+// from Pd (and Rd) whole: store_y, diagonal_row_terms, diagonal_key_terms. Pd is computed
 // when key_side, else the one kept from the first row tile is used: in the factored form its narrow
 // columns as fp32 dot products of the same scaled rows before rounding (Fx, Fy), its wide ones per element.
 // With DQ (grad_pass), the same loop also takes dq's causal part from the same scaled K and V:
@@ -667,8 +664,12 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
   for (int I = 0; I < Cfg::NS; ++I) {
     const int r = I * S, n = r + S;
     if (r >= pl.valid) break;
+    // The rows the tensor cores multiply: the diagonal block's too in the tensor form, else the earlier
+    // ones only (none for the first sub-chunk: no product at all).
+    const int cols = t.tensor_diagonal ? n : r;
+    const int64_t kept_k = pd_factored ? S : 0;  // k's diagonal rows for Fy only
     const uint32_t *key_wide = t.key_wide + I * Cfg::key_words, *row_wide = t.row_wide + I * Cfg::row_words;
-    cta.for_each(int64_t(S) * MQ + int64_t(n) * (MQ + RQ), [&](int64_t e) {
+    cta.for_each(int64_t(S) * MQ + (cols + kept_k) * MQ + int64_t(cols) * RQ, [&](int64_t e) {
       if (e < int64_t(S) * MQ) {
         const int ii = static_cast<int>(e / MQ), i = r + ii, m = static_cast<int>(e % MQ) * kQuad;
         if (pd_factored)
@@ -679,34 +680,38 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
         return;
       }
       e -= int64_t(S) * MQ;
-      if (e < int64_t(n) * MQ) {
+      if (e < (cols + kept_k) * MQ) {
         const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-        if (pd_factored && j >= r)
-          scale_quad_kept<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Fy + (j - r) * ld + m, t.Kr + j * Cfg::ldm_op + m,
+        if (j >= cols)  // the factored form: k's diagonal rows, kept for Fy and not multiplied
+          scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + (j - r) * ld + m, t.Kr + j * Cfg::ldm_op + m,
                                t.Bc + r * M + m, t.Bc + j * M + m, 0xfu, wide_quad(key_wide, m));
         else
           scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + r * M + m, t.Bc + j * M + m,
-                          j >= r ? off_tensor_quad(t, key_wide, m) : 0u);
+                          j >= r ? wide_quad(key_wide, m) : 0u);  // j ≥ r: the tensor form's diagonal rows
         return;
       }
-      e -= int64_t(n) * MQ;
+      e -= (cols + kept_k) * MQ;
       const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
       scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + r * R + d, t.Ac + j * R + d,
-                      j >= r ? off_tensor_quad(t, row_wide, d) : 0u);
+                      j >= r ? wide_quad(row_wide, d) : 0u);
     });
-    cta.template gemm<false, true>(S, n, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P, Cfg::ldc_f,
-                                   false);
+    if (cols > 0)
+      cta.template gemm<false, true>(S, cols, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P,
+                                     Cfg::ldc_f, false);
     round_products_with_diagonal(cta, t, r, t.Pd, key_side, [&](int i, int j) {
       const float narrow = pd_factored ? factored_dot<Cta, M>(t.Fx + (i - r) * ld, t.Fy + (j - r) * ld) : 0.0f;
       return narrow + wide_sum<Cta, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, M, key_wide, i, j);
     });
-    cta.template gemm<false, false>(S, R, n, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
-    // y's decays; with DQ, dY_I's scaled rows for dq's product (Fx, dY's rows before rounding, and Fy, V's
-    // diagonal rows, when factored: Rd's operands).
-    const int64_t finish = int64_t(S) * RQ, dy_rows = DQ ? finish : 0, v_rows = rd_factored ? finish : 0;
-    cta.for_each(finish + dy_rows + v_rows, [&](int64_t e) {
-      const int part = static_cast<int>(e / finish);
-      e %= finish;
+    if (cols > 0)
+      cta.template gemm<false, false>(S, R, cols, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
+    // y's decays (when there was a product); with DQ, dY_I's scaled rows for dq's product (Fx, dY's rows
+    // before rounding, and Fy, V's diagonal rows, when factored: Rd's operands).
+    const int64_t q = int64_t(S) * RQ;
+    const int skip = cols > 0 ? 0 : 1;  // parts: 0 y's decays, 1 dY's rows, 2 V's kept rows
+    const int64_t parts = (cols > 0 ? 1 : 0) + (DQ ? 1 : 0) + (rd_factored ? 1 : 0);
+    cta.for_each(parts * q, [&](int64_t e) {
+      const int part = static_cast<int>(e / q) + skip;
+      e %= q;
       const int ii = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, i = r + ii;
       if (part == 0) {
         decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * R + d, t.Ac + r * R + d, t.Tmp + ii * Cfg::ld_tmp + d);
@@ -717,19 +722,20 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
         else
           scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, t.Ac + r * R + d);
       } else {
-        // V's diagonal rows in Xc are zeroed already: only the kept products
         scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + ii * ld + d, t.Vr + i * Cfg::ldd_op + d, t.Ac + r * R + d,
                              t.Ac + i * R + d, 0xfu, wide_quad(row_wide, d));
       }
     });
     if (!DQ) continue;
-    cta.template gemm<false, true>(S, n, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P, Cfg::ldc_f,
-                                   false);
+    if (cols > 0)
+      cta.template gemm<false, true>(S, cols, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P,
+                                     Cfg::ldc_f, false);
     round_products_with_diagonal(cta, t, r, t.Rd, true, [&](int i, int j) {
       const float narrow = rd_factored ? factored_dot<Cta, R>(t.Fx + (i - r) * ld, t.Fy + (j - r) * ld) : 0.0f;
       return narrow + wide_sum<Cta, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, R, row_wide, i, j);
     });
-    cta.template gemm<false, false>(S, M, n, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
+    if (cols == 0) continue;
+    cta.template gemm<false, false>(S, M, cols, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
       const int ii = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, i = r + ii;
       decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.Bc + i * M + m, t.Bc + r * M + m, t.Tmp + ii * Cfg::ld_tmp + m);
@@ -1267,14 +1273,15 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
 }
 
 // The anti-causal products of sub-chunk J's rows j (from j0) with its own rows and the later ones
-// (w columns from j0), in the operand type in Pop: the diagonal block transposed from Dg (Pd or Rd,
-// already masked: zero where i < j), the later columns from fp32 P (written at column S).
+// (w columns from j0), in the operand type in Pop, from column `first` (0: with the diagonal block, which
+// only the tensor form multiplies; S: the later ones only): the diagonal block transposed from Dg (Pd or
+// Rd, already masked: zero where i < j), the later columns from fp32 P (written at column S).
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void round_products_after_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int j0, int w, const float* Dg) {
+DECAYFW_CTA void round_products_after_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int j0, int first, int w, const float* Dg) {
   constexpr int S = Cfg::S;
-  const int wq = w / kQuad;
+  const int wq = (w - first) / kQuad;
   cta.for_each(int64_t(S) * wq, [&](int64_t e) {
-    const int jj = static_cast<int>(e / wq), c = static_cast<int>(e % wq) * kQuad;
+    const int jj = static_cast<int>(e / wq), c = first + static_cast<int>(e % wq) * kQuad;
     float p[kQuad];
     if (c >= S) {
       Cta::load4(t.P + jj * Cfg::ldc_f + c, p);
@@ -1484,14 +1491,18 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // Rows j of sub-chunk J against its own rows and every later valid row i, reference = J's last row rp:
   //   dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ji (dy_i e^{A_i−A_rp}),  dk_J += e^{B_rp−B_J} ⊙ Σ_i R_ji (q_i e^{B_i−B_rp}),
   // P_ji = Pd_ij and R_ji = Rd_ij on the diagonal block (kept complete above), and after it
-  // (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp}) and (V_J e^{A_rp−A_J})·(dy_i e^{A_i−A_rp}); the diagonal rows of
-  // q (dy) zeroed in the wide key columns (rows).
+  // (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp}) and (V_J e^{A_rp−A_J})·(dy_i e^{A_i−A_rp}). In the tensor form the
+  // products take the diagonal block too, the diagonal rows of q (dy) zeroed in the wide key columns
+  // (rows); in the others they take the later rows only (first = S), and with none there is no product.
   const int end = (pl.valid + S - 1) / S * S;  // rows past it are all padding (zero q and dy)
+  const int first = t.tensor_diagonal ? 0 : S;  // the first column of the products, from j0
   for (int J = 0; J < Cfg::NS; ++J) {
-    const int j0 = J * S, rp = j0 + S - 1, w = end - j0, later = w - S;
+    const int j0 = J * S, rp = j0 + S - 1, w = end - j0, later = w - S, cols = w - first;
     if (j0 >= pl.valid) break;
+    if (cols == 0) continue;
     const uint32_t *key_wide = t.key_wide + J * Cfg::key_words, *row_wide = t.row_wide + J * Cfg::row_words;
-    cta.for_each(int64_t(S) * (MQ + RQ) + int64_t(w) * (MQ + RQ), [&](int64_t e) {
+    const int i0 = j0 + first;  // the first row of q and dy the products read
+    cta.for_each(int64_t(S) * (MQ + RQ) + int64_t(cols) * (MQ + RQ), [&](int64_t e) {
       if (e < int64_t(S) * MQ) {
         const int j = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
         scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + rp * M + m, t.Bc + j * M + m);
@@ -1504,22 +1515,22 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
         return;
       }
       e -= int64_t(S) * RQ;
-      if (e < int64_t(w) * MQ) {
-        const int i = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+      if (e < int64_t(cols) * MQ) {
+        const int i = i0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
         scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, t.Bc + rp * M + m,
-                        i <= rp ? off_tensor_quad(t, key_wide, m) : 0u);
+                        i <= rp ? wide_quad(key_wide, m) : 0u);  // i ≤ rp: the tensor form's diagonal rows
         return;
       }
-      e -= int64_t(w) * MQ;
-      const int i = j0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+      e -= int64_t(cols) * MQ;
+      const int i = i0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
       scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, t.Ac + rp * R + d,
-                      i <= rp ? off_tensor_quad(t, row_wide, d) : 0u);
+                      i <= rp ? wide_quad(row_wide, d) : 0u);
     });
     if (later > 0)
       cta.template gemm<false, true>(S, later, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + (j0 + S) * Cfg::ldm_op,
                                      Cfg::ldm_op, t.P + S, Cfg::ldc_f, false);
-    round_products_after_diagonal(cta, t, j0, w, t.Pd);
-    cta.template gemm<false, false>(S, R, w, t.Pop, Cfg::ldc_op, t.Xc + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Tmp,
+    round_products_after_diagonal(cta, t, j0, first, w, t.Pd);
+    cta.template gemm<false, false>(S, R, cols, t.Pop + first, Cfg::ldc_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op, t.Tmp,
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * RQ, [&](int64_t e) {
       const int jj = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, j = j0 + jj;
@@ -1528,8 +1539,8 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     if (later > 0)
       cta.template gemm<false, true>(S, later, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + (j0 + S) * Cfg::ldd_op,
                                      Cfg::ldd_op, t.P + S, Cfg::ldc_f, false);
-    round_products_after_diagonal(cta, t, j0, w, t.Rd);
-    cta.template gemm<false, false>(S, M, w, t.Pop, Cfg::ldc_op, t.Xa + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Tmp,
+    round_products_after_diagonal(cta, t, j0, first, w, t.Rd);
+    cta.template gemm<false, false>(S, M, cols, t.Pop + first, Cfg::ldc_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op, t.Tmp,
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
       const int jj = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, j = j0 + jj;
