@@ -258,12 +258,13 @@ struct Tiles {
   // where that column's log gates span too much for the diagonal block's tensor-core products
   // ("wide": see the diagonal blocks below); null in the passes that have no diagonal blocks.
   uint32_t *key_wide = nullptr, *row_wide = nullptr;
-  float wide_span = -1.0f;  // the span above which a column is wide (wide_span_bound)
-  // Where the narrow columns' diagonal terms go (DiagonalForm): into the tensor-core products, or
-  // through Fx, Fy (S×ld_fd fp32: one sub-chunk's two operands of Pd or Rd, scaled by their factors
-  // through its first row, zero in the wide columns) when factored.
-  bool tensor_diagonal = false, factored = false;
+  // The form the program runs (effective_diagonal): where the narrow columns' diagonal terms go, into
+  // the tensor-core products, or through Fx, Fy (S×ld_fd fp32: one sub-chunk's two operands of Pd or
+  // Rd, scaled by their factors through its first row, zero in the wide columns) when factored.
+  DiagonalForm diagonal = DiagonalForm::Elementwise;
   float *Fx = nullptr, *Fy = nullptr;
+  DECAYFW_HD bool tensor_diagonal() const { return diagonal == DiagonalForm::Tensor; }
+  DECAYFW_HD bool factored() const { return diagonal == DiagonalForm::Factored; }
 };
 
 // ---- loading -----------------------------------------------------------------------------------
@@ -379,19 +380,7 @@ DECAYFW_CTA DiagonalForm effective_diagonal(const ChunkArgs& a) {
 // tensor cores or in fp32): the block's operands are scaled by up to e^{span} there (the diagonal blocks
 // below say why), and e^40 ≈ 2.4·10^17 leaves inputs up to 10^21 finite in fp32's range. In the
 // elementwise form every column is wide. Spans are ≥ 0.
-template <typename Cta, typename Op>
-DECAYFW_CTA float wide_span_bound(const ChunkArgs& a) {
-  return effective_diagonal<Cta, Op>(a) == DiagonalForm::Elementwise ? -1.0f : 40.0f;
-}
-
-// A program's diagonal form in its tiles.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void set_diagonal_form(const ChunkArgs& a, Tiles<Op, Cfg>& t) {
-  const DiagonalForm form = effective_diagonal<Cta, Op>(a);
-  t.wide_span = wide_span_bound<Cta, Op>(a);
-  t.tensor_diagonal = form == DiagonalForm::Tensor;
-  t.factored = form == DiagonalForm::Factored;
-}
+DECAYFW_CTA float wide_span_bound(DiagonalForm form) { return form == DiagonalForm::Elementwise ? -1.0f : 40.0f; }
 
 DECAYFW_CTA bool is_wide(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 1u; }
 // The bits of four columns from col (a multiple of 4, so they share a word), as scale_quad's `zero`.
@@ -473,11 +462,11 @@ DECAYFW_CTA void cumsum_index(Cta& cta, Tiles<Op, Cfg>& t, int sides, int64_t e)
   if (e < keys) {
     const int m = static_cast<int>(e);
     cumsum_column<Cfg::C>(t.Bc + m, Cfg::M);
-    if (t.key_wide) mark_wide_column<Cta, Cfg>(cta, t.wide_span, t.Bc + m, Cfg::M, t.key_wide, Cfg::key_words, m);
+    if (t.key_wide) mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Bc + m, Cfg::M, t.key_wide, Cfg::key_words, m);
   } else {
     const int d = static_cast<int>(e - keys);
     cumsum_column<Cfg::C>(t.Ac + d, Cfg::R);
-    if (t.row_wide) mark_wide_column<Cta, Cfg>(cta, t.wide_span, t.Ac + d, Cfg::R, t.row_wide, Cfg::row_words, d);
+    if (t.row_wide) mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Ac + d, Cfg::R, t.row_wide, Cfg::row_words, d);
   }
 }
 
@@ -570,18 +559,6 @@ DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
 // are kept complete: their tensor-core sums over the other columns plus the wide columns' per-element
 // ones. The bits of the wide columns are set while the log gates are summed (mark_wide_column).
 
-// Σ over the wide columns c of one sub-chunk of x_i y_j e^{G_i−G_j}, in fp32: the part of a diagonal block
-// the tensor cores leave out. Pd_ij's with q, k and B (key columns), Rd_ij's with dy, v and A (the tile's rows).
-template <typename Cta, int kWords, typename Op>
-DECAYFW_CTA float wide_sum(const Op* x, const Op* y, int ld, const float* g, int ldg, const uint32_t* wide, int i,
-                           int j) {
-  float s = 0.0f;
-  for_each_wide<kWords>(wide, [&](int c) {
-    s += Cta::to_f(x[i * ld + c]) * Cta::to_f(y[j * ld + c]) * decay_exp(g[i * ldg + c] - g[j * ldg + c]);
-  });
-  return s;
-}
-
 // Σ_c x_c y_c over X columns of two fp32 rows (Fx, Fy: the narrow columns' part of Pd_ij or Rd_ij in the
 // factored form), four partial sums so that the loads and products of a quad are independent.
 template <typename Cta, int X>
@@ -595,6 +572,20 @@ DECAYFW_CTA float factored_dot(const float* x, const float* y) {
     for (int w = 0; w < kQuad; ++w) s[w] += a[w] * b[w];
   }
   return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// The part of a diagonal block's element Σ_c x_i y_j e^{G_i−G_j} (over X columns, in fp32) the tensor cores
+// leave out: Pd_ij's with q, k and B (key columns), Rd_ij's with dy, v and A (the tile's rows). The wide
+// columns per pair; when factored, the narrow ones too, as factored_dot of rows i and j of Fx, Fy (fx, fy).
+template <typename Cta, int X, int kWords, typename Op>
+DECAYFW_CTA float diagonal_sum(const Op* x, const Op* y, int ld, const float* g, const uint32_t* wide, bool factored,
+                               const float* fx, const float* fy, int i, int j) {
+  const float narrow = factored ? factored_dot<Cta, X>(fx, fy) : 0.0f;
+  float s = 0.0f;
+  for_each_wide<kWords>(wide, [&](int c) {
+    s += Cta::to_f(x[i * ld + c]) * Cta::to_f(y[j * ld + c]) * decay_exp(g[i * X + c] - g[j * X + c]);
+  });
+  return narrow + s;
 }
 
 // A sub-chunk's products against every earlier row and its own (n = r + S columns, the last S its
@@ -630,7 +621,7 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
       const int a = static_cast<int>(e) / (S + 1), b = static_cast<int>(e) % (S + 1);
       ii = b <= a ? a : S - 1 - a;
       jj = b <= a ? b : b - a - 1;
-      p = t.tensor_diagonal ? t.P[ii * Cfg::ldc_f + r + jj] + diagonal(r + ii, r + jj) : diagonal(r + ii, r + jj);
+      p = t.tensor_diagonal() ? t.P[ii * Cfg::ldc_f + r + jj] + diagonal(r + ii, r + jj) : diagonal(r + ii, r + jj);
       Dg[(r + ii) * S + jj] = p;
     } else {
       e -= kPairs;
@@ -639,7 +630,7 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
       p = 0.0f;
       Dg[(r + ii) * S + jj] = p;
     }
-    if (t.tensor_diagonal) t.Pop[ii * Cfg::ldc_op + r + jj] = Cta::template from_f<Op>(p);  // else not multiplied
+    if (t.tensor_diagonal()) t.Pop[ii * Cfg::ldc_op + r + jj] = Cta::template from_f<Op>(p);  // else not multiplied
   });
 }
 
@@ -660,13 +651,13 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool key_side, float* DQ = nullptr) {
   constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S, MQ = M / kQuad, RQ = R / kQuad, ld = Cfg::ld_fd;
-  const bool pd_factored = t.factored && key_side, rd_factored = t.factored && DQ;
+  const bool pd_factored = t.factored() && key_side, rd_factored = t.factored() && DQ;
   for (int I = 0; I < Cfg::NS; ++I) {
     const int r = I * S, n = r + S;
     if (r >= pl.valid) break;
     // The rows the tensor cores multiply: the diagonal block's too in the tensor form, else the earlier
     // ones only (none for the first sub-chunk: no product at all).
-    const int cols = t.tensor_diagonal ? n : r;
+    const int cols = t.tensor_diagonal() ? n : r;
     const int64_t kept_k = pd_factored ? S : 0;  // k's diagonal rows for Fy only
     const uint32_t *key_wide = t.key_wide + I * Cfg::key_words, *row_wide = t.row_wide + I * Cfg::row_words;
     cta.for_each(int64_t(S) * MQ + (cols + kept_k) * MQ + int64_t(cols) * RQ, [&](int64_t e) {
@@ -699,8 +690,8 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
       cta.template gemm<false, true>(S, cols, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P,
                                      Cfg::ldc_f, false);
     round_products_with_diagonal(cta, t, r, t.Pd, key_side, [&](int i, int j) {
-      const float narrow = pd_factored ? factored_dot<Cta, M>(t.Fx + (i - r) * ld, t.Fy + (j - r) * ld) : 0.0f;
-      return narrow + wide_sum<Cta, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, M, key_wide, i, j);
+      return diagonal_sum<Cta, M, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, key_wide,
+                                                  pd_factored, t.Fx + (i - r) * ld, t.Fy + (j - r) * ld, i, j);
     });
     if (cols > 0)
       cta.template gemm<false, false>(S, R, cols, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
@@ -731,8 +722,8 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
       cta.template gemm<false, true>(S, cols, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P,
                                      Cfg::ldc_f, false);
     round_products_with_diagonal(cta, t, r, t.Rd, true, [&](int i, int j) {
-      const float narrow = rd_factored ? factored_dot<Cta, R>(t.Fx + (i - r) * ld, t.Fy + (j - r) * ld) : 0.0f;
-      return narrow + wide_sum<Cta, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, R, row_wide, i, j);
+      return diagonal_sum<Cta, R, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, row_wide,
+                                                  rd_factored, t.Fx + (i - r) * ld, t.Fy + (j - r) * ld, i, j);
     });
     if (cols == 0) continue;
     cta.template gemm<false, false>(S, M, cols, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
@@ -1155,7 +1146,7 @@ DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Ti
       e -= wide.size;
       sub = static_cast<int>(e / R), d = static_cast<int>(e % R);
       if (is_wide(t.row_wide + sub * Cfg::row_words, d)) return;  // an entry of the list above
-      if (t.factored) {
+      if (t.factored()) {
         y_diagonal_terms<Cta>(t, sub * S, d, false, y);
       } else {  // the tensor form: in the products already
         DECAYFW_UNROLL
@@ -1180,7 +1171,7 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   constexpr int C = Cfg::C;
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Output);
   Tiles<Op, Cfg>& t = sm.t;
-  set_diagonal_form<Cta>(a, t);
+  t.diagonal = effective_diagonal<Cta, Op>(a);
   const Staging<Op> to = staging_of(t);
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
     const Place pl(a, n, chunk, tile, C);
@@ -1239,7 +1230,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   constexpr int M = Cfg::M, R = Cfg::R, Q = M / 4;
   ForwardSmem<Op, Cfg> sm(smem);
   Tiles<Op, Cfg>& t = sm.chunk.t;
-  set_diagonal_form<Cta>(a, t);
+  t.diagonal = effective_diagonal<Cta, Op>(a);
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
@@ -1335,7 +1326,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
     u[r] = Cta::to_f(t.Vr[at(r)]);
     y[r] = 0.0f;
   }
-  if (t.factored && !wide) {
+  if (t.factored() && !wide) {
     float g[S];
     DECAYFW_UNROLL
     for (int r = 0; r < S; ++r) g[r] = Cta::to_f(t.Gr[at(r)]);
@@ -1495,7 +1486,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // products take the diagonal block too, the diagonal rows of q (dy) zeroed in the wide key columns
   // (rows); in the others they take the later rows only (first = S), and with none there is no product.
   const int end = (pl.valid + S - 1) / S * S;  // rows past it are all padding (zero q and dy)
-  const int first = t.tensor_diagonal ? 0 : S;  // the first column of the products, from j0
+  const int first = t.tensor_diagonal() ? 0 : S;  // the first column of the products, from j0
   for (int J = 0; J < Cfg::NS; ++J) {
     const int j0 = J * S, rp = j0 + S - 1, w = end - j0, later = w - S, cols = w - first;
     if (j0 >= pl.valid) break;
@@ -1555,7 +1546,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // is not wide.
   const WideList<Cfg::row_words> wide_rows(t.row_wide, Cfg::NS);
   const WideList<Cfg::key_words> wide_keys(t.key_wide, Cfg::NS);
-  const int64_t rows = int64_t(Cfg::NS) * R, narrow_keys = t.factored ? int64_t(Cfg::NS) * M : 0;
+  const int64_t rows = int64_t(Cfg::NS) * R, narrow_keys = t.factored() ? int64_t(Cfg::NS) * M : 0;
   cta.for_each(wide_rows.size + rows + wide_keys.size + narrow_keys, [&](int64_t e) {
     int I, col;
     if (e < wide_rows.size) {
@@ -1597,7 +1588,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   constexpr int C = Cfg::C, M = Cfg::M;
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Grad);
   Tiles<Op, Cfg>& t = sm.t;
-  set_diagonal_form<Cta>(a, t);
+  t.diagonal = effective_diagonal<Cta, Op>(a);
   float *DQ = sm.DQ, *DK = sm.DK;
   const Staging<Op> to = staging_of(t);
   const int64_t zeros = int64_t(C) * M + M;
