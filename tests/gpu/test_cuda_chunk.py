@@ -33,6 +33,15 @@ def run(ins, s0, dy, ds, device, dtype):
 
 
 NAMES = ["y", "final_state", "dq", "dk", "dv", "dz", "df", "ds0"]
+
+
+def expect_close_to_the_cpu_op(ins, s0, dy, ds, dtype, tol):
+    """Every output on the GPU finite and within tol (rel) of the fp64 CPU op's, on the same rounded inputs."""
+    want = run(ins, s0, dy, ds, "cpu", dtype)
+    got = run(ins, s0, dy, ds, "cuda", dtype)
+    for name, a, b in zip(NAMES, got, want):
+        assert torch.isfinite(a).all(), name
+        assert rel(a, b) < tol, f"{name}: {rel(a, b):.2e}"
 SIZES = [(2, 1, 2, 64, 32), (2, 63, 1, 64, 32), (1, 64, 2, 64, 64), (2, 65, 3, 128, 64), (1, 300, 2, 64, 16),
          (1, 257, 2, 128, 128), (1, 200, 1, 192, 32), (4, 1000, 4, 128, 64)]
 
@@ -42,12 +51,7 @@ SIZES = [(2, 1, 2, 64, 32), (2, 63, 1, 64, 32), (1, 64, 2, 64, 64), (2, 65, 3, 1
 def test_chunk_path_matches_the_fp64_cpu_op(size, dtype, tol, path):
     path("chunk")
     q, k, v, z, f, s0 = make(*size)
-    dy, ds = torch.randn_like(v), torch.randn_like(s0)
-    want = run((q, k, v, z, f), s0, dy, ds, "cpu", dtype)
-    got = run((q, k, v, z, f), s0, dy, ds, "cuda", dtype)
-    for name, a, b in zip(NAMES, got, want):
-        assert torch.isfinite(a).all(), name
-        assert rel(a, b) < tol, f"{name}: {rel(a, b):.2e}"
+    expect_close_to_the_cpu_op((q, k, v, z, f), s0, torch.randn_like(v), torch.randn_like(s0), dtype, tol)
 
 
 def test_chunk_and_recurrent_paths_agree(path):
@@ -66,12 +70,7 @@ def test_saturated_gates_over_65536_tokens_on_the_chunk_path(path):
     T, D, M = 65536, 64, 16
     q, k, v, z, f = saturated(T, D, M)
     s0, dy = torch.zeros(1, 1, D, M, dtype=torch.float64), torch.randn_like(v)
-    ds = torch.zeros_like(s0)
-    want = run((q, k, v, z, f), s0, dy, ds, "cpu", torch.bfloat16)
-    got = run((q, k, v, z, f), s0, dy, ds, "cuda", torch.bfloat16)
-    for name, a, b in zip(NAMES, got, want):
-        assert torch.isfinite(a).all(), name
-        assert rel(a, b) < 2e-2, f"{name}: {rel(a, b):.2e}"
+    expect_close_to_the_cpu_op((q, k, v, z, f), s0, dy, torch.zeros_like(s0), torch.bfloat16, 2e-2)
 
 
 def test_segments_equal_one_pass(path):
@@ -383,12 +382,7 @@ def test_every_diagonal_form_matches_the_fp64_cpu_op(dtype, tol, tensor_tol, dia
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)
     q, k, v, z, f, s0 = make(2, 333, 2, 128, 64, seed=3, **MIXED_SPANS)
-    dy, ds = torch.randn_like(v), torch.randn_like(s0)
-    want = run((q, k, v, z, f), s0, dy, ds, "cpu", dtype)
-    got = run((q, k, v, z, f), s0, dy, ds, "cuda", dtype)
-    for name, a, b in zip(NAMES, got, want):
-        assert torch.isfinite(a).all(), name
-        assert rel(a, b) < tol, f"{name}: {rel(a, b):.2e}"
+    expect_close_to_the_cpu_op((q, k, v, z, f), s0, torch.randn_like(v), torch.randn_like(s0), dtype, tol)
 
 
 @pytest.mark.parametrize("dtype,same", [(torch.bfloat16, False), (torch.float32, False), (torch.float16, True)])
