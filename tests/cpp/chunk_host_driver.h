@@ -33,6 +33,7 @@ class HostChunkRunner {
     for (int64_t n = 0; n < a.B * a.H; ++n)
       for (int64_t c = 0; c < a.chunks; ++c) {
         sm.poison();
+        label("output_pass");
         chunk::output_pass<Cta, In, Cfg>(cta_, a, n, c, sm.data());
         expect_no_copies_in_flight("output_pass");
       }
@@ -51,6 +52,7 @@ class HostChunkRunner {
     for (int64_t n = 0; n < a.B * a.H; ++n)
       for (int64_t tile = 0; tile < a.tiles; ++tile) {
         sm.poison();
+        label("forward_pass");
         chunk::forward_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
         expect_no_copies_in_flight("forward_pass");
       }
@@ -67,7 +69,8 @@ class HostChunkRunner {
       for (int64_t n = 0; n < a.B * a.H; ++n)
         for (int64_t tile = 0; tile < a.tiles; ++tile) {
           sm.poison();
-          chunk::dstate_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
+          label("dstate_pass");
+        chunk::dstate_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
           expect_no_copies_in_flight("dstate_pass");
         }
     }
@@ -76,6 +79,7 @@ class HostChunkRunner {
     for (int64_t n = 0; n < a.B * a.H; ++n)
       for (int64_t c = 0; c < a.chunks; ++c) {
         sm.poison();
+        label("grad_pass");
         chunk::grad_pass<Cta, In, Cfg>(cta_, a, n, c, sm.data());
         expect_no_copies_in_flight("grad_pass");
       }
@@ -104,6 +108,11 @@ class HostChunkRunner {
     }
   }
 
+  // Names the kernel whose phases follow, for a SmemTrace (tools/smem_banks).
+  static void label(const char* kernel) {
+    if (cta::SmemTrace* t = cta::SmemTrace::current()) t->set_kernel(kernel);
+  }
+
   // A CTA that ends with copies in flight would leave them to land in the next CTA's shared memory.
   void expect_no_copies_in_flight(const char* program) const {
     if (cta_.copies_in_flight() != 0)
@@ -116,6 +125,7 @@ class HostChunkRunner {
     for (int64_t n = 0; n < a.B * a.H; ++n)
       for (int64_t tile = 0; tile < a.tiles; ++tile) {
         sm.poison();
+        label("state_pass");
         chunk::state_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
         expect_no_copies_in_flight("state_pass");
       }

@@ -23,6 +23,7 @@
 
 #include "cta_common.h"
 #include "decayfw/numeric.h"
+#include "smem_trace.h"
 
 namespace decayfw::cta {
 
@@ -57,30 +58,42 @@ struct HostCta {
     else return x;
   }
 
-  static void load4(const float* p, float* v) {
+  // The defaulted arguments name the caller (GCC's builtins), for a SmemTrace; programs pass two.
+  static void load4(const float* p, float* v, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     check_aligned(p);
+    trace(p, 16, false, fn, line);
+    SmemTrace::Quiet reported;
     std::memcpy(v, p, 4 * sizeof(float));
   }
-  static void store4(float* p, const float* v) {
+  static void store4(float* p, const float* v, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     check_aligned(p);
+    trace(p, 16, true, fn, line);
+    SmemTrace::Quiet reported;
     std::memcpy(p, v, 4 * sizeof(float));
   }
   template <typename T>  // 16-bit storage: four elements, 8-byte aligned as the device's one access
-  static void load4(const T* p, float* v) {
+  static void load4(const T* p, float* v, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     static_assert(sizeof(T) == 2, "load4 of a 16-bit type");
     check_aligned_to(p, 8);
+    trace(p, 8, false, fn, line);
+    SmemTrace::Quiet reported;
     for (int i = 0; i < 4; ++i) v[i] = to_f(p[i]);
   }
   template <typename T>
-  static void store4(T* p, const float* v) {
+  static void store4(T* p, const float* v, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     static_assert(sizeof(T) == 2, "store4 of a 16-bit type");
     check_aligned_to(p, 8);
+    trace(p, 8, true, fn, line);
+    SmemTrace::Quiet reported;
     for (int i = 0; i < 4; ++i) p[i] = from_f<T>(v[i]);
   }
   template <typename T>
-  void copy16_async(T* dst, const T* src, bool fill) {
+  void copy16_async(T* dst, const T* src, bool fill, const char* fn = __builtin_FUNCTION(),
+                    int line = __builtin_LINE()) {
     static_assert(16 % sizeof(T) == 0, "a 16-byte copy holds whole elements");
     check_aligned_to(dst, 16);
+    trace(dst, 16, true, fn, line, "cp.async");
+    SmemTrace::Quiet reported;
     Copy c{reinterpret_cast<unsigned char*>(dst), {}};
     if (fill) {
       check_aligned_to(src, 16);
@@ -92,6 +105,7 @@ struct HostCta {
     in_flight_.push_back(c);
   }
   void wait_async() {
+    SmemTrace::Quiet emulation;  // the copies were reported when they started
     for (const Copy& c : in_flight_) {
       for (int b = 0; b < 16; ++b)
         if (c.dst[b] != 0xff)
@@ -108,6 +122,10 @@ struct HostCta {
     return !std::is_same_v<T, Float16>;
   }
 
+  static void trace(const void* p, int bytes, bool store, const char* fn, int line, const char* kind = "vector") {
+    if (SmemTrace* t = SmemTrace::current()) t->access(p, bytes, store, fn, line, kind);
+  }
+
   static void check_aligned(const float* p) {
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) throw std::logic_error("cta: a 4-float access is not 16-byte aligned");
   }
@@ -118,25 +136,38 @@ struct HostCta {
   }
 
   template <typename F>
-  void for_each(int64_t n, F&& f) {
+  void for_each(int64_t n, F&& f, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    SmemTrace* t = SmemTrace::current();
+    if (t) t->begin_phase(fn, line);
+    auto run = [&](int64_t i) {
+      if (t) t->set_index(i);
+      f(i);
+    };
     switch (order) {
       case Order::Forward:
-        for (int64_t i = 0; i < n; ++i) f(i);
+        for (int64_t i = 0; i < n; ++i) run(i);
         break;
       case Order::Reverse:
-        for (int64_t i = n - 1; i >= 0; --i) f(i);
+        for (int64_t i = n - 1; i >= 0; --i) run(i);
         break;
       case Order::Interleaved:  // odd indices first, then even: neighbours never in program order
-        for (int64_t i = 1; i < n; i += 2) f(i);
-        for (int64_t i = 0; i < n; i += 2) f(i);
+        for (int64_t i = 1; i < n; i += 2) run(i);
+        for (int64_t i = 0; i < n; i += 2) run(i);
         break;
     }
+    if (t) t->end_phase();
   }
 
   template <bool TA, bool TB, typename Op>
-  void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate) {
+  void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate,
+            const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     if (!in_flight_.empty()) ++gemms_while_copying;
     check_tiles(m, n, k);
+    if (SmemTrace* t = SmemTrace::current()) {
+      t->note_gemm();
+      trace_wmma_fragments<TA, TB>(*t, {fn, line, 0, ""}, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+    }
+    SmemTrace::Quiet modeled;
     check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc);
     check_no_overlap(C, size_t(m - 1) * ldc + n, A, TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k, "A");
     check_no_overlap(C, size_t(m - 1) * ldc + n, B, TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n, "B");
@@ -211,12 +242,22 @@ struct HostCta {
 // program that reads what it never wrote produces NaN instead of a plausible number.
 class HostSmem {
  public:
-  explicit HostSmem(size_t bytes) : buf_(bytes + 128, 0xff) {}
+  explicit HostSmem(size_t bytes) : buf_(bytes + 128, 0xff) {
+    if (SmemTrace* t = SmemTrace::current()) t->add_buffer(data(), bytes);
+  }
+  ~HostSmem() {
+    if (SmemTrace* t = SmemTrace::current()) t->remove_buffer(data());
+  }
+  HostSmem(const HostSmem&) = delete;
+  HostSmem& operator=(const HostSmem&) = delete;
   unsigned char* data() {
     auto p = reinterpret_cast<uintptr_t>(buf_.data());
     return buf_.data() + ((128 - p % 128) % 128);
   }
-  void poison() { std::fill(buf_.begin(), buf_.end(), 0xff); }
+  void poison() {
+    SmemTrace::Quiet between_ctas;
+    std::fill(buf_.begin(), buf_.end(), 0xff);
+  }
 
  private:
   std::vector<unsigned char> buf_;

@@ -1,0 +1,266 @@
+// Shared-memory bank conflicts of the CUDA chunk programs' vector accesses, counted on the CPU: runs one
+// forward and one backward of the chunk path through HostCta with a SmemTrace (kernels/cuda/cta/smem_trace.h)
+// and prints, per kernel, the wavefronts its Cta::load4/store4 and cp.async accesses take against the
+// fewest their data needs, then the source lines that lose the most. The count follows the programs'
+// real addresses and index-to-thread mapping, so it is exact for what it covers (not the scalar
+// accesses, nor the tensor-core fragments: see smem_trace.h).
+//
+//   smem_bank_report [--dtype bf16|fp16|fp32] [--m 64] [--d 128] [--t 256]
+//                    [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top 20]
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <map>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "chunk_host_driver.h"
+#include "decay_chunk_configs.h"
+
+namespace {
+
+namespace chunk = decayfw::chunk;
+namespace cta = decayfw::cta;
+
+struct Options {
+  std::string dtype = "bf16", diagonal = "factored", forward = "split";
+  int m = 64, d = 128, t = 256, top = 20;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr,
+               "smem_bank_report: %s\nusage: smem_bank_report [--dtype bf16|fp16|fp32] [--m 16|32|64|128] [--d N·64] "
+               "[--t N] [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top N]\n",
+               why.c_str());
+  std::exit(2);
+}
+
+int integer(const char* flag, const char* text, long least) {
+  char* end = nullptr;
+  const long v = std::strtol(text, &end, 10);
+  if (*text == '\0' || *end != '\0' || v < least || v > 1 << 20)
+    usage(std::string(flag) + " wants an integer of at least " + std::to_string(least) + ", got '" + text + "'");
+  return static_cast<int>(v);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") usage("counts the chunk programs' shared-memory bank conflicts on the CPU");
+    if (i + 1 >= argc) usage(a + " needs a value");
+    const char* v = argv[++i];
+    if (a == "--dtype") o.dtype = v;
+    else if (a == "--diagonal") o.diagonal = v;
+    else if (a == "--forward") o.forward = v;
+    else if (a == "--m") o.m = integer("--m", v, 1);
+    else if (a == "--d") o.d = integer("--d", v, 1);
+    else if (a == "--t") o.t = integer("--t", v, 1);
+    else if (a == "--top") o.top = integer("--top", v, 0);
+    else usage("unknown option " + a);
+  }
+  if (o.dtype != "bf16" && o.dtype != "fp16" && o.dtype != "fp32") usage("--dtype: bf16, fp16 or fp32, got " + o.dtype);
+  if (o.m != 16 && o.m != 32 && o.m != 64 && o.m != 128) usage("--m: a compiled M (16, 32, 64, 128)");
+  if (o.d % chunk::kRows != 0) usage("--d: a multiple of " + std::to_string(chunk::kRows));
+  if (o.forward != "split" && o.forward != "fused") usage("--forward: split or fused, got " + o.forward);
+  return o;
+}
+
+chunk::DiagonalForm diagonal_of(const std::string& s) {
+  if (s == "factored") return chunk::DiagonalForm::Factored;
+  if (s == "elementwise") return chunk::DiagonalForm::Elementwise;
+  if (s == "tensor") return chunk::DiagonalForm::Tensor;
+  usage("--diagonal: factored, elementwise or tensor, got " + s);
+}
+
+// One sequence of random inputs (gate logits N(2, 1): no wide column, as the GPU benchmark's), run forward
+// and backward with the trace current.
+template <typename In, typename Cfg>
+void run_traced(const Options& o, cta::SmemTrace& trace) {
+  const int64_t T = o.t, D = o.d, M = o.m;
+  std::mt19937_64 rng(1);
+  std::normal_distribution<float> n01(0.0f, 1.0f);
+  auto make = [&](int64_t count, float mean) {
+    std::vector<In> x(static_cast<size_t>(count));
+    for (In& e : x) e = cta::HostCta<>::from_f<In>(mean + n01(rng));
+    return x;
+  };
+  std::vector<In> q = make(T * M, 0.0f), k = make(T * M, 0.0f), f = make(T * M, 2.0f);
+  std::vector<In> v = make(T * D, 0.0f), z = make(T * D, 2.0f), dy = make(T * D, 0.0f);
+  std::vector<In> y(static_cast<size_t>(T * D)), dq(q.size()), dk(q.size()), df(q.size()), dv(v.size()), dz(v.size());
+  std::vector<float> sT(static_cast<size_t>(D * M)), ds0(sT.size());
+  auto in = [&](const std::vector<In>& x, int64_t X) { return chunk::SeqIn{x.data(), T * X, X, X}; };
+  auto out = [&](std::vector<In>& x, int64_t X) { return chunk::SeqOut{x.data(), T * X, X, X}; };
+  chunk::ChunkArgs a;
+  a.B = 1, a.T = T, a.H = 1, a.D = D, a.M = M;
+  a.q = in(q, M), a.k = in(k, M), a.f = in(f, M), a.v = in(v, D), a.z = in(z, D), a.dy = in(dy, D);
+  a.diagonal = diagonal_of(o.diagonal);
+  chunk::ChunkArgs b = a;
+  a.y = out(y, D), a.final_state = sT.data();
+  b.dq = out(dq, M), b.dk = out(dk, M), b.df = out(df, M), b.dv = out(dv, D), b.dz = out(dz, D), b.ds0 = ds0.data();
+
+  decayfw::testing::HostChunkRunner<In, Cfg, false> run;
+  cta::SmemTrace::Scope scope(trace);
+  if (o.forward == "split") run.forward(a);
+  else run.forward_fused(a);
+  run.backward(b, true);
+}
+
+// Source lines of the hooks' instruction addresses: one addr2line run over all of them (-i: the innermost
+// inlined function, whose line is the access's own). Without addr2line or debug lines, "pc 0x…".
+std::map<uintptr_t, std::pair<std::string, int>> source_lines(const std::vector<uintptr_t>& pcs) {
+  std::map<uintptr_t, std::pair<std::string, int>> lines;
+  for (uintptr_t pc : pcs) {
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "pc 0x%lx", static_cast<unsigned long>(pc));
+    lines[pc] = {hex, 0};
+  }
+  Dl_info info{};
+  if (pcs.empty() || !dladdr(reinterpret_cast<void*>(pcs.front()), &info) || !info.dli_fname) return lines;
+  const auto base = reinterpret_cast<uintptr_t>(info.dli_fbase);
+  const std::string list = "/tmp/smem_bank_report_pcs." + std::to_string(::getpid());
+  if (FILE* f = std::fopen(list.c_str(), "w")) {
+    // The call's return address minus one: an address inside the call instruction itself.
+    for (uintptr_t pc : pcs) std::fprintf(f, "0x%lx\n", static_cast<unsigned long>(pc - base - 1));
+    std::fclose(f);
+  } else {
+    return lines;
+  }
+  const std::string cmd = std::string("addr2line -a -f -i -C -e '") + info.dli_fname + "' < " + list + " 2>/dev/null";
+  FILE* out = ::popen(cmd.c_str(), "r");
+  if (!out) return lines;
+  // Per address: its line "0x…", then (function, file:line) pairs, innermost first.
+  char buf[4096];
+  size_t next = 0;
+  bool named = true;
+  std::string function;
+  int field = 0;
+  while (std::fgets(buf, sizeof buf, out)) {
+    std::string line(buf);
+    if (!line.empty() && line.back() == '\n') line.pop_back();
+    if (line.rfind("0x", 0) == 0 && field == 0) {
+      named = false;
+      ++next;
+      continue;
+    }
+    if (field == 0) {
+      function = line;
+      field = 1;
+      continue;
+    }
+    field = 0;
+    if (!named && next >= 1 && next <= pcs.size()) {
+      const size_t colon = line.rfind(':');
+      const int number = colon == std::string::npos ? 0 : std::atoi(line.c_str() + colon + 1);
+      lines[pcs[next - 1]] = {function, number};
+      named = true;
+    }
+  }
+  ::pclose(out);
+  std::remove(list.c_str());
+  return lines;
+}
+
+// "ns::f<...>(...)::<lambda>" -> "f": the function's own name, without namespaces or template arguments.
+std::string short_name(const std::string& full) {
+  std::string head = full.substr(0, full.find_first_of("<("));
+  const size_t colons = head.rfind("::");
+  return colons == std::string::npos ? head : head.substr(colons + 2);
+}
+std::string where(const cta::SmemTrace::Site& s) {
+  return s.line ? short_name(s.function) + ":" + std::to_string(s.line) : s.function;
+}
+
+double ratio(int64_t a, int64_t b) { return b ? double(a) / double(b) : 0.0; }
+
+constexpr const char* kKinds[] = {"vector", "scalar", "cp.async", "wmma (modeled)"};
+
+void report(const Options& o, int C, const cta::SmemTrace& trace) {
+  const int64_t chunks = (o.t + C - 1) / C;
+  std::printf("Shared-memory accesses of the chunk path, one forward (%s) and backward (the forward's states reused), "
+              "counted on the CPU (benchmarks/smem_bank_report): %s, M = %d, C = %d, D = %d, T = %d (%lld chunks), one "
+              "sequence, %s diagonal; %lld for_each phases, %lld tensor-core products. Per chunk of each kernel "
+              "(state_pass and dstate_pass: per chunk and row tile). Wavefronts as the bank model of "
+              "kernels/cuda/cta/smem_trace.h serves them; conflict-free: one per phase (quarter warp for 16-byte "
+              "accesses, half warp for 8-byte ones) with an active lane; fewest: the instructions' distinct bytes in "
+              "128-byte wavefronts (lower where lanes of different phases read the same data). vector: Cta::load4, "
+              "store4; scalar: plain loads and stores; wmma: gemm's fragments as the mma.sync layouts have them\n\n",
+              o.forward.c_str(), o.dtype.c_str(), o.m, C, o.d, o.t, static_cast<long long>(chunks), o.diagonal.c_str(),
+              static_cast<long long>(trace.phases()), static_cast<long long>(trace.gemms()));
+  std::map<std::string, std::map<std::string, cta::SmemTrace::Cost>> kernels;  // kernel -> kind -> cost
+  for (const auto& [key, c] : trace.costs()) {
+    kernels[key.kernel][key.access.kind].add(c);
+    kernels[key.kernel]["all"].add(c);
+  }
+  const int64_t tiles = o.d / chunk::kRows;
+  std::printf("| kernel | instructions | wavefronts | conflict-free | fewest |");
+  for (const char* k : kKinds) std::printf(" %s wavefronts |", k);
+  std::printf(" bank conflicts (wavefronts ÷ conflict-free) |\n|---|---|---|---|---|");
+  for (size_t i = 0; i < std::size(kKinds); ++i) std::printf("---|");
+  std::printf("---|\n");
+  for (const auto& [name, by_kind] : kernels) {
+    // grad_pass and output_pass walk a chunk's row tiles in one CTA; the scans and forward_pass take one tile each
+    const bool per_tile = name == "state_pass" || name == "dstate_pass" || name == "forward_pass";
+    const double per = double(chunks * (per_tile ? tiles : 1));
+    const cta::SmemTrace::Cost& c = by_kind.at("all");
+    std::printf("| %s | %.0f | %.0f | %.0f | %.0f |", name.c_str(), c.instructions / per, c.wavefronts / per,
+                c.phases / per, c.ideal / per);
+    for (const char* k : kKinds) {
+      auto it = by_kind.find(k);
+      std::printf(" %.0f |", it == by_kind.end() ? 0.0 : it->second.wavefronts / per);
+    }
+    std::printf(" %.3f |\n", ratio(c.wavefronts, c.phases));
+  }
+  std::vector<std::pair<cta::SmemTrace::Key, cta::SmemTrace::Cost>> rows(trace.costs().begin(), trace.costs().end());
+  std::stable_sort(rows.begin(), rows.end(),
+                   [&](const auto& x, const auto& y) { return x.second.wavefronts > y.second.wavefronts; });
+  if (o.top == 0) return;
+  std::printf("\nThe accesses that take the most wavefronts, over the whole run (phase: the caller of the for_each or "
+              "gemm; access: the load's or store's function and line)\n\n"
+              "| kernel | phase | access | kind | bytes | load/store | instructions | wavefronts per instruction | "
+              "conflict-free | fewest |\n|---|---|---|---|---|---|---|---|---|---|\n");
+  int shown = 0;
+  for (const auto& [key, c] : rows) {
+    if (shown++ >= o.top) break;
+    const double n = double(c.instructions);
+    std::printf("| %s | %s | %s | %s | %d | %s | %lld | %.2f | %.2f | %.2f |\n", key.kernel.c_str(),
+                where(key.phase).c_str(), where(key.access).c_str(), key.access.kind.c_str(), key.bytes,
+                key.store ? "store" : "load", static_cast<long long>(c.instructions), c.wavefronts / n, c.phases / n,
+                c.ideal / n);
+  }
+}
+
+template <typename In>
+int run_dtype(const Options& o) {
+  return chunk::with_compiled_config<In, int>(o.m, 2, [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    cta::SmemTrace trace;
+    run_traced<In, Cfg>(o, trace);
+    const auto lines = source_lines(trace.addresses());
+    trace.symbolize([&](uintptr_t pc) { return lines.at(pc); });
+    report(o, Cfg::C, trace);
+    return 0;
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  try {
+    if (o.dtype == "bf16") return run_dtype<decayfw::BFloat16>(o);
+    if (o.dtype == "fp16") return run_dtype<decayfw::Float16>(o);
+    return run_dtype<float>(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "smem_bank_report: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,387 @@
+// SmemTrace: what a CTA program's vector accesses to shared memory would cost the device's banks, found
+// by running the program on HostCta (host only; the device executor knows nothing of it).
+//
+// While a trace is current (SmemTrace::Scope), HostCta reports every Cta::load4/store4 and copy16_async
+// that lands in a HostSmem buffer, with the index of the for_each that made it; a program compiled with
+// GCC's -fsanitize=thread and linked with benchmarks/smem_trace_hooks.cpp (no ThreadSanitizer runtime:
+// only its instrumentation, whose per-access calls those hooks define) reports its scalar accesses as
+// well, by instruction address. At the end of each
+// for_each the trace replays the accesses as the device would issue them: the indices i of a warp are
+// the 32 consecutive ones (DeviceCta::for_each gives index threadIdx.x + k·blockDim.x to a thread, and
+// blockDim.x is a multiple of 32), and the lanes' k-th access from the same source line is one
+// instruction (SIMT; a lane that skips it is inactive). Each instruction's cost is counted with the
+// shared-memory model below.
+//
+// The bank model (32 banks, one 4-byte word each per clock): an access of w bytes per lane is served
+// in phases of 128 / w lanes (the whole warp for 4-byte accesses, half warps for 8-byte ones, quarter
+// warps for 16-byte ones); in a phase, lanes that read the same word share it (broadcast), and
+// distinct words in the same bank are served one per wavefront. So an instruction's wavefronts are the
+// sum over its phases of the largest number of distinct words any bank holds; without conflicts, a
+// full warp's 4-, 8- and 16-byte accesses take 1, 2 and 4. Stores count the same way. Wavefronts above
+// one per phase are bank conflicts, which padding the tiles' rows removes.
+//
+// Accesses of 1 or 2 bytes count as 4-byte ones of the whole warp (two lanes in one word share it).
+//
+// gemm's tensor-core fragments are modeled, not traced (trace_wmma_fragments): WMMA's register layout
+// is not documented, so the model takes the mma.sync layouts of the PTX ISA (m16n8k16 for 16-bit
+// operands, m16n8k8 for tf32; a 16×16 tile is two n8 halves) with one 32-bit access per register
+// where its two 16-bit halves are adjacent in memory and two 16-bit ones where they are not, which is
+// the mix the SASS of these kernels shows (LDS, LDS.U16, STS; no LDSM). Global memory is not counted.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace decayfw::cta {
+
+constexpr int kBanks = 32;
+constexpr int kBankBytes = 4;
+constexpr int kWarp = 32;
+
+// Wavefronts of one warp instruction: addr[l] is lane l's address, or -1 when the lane is inactive;
+// every active lane accesses `bytes` (4, 8 or 16) bytes aligned to their size.
+inline int lanes_per_phase(int bytes) { return kBanks / std::clamp(bytes / kBankBytes, 1, kWarp); }
+
+inline int bank_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
+  const int lanes = lanes_per_phase(bytes), words = std::max(bytes / kBankBytes, 1);
+  int total = 0;
+  for (int phase = 0; phase < kWarp; phase += lanes) {
+    std::vector<int64_t> seen;  // the distinct words of this phase
+    for (int l = phase; l < phase + lanes; ++l) {
+      if (addr[l] < 0) continue;
+      for (int w = 0; w < words; ++w) seen.push_back(addr[l] / kBankBytes + w);
+    }
+    std::sort(seen.begin(), seen.end());
+    seen.erase(std::unique(seen.begin(), seen.end()), seen.end());
+    int per_bank[kBanks] = {};
+    for (int64_t word : seen) ++per_bank[word % kBanks];
+    total += *std::max_element(per_bank, per_bank + kBanks);
+  }
+  return total;
+}
+
+// Wavefronts of the same instruction without bank conflicts: one per phase with an active lane.
+inline int phase_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
+  const int lanes = lanes_per_phase(bytes);
+  int total = 0;
+  for (int phase = 0; phase < kWarp; phase += lanes) {
+    bool active = false;
+    for (int l = phase; l < phase + lanes; ++l) active = active || addr[l] >= 0;
+    total += active ? 1 : 0;
+  }
+  return total;
+}
+
+// The least wavefronts any instruction moving these lanes' data could take: its distinct bytes in
+// 128-byte wavefronts. Below phase_wavefronts where lanes of different phases read the same bytes;
+// whether the hardware then merges phases is not documented, so the report keeps the two apart.
+inline int ideal_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
+  std::vector<int64_t> words;
+  for (int l = 0; l < kWarp; ++l)
+    if (addr[l] >= 0)
+      for (int w = 0; w < std::max(bytes / kBankBytes, 1); ++w) words.push_back(addr[l] / kBankBytes + w);
+  std::sort(words.begin(), words.end());
+  words.erase(std::unique(words.begin(), words.end()), words.end());
+  const int64_t n = static_cast<int64_t>(words.size());
+  return static_cast<int>((n * kBankBytes + kBanks * kBankBytes - 1) / (kBanks * kBankBytes));
+}
+
+class SmemTrace {
+ public:
+  // Where an access comes from: a function and line (HostCta's vector accesses, through GCC's
+  // __builtin_FUNCTION and __builtin_LINE; the modeled fragments), or an instruction address (the
+  // scalar accesses the hooks report), named by symbolize() once the run is over.
+  // kind: how the access is made: "vector" (Cta::load4/store4), "cp.async", "scalar" (the hooks'), or
+  // "wmma (modeled)".
+  struct Site {
+    std::string function;
+    int line = 0;
+    uintptr_t pc = 0;
+    std::string kind;
+    bool operator<(const Site& o) const {
+      return std::tie(kind, function, line, pc) < std::tie(o.kind, o.function, o.line, o.pc);
+    }
+  };
+  // One row of the report: the accesses one source line made in one phase of one kernel.
+  struct Key {
+    std::string kernel;
+    Site phase, access;
+    int bytes = 0;
+    bool store = false;
+    bool operator<(const Key& o) const {
+      return std::tie(kernel, phase, access, bytes, store) < std::tie(o.kernel, o.phase, o.access, o.bytes, o.store);
+    }
+  };
+  struct Cost {
+    int64_t instructions = 0, wavefronts = 0, phases = 0, ideal = 0;
+    void add(const Cost& o) {
+      instructions += o.instructions, wavefronts += o.wavefronts, phases += o.phases, ideal += o.ideal;
+    }
+  };
+
+  // Makes a trace current for this thread while the scope lives.
+  class Scope {
+   public:
+    explicit Scope(SmemTrace& t) : previous_(current()) { current() = &t; }
+    ~Scope() { current() = previous_; }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    SmemTrace* previous_;
+  };
+  static SmemTrace*& current() {
+    static thread_local SmemTrace* trace = nullptr;
+    return trace;
+  }
+  // While one lives, the hooks report nothing: HostCta's own copies inside a vector access it reported
+  // whole, and gemm's emulation, whose fragments are modeled.
+  // The fences keep the compiler from moving the accesses out from under it, or merging one Quiet's end
+  // with the next one's start: instrumentation is added after optimization, so nothing the optimizer
+  // sees between them reads the depth.
+  class Quiet {
+   public:
+    Quiet() {
+      ++depth();
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    }
+    ~Quiet() {
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      --depth();
+    }
+    Quiet(const Quiet&) = delete;
+    Quiet& operator=(const Quiet&) = delete;
+    static int& depth() {
+      static thread_local int d = 0;
+      return d;
+    }
+  };
+
+  // What the following phases belong to (the report's first column).
+  void set_kernel(std::string name) {
+    Quiet own;
+    kernel_ = std::move(name);
+  }
+
+  // HostSmem's buffers: only accesses inside them are shared memory.
+  void add_buffer(const unsigned char* p, size_t bytes) {
+    Quiet own;
+    buffers_.emplace_back(p, p + bytes);
+  }
+  void remove_buffer(const unsigned char* p) {
+    Quiet own;
+    buffers_.erase(std::remove_if(buffers_.begin(), buffers_.end(), [&](const auto& b) { return b.first == p; }),
+                   buffers_.end());
+  }
+
+  // HostCta's hooks.
+  void begin_phase(const char* function, int line) {
+    Quiet own;
+    phase_ = {function, line, 0, ""};
+    in_phase_ = true;
+    lanes_.clear();
+    ++phases_;
+  }
+  void set_index(int64_t i) {
+    Quiet own;
+    index_ = i;
+  }
+  void end_phase() {
+    Quiet own;
+    in_phase_ = false;
+    replay();
+  }
+  void access(const void* p, int bytes, bool store, const char* function, int line, const char* kind) {
+    Quiet own;
+    access(p, bytes, store, Site{function, line, 0, kind});
+  }
+  // The -fsanitize=thread hooks' (benchmarks/smem_trace_hooks.cpp).
+  // The trace's own code, inlined into the instrumented program, makes instrumented accesses too: every
+  // method holds a Quiet, so those return at once (as everything under a Quiet does).
+  void access_at(const void* p, int bytes, bool store, const void* pc) {
+    if (Quiet::depth() > 0) return;
+    Quiet own;
+    access(p, bytes, store, Site{"", 0, reinterpret_cast<uintptr_t>(pc), "scalar"});
+  }
+  // One whole warp instruction (gemm's modeled fragments): lane l accesses `bytes` at p[l], or nothing when null.
+  void instruction(const void* const (&p)[kWarp], int bytes, bool store, const Site& phase, const Site& site) {
+    Quiet own;
+    int64_t addr[kWarp];
+    for (int l = 0; l < kWarp; ++l) addr[l] = p[l] ? offset_of(p[l]) : -1;
+    count({kernel_, phase, site, bytes, store}, addr, bytes);
+  }
+  void note_gemm() {
+    Quiet own;
+    ++gemms_;
+  }
+
+  const std::map<Key, Cost>& costs() const { return costs_; }
+  int64_t phases() const { return phases_; }
+  int64_t gemms() const { return gemms_; }
+
+  // The instruction addresses of the hooks' sites, for symbolize.
+  std::vector<uintptr_t> addresses() const {
+    std::vector<uintptr_t> pcs;
+    for (const auto& [key, c] : costs_)
+      if (key.access.pc) pcs.push_back(key.access.pc);
+    std::sort(pcs.begin(), pcs.end());
+    pcs.erase(std::unique(pcs.begin(), pcs.end()), pcs.end());
+    return pcs;
+  }
+
+  // Names the instruction addresses of the hooks' sites: function and line, with `name(pc)`, which
+  // maps addresses to "function:line" (the report runs addr2line), merging the sites that share a line.
+  template <typename Name>
+  void symbolize(Name&& name) {
+    Quiet own;
+    std::map<Key, Cost> named;
+    for (const auto& [key, c] : costs_) {
+      Key k = key;
+      if (k.access.pc) {
+        const std::pair<std::string, int> where = name(k.access.pc);
+        k.access = {where.first, where.second, 0, k.access.kind};
+      }
+      named[k].add(c);
+    }
+    costs_ = std::move(named);
+  }
+
+ private:
+  struct Access {
+    Site site;
+    int64_t offset;
+    int bytes;
+    bool store;
+  };
+
+  // The offset from the start of the shared-memory buffer holding p, or -1 outside every buffer. Banks
+  // follow the offset from a 128-byte boundary: HostSmem aligns its buffers as the device does.
+  int64_t offset_of(const void* p) const {
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (const auto& r : buffers_)
+      if (b >= r.first && b < r.second) return static_cast<int64_t>(b - r.first);
+    return -1;
+  }
+
+  void access(const void* p, int bytes, bool store, Site site) {
+    const int64_t offset = offset_of(p);
+    if (offset < 0) return;  // global memory, or the host's own
+    // Outside a for_each an access is one lane's instruction.
+    lanes_[in_phase_ ? index_ : 0].push_back({std::move(site), offset, std::max(bytes, kBankBytes), store});
+    if (!in_phase_) replay();
+  }
+
+  void count(const Key& key, const int64_t (&addr)[kWarp], int bytes) {
+    bytes = std::max(bytes, kBankBytes);  // 1- and 2-byte accesses: their word's bank, the whole warp at once
+    Cost& c = costs_[key];
+    ++c.instructions;
+    c.wavefronts += bank_wavefronts(addr, bytes);
+    c.phases += phase_wavefronts(addr, bytes);
+    c.ideal += ideal_wavefronts(addr, bytes);
+  }
+
+  // The accesses of the phase that just ended, as warp instructions.
+  void replay() {
+    std::map<int64_t, std::vector<int64_t>> warps;  // warp -> the indices of its lanes that accessed anything
+    for (const auto& [index, list] : lanes_) warps[index / kWarp].push_back(index);
+    for (const auto& [warp, indices] : warps) {
+      // The k-th access of a lane from one site (and width, kind) is one instruction.
+      std::map<std::tuple<Site, int, bool, int>, std::vector<std::pair<int, int64_t>>> instructions;
+      for (int64_t index : indices) {
+        std::map<std::tuple<Site, int, bool>, int> seen;
+        for (const Access& a : lanes_[index]) {
+          const int k = seen[{a.site, a.bytes, a.store}]++;
+          instructions[{a.site, a.bytes, a.store, k}].push_back({static_cast<int>(index % kWarp), a.offset});
+        }
+      }
+      for (const auto& [what, lanes] : instructions) {
+        int64_t addr[kWarp];
+        std::fill(addr, addr + kWarp, -1);
+        for (const auto& [lane, offset] : lanes) addr[lane] = offset;
+        count({kernel_, phase_, std::get<0>(what), std::get<1>(what), std::get<2>(what)}, addr, std::get<1>(what));
+      }
+    }
+    lanes_.clear();
+  }
+
+  std::string kernel_ = "?";
+  Site phase_;
+  bool in_phase_ = false;
+  int64_t index_ = 0, phases_ = 0, gemms_ = 0;
+  std::unordered_map<int64_t, std::vector<Access>> lanes_;
+  std::vector<std::pair<const unsigned char*, const unsigned char*>> buffers_;
+  std::map<Key, Cost> costs_;
+};
+
+// gemm's fragment accesses for one C[m×n] (+)= op(A)·op(B) on the tensor cores, as the model above has
+// them, reported to `trace` as whole warp instructions of the phase `phase`. Element addresses as HostCta's
+// gemm reads them: op(A)[i,p] = TA ? A[p·lda + i] : A[i·lda + p]; op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j].
+template <bool TA, bool TB, typename Op>
+void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m, int n, int k, const Op* A, int lda,
+                          const Op* B, int ldb, const float* C, int ldc, bool accumulate) {
+  constexpr bool k8 = sizeof(Op) == 4;  // tf32: m16n8k8, one 32-bit element per register
+  auto a_at = [&](int i, int p) { return TA ? A + size_t(p) * lda + i : A + size_t(i) * lda + p; };
+  auto b_at = [&](int p, int j) { return TB ? B + size_t(j) * ldb + p : B + size_t(p) * ldb + j; };
+  const void* lane[kWarp];
+  // One register of a fragment, lane l holding element (row(l), col(l)) and, for 16-bit operands, the next
+  // one along the k dimension: one 32-bit access where the two are adjacent (k contiguous), else two 16-bit.
+  auto operand = [&](const char* what, bool k_contiguous, auto&& at) {
+    if (k8 || k_contiguous) {
+      for (int l = 0; l < kWarp; ++l) lane[l] = at(l, 0);
+      trace.instruction(lane, 4, false, phase, {what, 0, 0, "wmma (modeled)"});
+    } else {
+      for (int h = 0; h < 2; ++h) {
+        for (int l = 0; l < kWarp; ++l) lane[l] = at(l, h);
+        trace.instruction(lane, 2, false, phase, {what, 0, 0, "wmma (modeled)"});
+      }
+    }
+  };
+  for (int i0 = 0; i0 < m; i0 += 16)
+    for (int j0 = 0; j0 < n; j0 += 16) {
+      auto c_lanes = [&](int half, int reg, bool store) {
+        for (int l = 0; l < kWarp; ++l) {
+          const int g = l / 4, t = l % 4;
+          lane[l] = C + size_t(i0 + g + (reg >= 2 ? 8 : 0)) * ldc + j0 + 8 * half + 2 * t + (reg & 1);
+        }
+        trace.instruction(lane, 4, store, phase, {store ? "C store" : "C load", 0, 0, "wmma (modeled)"});
+      };
+      if (accumulate)
+        for (int half = 0; half < 2; ++half)
+          for (int reg = 0; reg < 4; ++reg) c_lanes(half, reg, false);
+      for (int p0 = 0; p0 < k; p0 += k8 ? 8 : 16) {
+        if (k8) {
+          for (int reg = 0; reg < 4; ++reg)  // a0: (g, t), a1: (g + 8, t), a2: (g, t + 4), a3: (g + 8, t + 4)
+            operand("A load", true, [&](int l, int) {
+              return static_cast<const void*>(a_at(i0 + l / 4 + (reg & 1) * 8, p0 + l % 4 + (reg >= 2 ? 4 : 0)));
+            });
+          for (int half = 0; half < 2; ++half)
+            for (int reg = 0; reg < 2; ++reg)  // b0: (k = t, n = g), b1: (k = t + 4, n = g)
+              operand("B load", true, [&](int l, int) {
+                return static_cast<const void*>(b_at(p0 + l % 4 + 4 * reg, j0 + 8 * half + l / 4));
+              });
+        } else {
+          for (int reg = 0; reg < 4; ++reg)  // rows g (+8 for regs 1, 3), columns 2t, 2t + 1 (+8 for regs 2, 3)
+            operand("A load", !TA, [&](int l, int h) {
+              return static_cast<const void*>(
+                  a_at(i0 + l / 4 + (reg & 1) * 8, p0 + 2 * (l % 4) + h + (reg >= 2 ? 8 : 0)));
+            });
+          for (int half = 0; half < 2; ++half)
+            for (int reg = 0; reg < 2; ++reg)  // k = 2t, 2t + 1 (+8 for reg 1), n = g
+              operand("B load", TB, [&](int l, int h) {
+                return static_cast<const void*>(b_at(p0 + 2 * (l % 4) + h + 8 * reg, j0 + 8 * half + l / 4));
+              });
+        }
+      }
+      for (int half = 0; half < 2; ++half)
+        for (int reg = 0; reg < 4; ++reg) c_lanes(half, reg, true);
+    }
+}
+
+}  // namespace decayfw::cta
