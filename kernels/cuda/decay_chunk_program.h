@@ -505,8 +505,7 @@ DECAYFW_CTA void load_start_state_batch(const ChunkArgs& a, const Place& pl, Til
   DECAYFW_UNROLL
   for (int u = 0; u < kStateBatch; ++u) {
     const int64_t g = e + u * stride, d = g / Q, m = (g % Q) * 4;
-    Op* dst = t.Sop + d * Cfg::ldm_op + m;
-    for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[u][w]);
+    Cta::store4(t.Sop + d * Cfg::ldm_op + m, s[u]);  // rounded to nearest, as from_f
   }
 }
 template <typename Op, typename Cfg>
@@ -1427,7 +1426,16 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     const float* s = a.states + pl.state_row(pl.chunk + 1, a.chunks + 1, a.D, 0) * M;
     float acc = 0.0f;
     if (e < R) {
-      for (int m = 0; m < M; ++m) acc += Cta::to_f(t.dSop[e * Cfg::ldm_op + m]) * s[e * M + m];
+      // Four columns per step, summed in the same order: a thread walks its own row, so single reads put the
+      // warp's 32 rows on 8 banks (rows of ldm_op elements move 4 banks on), and the states' row in global
+      // memory was read 4 bytes at a time.
+      for (int m = 0; m < M; m += kQuad) {
+        float x[kQuad], y[kQuad];
+        Cta::load4(t.dSop + e * Cfg::ldm_op + m, x);
+        Cta::load4(s + e * M + m, y);
+        DECAYFW_UNROLL
+        for (int w = 0; w < kQuad; ++w) acc += x[w] * y[w];
+      }
       sm.carry_row[e] = acc;
     } else {
       const int m = static_cast<int>(e - R);
