@@ -368,28 +368,74 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
     return ops
 
 
+# Shared-memory wavefronts of each chunk kernel per chunk (grad_pass, output_pass: a CTA each) or per chunk and
+# row tile (the others, whose CTAs walk a row tile's chunks) (bf16; forward_pass from the fused forward, the
+# others from the split one), counted on the CPU by benchmarks/smem_bank_report (kernels/cuda/cta/smem_trace.h): every
+# vector and scalar access of the programs as the warps would issue them, served by the bank model (a
+# 16-byte access in quarter warps, an 8-byte one in half warps), and the tensor-core fragments as the
+# mma.sync layouts have them. A Hopper SM serves one 128-byte wavefront a clock, so at 132 SMs and 1.98 GHz
+# the third floor beside MUFU and bytes. Regenerate after a change to the programs (tests/python/test_bench_gpu.py checks):
+#   for M in 32 64; do for D in 64 128; do for g in factored elementwise tensor; do
+#     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
+SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
+SMEM_WAVEFRONTS = {
+    (32, 64, "factored"): {"dstate_pass": 2416, "forward_pass": 9858, "grad_pass": 23461, "output_pass": 8018, "state_pass": 2608},
+    (32, 64, "elementwise"): {"dstate_pass": 2416, "forward_pass": 20638, "grad_pass": 56039, "output_pass": 18798, "state_pass": 2608},
+    (32, 64, "tensor"): {"dstate_pass": 2416, "forward_pass": 8042, "grad_pass": 20161, "output_pass": 6202, "state_pass": 2608},
+    (32, 128, "factored"): {"dstate_pass": 2416, "forward_pass": 9858, "grad_pass": 44026, "output_pass": 13987, "state_pass": 2608},
+    (32, 128, "elementwise"): {"dstate_pass": 2416, "forward_pass": 20638, "grad_pass": 98262, "output_pass": 24627, "state_pass": 2608},
+    (32, 128, "tensor"): {"dstate_pass": 2416, "forward_pass": 8042, "grad_pass": 38938, "output_pass": 11867, "state_pass": 2608},
+    (64, 64, "factored"): {"dstate_pass": 3808, "forward_pass": 13710, "grad_pass": 31450, "output_pass": 10606, "state_pass": 4064},
+    (64, 64, "elementwise"): {"dstate_pass": 3808, "forward_pass": 35474, "grad_pass": 74938, "output_pass": 32370, "state_pass": 4064},
+    (64, 64, "tensor"): {"dstate_pass": 3808, "forward_pass": 10534, "grad_pass": 26290, "output_pass": 7430, "state_pass": 4064},
+    (64, 128, "factored"): {"dstate_pass": 3808, "forward_pass": 13710, "grad_pass": 57305, "output_pass": 17311, "state_pass": 4064},
+    (64, 128, "elementwise"): {"dstate_pass": 3808, "forward_pass": 35474, "grad_pass": 122377, "output_pass": 38935, "state_pass": 4064},
+    (64, 128, "tensor"): {"dstate_pass": 3808, "forward_pass": 10534, "grad_pass": 50065, "output_pass": 14039, "state_pass": 4064},
+}
+
+
+def chunk_kernel_smem(N, T, D, M, forward="split", diagonal="factored"):
+    """Shared-memory wavefronts of each chunk-path kernel in one forward+backward call (bf16; SMEM_WAVEFRONTS),
+    or None for sizes the table does not hold."""
+    per_cta = SMEM_WAVEFRONTS.get((M, D, "factored" if diagonal == "auto" else diagonal))
+    if per_cta is None:
+        return None
+    chunks, tiles = -(-T // compiled_chunk(M)), D // 64
+    ctas = {"grad_pass": N * chunks, "output_pass": N * chunks}
+    w = {k: per_cta[k] * ctas.get(k, N * chunks * tiles) for k in CHUNK_KERNELS}
+    if forward == "fused":
+        w["state_pass"] = w["output_pass"] = 0
+    else:
+        w["forward_pass"] = 0
+    return w
+
+
 # The diagonal blocks' forms in the compute model, with no wide column (the benchmark's N(2, 1) gate logits;
 # the elementwise form counts every column as wide; fp16 runs the tensor form as the factored one).
 DIAGONAL_FORMS = (("factored", 0.0), ("elementwise", 1.0), ("tensor", 0.0))
 
 
 def print_compute_model(sizes, bw):
-    print("Chunk path, forward+backward: the two floors of each kernel (model). MUFU: special-function operations "
-          "(chunk_kernel_sfu) and the time they take at 16 per clock per SM, 132 SMs, 1.98 GHz; bytes: "
-          f"chunk_kernel_bytes at {bw / 1e9:.0f} GB/s. Where the first is larger, the kernel cannot reach the "
-          "bandwidth the traffic model assumes. diagonal: the 16×16 diagonal blocks' form (DECAYFW_CHUNK_DIAGONAL; "
-          "no wide column, every column per pair in the elementwise form). bound: the I/O floor ÷ the sum "
-          "over kernels of the larger floor\n")
-    print("| N | T | D | M | forward | diagonal | " + " | ".join(f"{k} MUFU µs / bytes µs" for k in CHUNK_KERNELS)
+    print("Chunk path, forward+backward: the three floors of each kernel (model). MUFU: special-function operations "
+          "(chunk_kernel_sfu) at 16 per clock per SM, 132 SMs, 1.98 GHz; smem: shared-memory wavefronts "
+          "(chunk_kernel_smem, counted on the CPU by benchmarks/smem_bank_report) at one per clock per SM; bytes: "
+          f"chunk_kernel_bytes at {bw / 1e9:.0f} GB/s. Where either of the first two is larger than the third, the "
+          "kernel cannot reach the bandwidth the traffic model assumes. diagonal: the 16×16 diagonal blocks' form "
+          "(DECAYFW_CHUNK_DIAGONAL; no wide column, every column per pair in the elementwise form). bound: the I/O "
+          "floor ÷ the sum over kernels of the largest floor (— for smem where the table has no such size)\n")
+    print("| N | T | D | M | forward | diagonal | " + " | ".join(f"{k} MUFU / smem / bytes µs" for k in CHUNK_KERNELS)
           + " | bound |")
     print("|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 1))
     for N, T, D, M in sizes:
         for form in CHUNK_FORWARDS:
             for diagonal, wide in DIAGONAL_FORMS:
                 sfu = chunk_kernel_sfu(N, T, D, M, forward=form, diagonal=diagonal, wide=wide)
+                smem = chunk_kernel_smem(N, T, D, M, forward=form, diagonal=diagonal)
                 b = chunk_kernel_bytes(N, T, D, M, forward=form)
-                us = lambda k: (sfu[k] / SFU_OPS_PER_SECOND * 1e6, b[k] / bw * 1e6)
-                cell = lambda k: f"{us(k)[0]:.0f} / {us(k)[1]:.0f}" if sfu[k] or b[k] else "—"
+                us = lambda k: (sfu[k] / SFU_OPS_PER_SECOND * 1e6,
+                                smem[k] / SMEM_WAVEFRONTS_PER_SECOND * 1e6 if smem else 0.0, b[k] / bw * 1e6)
+                smem_cell = lambda k: f"{us(k)[1]:.0f}" if smem else "—"
+                cell = lambda k: f"{us(k)[0]:.0f} / {smem_cell(k)} / {us(k)[2]:.0f}" if sfu[k] or b[k] else "—"
                 floor_us = io_floor_bytes(N, T, D, M, True) / bw * 1e6
                 bound = floor_us / sum(max(us(k)) for k in CHUNK_KERNELS)
                 print(f"| {N} | {T} | {D} | {M} | {form} | {diagonal} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)

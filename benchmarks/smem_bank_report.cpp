@@ -7,6 +7,7 @@
 //
 //   smem_bank_report [--dtype bf16|fp16|fp32] [--m 64] [--d 128] [--t 256]
 //                    [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top 20]
+//   smem_bank_report --python --m 64 --d 128 --diagonal factored    # a line of bench_gpu.py's model
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -33,12 +34,15 @@ namespace cta = decayfw::cta;
 struct Options {
   std::string dtype = "bf16", diagonal = "factored", forward = "split";
   int m = 64, d = 128, t = 256, top = 20;
+  bool python = false;  // one line of benchmarks/bench_gpu.py's SMEM_WAVEFRONTS instead of the tables
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "smem_bank_report: %s\nusage: smem_bank_report [--dtype bf16|fp16|fp32] [--m 16|32|64|128] [--d N·64] "
-               "[--t N] [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top N]\n",
+               "[--t N] [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top N] [--python]\n"
+               "--python: wavefronts per chunk (and row tile) of every kernel, both forward forms, as a line of bench_gpu.py's "
+               "SMEM_WAVEFRONTS\n",
                why.c_str());
   std::exit(2);
 }
@@ -56,6 +60,10 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") usage("counts the chunk programs' shared-memory bank conflicts on the CPU");
+    if (a == "--python") {
+      o.python = true;
+      continue;
+    }
     if (i + 1 >= argc) usage(a + " needs a value");
     const char* v = argv[++i];
     if (a == "--dtype") o.dtype = v;
@@ -188,7 +196,7 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
   std::printf("Shared-memory accesses of the chunk path, one forward (%s) and backward (the forward's states reused), "
               "counted on the CPU (benchmarks/smem_bank_report): %s, M = %d, C = %d, D = %d, T = %d (%lld chunks), one "
               "sequence, %s diagonal; %lld for_each phases, %lld tensor-core products. Per chunk of each kernel "
-              "(state_pass and dstate_pass: per chunk and row tile). Wavefronts as the bank model of "
+              "(state_pass, dstate_pass and forward_pass: per chunk and row tile). Wavefronts as the bank model of "
               "kernels/cuda/cta/smem_trace.h serves them; conflict-free: one per phase (quarter warp for 16-byte "
               "accesses, half warp for 8-byte ones) with an active lane; fewest: the instructions' distinct bytes in "
               "128-byte wavefronts (lower where lanes of different phases read the same data). vector: Cta::load4, "
@@ -238,15 +246,44 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
   }
 }
 
+// Wavefronts of each kernel per chunk (grad_pass, output_pass: a CTA each) or per chunk and row tile (the
+// others, whose CTAs walk the chunks of a row tile), summed over the kinds of access.
+std::map<std::string, double> per_cta(const Options& o, int C, const cta::SmemTrace& trace) {
+  const double chunks = double((o.t + C - 1) / C), tiles = double(o.d / chunk::kRows);
+  std::map<std::string, double> w;
+  for (const auto& [key, c] : trace.costs()) w[key.kernel] += double(c.wavefronts);
+  for (auto& [name, v] : w) v /= (name == "grad_pass" || name == "output_pass") ? chunks : chunks * tiles;
+  return w;
+}
+
+template <typename In, typename Cfg>
+cta::SmemTrace traced(const Options& o) {
+  cta::SmemTrace trace;
+  run_traced<In, Cfg>(o, trace);
+  const auto lines = source_lines(trace.addresses());
+  trace.symbolize([&](uintptr_t pc) { return lines.at(pc); });
+  return trace;
+}
+
 template <typename In>
 int run_dtype(const Options& o) {
   return chunk::with_compiled_config<In, int>(o.m, 2, [&](auto cfg) {
     using Cfg = decltype(cfg);
-    cta::SmemTrace trace;
-    run_traced<In, Cfg>(o, trace);
-    const auto lines = source_lines(trace.addresses());
-    trace.symbolize([&](uintptr_t pc) { return lines.at(pc); });
-    report(o, Cfg::C, trace);
+    if (!o.python) {
+      report(o, Cfg::C, traced<In, Cfg>(o));
+      return 0;
+    }
+    Options split = o, fused = o;
+    split.forward = "split", fused.forward = "fused";
+    std::map<std::string, double> w = per_cta(split, Cfg::C, traced<In, Cfg>(split));
+    w["forward_pass"] = per_cta(fused, Cfg::C, traced<In, Cfg>(fused)).at("forward_pass");
+    std::printf("    (%d, %d, \"%s\"): {", o.m, o.d, o.diagonal.c_str());
+    const char* sep = "";
+    for (const auto& [name, v] : w) {
+      std::printf("%s\"%s\": %.0f", sep, name.c_str(), v);
+      sep = ", ";
+    }
+    std::printf("},\n");
     return 0;
   });
 }

@@ -165,14 +165,15 @@ if want fairseq && lim=$(limit fairseq "${FAIRSEQ_TIMEOUT:-150}") && [ "$lim" -g
   record fairseq $? "$t0" "$lim"
 fi
 # Nsight Compute on each chunk kernel once per forward form (tests/gpu/profile_chunk.py): occupancy, DRAM
-# throughput and warp stall reasons, for the next optimisation. ncu reads hardware counters only where the
+# throughput, warp stall reasons, and shared memory's wavefronts and bank conflicts (MemoryWorkloadAnalysis_Tables:
+# the measure of bench_gpu.py's SMEM_WAVEFRONTS model), for the next optimisation. ncu reads hardware counters only where the
 # machine's virtualisation allows it; elsewhere the step fails at once and its log says why.
 NCU="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | tail -1)"
 if want profile && [ -n "$NCU" ] && lim=$(limit profile "${PROFILE_TIMEOUT:-90}") && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
   timeout -k 10 "$lim" "$NCU" --profile-from-start off --clock-control none -k regex:_pass_kernel \
     --section SpeedOfLight --section LaunchStats --section Occupancy --section MemoryWorkloadAnalysis \
-    --section ComputeWorkloadAnalysis --section InstructionStats \
+    --section MemoryWorkloadAnalysis_Tables --section ComputeWorkloadAnalysis --section InstructionStats \
     --section WarpStateStats "$PY" tests/gpu/profile_chunk.py ${PROFILE_ARGS:-} > "$LOGS/ncu_chunk.txt" 2>&1
   record profile $? "$t0" "$lim"
 elif want profile && [ -z "$NCU" ]; then
