@@ -373,24 +373,24 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
 # others from the split one), counted on the CPU by benchmarks/smem_bank_report (kernels/cuda/cta/smem_trace.h): every
 # vector and scalar access of the programs as the warps would issue them, served by the bank model (a
 # 16-byte access in quarter warps, an 8-byte one in half warps), and the tensor-core fragments as the
-# mma.sync layouts have them. A Hopper SM serves one 128-byte wavefront a clock, so at 132 SMs and 1.98 GHz
+# WMMA code nvcc emits reads and writes them. A Hopper SM serves one 128-byte wavefront a clock, so at 132 SMs and 1.98 GHz
 # the third floor beside MUFU and bytes. Regenerate after a change to the programs (tests/python/test_bench_gpu.py checks):
 #   for M in 32 64; do for D in 64 128; do for g in factored elementwise tensor; do
 #     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 2416, "forward_pass": 9858, "grad_pass": 23461, "output_pass": 8018, "state_pass": 2608},
-    (32, 64, "elementwise"): {"dstate_pass": 2416, "forward_pass": 20638, "grad_pass": 56039, "output_pass": 18798, "state_pass": 2608},
-    (32, 64, "tensor"): {"dstate_pass": 2416, "forward_pass": 8042, "grad_pass": 20161, "output_pass": 6202, "state_pass": 2608},
-    (32, 128, "factored"): {"dstate_pass": 2416, "forward_pass": 9858, "grad_pass": 44026, "output_pass": 13987, "state_pass": 2608},
-    (32, 128, "elementwise"): {"dstate_pass": 2416, "forward_pass": 20638, "grad_pass": 98262, "output_pass": 24627, "state_pass": 2608},
-    (32, 128, "tensor"): {"dstate_pass": 2416, "forward_pass": 8042, "grad_pass": 38938, "output_pass": 11867, "state_pass": 2608},
-    (64, 64, "factored"): {"dstate_pass": 3808, "forward_pass": 13710, "grad_pass": 31450, "output_pass": 10606, "state_pass": 4064},
-    (64, 64, "elementwise"): {"dstate_pass": 3808, "forward_pass": 35474, "grad_pass": 74938, "output_pass": 32370, "state_pass": 4064},
-    (64, 64, "tensor"): {"dstate_pass": 3808, "forward_pass": 10534, "grad_pass": 26290, "output_pass": 7430, "state_pass": 4064},
-    (64, 128, "factored"): {"dstate_pass": 3808, "forward_pass": 13710, "grad_pass": 57305, "output_pass": 17311, "state_pass": 4064},
-    (64, 128, "elementwise"): {"dstate_pass": 3808, "forward_pass": 35474, "grad_pass": 122377, "output_pass": 38935, "state_pass": 4064},
-    (64, 128, "tensor"): {"dstate_pass": 3808, "forward_pass": 10534, "grad_pass": 50065, "output_pass": 14039, "state_pass": 4064},
+    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 9106, "grad_pass": 22053, "output_pass": 7650, "state_pass": 2224},
+    (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 19886, "grad_pass": 54631, "output_pass": 18430, "state_pass": 2224},
+    (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 7154, "grad_pass": 18385, "output_pass": 5698, "state_pass": 2224},
+    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 9106, "grad_pass": 41210, "output_pass": 13251, "state_pass": 2224},
+    (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 19886, "grad_pass": 95446, "output_pass": 23891, "state_pass": 2224},
+    (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 7154, "grad_pass": 35394, "output_pass": 10867, "state_pass": 2224},
+    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 12574, "grad_pass": 29466, "output_pass": 10238, "state_pass": 3296},
+    (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 34338, "grad_pass": 72954, "output_pass": 32002, "state_pass": 3296},
+    (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 9262, "grad_pass": 23842, "output_pass": 6926, "state_pass": 3296},
+    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 12574, "grad_pass": 53337, "output_pass": 16575, "state_pass": 3296},
+    (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 34338, "grad_pass": 118409, "output_pass": 38199, "state_pass": 3296},
+    (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 9262, "grad_pass": 45177, "output_pass": 13039, "state_pass": 3296},
 }
 
 

@@ -200,7 +200,7 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
               "kernels/cuda/cta/smem_trace.h serves them; conflict-free: one per phase (quarter warp for 16-byte "
               "accesses, half warp for 8-byte ones) with an active lane; fewest: the instructions' distinct bytes in "
               "128-byte wavefronts (lower where lanes of different phases read the same data). vector: Cta::load4, "
-              "store4; scalar: plain loads and stores; wmma: gemm's fragments as the mma.sync layouts have them\n\n",
+              "store4; scalar: plain loads and stores; wmma: gemm's fragments as nvcc's WMMA code reads and writes them\n\n",
               o.forward.c_str(), o.dtype.c_str(), o.m, C, o.d, o.t, static_cast<long long>(chunks), o.diagonal.c_str(),
               static_cast<long long>(trace.phases()), static_cast<long long>(trace.gemms()));
   std::map<std::string, std::map<std::string, cta::SmemTrace::Cost>> kernels;  // kernel -> kind -> cost

@@ -110,14 +110,17 @@ DECAYFW_HD bool inputs_allow_vector_loads(const ChunkArgs& a, size_t elem_bytes)
 
 // Compile-time sizes of one configuration: key dimension M, chunk C, operand type Op (= the input
 // type: bf16, fp16, or fp32 run as tf32). Leading dimensions are padded so that rows of a tile fall
-// on different shared-memory banks and every 16-row/16-column tile stays 32-byte aligned.
+// on different shared-memory banks and every 16-row/16-column tile stays 32-byte aligned. fp32 tiles
+// move 8 banks a row: the tensor cores' 64-bit accumulator accesses (four rows of eight banks in a half
+// warp) are then free of conflicts, where 4 made them 2-way; Fx and Fy move 4, as their readers take 8
+// rows a quarter warp (factored_dot). benchmarks/smem_bank_report counts what each choice costs.
 template <int kM, int kC, typename Op>
 struct Config {
   static constexpr int M = kM, C = kC, R = kRows, S = kSub, NS = kC / kSub;
   static constexpr int ldm_op = M + 8, ldd_op = R + 8, ldc_op = C + 8;
-  static constexpr int ldm_f = M + 4, ldd_f = R + 4, ldc_f = C + 4;
+  static constexpr int ldm_f = M + 8, ldd_f = R + 8, ldc_f = C + 8;
   static constexpr int ld_tmp = (ldm_f > ldd_f ? ldm_f : ldd_f);
-  static constexpr int ld_fd = ld_tmp;  // the factored diagonal's fp32 operands (Tiles::Fx, Fy)
+  static constexpr int ld_fd = (M > R ? M : R) + 4;  // the factored diagonal's fp32 operands (Tiles::Fx, Fy)
   static constexpr int key_words = (M + 31) / 32, row_words = R / 32;  // one bit per column (Tiles::key_wide)
   static_assert(kM % 16 == 0 && kC % 16 == 0, "M and C must be multiples of 16");
 };

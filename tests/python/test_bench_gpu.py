@@ -77,9 +77,9 @@ def test_traffic_model_table_prints_without_a_gpu():
     compute = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines if len(cells(line)) == 12}
     # (Shared memory binds every kernel at this size, so the bounds follow SMEM_WAVEFRONTS: MUFU alone gave
     # 38/28/39% split and 42/29/44% fused.)
-    assert compute == {("split", "factored"): "14%", ("split", "elementwise"): "7%", ("split", "tensor"): "16%",
-                       ("fused", "factored"): "13%", ("fused", "elementwise"): "6%",
-                       ("fused", "tensor"): "16%"}, r.stdout
+    assert compute == {("split", "factored"): "15%", ("split", "elementwise"): "7%", ("split", "tensor"): "18%",
+                       ("fused", "factored"): "15%", ("fused", "elementwise"): "6%",
+                       ("fused", "tensor"): "18%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

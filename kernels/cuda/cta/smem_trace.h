@@ -22,11 +22,10 @@
 //
 // Accesses of 1 or 2 bytes count as 4-byte ones of the whole warp (two lanes in one word share it).
 //
-// gemm's tensor-core fragments are modeled, not traced (trace_wmma_fragments): WMMA's register layout
-// is not documented, so the model takes the mma.sync layouts of the PTX ISA (m16n8k16 for 16-bit
-// operands, m16n8k8 for tf32; a 16×16 tile is two n8 halves) with one 32-bit access per register
-// where its two 16-bit halves are adjacent in memory and two 16-bit ones where they are not, which is
-// the mix the SASS of these kernels shows (LDS, LDS.U16, STS; no LDSM). Global memory is not counted.
+// gemm's tensor-core fragments are modeled, not traced (trace_wmma_fragments): WMMA's layouts are not
+// documented, so the model follows the loads and stores nvcc 13 emits for them on sm_90 (read off the
+// SASS: 32-bit loads of the operands as stored, 64-bit accesses of the accumulators; no LDSM). Global
+// memory is not counted.
 #pragma once
 
 #include <algorithm>
@@ -38,6 +37,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include "cta_common.h"
 
 namespace decayfw::cta {
 
@@ -321,66 +322,44 @@ class SmemTrace {
 };
 
 // gemm's fragment accesses for one C[m×n] (+)= op(A)·op(B) on the tensor cores, as the model above has
-// them, reported to `trace` as whole warp instructions of the phase `phase`. Element addresses as HostCta's
-// gemm reads them: op(A)[i,p] = TA ? A[p·lda + i] : A[i·lda + p]; op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j].
+// them, reported to `trace` as whole warp instructions of the phase `phase`. What nvcc 13 makes of WMMA
+// for sm_90 (SASS of 16×16 tiles in shared memory, both layouts of each operand, bf16 and tf32): each
+// operand tile is read as stored, in four 32-bit loads per warp, lane (g, t) = (l / 4, l % 4) reading word t
+// of stored row g, each load covering eight rows and four words (the next eight rows, then the next four
+// words); the fp32 accumulators in four 64-bit loads or stores, lane (g, t) taking columns 2t, 2t + 1 of row
+// g, then row g + 8, then eight columns on. Element addresses as HostCta's gemm reads them:
+// op(A)[i,p] = TA ? A[p·lda + i] : A[i·lda + p]; op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j].
 template <bool TA, bool TB, typename Op>
 void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m, int n, int k, const Op* A, int lda,
                           const Op* B, int ldb, const float* C, int ldc, bool accumulate) {
-  constexpr bool k8 = sizeof(Op) == 4;  // tf32: m16n8k8, one 32-bit element per register
-  auto a_at = [&](int i, int p) { return TA ? A + size_t(p) * lda + i : A + size_t(i) * lda + p; };
-  auto b_at = [&](int p, int j) { return TB ? B + size_t(j) * ldb + p : B + size_t(p) * ldb + j; };
+  constexpr int kStep = sizeof(Op) == 4 ? 8 : 16;  // m16n16k8 for tf32, m16n16k16 for 16-bit operands
+  constexpr int kPerWord = 4 / sizeof(Op);
   const void* lane[kWarp];
-  // One register of a fragment, lane l holding element (row(l), col(l)) and, for 16-bit operands, the next
-  // one along the k dimension: one 32-bit access where the two are adjacent (k contiguous), else two 16-bit.
-  auto operand = [&](const char* what, bool k_contiguous, auto&& at) {
-    if (k8 || k_contiguous) {
-      for (int l = 0; l < kWarp; ++l) lane[l] = at(l, 0);
+  // One operand tile as stored: `rows` rows of ld elements from `tile`, 32 bytes wide (16 16-bit or 8 fp32).
+  auto operand = [&](const char* what, const Op* tile, int ld, int rows) {
+    for (int r = 0; r < 4; ++r) {
+      const int row_block = r % (rows / 8), word_block = r / (rows / 8);
+      for (int l = 0; l < kWarp; ++l)
+        lane[l] = tile + size_t(l / 4 + 8 * row_block) * ld + (l % 4 + 4 * word_block) * kPerWord;
       trace.instruction(lane, 4, false, phase, {what, 0, 0, "wmma (modeled)"});
-    } else {
-      for (int h = 0; h < 2; ++h) {
-        for (int l = 0; l < kWarp; ++l) lane[l] = at(l, h);
-        trace.instruction(lane, 2, false, phase, {what, 0, 0, "wmma (modeled)"});
-      }
+    }
+  };
+  auto accumulator = [&](int i0, int j0, bool store) {
+    for (int r = 0; r < 4; ++r) {
+      for (int l = 0; l < kWarp; ++l)
+        lane[l] = C + size_t(i0 + l / 4 + 8 * (r & 1)) * ldc + j0 + 2 * (l % 4) + 8 * (r >> 1);
+      trace.instruction(lane, 8, store, phase, {store ? "C store" : "C load", 0, 0, "wmma (modeled)"});
     }
   };
   for (int i0 = 0; i0 < m; i0 += 16)
     for (int j0 = 0; j0 < n; j0 += 16) {
-      auto c_lanes = [&](int half, int reg, bool store) {
-        for (int l = 0; l < kWarp; ++l) {
-          const int g = l / 4, t = l % 4;
-          lane[l] = C + size_t(i0 + g + (reg >= 2 ? 8 : 0)) * ldc + j0 + 8 * half + 2 * t + (reg & 1);
-        }
-        trace.instruction(lane, 4, store, phase, {store ? "C store" : "C load", 0, 0, "wmma (modeled)"});
-      };
-      if (accumulate)
-        for (int half = 0; half < 2; ++half)
-          for (int reg = 0; reg < 4; ++reg) c_lanes(half, reg, false);
-      for (int p0 = 0; p0 < k; p0 += k8 ? 8 : 16) {
-        if (k8) {
-          for (int reg = 0; reg < 4; ++reg)  // a0: (g, t), a1: (g + 8, t), a2: (g, t + 4), a3: (g + 8, t + 4)
-            operand("A load", true, [&](int l, int) {
-              return static_cast<const void*>(a_at(i0 + l / 4 + (reg & 1) * 8, p0 + l % 4 + (reg >= 2 ? 4 : 0)));
-            });
-          for (int half = 0; half < 2; ++half)
-            for (int reg = 0; reg < 2; ++reg)  // b0: (k = t, n = g), b1: (k = t + 4, n = g)
-              operand("B load", true, [&](int l, int) {
-                return static_cast<const void*>(b_at(p0 + l % 4 + 4 * reg, j0 + 8 * half + l / 4));
-              });
-        } else {
-          for (int reg = 0; reg < 4; ++reg)  // rows g (+8 for regs 1, 3), columns 2t, 2t + 1 (+8 for regs 2, 3)
-            operand("A load", !TA, [&](int l, int h) {
-              return static_cast<const void*>(
-                  a_at(i0 + l / 4 + (reg & 1) * 8, p0 + 2 * (l % 4) + h + (reg >= 2 ? 8 : 0)));
-            });
-          for (int half = 0; half < 2; ++half)
-            for (int reg = 0; reg < 2; ++reg)  // k = 2t, 2t + 1 (+8 for reg 1), n = g
-              operand("B load", TB, [&](int l, int h) {
-                return static_cast<const void*>(b_at(p0 + 2 * (l % 4) + h + 8 * reg, j0 + 8 * half + l / 4));
-              });
-        }
+      if (accumulate) accumulator(i0, j0, false);
+      for (int p = 0; p < k; p += kStep) {
+        // op(A)[i0.., p..]: stored 16 rows of kStep (row-major) or kStep rows of 16 (TA); likewise op(B)[p.., j0..].
+        operand("A load", gemm_a_tile<TA>(A, lda, i0, p), lda, TA ? kStep : 16);
+        operand("B load", gemm_b_tile<TB>(B, ldb, j0, p), ldb, TB ? 16 : kStep);
       }
-      for (int half = 0; half < 2; ++half)
-        for (int reg = 0; reg < 4; ++reg) c_lanes(half, reg, true);
+      accumulator(i0, j0, true);
     }
 }
 
