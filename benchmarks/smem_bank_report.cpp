@@ -16,7 +16,6 @@
 #include <cstring>
 #include <iterator>
 #include <map>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -93,33 +92,14 @@ chunk::DiagonalForm diagonal_of(const std::string& s) {
 // and backward with the trace current.
 template <typename In, typename Cfg>
 void run_traced(const Options& o, cta::SmemTrace& trace) {
-  const int64_t T = o.t, D = o.d, M = o.m;
-  std::mt19937_64 rng(1);
-  std::normal_distribution<float> n01(0.0f, 1.0f);
-  auto make = [&](int64_t count, float mean) {
-    std::vector<In> x(static_cast<size_t>(count));
-    for (In& e : x) e = cta::HostCta<>::from_f<In>(mean + n01(rng));
-    return x;
-  };
-  std::vector<In> q = make(T * M, 0.0f), k = make(T * M, 0.0f), f = make(T * M, 2.0f);
-  std::vector<In> v = make(T * D, 0.0f), z = make(T * D, 2.0f), dy = make(T * D, 0.0f);
-  std::vector<In> y(static_cast<size_t>(T * D)), dq(q.size()), dk(q.size()), df(q.size()), dv(v.size()), dz(v.size());
-  std::vector<float> sT(static_cast<size_t>(D * M)), ds0(sT.size());
-  auto in = [&](const std::vector<In>& x, int64_t X) { return chunk::SeqIn{x.data(), T * X, X, X}; };
-  auto out = [&](std::vector<In>& x, int64_t X) { return chunk::SeqOut{x.data(), T * X, X, X}; };
-  chunk::ChunkArgs a;
-  a.B = 1, a.T = T, a.H = 1, a.D = D, a.M = M;
-  a.q = in(q, M), a.k = in(k, M), a.f = in(f, M), a.v = in(v, D), a.z = in(z, D), a.dy = in(dy, D);
-  a.diagonal = diagonal_of(o.diagonal);
-  chunk::ChunkArgs b = a;
-  a.y = out(y, D), a.final_state = sT.data();
-  b.dq = out(dq, M), b.dk = out(dk, M), b.df = out(df, M), b.dv = out(dv, D), b.dz = out(dz, D), b.ds0 = ds0.data();
-
+  decayfw::testing::RandomSequence<In> seq(o.t, o.d, o.m, 1);
+  const chunk::ChunkArgs a = seq.forward_args(diagonal_of(o.diagonal)), b = seq.backward_args(diagonal_of(o.diagonal));
   decayfw::testing::HostChunkRunner<In, Cfg, false> run;
   cta::SmemTrace::Scope scope(trace);
-  if (o.forward == "split") run.forward(a);
-  else run.forward_fused(a);
-  run.backward(b, true);
+  chunk::ChunkArgs fa = a, ba = b;
+  if (o.forward == "split") run.forward(fa);
+  else run.forward_fused(fa);
+  run.backward(ba, true);
 }
 
 // Source lines of the hooks' instruction addresses: one addr2line run over all of them (-i: the innermost

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -135,6 +136,48 @@ class HostChunkRunner {
   bool allow_vector_loads_;
   std::vector<float> states_;
   std::vector<In> dstates_;
+};
+
+// One sequence (B = H = 1) of random inputs in the operand type, gate logits N(gate_mean, 1) (2: σ ≈ 0.88, no
+// wide column), with its outputs and gradients: what a tool or test needs to run the programs once.
+template <typename In>
+struct RandomSequence {
+  int64_t T, D, M;
+  std::vector<In> q, k, f, v, z, dy, y, dq, dk, df, dv, dz;
+  std::vector<float> final_state, ds0;
+
+  RandomSequence(int64_t T_, int64_t D_, int64_t M_, uint64_t seed, float gate_mean = 2.0f) : T(T_), D(D_), M(M_) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> n01(0.0f, 1.0f);
+    auto make = [&](int64_t count, float mean) {
+      std::vector<In> x(static_cast<size_t>(count));
+      for (In& e : x) e = cta::HostCta<>::template from_f<In>(mean + n01(rng));
+      return x;
+    };
+    q = make(T * M, 0.0f), k = make(T * M, 0.0f), f = make(T * M, gate_mean);
+    v = make(T * D, 0.0f), z = make(T * D, gate_mean), dy = make(T * D, 0.0f);
+    y.resize(v.size()), dq.resize(q.size()), dk.resize(q.size()), df.resize(q.size()), dv.resize(v.size()),
+        dz.resize(v.size());
+    final_state.resize(static_cast<size_t>(D * M)), ds0.resize(final_state.size());
+  }
+  // The forward's arguments (outputs y and the final state); backward_args adds the gradients.
+  chunk::ChunkArgs forward_args(chunk::DiagonalForm diagonal) {
+    chunk::ChunkArgs a;
+    a.B = 1, a.T = T, a.H = 1, a.D = D, a.M = M, a.diagonal = diagonal;
+    a.q = in(q, M), a.k = in(k, M), a.f = in(f, M), a.v = in(v, D), a.z = in(z, D), a.dy = in(dy, D);
+    a.y = out(y, D), a.final_state = final_state.data();
+    return a;
+  }
+  chunk::ChunkArgs backward_args(chunk::DiagonalForm diagonal) {
+    chunk::ChunkArgs b = forward_args(diagonal);
+    b.y = {}, b.final_state = nullptr;
+    b.dq = out(dq, M), b.dk = out(dk, M), b.df = out(df, M), b.dv = out(dv, D), b.dz = out(dz, D), b.ds0 = ds0.data();
+    return b;
+  }
+
+ private:
+  chunk::SeqIn in(const std::vector<In>& x, int64_t X) const { return {x.data(), T * X, X, X}; }
+  chunk::SeqOut out(std::vector<In>& x, int64_t X) { return {x.data(), T * X, X, X}; }
 };
 
 }  // namespace decayfw::testing

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -175,26 +174,8 @@ TEST(SmemTrace, TensorCoreFragmentsAreReadAsStored) {
 template <typename In, int M>
 cta::SmemTrace trace_chunk_programs(chunk::DiagonalForm form) {
   using Cfg = chunk::CompiledConfig<In, M>;
-  const int64_t T = 2 * Cfg::C + 5, D = 128;
-  std::mt19937_64 rng(7);
-  std::normal_distribution<float> n01(0.0f, 1.0f);
-  auto make = [&](int64_t n, float mean) {
-    std::vector<In> x(static_cast<size_t>(n));
-    for (In& e : x) e = cta::HostCta<>::from_f<In>(mean + n01(rng));
-    return x;
-  };
-  std::vector<In> q = make(T * M, 0), k = make(T * M, 0), f = make(T * M, 2), v = make(T * D, 0), z = make(T * D, 2),
-                  dy = make(T * D, 0);
-  std::vector<In> y(v.size()), dq(q.size()), dk(q.size()), df(q.size()), dv(v.size()), dz(v.size());
-  std::vector<float> sT(D * M), ds0(D * M);
-  auto in = [&](const std::vector<In>& x, int64_t X) { return chunk::SeqIn{x.data(), T * X, X, X}; };
-  auto out = [&](std::vector<In>& x, int64_t X) { return chunk::SeqOut{x.data(), T * X, X, X}; };
-  chunk::ChunkArgs a;
-  a.B = 1, a.T = T, a.H = 1, a.D = D, a.M = M, a.diagonal = form;
-  a.q = in(q, M), a.k = in(k, M), a.f = in(f, M), a.v = in(v, D), a.z = in(z, D), a.dy = in(dy, D);
-  chunk::ChunkArgs b = a;
-  a.y = out(y, D), a.final_state = sT.data();
-  b.dq = out(dq, M), b.dk = out(dk, M), b.df = out(df, M), b.dv = out(dv, D), b.dz = out(dz, D), b.ds0 = ds0.data();
+  decayfw::testing::RandomSequence<In> seq(2 * Cfg::C + 5, 128, M, 7);
+  chunk::ChunkArgs a = seq.forward_args(form), b = seq.backward_args(form);
   cta::SmemTrace trace;
   cta::SmemTrace::Scope scope(trace);
   decayfw::testing::HostChunkRunner<In, Cfg, false> run;
