@@ -380,16 +380,16 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
     (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 9106, "grad_pass": 22053, "output_pass": 7650, "state_pass": 2224},
-    (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 19886, "grad_pass": 54631, "output_pass": 18430, "state_pass": 2224},
+    (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 11182, "grad_pass": 28519, "output_pass": 9726, "state_pass": 2224},
     (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 7154, "grad_pass": 18385, "output_pass": 5698, "state_pass": 2224},
     (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 9106, "grad_pass": 41210, "output_pass": 13251, "state_pass": 2224},
-    (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 19886, "grad_pass": 95446, "output_pass": 23891, "state_pass": 2224},
+    (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 11182, "grad_pass": 51926, "output_pass": 15187, "state_pass": 2224},
     (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 7154, "grad_pass": 35394, "output_pass": 10867, "state_pass": 2224},
     (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 12574, "grad_pass": 29466, "output_pass": 10238, "state_pass": 3296},
-    (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 34338, "grad_pass": 72954, "output_pass": 32002, "state_pass": 3296},
+    (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 16930, "grad_pass": 38138, "output_pass": 14594, "state_pass": 3296},
     (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 9262, "grad_pass": 23842, "output_pass": 6926, "state_pass": 3296},
     (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 12574, "grad_pass": 53337, "output_pass": 16575, "state_pass": 3296},
-    (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 34338, "grad_pass": 118409, "output_pass": 38199, "state_pass": 3296},
+    (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 16930, "grad_pass": 66185, "output_pass": 20791, "state_pass": 3296},
     (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 9262, "grad_pass": 45177, "output_pass": 13039, "state_pass": 3296},
 }
 

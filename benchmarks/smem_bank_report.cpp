@@ -6,7 +6,7 @@
 // accesses, nor the tensor-core fragments: see smem_trace.h).
 //
 //   smem_bank_report [--dtype bf16|fp16|fp32] [--m 64] [--d 128] [--t 256]
-//                    [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top 20]
+//                    [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top 20] [--gate-mean 2]
 //   smem_bank_report --python --m 64 --d 128 --diagonal factored    # a line of bench_gpu.py's model
 #include <dlfcn.h>
 
@@ -33,13 +33,14 @@ namespace cta = decayfw::cta;
 struct Options {
   std::string dtype = "bf16", diagonal = "factored", forward = "split";
   int m = 64, d = 128, t = 256, top = 20;
+  double gate_mean = 2.0;  // gate logits N(mean, 1): 2 leaves no wide column; below about -2.5 most are wide
   bool python = false;  // one line of benchmarks/bench_gpu.py's SMEM_WAVEFRONTS instead of the tables
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "smem_bank_report: %s\nusage: smem_bank_report [--dtype bf16|fp16|fp32] [--m 16|32|64|128] [--d N·64] "
-               "[--t N] [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top N] [--python]\n"
+               "[--t N] [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top N] [--gate-mean X] [--python]\n"
                "--python: wavefronts per chunk (and row tile) of every kernel, both forward forms, as a line of bench_gpu.py's "
                "SMEM_WAVEFRONTS\n",
                why.c_str());
@@ -72,6 +73,12 @@ Options parse(int argc, char** argv) {
     else if (a == "--d") o.d = integer("--d", v, 1);
     else if (a == "--t") o.t = integer("--t", v, 1);
     else if (a == "--top") o.top = integer("--top", v, 0);
+    else if (a == "--gate-mean") {
+      char* end = nullptr;
+      o.gate_mean = std::strtod(v, &end);
+      if (*v == '\0' || *end != '\0' || !(o.gate_mean > -40.0 && o.gate_mean < 40.0))
+        usage(std::string("--gate-mean wants a number between -40 and 40, got '") + v + "'");
+    }
     else usage("unknown option " + a);
   }
   if (o.dtype != "bf16" && o.dtype != "fp16" && o.dtype != "fp32") usage("--dtype: bf16, fp16 or fp32, got " + o.dtype);
@@ -88,11 +95,11 @@ chunk::DiagonalForm diagonal_of(const std::string& s) {
   usage("--diagonal: factored, elementwise or tensor, got " + s);
 }
 
-// One sequence of random inputs (gate logits N(2, 1): no wide column, as the GPU benchmark's), run forward
-// and backward with the trace current.
+// One sequence of random inputs (gate logits N(gate_mean, 1); the default 2 leaves no wide column, as in the
+// GPU benchmark), run forward and backward with the trace current.
 template <typename In, typename Cfg>
 void run_traced(const Options& o, cta::SmemTrace& trace) {
-  decayfw::testing::RandomSequence<In> seq(o.t, o.d, o.m, 1);
+  decayfw::testing::RandomSequence<In> seq(o.t, o.d, o.m, 1, static_cast<float>(o.gate_mean));
   const chunk::ChunkArgs a = seq.forward_args(diagonal_of(o.diagonal)), b = seq.backward_args(diagonal_of(o.diagonal));
   decayfw::testing::HostChunkRunner<In, Cfg, false> run;
   cta::SmemTrace::Scope scope(trace);
@@ -175,13 +182,14 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
   const int64_t chunks = (o.t + C - 1) / C;
   std::printf("Shared-memory accesses of the chunk path, one forward (%s) and backward (the forward's states reused), "
               "counted on the CPU (benchmarks/smem_bank_report): %s, M = %d, C = %d, D = %d, T = %d (%lld chunks), one "
-              "sequence, %s diagonal; %lld for_each phases, %lld tensor-core products. Per chunk of each kernel "
+              "sequence, gate logits N(%g, 1), %s diagonal; %lld for_each phases, %lld tensor-core products. Per chunk of each kernel "
               "(state_pass, dstate_pass and forward_pass: per chunk and row tile). Wavefronts as the bank model of "
               "kernels/cuda/cta/smem_trace.h serves them; conflict-free: one per phase (quarter warp for 16-byte "
               "accesses, half warp for 8-byte ones) with an active lane; fewest: the instructions' distinct bytes in "
               "128-byte wavefronts (lower where lanes of different phases read the same data). vector: Cta::load4, "
               "store4; scalar: plain loads and stores; wmma: gemm's fragments as nvcc's WMMA code reads and writes them\n\n",
-              o.forward.c_str(), o.dtype.c_str(), o.m, C, o.d, o.t, static_cast<long long>(chunks), o.diagonal.c_str(),
+              o.forward.c_str(), o.dtype.c_str(), o.m, C, o.d, o.t, static_cast<long long>(chunks), o.gate_mean,
+              o.diagonal.c_str(),
               static_cast<long long>(trace.phases()), static_cast<long long>(trace.gemms()));
   std::map<std::string, std::map<std::string, cta::SmemTrace::Cost>> kernels;  // kernel -> kind -> cost
   for (const auto& [key, c] : trace.costs()) {

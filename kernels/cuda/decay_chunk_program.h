@@ -121,6 +121,11 @@ struct Config {
   static constexpr int ldm_f = M + 8, ldd_f = R + 8, ldc_f = C + 8;
   static constexpr int ld_tmp = (ldm_f > ldd_f ? ldm_f : ldd_f);
   static constexpr int ld_fd = (M > R ? M : R) + 4;  // the factored diagonal's fp32 operands (Tiles::Fx, Fy)
+  // The cumulative log gates (Tiles::Bc C×M, Ac C×R) move 4 banks a row, so that the per-pair sums' scalar
+  // reads of one column in rows j and j' meet only 8 rows apart (unpadded, every row met: 4.9 wavefronts a
+  // read with fast-forgetting gates); not at M = 16, where a quarter warp's vector reads span two rows that
+  // the padding would overlap.
+  static constexpr int ldg_m = M >= 32 ? M + 4 : M, ldg_r = R + 4;
   static constexpr int key_words = (M + 31) / 32, row_words = R / 32;  // one bit per column (Tiles::key_wide)
   static_assert(kM % 16 == 0 && kC % 16 == 0, "M and C must be multiples of 16");
 };
@@ -355,12 +360,13 @@ DECAYFW_CTA void log_gate_index(const Place& pl, Tiles<Op, Cfg>& t, int sides, i
   const int64_t keys = sides & kKeySide ? int64_t(Cfg::C) * Cfg::M / kQuad : 0;
   const bool key = e < keys;
   const int64_t at = (key ? e : e - keys) * kQuad;  // the quad's first element in the C×M or C×R tile
+  const int64_t X = key ? Cfg::M : Cfg::R, row = at / X;
   float x[kQuad];
   Cta::load4(key ? t.Fr + at : t.Zr + at, x);
-  const bool valid = at / (key ? Cfg::M : Cfg::R) < pl.valid;
+  const bool valid = row < pl.valid;
   DECAYFW_UNROLL
   for (int w = 0; w < kQuad; ++w) x[w] = valid ? log_sigmoid(x[w]) : 0.0f;
-  Cta::store4(key ? t.Bc + at : t.Ac + at, x);
+  Cta::store4(key ? t.Bc + row * Cfg::ldg_m + at % X : t.Ac + row * Cfg::ldg_r + at % X, x);
 }
 
 // Inclusive cumulative sum down one column of a C-row fp32 tile with leading dimension ld.
@@ -464,12 +470,12 @@ DECAYFW_CTA void cumsum_index(Cta& cta, Tiles<Op, Cfg>& t, int sides, int64_t e)
   const int64_t keys = sides & kKeySide ? Cfg::M : 0;
   if (e < keys) {
     const int m = static_cast<int>(e);
-    cumsum_column<Cfg::C>(t.Bc + m, Cfg::M);
-    if (t.key_wide) mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Bc + m, Cfg::M, t.key_wide, Cfg::key_words, m);
+    cumsum_column<Cfg::C>(t.Bc + m, Cfg::ldg_m);
+    if (t.key_wide) mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Bc + m, Cfg::ldg_m, t.key_wide, Cfg::key_words, m);
   } else {
     const int d = static_cast<int>(e - keys);
-    cumsum_column<Cfg::C>(t.Ac + d, Cfg::R);
-    if (t.row_wide) mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Ac + d, Cfg::R, t.row_wide, Cfg::row_words, d);
+    cumsum_column<Cfg::C>(t.Ac + d, Cfg::ldg_r);
+    if (t.row_wide) mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Ac + d, Cfg::ldg_r, t.row_wide, Cfg::row_words, d);
   }
 }
 
@@ -533,7 +539,7 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int MQ = M / kQuad;
   cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
     const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, nullptr);
+    scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * Cfg::ldg_m + m, nullptr);
   });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
 }
@@ -544,7 +550,7 @@ DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, R = Cfg::R, RQ = R / kQuad;
   cta.for_each(int64_t(C) * RQ, [&](int64_t e) {
     const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * R + d, nullptr);
+    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * Cfg::ldg_r + d, nullptr);
   });
 }
 
@@ -580,12 +586,12 @@ DECAYFW_CTA float factored_dot(const float* x, const float* y) {
 // leave out: Pd_ij's with q, k and B (key columns), Rd_ij's with dy, v and A (the tile's rows). The wide
 // columns per pair; when factored, the narrow ones too, as factored_dot of rows i and j of Fx, Fy (fx, fy).
 template <typename Cta, int X, int kWords, typename Op>
-DECAYFW_CTA float diagonal_sum(const Op* x, const Op* y, int ld, const float* g, const uint32_t* wide, bool factored,
-                               const float* fx, const float* fy, int i, int j) {
+DECAYFW_CTA float diagonal_sum(const Op* x, const Op* y, int ld, const float* g, int ldg, const uint32_t* wide,
+                               bool factored, const float* fx, const float* fy, int i, int j) {
   const float narrow = factored ? factored_dot<Cta, X>(fx, fy) : 0.0f;
   float s = 0.0f;
   for_each_wide<kWords>(wide, [&](int c) {
-    s += Cta::to_f(x[i * ld + c]) * Cta::to_f(y[j * ld + c]) * decay_exp(g[i * X + c] - g[j * X + c]);
+    s += Cta::to_f(x[i * ld + c]) * Cta::to_f(y[j * ld + c]) * decay_exp(g[i * ldg + c] - g[j * ldg + c]);
   });
   return narrow + s;
 }
@@ -667,9 +673,9 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
         const int ii = static_cast<int>(e / MQ), i = r + ii, m = static_cast<int>(e % MQ) * kQuad;
         if (pd_factored)
           scale_quad_kept<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Fx + ii * ld + m, t.Qr + i * Cfg::ldm_op + m,
-                               t.Bc + i * M + m, t.Bc + r * M + m, 0u, wide_quad(key_wide, m));
+                               t.Bc + i * Cfg::ldg_m + m, t.Bc + r * Cfg::ldg_m + m, 0u, wide_quad(key_wide, m));
         else
-          scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, t.Bc + r * M + m);
+          scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * Cfg::ldg_m + m, t.Bc + r * Cfg::ldg_m + m);
         return;
       }
       e -= int64_t(S) * MQ;
@@ -677,22 +683,22 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
         const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
         if (j >= cols)  // the factored form: k's diagonal rows, kept for Fy and not multiplied
           scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + (j - r) * ld + m, t.Kr + j * Cfg::ldm_op + m,
-                               t.Bc + r * M + m, t.Bc + j * M + m, 0xfu, wide_quad(key_wide, m));
+                               t.Bc + r * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m, 0xfu, wide_quad(key_wide, m));
         else
-          scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + r * M + m, t.Bc + j * M + m,
+          scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + r * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m,
                           j >= r ? wide_quad(key_wide, m) : 0u);  // j ≥ r: the tensor form's diagonal rows
         return;
       }
       e -= (cols + kept_k) * MQ;
       const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-      scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + r * R + d, t.Ac + j * R + d,
+      scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + r * Cfg::ldg_r + d, t.Ac + j * Cfg::ldg_r + d,
                       j >= r ? wide_quad(row_wide, d) : 0u);
     });
     if (cols > 0)
       cta.template gemm<false, true>(S, cols, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P,
                                      Cfg::ldc_f, false);
     round_products_with_diagonal(cta, t, r, t.Pd, key_side, [&](int i, int j) {
-      return diagonal_sum<Cta, M, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, key_wide,
+      return diagonal_sum<Cta, M, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, Cfg::ldg_m, key_wide,
                                                   pd_factored, t.Fx + (i - r) * ld, t.Fy + (j - r) * ld, i, j);
     });
     if (cols > 0)
@@ -707,16 +713,16 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
       e %= q;
       const int ii = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, i = r + ii;
       if (part == 0) {
-        decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * R + d, t.Ac + r * R + d, t.Tmp + ii * Cfg::ld_tmp + d);
+        decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * Cfg::ldg_r + d, t.Ac + r * Cfg::ldg_r + d, t.Tmp + ii * Cfg::ld_tmp + d);
       } else if (part == 1) {
         if (rd_factored)
           scale_quad_kept<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Fx + ii * ld + d, t.Gr + i * Cfg::ldd_op + d,
-                               t.Ac + i * R + d, t.Ac + r * R + d, 0u, wide_quad(row_wide, d));
+                               t.Ac + i * Cfg::ldg_r + d, t.Ac + r * Cfg::ldg_r + d, 0u, wide_quad(row_wide, d));
         else
-          scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, t.Ac + r * R + d);
+          scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * Cfg::ldg_r + d, t.Ac + r * Cfg::ldg_r + d);
       } else {
-        scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + ii * ld + d, t.Vr + i * Cfg::ldd_op + d, t.Ac + r * R + d,
-                             t.Ac + i * R + d, 0xfu, wide_quad(row_wide, d));
+        scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + ii * ld + d, t.Vr + i * Cfg::ldd_op + d, t.Ac + r * Cfg::ldg_r + d,
+                             t.Ac + i * Cfg::ldg_r + d, 0xfu, wide_quad(row_wide, d));
       }
     });
     if (!DQ) continue;
@@ -724,14 +730,14 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
       cta.template gemm<false, true>(S, cols, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P,
                                      Cfg::ldc_f, false);
     round_products_with_diagonal(cta, t, r, t.Rd, true, [&](int i, int j) {
-      return diagonal_sum<Cta, R, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, row_wide,
+      return diagonal_sum<Cta, R, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, Cfg::ldg_r, row_wide,
                                                   rd_factored, t.Fx + (i - r) * ld, t.Fy + (j - r) * ld, i, j);
     });
     if (cols == 0) continue;
     cta.template gemm<false, false>(S, M, cols, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
       const int ii = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, i = r + ii;
-      decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.Bc + i * M + m, t.Bc + r * M + m, t.Tmp + ii * Cfg::ld_tmp + m);
+      decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.Bc + i * Cfg::ldg_m + m, t.Bc + r * Cfg::ldg_m + m, t.Tmp + ii * Cfg::ld_tmp + m);
     });
   }
 }
@@ -829,11 +835,11 @@ DECAYFW_CTA void factored_diagonal_sums(const float (&x)[S], const float* p, con
 // y_r = e^{A_r−A_0}·Σ_{c ≤ r} Pd_rc (v_c e^{A_0−A_c}).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void y_diagonal_terms(const Tiles<Op, Cfg>& t, int blk, int d, bool wide, float (&y)[Cfg::S]) {
-  constexpr int R = Cfg::R, S = Cfg::S;
+  constexpr int S = Cfg::S;
   float A[S], v[S];
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
-    A[r] = t.Ac[(blk + r) * R + d];
+    A[r] = t.Ac[(blk + r) * Cfg::ldg_r + d];
     v[r] = Cta::to_f(t.Vr[(blk + r) * Cfg::ldd_op + d]);
     y[r] = 0.0f;
   }
@@ -936,8 +942,8 @@ struct ScanSmem {
     S = ar.take<float>(size_t(R) * Cfg::ldm_f);
     (backward ? t.Qr : t.Kr) = ar.take<Op>(size_t(C) * Cfg::ldm_op);
     (backward ? t.Gr : t.Vr) = ar.take<Op>(size_t(C) * Cfg::ldd_op);
-    t.Bc = ar.take<float>(size_t(C) * M);
-    t.Ac = ar.take<float>(size_t(C) * R);
+    t.Bc = ar.take<float>(size_t(C) * Cfg::ldg_m);
+    t.Ac = ar.take<float>(size_t(C) * Cfg::ldg_r);
     t.Fr = ar.take<Op>(size_t(C) * M);
     t.Zr = ar.take<Op>(size_t(C) * R);
     next = carve_next_staging(ar, t, backward, !backward, !backward, backward);
@@ -978,19 +984,19 @@ DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
     if (e < int64_t(C) * MQ) {
       const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
       Op* k = t.Kr + j * Cfg::ldm_op + m;
-      scale_quad<Cta>(k, k, t.Bc + (C - 1) * M + m, t.Bc + j * M + m);
+      scale_quad<Cta>(k, k, t.Bc + (C - 1) * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m);
       return;
     }
     e -= int64_t(C) * MQ;
     if (e < int64_t(C) * RQ) {
       const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
       Op* v = t.Vr + j * Cfg::ldd_op + d;
-      scale_quad<Cta>(v, v, t.Ac + (C - 1) * R + d, t.Ac + j * R + d);
+      scale_quad<Cta>(v, v, t.Ac + (C - 1) * Cfg::ldg_r + d, t.Ac + j * Cfg::ldg_r + d);
       return;
     }
     e -= int64_t(C) * RQ;
     const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    decay_state_quad<Cta>(S + d * Cfg::ldm_f + m, t.Ac[(C - 1) * R + d], t.Bc + (C - 1) * M + m);
+    decay_state_quad<Cta>(S + d * Cfg::ldm_f + m, t.Ac[(C - 1) * Cfg::ldg_r + d], t.Bc + (C - 1) * Cfg::ldg_m + m);
   });
   cta.template gemm<true, false>(R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, S, Cfg::ldm_f, true);
 }
@@ -1039,19 +1045,19 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
           if (e < int64_t(C) * MQ) {
             const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
             Op* q = t.Qr + i * Cfg::ldm_op + m;
-            scale_quad<Cta>(q, q, t.Bc + i * M + m, nullptr);
+            scale_quad<Cta>(q, q, t.Bc + i * Cfg::ldg_m + m, nullptr);
             return;
           }
           e -= int64_t(C) * MQ;
           if (e < int64_t(C) * RQ) {
             const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
             Op* g = t.Gr + i * Cfg::ldd_op + d;
-            scale_quad<Cta>(g, g, t.Ac + i * R + d, nullptr);
+            scale_quad<Cta>(g, g, t.Ac + i * Cfg::ldg_r + d, nullptr);
             return;
           }
           e -= int64_t(C) * RQ;
           const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-          decay_state_quad<Cta>(dS + d * Cfg::ldm_f + m, t.Ac[(C - 1) * R + d], t.Bc + (C - 1) * M + m);
+          decay_state_quad<Cta>(dS + d * Cfg::ldm_f + m, t.Ac[(C - 1) * Cfg::ldg_r + d], t.Bc + (C - 1) * Cfg::ldg_m + m);
         });
         cta.template gemm<true, false>(R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, dS, Cfg::ldm_f, true);
       });
@@ -1079,10 +1085,10 @@ struct ChunkSmem {
     cta::Arena ar(base);
     t.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
     t.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
-    t.Bc = ar.take<float>(size_t(C) * M);
+    t.Bc = ar.take<float>(size_t(C) * Cfg::ldg_m);
     t.Vr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
     if (grad) t.Gr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
-    t.Ac = ar.take<float>(size_t(C) * R);
+    t.Ac = ar.take<float>(size_t(C) * Cfg::ldg_r);
     t.Xa = ar.take<Op>(size_t(C) * Cfg::ldm_op);
     t.Xb = ar.take<Op>(size_t(C) * Cfg::ldm_op);
     t.Xc = ar.take<Op>(size_t(C) * Cfg::ldd_op);
@@ -1310,7 +1316,7 @@ DECAYFW_CTA void paired_diagonal_sums(const float (&x)[S], const float* p, const
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, int blk, int d,
                                     bool wide) {
-  constexpr int R = Cfg::R, S = Cfg::S;
+  constexpr int S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
   const float* p = t.Pd + blk * S;
   const auto at = [&](int r) { return (blk + r) * Cfg::ldd_op + d; };
@@ -1324,7 +1330,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
   float A[S], u[S], y[S], dv[S];
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
-    A[r] = t.Ac[(blk + r) * R + d];
+    A[r] = t.Ac[(blk + r) * Cfg::ldg_r + d];
     u[r] = Cta::to_f(t.Vr[at(r)]);
     y[r] = 0.0f;
   }
@@ -1351,7 +1357,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
 
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool wide) {
-  constexpr int M = Cfg::M, S = Cfg::S;
+  constexpr int S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
   const float* p = t.Rd + blk * S;
   const auto at = [&](int r) { return (blk + r) * Cfg::ldm_op + m; };
@@ -1359,7 +1365,7 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool
   float B[S], k[S], dq[S], dk[S];
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
-    B[r] = t.Bc[(blk + r) * M + m];
+    B[r] = t.Bc[(blk + r) * Cfg::ldg_m + m];
     k[r] = Cta::to_f(t.Kr[at(r)]);
   }
   if (!wide) {  // factored (the only form that lists narrow key columns here)
@@ -1455,36 +1461,36 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       const bool kk = e >= cm;
       if (kk) e -= cm;
       const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-      if (!kk) scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, nullptr);
+      if (!kk) scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * Cfg::ldg_m + m, nullptr);
       else
-        scale_quad<Cta>(t.Xb + i * Cfg::ldm_op + m, t.Kr + i * Cfg::ldm_op + m, t.Bc + last * M + m, t.Bc + i * M + m);
+        scale_quad<Cta>(t.Xb + i * Cfg::ldm_op + m, t.Kr + i * Cfg::ldm_op + m, t.Bc + last * Cfg::ldg_m + m, t.Bc + i * Cfg::ldg_m + m);
       return;
     }
     e -= 2 * cm;
     const bool vv = e >= cr;
     if (vv) e -= cr;
     const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    if (!vv) scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, nullptr);
+    if (!vv) scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * Cfg::ldg_r + d, nullptr);
     else
-      scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, t.Ac + last * R + d, t.Ac + i * R + d);
+      scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, t.Ac + last * Cfg::ldg_r + d, t.Ac + i * Cfg::ldg_r + d);
   });
   // dq and dk accumulate over tiles, so their inter products go through Y (as C×M scratch) first.
   cta.template gemm<false, false>(C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
   cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
     const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.Bc + i * M + m, nullptr, t.Y + i * Cfg::ld_tmp + m);
+    decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.Bc + i * Cfg::ldg_m + m, nullptr, t.Y + i * Cfg::ld_tmp + m);
   });
   cta.template gemm<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
   cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
     const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    decay_quad<Cta>(DK + i * Cfg::ldm_f + m, t.Bc + last * M + m, t.Bc + i * M + m, t.Y + i * Cfg::ld_tmp + m);
+    decay_quad<Cta>(DK + i * Cfg::ldm_f + m, t.Bc + last * Cfg::ldg_m + m, t.Bc + i * Cfg::ldg_m + m, t.Y + i * Cfg::ld_tmp + m);
   });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
   cta.template gemm<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op, DV, Cfg::ldd_f, false);
   cta.for_each(int64_t(C) * RQ, [&](int64_t e) {
     const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * R + d, nullptr);
-    decay_quad<Cta>(DV + i * Cfg::ldd_f + d, t.Ac + last * R + d, t.Ac + i * R + d);
+    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * Cfg::ldg_r + d, nullptr);
+    decay_quad<Cta>(DV + i * Cfg::ldd_f + d, t.Ac + last * Cfg::ldg_r + d, t.Ac + i * Cfg::ldg_r + d);
   });
 
   // Intra-chunk, by sub-chunk with the diagonal blocks on tensor cores (but their wide columns): y and dq
@@ -1507,25 +1513,25 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     cta.for_each(int64_t(S) * (MQ + RQ) + int64_t(cols) * (MQ + RQ), [&](int64_t e) {
       if (e < int64_t(S) * MQ) {
         const int j = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + rp * M + m, t.Bc + j * M + m);
+        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + rp * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m);
         return;
       }
       e -= int64_t(S) * MQ;
       if (e < int64_t(S) * RQ) {
         const int j = j0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-        scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + rp * R + d, t.Ac + j * R + d);
+        scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + rp * Cfg::ldg_r + d, t.Ac + j * Cfg::ldg_r + d);
         return;
       }
       e -= int64_t(S) * RQ;
       if (e < int64_t(cols) * MQ) {
         const int i = i0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * M + m, t.Bc + rp * M + m,
+        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * Cfg::ldg_m + m, t.Bc + rp * Cfg::ldg_m + m,
                         i <= rp ? wide_quad(key_wide, m) : 0u);  // i ≤ rp: the tensor form's diagonal rows
         return;
       }
       e -= int64_t(cols) * MQ;
       const int i = i0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-      scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * R + d, t.Ac + rp * R + d,
+      scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * Cfg::ldg_r + d, t.Ac + rp * Cfg::ldg_r + d,
                       i <= rp ? wide_quad(row_wide, d) : 0u);
     });
     if (later > 0)
@@ -1536,7 +1542,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * RQ, [&](int64_t e) {
       const int jj = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, j = j0 + jj;
-      decay_quad<Cta>(DV + j * Cfg::ldd_f + d, t.Ac + rp * R + d, t.Ac + j * R + d, t.Tmp + jj * Cfg::ld_tmp + d);
+      decay_quad<Cta>(DV + j * Cfg::ldd_f + d, t.Ac + rp * Cfg::ldg_r + d, t.Ac + j * Cfg::ldg_r + d, t.Tmp + jj * Cfg::ld_tmp + d);
     });
     if (later > 0)
       cta.template gemm<false, true>(S, later, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + (j0 + S) * Cfg::ldd_op,
@@ -1546,7 +1552,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
       const int jj = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, j = j0 + jj;
-      decay_quad<Cta>(DK + j * Cfg::ldm_f + m, t.Bc + rp * M + m, t.Bc + j * M + m, t.Tmp + jj * Cfg::ld_tmp + m);
+      decay_quad<Cta>(DK + j * Cfg::ldm_f + m, t.Bc + rp * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m, t.Tmp + jj * Cfg::ld_tmp + m);
     });
   }
 
