@@ -12,6 +12,9 @@
 // the tensor cores do: 16-bit operands are exact in fp32 products; fp32 operands are first rounded
 // to tf32 (10-bit mantissa, round to nearest, ties away, as cvt.rna.tf32.f32) unless the executor
 // is told to keep them exact (kExactFp32: checks the algorithm alone); sums are fp32.
+//
+// With a SmemTrace current (smem_trace.h), its shared-memory accesses are recorded for a bank count: the
+// vector accesses and copies here, gemm's fragments as modeled there; the emulation's own copies are not.
 #pragma once
 
 #include <algorithm>

@@ -1,16 +1,16 @@
-// SmemTrace: what a CTA program's vector accesses to shared memory would cost the device's banks, found
-// by running the program on HostCta (host only; the device executor knows nothing of it).
+// SmemTrace: what a CTA program's accesses to shared memory would cost the device's banks, found by
+// running the program on HostCta (host only; the device executor knows nothing of it).
 //
-// While a trace is current (SmemTrace::Scope), HostCta reports every Cta::load4/store4 and copy16_async
-// that lands in a HostSmem buffer, with the index of the for_each that made it; a program compiled with
-// GCC's -fsanitize=thread and linked with benchmarks/smem_trace_hooks.cpp (no ThreadSanitizer runtime:
-// only its instrumentation, whose per-access calls those hooks define) reports its scalar accesses as
-// well, by instruction address. At the end of each
-// for_each the trace replays the accesses as the device would issue them: the indices i of a warp are
-// the 32 consecutive ones (DeviceCta::for_each gives index threadIdx.x + k·blockDim.x to a thread, and
-// blockDim.x is a multiple of 32), and the lanes' k-th access from the same source line is one
-// instruction (SIMT; a lane that skips it is inactive). Each instruction's cost is counted with the
-// shared-memory model below.
+// What is recorded. While a trace is current (SmemTrace::Scope), HostCta reports every Cta::load4/store4
+// and copy16_async that lands in a HostSmem buffer, with the index of the for_each that made it. A program
+// compiled with GCC's -fsanitize=thread and linked with benchmarks/smem_trace_hooks.cpp reports its scalar
+// loads and stores as well, by instruction address: no ThreadSanitizer runtime is linked, only its
+// instrumentation, whose per-access calls those hooks define.
+//
+// How it is replayed. At the end of each for_each the trace issues the accesses as the device would: the
+// indices of a warp are 32 consecutive ones (DeviceCta::for_each gives index threadIdx.x + k·blockDim.x to
+// a thread, and blockDim.x is a multiple of 32), and the lanes' k-th access from one instruction is one
+// warp instruction (SIMT; a lane that skips it is inactive).
 //
 // The bank model (32 banks, one 4-byte word each per clock): an access of w bytes per lane is served
 // in phases of 128 / w lanes (the whole warp for 4-byte accesses, half warps for 8-byte ones, quarter
@@ -46,10 +46,11 @@ constexpr int kBanks = 32;
 constexpr int kBankBytes = 4;
 constexpr int kWarp = 32;
 
-// Wavefronts of one warp instruction: addr[l] is lane l's address, or -1 when the lane is inactive;
-// every active lane accesses `bytes` (4, 8 or 16) bytes aligned to their size.
+// Lanes served together: the whole warp for accesses of up to 4 bytes, half a warp for 8, a quarter for 16.
 inline int lanes_per_phase(int bytes) { return kBanks / std::clamp(bytes / kBankBytes, 1, kWarp); }
 
+// Wavefronts of one warp instruction: addr[l] is lane l's address, or -1 when the lane is inactive;
+// every active lane accesses `bytes` (4, 8 or 16) bytes aligned to their size.
 inline int bank_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
   const int lanes = lanes_per_phase(bytes), words = std::max(bytes / kBankBytes, 1);
   int total = 0;
