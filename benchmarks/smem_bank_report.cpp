@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iterator>
 #include <map>
 #include <stdexcept>
@@ -100,13 +101,12 @@ chunk::DiagonalForm diagonal_of(const std::string& s) {
 template <typename In, typename Cfg>
 void run_traced(const Options& o, cta::SmemTrace& trace) {
   decayfw::testing::RandomSequence<In> seq(o.t, o.d, o.m, 1, static_cast<float>(o.gate_mean));
-  const chunk::ChunkArgs a = seq.forward_args(diagonal_of(o.diagonal)), b = seq.backward_args(diagonal_of(o.diagonal));
+  chunk::ChunkArgs a = seq.forward_args(diagonal_of(o.diagonal)), b = seq.backward_args(diagonal_of(o.diagonal));
   decayfw::testing::HostChunkRunner<In, Cfg, false> run;
   cta::SmemTrace::Scope scope(trace);
-  chunk::ChunkArgs fa = a, ba = b;
-  if (o.forward == "split") run.forward(fa);
-  else run.forward_fused(fa);
-  run.backward(ba, true);
+  if (o.forward == "split") run.forward(a);
+  else run.forward_fused(a);
+  run.backward(b, true);
 }
 
 // Source lines of the hooks' instruction addresses: one addr2line run over all of them (-i: the innermost
@@ -121,7 +121,8 @@ std::map<uintptr_t, std::pair<std::string, int>> source_lines(const std::vector<
   Dl_info info{};
   if (pcs.empty() || !dladdr(reinterpret_cast<void*>(pcs.front()), &info) || !info.dli_fname) return lines;
   const auto base = reinterpret_cast<uintptr_t>(info.dli_fbase);
-  const std::string list = "/tmp/smem_bank_report_pcs." + std::to_string(::getpid());
+  const std::string list =
+      (std::filesystem::temp_directory_path() / ("smem_bank_report_pcs." + std::to_string(::getpid()))).string();
   if (FILE* f = std::fopen(list.c_str(), "w")) {
     // The call's return address minus one: an address inside the call instruction itself.
     for (uintptr_t pc : pcs) std::fprintf(f, "0x%lx\n", static_cast<unsigned long>(pc - base - 1));
