@@ -237,7 +237,7 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
 
 // Wavefronts of each kernel per chunk (grad_pass, output_pass: a CTA each) or per chunk and row tile (the
 // others, whose CTAs walk the chunks of a row tile), summed over the kinds of access.
-std::map<std::string, double> per_cta(const Options& o, int C, const cta::SmemTrace& trace) {
+std::map<std::string, double> per_chunk(const Options& o, int C, const cta::SmemTrace& trace) {
   const double chunks = double((o.t + C - 1) / C), tiles = double(o.d / chunk::kRows);
   std::map<std::string, double> w;
   for (const auto& [key, c] : trace.costs()) w[key.kernel] += double(c.wavefronts);
@@ -264,8 +264,8 @@ int run_dtype(const Options& o) {
     }
     Options split = o, fused = o;
     split.forward = "split", fused.forward = "fused";
-    std::map<std::string, double> w = per_cta(split, Cfg::C, traced<In, Cfg>(split));
-    w["forward_pass"] = per_cta(fused, Cfg::C, traced<In, Cfg>(fused)).at("forward_pass");
+    std::map<std::string, double> w = per_chunk(split, Cfg::C, traced<In, Cfg>(split));
+    w["forward_pass"] = per_chunk(fused, Cfg::C, traced<In, Cfg>(fused)).at("forward_pass");
     std::printf("    (%d, %d, \"%s\"): {", o.m, o.d, o.diagonal.c_str());
     const char* sep = "";
     for (const auto& [name, v] : w) {

@@ -254,7 +254,7 @@ template <typename Op, typename Cfg>
 struct Tiles {
   Op *Qr = nullptr, *Kr = nullptr, *Vr = nullptr, *Gr = nullptr;  // raw q, k (C×M), v, dy (C×R); 0 past T
   Op *Fr = nullptr, *Zr = nullptr;                                 // raw gate logits f (C×M), z (C×R), unpadded
-  float *Bc = nullptr, *Ac = nullptr;                              // cumulative log gates C×M, C×R
+  float *Bc = nullptr, *Ac = nullptr;  // cumulative log gates C×M, C×R: rows key_gates(i), row_gates(i)
   Op *Xa = nullptr, *Xb = nullptr, *Xc = nullptr, *Xd = nullptr;  // scaled operands C×M, C×M, C×R, C×R
   float* P = nullptr;    // S×C fp32 products of a sub-chunk's rows with the chunk's
   Op* Pop = nullptr;     // the same rounded to the operand type
@@ -271,6 +271,9 @@ struct Tiles {
   // Rd, scaled by their factors through its first row, zero in the wide columns) when factored.
   DiagonalForm diagonal = DiagonalForm::Elementwise;
   float *Fx = nullptr, *Fy = nullptr;
+  // Row i of the cumulative log gates, whose rows are padded (Cfg::ldg_m, ldg_r).
+  DECAYFW_HD float* key_gates(int i) const { return Bc + i * Cfg::ldg_m; }
+  DECAYFW_HD float* row_gates(int i) const { return Ac + i * Cfg::ldg_r; }
   DECAYFW_HD bool tensor_diagonal() const { return diagonal == DiagonalForm::Tensor; }
   DECAYFW_HD bool factored() const { return diagonal == DiagonalForm::Factored; }
 };
@@ -360,13 +363,13 @@ DECAYFW_CTA void log_gate_index(const Place& pl, Tiles<Op, Cfg>& t, int sides, i
   const int64_t keys = sides & kKeySide ? int64_t(Cfg::C) * Cfg::M / kQuad : 0;
   const bool key = e < keys;
   const int64_t at = (key ? e : e - keys) * kQuad;  // the quad's first element in the C×M or C×R tile
-  const int64_t X = key ? Cfg::M : Cfg::R, row = at / X;
+  const int X = key ? Cfg::M : Cfg::R, row = static_cast<int>(at / X);
   float x[kQuad];
   Cta::load4(key ? t.Fr + at : t.Zr + at, x);
   const bool valid = row < pl.valid;
   DECAYFW_UNROLL
   for (int w = 0; w < kQuad; ++w) x[w] = valid ? log_sigmoid(x[w]) : 0.0f;
-  Cta::store4(key ? t.Bc + row * Cfg::ldg_m + at % X : t.Ac + row * Cfg::ldg_r + at % X, x);
+  Cta::store4((key ? t.key_gates(row) : t.row_gates(row)) + at % X, x);
 }
 
 // Inclusive cumulative sum down one column of a C-row fp32 tile with leading dimension ld.
@@ -471,11 +474,13 @@ DECAYFW_CTA void cumsum_index(Cta& cta, Tiles<Op, Cfg>& t, int sides, int64_t e)
   if (e < keys) {
     const int m = static_cast<int>(e);
     cumsum_column<Cfg::C>(t.Bc + m, Cfg::ldg_m);
-    if (t.key_wide) mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Bc + m, Cfg::ldg_m, t.key_wide, Cfg::key_words, m);
+    if (t.key_wide)
+      mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Bc + m, Cfg::ldg_m, t.key_wide, Cfg::key_words, m);
   } else {
     const int d = static_cast<int>(e - keys);
     cumsum_column<Cfg::C>(t.Ac + d, Cfg::ldg_r);
-    if (t.row_wide) mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Ac + d, Cfg::ldg_r, t.row_wide, Cfg::row_words, d);
+    if (t.row_wide)
+      mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Ac + d, Cfg::ldg_r, t.row_wide, Cfg::row_words, d);
   }
 }
 
@@ -525,8 +530,8 @@ template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void stage_end_dstate(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
   constexpr int P = Cfg::M / kVec<Op>;
   const int64_t d = e / P, m = (e % P) * kVec<Op>;
-  cta.copy16_async(t.dSop + d * Cfg::ldm_op + m, dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, a.D, d) * Cfg::M + m,
-                   true);
+  cta.copy16_async(t.dSop + d * Cfg::ldm_op + m,
+                   dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, a.D, d) * Cfg::M + m, true);
 }
 
 // ---- the output y of one chunk (also recomputed by the gradient pass) ---------------------------
@@ -539,7 +544,7 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int MQ = M / kQuad;
   cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
     const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * Cfg::ldg_m + m, nullptr);
+    scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, nullptr);
   });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
 }
@@ -550,7 +555,7 @@ DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, R = Cfg::R, RQ = R / kQuad;
   cta.for_each(int64_t(C) * RQ, [&](int64_t e) {
     const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * Cfg::ldg_r + d, nullptr);
+    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.row_gates(i) + d, nullptr);
   });
 }
 
@@ -673,9 +678,10 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
         const int ii = static_cast<int>(e / MQ), i = r + ii, m = static_cast<int>(e % MQ) * kQuad;
         if (pd_factored)
           scale_quad_kept<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Fx + ii * ld + m, t.Qr + i * Cfg::ldm_op + m,
-                               t.Bc + i * Cfg::ldg_m + m, t.Bc + r * Cfg::ldg_m + m, 0u, wide_quad(key_wide, m));
+                               t.key_gates(i) + m, t.key_gates(r) + m, 0u, wide_quad(key_wide, m));
         else
-          scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * Cfg::ldg_m + m, t.Bc + r * Cfg::ldg_m + m);
+          scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m,
+                          t.key_gates(r) + m);
         return;
       }
       e -= int64_t(S) * MQ;
@@ -683,15 +689,16 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
         const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
         if (j >= cols)  // the factored form: k's diagonal rows, kept for Fy and not multiplied
           scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + (j - r) * ld + m, t.Kr + j * Cfg::ldm_op + m,
-                               t.Bc + r * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m, 0xfu, wide_quad(key_wide, m));
+                               t.key_gates(r) + m, t.key_gates(j) + m, 0xfu, wide_quad(key_wide, m));
         else
-          scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + r * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m,
+          scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.key_gates(r) + m,
+                          t.key_gates(j) + m,
                           j >= r ? wide_quad(key_wide, m) : 0u);  // j ≥ r: the tensor form's diagonal rows
         return;
       }
       e -= (cols + kept_k) * MQ;
       const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-      scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + r * Cfg::ldg_r + d, t.Ac + j * Cfg::ldg_r + d,
+      scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.row_gates(r) + d, t.row_gates(j) + d,
                       j >= r ? wide_quad(row_wide, d) : 0u);
     });
     if (cols > 0)
@@ -713,16 +720,17 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
       e %= q;
       const int ii = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, i = r + ii;
       if (part == 0) {
-        decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * Cfg::ldg_r + d, t.Ac + r * Cfg::ldg_r + d, t.Tmp + ii * Cfg::ld_tmp + d);
+        decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.row_gates(i) + d, t.row_gates(r) + d, t.Tmp + ii * Cfg::ld_tmp + d);
       } else if (part == 1) {
         if (rd_factored)
           scale_quad_kept<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Fx + ii * ld + d, t.Gr + i * Cfg::ldd_op + d,
-                               t.Ac + i * Cfg::ldg_r + d, t.Ac + r * Cfg::ldg_r + d, 0u, wide_quad(row_wide, d));
+                               t.row_gates(i) + d, t.row_gates(r) + d, 0u, wide_quad(row_wide, d));
         else
-          scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * Cfg::ldg_r + d, t.Ac + r * Cfg::ldg_r + d);
+          scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d,
+                          t.row_gates(r) + d);
       } else {
-        scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + ii * ld + d, t.Vr + i * Cfg::ldd_op + d, t.Ac + r * Cfg::ldg_r + d,
-                             t.Ac + i * Cfg::ldg_r + d, 0xfu, wide_quad(row_wide, d));
+        scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + ii * ld + d, t.Vr + i * Cfg::ldd_op + d,
+                             t.row_gates(r) + d, t.row_gates(i) + d, 0xfu, wide_quad(row_wide, d));
       }
     });
     if (!DQ) continue;
@@ -737,7 +745,7 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
     cta.template gemm<false, false>(S, M, cols, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
       const int ii = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, i = r + ii;
-      decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.Bc + i * Cfg::ldg_m + m, t.Bc + r * Cfg::ldg_m + m, t.Tmp + ii * Cfg::ld_tmp + m);
+      decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.key_gates(i) + m, t.key_gates(r) + m, t.Tmp + ii * Cfg::ld_tmp + m);
     });
   }
 }
@@ -839,7 +847,7 @@ DECAYFW_CTA void y_diagonal_terms(const Tiles<Op, Cfg>& t, int blk, int d, bool 
   float A[S], v[S];
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
-    A[r] = t.Ac[(blk + r) * Cfg::ldg_r + d];
+    A[r] = t.row_gates(blk + r)[d];
     v[r] = Cta::to_f(t.Vr[(blk + r) * Cfg::ldd_op + d]);
     y[r] = 0.0f;
   }
@@ -900,7 +908,8 @@ DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, Staging<Op>& next) {
 // at the chunk's start (its state copies), run in the same phase as the log gates.
 template <typename Cta, typename Op, typename Cfg, typename ChunkStart, typename Compute>
 DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, bool backwards, Tiles<Op, Cfg>& t,
-                             Staging<Op>& next_staging, int64_t start_work, ChunkStart&& chunk_start, Compute&& compute) {
+                             Staging<Op>& next_staging, int64_t start_work, ChunkStart&& chunk_start,
+                             Compute&& compute) {
   const int64_t copies = stage_count<Op, Cfg>(a, kBothSides), step = backwards ? -1 : 1;
   const int64_t first = backwards ? a.chunks - 1 : 0;
   {
@@ -984,19 +993,19 @@ DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
     if (e < int64_t(C) * MQ) {
       const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
       Op* k = t.Kr + j * Cfg::ldm_op + m;
-      scale_quad<Cta>(k, k, t.Bc + (C - 1) * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m);
+      scale_quad<Cta>(k, k, t.key_gates(C - 1) + m, t.key_gates(j) + m);
       return;
     }
     e -= int64_t(C) * MQ;
     if (e < int64_t(C) * RQ) {
       const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
       Op* v = t.Vr + j * Cfg::ldd_op + d;
-      scale_quad<Cta>(v, v, t.Ac + (C - 1) * Cfg::ldg_r + d, t.Ac + j * Cfg::ldg_r + d);
+      scale_quad<Cta>(v, v, t.row_gates(C - 1) + d, t.row_gates(j) + d);
       return;
     }
     e -= int64_t(C) * RQ;
     const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    decay_state_quad<Cta>(S + d * Cfg::ldm_f + m, t.Ac[(C - 1) * Cfg::ldg_r + d], t.Bc + (C - 1) * Cfg::ldg_m + m);
+    decay_state_quad<Cta>(S + d * Cfg::ldm_f + m, t.row_gates(C - 1)[d], t.key_gates(C - 1) + m);
   });
   cta.template gemm<true, false>(R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, S, Cfg::ldm_f, true);
 }
@@ -1045,19 +1054,19 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
           if (e < int64_t(C) * MQ) {
             const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
             Op* q = t.Qr + i * Cfg::ldm_op + m;
-            scale_quad<Cta>(q, q, t.Bc + i * Cfg::ldg_m + m, nullptr);
+            scale_quad<Cta>(q, q, t.key_gates(i) + m, nullptr);
             return;
           }
           e -= int64_t(C) * MQ;
           if (e < int64_t(C) * RQ) {
             const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
             Op* g = t.Gr + i * Cfg::ldd_op + d;
-            scale_quad<Cta>(g, g, t.Ac + i * Cfg::ldg_r + d, nullptr);
+            scale_quad<Cta>(g, g, t.row_gates(i) + d, nullptr);
             return;
           }
           e -= int64_t(C) * RQ;
           const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-          decay_state_quad<Cta>(dS + d * Cfg::ldm_f + m, t.Ac[(C - 1) * Cfg::ldg_r + d], t.Bc + (C - 1) * Cfg::ldg_m + m);
+          decay_state_quad<Cta>(dS + d * Cfg::ldm_f + m, t.row_gates(C - 1)[d], t.key_gates(C - 1) + m);
         });
         cta.template gemm<true, false>(R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, dS, Cfg::ldm_f, true);
       });
@@ -1265,7 +1274,8 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   float* final_state = a.final_state ? a.final_state + (n * D + row0) * M : nullptr;
   if (a.states) {
     const Place pl(a, n, a.chunks, tile, Cfg::C);
-    copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f, final_state, M);
+    copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f, final_state,
+                              M);
   } else if (final_state) {
     copy_state_tile<Cta, Cfg>(cta, final_state, M, S, Cfg::ldm_f);
   }
@@ -1330,7 +1340,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
   float A[S], u[S], y[S], dv[S];
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
-    A[r] = t.Ac[(blk + r) * Cfg::ldg_r + d];
+    A[r] = t.row_gates(blk + r)[d];
     u[r] = Cta::to_f(t.Vr[at(r)]);
     y[r] = 0.0f;
   }
@@ -1365,7 +1375,7 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool
   float B[S], k[S], dq[S], dk[S];
   DECAYFW_UNROLL
   for (int r = 0; r < S; ++r) {
-    B[r] = t.Bc[(blk + r) * Cfg::ldg_m + m];
+    B[r] = t.key_gates(blk + r)[m];
     k[r] = Cta::to_f(t.Kr[at(r)]);
   }
   if (!wide) {  // factored (the only form that lists narrow key columns here)
@@ -1461,36 +1471,38 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       const bool kk = e >= cm;
       if (kk) e -= cm;
       const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-      if (!kk) scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * Cfg::ldg_m + m, nullptr);
+      if (!kk) scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, nullptr);
       else
-        scale_quad<Cta>(t.Xb + i * Cfg::ldm_op + m, t.Kr + i * Cfg::ldm_op + m, t.Bc + last * Cfg::ldg_m + m, t.Bc + i * Cfg::ldg_m + m);
+        scale_quad<Cta>(t.Xb + i * Cfg::ldm_op + m, t.Kr + i * Cfg::ldm_op + m, t.key_gates(last) + m,
+                        t.key_gates(i) + m);
       return;
     }
     e -= 2 * cm;
     const bool vv = e >= cr;
     if (vv) e -= cr;
     const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    if (!vv) scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * Cfg::ldg_r + d, nullptr);
+    if (!vv) scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d, nullptr);
     else
-      scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, t.Ac + last * Cfg::ldg_r + d, t.Ac + i * Cfg::ldg_r + d);
+      scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, t.row_gates(last) + d,
+                      t.row_gates(i) + d);
   });
   // dq and dk accumulate over tiles, so their inter products go through Y (as C×M scratch) first.
   cta.template gemm<false, false>(C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
   cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
     const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.Bc + i * Cfg::ldg_m + m, nullptr, t.Y + i * Cfg::ld_tmp + m);
+    decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.key_gates(i) + m, nullptr, t.Y + i * Cfg::ld_tmp + m);
   });
   cta.template gemm<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
   cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
     const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    decay_quad<Cta>(DK + i * Cfg::ldm_f + m, t.Bc + last * Cfg::ldg_m + m, t.Bc + i * Cfg::ldg_m + m, t.Y + i * Cfg::ld_tmp + m);
+    decay_quad<Cta>(DK + i * Cfg::ldm_f + m, t.key_gates(last) + m, t.key_gates(i) + m, t.Y + i * Cfg::ld_tmp + m);
   });
   cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
   cta.template gemm<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op, DV, Cfg::ldd_f, false);
   cta.for_each(int64_t(C) * RQ, [&](int64_t e) {
     const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.Ac + i * Cfg::ldg_r + d, nullptr);
-    decay_quad<Cta>(DV + i * Cfg::ldd_f + d, t.Ac + last * Cfg::ldg_r + d, t.Ac + i * Cfg::ldg_r + d);
+    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.row_gates(i) + d, nullptr);
+    decay_quad<Cta>(DV + i * Cfg::ldd_f + d, t.row_gates(last) + d, t.row_gates(i) + d);
   });
 
   // Intra-chunk, by sub-chunk with the diagonal blocks on tensor cores (but their wide columns): y and dq
@@ -1513,25 +1525,27 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     cta.for_each(int64_t(S) * (MQ + RQ) + int64_t(cols) * (MQ + RQ), [&](int64_t e) {
       if (e < int64_t(S) * MQ) {
         const int j = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.Bc + rp * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m);
+        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.key_gates(rp) + m,
+                        t.key_gates(j) + m);
         return;
       }
       e -= int64_t(S) * MQ;
       if (e < int64_t(S) * RQ) {
         const int j = j0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-        scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.Ac + rp * Cfg::ldg_r + d, t.Ac + j * Cfg::ldg_r + d);
+        scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.row_gates(rp) + d,
+                        t.row_gates(j) + d);
         return;
       }
       e -= int64_t(S) * RQ;
       if (e < int64_t(cols) * MQ) {
         const int i = i0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Bc + i * Cfg::ldg_m + m, t.Bc + rp * Cfg::ldg_m + m,
+        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, t.key_gates(rp) + m,
                         i <= rp ? wide_quad(key_wide, m) : 0u);  // i ≤ rp: the tensor form's diagonal rows
         return;
       }
       e -= int64_t(cols) * MQ;
       const int i = i0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-      scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Ac + i * Cfg::ldg_r + d, t.Ac + rp * Cfg::ldg_r + d,
+      scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d, t.row_gates(rp) + d,
                       i <= rp ? wide_quad(row_wide, d) : 0u);
     });
     if (later > 0)
@@ -1542,7 +1556,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * RQ, [&](int64_t e) {
       const int jj = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, j = j0 + jj;
-      decay_quad<Cta>(DV + j * Cfg::ldd_f + d, t.Ac + rp * Cfg::ldg_r + d, t.Ac + j * Cfg::ldg_r + d, t.Tmp + jj * Cfg::ld_tmp + d);
+      decay_quad<Cta>(DV + j * Cfg::ldd_f + d, t.row_gates(rp) + d, t.row_gates(j) + d, t.Tmp + jj * Cfg::ld_tmp + d);
     });
     if (later > 0)
       cta.template gemm<false, true>(S, later, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + (j0 + S) * Cfg::ldd_op,
@@ -1552,7 +1566,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
                                     Cfg::ld_tmp, false);
     cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
       const int jj = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, j = j0 + jj;
-      decay_quad<Cta>(DK + j * Cfg::ldm_f + m, t.Bc + rp * Cfg::ldg_m + m, t.Bc + j * Cfg::ldg_m + m, t.Tmp + jj * Cfg::ld_tmp + m);
+      decay_quad<Cta>(DK + j * Cfg::ldm_f + m, t.key_gates(rp) + m, t.key_gates(j) + m, t.Tmp + jj * Cfg::ld_tmp + m);
     });
   }
 
@@ -1590,7 +1604,9 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // times σ(−z) of the staged logits (reverse_gate_sums).
   reverse_gate_sums<Cta, Cfg, R>(
       cta, pl.valid, sm.carry_row, sm.part,
-      [&](int i, int d) { return t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d]; },
+      [&](int i, int d) {
+        return t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
+      },
       [&](int i, int d, float g) {
         row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] =
             Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Zr[i * R + d])));
@@ -1647,7 +1663,8 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
         const int64_t tt = keys.c0 + i;
         row_of<Op>(a.dq, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(DQ[i * Cfg::ldm_f + m]);
         row_of<Op>(a.dk, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(DK[i * Cfg::ldm_f + m]);
-        row_of<Op>(a.df, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Fr[i * M + m])));
+        row_of<Op>(a.df, keys.b, tt, keys.h)[m] =
+            Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Fr[i * M + m])));
       });
 }
 
