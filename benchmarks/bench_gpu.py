@@ -370,11 +370,12 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
 
 # Shared-memory wavefronts of each chunk kernel per chunk (grad_pass, output_pass: a CTA each) or per chunk and
 # row tile (the others, whose CTAs walk a row tile's chunks) (bf16; forward_pass from the fused forward, the
-# others from the split one), counted on the CPU by benchmarks/smem_bank_report (kernels/cuda/cta/smem_trace.h): every
-# vector and scalar access of the programs as the warps would issue them, served by the bank model (a
-# 16-byte access in quarter warps, an 8-byte one in half warps), and the tensor-core fragments as the
-# WMMA code nvcc emits reads and writes them. A Hopper SM serves one 128-byte wavefront a clock, so at 132 SMs and 1.98 GHz
-# the third floor beside MUFU and bytes. Regenerate after a change to the programs (tests/python/test_bench_gpu.py checks):
+# others from the split one), counted on the CPU by benchmarks/smem_bank_report (kernels/cuda/cta/smem_trace.h):
+# every vector and scalar access of the programs as the warps would issue them, served by the bank model (a
+# 16-byte access in quarter warps, an 8-byte one in half warps), and the tensor-core fragments as the WMMA
+# code nvcc emits reads and writes them. A Hopper SM serves one 128-byte wavefront a clock, so at 132 SMs and
+# 1.98 GHz the third floor beside MUFU and bytes. Regenerate after a change to the programs
+# (tests/python/test_bench_gpu.py checks):
 #   for M in 32 64; do for D in 64 128; do for g in factored elementwise tensor; do
 #     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
@@ -397,12 +398,12 @@ SMEM_WAVEFRONTS = {
 def chunk_kernel_smem(N, T, D, M, forward="split", diagonal="factored"):
     """Shared-memory wavefronts of each chunk-path kernel in one forward+backward call (bf16; SMEM_WAVEFRONTS),
     or None for sizes the table does not hold."""
-    per_cta = SMEM_WAVEFRONTS.get((M, D, "factored" if diagonal == "auto" else diagonal))
-    if per_cta is None:
+    per_unit = SMEM_WAVEFRONTS.get((M, D, "factored" if diagonal == "auto" else diagonal))
+    if per_unit is None:
         return None
     chunks, tiles = -(-T // compiled_chunk(M)), D // 64
-    ctas = {"grad_pass": N * chunks, "output_pass": N * chunks}
-    w = {k: per_cta[k] * ctas.get(k, N * chunks * tiles) for k in CHUNK_KERNELS}
+    units = {"grad_pass": N * chunks, "output_pass": N * chunks}  # the others: chunks × row tiles
+    w = {k: per_unit[k] * units.get(k, N * chunks * tiles) for k in CHUNK_KERNELS}
     if forward == "fused":
         w["state_pass"] = w["output_pass"] = 0
     else:

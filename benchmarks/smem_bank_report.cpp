@@ -177,8 +177,6 @@ std::string where(const cta::SmemTrace::Site& s) {
 
 double ratio(int64_t a, int64_t b) { return b ? double(a) / double(b) : 0.0; }
 
-constexpr const char* kKinds[] = {"vector", "scalar", "cp.async", "wmma (modeled)"};
-
 void report(const Options& o, int C, const cta::SmemTrace& trace) {
   const int64_t chunks = (o.t + C - 1) / C;
   std::printf("Shared-memory accesses of the chunk path, one forward (%s) and backward (the forward's states reused), "
@@ -199,9 +197,9 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
   }
   const int64_t tiles = o.d / chunk::kRows;
   std::printf("| kernel | instructions | wavefronts | conflict-free | fewest |");
-  for (const char* k : kKinds) std::printf(" %s wavefronts |", k);
+  for (const char* k : cta::kAccessKinds) std::printf(" %s wavefronts |", k);
   std::printf(" bank conflicts (wavefronts ÷ conflict-free) |\n|---|---|---|---|---|");
-  for (size_t i = 0; i < std::size(kKinds); ++i) std::printf("---|");
+  for (size_t i = 0; i < std::size(cta::kAccessKinds); ++i) std::printf("---|");
   std::printf("---|\n");
   for (const auto& [name, by_kind] : kernels) {
     // grad_pass and output_pass walk a chunk's row tiles in one CTA; the scans and forward_pass take one tile each
@@ -210,7 +208,7 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
     const cta::SmemTrace::Cost& c = by_kind.at("all");
     std::printf("| %s | %.0f | %.0f | %.0f | %.0f |", name.c_str(), c.instructions / per, c.wavefronts / per,
                 c.phases / per, c.ideal / per);
-    for (const char* k : kKinds) {
+    for (const char* k : cta::kAccessKinds) {
       auto it = by_kind.find(k);
       std::printf(" %.0f |", it == by_kind.end() ? 0.0 : it->second.wavefronts / per);
     }

@@ -132,7 +132,7 @@ TEST(SmemTrace, SeesOnlySharedMemoryAndOnlyWhileCurrent) {
   EXPECT_EQ(all.wavefronts, 1);  // eight lanes' 16 bytes: the first quarter warp
   ASSERT_EQ(trace.costs().size(), 1u);
   EXPECT_TRUE(trace.costs().begin()->first.store);
-  EXPECT_EQ(trace.costs().begin()->first.access.kind, "vector");
+  EXPECT_EQ(trace.costs().begin()->first.access.kind, cta::kVectorAccess);
 }
 
 // One 16×16×16 bf16 product: A row-major, B as given, C (fp32) with leading dimension ldc.
@@ -192,7 +192,7 @@ void expect_vector_accesses_conflict_free(const char* name) {
     for (const char* kernel : {"state_pass", "output_pass", "dstate_pass", "grad_pass"}) {
       cta::SmemTrace::Cost c;
       for (const auto& [key, cost] : trace.costs())
-        if (key.kernel == kernel && key.access.kind == "vector") c.add(cost);
+        if (key.kernel == kernel && key.access.kind == cta::kVectorAccess) c.add(cost);
       ASSERT_GT(c.instructions, 0) << name << " " << kernel;
       // Measured 1.00–1.13 with 16-bit operands (e.g. the factored dot's key rows j and j + 8 meet in some
       // quarter warps), up to 1.19 for fp32 at M = 16 (rows of 16 floats padded by 4: two rows of a quarter

@@ -180,12 +180,12 @@ def test_shared_memory_table_is_what_the_programs_do_now(M, D, diagonal):
 
 def test_shared_memory_model_scales_with_the_grid():
     one = bench_gpu.chunk_kernel_smem(1, 64, 128, 64)
-    per_cta = bench_gpu.SMEM_WAVEFRONTS[(64, 128, "factored")]
+    per_unit = bench_gpu.SMEM_WAVEFRONTS[(64, 128, "factored")]
     # one chunk of one sequence: a CTA for each chunk kernel, two row tiles for the per-tile ones
-    assert one["grad_pass"] == per_cta["grad_pass"] and one["output_pass"] == per_cta["output_pass"]
-    assert one["state_pass"] == 2 * per_cta["state_pass"] and one["forward_pass"] == 0
+    assert one["grad_pass"] == per_unit["grad_pass"] and one["output_pass"] == per_unit["output_pass"]
+    assert one["state_pass"] == 2 * per_unit["state_pass"] and one["forward_pass"] == 0
     big = bench_gpu.chunk_kernel_smem(256, 8192, 128, 64, forward="fused")
-    assert big["grad_pass"] == 256 * 128 * per_cta["grad_pass"] and big["state_pass"] == big["output_pass"] == 0
-    assert big["forward_pass"] == 256 * 128 * 2 * per_cta["forward_pass"]
+    assert big["grad_pass"] == 256 * 128 * per_unit["grad_pass"] and big["state_pass"] == big["output_pass"] == 0
+    assert big["forward_pass"] == 256 * 128 * 2 * per_unit["forward_pass"]
     assert bench_gpu.chunk_kernel_smem(64, 2048, 128, 128) is None  # M = 128: not in the table
     assert bench_gpu.chunk_kernel_smem(1, 64, 128, 64, diagonal="auto") == one

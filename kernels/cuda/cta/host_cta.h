@@ -95,7 +95,7 @@ struct HostCta {
                     int line = __builtin_LINE()) {
     static_assert(16 % sizeof(T) == 0, "a 16-byte copy holds whole elements");
     check_aligned_to(dst, 16);
-    trace(dst, 16, true, fn, line, "cp.async");
+    trace(dst, 16, true, fn, line, kCopyAccess);
     SmemTrace::Quiet reported;
     Copy c{reinterpret_cast<unsigned char*>(dst), {}};
     if (fill) {
@@ -125,7 +125,7 @@ struct HostCta {
     return !std::is_same_v<T, Float16>;
   }
 
-  static void trace(const void* p, int bytes, bool store, const char* fn, int line, const char* kind = "vector") {
+  static void trace(const void* p, int bytes, bool store, const char* fn, int line, const char* kind = kVectorAccess) {
     if (SmemTrace* t = SmemTrace::current()) t->access(p, bytes, store, fn, line, kind);
   }
 

@@ -42,6 +42,13 @@
 
 namespace decayfw::cta {
 
+// How an access is made: the report's columns (SmemTrace::Site::kind).
+constexpr const char* kVectorAccess = "vector";            // Cta::load4/store4
+constexpr const char* kScalarAccess = "scalar";            // plain loads and stores (the hooks')
+constexpr const char* kCopyAccess = "cp.async";            // copy16_async's stores
+constexpr const char* kFragmentAccess = "wmma (modeled)";  // gemm's fragments (trace_wmma_fragments)
+constexpr const char* kAccessKinds[] = {kVectorAccess, kScalarAccess, kCopyAccess, kFragmentAccess};
+
 constexpr int kBanks = 32;
 constexpr int kBankBytes = 4;
 constexpr int kWarp = 32;
@@ -100,8 +107,7 @@ class SmemTrace {
   // Where an access comes from: a function and line (HostCta's vector accesses, through GCC's
   // __builtin_FUNCTION and __builtin_LINE; the modeled fragments), or an instruction address (the
   // scalar accesses the hooks report), named by symbolize() once the run is over.
-  // kind: how the access is made: "vector" (Cta::load4/store4), "cp.async", "scalar" (the hooks'), or
-  // "wmma (modeled)".
+  // kind: how the access is made (kAccessKinds).
   struct Site {
     std::string function;
     int line = 0;
@@ -210,7 +216,7 @@ class SmemTrace {
   void access_at(const void* p, int bytes, bool store, const void* pc) {
     if (Quiet::depth() > 0) return;
     Quiet own;
-    access(p, bytes, store, Site{"", 0, reinterpret_cast<uintptr_t>(pc), "scalar"});
+    access(p, bytes, store, Site{"", 0, reinterpret_cast<uintptr_t>(pc), kScalarAccess});
   }
   // One whole warp instruction (gemm's modeled fragments): lane l accesses `bytes` at p[l], or nothing when null.
   void instruction(const void* const (&p)[kWarp], int bytes, bool store, const Site& phase, const Site& site) {
@@ -342,14 +348,14 @@ void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m,
       const int row_block = r % (rows / 8), word_block = r / (rows / 8);
       for (int l = 0; l < kWarp; ++l)
         lane[l] = tile + size_t(l / 4 + 8 * row_block) * ld + (l % 4 + 4 * word_block) * kPerWord;
-      trace.instruction(lane, 4, false, phase, {what, 0, 0, "wmma (modeled)"});
+      trace.instruction(lane, 4, false, phase, {what, 0, 0, kFragmentAccess});
     }
   };
   auto accumulator = [&](int i0, int j0, bool store) {
     for (int r = 0; r < 4; ++r) {
       for (int l = 0; l < kWarp; ++l)
         lane[l] = C + size_t(i0 + l / 4 + 8 * (r & 1)) * ldc + j0 + 2 * (l % 4) + 8 * (r >> 1);
-      trace.instruction(lane, 8, store, phase, {store ? "C store" : "C load", 0, 0, "wmma (modeled)"});
+      trace.instruction(lane, 8, store, phase, {store ? "C store" : "C load", 0, 0, kFragmentAccess});
     }
   };
   for (int i0 = 0; i0 < m; i0 += 16)
