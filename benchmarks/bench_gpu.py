@@ -372,24 +372,25 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
 # row tile (the others, whose CTAs walk a row tile's chunks) (bf16; forward_pass from the fused forward, the
 # others from the split one), counted on the CPU by benchmarks/smem_bank_report (kernels/cuda/cta/smem_trace.h):
 # every vector and scalar access of the programs as the warps would issue them, served by the bank model (a
-# 16-byte access in quarter warps, an 8-byte one in half warps), and the tensor-core fragments as the WMMA
-# code nvcc emits reads and writes them. A Hopper SM serves one 128-byte wavefront a clock, so at 132 SMs and
-# 1.98 GHz the third floor beside MUFU and bytes. Regenerate after a change to the programs
+# 16-byte access in quarter warps, an 8-byte one in half warps, twice the lanes for a load whose neighbouring
+# lanes share addresses), and the tensor-core fragments as the WMMA code nvcc emits reads and writes them. A
+# Hopper SM serves one 128-byte wavefront a clock, so at 132 SMs and 1.98 GHz the third floor beside MUFU and
+# bytes. Regenerate after a change to the programs
 # (tests/python/test_bench_gpu.py checks):
 #   for M in 32 64; do for D in 64 128; do for g in factored elementwise tensor; do
 #     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 9106, "grad_pass": 22053, "output_pass": 7650, "state_pass": 2224},
+    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 7414, "grad_pass": 17837, "output_pass": 5958, "state_pass": 2224},
     (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 11182, "grad_pass": 28519, "output_pass": 9726, "state_pass": 2224},
     (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 7154, "grad_pass": 18385, "output_pass": 5698, "state_pass": 2224},
-    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 9106, "grad_pass": 41210, "output_pass": 13251, "state_pass": 2224},
+    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 7414, "grad_pass": 33830, "output_pass": 10919, "state_pass": 2224},
     (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 11182, "grad_pass": 51926, "output_pass": 15187, "state_pass": 2224},
     (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 7154, "grad_pass": 35394, "output_pass": 10867, "state_pass": 2224},
-    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 12574, "grad_pass": 29466, "output_pass": 10238, "state_pass": 3296},
+    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 9730, "grad_pass": 23778, "output_pass": 7394, "state_pass": 3296},
     (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 16930, "grad_pass": 38138, "output_pass": 14594, "state_pass": 3296},
     (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 9262, "grad_pass": 23842, "output_pass": 6926, "state_pass": 3296},
-    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 12574, "grad_pass": 53337, "output_pass": 16575, "state_pass": 3296},
+    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 9730, "grad_pass": 44165, "output_pass": 13091, "state_pass": 3296},
     (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 16930, "grad_pass": 66185, "output_pass": 20791, "state_pass": 3296},
     (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 9262, "grad_pass": 45177, "output_pass": 13039, "state_pass": 3296},
 }

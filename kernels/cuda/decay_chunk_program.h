@@ -572,33 +572,29 @@ DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
 // are kept complete: their tensor-core sums over the other columns plus the wide columns' per-element
 // ones. The bits of the wide columns are set while the log gates are summed (mark_wide_column).
 
-// Σ_c x_c y_c over X columns of two fp32 rows (Fx, Fy: the narrow columns' part of Pd_ij or Rd_ij in the
-// factored form), four partial sums so that the loads and products of a quad are independent.
-template <typename Cta, int X>
-DECAYFW_CTA float factored_dot(const float* x, const float* y) {
-  float s[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f}, a[kQuad], b[kQuad];
-  DECAYFW_UNROLL_BY4  // fully unrolled, a whole row's loads are issued at once: forward_pass spilled
-  for (int c = 0; c < X; c += kQuad) {
-    Cta::load4(x + c, a);
-    Cta::load4(y + c, b);
-    DECAYFW_UNROLL
-    for (int w = 0; w < kQuad; ++w) s[w] += a[w] * b[w];
-  }
-  return (s[0] + s[1]) + (s[2] + s[3]);
-}
-
 // The part of a diagonal block's element Σ_c x_i y_j e^{G_i−G_j} (over X columns, in fp32) the tensor cores
 // leave out: Pd_ij's with q, k and B (key columns), Rd_ij's with dy, v and A (the tile's rows). The wide
-// columns per pair; when factored, the narrow ones too, as factored_dot of rows i and j of Fx, Fy (fx, fy).
-template <typename Cta, int X, int kWords, typename Op>
+// columns per pair; when factored, the narrow ones too: *narrow, their sum from factored_products.
+template <typename Cta, int kWords, typename Op>
 DECAYFW_CTA float diagonal_sum(const Op* x, const Op* y, int ld, const float* g, int ldg, const uint32_t* wide,
-                               bool factored, const float* fx, const float* fy, int i, int j) {
-  const float narrow = factored ? factored_dot<Cta, X>(fx, fy) : 0.0f;
+                               const float* narrow, int i, int j) {
   float s = 0.0f;
   for_each_wide<kWords>(wide, [&](int c) {
     s += Cta::to_f(x[i * ld + c]) * Cta::to_f(y[j * ld + c]) * decay_exp(g[i * ldg + c] - g[j * ldg + c]);
   });
-  return narrow + s;
+  return (narrow ? *narrow : 0.0f) + s;
+}
+
+// The factored form's narrow sums of a sub-chunk's diagonal block (first row r), Fx·Fyᵀ over X columns
+// (Fx, Fy zero in the wide ones), into the block's place in Dg (C×S), where round_products_with_diagonal
+// reads each pair's and adds the wide columns. On the tensor cores at fp32 accuracy (gemm_fp32), one
+// warp's 16×16 tile: as fp32 dot products per pair, two 16-byte reads per four multiply-adds were the
+// largest share of grad_pass's shared-memory wavefronts (benchmarks/smem_bank_report). Pairs j > i
+// are computed too (their factors can exceed 1: even inf there is harmless) and overwritten with zeros.
+template <int X, typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void factored_products(Cta& cta, Tiles<Op, Cfg>& t, int r, float* Dg) {
+  cta.template gemm_fp32<false, true>(Cfg::S, Cfg::S, X, t.Fx, Cfg::ld_fd, t.Fy, Cfg::ld_fd, Dg + r * Cfg::S, Cfg::S,
+                                      false);
 }
 
 // A sub-chunk's products against every earlier row and its own (n = r + S columns, the last S its
@@ -704,9 +700,10 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
     if (cols > 0)
       cta.template gemm<false, true>(S, cols, M, t.Xa + r * Cfg::ldm_op, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.P,
                                      Cfg::ldc_f, false);
+    if (pd_factored) factored_products<M>(cta, t, r, t.Pd);
     round_products_with_diagonal(cta, t, r, t.Pd, key_side, [&](int i, int j) {
-      return diagonal_sum<Cta, M, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, Cfg::ldg_m, key_wide,
-                                                  pd_factored, t.Fx + (i - r) * ld, t.Fy + (j - r) * ld, i, j);
+      return diagonal_sum<Cta, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, Cfg::ldg_m, key_wide,
+                                               pd_factored ? t.Pd + i * S + (j - r) : nullptr, i, j);
     });
     if (cols > 0)
       cta.template gemm<false, false>(S, R, cols, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
@@ -737,9 +734,10 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
     if (cols > 0)
       cta.template gemm<false, true>(S, cols, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P,
                                      Cfg::ldc_f, false);
+    if (rd_factored) factored_products<R>(cta, t, r, t.Rd);
     round_products_with_diagonal(cta, t, r, t.Rd, true, [&](int i, int j) {
-      return diagonal_sum<Cta, R, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, Cfg::ldg_r, row_wide,
-                                                  rd_factored, t.Fx + (i - r) * ld, t.Fy + (j - r) * ld, i, j);
+      return diagonal_sum<Cta, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, Cfg::ldg_r, row_wide,
+                                               rd_factored ? t.Rd + i * S + (j - r) : nullptr, i, j);
     });
     if (cols == 0) continue;
     cta.template gemm<false, false>(S, M, cols, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);

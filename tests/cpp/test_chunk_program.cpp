@@ -573,6 +573,38 @@ TEST(ChunkProgram, GemmRefusesAnOutputOverlappingAnOperand) {
   EXPECT_NO_THROW(fine());
 }
 
+// gemm_fp32 (the factored diagonal's narrow sums): each fp32 operand as two tf32 parts and three
+// products, accurate to about 2^-21 of Σ|a·b| where gemm's tf32 rounding gives about 2^-11.
+TEST(ChunkProgram, GemmFp32KeepsFp32AccuracyWhereTf32DoesNot) {
+  decayfw::cta::HostCta<> cta;
+  decayfw::cta::HostSmem smem(3 * 16 * 68 * sizeof(float));
+  float* a = reinterpret_cast<float*>(smem.data());
+  float *b = a + 16 * 68, *c = b + 16 * 68;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (int i = 0; i < 16 * 68; ++i) a[i] = n(rng), b[i] = std::exp(4.0f * n(rng));  // b: magnitudes e^{±12}
+  auto worst = [&] {  // the largest error over Σ|a·b|, against fp64
+    double w = 0.0;
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 16; ++j) {
+        double exact = 0.0, scale = 0.0;
+        for (int p = 0; p < 64; ++p)
+          exact += double(a[i * 68 + p]) * b[j * 68 + p], scale += std::fabs(double(a[i * 68 + p]) * b[j * 68 + p]);
+        w = std::max(w, std::fabs(c[i * 16 + j] - exact) / scale);
+      }
+    return w;
+  };
+  cta.gemm<false, true>(16, 16, 64, a, 68, b, 68, c, 16, false);
+  const double tf32 = worst();
+  cta.gemm_fp32<false, true>(16, 16, 64, a, 68, b, 68, c, 16, false);
+  const double split = worst();
+  EXPECT_GT(tf32, 1e-4);
+  EXPECT_LT(split, 1e-6);
+  decayfw::cta::HostCta<true> exact;  // exact fp32 products: fp32 sums alone
+  exact.gemm_fp32<false, true>(16, 16, 64, a, 68, b, 68, c, 16, false);
+  EXPECT_LT(worst(), 1e-6);
+}
+
 // WMMA's load_matrix_sync/store_matrix_sync need 32-byte aligned tiles and leading dimensions in
 // multiples of 16 bytes; the host executor refuses what the device could not load, naming it.
 TEST(ChunkProgram, GemmRefusesTilesWmmaCannotLoad) {

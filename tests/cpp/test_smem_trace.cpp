@@ -50,10 +50,34 @@ TEST(SmemBankModel, WideAccessesAreServedInHalfAndQuarterWarps) {
   // eight rows cover all 32.
   strided(a, 272);
   EXPECT_EQ(cta::bank_wavefronts(a, 16), 4);
-  // A uniform 16-byte read: one wavefront per quarter warp by the model, one in all by its bytes.
+  // A uniform 16-byte read: its lanes are paired, so half warps, one wavefront each; one in all by its bytes.
   strided(a, 0);
-  EXPECT_EQ(cta::bank_wavefronts(a, 16), 4);
+  EXPECT_EQ(cta::bank_wavefronts(a, 16), 2);
   EXPECT_EQ(cta::ideal_wavefronts(a, 16), 1);
+  // A uniform store is not paired: a quarter warp a wavefront.
+  EXPECT_EQ(cta::bank_wavefronts(a, 16, true), 4);
+}
+
+// The two 16-byte patterns measured on an H100 with ncu (forums.developer.nvidia.com/t/373160).
+TEST(SmemBankModel, PairedLoadsAreServedInTwiceTheLanes) {
+  int64_t a[cta::kWarp];
+  // Lanes 0-15 on one address and 16-31 on another 32 bytes on: measured 2 wavefronts.
+  for (int l = 0; l < cta::kWarp; ++l) a[l] = l < 16 ? 0 : 32;
+  EXPECT_EQ(cta::bank_wavefronts(a, 16), 2);
+  EXPECT_EQ(cta::phase_wavefronts(a, 16), 2);
+  // Lanes n and n + 16 on one address, 32 bytes apart along n: no lane has its neighbour's address, so a
+  // quarter warp's eight addresses span 256 bytes, two words a bank: measured 8.
+  for (int l = 0; l < cta::kWarp; ++l) a[l] = 32 * (l % 16);
+  EXPECT_EQ(cta::bank_wavefronts(a, 16), 8);
+  EXPECT_EQ(cta::phase_wavefronts(a, 16), 4);
+  // Pairs two lanes apart count too; a lane whose partner is inactive breaks the pairing.
+  for (int l = 0; l < cta::kWarp; ++l) a[l] = 16 * ((l / 4) * 2 + l % 2);  // n and n^2 share
+  EXPECT_EQ(cta::bank_wavefronts(a, 16), 2);
+  a[2] = -1;
+  EXPECT_EQ(cta::bank_wavefronts(a, 16), 4);
+  // 8-byte loads: one uniform address is one wavefront for the whole warp.
+  strided(a, 0);
+  EXPECT_EQ(cta::bank_wavefronts(a, 8), 1);
 }
 
 TEST(SmemBankModel, InactiveLanesAndPhasesCostNothing) {

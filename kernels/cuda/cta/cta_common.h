@@ -18,6 +18,11 @@
 //                             barrier. op(A)[i,p] = TA ? A[p·lda + i] : A[i·lda + p];
 //                             op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j]. m, n, k multiples of 16;
 //                             A, B in shared memory of the operand type, 32-byte aligned tiles.
+//   cta.gemm_fp32<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc, accumulate)
+//                             gemm with fp32 operands multiplied to fp32 accuracy (where gemm rounds
+//                             them to tf32): each operand as the sum of two tf32 parts, three
+//                             tensor-core products (the product of the two small parts, below 2^-22
+//                             of the whole, left out). Same tiles, contract and barrier as gemm.
 //   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
 //   Cta::load4(p, v), Cta::store4(p, v)   four consecutive elements of p (float, or a 16-bit
 //                             storage type) to or from four floats v, at an address aligned to their

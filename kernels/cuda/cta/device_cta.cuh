@@ -1,7 +1,7 @@
 // DeviceCta: the CUDA executor of CTA programs (cta_common.h). for_each spreads indices over the
 // CTA's threads; gemm splits the 16×16 output tiles over warps and runs WMMA on tensor cores:
-// bf16 and fp16 operands with m16n16k16, fp32 operands as tf32 with m16n16k8; fp32 accumulators
-// loaded from and stored to shared memory.
+// bf16 and fp16 operands with m16n16k16, fp32 operands as tf32 with m16n16k8 (gemm_fp32: as three
+// tf32 products, to fp32 accuracy); fp32 accumulators loaded from and stored to shared memory.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -93,7 +93,37 @@ struct DeviceCta {
   template <bool TA, bool TB, typename Op>
   __device__ __forceinline__ void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C,
                                        int ldc, bool accumulate) {
+    mma_tiles<TA, TB, false>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+  }
+
+  // fp32 operands at fp32 accuracy: each fragment element x splits into hi = tf32(x) and lo = tf32(x − hi),
+  // and the tensor cores sum lo·hi + hi·lo + hi·hi (the small terms first). The lo·lo term left out is
+  // below 2^-22 of the product. The operands are read once, as gemm's, and split in registers.
+  template <bool TA, bool TB>
+  __device__ __forceinline__ void gemm_fp32(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
+                                            float* C, int ldc, bool accumulate) {
+    mma_tiles<TA, TB, true>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+  }
+
+ private:
+  template <typename Frag>
+  static __device__ __forceinline__ void split_tf32(Frag& hi, Frag& lo) {
     namespace w = nvcuda::wmma;
+#pragma unroll
+    for (int e = 0; e < hi.num_elements; ++e) {
+      const float x = hi.x[e], h = w::__float_to_tf32(x);
+      hi.x[e] = h;
+      lo.x[e] = w::__float_to_tf32(x - h);
+    }
+  }
+
+  // The tile walk of cta_common.h: a warp per 16×16 output tile, k in wmma_k_step<Op> steps; kSplit: fp32
+  // operands split in two tf32 parts (gemm_fp32).
+  template <bool TA, bool TB, bool kSplit, typename Op>
+  __device__ __forceinline__ void mma_tiles(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C,
+                                            int ldc, bool accumulate) {
+    namespace w = nvcuda::wmma;
+    static_assert(!kSplit || std::is_same_v<Op, float>, "only fp32 operands split");
     using Frag = typename WmmaOperand<Op>::type;
     constexpr int kK = wmma_k_step<Op>;  // the step HostCta checks the tiles with
     using LayoutA = std::conditional_t<TA, w::col_major, w::row_major>;
@@ -106,18 +136,33 @@ struct DeviceCta {
       float* c_tile = gemm_c_tile(C, ldc, i0, j0);
       if (accumulate) w::load_matrix_sync(c, c_tile, ldc, w::mem_row_major);
       else w::fill_fragment(c, 0.0f);
-      for (int p = 0; p < k; p += kK) {
+      auto step = [&](int p) {
         w::fragment<w::matrix_a, 16, 16, kK, Frag, LayoutA> a;
         w::fragment<w::matrix_b, 16, 16, kK, Frag, LayoutB> b;
         w::load_matrix_sync(a, gemm_a_tile<TA>(A, lda, i0, p), lda);
         w::load_matrix_sync(b, gemm_b_tile<TB>(B, ldb, j0, p), ldb);
-        if constexpr (std::is_same_v<Op, float>) {
+        if constexpr (kSplit) {
+          w::fragment<w::matrix_a, 16, 16, kK, Frag, LayoutA> a_lo;
+          w::fragment<w::matrix_b, 16, 16, kK, Frag, LayoutB> b_lo;
+          split_tf32(a, a_lo);
+          split_tf32(b, b_lo);
+          w::mma_sync(c, a_lo, b, c);
+          w::mma_sync(c, a, b_lo, c);
+        } else if constexpr (std::is_same_v<Op, float>) {
 #pragma unroll
           for (int e = 0; e < a.num_elements; ++e) a.x[e] = w::__float_to_tf32(a.x[e]);
 #pragma unroll
           for (int e = 0; e < b.num_elements; ++e) b.x[e] = w::__float_to_tf32(b.x[e]);
         }
         w::mma_sync(c, a, b, c);
+      };
+      if constexpr (kSplit) {
+        // The split's four operand fragments one k step at a time: unrolled, later steps' loads were
+        // hoisted and grad_pass (128 registers at 512 threads) spilled.
+#pragma unroll 1
+        for (int p = 0; p < k; p += kK) step(p);
+      } else {
+        for (int p = 0; p < k; p += kK) step(p);
       }
       w::store_matrix_sync(c_tile, c, ldc, w::mem_row_major);
     }

@@ -11,7 +11,8 @@
 // Storage types are decayfw's host 16-bit types (numeric.h) and float. gemm multiplies exactly as
 // the tensor cores do: 16-bit operands are exact in fp32 products; fp32 operands are first rounded
 // to tf32 (10-bit mantissa, round to nearest, ties away, as cvt.rna.tf32.f32) unless the executor
-// is told to keep them exact (kExactFp32: checks the algorithm alone); sums are fp32.
+// is told to keep them exact (kExactFp32: checks the algorithm alone); sums are fp32. gemm_fp32 splits
+// fp32 operands in two tf32 parts, as the device does.
 //
 // With a SmemTrace current (smem_trace.h), its shared-memory accesses are recorded for a bank count: the
 // vector accesses and copies here, gemm's fragments as modeled there; the emulation's own copies are not.
@@ -164,6 +165,19 @@ struct HostCta {
   template <bool TA, bool TB, typename Op>
   void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate,
             const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    multiply<TA, TB, false>(m, n, k, A, lda, B, ldb, C, ldc, accumulate, fn, line);
+  }
+  // As the device: x = hi + lo, hi = tf32(x), lo = tf32(x − hi), each product lo·hi + hi·lo + hi·hi (exact
+  // fp32 products with kExactFp32). The fragments are gemm's: the split is made in registers.
+  template <bool TA, bool TB>
+  void gemm_fp32(int m, int n, int k, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+                 bool accumulate, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    multiply<TA, TB, true>(m, n, k, A, lda, B, ldb, C, ldc, accumulate, fn, line);
+  }
+  template <bool TA, bool TB, bool kSplit, typename Op>
+  void multiply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate,
+                const char* fn, int line) {
+    static_assert(!kSplit || std::is_same_v<Op, float>, "only fp32 operands split");
     if (!in_flight_.empty()) ++gemms_while_copying;
     check_tiles(m, n, k);
     if (SmemTrace* t = SmemTrace::current()) {
@@ -185,7 +199,12 @@ struct HostCta {
         for (int p = 0; p < k; ++p) {
           const Op a = TA ? A[p * lda + i] : A[i * lda + p];
           const Op b = TB ? B[j * ldb + p] : B[p * ldb + j];
-          s += operand(a) * operand(b);
+          if constexpr (kSplit && !kExactFp32) {
+            const float ah = round_to_tf32(a), bh = round_to_tf32(b);
+            s += (round_to_tf32(a - ah) * bh + ah * round_to_tf32(b - bh)) + ah * bh;
+          } else {
+            s += operand(a) * operand(b);
+          }
         }
         C[i * ldc + j] = s;
       }

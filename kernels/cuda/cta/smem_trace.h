@@ -20,6 +20,15 @@
 // full warp's 4-, 8- and 16-byte accesses take 1, 2 and 4. Stores count the same way. Wavefronts above
 // one per phase are bank conflicts, which padding the tiles' rows removes.
 //
+// Paired loads: a wavefront returns at most one 4-byte register per lane (128 bytes), which is why wide
+// accesses go in phases; where neighbouring lanes load the same address, the return packs two lanes'
+// registers in one, and an 8- or 16-byte load is served in phases of twice the lanes. The rule, as
+// NVIDIA's engineers gave it for sm_70 (forums.developer.nvidia.com/t/77228): every active lane n loads
+// the address of lane n^1, or every one that of lane n^2 ("4 requests per instruction ... reduce from 4
+// to 2"); an H100 measurement (ncu, forums.developer.nvidia.com/t/373160) fits it: 16-byte loads with
+// lanes 0-15 on one address and 16-31 on another took 2 wavefronts, where two lanes of each quarter warp
+// on different addresses took 8. The model asks the partner lane to be active too; stores are not paired.
+//
 // Accesses of 1 or 2 bytes count as 4-byte ones of the whole warp (two lanes in one word share it).
 //
 // gemm's tensor-core fragments are modeled, not traced (trace_wmma_fragments): WMMA's layouts are not
@@ -53,13 +62,25 @@ constexpr int kBanks = 32;
 constexpr int kBankBytes = 4;
 constexpr int kWarp = 32;
 
-// Lanes served together: the whole warp for accesses of up to 4 bytes, half a warp for 8, a quarter for 16.
-inline int lanes_per_phase(int bytes) { return kBanks / std::clamp(bytes / kBankBytes, 1, kWarp); }
+// Whether every active lane n has an active partner n ^ step at the same address (step 1 or 2).
+inline bool lanes_paired(const int64_t (&addr)[kWarp], int step) {
+  for (int l = 0; l < kWarp; ++l)
+    if (addr[l] >= 0 && addr[l ^ step] != addr[l]) return false;
+  return true;
+}
+
+// Lanes served together: the whole warp for accesses of up to 4 bytes, half a warp for 8, a quarter for
+// 16; twice as many for a load whose lanes are paired (above).
+inline int lanes_per_phase(const int64_t (&addr)[kWarp], int bytes, bool store) {
+  const int lanes = kBanks / std::clamp(bytes / kBankBytes, 1, kWarp);
+  const bool paired = !store && lanes < kWarp && (lanes_paired(addr, 1) || lanes_paired(addr, 2));
+  return paired ? 2 * lanes : lanes;
+}
 
 // Wavefronts of one warp instruction: addr[l] is lane l's address, or -1 when the lane is inactive;
 // every active lane accesses `bytes` (4, 8 or 16) bytes aligned to their size.
-inline int bank_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
-  const int lanes = lanes_per_phase(bytes), words = std::max(bytes / kBankBytes, 1);
+inline int bank_wavefronts(const int64_t (&addr)[kWarp], int bytes, bool store = false) {
+  const int lanes = lanes_per_phase(addr, bytes, store), words = std::max(bytes / kBankBytes, 1);
   int total = 0;
   for (int phase = 0; phase < kWarp; phase += lanes) {
     std::vector<int64_t> seen;  // the distinct words of this phase
@@ -77,8 +98,8 @@ inline int bank_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
 }
 
 // Wavefronts of the same instruction without bank conflicts: one per phase with an active lane.
-inline int phase_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
-  const int lanes = lanes_per_phase(bytes);
+inline int phase_wavefronts(const int64_t (&addr)[kWarp], int bytes, bool store = false) {
+  const int lanes = lanes_per_phase(addr, bytes, store);
   int total = 0;
   for (int phase = 0; phase < kWarp; phase += lanes) {
     bool active = false;
@@ -89,8 +110,9 @@ inline int phase_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
 }
 
 // The least wavefronts any instruction moving these lanes' data could take: its distinct bytes in
-// 128-byte wavefronts. Below phase_wavefronts where lanes of different phases read the same bytes;
-// whether the hardware then merges phases is not documented, so the report keeps the two apart.
+// 128-byte wavefronts. Below phase_wavefronts where lanes of different phases read the same bytes
+// (beyond the pairs above, whether the hardware merges phases is not documented, so the report keeps
+// the two apart).
 inline int ideal_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
   std::vector<int64_t> words;
   for (int l = 0; l < kWarp; ++l)
@@ -290,8 +312,8 @@ class SmemTrace {
     bytes = std::max(bytes, kBankBytes);  // 1- and 2-byte accesses: their word's bank, the whole warp at once
     Cost& c = costs_[key];
     ++c.instructions;
-    c.wavefronts += bank_wavefronts(addr, bytes);
-    c.phases += phase_wavefronts(addr, bytes);
+    c.wavefronts += bank_wavefronts(addr, bytes, key.store);
+    c.phases += phase_wavefronts(addr, bytes, key.store);
     c.ideal += ideal_wavefronts(addr, bytes);
   }
 
