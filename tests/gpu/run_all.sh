@@ -165,13 +165,22 @@ if want fairseq && lim=$(limit fairseq "${FAIRSEQ_TIMEOUT:-150}") && [ "$lim" -g
   record fairseq $? "$t0" "$lim"
 fi
 # Nsight Compute on each chunk kernel once per forward form (tests/gpu/profile_chunk.py): occupancy, DRAM
-# throughput, warp stall reasons, and shared memory's wavefronts and bank conflicts (MemoryWorkloadAnalysis_Tables:
-# the measure of bench_gpu.py's SMEM_WAVEFRONTS model), for the next optimisation. ncu reads hardware counters only where the
-# machine's virtualisation allows it; elsewhere the step fails at once and its log says why.
+# throughput, warp stall reasons, and shared memory's wavefronts and bank conflicts (MemoryWorkloadAnalysis_Tables;
+# smem_model.md sets them beside bench_gpu.py's SMEM_WAVEFRONTS model), for the next optimisation. ncu reads
+# hardware counters only where the machine's virtualisation allows it; elsewhere the step fails at once and its
+# log says why.
 NCU="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | tail -1)"
 if want profile && [ -n "$NCU" ] && lim=$(limit profile "${PROFILE_TIMEOUT:-90}") && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
-  timeout -k 10 "$lim" "$NCU" --profile-from-start off --clock-control none -k regex:_pass_kernel \
+  # First the few counters that test the shared-memory model (one replay pass or two per kernel), a table of
+  # measured against modeled wavefronts (tests/gpu/smem_model_check.py); then the full sections.
+  smem_metrics="$("$PY" -c 'import sys; sys.path.insert(0, "tests/gpu"); import smem_model_check as s; print(",".join(s.METRICS))')"
+  timeout -k 10 $((lim / 3)) "$NCU" --csv --profile-from-start off --clock-control none -k regex:_pass_kernel \
+    --metrics "$smem_metrics" "$PY" tests/gpu/profile_chunk.py ${PROFILE_ARGS:-} > "$LOGS/ncu_smem.csv" 2>&1
+  echo "ncu_smem rc=$?" >> "$LOGS/ncu_smem.csv"
+  "$PY" tests/gpu/smem_model_check.py "$LOGS/ncu_smem.csv" ${PROFILE_ARGS:-} > "$LOGS/smem_model.md" 2>&1
+  echo "smem_model_check rc=$?" >> "$LOGS/smem_model.md"
+  timeout -k 10 $((lim - (SECONDS - t0))) "$NCU" --profile-from-start off --clock-control none -k regex:_pass_kernel \
     --section SpeedOfLight --section LaunchStats --section Occupancy --section MemoryWorkloadAnalysis \
     --section MemoryWorkloadAnalysis_Tables --section ComputeWorkloadAnalysis --section InstructionStats \
     --section WarpStateStats "$PY" tests/gpu/profile_chunk.py ${PROFILE_ARGS:-} > "$LOGS/ncu_chunk.txt" 2>&1
