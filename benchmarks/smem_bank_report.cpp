@@ -184,7 +184,8 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
               "sequence, gate logits N(%g, 1), %s diagonal; %lld for_each phases, %lld tensor-core products. Per chunk of each kernel "
               "(state_pass, dstate_pass and forward_pass: per chunk and row tile). Wavefronts as the bank model of "
               "kernels/cuda/cta/smem_trace.h serves them; conflict-free: one per phase (quarter warp for 16-byte "
-              "accesses, half warp for 8-byte ones) with an active lane; fewest: the instructions' distinct bytes in "
+              "accesses, half warp for 8-byte ones, twice that for loads whose neighbouring lanes share addresses) "
+              "with an active lane; fewest: the instructions' distinct bytes in "
               "128-byte wavefronts (lower where lanes of different phases read the same data). vector: Cta::load4, "
               "store4; scalar: plain loads and stores; wmma: gemm's fragments as nvcc's WMMA code reads and writes them\n\n",
               o.forward.c_str(), o.dtype.c_str(), o.m, C, o.d, o.t, static_cast<long long>(chunks), o.gate_mean,
