@@ -159,18 +159,22 @@ TEST(SmemTrace, SeesOnlySharedMemoryAndOnlyWhileCurrent) {
   EXPECT_EQ(trace.costs().begin()->first.access.kind, cta::kVectorAccess);
 }
 
-// One 16×16×16 bf16 product: A row-major, B as given, C (fp32) with leading dimension ldc.
-cta::SmemTrace::Cost fragments(bool b_transposed, int ldc, const std::string& access) {
+// One 16×16×16 product of Op operands (bf16 or fp32 as tf32): A row-major, B as given, both with leading
+// dimension ld, C (fp32) with ldc; the cost of one access kind of the fragment model.
+template <typename Op = BFloat16>
+cta::SmemTrace::Cost fragments(bool b_transposed, int ldc, const std::string& access, int ld = 72) {
   cta::SmemTrace trace;
   cta::SmemTrace::Scope scope(trace);
-  cta::HostSmem smem(3 * 16 * 80 * sizeof(float));
-  auto* A = reinterpret_cast<BFloat16*>(smem.data());
-  BFloat16* B = A + 16 * 72;
-  float* C = reinterpret_cast<float*>(smem.data() + 2 * 16 * 72 * sizeof(BFloat16));
-  std::fill(A, A + 2 * 16 * 72, BFloat16{});
+  cta::HostSmem smem(4 * 16 * 80 * sizeof(float));
+  auto* A = reinterpret_cast<Op*>(smem.data());
+  Op* B = A + 16 * ld;
+  float* C = reinterpret_cast<float*>(smem.data() + 2 * 16 * 80 * sizeof(float));
+  std::fill(A, A + 2 * 16 * ld, Op{});
   cta::HostCta<> c;
-  if (b_transposed) c.gemm<false, true>(16, 16, 16, A, 72, B, 72, C, ldc, false);
-  else c.gemm<false, false>(16, 16, 16, A, 72, B, 72, C, ldc, false);
+  if (b_transposed)
+    c.gemm<false, true>(16, 16, 16, A, ld, B, ld, C, ldc, false);
+  else
+    c.gemm<false, false>(16, 16, 16, A, ld, B, ld, C, ldc, false);
   cta::SmemTrace::Cost cost;
   for (const auto& [key, k] : trace.costs())
     if (key.access.function == access) cost.add(k);
@@ -179,12 +183,19 @@ cta::SmemTrace::Cost fragments(bool b_transposed, int ldc, const std::string& ac
 }
 
 TEST(SmemTrace, TensorCoreFragmentsAreReadAsStored) {
-  // Each operand tile in four 32-bit warp loads, whatever its layout, each conflict-free with rows of 72 bf16.
+  // A 16-bit operand tile is one ldmatrix.x4 whatever its layout: four 8×8 matrices of eight stored rows,
+  // conflict-free with rows of 72 bf16 (each moves four banks on); unpadded rows of 64 all meet (8-way).
   const cta::SmemTrace::Cost a = fragments(true, 68, "A load");
-  EXPECT_EQ(a.instructions, 4);
+  EXPECT_EQ(a.instructions, 1);
   EXPECT_EQ(a.wavefronts, 4);
   EXPECT_EQ(fragments(true, 68, "B load").wavefronts, 4);
   EXPECT_EQ(fragments(false, 68, "B load").wavefronts, 4);
+  EXPECT_EQ(fragments(true, 68, "A load", 64).wavefronts, 32);
+  // A tf32 operand tile (16×8 per k step of 8, two steps) is four 32-bit loads a step, lane (g, t) reading word
+  // t of row g: rows of 68 floats move four banks on, conflict-free.
+  const cta::SmemTrace::Cost t = fragments<float>(false, 72, "A load", 68);
+  EXPECT_EQ(t.instructions, 8);
+  EXPECT_EQ(t.wavefronts, 8);
   // The accumulators in four 64-bit stores: a half warp's four rows each span eight banks, and rows of
   // 68 floats move four banks on, so pairs of rows share banks (2-way); unpadded rows (64) all meet (4-way).
   const cta::SmemTrace::Cost c68 = fragments(true, 68, "C store"), c64 = fragments(true, 64, "C store");

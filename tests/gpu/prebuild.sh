@@ -36,7 +36,10 @@ cmake -S . -B "$TREE" $(command -v ninja >/dev/null && echo -G Ninja) -DCMAKE_PR
   -DDECAYFW_BUILD_TESTS=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF -DDECAYFW_PY_PACKAGE_DIR="$OUT/decayfw" >/dev/null
 cmake --build "$TREE" -j "$(nproc)"
 "$PY" tests/gpu/build_signature.py > "$OUT/signature.txt"
-echo "prebuilt for $(cat "$OUT/signature.txt") in $OUT:"; ls -l "$OUT/decayfw"
+# The bank model's calibration (benchmarks/smem_patterns.cu, no LibTorch), which run_all.sh's bench step runs first.
+nvcc -O3 -std=c++17 -arch="sm_${CUDA_ARCHS:-90}" -Ikernels/cuda -Ikernels/include benchmarks/smem_patterns.cu \
+  -o "$OUT/smem_patterns"
+echo "prebuilt for $(cat "$OUT/signature.txt") in $OUT:"; ls -l "$OUT/decayfw" "$OUT/smem_patterns"
 FIXTURES="${FIXTURES:-build/engine-fixtures}"
 ENGINE="${ENGINE:-$([ -f "$FIXTURES/decay/checkpoint_last.pt" ] && echo ON || echo OFF)}"
 if [ "$ENGINE" = ON ]; then

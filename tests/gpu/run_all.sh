@@ -118,6 +118,16 @@ elif want sanitize; then
 fi
 if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}") && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
+  # First, in about a second, the shared-memory bank model's assumptions timed one pattern at a time
+  # (benchmarks/smem_patterns.cu; prebuilt by prebuild.sh, else compiled here).
+  patterns="$PREBUILT/smem_patterns"
+  if [ ! -x "$patterns" ]; then
+    patterns=build-gpu-tools/smem_patterns; mkdir -p build-gpu-tools
+    nvcc -O3 -std=c++17 -arch=sm_90 -Ikernels/cuda -Ikernels/include benchmarks/smem_patterns.cu -o "$patterns" \
+      > "$LOGS/smem_patterns.md" 2>&1
+  fi
+  timeout -k 5 30 "$patterns" >> "$LOGS/smem_patterns.md" 2>&1
+  echo "smem_patterns rc=$?" >> "$LOGS/smem_patterns.md"
   # fla's fused_recurrent_gla for the `fla` column: from a carried wheelhouse/fla (benchmarks/prepare_fla_wheelhouse.sh)
   fla_pp=""
   if [ -d "$WHEELHOUSE/fla" ] && ! "$PY" -c "import fla" 2>/dev/null; then

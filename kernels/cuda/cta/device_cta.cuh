@@ -1,7 +1,8 @@
 // DeviceCta: the CUDA executor of CTA programs (cta_common.h). for_each spreads indices over the
 // CTA's threads; gemm splits the 16×16 output tiles over warps and runs WMMA on tensor cores:
 // bf16 and fp16 operands with m16n16k16, fp32 operands as tf32 with m16n16k8 (gemm_fp32: as three
-// tf32 products, to fp32 accuracy); fp32 accumulators loaded from and stored to shared memory.
+// tf32 products, to fp32 accuracy); fp32 accumulators loaded from and stored to shared memory. The
+// fragments move through wmma_shared.cuh's shared-state-space loads and stores (ldmatrix for 16-bit operands).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -11,6 +12,7 @@
 #include <type_traits>
 
 #include "cta_common.h"
+#include "wmma_shared.cuh"
 
 namespace decayfw::cta {
 
@@ -134,13 +136,14 @@ struct DeviceCta {
       const int i0 = (t / tiles_n) * 16, j0 = (t % tiles_n) * 16;
       w::fragment<w::accumulator, 16, 16, kK, float> c;
       float* c_tile = gemm_c_tile(C, ldc, i0, j0);
-      if (accumulate) w::load_matrix_sync(c, c_tile, ldc, w::mem_row_major);
+      if (accumulate)
+        wmma_shared::load(c, c_tile, ldc);
       else w::fill_fragment(c, 0.0f);
       auto step = [&](int p) {
         w::fragment<w::matrix_a, 16, 16, kK, Frag, LayoutA> a;
         w::fragment<w::matrix_b, 16, 16, kK, Frag, LayoutB> b;
-        w::load_matrix_sync(a, gemm_a_tile<TA>(A, lda, i0, p), lda);
-        w::load_matrix_sync(b, gemm_b_tile<TB>(B, ldb, j0, p), ldb);
+        wmma_shared::load(a, gemm_a_tile<TA>(A, lda, i0, p), lda);
+        wmma_shared::load(b, gemm_b_tile<TB>(B, ldb, j0, p), ldb);
         if constexpr (kSplit) {
           w::fragment<w::matrix_a, 16, 16, kK, Frag, LayoutA> a_lo;
           w::fragment<w::matrix_b, 16, 16, kK, Frag, LayoutB> b_lo;
@@ -164,7 +167,7 @@ struct DeviceCta {
       } else {
         for (int p = 0; p < k; p += kK) step(p);
       }
-      w::store_matrix_sync(c_tile, c, ldc, w::mem_row_major);
+      wmma_shared::store(c_tile, c, ldc);
     }
     __syncthreads();
   }

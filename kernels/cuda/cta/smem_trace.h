@@ -33,8 +33,8 @@
 //
 // gemm's tensor-core fragments are modeled, not traced (trace_wmma_fragments): WMMA's layouts are not
 // documented, so the model follows the loads and stores nvcc 13 emits for them on sm_90 (read off the
-// SASS: 32-bit loads of the operands as stored, 64-bit accesses of the accumulators; no LDSM). Global
-// memory is not counted.
+// SASS: ldmatrix for 16-bit operands, 32-bit loads of tf32 ones as stored, 64-bit accesses of the
+// accumulators). Global memory is not counted.
 #pragma once
 
 #include <algorithm>
@@ -351,13 +351,20 @@ class SmemTrace {
 };
 
 // gemm's fragment accesses for one C[m×n] (+)= op(A)·op(B) on the tensor cores, as the model above has
-// them, reported to `trace` as whole warp instructions of the phase `phase`. What nvcc 13 makes of WMMA
-// for sm_90 (SASS of 16×16 tiles in shared memory, both layouts of each operand, bf16 and tf32): each
-// operand tile is read as stored, in four 32-bit loads per warp, lane (g, t) = (l / 4, l % 4) reading word t
-// of stored row g, each load covering eight rows and four words (the next eight rows, then the next four
-// words); the fp32 accumulators in four 64-bit loads or stores, lane (g, t) taking columns 2t, 2t + 1 of row
-// g, then row g + 8, then eight columns on. Element addresses as HostCta's gemm reads them:
-// op(A)[i,p] = TA ? A[p·lda + i] : A[i·lda + p]; op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j].
+// them, reported to `trace` as whole warp instructions of the phase `phase`. What nvcc 13 makes of WMMA for
+// sm_90 with the .shared loads and stores of wmma_shared.cuh (SASS of the chunk kernels and of 16×16 tiles,
+// both layouts of each operand, bf16, f16 and tf32):
+//   - a 16-bit operand tile is one LDSM.x4 (ldmatrix): four 8×8 matrices of eight stored rows of 16 bytes,
+//     a wavefront each without conflicts; lane l gives the address of row l % 8 of matrix l / 8, so it is
+//     the model's 16-byte access in quarter warps (stored rows 0-7 and 8-15, then the next 16 bytes);
+//   - a tf32 operand tile is four 32-bit loads, lane (g, t) = (l / 4, l % 4) reading word t of stored row g,
+//     each covering eight rows and four words (the next eight rows, then the next four words);
+//   - the fp32 accumulators are four 64-bit loads or stores, lane (g, t) taking columns 2t, 2t + 1 of row g,
+//     then row g + 8, then eight columns on.
+// (With load_matrix_sync's generic pointers, which the chunk kernels used before, the 16-bit operands were
+// four generic 32-bit loads of the same words: the same wavefronts, four times the instructions.)
+// Element addresses as HostCta's gemm reads them: op(A)[i,p] = TA ? A[p·lda + i] : A[i·lda + p];
+// op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j].
 template <bool TA, bool TB, typename Op>
 void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m, int n, int k, const Op* A, int lda,
                           const Op* B, int ldb, const float* C, int ldc, bool accumulate) {
@@ -366,11 +373,16 @@ void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m,
   const void* lane[kWarp];
   // One operand tile as stored: `rows` rows of ld elements from `tile`, 32 bytes wide (16 16-bit or 8 fp32).
   auto operand = [&](const char* what, const Op* tile, int ld, int rows) {
-    for (int r = 0; r < 4; ++r) {
-      const int row_block = r % (rows / 8), word_block = r / (rows / 8);
-      for (int l = 0; l < kWarp; ++l)
-        lane[l] = tile + size_t(l / 4 + 8 * row_block) * ld + (l % 4 + 4 * word_block) * kPerWord;
-      trace.instruction(lane, 4, false, phase, {what, 0, 0, kFragmentAccess});
+    if constexpr (sizeof(Op) == 2) {  // ldmatrix.x4: 16 rows of 16 elements, two 16-byte halves
+      for (int l = 0; l < kWarp; ++l) lane[l] = tile + size_t(l % 8 + 8 * (l / 8 % 2)) * ld + 8 * (l / 16);
+      trace.instruction(lane, 16, false, phase, {what, 0, 0, kFragmentAccess});
+    } else {
+      for (int r = 0; r < 4; ++r) {
+        const int row_block = r % (rows / 8), word_block = r / (rows / 8);
+        for (int l = 0; l < kWarp; ++l)
+          lane[l] = tile + size_t(l / 4 + 8 * row_block) * ld + (l % 4 + 4 * word_block) * kPerWord;
+        trace.instruction(lane, 4, false, phase, {what, 0, 0, kFragmentAccess});
+      }
     }
   };
   auto accumulator = [&](int i0, int j0, bool store) {
