@@ -6,8 +6,9 @@
 // generic loads: four 32-bit LD.E per 16×16 16-bit operand fragment, and 64-bit ST.E for the accumulators
 // (SASS of grad_pass, nvcc 13, sm_90). The same instructions with .shared become one LDSM.x4 (ldmatrix, 4 for
 // the transposed layout: LDSM.MT88) per 16-bit operand fragment, and LDS / LDS.64 / STS.64 for the 32-bit
-// operands (tf32) and the accumulators. The registers are the same: load_matrix_sync is this instruction
-// without the state space, so the fragments' layouts (and mma_sync on them) are unchanged.
+// operands (tf32) and the accumulators. The registers are the same: load_matrix_sync and store_matrix_sync
+// are these instructions without the state space, their vector of registers being the fragment's x[] in order
+// (nvcc 13's PTX of both, for bf16, tf32 and f32 fragments), so the layouts (and mma_sync on them) are unchanged.
 // benchmarks/smem_patterns.cu times the two operand loads beside each other on a GPU.
 #pragma once
 
