@@ -17,7 +17,8 @@
 //                             C[m×n] (fp32, row-major) = (accumulate ? C : 0) + op(A)·op(B), then a
 //                             barrier. op(A)[i,p] = TA ? A[p·lda + i] : A[i·lda + p];
 //                             op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j]. m, n, k multiples of 16;
-//                             A, B in shared memory of the operand type, 32-byte aligned tiles.
+//                             A, B (of the operand type) and C in shared memory, which the device
+//                             loads and stores as such (wmma_shared.cuh); 32-byte aligned tiles.
 //   cta.gemm_fp32<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc, accumulate)
 //                             gemm with fp32 operands multiplied to fp32 accuracy (where gemm rounds
 //                             them to tf32): each operand as the sum of two tf32 parts, three
