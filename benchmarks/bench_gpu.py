@@ -381,18 +381,18 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
 #     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 7414, "grad_pass": 17837, "output_pass": 5958, "state_pass": 2224},
-    (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 11182, "grad_pass": 28519, "output_pass": 9726, "state_pass": 2224},
-    (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 7154, "grad_pass": 18385, "output_pass": 5698, "state_pass": 2224},
-    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 7414, "grad_pass": 33830, "output_pass": 10919, "state_pass": 2224},
-    (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 11182, "grad_pass": 51926, "output_pass": 15187, "state_pass": 2224},
-    (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 7154, "grad_pass": 35394, "output_pass": 10867, "state_pass": 2224},
-    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 9730, "grad_pass": 23778, "output_pass": 7394, "state_pass": 3296},
-    (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 16930, "grad_pass": 38138, "output_pass": 14594, "state_pass": 3296},
-    (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 9262, "grad_pass": 23842, "output_pass": 6926, "state_pass": 3296},
-    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 9730, "grad_pass": 44165, "output_pass": 13091, "state_pass": 3296},
-    (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 16930, "grad_pass": 66185, "output_pass": 20791, "state_pass": 3296},
-    (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 9262, "grad_pass": 45177, "output_pass": 13039, "state_pass": 3296},
+    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 16273, "output_pass": 5462, "state_pass": 2224},
+    (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 23835, "output_pass": 8158, "state_pass": 2224},
+    (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 16581, "output_pass": 5122, "state_pass": 2224},
+    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 30702, "output_pass": 9927, "state_pass": 2224},
+    (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 43630, "output_pass": 13123, "state_pass": 2224},
+    (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 31786, "output_pass": 9715, "state_pass": 2224},
+    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 21706, "output_pass": 6918, "state_pass": 3296},
+    (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 31970, "output_pass": 12070, "state_pass": 3296},
+    (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 21450, "output_pass": 6370, "state_pass": 3296},
+    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 40001, "output_pass": 12119, "state_pass": 3296},
+    (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 55877, "output_pass": 17771, "state_pass": 3296},
+    (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 40373, "output_pass": 11907, "state_pass": 3296},
 }
 
 

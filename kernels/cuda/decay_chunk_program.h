@@ -112,20 +112,20 @@ DECAYFW_HD bool inputs_allow_vector_loads(const ChunkArgs& a, size_t elem_bytes)
 // type: bf16, fp16, or fp32 run as tf32). Leading dimensions are padded so that rows of a tile fall
 // on different shared-memory banks and every 16-row/16-column tile stays 32-byte aligned. fp32 tiles
 // move 8 banks a row: the tensor cores' 64-bit accumulator accesses (four rows of eight banks in a half
-// warp) are then free of conflicts, where 4 made them 2-way; Fx and Fy move 4, as their readers take 8
-// rows a quarter warp (factored_dot). benchmarks/smem_bank_report counts what each choice costs.
+// warp) are then free of conflicts, where 4 made them 2-way; Fx and Fy move 4, as their reader takes eight
+// rows of four words a warp (gemm_fp32's tf32 fragments). benchmarks/smem_bank_report counts what each choice
+// costs.
 template <int kM, int kC, typename Op>
 struct Config {
   static constexpr int M = kM, C = kC, R = kRows, S = kSub, NS = kC / kSub;
   static constexpr int ldm_op = M + 8, ldd_op = R + 8, ldc_op = C + 8;
   static constexpr int ldm_f = M + 8, ldd_f = R + 8, ldc_f = C + 8;
-  static constexpr int ld_tmp = (ldm_f > ldd_f ? ldm_f : ldd_f);
   static constexpr int ld_fd = (M > R ? M : R) + 4;  // the factored diagonal's fp32 operands (Tiles::Fx, Fy)
   // The cumulative log gates (Tiles::Bc C×M, Ac C×R) move 4 banks a row, so that the per-pair sums' scalar
   // reads of one column in rows j and j' meet only 8 rows apart (unpadded, every row met: 4.9 wavefronts a
   // read with fast-forgetting gates); not at M = 16, where a quarter warp's vector reads span two rows that
   // the padding would overlap.
-  static constexpr int ldg_m = M >= 32 ? M + 4 : M, ldg_r = R + 4;
+  static constexpr int ldg_m = M >= 32 ? M + 8 : M, ldg_r = R + 8;
   static constexpr int key_words = (M + 31) / 32, row_words = R / 32;  // one bit per column (Tiles::key_wide)
   static_assert(kM % 16 == 0 && kC % 16 == 0, "M and C must be multiples of 16");
 };
@@ -217,22 +217,46 @@ DECAYFW_CTA void decay_state_quad(float* s, float a, const float* b) {
   Cta::store4(s, o);
 }
 
-// out[w] += e^{a[w] − b[w]}·x[w] (x null: out[w] ← out[w]·e^{a[w] − b[w]}; b null: e^{a[w]}), fp32.
+// One lane's part of a product as gemm_apply hands it over (v, in registers on the device), decayed into
+// its fp32 tile: at rows i, i + 8 and columns j, j + 8 (+ 1), out += e^{a − b}·v when add, else
+// out = v·e^{a − b}. out, a and b point at (i, j) of their tiles, rows ld, lda, ldb apart; lda or ldb 0: a
+// reference row, the same for both rows, read once per column pair; b null: e^{a}. The product used to go
+// through an fp32 tile of its own, to be read back and decayed there; each value is computed as it was
+// then, so the results are the same bit for bit.
 template <typename Cta>
-DECAYFW_CTA void decay_quad(float* out, const float* a, const float* b, const float* x = nullptr) {
-  float o[kQuad], ga[kQuad], gb[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f}, v[kQuad];
-  Cta::load4(out, o);
-  Cta::load4(a, ga);
-  if (b) Cta::load4(b, gb);
-  if (x) {
-    Cta::load4(x, v);
+DECAYFW_CTA void decay_pairs(float* out, int ld, const float* a, int lda, const float* b, int ldb, const float* v,
+                             bool add) {
+  DECAYFW_UNROLL
+  for (int c = 0; c < 2; ++c) {  // columns j, j + 8
+    float ga[2][2], gb[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    Cta::load2(a + 8 * c, ga[0]);
+    if (lda)
+      Cta::load2(a + 8 * lda + 8 * c, ga[1]);
+    else
+      ga[1][0] = ga[0][0], ga[1][1] = ga[0][1];
+    if (b) {
+      Cta::load2(b + 8 * c, gb[0]);
+      if (ldb)
+        Cta::load2(b + 8 * ldb + 8 * c, gb[1]);
+      else
+        gb[1][0] = gb[0][0], gb[1][1] = gb[0][1];
+    }
     DECAYFW_UNROLL
-    for (int w = 0; w < kQuad; ++w) o[w] += decay_exp(ga[w] - gb[w]) * v[w];
-  } else {
-    DECAYFW_UNROLL
-    for (int w = 0; w < kQuad; ++w) o[w] *= decay_exp(ga[w] - gb[w]);
+    for (int r = 0; r < 2; ++r) {  // rows i, i + 8: pair r + 2c
+      float* p = out + 8 * r * ld + 8 * c;
+      const float* x = v + 2 * (r + 2 * c);
+      float o[2];
+      if (add) {
+        Cta::load2(p, o);
+        DECAYFW_UNROLL
+        for (int w = 0; w < 2; ++w) o[w] += decay_exp(ga[r][w] - gb[r][w]) * x[w];
+      } else {
+        DECAYFW_UNROLL
+        for (int w = 0; w < 2; ++w) o[w] = x[w] * decay_exp(ga[r][w] - gb[r][w]);
+      }
+      Cta::store2(p, o);
+    }
   }
-  Cta::store4(out, o);
 }
 
 // Where one CTA works: sequence n, chunk (start c0, valid rows L), tile rows [row0, row0 + R).
@@ -256,9 +280,8 @@ struct Tiles {
   Op *Fr = nullptr, *Zr = nullptr;                                 // raw gate logits f (C×M), z (C×R), unpadded
   float *Bc = nullptr, *Ac = nullptr;  // cumulative log gates C×M, C×R: rows key_gates(i), row_gates(i)
   Op *Xa = nullptr, *Xb = nullptr, *Xc = nullptr, *Xd = nullptr;  // scaled operands C×M, C×M, C×R, C×R
-  float* P = nullptr;    // S×C fp32 products of a sub-chunk's rows with the chunk's
-  Op* Pop = nullptr;     // the same rounded to the operand type
-  float* Tmp = nullptr;  // S×max(M, R) fp32 product of a sub-chunk
+  float* P = nullptr;                  // S×C fp32 products of a sub-chunk's rows with the chunk's
+  Op* Pop = nullptr;                   // the same rounded to the operand type
   Op *Sop = nullptr, *dSop = nullptr;  // R×M state and state gradient rounded to the operand type
   float *Pd = nullptr, *Rd = nullptr;  // C×S fp32 diagonal blocks: q·k and dy·v with their decays
   float* Y = nullptr;                  // C×R fp32 outputs
@@ -398,12 +421,18 @@ DECAYFW_CTA bool is_wide(const uint32_t* words, int col) { return (words[col >> 
 // The bits of four columns from col (a multiple of 4, so they share a word), as scale_quad's `zero`.
 DECAYFW_CTA uint32_t wide_quad(const uint32_t* words, int col) { return (words[col >> 5] >> (col & 31)) & 0xfu; }
 
-// f(col) for every wide column of one sub-chunk's words, ascending (the same for every thread).
+// f(col) for every wide column of one sub-chunk's words: those from column `first` (< 32) on, ascending, then
+// the ones before it (the same for every thread with the same `first`).
 template <int kWords, typename F>
-DECAYFW_CTA void for_each_wide(const uint32_t* words, F&& f) {
+DECAYFW_CTA void for_each_wide(const uint32_t* words, int first, F&& f) {
+  const uint32_t before = (1u << first) - 1u;  // columns of word 0 below first
   DECAYFW_UNROLL
-  for (int w = 0; w < kWords; ++w) {
-    for (uint32_t bits = words[w]; bits != 0; bits &= bits - 1) f(32 * w + cta::lowest_set_bit(bits));
+  for (int pass = 0; pass < 2; ++pass) {
+    DECAYFW_UNROLL
+    for (int w = 0; w < kWords; ++w) {
+      uint32_t bits = w == 0 ? words[0] & (pass == 0 ? ~before : before) : pass == 0 ? words[w] : 0u;
+      for (; bits != 0; bits &= bits - 1) f(32 * w + cta::lowest_set_bit(bits));
+    }
   }
 }
 
@@ -536,8 +565,8 @@ DECAYFW_CTA void stage_end_dstate(Cta& cta, const ChunkArgs& a, const Place& pl,
 
 // ---- the output y of one chunk (also recomputed by the gradient pass) ---------------------------
 
-// Y = e^{A} ⊙ ((Q ⊙ e^{B}) S_prevᵀ): the part of every y_i that comes from before the chunk.
-// Leaves the product in Y unscaled; scale_inter applies e^{A}. Needs Sop, writes Xa.
+// Y = e^{A} ⊙ ((Q ⊙ e^{B}) S_prevᵀ): the part of every y_i that comes from before the chunk, the row
+// decays applied to the product in registers. Needs Sop, writes Xa.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
@@ -546,17 +575,10 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
     const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
     scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, nullptr);
   });
-  cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
-}
-
-// Y ← e^{A} ⊙ Y: the inter-chunk product's row decays.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
-  constexpr int C = Cfg::C, R = Cfg::R, RQ = R / kQuad;
-  cta.for_each(int64_t(C) * RQ, [&](int64_t e) {
-    const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.row_gates(i) + d, nullptr);
-  });
+  cta.template gemm_apply<false, true>(
+      C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, [&](int i, int d, const float* v) {
+        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
+      });
 }
 
 // ---- diagonal blocks: on tensor cores where the gates allow, per element where they do not --------
@@ -578,8 +600,13 @@ DECAYFW_CTA void scale_inter(Cta& cta, Tiles<Op, Cfg>& t) {
 template <typename Cta, int kWords, typename Op>
 DECAYFW_CTA float diagonal_sum(const Op* x, const Op* y, int ld, const float* g, int ldg, const uint32_t* wide,
                                const float* narrow, int i, int j) {
+  // Each pair starts at column j/2 mod 32, so that a warp's lanes, on the rows j of one sub-chunk, read the
+  // gates and the operands in different banks where the wide columns are consecutive: rows of the gates are 8
+  // (mod 32) words apart, so from column 0 rows four apart met in every read (2.0 wavefronts a read, by the bank
+  // model, with every column wide); from j/2 they take 1.1 (1.24 at M = 16, whose gate rows are 16 apart), the
+  // best start of the forms a·j, a·(j >> s) + b·(j mod 2^s) tried.
   float s = 0.0f;
-  for_each_wide<kWords>(wide, [&](int c) {
+  for_each_wide<kWords>(wide, (j >> 1) & 31, [&](int c) {
     s += Cta::to_f(x[i * ld + c]) * Cta::to_f(y[j * ld + c]) * decay_exp(g[i * ldg + c] - g[j * ldg + c]);
   });
   return (narrow ? *narrow : 0.0f) + s;
@@ -705,31 +732,35 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
       return diagonal_sum<Cta, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, Cfg::ldg_m, key_wide,
                                                pd_factored ? t.Pd + i * S + (j - r) : nullptr, i, j);
     });
+    // y's decays, on the product in registers (when there is one).
     if (cols > 0)
-      cta.template gemm<false, false>(S, R, cols, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op, t.Tmp, Cfg::ld_tmp, false);
-    // y's decays (when there was a product); with DQ, dY_I's scaled rows for dq's product (Fx, dY's rows
-    // before rounding, and Fy, V's diagonal rows, when factored: Rd's operands).
+      cta.template gemm_apply<false, false>(S, R, cols, t.Pop, Cfg::ldc_op, t.Xc, Cfg::ldd_op,
+                                            [&](int ii, int d, const float* v) {
+                                              const int i = r + ii;
+                                              decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d,
+                                                               Cfg::ldg_r, t.row_gates(r) + d, 0, v, true);
+                                            });
+    // With DQ, dY_I's scaled rows for dq's product (Fx, dY's rows before rounding, and Fy, V's diagonal
+    // rows, when factored: Rd's operands).
     const int64_t q = int64_t(S) * RQ;
-    const int skip = cols > 0 ? 0 : 1;  // parts: 0 y's decays, 1 dY's rows, 2 V's kept rows
-    const int64_t parts = (cols > 0 ? 1 : 0) + (DQ ? 1 : 0) + (rd_factored ? 1 : 0);
-    cta.for_each(parts * q, [&](int64_t e) {
-      const int part = static_cast<int>(e / q) + skip;
-      e %= q;
-      const int ii = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, i = r + ii;
-      if (part == 0) {
-        decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.row_gates(i) + d, t.row_gates(r) + d, t.Tmp + ii * Cfg::ld_tmp + d);
-      } else if (part == 1) {
-        if (rd_factored)
-          scale_quad_kept<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Fx + ii * ld + d, t.Gr + i * Cfg::ldd_op + d,
-                               t.row_gates(i) + d, t.row_gates(r) + d, 0u, wide_quad(row_wide, d));
-        else
-          scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d,
-                          t.row_gates(r) + d);
-      } else {
-        scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + ii * ld + d, t.Vr + i * Cfg::ldd_op + d,
-                             t.row_gates(r) + d, t.row_gates(i) + d, 0xfu, wide_quad(row_wide, d));
-      }
-    });
+    const int64_t parts = (DQ ? 1 : 0) + (rd_factored ? 1 : 0);  // parts: 1 dY's rows, 2 V's kept rows
+    if (parts > 0)
+      cta.for_each(parts * q, [&](int64_t e) {
+        const int part = static_cast<int>(e / q) + 1;
+        e %= q;
+        const int ii = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, i = r + ii;
+        if (part == 1) {
+          if (rd_factored)
+            scale_quad_kept<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Fx + ii * ld + d, t.Gr + i * Cfg::ldd_op + d,
+                                 t.row_gates(i) + d, t.row_gates(r) + d, 0u, wide_quad(row_wide, d));
+          else
+            scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d,
+                            t.row_gates(r) + d);
+        } else {
+          scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + ii * ld + d, t.Vr + i * Cfg::ldd_op + d,
+                               t.row_gates(r) + d, t.row_gates(i) + d, 0xfu, wide_quad(row_wide, d));
+        }
+      });
     if (!DQ) continue;
     if (cols > 0)
       cta.template gemm<false, true>(S, cols, R, t.Xd + r * Cfg::ldd_op, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.P,
@@ -740,11 +771,12 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
                                                rd_factored ? t.Rd + i * S + (j - r) : nullptr, i, j);
     });
     if (cols == 0) continue;
-    cta.template gemm<false, false>(S, M, cols, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op, t.Tmp, Cfg::ld_tmp, false);
-    cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
-      const int ii = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, i = r + ii;
-      decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.key_gates(i) + m, t.key_gates(r) + m, t.Tmp + ii * Cfg::ld_tmp + m);
-    });
+    cta.template gemm_apply<false, false>(S, M, cols, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op,
+                                          [&](int ii, int m, const float* v) {
+                                            const int i = r + ii;
+                                            decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m,
+                                                             Cfg::ldg_m, t.key_gates(r) + m, 0, v, true);
+                                          });
   }
 }
 
@@ -1075,7 +1107,7 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
 //   Output: output_pass, which walks the row tiles of a chunk inside the CTA;
 //   Fused:  the chunk part of forward_pass (one row tile per CTA);
 //   Grad:   grad_pass, which walks the row tiles too and adds the gradients' tiles.
-// Phases that never overlap share one region: {P, Pop, Tmp, Fx, Fy} (a sub-chunk's products) | {Sop, dSop}
+// Phases that never overlap share one region: {P, Pop, Fx, Fy} (a sub-chunk's products) | {Sop, dSop}
 // (inter-chunk products). The diagonal blocks Pd and Rd are written while P and Pop are in use and
 // read later (Pd, which depends on the key side alone, across row tiles), so they have their own.
 enum class ChunkCarve { Output, Fused, Grad };
@@ -1112,7 +1144,6 @@ struct ChunkSmem {
     cta::Arena alt1(nullptr), alt2(nullptr);
     alt1.take<float>(size_t(S) * Cfg::ldc_f);  // P and Pop: one sub-chunk's rows against the chunk
     alt1.take<Op>(size_t(S) * Cfg::ldc_op);
-    alt1.take<float>(size_t(S) * Cfg::ld_tmp);
     alt1.take<float>(size_t(2) * S * Cfg::ld_fd);  // Fx, Fy
     alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) alt2.take<Op>(size_t(R) * Cfg::ldm_op);
@@ -1120,7 +1151,6 @@ struct ChunkSmem {
     cta::Arena r1 = region, r2 = region;
     t.P = r1.take<float>(size_t(S) * Cfg::ldc_f);
     t.Pop = r1.take<Op>(size_t(S) * Cfg::ldc_op);
-    t.Tmp = r1.take<float>(size_t(S) * Cfg::ld_tmp);
     t.Fx = r1.take<float>(size_t(S) * Cfg::ld_fd);
     t.Fy = r1.take<float>(size_t(S) * Cfg::ld_fd);
     t.Sop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
@@ -1129,7 +1159,7 @@ struct ChunkSmem {
     if (grad) t.Rd = ar.take<float>(size_t(C) * S);
     t.key_wide = ar.take<uint32_t>(size_t(Cfg::NS) * Cfg::key_words);
     t.row_wide = ar.take<uint32_t>(size_t(Cfg::NS) * Cfg::row_words);
-    t.Y = ar.take<float>(size_t(C) * (grad ? Cfg::ld_tmp : Cfg::ldd_f));  // grad: also C×M scratch
+    t.Y = ar.take<float>(size_t(C) * Cfg::ldd_f);
     if (grad) {
       DQ = ar.take<float>(size_t(C) * Cfg::ldm_f);
       DK = ar.take<float>(size_t(C) * Cfg::ldm_f);
@@ -1198,7 +1228,6 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
     });
     finish_loading(cta, pl, t, sides);
     y_inter_product(cta, t);
-    scale_inter(cta, t);
     intra_chunk_causal(cta, pl, t, tile == 0);
     store_y(cta, a, pl, t);
   }
@@ -1210,7 +1239,7 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
 // running state in shared memory, so the inputs are read once and the chunk states are never read
 // back (split: written by state_pass, read by output_pass). Its parallelism is state_pass's,
 // N·D/64 CTAs: the launcher takes it when that fills the GPU (decay_chunk.cu says when). Every
-// value is computed as in the split pair, in the same order (store_y and scale_inter are shared), so
+// value is computed as in the split pair, in the same order (y_inter_product and store_y are shared), so
 // S_T and the states are bit-identical to theirs, and y is up to the compiler's FMA contraction
 // (tests/cpp/test_chunk_program.cpp). The states are written only when
 // the caller keeps them (ChunkArgs::states non-null: the training forward); decay_fwd passes none
@@ -1264,7 +1293,6 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
       [&](const Place& pl) {
         // y of the chunk, as output_pass, then the state update.
         y_inter_product(cta, t);
-        scale_inter(cta, t);
         intra_chunk_causal(cta, pl, t, true);
         store_y(cta, a, pl, t);
         update_state(cta, t, S);
@@ -1484,24 +1512,26 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, t.row_gates(last) + d,
                       t.row_gates(i) + d);
   });
-  // dq and dk accumulate over tiles, so their inter products go through Y (as C×M scratch) first.
-  cta.template gemm<false, false>(C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
-  cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
-    const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    decay_quad<Cta>(DQ + i * Cfg::ldm_f + m, t.key_gates(i) + m, nullptr, t.Y + i * Cfg::ld_tmp + m);
-  });
-  cta.template gemm<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Y, Cfg::ld_tmp, false);
-  cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
-    const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    decay_quad<Cta>(DK + i * Cfg::ldm_f + m, t.key_gates(last) + m, t.key_gates(i) + m, t.Y + i * Cfg::ld_tmp + m);
-  });
-  cta.template gemm<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Y, Cfg::ldd_f, false);
-  cta.template gemm<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op, DV, Cfg::ldd_f, false);
-  cta.for_each(int64_t(C) * RQ, [&](int64_t e) {
-    const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    decay_quad<Cta>(t.Y + i * Cfg::ldd_f + d, t.row_gates(i) + d, nullptr);
-    decay_quad<Cta>(DV + i * Cfg::ldd_f + d, t.row_gates(last) + d, t.row_gates(i) + d);
-  });
+  // Each product decayed in registers: dq and dk add theirs (they accumulate over tiles), y and dv start
+  // with theirs.
+  cta.template gemm_apply<false, false>(
+      C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, [&](int i, int m, const float* v) {
+        decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
+      });
+  cta.template gemm_apply<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op,
+                                        [&](int i, int m, const float* v) {
+                                          decay_pairs<Cta>(DK + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(last) + m,
+                                                           0, t.key_gates(i) + m, Cfg::ldg_m, v, true);
+                                        });
+  cta.template gemm_apply<false, true>(
+      C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, [&](int i, int d, const float* v) {
+        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
+      });
+  cta.template gemm_apply<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op,
+                                       [&](int i, int d, const float* v) {
+                                         decay_pairs<Cta>(DV + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(last) + d, 0,
+                                                          t.row_gates(i) + d, Cfg::ldg_r, v, false);
+                                       });
 
   // Intra-chunk, by sub-chunk with the diagonal blocks on tensor cores (but their wide columns): y and dq
   // (causal, one loop sharing the scaled k and v), dv and dk (anti-causal).
@@ -1550,22 +1580,22 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       cta.template gemm<false, true>(S, later, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + (j0 + S) * Cfg::ldm_op,
                                      Cfg::ldm_op, t.P + S, Cfg::ldc_f, false);
     round_products_after_diagonal(cta, t, j0, first, w, t.Pd);
-    cta.template gemm<false, false>(S, R, cols, t.Pop + first, Cfg::ldc_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op, t.Tmp,
-                                    Cfg::ld_tmp, false);
-    cta.for_each(int64_t(S) * RQ, [&](int64_t e) {
-      const int jj = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad, j = j0 + jj;
-      decay_quad<Cta>(DV + j * Cfg::ldd_f + d, t.row_gates(rp) + d, t.row_gates(j) + d, t.Tmp + jj * Cfg::ld_tmp + d);
-    });
+    cta.template gemm_apply<false, false>(S, R, cols, t.Pop + first, Cfg::ldc_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op,
+                                          [&](int jj, int d, const float* v) {
+                                            const int j = j0 + jj;
+                                            decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(rp) + d,
+                                                             0, t.row_gates(j) + d, Cfg::ldg_r, v, true);
+                                          });
     if (later > 0)
       cta.template gemm<false, true>(S, later, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + (j0 + S) * Cfg::ldd_op,
                                      Cfg::ldd_op, t.P + S, Cfg::ldc_f, false);
     round_products_after_diagonal(cta, t, j0, first, w, t.Rd);
-    cta.template gemm<false, false>(S, M, cols, t.Pop + first, Cfg::ldc_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op, t.Tmp,
-                                    Cfg::ld_tmp, false);
-    cta.for_each(int64_t(S) * MQ, [&](int64_t e) {
-      const int jj = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad, j = j0 + jj;
-      decay_quad<Cta>(DK + j * Cfg::ldm_f + m, t.key_gates(rp) + m, t.key_gates(j) + m, t.Tmp + jj * Cfg::ld_tmp + m);
-    });
+    cta.template gemm_apply<false, false>(S, M, cols, t.Pop + first, Cfg::ldc_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op,
+                                          [&](int jj, int m, const float* v) {
+                                            const int j = j0 + jj;
+                                            decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(rp) + m,
+                                                             0, t.key_gates(j) + m, Cfg::ldg_m, v, true);
+                                          });
   }
 
   // The diagonal terms off the tensor cores, in fp32 (from Pd and Rd): the wide columns' per pair, the

@@ -605,6 +605,47 @@ TEST(ChunkProgram, GemmFp32KeepsFp32AccuracyWhereTf32DoesNot) {
   EXPECT_LT(worst(), 1e-6);
 }
 
+// gemm_apply hands over gemm's product, every element once, as the lanes of the tiles' warps hold it, in
+// whatever order the host runs its calls; the tiles' checks are gemm's.
+TEST(ChunkProgram, GemmApplyHandsOverTheProductAsTheLanesHoldIt) {
+  decayfw::cta::HostSmem smem(2 * 64 * 72 * sizeof(BFloat16) + 32 * 48 * sizeof(float));
+  auto* a = reinterpret_cast<BFloat16*>(smem.data());
+  BFloat16* b = a + 64 * 72;
+  float* c = reinterpret_cast<float*>(smem.data() + 2 * 64 * 72 * sizeof(BFloat16));
+  std::mt19937 rng(3);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (int i = 0; i < 2 * 64 * 72; ++i) a[i] = decayfw::to_bfloat16(n(rng));
+  using decayfw::cta::Order;
+  for (Order order : {Order::Forward, Order::Reverse, Order::Interleaved}) {
+    decayfw::cta::HostCta<> cta;
+    cta.order = order;
+    cta.gemm<false, true>(32, 48, 64, a, 72, b, 72, c, 48, false);
+    std::vector<int> seen(32 * 48, 0);
+    int calls = 0;
+    cta.gemm_apply<false, true>(32, 48, 64, a, 72, b, 72, [&](int i, int j, const float* v) {
+      ++calls;
+      // one lane's place: rows i, i + 8 and columns j, j + 8 of a 16×16 tile, j even
+      EXPECT_LT(i % 16, 8);
+      EXPECT_EQ(j % 2, 0);
+      EXPECT_LT(j % 16, 8);
+      for (int e = 0; e < 4; ++e)
+        for (int w = 0; w < 2; ++w) {
+          const int row = i + 8 * (e & 1), col = j + 8 * (e >> 1) + w;
+          EXPECT_EQ(v[2 * e + w], c[row * 48 + col]) << row << ", " << col;  // the same sums, bit for bit
+          ++seen[row * 48 + col];
+        }
+    });
+    EXPECT_EQ(calls, 6 * 32);  // six tiles, a call per lane
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 32 * 48);
+  }
+  decayfw::cta::HostCta<> cta;
+  auto nothing = [](int, int, const float*) {};
+  auto bad_k = [&] { cta.gemm_apply<false, true>(32, 48, 24, a, 72, b, 72, nothing); };
+  auto misaligned = [&] { cta.gemm_apply<false, true>(32, 48, 64, a + 8, 72, b, 72, nothing); };  // A 16 bytes off
+  EXPECT_THROW(bad_k(), std::logic_error);
+  EXPECT_THROW(misaligned(), std::logic_error);
+}
+
 // WMMA's load_matrix_sync/store_matrix_sync need 32-byte aligned tiles and leading dimensions in
 // multiples of 16 bytes; the host executor refuses what the device could not load, naming it.
 TEST(ChunkProgram, GemmRefusesTilesWmmaCannotLoad) {

@@ -205,6 +205,52 @@ TEST(SmemTrace, TensorCoreFragmentsAreReadAsStored) {
   EXPECT_EQ(fragments(true, 72, "C store").wavefronts, 8);  // rows moving eight banks on: conflict-free
 }
 
+// gemm_apply's epilogue runs where the accumulators are: lane (g, t) of the tile's warp at rows g, g + 8 and
+// columns 2t, 2t + 8 (+1). Its 64-bit accesses of an fp32 tile are then the accumulator stores' pattern, and
+// the product itself touches no shared memory.
+cta::SmemTrace::Cost epilogue(int ld, std::vector<std::string>* fragment_accesses = nullptr) {
+  cta::SmemTrace trace;
+  cta::SmemTrace::Scope scope(trace);
+  cta::HostSmem smem(2 * 16 * 72 * sizeof(BFloat16) + 32 * 72 * sizeof(float));
+  auto* A = reinterpret_cast<BFloat16*>(smem.data());
+  BFloat16* B = A + 16 * 72;
+  float* out = reinterpret_cast<float*>(smem.data() + 2 * 16 * 72 * sizeof(BFloat16));
+  std::fill(A, A + 2 * 16 * 72, BFloat16{});
+  std::fill(out, out + 32 * ld, 0.0f);
+  cta::HostCta<> c;
+  c.gemm_apply<false, true>(16, 32, 16, A, 72, B, 72, [&](int i, int j, const float* v) {
+    for (int e = 0; e < 4; ++e) {
+      float* p = out + (i + 8 * (e & 1)) * ld + j + 8 * (e >> 1);
+      float o[2];
+      cta::HostCta<>::load2(p, o);
+      o[0] += v[2 * e], o[1] += v[2 * e + 1];
+      cta::HostCta<>::store2(p, o);
+    }
+  });
+  cta::SmemTrace::Cost cost;
+  for (const auto& [key, k] : trace.costs()) {
+    if (key.access.kind == cta::kVectorAccess)
+      cost.add(k);
+    else if (fragment_accesses)
+      fragment_accesses->push_back(key.access.function);
+  }
+  return cost;
+}
+
+TEST(SmemTrace, GemmApplyEpilogueTakesTheAccumulatorLanes) {
+  std::vector<std::string> fragments_seen;
+  // Two 16×16 tiles, each lane four pairs loaded and stored: 16 instructions, and with rows of 72 floats (eight
+  // banks on) a half warp's four rows of eight banks are conflict-free: 2 wavefronts each.
+  const cta::SmemTrace::Cost padded = epilogue(72, &fragments_seen);
+  EXPECT_EQ(padded.instructions, 16);
+  EXPECT_EQ(padded.wavefronts, 32);
+  // Rows of 68 floats move four banks: rows g and g + 2 meet, as the accumulator stores' (2-way).
+  EXPECT_EQ(epilogue(68).wavefronts, 64);
+  // The operands' fragments are read; no accumulator is loaded or stored.
+  std::sort(fragments_seen.begin(), fragments_seen.end());
+  EXPECT_EQ(fragments_seen, (std::vector<std::string>{"A load", "B load"}));
+}
+
 // The chunk programs' own vector accesses, one forward and backward, with the trace current.
 template <typename In, int M>
 cta::SmemTrace trace_chunk_programs(chunk::DiagonalForm form) {

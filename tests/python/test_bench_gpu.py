@@ -77,9 +77,9 @@ def test_traffic_model_table_prints_without_a_gpu():
     compute = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines if len(cells(line)) == 12}
     # (Shared memory binds every kernel at this size, so the bounds follow SMEM_WAVEFRONTS: MUFU alone gave
     # 38/28/39% split and 42/29/44% fused.)
-    assert compute == {("split", "factored"): "18%", ("split", "elementwise"): "12%", ("split", "tensor"): "18%",
-                       ("fused", "factored"): "18%", ("fused", "elementwise"): "12%",
-                       ("fused", "tensor"): "18%"}, r.stdout
+    assert compute == {("split", "factored"): "19%", ("split", "elementwise"): "14%", ("split", "tensor"): "19%",
+                       ("fused", "factored"): "19%", ("fused", "elementwise"): "14%",
+                       ("fused", "tensor"): "19%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

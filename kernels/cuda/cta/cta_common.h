@@ -24,11 +24,23 @@
 //                             them to tf32): each operand as the sum of two tf32 parts, three
 //                             tensor-core products (the product of the two small parts, below 2^-22
 //                             of the whole, left out). Same tiles, contract and barrier as gemm.
+//   cta.gemm_apply<TA, TB>(m, n, k, A, lda, B, ldb, f)
+//                             gemm's product, left in the tensor cores' fp32 accumulators (registers on
+//                             the device) and handed to f there instead of stored: f(i, j, v) with v[8]
+//                             the products at rows i, i + 8 and columns j, j + 1, j + 8, j + 9, pair e
+//                             (v[2e], v[2e + 1]) at row i + 8·(e & 1), columns j + 8·(e >> 1) (+ 1): one
+//                             call per 16-row, 16-column tile and per (i mod 16, j mod 16) with i mod 16
+//                             < 8 and j even < 8 in it, i.e. what one lane of a warp holds (accumulator_pair),
+//                             then a barrier. The calls are as a for_each's indices: f writes only what no
+//                             other call reads or writes. An epilogue that scales the product and adds it
+//                             into a tile saves the tile the product would pass through.
 //   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
 //   Cta::load4(p, v), Cta::store4(p, v)   four consecutive elements of p (float, or a 16-bit
 //                             storage type) to or from four floats v, at an address aligned to their
 //                             size (16 or 8 bytes): one vector access on the device. A 16-bit store
 //                             rounds to nearest, as from_f.
+//   Cta::load2(p, v), Cta::store2(p, v)   two consecutive floats, 8-byte aligned: one 64-bit access
+//                             (gemm_apply's epilogues take a pair of columns).
 //   cta.copy16_async(dst, src, fill)
 //                             starts copying 16 bytes of read-only global input at src to shared
 //                             memory at dst (both 16-byte aligned), or zeros when !fill (src is then
@@ -135,6 +147,23 @@ template <bool TB, typename Op>
 DECAYFW_HD const Op* gemm_b_tile(const Op* B, int ldb, int j0, int p) {  // op(B)[p.., j0..]
   return TB ? B + j0 * ldb + p : B + p * ldb + j0;
 }
-DECAYFW_HD float* gemm_c_tile(float* C, int ldc, int i0, int j0) { return C + i0 * ldc + j0; }
+template <typename F>  // float or const float
+DECAYFW_HD F* gemm_c_tile(F* C, int ldc, int i0, int j0) {
+  return C + i0 * ldc + j0;
+}
+
+// The fp32 accumulators of a 16×16 tile (m16n16k16 and m16n16k8 alike) as lane l of the warp holds them:
+// four pairs of adjacent columns, pair e in registers x[2e], x[2e + 1], at row l / 4 (+ 8 for odd e) and
+// column 2·(l % 4) (+ 8 for e ≥ 2). WMMA leaves the layout unspecified; this is the one mma.sync's m16n8
+// fragments document, and the one nvcc 13 stores for both fragments on sm_90 (SASS of wmma.store.d: STS.64
+// of x[0..1] at row l / 4, column 2·(l % 4), of x[2..3] 8 rows on, x[4..5] 8 columns on, x[6..7] both).
+// gemm_apply's epilogues rely on it; trace_wmma_fragments models the accumulators' loads and stores with it.
+constexpr int kAccumulatorPairs = 4;
+DECAYFW_HD int accumulator_pair_row(int lane, int e) {
+  return lane / 4 + 8 * (e & 1);
+}
+DECAYFW_HD int accumulator_pair_col(int lane, int e) {
+  return 2 * (lane % 4) + 8 * (e >> 1);
+}
 
 }  // namespace decayfw::cta

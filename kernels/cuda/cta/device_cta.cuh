@@ -1,5 +1,5 @@
 // DeviceCta: the CUDA executor of CTA programs (cta_common.h). for_each spreads indices over the
-// CTA's threads; gemm splits the 16×16 output tiles over warps and runs WMMA on tensor cores:
+// CTA's threads; gemm (and gemm_apply) splits the 16×16 output tiles over warps and runs WMMA on tensor cores:
 // bf16 and fp16 operands with m16n16k16, fp32 operands as tf32 with m16n16k8 (gemm_fp32: as three
 // tf32 products, to fp32 accuracy); fp32 accumulators loaded from and stored to shared memory. The
 // fragments move through wmma_shared.cuh's shared-state-space loads and stores (ldmatrix for 16-bit operands).
@@ -49,6 +49,13 @@ struct DeviceCta {
   static __device__ __forceinline__ void store4(float* p, const float* v) {
     *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
   }
+  static __device__ __forceinline__ void load2(const float* p, float* v) {
+    const float2 x = *reinterpret_cast<const float2*>(p);
+    v[0] = x.x, v[1] = x.y;
+  }
+  static __device__ __forceinline__ void store2(float* p, const float* v) {
+    *reinterpret_cast<float2*>(p) = make_float2(v[0], v[1]);
+  }
   template <typename T>  // 16-bit storage: four elements in one 8-byte access
   static __device__ __forceinline__ void load4(const T* p, float* v) {
     static_assert(sizeof(T) == 2, "load4 of a 16-bit type");
@@ -95,7 +102,21 @@ struct DeviceCta {
   template <bool TA, bool TB, typename Op>
   __device__ __forceinline__ void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C,
                                        int ldc, bool accumulate) {
-    mma_tiles<TA, TB, false>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+    mma_tiles<TA, TB, false>(
+        m, n, k, A, lda, B, ldb, accumulate ? C : nullptr, ldc,
+        [&](int i0, int j0, const auto& c) { wmma_shared::store(gemm_c_tile(C, ldc, i0, j0), c, ldc); });
+  }
+
+  // The product stays in the accumulators: each lane hands its four column pairs to f (accumulator_pair).
+  template <bool TA, bool TB, typename Op, typename F>
+  __device__ __forceinline__ void gemm_apply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, F&& f) {
+    mma_tiles<TA, TB, false>(m, n, k, A, lda, B, ldb, nullptr, 0, [&](int i0, int j0, const auto& c) {
+      const int lane = threadIdx.x % 32;
+      float v[2 * kAccumulatorPairs];
+#pragma unroll
+      for (int e = 0; e < 2 * kAccumulatorPairs; ++e) v[e] = c.x[e];
+      f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
+    });
   }
 
   // fp32 operands at fp32 accuracy: each fragment element x splits into hi = tf32(x) and lo = tf32(x − hi),
@@ -104,7 +125,9 @@ struct DeviceCta {
   template <bool TA, bool TB>
   __device__ __forceinline__ void gemm_fp32(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
                                             float* C, int ldc, bool accumulate) {
-    mma_tiles<TA, TB, true>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+    mma_tiles<TA, TB, true>(m, n, k, A, lda, B, ldb, accumulate ? C : nullptr, ldc, [&](int i0, int j0, const auto& c) {
+      wmma_shared::store(gemm_c_tile(C, ldc, i0, j0), c, ldc);
+    });
   }
 
  private:
@@ -119,11 +142,12 @@ struct DeviceCta {
     }
   }
 
-  // The tile walk of cta_common.h: a warp per 16×16 output tile, k in wmma_k_step<Op> steps; kSplit: fp32
-  // operands split in two tf32 parts (gemm_fp32).
-  template <bool TA, bool TB, bool kSplit, typename Op>
-  __device__ __forceinline__ void mma_tiles(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C,
-                                            int ldc, bool accumulate) {
+  // The tile walk of cta_common.h: a warp per 16×16 output tile, k in wmma_k_step<Op> steps, starting from
+  // C's tile (C0 non-null) or zero, and done(i0, j0, accumulators) per tile; kSplit: fp32 operands split in
+  // two tf32 parts (gemm_fp32).
+  template <bool TA, bool TB, bool kSplit, typename Op, typename Done>
+  __device__ __forceinline__ void mma_tiles(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb,
+                                            const float* C0, int ldc, Done&& done) {
     namespace w = nvcuda::wmma;
     static_assert(!kSplit || std::is_same_v<Op, float>, "only fp32 operands split");
     using Frag = typename WmmaOperand<Op>::type;
@@ -135,9 +159,8 @@ struct DeviceCta {
     for (int t = warp; t < tiles; t += warps) {
       const int i0 = (t / tiles_n) * 16, j0 = (t % tiles_n) * 16;
       w::fragment<w::accumulator, 16, 16, kK, float> c;
-      float* c_tile = gemm_c_tile(C, ldc, i0, j0);
-      if (accumulate)
-        wmma_shared::load(c, c_tile, ldc);
+      if (C0)
+        wmma_shared::load(c, gemm_c_tile(C0, ldc, i0, j0), ldc);
       else w::fill_fragment(c, 0.0f);
       auto step = [&](int p) {
         w::fragment<w::matrix_a, 16, 16, kK, Frag, LayoutA> a;
@@ -167,7 +190,7 @@ struct DeviceCta {
       } else {
         for (int p = 0; p < k; p += kK) step(p);
       }
-      wmma_shared::store(c_tile, c, ldc);
+      done(i0, j0, c);
     }
     __syncthreads();
   }

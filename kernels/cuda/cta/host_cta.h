@@ -75,6 +75,18 @@ struct HostCta {
     SmemTrace::Quiet reported;
     std::memcpy(p, v, 4 * sizeof(float));
   }
+  static void load2(const float* p, float* v, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    check_aligned_to(p, 8);
+    trace(p, 8, false, fn, line);
+    SmemTrace::Quiet reported;
+    std::memcpy(v, p, 2 * sizeof(float));
+  }
+  static void store2(float* p, const float* v, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    check_aligned_to(p, 8);
+    trace(p, 8, true, fn, line);
+    SmemTrace::Quiet reported;
+    std::memcpy(p, v, 2 * sizeof(float));
+  }
   template <typename T>  // 16-bit storage: four elements, 8-byte aligned as the device's one access
   static void load4(const T* p, float* v, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     static_assert(sizeof(T) == 2, "load4 of a 16-bit type");
@@ -174,10 +186,43 @@ struct HostCta {
                  bool accumulate, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     multiply<TA, TB, true>(m, n, k, A, lda, B, ldb, C, ldc, accumulate, fn, line);
   }
+  // The product is kept in host memory of its own (not shared memory: the device's accumulators are
+  // registers), and f runs as a for_each, index 32·tile + lane making lane's calls for its tile, so that the
+  // order checks and the trace see what the device's warps do.
+  template <bool TA, bool TB, typename Op, typename F>
+  void gemm_apply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, F&& f,
+                  const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    if (!in_flight_.empty()) ++gemms_while_copying;
+    check_tiles(m, n, k);
+    if (SmemTrace* t = SmemTrace::current()) {
+      t->note_gemm();
+      trace_wmma_fragments<TA, TB>(*t, {fn, line, 0, ""}, m, n, k, A, lda, B, ldb, static_cast<const float*>(nullptr),
+                                   0, false);
+    }
+    std::vector<float> acc(size_t(m) * n);
+    {
+      SmemTrace::Quiet modeled;
+      check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, static_cast<float*>(nullptr), 0);
+      product<TA, TB, false>(m, n, k, A, lda, B, ldb, acc.data(), n, false);
+    }
+    const int tiles_n = n / 16;
+    for_each(
+        int64_t(m / 16) * tiles_n * kWarp,
+        [&](int64_t e) {
+          const int tile = static_cast<int>(e / kWarp), lane = static_cast<int>(e % kWarp);
+          const int i0 = tile / tiles_n * 16, j0 = tile % tiles_n * 16;
+          float v[2 * kAccumulatorPairs];
+          for (int p = 0; p < kAccumulatorPairs; ++p) {
+            const int i = i0 + accumulator_pair_row(lane, p), j = j0 + accumulator_pair_col(lane, p);
+            v[2 * p] = acc[size_t(i) * n + j], v[2 * p + 1] = acc[size_t(i) * n + j + 1];
+          }
+          f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
+        },
+        fn, line);
+  }
   template <bool TA, bool TB, bool kSplit, typename Op>
   void multiply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate,
                 const char* fn, int line) {
-    static_assert(!kSplit || std::is_same_v<Op, float>, "only fp32 operands split");
     if (!in_flight_.empty()) ++gemms_while_copying;
     check_tiles(m, n, k);
     if (SmemTrace* t = SmemTrace::current()) {
@@ -188,6 +233,13 @@ struct HostCta {
     check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc);
     check_no_overlap(C, size_t(m - 1) * ldc + n, A, TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k, "A");
     check_no_overlap(C, size_t(m - 1) * ldc + n, B, TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n, "B");
+    product<TA, TB, kSplit>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+  }
+  // C (+)= op(A)·op(B) as the tensor cores compute it.
+  template <bool TA, bool TB, bool kSplit, typename Op>
+  static void product(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc,
+                      bool accumulate) {
+    static_assert(!kSplit || std::is_same_v<Op, float>, "only fp32 operands split");
     auto operand = [](Op x) {
       const float v = to_f(x);
       if constexpr (std::is_same_v<Op, float> && !kExactFp32) return round_to_tf32(v);
@@ -218,14 +270,14 @@ struct HostCta {
   }
 
   // WMMA's memory contract, on every address DeviceCta's tile walk (cta_common.h) would load or
-  // store: tile pointers 32-byte aligned, leading dimensions multiples of 16 bytes. Shared memory
-  // is 128-byte aligned on both executors (HostSmem, __align__(128)), so an offset that breaks the
-  // rule here breaks it on the device.
+  // store (C null: gemm_apply, no C): tile pointers 32-byte aligned, leading dimensions multiples of 16 bytes. Shared
+  // memory is 128-byte aligned on both executors (HostSmem, __align__(128)), so an offset that breaks the rule here
+  // breaks it on the device.
   template <bool TA, bool TB, typename Op>
   static void check_wmma_contract(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C,
                                   int ldc) {
     auto ldm_ok = [](int ld, size_t elem) { return ld > 0 && (size_t(ld) * elem) % kWmmaLdmBytes == 0; };
-    if (!ldm_ok(lda, sizeof(Op)) || !ldm_ok(ldb, sizeof(Op)) || !ldm_ok(ldc, sizeof(float))) {
+    if (!ldm_ok(lda, sizeof(Op)) || !ldm_ok(ldb, sizeof(Op)) || (C && !ldm_ok(ldc, sizeof(float)))) {
       throw std::logic_error("cta::gemm: a leading dimension is not a multiple of 16 bytes (lda " + std::to_string(lda) +
                              ", ldb " + std::to_string(ldb) + ", ldc " + std::to_string(ldc) + ")");
     }
@@ -237,7 +289,7 @@ struct HostCta {
     };
     constexpr int kK = wmma_k_step<Op>;
     for (int i0 = 0; i0 < m; i0 += 16) {
-      for (int j0 = 0; j0 < n; j0 += 16) tile(gemm_c_tile(C, ldc, i0, j0), "C", i0, j0);
+      for (int j0 = 0; C && j0 < n; j0 += 16) tile(gemm_c_tile(C, ldc, i0, j0), "C", i0, j0);
       for (int p = 0; p < k; p += kK) tile(gemm_a_tile<TA>(A, lda, i0, p), "A", i0, p);
     }
     for (int j0 = 0; j0 < n; j0 += 16)

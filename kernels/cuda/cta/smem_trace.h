@@ -360,7 +360,8 @@ class SmemTrace {
 //   - a tf32 operand tile is four 32-bit loads, lane (g, t) = (l / 4, l % 4) reading word t of stored row g,
 //     each covering eight rows and four words (the next eight rows, then the next four words);
 //   - the fp32 accumulators are four 64-bit loads or stores, lane (g, t) taking columns 2t, 2t + 1 of row g,
-//     then row g + 8, then eight columns on.
+//     then row g + 8, then eight columns on (accumulator_pair); with C null (gemm_apply) there are none, the
+//     product staying in registers.
 // (With load_matrix_sync's generic pointers, which the chunk kernels used before, the 16-bit operands were
 // four generic 32-bit loads of the same words: the same wavefronts, four times the instructions.)
 // Element addresses as HostCta's gemm reads them: op(A)[i,p] = TA ? A[p·lda + i] : A[i·lda + p];
@@ -386,21 +387,21 @@ void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m,
     }
   };
   auto accumulator = [&](int i0, int j0, bool store) {
-    for (int r = 0; r < 4; ++r) {
+    for (int r = 0; r < kAccumulatorPairs; ++r) {
       for (int l = 0; l < kWarp; ++l)
-        lane[l] = C + size_t(i0 + l / 4 + 8 * (r & 1)) * ldc + j0 + 2 * (l % 4) + 8 * (r >> 1);
+        lane[l] = C + size_t(i0 + accumulator_pair_row(l, r)) * ldc + j0 + accumulator_pair_col(l, r);
       trace.instruction(lane, 8, store, phase, {store ? "C store" : "C load", 0, 0, kFragmentAccess});
     }
   };
   for (int i0 = 0; i0 < m; i0 += 16)
     for (int j0 = 0; j0 < n; j0 += 16) {
-      if (accumulate) accumulator(i0, j0, false);
+      if (C && accumulate) accumulator(i0, j0, false);
       for (int p = 0; p < k; p += kStep) {
         // op(A)[i0.., p..]: stored 16 rows of kStep (row-major) or kStep rows of 16 (TA); likewise op(B)[p.., j0..].
         operand("A load", gemm_a_tile<TA>(A, lda, i0, p), lda, TA ? kStep : 16);
         operand("B load", gemm_b_tile<TB>(B, ldb, j0, p), ldb, TB ? 16 : kStep);
       }
-      accumulator(i0, j0, true);
+      if (C) accumulator(i0, j0, true);
     }
 }
 
