@@ -9,6 +9,9 @@
 // load_matrix_sync made of the kernels' tiles cost more than ldmatrix). Nsight Compute's counters say
 // this too, where the machine lets it read them; a timing needs nothing.
 //
+// It also checks, after the table, that the tensor cores' fp32 accumulators hold what cta_common.h's
+// accumulator_pair says (WMMA leaves that layout unspecified; gemm_apply's epilogues rely on it).
+//
 // How. One CTA of 1024 threads (32 warps) on one SM. Each warp issues the pattern's instruction 32 times a
 // loop iteration (inline PTX, so the compiler neither merges nor drops them), and thread 0 reads clock64
 // around the whole CTA's run. With every warp issuing, the SM's shared memory serves one 128-byte wavefront
@@ -16,7 +19,8 @@
 // what the pipes issue (about 1 for the 4-byte patterns: the table's first row is the floor of the method).
 //
 //   smem_patterns [--iters N] [--model-only]     (no CUDA device: the model's column alone, exit 0 with
-//                                                 --model-only, else a message and exit 1)
+//                                                 --model-only, else a message and exit 1; exit 3 where the
+//                                                 accumulators are not where accumulator_pair says)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -29,6 +33,7 @@
 
 #include "cta/host_cta.h"
 #include "cta/smem_trace.h"
+#include "cta/wmma_shared.cuh"
 
 namespace {
 
@@ -211,6 +216,22 @@ __global__ void __launch_bounds__(kThreads)
   sink[threadIdx.x] = acc;
 }
 
+// The accumulator fragment (m16n16kK, fp32) loaded from a 16×16 tile whose element (r, c) is 16r + c: counts
+// the elements a lane holds anywhere but where accumulator_pair puts them.
+template <int K>
+__global__ void check_accumulator_layout(int* mismatches) {
+  __shared__ __align__(128) float tile[16 * 16];
+  for (int i = threadIdx.x; i < 16 * 16; i += blockDim.x) tile[i] = float(i);
+  __syncthreads();
+  cta::wmma_shared::Accumulator<K> c;
+  cta::wmma_shared::load(c, tile, 16);
+  const int lane = threadIdx.x % cta::kWarp;
+  for (int e = 0; e < cta::kAccumulatorPairs; ++e)
+    for (int w = 0; w < 2; ++w)
+      if (c.x[2 * e + w] != float(16 * cta::accumulator_pair_row(lane, e) + cta::accumulator_pair_col(lane, e) + w))
+        atomicAdd(mismatches, 1);
+}
+
 #define DECAYFW_CHECK(x)                                                                    \
   do {                                                                                      \
     const cudaError_t err_ = (x);                                                           \
@@ -317,10 +338,34 @@ int main(int argc, char** argv) {
     std::printf("| %s | %.0f | %.0f | %.0f | %.2f | %.2f |\n", p.name, m.wavefronts, m.conflict_free, m.fewest, c,
                 m.wavefronts > 0 ? c / m.wavefronts : 0.0);
   }
+  // The accumulator layout gemm_apply's epilogues take for granted, for both fragments the chunk kernels use.
+  int wrong = 0;
+  if (gpu) {
+    int* d_mismatches = nullptr;
+    DECAYFW_CHECK(cudaMalloc(&d_mismatches, sizeof(int)));
+    std::printf("\nWMMA fp32 accumulators against cta_common.h's accumulator_pair (gemm_apply's epilogues):");
+    for (int k : {16, 8}) {
+      DECAYFW_CHECK(cudaMemset(d_mismatches, 0, sizeof(int)));
+      if (k == 16)
+        check_accumulator_layout<16><<<1, cta::kWarp>>>(d_mismatches);
+      else
+        check_accumulator_layout<8><<<1, cta::kWarp>>>(d_mismatches);
+      DECAYFW_CHECK(cudaGetLastError());
+      int n = 0;
+      DECAYFW_CHECK(cudaMemcpy(&n, d_mismatches, sizeof n, cudaMemcpyDeviceToHost));
+      std::printf(" m16n16k%d %s;", k, n == 0 ? "as assumed" : "DIFFERENT");
+      if (n) std::printf(" (%d of 256 elements elsewhere: the chunk kernels' epilogues are wrong)", n);
+      wrong += n;
+    }
+    std::printf("\n");
+    cudaFree(d_mismatches);
+  } else {
+    std::printf("\nWMMA fp32 accumulators against accumulator_pair: not checked (no GPU)\n");
+  }
   if (gpu) {
     cudaFree(d_offsets);
     cudaFree(d_clocks);
     cudaFree(d_sink);
   }
-  return 0;
+  return wrong ? 3 : 0;
 }
