@@ -39,7 +39,11 @@ cmake --build "$TREE" -j "$(nproc)"
 # The bank model's calibration (benchmarks/smem_patterns.cu, no LibTorch), which run_all.sh's bench step runs first.
 nvcc -O3 -std=c++17 -arch="sm_${CUDA_ARCHS:-90}" -Ikernels/cuda -Ikernels/include benchmarks/smem_patterns.cu \
   -o "$OUT/smem_patterns"
-echo "prebuilt for $(cat "$OUT/signature.txt") in $OUT:"; ls -l "$OUT/decayfw" "$OUT/smem_patterns"
+# The chunk executor's operations against the host executor's (tests/gpu/cta_executor_check.cu), which
+# run_all.sh's tests step runs first.
+nvcc -O3 -std=c++17 -arch="sm_${CUDA_ARCHS:-90}" -Ikernels/cuda -Ikernels/include tests/gpu/cta_executor_check.cu \
+  -o "$OUT/cta_executor_check"
+echo "prebuilt for $(cat "$OUT/signature.txt") in $OUT:"; ls -l "$OUT/decayfw" "$OUT/smem_patterns" "$OUT/cta_executor_check"
 FIXTURES="${FIXTURES:-build/engine-fixtures}"
 ENGINE="${ENGINE:-$([ -f "$FIXTURES/decay/checkpoint_last.pt" ] && echo ON || echo OFF)}"
 if [ "$ENGINE" = ON ]; then

@@ -8,8 +8,9 @@ $OUT always holds, whatever step the call is stopped in:
   summary.txt       the steps' exit codes and times, and the lines of each log that say how it went
                     (test counts and failures, sanitizer summaries, errors), read first;
   results.tar.gz    every log, whole;
-  the headline results (HEADLINES: the two benchmarks' tables, the shared-memory model against timed
-                    access patterns and against Nsight Compute's counters, its report of the chunk kernels)
+  the headline results (HEADLINES: the chunk executor's operations against the host's, the two
+                    benchmarks' tables, the shared-memory model against timed access patterns and against
+                    Nsight Compute's counters, its report of the chunk kernels)
                     as they are, when present.
 
 Each file is written beside its final name and renamed, so a call stopped mid-write still returns the
@@ -23,7 +24,7 @@ import sys
 import tarfile
 
 MAX_FILES = 8  # what the device tool returns from $OUT (its README, "Limits")
-HEADLINES = ("bench_gpu.md", "bench_fairseq.md", "smem_patterns.md", "smem_model.md", "ncu_chunk.txt")
+HEADLINES = ("cta_executor.md", "bench_gpu.md", "bench_fairseq.md", "smem_patterns.md", "smem_model.md", "ncu_chunk.txt")
 STEPS = "steps.txt"  # run_all.sh's ledger: one line per step, "NAME rc=N S s (limit L s)"
 KEY_LINE = re.compile(
     r"\d+ (passed|failed|errors?)\b|^FAILED |^ERROR |ERROR SUMMARY|RACECHECK SUMMARY|========= (Invalid|Race|Error)"

@@ -99,7 +99,19 @@ fi
 record build $? "$t0"
 if want tests && lim=$(limit tests "${TESTS_TIMEOUT:-150}") && [ "$lim" -gt 0 ]; then
   t0=$SECONDS
-  timeout -k 10 "$lim" "$PY" -m pytest -q -rfE -p no:cacheprovider tests/gpu tests/python > "$LOGS/pytest.txt" 2>&1
+  # First, in a second, each operation of the chunk programs' CUDA executor against the host executor's
+  # (tests/gpu/cta_executor_check.cu; prebuilt by prebuild.sh, else compiled here): a chunk-path failure
+  # below is then either a named operation or a program.
+  check="$PREBUILT/cta_executor_check"
+  if [ ! -x "$check" ]; then
+    check=build-gpu-tools/cta_executor_check; mkdir -p build-gpu-tools
+    nvcc -O3 -std=c++17 -arch=sm_90 -Ikernels/cuda -Ikernels/include tests/gpu/cta_executor_check.cu -o "$check" \
+      > "$LOGS/cta_executor.md" 2>&1
+  fi
+  timeout -k 5 30 "$check" >> "$LOGS/cta_executor.md" 2>&1
+  echo "cta_executor_check rc=$?" >> "$LOGS/cta_executor.md"
+  timeout -k 10 "$((lim - SECONDS + t0))" "$PY" -m pytest -q -rfE -p no:cacheprovider tests/gpu tests/python \
+    > "$LOGS/pytest.txt" 2>&1
   record tests $? "$t0" "$lim"
 fi
 if want sanitize && command -v compute-sanitizer >/dev/null; then

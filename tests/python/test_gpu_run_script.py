@@ -62,6 +62,10 @@ def test_every_log_comes_back_in_at_most_eight_files(tmp_path):
         assert "bench_fairseq.md" in tar.getnames()
 
 
+def test_every_headline_fits_beside_the_summary_and_the_archive():
+    assert len(publish_results.HEADLINES) + 2 <= publish_results.MAX_FILES
+
+
 def test_a_long_log_keeps_its_last_telling_lines(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -1,0 +1,429 @@
+// Checks each operation of the chunk programs' CUDA executor (DeviceCta, kernels/cuda/cta/device_cta.cuh) on
+// the GPU against the host executor (HostCta, host_cta.h), through which CI runs every chunk program: the one
+// part of the chunk path that the CPU tests cannot reach. If the chunk-path GPU tests fail and these cases
+// pass, the fault is in a program or the launcher; if a case here fails, it names the operation.
+//
+// Cases (one CTA of 256 threads each):
+//   - for_each: every index once, then a barrier;
+//   - load4/store4 of fp32, bf16 and fp16 (16-bit stores round to nearest even, as from_f), load2/store2;
+//   - copy16_async and wait_async: copies and zero-fills;
+//   - atomic_or;
+//   - gemm with bf16, fp16 and fp32-as-tf32 operands, all four transposes, from zero and accumulating;
+//     gemm_fp32 (fp32 operands at fp32 accuracy); gemm_apply (every element handed over once, where
+//     accumulator_pair says, bit-equal to gemm's C). 32×48 outputs, k = 64, the programs' padded rows.
+// Element operations must match bit for bit. Products may differ in the order of the fp32 sums only, so
+// they must agree to 1e-5 of Σ|a·b| (the sums' rounding is below 64·2^-24 ≈ 4e-6 of it).
+//
+//   cta_executor_check               a table, then exit 0 if every case passed, 1 if one failed or no GPU
+//   cta_executor_check --host-only   the host executor's products against fp64 only (no GPU needed)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cta/device_cta.cuh"
+#include "cta/host_cta.h"
+
+// The cases are written once, __host__ __device__, and instantiated with each executor: HostCta's on the host
+// only, DeviceCta's in kernels only. nvcc still compiles a device side of the host instantiations (and their
+// lambdas), which would call host functions, and warns about it; no such side is ever called.
+#pragma nv_diag_suppress 20011
+#pragma nv_diag_suppress 20014
+
+namespace {
+
+namespace cta = decayfw::cta;
+using decayfw::BFloat16;
+using decayfw::Float16;
+
+constexpr int kThreads = 256;
+constexpr int kM = 32, kN = 48, kK = 64;  // the product's sizes
+constexpr int kRows = 64, kLd = 72;       // operand tiles: up to 64 stored rows of 72 (the programs' +8)
+constexpr int kLdc = kN + 8;              // C: rows of 56 floats
+constexpr double kProductTolerance = 1e-5;
+
+#define DECAYFW_CHECK(x)                                                                          \
+  do {                                                                                            \
+    const cudaError_t err_ = (x);                                                                 \
+    if (err_ != cudaSuccess) {                                                                    \
+      std::fprintf(stderr, "cta_executor_check: %s failed: %s\n", #x, cudaGetErrorString(err_)); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+// The device type of a host storage type (same bits).
+template <typename H>
+struct DeviceType {
+  using type = float;
+};
+template <>
+struct DeviceType<BFloat16> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct DeviceType<Float16> {
+  using type = __half;
+};
+
+template <typename T>
+T* to_device(const std::vector<T>& h) {
+  T* d = nullptr;
+  DECAYFW_CHECK(cudaMalloc(&d, h.size() * sizeof(T) + 16));
+  DECAYFW_CHECK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+template <typename T>
+std::vector<T> from_device(const T* d, size_t n) {
+  std::vector<T> h(n);
+  DECAYFW_CHECK(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// ---- products --------------------------------------------------------------------------------------------
+
+enum class Mode { Gemm, GemmAccumulate, GemmFp32, GemmApply };
+const char* mode_name(Mode m) {
+  return m == Mode::Gemm ? "gemm" : m == Mode::GemmAccumulate ? "gemm, accumulate" : m == Mode::GemmFp32 ? "gemm_fp32" : "gemm_apply";
+}
+
+// The product on either executor, from the operands and C's start in shared memory (smem: A, B, C carved in
+// that order); gemm_apply's epilogue writes each pair where it belongs and counts the writes.
+template <Mode kMode, bool TA, bool TB, typename Cta, typename Op>
+__host__ __device__ void product(Cta& x, Op* A, Op* B, float* C, int* writes) {
+  if constexpr (kMode == Mode::GemmApply) {
+    x.template gemm_apply<TA, TB>(kM, kN, kK, A, kLd, B, kLd, [&](int i, int j, const float* v) {
+      for (int e = 0; e < cta::kAccumulatorPairs; ++e)
+        for (int w = 0; w < 2; ++w) {
+          const int row = i + 8 * (e & 1), col = j + 8 * (e >> 1) + w;
+          C[row * kLdc + col] = v[2 * e + w];
+          ++writes[row * kN + col];  // each element belongs to one lane: no two calls write one counter
+        }
+    });
+  } else if constexpr (kMode == Mode::GemmFp32) {
+    x.template gemm_fp32<TA, TB>(kM, kN, kK, A, kLd, B, kLd, C, kLdc, false);
+  } else {
+    x.template gemm<TA, TB>(kM, kN, kK, A, kLd, B, kLd, C, kLdc, kMode == Mode::GemmAccumulate);
+  }
+}
+
+template <Mode kMode, bool TA, bool TB, typename Op>
+__global__ void product_kernel(const Op* a, const Op* b, const float* c0, float* c, int* writes) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  Op* A = reinterpret_cast<Op*>(smem);
+  Op* B = A + kRows * kLd;
+  float* C = reinterpret_cast<float*>(B + kRows * kLd);
+  for (int i = threadIdx.x; i < kRows * kLd; i += blockDim.x) A[i] = a[i], B[i] = b[i];
+  for (int i = threadIdx.x; i < kM * kLdc; i += blockDim.x) C[i] = c0[i];
+  __syncthreads();
+  cta::DeviceCta x;
+  product<kMode, TA, TB>(x, A, B, C, writes);  // writes: global, atomics not needed (one writer each)
+  for (int i = threadIdx.x; i < kM * kLdc; i += blockDim.x) c[i] = C[i];
+}
+
+constexpr size_t product_smem(size_t op_bytes) { return 2 * kRows * kLd * op_bytes + kM * kLdc * sizeof(float); }
+
+struct Row {
+  std::string operation, configuration;
+  double error = 0.0;  // largest |device − host| ÷ Σ|a·b|, or mismatches for exact cases
+  bool exact = false, passed = false;
+};
+
+// Σ_p |a·b| (+ |C's start| when accumulating) for element (i, j), as the scale of its error.
+template <bool TA, bool TB, typename H>
+double magnitude(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0, bool acc, int i, int j) {
+  double s = acc ? std::fabs(c0[i * kLdc + j]) : 0.0;
+  for (int p = 0; p < kK; ++p) {
+    const double x = cta::HostCta<>::to_f(TA ? a[p * kLd + i] : a[i * kLd + p]);
+    const double y = cta::HostCta<>::to_f(TB ? b[j * kLd + p] : b[p * kLd + j]);
+    s += std::fabs(x * y);
+  }
+  return s;
+}
+
+template <Mode kMode, bool TA, bool TB, typename H>
+std::vector<float> host_product(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0,
+                                std::vector<int>& writes) {
+  cta::HostSmem smem(product_smem(sizeof(H)));
+  H* A = reinterpret_cast<H*>(smem.data());
+  H* B = A + kRows * kLd;
+  float* C = reinterpret_cast<float*>(B + kRows * kLd);
+  std::memcpy(A, a.data(), a.size() * sizeof(H));
+  std::memcpy(B, b.data(), b.size() * sizeof(H));
+  std::memcpy(C, c0.data(), c0.size() * sizeof(float));
+  cta::HostCta<> x;
+  writes.assign(kM * kN, 0);
+  product<kMode, TA, TB>(x, A, B, C, writes.data());
+  return std::vector<float>(C, C + kM * kLdc);
+}
+
+// The exact product of the operands as the tensor cores take them (tf32-rounded fp32 for gemm), in fp64.
+template <Mode kMode, bool TA, bool TB, typename H>
+double exact_element(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0, int i, int j) {
+  double s = kMode == Mode::GemmAccumulate ? c0[i * kLdc + j] : 0.0;
+  for (int p = 0; p < kK; ++p) {
+    float x = cta::HostCta<>::to_f(TA ? a[p * kLd + i] : a[i * kLd + p]);
+    float y = cta::HostCta<>::to_f(TB ? b[j * kLd + p] : b[p * kLd + j]);
+    if (std::is_same_v<H, float> && kMode != Mode::GemmFp32) x = cta::round_to_tf32(x), y = cta::round_to_tf32(y);
+    s += double(x) * double(y);
+  }
+  return s;
+}
+
+template <Mode kMode, bool TA, bool TB, typename H>
+Row check_product(const char* type, bool gpu, std::mt19937& rng) {
+  using D = typename DeviceType<H>::type;
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<H> a(kRows * kLd), b(kRows * kLd);
+  std::vector<float> c0(kM * kLdc);
+  for (auto& x : a) x = cta::HostCta<>::from_f<H>(n(rng));
+  for (auto& x : b) x = cta::HostCta<>::from_f<H>(kMode == Mode::GemmFp32 ? std::exp(3.0f * n(rng)) : n(rng));
+  for (auto& x : c0) x = n(rng);
+  std::vector<int> host_writes;
+  const std::vector<float> host = host_product<kMode, TA, TB>(a, b, c0, host_writes);
+  Row row{mode_name(kMode), std::string(type) + (TA ? ", Aᵀ" : ", A") + (TB ? ", Bᵀ" : ", B")};
+  const bool acc = kMode == Mode::GemmAccumulate;
+  if (!gpu) {  // the host executor against fp64
+    for (int i = 0; i < kM; ++i)
+      for (int j = 0; j < kN; ++j)
+        row.error = std::max(row.error, std::fabs(host[i * kLdc + j] - exact_element<kMode, TA, TB>(a, b, c0, i, j)) /
+                                            magnitude<TA, TB>(a, b, c0, acc, i, j));
+    row.passed = row.error <= kProductTolerance;
+    return row;
+  }
+  // The host type's bits are the device type's: uploaded as they are, read on the device as D.
+  D* pa = reinterpret_cast<D*>(to_device(a));
+  D* pb = reinterpret_cast<D*>(to_device(b));
+  float *pc0 = to_device(c0), *pc = to_device(c0);
+  int* pw = to_device(std::vector<int>(kM * kN, 0));
+  product_kernel<kMode, TA, TB><<<1, kThreads, product_smem(sizeof(D))>>>(pa, pb, pc0, pc, pw);
+  DECAYFW_CHECK(cudaGetLastError());
+  DECAYFW_CHECK(cudaDeviceSynchronize());
+  const std::vector<float> device = from_device(pc, kM * kLdc);
+  const std::vector<int> writes = from_device(pw, kM * kN);
+  for (int i = 0; i < kM; ++i)
+    for (int j = 0; j < kN; ++j)
+      row.error = std::max(row.error, std::fabs(double(device[i * kLdc + j]) - host[i * kLdc + j]) /
+                                          magnitude<TA, TB>(a, b, c0, acc, i, j));
+  row.passed = row.error <= kProductTolerance;
+  if (kMode == Mode::GemmApply) {
+    // Every element exactly once, and the same bits as the device's gemm (the same tensor-core instructions).
+    product_kernel<Mode::Gemm, TA, TB><<<1, kThreads, product_smem(sizeof(D))>>>(pa, pb, pc0, pc, pw);
+    DECAYFW_CHECK(cudaGetLastError());
+    const std::vector<float> gemm = from_device(pc, kM * kLdc);
+    int wrong = 0;
+    for (int i = 0; i < kM; ++i)
+      for (int j = 0; j < kN; ++j)
+        wrong += writes[i * kN + j] != 1 || std::memcmp(&gemm[i * kLdc + j], &device[i * kLdc + j], 4) != 0;
+    row.configuration += wrong ? ", " + std::to_string(wrong) + " elements not once or not gemm's bits" : ", gemm's bits";
+    row.passed = row.passed && wrong == 0;
+  }
+  cudaFree(pa), cudaFree(pb), cudaFree(pc0), cudaFree(pc), cudaFree(pw);
+  return row;
+}
+
+template <Mode kMode, typename H>
+void check_transposes(const char* type, bool gpu, std::mt19937& rng, std::vector<Row>& rows) {
+  rows.push_back(check_product<kMode, false, false, H>(type, gpu, rng));
+  rows.push_back(check_product<kMode, false, true, H>(type, gpu, rng));
+  rows.push_back(check_product<kMode, true, false, H>(type, gpu, rng));
+  rows.push_back(check_product<kMode, true, true, H>(type, gpu, rng));
+}
+
+// ---- element operations ----------------------------------------------------------------------------------
+
+constexpr int kIndices = 1000, kValues = 256;
+
+// for_each, the vector accesses, the asynchronous copies and atomic_or, into `out` (ints, by part): what the
+// host executor is asked to reproduce bit for bit.
+//   [0, kIndices): 3i + 1 written by index i of a for_each (through shared memory)
+//   then kValues floats through load4/store4, the same through load2/store2,
+//   kValues bf16 stored from floats and loaded back (their bits, then the loaded floats), the same for fp16,
+//   kValues floats copied by copy16_async, 64 bytes zero-filled, and one word OR-ed by 32 indices.
+constexpr int kOutInts = kIndices + 2 * kValues + 2 * (kValues / 2 + kValues) + kValues + 16 + 1;
+
+template <typename Cta, typename B16, typename F16>
+__host__ __device__ void element_ops(Cta& x, unsigned char* smem, const float* in, int* out) {
+  int* S = reinterpret_cast<int*>(smem);
+  float* F = reinterpret_cast<float*>(smem + 4096);
+  float* G = F + kValues;
+  B16* bh = reinterpret_cast<B16*>(G + kValues);
+  F16* fh = reinterpret_cast<F16*>(bh + kValues);
+  float* async = reinterpret_cast<float*>(fh + kValues);
+  uint32_t* word = reinterpret_cast<uint32_t*>(async + kValues + 16);
+  int* o = out;
+  x.for_each(kIndices, [&](int64_t i) { S[i] = int(3 * i + 1); });
+  x.for_each(kIndices, [&](int64_t i) { o[i] = S[i]; });
+  o += kIndices;
+  x.for_each(kValues, [&](int64_t i) { F[i] = in[i]; });
+  x.for_each(kValues / 4, [&](int64_t q) {
+    float v[4];
+    Cta::load4(F + 4 * q, v);
+    Cta::store4(G + 4 * q, v);
+  });
+  x.for_each(kValues, [&](int64_t i) { memcpy(&o[i], &G[i], 4); });
+  o += kValues;
+  x.for_each(kValues / 2, [&](int64_t q) {
+    float v[2];
+    Cta::load2(F + 2 * q, v);
+    v[0] += 1.0f, v[1] -= 1.0f;
+    Cta::store2(G + 2 * q, v);
+  });
+  x.for_each(kValues, [&](int64_t i) { memcpy(&o[i], &G[i], 4); });
+  o += kValues;
+  // 16-bit: store4 rounds, load4 widens; the stored bits (two a word), then the loaded values.
+  auto sixteen = [&](auto* h) {
+    x.for_each(kValues / 4, [&](int64_t q) {
+      float v[4];
+      Cta::load4(F + 4 * q, v);
+      Cta::store4(h + 4 * q, v);
+    });
+    x.for_each(kValues / 4, [&](int64_t q) {
+      float v[4];
+      Cta::load4(h + 4 * q, v);
+      Cta::store4(G + 4 * q, v);
+    });
+    x.for_each(kValues / 2, [&](int64_t i) { memcpy(&o[i], reinterpret_cast<const unsigned char*>(h) + 4 * i, 4); });
+    o += kValues / 2;
+    x.for_each(kValues, [&](int64_t i) { memcpy(&o[i], &G[i], 4); });
+    o += kValues;
+  };
+  sixteen(bh);
+  sixteen(fh);
+  // Copies of 16 bytes from global memory, and four zero-filled ones after them.
+  x.for_each(kValues / 4 + 4, [&](int64_t q) { x.copy16_async(async + 4 * q, in + 4 * (q % (kValues / 4)), q < kValues / 4); });
+  x.wait_async();
+  x.for_each(kValues + 16, [&](int64_t i) { memcpy(&o[i], &async[i], 4); });
+  o += kValues + 16;
+  x.for_each(1, [&](int64_t) { *word = 0u; });
+  x.for_each(32, [&](int64_t i) { x.atomic_or(word, 1u << ((7 * i) % 32)); });
+  x.for_each(1, [&](int64_t) { o[0] = int(*word); });
+}
+
+__global__ void element_kernel(const float* in, int* out) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  cta::DeviceCta x;
+  element_ops<cta::DeviceCta, __nv_bfloat16, __half>(x, smem, in, out);
+}
+constexpr size_t kElementSmem = 4096 + 2 * kValues * 4 + 2 * kValues * 2 + (kValues + 16) * 4 + 16;
+
+// What element_ops must write, from the inputs alone.
+std::vector<int> expected_elements(const std::vector<float>& in) {
+  std::vector<int> e;
+  auto bits = [&](float f) {
+    int i;
+    std::memcpy(&i, &f, 4);
+    e.push_back(i);
+  };
+  for (int i = 0; i < kIndices; ++i) e.push_back(3 * i + 1);
+  for (float f : in) bits(f);
+  for (int i = 0; i < kValues; ++i) bits(i % 2 ? in[i] - 1.0f : in[i] + 1.0f);
+  auto sixteen = [&](auto round, auto widen) {
+    for (int i = 0; i < kValues; i += 2) e.push_back(int(uint32_t(round(in[i]).bits) | uint32_t(round(in[i + 1]).bits) << 16));
+    for (float f : in) bits(widen(round(f)));
+  };
+  sixteen([](float f) { return decayfw::to_bfloat16(f); }, [](BFloat16 h) { return decayfw::to_float(h); });
+  sixteen([](float f) { return decayfw::to_float16(f); }, [](Float16 h) { return decayfw::to_float(h); });
+  for (float f : in) bits(f);
+  for (int i = 0; i < 16; ++i) e.push_back(0);
+  uint32_t word = 0;
+  for (int i = 0; i < 32; ++i) word |= 1u << ((7 * i) % 32);
+  e.push_back(int(word));
+  return e;
+}
+
+Row check_elements(bool gpu, std::mt19937& rng) {
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> in(kValues);
+  for (float& x : in) x = n(rng) * std::exp(8.0f * n(rng));  // wide exponents: roundings, fp16's overflow
+  in[0] = 1.0f + 1.0f / 256.0f, in[1] = 1.0f + 3.0f / 256.0f;  // ties for bf16 (to even: down, up)
+  std::vector<int> host(kOutInts, -1);
+  {
+    cta::HostSmem smem(kElementSmem);
+    cta::HostCta<> x;
+    element_ops<cta::HostCta<>, BFloat16, Float16>(x, smem.data(), in.data(), host.data());
+  }
+  Row row{"for_each, load4/store4, load2/store2, copy16_async, atomic_or", "fp32, bf16, fp16", 0.0, true};
+  auto differing = [&](const std::vector<int>& x, const std::vector<int>& y, const char* what) {
+    int wrong = 0, first = -1;
+    for (int i = 0; i < kOutInts; ++i)
+      if (x[i] != y[i]) ++wrong, first = first < 0 ? i : first;
+    if (wrong) row.configuration += std::string(", ") + what + ": first differing word " + std::to_string(first);
+    return wrong;
+  };
+  // The host executor against what the operations mean; then the device against the host.
+  row.error = differing(host, expected_elements(in), "host");
+  if (!gpu) {
+    row.passed = row.error == 0;
+    return row;
+  }
+  float* pin = to_device(in);
+  int* pout = to_device(std::vector<int>(kOutInts, -1));
+  element_kernel<<<1, kThreads, kElementSmem>>>(pin, pout);
+  DECAYFW_CHECK(cudaGetLastError());
+  const std::vector<int> device = from_device(pout, kOutInts);
+  row.error += differing(device, host, "device");
+  row.passed = row.error == 0;
+  cudaFree(pin), cudaFree(pout);
+  return row;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool host_only = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--host-only") {
+      host_only = true;
+    } else {
+      std::fprintf(stderr, "usage: cta_executor_check [--host-only]\n");
+      return 2;
+    }
+  }
+  int devices = 0;
+  const bool gpu = !host_only && cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0;
+  if (!gpu && !host_only) {
+    std::fprintf(stderr, "cta_executor_check: no CUDA device (--host-only checks the host executor alone)\n");
+    return 1;
+  }
+  std::string device = "no GPU: the host executor against fp64";
+  if (gpu) {
+    cudaDeviceProp prop{};
+    DECAYFW_CHECK(cudaGetDeviceProperties(&prop, 0));
+    device = prop.name;
+  }
+  std::mt19937 rng(11);
+  std::vector<Row> rows;
+  rows.push_back(check_elements(gpu, rng));
+  check_transposes<Mode::Gemm, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::Gemm, Float16>("fp16", gpu, rng, rows);
+  check_transposes<Mode::Gemm, float>("fp32 as tf32", gpu, rng, rows);
+  check_transposes<Mode::GemmAccumulate, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::GemmAccumulate, float>("fp32 as tf32", gpu, rng, rows);
+  check_transposes<Mode::GemmFp32, float>("fp32", gpu, rng, rows);
+  check_transposes<Mode::GemmApply, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::GemmApply, Float16>("fp16", gpu, rng, rows);
+  check_transposes<Mode::GemmApply, float>("fp32 as tf32", gpu, rng, rows);
+  std::printf(
+      "The chunk programs' executor operations, DeviceCta on the GPU against HostCta on the same inputs (%s; "
+      "tests/gpu/cta_executor_check.cu). Products: largest |difference| ÷ Σ|a·b| over 32×48 outputs, k = 64, "
+      "tolerance %.0e; element operations: words that differ from the host's (and the host's from what the "
+      "operations mean), of %d\n\n",
+      device.c_str(), kProductTolerance, kOutInts);
+  std::printf("| operation | operands | difference | result |\n|---|---|---|---|\n");
+  int failed = 0;
+  for (const Row& r : rows) {
+    char difference[32];
+    std::snprintf(difference, sizeof difference, r.exact ? "%.0f" : "%.1e", r.error);
+    std::printf("| %s | %s | %s | %s |\n", r.operation.c_str(), r.configuration.c_str(), difference,
+                r.passed ? "pass" : "FAIL");
+    failed += !r.passed;
+  }
+  std::printf("\n%zu cases: %zu passed, %d failed\n", rows.size(), rows.size() - failed, failed);
+  return failed ? 1 : 0;
+}
