@@ -644,6 +644,13 @@ TEST(ChunkProgram, GemmApplyHandsOverTheProductAsTheLanesHoldIt) {
   auto misaligned = [&] { cta.gemm_apply<false, true>(32, 48, 64, a + 8, 72, b, 72, nothing); };  // A 16 bytes off
   EXPECT_THROW(bad_k(), std::logic_error);
   EXPECT_THROW(misaligned(), std::logic_error);
+  // An epilogue that writes into an operand races with the warps still multiplying on the device.
+  auto into_b = [&] {
+    cta.gemm_apply<false, true>(32, 48, 64, a, 72, b, 72, [&](int i, int j, const float*) {
+      if (i == 17 && j == 2) b[5].bits ^= 1u;  // one lane of the second row of tiles
+    });
+  };
+  EXPECT_THROW(into_b(), std::logic_error);
 }
 
 // WMMA's load_matrix_sync/store_matrix_sync need 32-byte aligned tiles and leading dimensions in

@@ -48,13 +48,13 @@ constexpr int kRows = 64, kLd = 72;       // operand tiles: up to 64 stored rows
 constexpr int kLdc = kN + 8;              // C: rows of 56 floats
 constexpr double kProductTolerance = 1e-5;
 
-#define DECAYFW_CHECK(x)                                                                          \
-  do {                                                                                            \
-    const cudaError_t err_ = (x);                                                                 \
-    if (err_ != cudaSuccess) {                                                                    \
+#define DECAYFW_CHECK(x)                                                                         \
+  do {                                                                                           \
+    const cudaError_t err_ = (x);                                                                \
+    if (err_ != cudaSuccess) {                                                                   \
       std::fprintf(stderr, "cta_executor_check: %s failed: %s\n", #x, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
+      std::exit(1);                                                                              \
+    }                                                                                            \
   } while (0)
 
 // The device type of a host storage type (same bits).
@@ -89,7 +89,10 @@ std::vector<T> from_device(const T* d, size_t n) {
 
 enum class Mode { Gemm, GemmAccumulate, GemmFp32, GemmApply };
 const char* mode_name(Mode m) {
-  return m == Mode::Gemm ? "gemm" : m == Mode::GemmAccumulate ? "gemm, accumulate" : m == Mode::GemmFp32 ? "gemm_fp32" : "gemm_apply";
+  return m == Mode::Gemm             ? "gemm"
+         : m == Mode::GemmAccumulate ? "gemm, accumulate"
+         : m == Mode::GemmFp32       ? "gemm_fp32"
+                                     : "gemm_apply";
 }
 
 // The product on either executor, from the operands and C's start in shared memory (smem: A, B, C carved in
@@ -126,7 +129,9 @@ __global__ void product_kernel(const Op* a, const Op* b, const float* c0, float*
   for (int i = threadIdx.x; i < kM * kLdc; i += blockDim.x) c[i] = C[i];
 }
 
-constexpr size_t product_smem(size_t op_bytes) { return 2 * kRows * kLd * op_bytes + kM * kLdc * sizeof(float); }
+constexpr size_t product_smem(size_t op_bytes) {
+  return 2 * kRows * kLd * op_bytes + kM * kLdc * sizeof(float);
+}
 
 struct Row {
   std::string operation, configuration;
@@ -136,7 +141,8 @@ struct Row {
 
 // Σ_p |a·b| (+ |C's start| when accumulating) for element (i, j), as the scale of its error.
 template <bool TA, bool TB, typename H>
-double magnitude(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0, bool acc, int i, int j) {
+double magnitude(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0, bool acc, int i,
+                 int j) {
   double s = acc ? std::fabs(c0[i * kLdc + j]) : 0.0;
   for (int p = 0; p < kK; ++p) {
     const double x = cta::HostCta<>::to_f(TA ? a[p * kLd + i] : a[i * kLd + p]);
@@ -220,7 +226,8 @@ Row check_product(const char* type, bool gpu, std::mt19937& rng) {
     for (int i = 0; i < kM; ++i)
       for (int j = 0; j < kN; ++j)
         wrong += writes[i * kN + j] != 1 || std::memcmp(&gemm[i * kLdc + j], &device[i * kLdc + j], 4) != 0;
-    row.configuration += wrong ? ", " + std::to_string(wrong) + " elements not once or not gemm's bits" : ", gemm's bits";
+    row.configuration +=
+        wrong ? ", " + std::to_string(wrong) + " elements not once or not gemm's bits" : ", gemm's bits";
     row.passed = row.passed && wrong == 0;
   }
   cudaFree(pa), cudaFree(pb), cudaFree(pc0), cudaFree(pc), cudaFree(pw);
@@ -296,7 +303,8 @@ __host__ __device__ void element_ops(Cta& x, unsigned char* smem, const float* i
   sixteen(bh);
   sixteen(fh);
   // Copies of 16 bytes from global memory, and four zero-filled ones after them.
-  x.for_each(kValues / 4 + 4, [&](int64_t q) { x.copy16_async(async + 4 * q, in + 4 * (q % (kValues / 4)), q < kValues / 4); });
+  x.for_each(kValues / 4 + 4,
+             [&](int64_t q) { x.copy16_async(async + 4 * q, in + 4 * (q % (kValues / 4)), q < kValues / 4); });
   x.wait_async();
   x.for_each(kValues + 16, [&](int64_t i) { memcpy(&o[i], &async[i], 4); });
   o += kValues + 16;
@@ -324,7 +332,8 @@ std::vector<int> expected_elements(const std::vector<float>& in) {
   for (float f : in) bits(f);
   for (int i = 0; i < kValues; ++i) bits(i % 2 ? in[i] - 1.0f : in[i] + 1.0f);
   auto sixteen = [&](auto round, auto widen) {
-    for (int i = 0; i < kValues; i += 2) e.push_back(int(uint32_t(round(in[i]).bits) | uint32_t(round(in[i + 1]).bits) << 16));
+    for (int i = 0; i < kValues; i += 2)
+      e.push_back(int(uint32_t(round(in[i]).bits) | uint32_t(round(in[i + 1]).bits) << 16));
     for (float f : in) bits(widen(round(f)));
   };
   sixteen([](float f) { return decayfw::to_bfloat16(f); }, [](BFloat16 h) { return decayfw::to_float(h); });
@@ -340,7 +349,7 @@ std::vector<int> expected_elements(const std::vector<float>& in) {
 Row check_elements(bool gpu, std::mt19937& rng) {
   std::normal_distribution<float> n(0.0f, 1.0f);
   std::vector<float> in(kValues);
-  for (float& x : in) x = n(rng) * std::exp(8.0f * n(rng));  // wide exponents: roundings, fp16's overflow
+  for (float& x : in) x = n(rng) * std::exp(8.0f * n(rng));    // wide exponents: roundings, fp16's overflow
   in[0] = 1.0f + 1.0f / 256.0f, in[1] = 1.0f + 3.0f / 256.0f;  // ties for bf16 (to even: down, up)
   std::vector<int> host(kOutInts, -1);
   {

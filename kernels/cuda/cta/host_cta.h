@@ -188,7 +188,8 @@ struct HostCta {
   }
   // The product is kept in host memory of its own (not shared memory: the device's accumulators are
   // registers), and f runs as a for_each, index 32·tile + lane making lane's calls for its tile, so that the
-  // order checks and the trace see what the device's warps do.
+  // order checks and the trace see what the device's warps do. On the device, warps still multiplying read
+  // the operands while others run their epilogues: an epilogue that writes into an operand is refused.
   template <bool TA, bool TB, typename Op, typename F>
   void gemm_apply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, F&& f,
                   const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
@@ -205,6 +206,9 @@ struct HostCta {
       check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, static_cast<float*>(nullptr), 0);
       product<TA, TB, false>(m, n, k, A, lda, B, ldb, acc.data(), n, false);
     }
+    const size_t a_elems = TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k;
+    const size_t b_elems = TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n;
+    std::vector<Op> a_before(A, A + a_elems), b_before(B, B + b_elems);
     const int tiles_n = n / 16;
     for_each(
         int64_t(m / 16) * tiles_n * kWarp,
@@ -219,6 +223,10 @@ struct HostCta {
           f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
         },
         fn, line);
+    SmemTrace::Quiet check;
+    if (std::memcmp(a_before.data(), A, a_elems * sizeof(Op)) != 0 ||
+        std::memcmp(b_before.data(), B, b_elems * sizeof(Op)) != 0)
+      throw std::logic_error("cta::gemm_apply: the epilogue wrote into an operand (which other warps may still read)");
   }
   template <bool TA, bool TB, bool kSplit, typename Op>
   void multiply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate,
