@@ -1,8 +1,9 @@
 // DeviceCta: the CUDA executor of CTA programs (cta_common.h). for_each spreads indices over the
-// CTA's threads; gemm (and gemm_apply) splits the 16×16 output tiles over warps and runs WMMA on tensor cores:
-// bf16 and fp16 operands with m16n16k16, fp32 operands as tf32 with m16n16k8 (gemm_fp32: as three
-// tf32 products, to fp32 accuracy); fp32 accumulators loaded from and stored to shared memory. The
-// fragments move through wmma_shared.cuh's shared-state-space loads and stores (ldmatrix for 16-bit operands).
+// CTA's threads; gemm splits the 16×16 output tiles over warps and runs WMMA on tensor cores: bf16 and
+// fp16 operands with m16n16k16, fp32 operands as tf32 with m16n16k8 (gemm_fp32: as three tf32 products,
+// to fp32 accuracy); fp32 accumulators loaded from and stored to shared memory, or (gemm_apply) handed to
+// an epilogue in registers. The fragments move through wmma_shared.cuh's shared-state-space loads and
+// stores (ldmatrix for 16-bit operands).
 #pragma once
 
 #include <cuda_bf16.h>
