@@ -683,7 +683,7 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
 //   DQ_I += e^{B_I−B_r} ⊙ mask((dY_I e^{A_I−A_r})(V_{<r+S} e^{A_r−A_{<r+S}})ᵀ)(K_{<r+S} e^{B_r−B_{<r+S}}),
 // keeping Rd, its masked diagonal block (with the per-element and factored sums), for the anti-causal
 // loop. dY_I's scaled rows (and Rd's factored operands, once Pd no longer needs Fx, Fy) are written in
-// the phase that finishes y.
+// the phase after y's product (whose decays its epilogue applies).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool key_side, float* DQ = nullptr) {
   constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S, MQ = M / kQuad, RQ = R / kQuad, ld = Cfg::ld_fd;

@@ -139,19 +139,6 @@ struct Row {
   bool exact = false, passed = false;
 };
 
-// Σ_p |a·b| (+ |C's start| when accumulating) for element (i, j), as the scale of its error.
-template <bool TA, bool TB, typename H>
-double magnitude(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0, bool acc, int i,
-                 int j) {
-  double s = acc ? std::fabs(c0[i * kLdc + j]) : 0.0;
-  for (int p = 0; p < kK; ++p) {
-    const double x = cta::HostCta<>::to_f(TA ? a[p * kLd + i] : a[i * kLd + p]);
-    const double y = cta::HostCta<>::to_f(TB ? b[j * kLd + p] : b[p * kLd + j]);
-    s += std::fabs(x * y);
-  }
-  return s;
-}
-
 template <Mode kMode, bool TA, bool TB, typename H>
 std::vector<float> host_product(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0,
                                 std::vector<int>& writes) {
@@ -168,17 +155,23 @@ std::vector<float> host_product(const std::vector<H>& a, const std::vector<H>& b
   return std::vector<float>(C, C + kM * kLdc);
 }
 
-// The exact product of the operands as the tensor cores take them (tf32-rounded fp32 for gemm), in fp64.
+// Element (i, j) of the product in fp64, exact for the operands as the tensor cores take them (tf32-rounded
+// fp32 for gemm), and its scale: Σ_p |a·b| (+ |C's start| when accumulating), which errors are measured in.
+struct Reference {
+  double exact = 0.0, scale = 0.0;
+};
 template <Mode kMode, bool TA, bool TB, typename H>
-double exact_element(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0, int i, int j) {
-  double s = kMode == Mode::GemmAccumulate ? c0[i * kLdc + j] : 0.0;
+Reference reference(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0, int i, int j) {
+  Reference r;
+  if (kMode == Mode::GemmAccumulate) r.exact = c0[i * kLdc + j], r.scale = std::fabs(r.exact);
   for (int p = 0; p < kK; ++p) {
-    float x = cta::HostCta<>::to_f(TA ? a[p * kLd + i] : a[i * kLd + p]);
-    float y = cta::HostCta<>::to_f(TB ? b[j * kLd + p] : b[p * kLd + j]);
-    if (std::is_same_v<H, float> && kMode != Mode::GemmFp32) x = cta::round_to_tf32(x), y = cta::round_to_tf32(y);
-    s += double(x) * double(y);
+    const float x = cta::HostCta<>::to_f(TA ? a[p * kLd + i] : a[i * kLd + p]);
+    const float y = cta::HostCta<>::to_f(TB ? b[j * kLd + p] : b[p * kLd + j]);
+    const bool tf32 = std::is_same_v<H, float> && kMode != Mode::GemmFp32;
+    r.exact += double(tf32 ? cta::round_to_tf32(x) : x) * double(tf32 ? cta::round_to_tf32(y) : y);
+    r.scale += std::fabs(double(x) * double(y));
   }
-  return s;
+  return r;
 }
 
 template <Mode kMode, bool TA, bool TB, typename H>
@@ -190,15 +183,15 @@ Row check_product(const char* type, bool gpu, std::mt19937& rng) {
   for (auto& x : a) x = cta::HostCta<>::from_f<H>(n(rng));
   for (auto& x : b) x = cta::HostCta<>::from_f<H>(kMode == Mode::GemmFp32 ? std::exp(3.0f * n(rng)) : n(rng));
   for (auto& x : c0) x = n(rng);
-  std::vector<int> host_writes;
+  std::vector<int> host_writes;  // gemm_apply's epilogue counts its writes on either executor
   const std::vector<float> host = host_product<kMode, TA, TB>(a, b, c0, host_writes);
   Row row{mode_name(kMode), std::string(type) + (TA ? ", Aᵀ" : ", A") + (TB ? ", Bᵀ" : ", B")};
-  const bool acc = kMode == Mode::GemmAccumulate;
   if (!gpu) {  // the host executor against fp64
     for (int i = 0; i < kM; ++i)
-      for (int j = 0; j < kN; ++j)
-        row.error = std::max(row.error, std::fabs(host[i * kLdc + j] - exact_element<kMode, TA, TB>(a, b, c0, i, j)) /
-                                            magnitude<TA, TB>(a, b, c0, acc, i, j));
+      for (int j = 0; j < kN; ++j) {
+        const Reference r = reference<kMode, TA, TB>(a, b, c0, i, j);
+        row.error = std::max(row.error, std::fabs(host[i * kLdc + j] - r.exact) / r.scale);
+      }
     row.passed = row.error <= kProductTolerance;
     return row;
   }
@@ -215,7 +208,7 @@ Row check_product(const char* type, bool gpu, std::mt19937& rng) {
   for (int i = 0; i < kM; ++i)
     for (int j = 0; j < kN; ++j)
       row.error = std::max(row.error, std::fabs(double(device[i * kLdc + j]) - host[i * kLdc + j]) /
-                                          magnitude<TA, TB>(a, b, c0, acc, i, j));
+                                          reference<kMode, TA, TB>(a, b, c0, i, j).scale);
   row.passed = row.error <= kProductTolerance;
   if (kMode == Mode::GemmApply) {
     // Every element exactly once, and the same bits as the device's gemm (the same tensor-core instructions).

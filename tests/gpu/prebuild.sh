@@ -36,13 +36,12 @@ cmake -S . -B "$TREE" $(command -v ninja >/dev/null && echo -G Ninja) -DCMAKE_PR
   -DDECAYFW_BUILD_TESTS=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF -DDECAYFW_PY_PACKAGE_DIR="$OUT/decayfw" >/dev/null
 cmake --build "$TREE" -j "$(nproc)"
 "$PY" tests/gpu/build_signature.py > "$OUT/signature.txt"
-# The bank model's calibration (benchmarks/smem_patterns.cu, no LibTorch), which run_all.sh's bench step runs first.
-nvcc -O3 -std=c++17 -arch="sm_${CUDA_ARCHS:-90}" -Ikernels/cuda -Ikernels/include benchmarks/smem_patterns.cu \
-  -o "$OUT/smem_patterns"
-# The chunk executor's operations against the host executor's (tests/gpu/cta_executor_check.cu), which
-# run_all.sh's tests step runs first.
-nvcc -O3 -std=c++17 -arch="sm_${CUDA_ARCHS:-90}" -Ikernels/cuda -Ikernels/include tests/gpu/cta_executor_check.cu \
-  -o "$OUT/cta_executor_check"
+# The standalone CUDA programs (no LibTorch) run_all.sh runs: the chunk executor's operations against the host
+# executor's (tests/gpu/cta_executor_check.cu, first in the tests step) and the bank model's calibration
+# (benchmarks/smem_patterns.cu, first in the bench step).
+for src in tests/gpu/cta_executor_check.cu benchmarks/smem_patterns.cu; do
+  nvcc -O3 -std=c++17 -arch="sm_${CUDA_ARCHS:-90}" -Ikernels/cuda -Ikernels/include "$src" -o "$OUT/$(basename "$src" .cu)"
+done
 echo "prebuilt for $(cat "$OUT/signature.txt") in $OUT:"; ls -l "$OUT/decayfw" "$OUT/smem_patterns" "$OUT/cta_executor_check"
 FIXTURES="${FIXTURES:-build/engine-fixtures}"
 ENGINE="${ENGINE:-$([ -f "$FIXTURES/decay/checkpoint_last.pt" ] && echo ON || echo OFF)}"

@@ -80,6 +80,18 @@ use_prebuilt() {
   cp "$PREBUILT"/decayfw/*.so bindings/python/decayfw/ &&
     "$PY" -c "import decayfw, sys; sys.exit(0 if decayfw.HAS_EXTENSION and decayfw.BUILT_WITH_CUDA else 1)"
 }
+# cuda_tool SOURCE LOG: one of the standalone CUDA programs (no LibTorch) run for at most 30 s, its output and
+# exit code appended to LOG: prebuilt by prebuild.sh into $PREBUILT, else compiled here.
+cuda_tool() {
+  local name; name="$(basename "$1" .cu)"
+  local tool="$PREBUILT/$name"
+  if [ ! -x "$tool" ]; then
+    tool="build-gpu-tools/$name"; mkdir -p build-gpu-tools
+    nvcc -O3 -std=c++17 -arch=sm_90 -Ikernels/cuda -Ikernels/include "$1" -o "$tool" > "$2" 2>&1
+  fi
+  timeout -k 5 30 "$tool" >> "$2" 2>&1
+  echo "$name rc=$?" >> "$2"
+}
 t0=$SECONDS
 if [ "${GPU_BUILD:-auto}" = none ]; then
   echo "GPU_BUILD=none: the decayfw importable from bindings/python as it is" > "$LOGS/build.txt"
@@ -102,14 +114,7 @@ if want tests && lim=$(limit tests "${TESTS_TIMEOUT:-150}") && [ "$lim" -gt 0 ];
   # First, in a second, each operation of the chunk programs' CUDA executor against the host executor's
   # (tests/gpu/cta_executor_check.cu; prebuilt by prebuild.sh, else compiled here): a chunk-path failure
   # below is then either a named operation or a program.
-  check="$PREBUILT/cta_executor_check"
-  if [ ! -x "$check" ]; then
-    check=build-gpu-tools/cta_executor_check; mkdir -p build-gpu-tools
-    nvcc -O3 -std=c++17 -arch=sm_90 -Ikernels/cuda -Ikernels/include tests/gpu/cta_executor_check.cu -o "$check" \
-      > "$LOGS/cta_executor.md" 2>&1
-  fi
-  timeout -k 5 30 "$check" >> "$LOGS/cta_executor.md" 2>&1
-  echo "cta_executor_check rc=$?" >> "$LOGS/cta_executor.md"
+  cuda_tool tests/gpu/cta_executor_check.cu "$LOGS/cta_executor.md"
   timeout -k 10 "$((lim - SECONDS + t0))" "$PY" -m pytest -q -rfE -p no:cacheprovider tests/gpu tests/python \
     > "$LOGS/pytest.txt" 2>&1
   record tests $? "$t0" "$lim"
@@ -132,14 +137,7 @@ if want bench && lim=$(limit bench "${BENCH_TIMEOUT:-200}") && [ "$lim" -gt 0 ];
   t0=$SECONDS
   # First, in about a second, the shared-memory bank model's assumptions timed one pattern at a time
   # (benchmarks/smem_patterns.cu; prebuilt by prebuild.sh, else compiled here).
-  patterns="$PREBUILT/smem_patterns"
-  if [ ! -x "$patterns" ]; then
-    patterns=build-gpu-tools/smem_patterns; mkdir -p build-gpu-tools
-    nvcc -O3 -std=c++17 -arch=sm_90 -Ikernels/cuda -Ikernels/include benchmarks/smem_patterns.cu -o "$patterns" \
-      > "$LOGS/smem_patterns.md" 2>&1
-  fi
-  timeout -k 5 30 "$patterns" >> "$LOGS/smem_patterns.md" 2>&1
-  echo "smem_patterns rc=$?" >> "$LOGS/smem_patterns.md"
+  cuda_tool benchmarks/smem_patterns.cu "$LOGS/smem_patterns.md"
   # fla's fused_recurrent_gla for the `fla` column: from a carried wheelhouse/fla (benchmarks/prepare_fla_wheelhouse.sh)
   fla_pp=""
   if [ -d "$WHEELHOUSE/fla" ] && ! "$PY" -c "import fla" 2>/dev/null; then

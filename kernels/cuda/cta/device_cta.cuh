@@ -100,12 +100,16 @@ struct DeviceCta {
     __syncthreads();
   }
 
+  // mma_tiles' last step (defined first: its type is deduced) for gemm and gemm_fp32: each tile's accumulators stored
+  // to its place in C.
+  static __device__ __forceinline__ auto stored_to(float* C, int ldc) {
+    return [C, ldc](int i0, int j0, const auto& c) { wmma_shared::store(gemm_c_tile(C, ldc, i0, j0), c, ldc); };
+  }
+
   template <bool TA, bool TB, typename Op>
   __device__ __forceinline__ void gemm(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C,
                                        int ldc, bool accumulate) {
-    mma_tiles<TA, TB, false>(
-        m, n, k, A, lda, B, ldb, accumulate ? C : nullptr, ldc,
-        [&](int i0, int j0, const auto& c) { wmma_shared::store(gemm_c_tile(C, ldc, i0, j0), c, ldc); });
+    mma_tiles<TA, TB, false>(m, n, k, A, lda, B, ldb, accumulate ? C : nullptr, ldc, stored_to(C, ldc));
   }
 
   // The product stays in the accumulators: each lane hands its four column pairs to f (accumulator_pair).
@@ -126,9 +130,7 @@ struct DeviceCta {
   template <bool TA, bool TB>
   __device__ __forceinline__ void gemm_fp32(int m, int n, int k, const float* A, int lda, const float* B, int ldb,
                                             float* C, int ldc, bool accumulate) {
-    mma_tiles<TA, TB, true>(m, n, k, A, lda, B, ldb, accumulate ? C : nullptr, ldc, [&](int i0, int j0, const auto& c) {
-      wmma_shared::store(gemm_c_tile(C, ldc, i0, j0), c, ldc);
-    });
+    mma_tiles<TA, TB, true>(m, n, k, A, lda, B, ldb, accumulate ? C : nullptr, ldc, stored_to(C, ldc));
   }
 
  private:

@@ -193,13 +193,7 @@ struct HostCta {
   template <bool TA, bool TB, typename Op, typename F>
   void gemm_apply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, F&& f,
                   const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
-    if (!in_flight_.empty()) ++gemms_while_copying;
-    check_tiles(m, n, k);
-    if (SmemTrace* t = SmemTrace::current()) {
-      t->note_gemm();
-      trace_wmma_fragments<TA, TB>(*t, {fn, line, 0, ""}, m, n, k, A, lda, B, ldb, static_cast<const float*>(nullptr),
-                                   0, false);
-    }
+    begin_product<TA, TB>(m, n, k, A, lda, B, ldb, static_cast<const float*>(nullptr), 0, false, fn, line);
     std::vector<float> acc(size_t(m) * n);
     {
       SmemTrace::Quiet modeled;
@@ -231,17 +225,24 @@ struct HostCta {
   template <bool TA, bool TB, bool kSplit, typename Op>
   void multiply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc, bool accumulate,
                 const char* fn, int line) {
+    begin_product<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc, accumulate, fn, line);
+    SmemTrace::Quiet modeled;
+    check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc);
+    check_no_overlap(C, size_t(m - 1) * ldc + n, A, TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k, "A");
+    check_no_overlap(C, size_t(m - 1) * ldc + n, B, TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n, "B");
+    product<TA, TB, kSplit>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+  }
+  // What every product does first: counts it against copies in flight, checks its sizes, and reports its
+  // fragments (C null: none of C's) to a current trace.
+  template <bool TA, bool TB, typename Op>
+  void begin_product(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, const float* C, int ldc,
+                     bool accumulate, const char* fn, int line) {
     if (!in_flight_.empty()) ++gemms_while_copying;
     check_tiles(m, n, k);
     if (SmemTrace* t = SmemTrace::current()) {
       t->note_gemm();
       trace_wmma_fragments<TA, TB>(*t, {fn, line, 0, ""}, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
     }
-    SmemTrace::Quiet modeled;
-    check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc);
-    check_no_overlap(C, size_t(m - 1) * ldc + n, A, TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k, "A");
-    check_no_overlap(C, size_t(m - 1) * ldc + n, B, TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n, "B");
-    product<TA, TB, kSplit>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
   }
   // C (+)= op(A)·op(B) as the tensor cores compute it.
   template <bool TA, bool TB, bool kSplit, typename Op>
