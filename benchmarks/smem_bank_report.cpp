@@ -6,7 +6,7 @@
 // accesses, nor the tensor-core fragments: see smem_trace.h).
 //
 //   smem_bank_report [--dtype bf16|fp16|fp32] [--m 64] [--d 128] [--t 256]
-//                    [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top 20] [--gate-mean 2]
+//                    [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top 20] [--gate-mean 2]
 //   smem_bank_report --python --m 64 --d 128 --diagonal factored    # a line of bench_gpu.py's model
 #include <dlfcn.h>
 
@@ -39,12 +39,14 @@ struct Options {
 };
 
 [[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr,
-               "smem_bank_report: %s\nusage: smem_bank_report [--dtype bf16|fp16|fp32] [--m 16|32|64|128] [--d N·64] "
-               "[--t N] [--diagonal factored|elementwise|tensor] [--forward split|fused] [--top N] [--gate-mean X] [--python]\n"
-               "--python: wavefronts per chunk (and row tile) of every kernel, both forward forms, as a line of bench_gpu.py's "
-               "SMEM_WAVEFRONTS\n",
-               why.c_str());
+  std::fprintf(
+      stderr,
+      "smem_bank_report: %s\nusage: smem_bank_report [--dtype bf16|fp16|fp32] [--m 16|32|64|128] [--d N·64] "
+      "[--t N] [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top N] [--gate-mean X] "
+      "[--python]\n"
+      "--python: wavefronts per chunk (and row tile) of every kernel, both forward forms, as a line of bench_gpu.py's "
+      "SMEM_WAVEFRONTS\n",
+      why.c_str());
   std::exit(2);
 }
 
@@ -93,7 +95,8 @@ chunk::DiagonalForm diagonal_of(const std::string& s) {
   if (s == "factored") return chunk::DiagonalForm::Factored;
   if (s == "elementwise") return chunk::DiagonalForm::Elementwise;
   if (s == "tensor") return chunk::DiagonalForm::Tensor;
-  usage("--diagonal: factored, elementwise or tensor, got " + s);
+  if (s == "chunk") return chunk::DiagonalForm::Chunk;
+  usage("--diagonal: factored, elementwise, tensor or chunk, got " + s);
 }
 
 // One sequence of random inputs (gate logits N(gate_mean, 1); the default 2 leaves no wide column, as in the

@@ -82,8 +82,9 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 ChunkArgs args_of(const Dims& d, int C, ChunkDiagonal diagonal) {
   ChunkArgs a;
   a.diagonal = diagonal == ChunkDiagonal::TensorCores ? chunk::DiagonalForm::Tensor
+               : diagonal == ChunkDiagonal::Chunk     ? chunk::DiagonalForm::Chunk
                : diagonal == ChunkDiagonal::Factored  ? chunk::DiagonalForm::Factored
-                                                        : chunk::DiagonalForm::Elementwise;
+                                                      : chunk::DiagonalForm::Elementwise;
   a.B = d.batch, a.T = d.seqlen, a.H = d.heads, a.D = d.dim_v, a.M = d.dim_k;
   a.chunks = (d.seqlen + C - 1) / C;
   a.tiles = d.dim_v / chunk::kRows;

@@ -61,7 +61,12 @@ struct SeqOut {
 //   Tensor:      narrow columns inside the tensor-core products, their operands rounded to the operand
 //                type: the fewest instructions, but the rounding costs precision (docs/cuda.md). fp16
 //                runs the factored form instead (effective_diagonal).
-enum class DiagonalForm : int { Elementwise, Factored, Tensor };
+//   Chunk:       the tensor form, except that a chunk whose gates span at most wide_span_bound over the whole
+//                chunk in every column (of the key side and of the tile's rows) takes its intra-chunk part as
+//                one product over the chunk, referred to the chunk's start (chunk_causal_products): no
+//                sub-chunks, no per-element terms. The tensor form's precision (every diagonal product rounded
+//                to the operand type); fp16 runs the factored form instead.
+enum class DiagonalForm : int { Elementwise, Factored, Tensor, Chunk };
 
 // Everything the chunk programs read and write. fp32 buffers are contiguous; N = B·H.
 struct ChunkArgs {
@@ -173,13 +178,13 @@ DECAYFW_CTA T* row_of(const SeqOut& s, int64_t b, int64_t t, int64_t h) {
 // before, so the results are the same bit for bit.
 constexpr int kQuad = 4;
 
-// dst[w] = src[w]·e^{a[w] − b[w]} (b null: e^{a[w]}) rounded to dst's type, for w < 4; the lanes whose
-// bit is set in `zero` get 0 instead.
+// dst[w] = src[w]·e^{a[w] − b[w]} (b null: e^{a[w]}; a null: e^{−b[w]}) rounded to dst's type, for w < 4; the
+// lanes whose bit is set in `zero` get 0 instead.
 template <typename Cta, typename Op>
 DECAYFW_CTA void scale_quad(Op* dst, const Op* src, const float* a, const float* b, uint32_t zero = 0u) {
-  float x[kQuad], ga[kQuad], gb[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f};
+  float x[kQuad], ga[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f}, gb[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f};
   Cta::load4(src, x);
-  Cta::load4(a, ga);
+  if (a) Cta::load4(a, ga);
   if (b) Cta::load4(b, gb);
   DECAYFW_UNROLL
   for (int w = 0; w < kQuad; ++w) x[w] = (zero >> w) & 1u ? 0.0f : x[w] * decay_exp(ga[w] - gb[w]);
@@ -220,20 +225,22 @@ DECAYFW_CTA void decay_state_quad(float* s, float a, const float* b) {
 // One lane's part of a product as gemm_apply hands it over (v, in registers on the device), decayed into
 // its fp32 tile: at rows i, i + 8 and columns j, j + 8 (+ 1), out += e^{a − b}·v when add, else
 // out = v·e^{a − b}. out, a and b point at (i, j) of their tiles, rows ld, lda, ldb apart; lda or ldb 0: a
-// reference row, the same for both rows, read once per column pair; b null: e^{a}. The product used to go
-// through an fp32 tile of its own, to be read back and decayed there; each value is computed as it was
-// then, so the results are the same bit for bit.
+// reference row, the same for both rows, read once per column pair; b null: e^{a}; a null: e^{−b}. The product used to
+// go through an fp32 tile of its own, to be read back and decayed there; each value is computed as it was then, so the
+// results are the same bit for bit.
 template <typename Cta>
 DECAYFW_CTA void decay_pairs(float* out, int ld, const float* a, int lda, const float* b, int ldb, const float* v,
                              bool add) {
   DECAYFW_UNROLL
   for (int c = 0; c < 2; ++c) {  // columns j, j + 8
-    float ga[2][2], gb[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
-    Cta::load2(a + 8 * c, ga[0]);
-    if (lda)
-      Cta::load2(a + 8 * lda + 8 * c, ga[1]);
-    else
-      ga[1][0] = ga[0][0], ga[1][1] = ga[0][1];
+    float ga[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}}, gb[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    if (a) {
+      Cta::load2(a + 8 * c, ga[0]);
+      if (lda)
+        Cta::load2(a + 8 * lda + 8 * c, ga[1]);
+      else
+        ga[1][0] = ga[0][0], ga[1][1] = ga[0][1];
+    }
     if (b) {
       Cta::load2(b + 8 * c, gb[0]);
       if (ldb)
@@ -256,6 +263,18 @@ DECAYFW_CTA void decay_pairs(float* out, int ld, const float* a, int lda, const 
       }
       Cta::store2(p, o);
     }
+  }
+}
+
+// One lane's part of a C×C product as gemm_apply hands it over (v, at row i, column j), rounded into the operand
+// type at out (the product's (0, 0), rows ld apart) and masked to the causal pairs: zero where column > row.
+template <typename Cta, typename Op>
+DECAYFW_CTA void store_causal_pairs(Op* out, int ld, int i, int j, const float* v) {
+  DECAYFW_UNROLL
+  for (int e = 0; e < 4; ++e) {  // pair e at row i + 8·(e & 1), columns j + 8·(e >> 1) (+ 1)
+    const int r = i + 8 * (e & 1), c = j + 8 * (e >> 1);
+    DECAYFW_UNROLL
+    for (int w = 0; w < 2; ++w) out[r * ld + c + w] = Cta::template from_f<Op>(c + w <= r ? v[2 * e + w] : 0.0f);
   }
 }
 
@@ -294,10 +313,22 @@ struct Tiles {
   // Rd, scaled by their factors through its first row, zero in the wide columns) when factored.
   DiagonalForm diagonal = DiagonalForm::Elementwise;
   float *Fx = nullptr, *Fy = nullptr;
+  // The chunk form's two words, key side then the tile's rows: nonzero where some column's log gates span more
+  // than wide_span_bound over the whole chunk (set with the wide bits; null where a pass has none). Pc: the
+  // chunk form's C×C products in the operand type, in the region P, Pop, Fx, Fy, Sop and dSop share (dead
+  // by then).
+  uint32_t* chunk_wide = nullptr;
+  Op* Pc = nullptr;
   // Row i of the cumulative log gates, whose rows are padded (Cfg::ldg_m, ldg_r).
   DECAYFW_HD float* key_gates(int i) const { return Bc + i * Cfg::ldg_m; }
   DECAYFW_HD float* row_gates(int i) const { return Ac + i * Cfg::ldg_r; }
-  DECAYFW_HD bool tensor_diagonal() const { return diagonal == DiagonalForm::Tensor; }
+  DECAYFW_HD bool tensor_diagonal() const {
+    return diagonal == DiagonalForm::Tensor || diagonal == DiagonalForm::Chunk;
+  }
+  // This chunk (and tile) takes the chunk form's whole-chunk products.
+  DECAYFW_HD bool chunk_narrow() const {
+    return diagonal == DiagonalForm::Chunk && chunk_wide != nullptr && (chunk_wide[0] | chunk_wide[1]) == 0u;
+  }
   DECAYFW_HD bool factored() const { return diagonal == DiagonalForm::Factored; }
 };
 
@@ -407,7 +438,8 @@ DECAYFW_CTA void cumsum_column(float* g, int ld) {
 // the factored form instead.
 template <typename Cta, typename Op>
 DECAYFW_CTA DiagonalForm effective_diagonal(const ChunkArgs& a) {
-  if (a.diagonal == DiagonalForm::Tensor && !Cta::template has_fp32_range<Op>()) return DiagonalForm::Factored;
+  if ((a.diagonal == DiagonalForm::Tensor || a.diagonal == DiagonalForm::Chunk) && !Cta::template has_fp32_range<Op>())
+    return DiagonalForm::Factored;
   return a.diagonal;
 }
 
@@ -468,17 +500,25 @@ struct WideList {
   }
 };
 
-// The words of the sides being loaded, cleared in phase 2 (before phase 3 sets their bits).
+// The words of the sides being loaded, cleared in phase 2 (before phase 3 sets their bits): the sub-chunks'
+// wide bits, then the chunk form's word of each side.
 template <typename Op, typename Cfg>
 DECAYFW_CTA int64_t wide_word_count(const Tiles<Op, Cfg>& t, int sides) {
   if (t.key_wide == nullptr) return 0;
-  return int64_t(Cfg::NS) * ((sides & kKeySide ? Cfg::key_words : 0) + (sides & kRowSide ? Cfg::row_words : 0));
+  const int64_t chunk_words =
+      t.chunk_wide && t.diagonal == DiagonalForm::Chunk ? (sides & kKeySide ? 1 : 0) + (sides & kRowSide ? 1 : 0) : 0;
+  return int64_t(Cfg::NS) * ((sides & kKeySide ? Cfg::key_words : 0) + (sides & kRowSide ? Cfg::row_words : 0)) +
+         chunk_words;
 }
 template <typename Op, typename Cfg>
 DECAYFW_CTA void clear_wide_word(Tiles<Op, Cfg>& t, int sides, int64_t e) {
   const int64_t keys = sides & kKeySide ? int64_t(Cfg::NS) * Cfg::key_words : 0;
+  const int64_t rows = sides & kRowSide ? int64_t(Cfg::NS) * Cfg::row_words : 0;
   if (e < keys) t.key_wide[e] = 0u;
-  else t.row_wide[e - keys] = 0u;
+  else if (e < keys + rows)
+    t.row_wide[e - keys] = 0u;
+  else
+    t.chunk_wide[e == keys + rows && (sides & kKeySide) ? 0 : 1] = 0u;
 }
 
 // After a column's cumulative sum: its bit in every sub-chunk whose span it exceeds (NaN included).
@@ -490,6 +530,14 @@ DECAYFW_CTA void mark_wide_column(Cta& cta, float bound, const float* g, int ld,
     const float span = g[I * S * ld] - g[(I * S + S - 1) * ld];
     if (!(span <= bound)) cta.atomic_or(words + I * words_per_sub + (col >> 5), 1u << (col & 31));
   }
+}
+
+// The chunk form: a column whose log gates span more than bound over the whole chunk (from its start: the
+// column's last cumulative sum, rows past T adding 0) sets its side's word (NaN included).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void mark_chunk_column(Cta& cta, const Tiles<Op, Cfg>& t, float bound, const float* g, int ld, int side) {
+  if (t.diagonal != DiagonalForm::Chunk || t.chunk_wide == nullptr) return;
+  if (!(-g[(Cfg::C - 1) * ld] <= bound)) cta.atomic_or(t.chunk_wide + side, 1u);
 }
 
 // Phase 3, index e of M + R columns (or one side's).
@@ -505,11 +553,13 @@ DECAYFW_CTA void cumsum_index(Cta& cta, Tiles<Op, Cfg>& t, int sides, int64_t e)
     cumsum_column<Cfg::C>(t.Bc + m, Cfg::ldg_m);
     if (t.key_wide)
       mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Bc + m, Cfg::ldg_m, t.key_wide, Cfg::key_words, m);
+    mark_chunk_column(cta, t, wide_span_bound(t.diagonal), t.Bc + m, Cfg::ldg_m, 0);
   } else {
     const int d = static_cast<int>(e - keys);
     cumsum_column<Cfg::C>(t.Ac + d, Cfg::ldg_r);
     if (t.row_wide)
       mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Ac + d, Cfg::ldg_r, t.row_wide, Cfg::row_words, d);
+    mark_chunk_column(cta, t, wide_span_bound(t.diagonal), t.Ac + d, Cfg::ldg_r, 1);
   }
 }
 
@@ -578,6 +628,39 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
   cta.template gemm_apply<false, true>(
       C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, [&](int i, int d, const float* v) {
         decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
+      });
+}
+
+// ---- the chunk form: the intra-chunk part as one product over the chunk ---------------------------
+//
+// Where every column's log gates span at most wide_span_bound over the whole chunk (Tiles::chunk_narrow), the
+// chunk's start is every pair's reference: e^{X_i − X_j} = e^{X_i}·e^{−X_j} with e^{X_i} ≤ 1 and e^{−X_j} ≤
+// e^{span} (X the cumulative log gates from the chunk's start), and the intra-chunk part is the inter-chunk
+// part's form on the chunk's own rows, with no sub-chunks and nothing per element:
+//   P = mask(Q̃ K̃ᵀ), Q̃ = Q ⊙ e^{B} (y_inter_product's Xa), K̃ = K ⊙ e^{−B};   Y += e^{A} ⊙ (P Ṽ), Ṽ = V ⊙ e^{−A}.
+// The gradient's products (chunk_grad_products) are the same four shapes. Each scaled operand is rounded
+// to the operand type, the diagonal pairs too: the tensor form's precision.
+
+// The chunk form's y, after y_inter_product (Xa = Q̃, Y its part): K̃ into Xb, Ṽ into Xc, P into Pc.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void chunk_causal_products(Cta& cta, Tiles<Op, Cfg>& t) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
+  cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
+    if (e < int64_t(C) * MQ) {
+      const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+      scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, nullptr, t.key_gates(j) + m);
+      return;
+    }
+    e -= int64_t(C) * MQ;
+    const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+    scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, nullptr, t.row_gates(j) + d);
+  });
+  cta.template gemm_apply<false, true, cta::KSpan::Causal>(
+      C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op,
+      [&](int i, int j, const float* v) { store_causal_pairs<Cta>(t.Pc, Cfg::ldc_op, i, j, v); });
+  cta.template gemm_apply<false, false, cta::KSpan::LowerA>(
+      C, R, C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op, [&](int i, int d, const float* v) {
+        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, true);
       });
 }
 
@@ -1141,14 +1224,16 @@ struct ChunkSmem {
       t.Fr = t.Xa, t.Zr = t.Xc;  // C×ldm_op ≥ C×M, C×ldd_op ≥ C×R
     }
     // the shared region: measure each alternative, take the largest
-    cta::Arena alt1(nullptr), alt2(nullptr);
+    cta::Arena alt1(nullptr), alt2(nullptr), alt3(nullptr);
     alt1.take<float>(size_t(S) * Cfg::ldc_f);  // P and Pop: one sub-chunk's rows against the chunk
     alt1.take<Op>(size_t(S) * Cfg::ldc_op);
     alt1.take<float>(size_t(2) * S * Cfg::ld_fd);  // Fx, Fy
     alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) alt2.take<Op>(size_t(R) * Cfg::ldm_op);
-    cta::Arena region = ar.region(cta::max_size(alt1.used(), alt2.used()));
-    cta::Arena r1 = region, r2 = region;
+    alt3.take<Op>(size_t(C) * Cfg::ldc_op);  // the chunk form's Pc
+    cta::Arena region = ar.region(cta::max_size(cta::max_size(alt1.used(), alt2.used()), alt3.used()));
+    cta::Arena r1 = region, r2 = region, r3 = region;
+    t.Pc = r3.take<Op>(size_t(C) * Cfg::ldc_op);
     t.P = r1.take<float>(size_t(S) * Cfg::ldc_f);
     t.Pop = r1.take<Op>(size_t(S) * Cfg::ldc_op);
     t.Fx = r1.take<float>(size_t(S) * Cfg::ld_fd);
@@ -1157,7 +1242,8 @@ struct ChunkSmem {
     if (grad) t.dSop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
     t.Pd = ar.take<float>(size_t(C) * S);
     if (grad) t.Rd = ar.take<float>(size_t(C) * S);
-    t.key_wide = ar.take<uint32_t>(size_t(Cfg::NS) * Cfg::key_words);
+    t.key_wide = ar.take<uint32_t>(size_t(Cfg::NS) * Cfg::key_words + 2);  // and the chunk form's two words
+    t.chunk_wide = t.key_wide + Cfg::NS * Cfg::key_words;
     t.row_wide = ar.take<uint32_t>(size_t(Cfg::NS) * Cfg::row_words);
     t.Y = ar.take<float>(size_t(C) * Cfg::ldd_f);
     if (grad) {
@@ -1218,6 +1304,8 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   Tiles<Op, Cfg>& t = sm.t;
   t.diagonal = effective_diagonal<Cta, Op>(a);
   const Staging<Op> to = staging_of(t);
+  bool pd_kept =
+      false;  // Pd, which depends on the key side alone, computed by an earlier tile (not by the chunk form's)
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
     const Place pl(a, n, chunk, tile, C);
     const int sides = tile == 0 ? kBothSides : kRowSide;
@@ -1228,7 +1316,12 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
     });
     finish_loading(cta, pl, t, sides);
     y_inter_product(cta, t);
-    intra_chunk_causal(cta, pl, t, tile == 0);
+    if (t.chunk_narrow()) {
+      chunk_causal_products(cta, t);
+    } else {
+      intra_chunk_causal(cta, pl, t, !pd_kept);
+      pd_kept = true;
+    }
     store_y(cta, a, pl, t);
   }
 }
@@ -1293,7 +1386,10 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
       [&](const Place& pl) {
         // y of the chunk, as output_pass, then the state update.
         y_inter_product(cta, t);
-        intra_chunk_causal(cta, pl, t, true);
+        if (t.chunk_narrow())
+          chunk_causal_products(cta, t);
+        else
+          intra_chunk_causal(cta, pl, t, true);
         store_y(cta, a, pl, t);
         update_state(cta, t, S);
       });
@@ -1456,10 +1552,119 @@ DECAYFW_CTA void reverse_gate_sums(Cta& cta, int valid, const float* carry, floa
   });
 }
 
+// dv and dk's intra-chunk parts, sub-chunk by sub-chunk (after intra_chunk_causal has kept Pd and Rd).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, float* DK, float* DV) {
+  constexpr int M = Cfg::M, R = Cfg::R, S = Cfg::S, MQ = M / kQuad, RQ = R / kQuad;
+  // Rows j of sub-chunk J against its own rows and every later valid row i, reference = J's last row rp:
+  //   dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ji (dy_i e^{A_i−A_rp}),  dk_J += e^{B_rp−B_J} ⊙ Σ_i R_ji (q_i e^{B_i−B_rp}),
+  // P_ji = Pd_ij and R_ji = Rd_ij on the diagonal block (kept complete above), and after it
+  // (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp}) and (V_J e^{A_rp−A_J})·(dy_i e^{A_i−A_rp}). In the tensor form the
+  // products take the diagonal block too, the diagonal rows of q (dy) zeroed in the wide key columns
+  // (rows); in the others they take the later rows only (first = S), and with none there is no product.
+  const int end = (pl.valid + S - 1) / S * S;     // rows past it are all padding (zero q and dy)
+  const int first = t.tensor_diagonal() ? 0 : S;  // the first column of the products, from j0
+  for (int J = 0; J < Cfg::NS; ++J) {
+    const int j0 = J * S, rp = j0 + S - 1, w = end - j0, later = w - S, cols = w - first;
+    if (j0 >= pl.valid) break;
+    if (cols == 0) continue;
+    const uint32_t *key_wide = t.key_wide + J * Cfg::key_words, *row_wide = t.row_wide + J * Cfg::row_words;
+    const int i0 = j0 + first;  // the first row of q and dy the products read
+    cta.for_each(int64_t(S) * (MQ + RQ) + int64_t(cols) * (MQ + RQ), [&](int64_t e) {
+      if (e < int64_t(S) * MQ) {
+        const int j = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.key_gates(rp) + m,
+                        t.key_gates(j) + m);
+        return;
+      }
+      e -= int64_t(S) * MQ;
+      if (e < int64_t(S) * RQ) {
+        const int j = j0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+        scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.row_gates(rp) + d,
+                        t.row_gates(j) + d);
+        return;
+      }
+      e -= int64_t(S) * RQ;
+      if (e < int64_t(cols) * MQ) {
+        const int i = i0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, t.key_gates(rp) + m,
+                        i <= rp ? wide_quad(key_wide, m) : 0u);  // i ≤ rp: the tensor form's diagonal rows
+        return;
+      }
+      e -= int64_t(cols) * MQ;
+      const int i = i0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+      scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d, t.row_gates(rp) + d,
+                      i <= rp ? wide_quad(row_wide, d) : 0u);
+    });
+    if (later > 0)
+      cta.template gemm<false, true>(S, later, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + (j0 + S) * Cfg::ldm_op,
+                                     Cfg::ldm_op, t.P + S, Cfg::ldc_f, false);
+    round_products_after_diagonal(cta, t, j0, first, w, t.Pd);
+    cta.template gemm_apply<false, false>(S, R, cols, t.Pop + first, Cfg::ldc_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op,
+                                          [&](int jj, int d, const float* v) {
+                                            const int j = j0 + jj;
+                                            decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(rp) + d,
+                                                             0, t.row_gates(j) + d, Cfg::ldg_r, v, true);
+                                          });
+    if (later > 0)
+      cta.template gemm<false, true>(S, later, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + (j0 + S) * Cfg::ldd_op,
+                                     Cfg::ldd_op, t.P + S, Cfg::ldc_f, false);
+    round_products_after_diagonal(cta, t, j0, first, w, t.Rd);
+    cta.template gemm_apply<false, false>(S, M, cols, t.Pop + first, Cfg::ldc_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op,
+                                          [&](int jj, int m, const float* v) {
+                                            const int j = j0 + jj;
+                                            decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(rp) + m,
+                                                             0, t.key_gates(j) + m, Cfg::ldg_m, v, true);
+                                          });
+  }
+}
+
+// The chunk form's gradient products (its y, dq, dk and dv intra-chunk parts), after the inter-chunk ones of
+// grad_rows (Xa = Q̃ and Xc = dY ⊙ e^{A} = dỸ; Xb and Xd free):
+//   Y += e^{A} ⊙ (P Ṽ),  dV += e^{−A} ⊙ (Pᵀ dỸ),  with P = mask(Q̃ K̃ᵀ);
+//   dQ += e^{B} ⊙ (R K̃), dK += e^{−B} ⊙ (Rᵀ Q̃),  with R = mask(dỸ Ṽᵀ);
+// K̃ = K ⊙ e^{−B} into Xb, Ṽ = V ⊙ e^{−A} into Xd, P then R in Pc.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void chunk_grad_products(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, float* DK, float* DV) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
+  cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
+    if (e < int64_t(C) * MQ) {
+      const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+      scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, nullptr, t.key_gates(j) + m);
+      return;
+    }
+    e -= int64_t(C) * MQ;
+    const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+    scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, nullptr, t.row_gates(j) + d);
+  });
+  cta.template gemm_apply<false, true, cta::KSpan::Causal>(
+      C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op,
+      [&](int i, int j, const float* v) { store_causal_pairs<Cta>(t.Pc, Cfg::ldc_op, i, j, v); });
+  cta.template gemm_apply<false, false, cta::KSpan::LowerA>(
+      C, R, C, t.Pc, Cfg::ldc_op, t.Xd, Cfg::ldd_op, [&](int i, int d, const float* v) {
+        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, true);
+      });
+  cta.template gemm_apply<true, false, cta::KSpan::UpperA>(
+      C, R, C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op, [&](int j, int d, const float* v) {
+        decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, true);
+      });
+  cta.template gemm_apply<false, true, cta::KSpan::Causal>(
+      C, C, R, t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op,
+      [&](int i, int j, const float* v) { store_causal_pairs<Cta>(t.Pc, Cfg::ldc_op, i, j, v); });
+  cta.template gemm_apply<false, false, cta::KSpan::LowerA>(
+      C, M, C, t.Pc, Cfg::ldc_op, t.Xb, Cfg::ldm_op, [&](int i, int m, const float* v) {
+        decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
+      });
+  cta.template gemm_apply<true, false, cta::KSpan::UpperA>(
+      C, M, C, t.Pc, Cfg::ldc_op, t.Xa, Cfg::ldm_op, [&](int j, int m, const float* v) {
+        decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, nullptr, 0, t.key_gates(j) + m, Cfg::ldg_m, v, true);
+      });
+}
+
 // One row tile's share of grad_pass, on the tile's rows and states staged by grad_pass: dv, dz of
 // its rows; its terms of dq and dk added to DQ, DK.
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm) {
+DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, bool& pd_kept) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
   float *DQ = sm.DQ, *DK = sm.DK, *DV = sm.DV;
@@ -1533,69 +1738,17 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
                                                           t.row_gates(i) + d, Cfg::ldg_r, v, false);
                                        });
 
-  // Intra-chunk, by sub-chunk with the diagonal blocks on tensor cores (but their wide columns): y and dq
-  // (causal, one loop sharing the scaled k and v), dv and dk (anti-causal).
-  intra_chunk_causal(cta, pl, t, pl.tile == 0, DQ);
-  // Rows j of sub-chunk J against its own rows and every later valid row i, reference = J's last row rp:
-  //   dv_J += e^{A_rp−A_J} ⊙ Σ_i P_ji (dy_i e^{A_i−A_rp}),  dk_J += e^{B_rp−B_J} ⊙ Σ_i R_ji (q_i e^{B_i−B_rp}),
-  // P_ji = Pd_ij and R_ji = Rd_ij on the diagonal block (kept complete above), and after it
-  // (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp}) and (V_J e^{A_rp−A_J})·(dy_i e^{A_i−A_rp}). In the tensor form the
-  // products take the diagonal block too, the diagonal rows of q (dy) zeroed in the wide key columns
-  // (rows); in the others they take the later rows only (first = S), and with none there is no product.
-  const int end = (pl.valid + S - 1) / S * S;  // rows past it are all padding (zero q and dy)
-  const int first = t.tensor_diagonal() ? 0 : S;  // the first column of the products, from j0
-  for (int J = 0; J < Cfg::NS; ++J) {
-    const int j0 = J * S, rp = j0 + S - 1, w = end - j0, later = w - S, cols = w - first;
-    if (j0 >= pl.valid) break;
-    if (cols == 0) continue;
-    const uint32_t *key_wide = t.key_wide + J * Cfg::key_words, *row_wide = t.row_wide + J * Cfg::row_words;
-    const int i0 = j0 + first;  // the first row of q and dy the products read
-    cta.for_each(int64_t(S) * (MQ + RQ) + int64_t(cols) * (MQ + RQ), [&](int64_t e) {
-      if (e < int64_t(S) * MQ) {
-        const int j = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.key_gates(rp) + m,
-                        t.key_gates(j) + m);
-        return;
-      }
-      e -= int64_t(S) * MQ;
-      if (e < int64_t(S) * RQ) {
-        const int j = j0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-        scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, t.row_gates(rp) + d,
-                        t.row_gates(j) + d);
-        return;
-      }
-      e -= int64_t(S) * RQ;
-      if (e < int64_t(cols) * MQ) {
-        const int i = i0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, t.key_gates(rp) + m,
-                        i <= rp ? wide_quad(key_wide, m) : 0u);  // i ≤ rp: the tensor form's diagonal rows
-        return;
-      }
-      e -= int64_t(cols) * MQ;
-      const int i = i0 + static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-      scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d, t.row_gates(rp) + d,
-                      i <= rp ? wide_quad(row_wide, d) : 0u);
-    });
-    if (later > 0)
-      cta.template gemm<false, true>(S, later, M, t.Xb + j0 * Cfg::ldm_op, Cfg::ldm_op, t.Xa + (j0 + S) * Cfg::ldm_op,
-                                     Cfg::ldm_op, t.P + S, Cfg::ldc_f, false);
-    round_products_after_diagonal(cta, t, j0, first, w, t.Pd);
-    cta.template gemm_apply<false, false>(S, R, cols, t.Pop + first, Cfg::ldc_op, t.Xc + i0 * Cfg::ldd_op, Cfg::ldd_op,
-                                          [&](int jj, int d, const float* v) {
-                                            const int j = j0 + jj;
-                                            decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(rp) + d,
-                                                             0, t.row_gates(j) + d, Cfg::ldg_r, v, true);
-                                          });
-    if (later > 0)
-      cta.template gemm<false, true>(S, later, R, t.Xd + j0 * Cfg::ldd_op, Cfg::ldd_op, t.Xc + (j0 + S) * Cfg::ldd_op,
-                                     Cfg::ldd_op, t.P + S, Cfg::ldc_f, false);
-    round_products_after_diagonal(cta, t, j0, first, w, t.Rd);
-    cta.template gemm_apply<false, false>(S, M, cols, t.Pop + first, Cfg::ldc_op, t.Xa + i0 * Cfg::ldm_op, Cfg::ldm_op,
-                                          [&](int jj, int m, const float* v) {
-                                            const int j = j0 + jj;
-                                            decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(rp) + m,
-                                                             0, t.key_gates(j) + m, Cfg::ldg_m, v, true);
-                                          });
+  // Intra-chunk: the chunk form's products over the whole chunk, or by sub-chunk with the diagonal blocks on
+  // tensor cores (but their wide columns): y and dq (causal, one loop sharing the scaled k and v), dv and dk
+  // (anti-causal). A chunk taken whole has no diagonal terms left: the row gates' sums below then take y ⊙ dy
+  // and write dv themselves.
+  const bool whole = t.chunk_narrow();
+  if (whole) {
+    chunk_grad_products(cta, t, DQ, DK, DV);
+  } else {
+    intra_chunk_causal(cta, pl, t, !pd_kept, DQ);
+    pd_kept = true;
+    intra_chunk_anticausal(cta, pl, t, DK, DV);
   }
 
   // The diagonal terms off the tensor cores, in fp32 (from Pd and Rd): the wide columns' per pair, the
@@ -1606,38 +1759,43 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   const WideList<Cfg::row_words> wide_rows(t.row_wide, Cfg::NS);
   const WideList<Cfg::key_words> wide_keys(t.key_wide, Cfg::NS);
   const int64_t rows = int64_t(Cfg::NS) * R, narrow_keys = t.factored() ? int64_t(Cfg::NS) * M : 0;
-  cta.for_each(wide_rows.size + rows + wide_keys.size + narrow_keys, [&](int64_t e) {
-    int I, col;
-    if (e < wide_rows.size) {
-      wide_rows.at(e, I, col);
-      return diagonal_row_terms<Cta>(a, pl, sm, I * S, col, true);
-    }
-    e -= wide_rows.size;
-    if (e < rows) {
-      I = static_cast<int>(e / R), col = static_cast<int>(e % R);
-      if (!is_wide(t.row_wide + I * Cfg::row_words, col)) diagonal_row_terms<Cta>(a, pl, sm, I * S, col, false);
-      return;
-    }
-    e -= rows;
-    if (e < wide_keys.size) {
-      wide_keys.at(e, I, col);
-      return diagonal_key_terms<Cta>(sm, I * S, col, true);
-    }
-    e -= wide_keys.size;
-    I = static_cast<int>(e / M), col = static_cast<int>(e % M);
-    if (!is_wide(t.key_wide + I * Cfg::key_words, col)) diagonal_key_terms<Cta>(sm, I * S, col, false);
-  });
+  if (!whole)
+    cta.for_each(wide_rows.size + rows + wide_keys.size + narrow_keys, [&](int64_t e) {
+      int I, col;
+      if (e < wide_rows.size) {
+        wide_rows.at(e, I, col);
+        return diagonal_row_terms<Cta>(a, pl, sm, I * S, col, true);
+      }
+      e -= wide_rows.size;
+      if (e < rows) {
+        I = static_cast<int>(e / R), col = static_cast<int>(e % R);
+        if (!is_wide(t.row_wide + I * Cfg::row_words, col)) diagonal_row_terms<Cta>(a, pl, sm, I * S, col, false);
+        return;
+      }
+      e -= rows;
+      if (e < wide_keys.size) {
+        wide_keys.at(e, I, col);
+        return diagonal_key_terms<Cta>(sm, I * S, col, true);
+      }
+      e -= wide_keys.size;
+      I = static_cast<int>(e / M), col = static_cast<int>(e % M);
+      if (!is_wide(t.key_wide + I * Cfg::key_words, col)) diagonal_key_terms<Cta>(sm, I * S, col, false);
+    });
 
   // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term,
   // times σ(−z) of the staged logits (reverse_gate_sums).
   reverse_gate_sums<Cta, Cfg, R>(
       cta, pl.valid, sm.carry_row, sm.part,
       [&](int i, int d) {
-        return t.Y[i * Cfg::ldd_f + d] - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
+        const float y_dy =
+            whole ? t.Y[i * Cfg::ldd_f + d] * Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) : t.Y[i * Cfg::ldd_f + d];
+        return y_dy - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
       },
       [&](int i, int d, float g) {
         row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] =
             Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Zr[i * R + d])));
+        if (whole)
+          row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(DV[i * Cfg::ldd_f + d]);
       });
 }
 
@@ -1652,6 +1810,8 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   t.diagonal = effective_diagonal<Cta, Op>(a);
   float *DQ = sm.DQ, *DK = sm.DK;
   const Staging<Op> to = staging_of(t);
+  bool pd_kept =
+      false;  // Pd, which depends on the key side alone, computed by an earlier tile (not by the chunk form's)
   const int64_t zeros = int64_t(C) * M + M;
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
     // One staging phase per tile: its rows (with the key side and DQ, DK zeroed for the first), its
@@ -1675,7 +1835,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
       }
     });
     finish_loading(cta, pl, t, sides);
-    grad_rows(cta, a, pl, sm);
+    grad_rows(cta, a, pl, sm, pd_kept);
   }
 
   // Column gates: reverse cumulative sums of q ⊙ dq − k ⊙ dk inside the chunk on top of the

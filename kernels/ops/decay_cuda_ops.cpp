@@ -91,11 +91,12 @@ int chosen_threads(const char* op) {
 }
 
 // How the chunk kernels take their diagonal blocks (cuda::ChunkDiagonal says what each costs):
-// DECAYFW_CHUNK_DIAGONAL=auto|factored|elementwise|tensor, read at every call; auto is factored (fp16
-// asked for tensor runs factored: its range leaves no room for the scaled operands).
+// DECAYFW_CHUNK_DIAGONAL=auto|factored|elementwise|tensor|chunk, read at every call; auto is factored (fp16
+// asked for tensor or chunk runs factored: its range leaves no room for the scaled operands).
 cuda::ChunkDiagonal chosen_diagonal(const char* op) {
-  const std::string want = env_choice(op, "DECAYFW_CHUNK_DIAGONAL", {"factored", "elementwise", "tensor"});
+  const std::string want = env_choice(op, "DECAYFW_CHUNK_DIAGONAL", {"factored", "elementwise", "tensor", "chunk"});
   if (want == "tensor") return cuda::ChunkDiagonal::TensorCores;
+  if (want == "chunk") return cuda::ChunkDiagonal::Chunk;
   return want == "elementwise" ? cuda::ChunkDiagonal::Elementwise : cuda::ChunkDiagonal::Factored;
 }
 

@@ -161,11 +161,7 @@ Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = deca
 }
 
 template <typename In, int M, int C, bool kExact>
-Result run_against_reference(const Shape& s, uint64_t seed, double gate_mean = 2.0, double gate_spread = 1.0,
-                             bool with_states = true,
-                             chunk::DiagonalForm diagonal = chunk::DiagonalForm::Factored) {
-  Problem<In> pr(s, seed, gate_mean, gate_spread, with_states);
-  pr.diagonal = diagonal;
+Result problem_against_reference(const Problem<In>& pr) {
   std::vector<double> sT64;
   const std::vector<double> y64 = ref::decay_forward(pr.p, &sT64);
   const ref::DecayGrads g64 = ref::decay_backward(pr.p, pr.dy64, pr.dsT64);
@@ -173,14 +169,23 @@ Result run_against_reference(const Shape& s, uint64_t seed, double gate_mean = 2
   return {rel_error(o.y, y64), rel_error(o.sT, sT64), rel_error(o.dq, g64.dq), rel_error(o.dk, g64.dk),
           rel_error(o.dv, g64.dv), rel_error(o.dz, g64.dz), rel_error(o.df, g64.df), rel_error(o.ds0, g64.ds0)};
 }
+template <typename In, int M, int C, bool kExact>
+Result run_against_reference(const Shape& s, uint64_t seed, double gate_mean = 2.0, double gate_spread = 1.0,
+                             bool with_states = true, chunk::DiagonalForm diagonal = chunk::DiagonalForm::Factored) {
+  Problem<In> pr(s, seed, gate_mean, gate_spread, with_states);
+  pr.diagonal = diagonal;
+  return problem_against_reference<In, M, C, kExact>(pr);
+}
 
 constexpr chunk::DiagonalForm kDiagonalForms[] = {chunk::DiagonalForm::Elementwise, chunk::DiagonalForm::Factored,
-                                                   chunk::DiagonalForm::Tensor};
+                                                  chunk::DiagonalForm::Tensor, chunk::DiagonalForm::Chunk};
 std::string name_of(chunk::DiagonalForm form) {
   switch (form) {
     case chunk::DiagonalForm::Elementwise: return "elementwise diagonal";
     case chunk::DiagonalForm::Factored: return "factored diagonal";
     case chunk::DiagonalForm::Tensor: return "tensor diagonal";
+    case chunk::DiagonalForm::Chunk:
+      return "chunk form";
   }
   return "?";
 }
@@ -335,7 +340,9 @@ void expect_every_m_close(double tol, const std::string& type, chunk::DiagonalFo
 TEST(ChunkProgram, EveryCompiledConfigurationInItsOperandType) {
   static_assert(sizeof(chunk::kCompiledM) / sizeof(chunk::kCompiledM[0]) == 4, "a compiled M is not tested here");
   for (chunk::DiagonalForm form : kDiagonalForms) {
-    const bool tensor = form == chunk::DiagonalForm::Tensor;
+    // The chunk form rounds every diagonal product as the tensor form does (and with these gates, logits
+    // N(2, 1), takes nearly every chunk whole).
+    const bool tensor = form == chunk::DiagonalForm::Tensor || form == chunk::DiagonalForm::Chunk;
     expect_every_m_close<float, true>(5e-6, "fp32 (tf32 layout, exact products)", form);
     expect_every_m_close<BFloat16>(tensor ? 3e-2 : 2e-2, "bf16", form);
     expect_every_m_close<Float16>(2e-3, "fp16", form);
@@ -346,11 +353,7 @@ TEST(ChunkProgram, EveryCompiledConfigurationInItsOperandType) {
 // phase writes would give order-dependent results. Every program, run with its indices forwards,
 // backwards and interleaved, must give bit-identical outputs.
 template <typename In, int M, int C>
-std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::Order order, bool vector_loads = true,
-                                                 double gate_mean = 1.0, double gate_spread = 2.0,
-                                                 chunk::DiagonalForm form = chunk::DiagonalForm::Factored) {
-  Problem<In> pr(s, 21, gate_mean, gate_spread, true);
-  pr.diagonal = form;
+std::vector<std::vector<float>> outputs_of(const Problem<In>& pr, decayfw::cta::Order order, bool vector_loads) {
   const Outputs<In> o = run_programs<In, M, C, false>(pr, order, vector_loads);
   std::vector<std::vector<float>> out;
   for (const std::vector<In>* x : {&o.y, &o.dq, &o.dk, &o.df, &o.dv, &o.dz}) {
@@ -360,6 +363,14 @@ std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::O
   out.push_back(o.sT);
   out.push_back(o.ds0);
   return out;
+}
+template <typename In, int M, int C>
+std::vector<std::vector<float>> outputs_in_order(const Shape& s, decayfw::cta::Order order, bool vector_loads = true,
+                                                 double gate_mean = 1.0, double gate_spread = 2.0,
+                                                 chunk::DiagonalForm form = chunk::DiagonalForm::Factored) {
+  Problem<In> pr(s, 21, gate_mean, gate_spread, true);
+  pr.diagonal = form;
+  return outputs_of<In, M, C>(pr, order, vector_loads);
 }
 
 // Every column narrow, with spans just under the bound (logits N(−2.5, 0.05²): about 38.7 over a block):
@@ -381,6 +392,81 @@ TEST(ChunkProgram, DiagonalFactorsAtTheBoundStayExact) {
   const auto factored = outputs_in_order<float, 32, 64>(s, Order::Forward, true, -2.5, 0.05, chunk::DiagonalForm::Factored);
   const auto per_pair = outputs_in_order<float, 32, 64>(s, Order::Forward, true, -2.5, 0.05, chunk::DiagonalForm::Elementwise);
   EXPECT_NE(factored, per_pair);
+}
+
+// The chunk form takes a chunk whole where every column of the key side and of the CTA's row tile spans at
+// most 40 over the chunk, and as the tensor form does otherwise; the key side's Pd then comes from the first
+// tile that takes the sub-chunks. Four chunks of 64 rows, two row tiles (D = 128), logits set per chunk:
+//   0: everything whole, spans near the bound (factors up to e^{37}, down to e^{-37});
+//   1: tile 0 whole, tile 1's rows wide (its Pd computed by tile 1);
+//   2: tile 0's rows wide, tile 1 whole;
+//   3: one key column wide: no tile whole.
+// With exact products, every output must match fp64 as the per-pair form does, the chunk path must have run
+// (its bits differ from the tensor form's), and its phases must not depend on their indices' order.
+template <typename In>
+void set_chunk_logits(Problem<In>& pr, bool key, int64_t chunk, int64_t col0, int64_t cols, double mean,
+                      uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> n01(0.0, 0.02);
+  const int64_t X = key ? pr.s.M : pr.s.D;
+  std::vector<In>& x = key ? pr.f : pr.z;
+  std::vector<double>& x64 = key ? pr.p.f : pr.p.z;
+  for (int64_t t = chunk * 64; t < std::min<int64_t>(pr.s.T, chunk * 64 + 64); ++t)
+    for (int64_t c = col0; c < col0 + cols; ++c) {
+      x[t * X + c] = from_double<In>(mean + n01(rng));
+      x64[t * X + c] = to_double(x[t * X + c]);
+    }
+}
+template <typename In>
+Problem<In> chunk_form_problem() {
+  Problem<In> pr({1, 256, 1, 128, 32}, 19, 0.25, 0.0, true);  // logits 0.25: about 36.9 over a chunk
+  set_chunk_logits(pr, false, 0, 0, 128, 0.25, 1);
+  set_chunk_logits(pr, true, 0, 0, 32, 0.25, 2);
+  set_chunk_logits(pr, false, 1, 64, 64, -2.0, 3);
+  set_chunk_logits(pr, false, 2, 0, 64, -2.0, 4);
+  set_chunk_logits(pr, true, 3, 7, 1, -2.0, 5);
+  pr.diagonal = chunk::DiagonalForm::Chunk;
+  return pr;
+}
+// The span of each (column, chunk of 64 rows) of one gate input, from the chunk's start: −Σ log σ, in fp64.
+double max_chunk_span(const std::vector<double>& logits, int64_t chunk, int64_t col0, int64_t cols, int64_t X) {
+  double widest = 0.0;
+  for (int64_t c = col0; c < col0 + cols; ++c) {
+    double span = 0.0;
+    for (int64_t t = chunk * 64; t < chunk * 64 + 64; ++t) {
+      const double x = logits[t * X + c];
+      span += std::max(-x, 0.0) + std::log1p(std::exp(-std::abs(x)));
+    }
+    widest = std::max(widest, span);
+  }
+  return widest;
+}
+TEST(ChunkProgram, ChunkFormTakesNarrowChunksWhole) {
+  const Problem<float> pr = chunk_form_problem<float>();
+  const auto& f = pr.p.f;
+  const auto& z = pr.p.z;
+  EXPECT_GT(max_chunk_span(z, 0, 0, 128, 128), 36.0) << "chunk 0's spans are not near the bound";
+  EXPECT_LT(max_chunk_span(z, 0, 0, 128, 128), 40.0);
+  EXPECT_LT(max_chunk_span(f, 0, 0, 32, 32), 40.0);
+  EXPECT_LT(max_chunk_span(z, 1, 0, 64, 128), 40.0) << "chunk 1, tile 0";
+  EXPECT_GT(max_chunk_span(z, 1, 64, 64, 128), 40.0) << "chunk 1, tile 1";
+  EXPECT_GT(max_chunk_span(z, 2, 0, 64, 128), 40.0) << "chunk 2, tile 0";
+  EXPECT_LT(max_chunk_span(z, 2, 64, 64, 128), 40.0) << "chunk 2, tile 1";
+  EXPECT_GT(max_chunk_span(f, 3, 0, 32, 32), 40.0) << "chunk 3, key side";
+  for (int64_t c = 1; c < 4; ++c) EXPECT_LT(max_chunk_span(f, c, c == 3 ? 8 : 0, 24, 32), 40.0) << "chunk " << c;
+  expect_within(problem_against_reference<float, 32, 64, true>(pr), 5e-6, "chunk form, exact products");
+  Problem<float> tensor = pr;
+  tensor.diagonal = chunk::DiagonalForm::Tensor;
+  expect_within(problem_against_reference<float, 32, 64, true>(tensor), 5e-6, "tensor form, exact products");
+  using decayfw::cta::Order;
+  EXPECT_NE((outputs_of<float, 32, 64>(pr, Order::Forward, true)),
+            (outputs_of<float, 32, 64>(tensor, Order::Forward, true)))
+      << "the chunk form took no chunk whole";
+  const Problem<BFloat16> b = chunk_form_problem<BFloat16>();
+  const auto fwd = outputs_of<BFloat16, 32, 64>(b, Order::Forward, true);
+  for (Order o : {Order::Reverse, Order::Interleaved})
+    EXPECT_EQ(fwd, (outputs_of<BFloat16, 32, 64>(b, o, true))) << "bf16, chunk form, another order";
+  expect_within(problem_against_reference<BFloat16, 32, 64, false>(b), 3e-2, "bf16, chunk form");
 }
 
 TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {
@@ -477,8 +563,11 @@ void expect_within_one_rounding(const std::vector<In>& a, const std::vector<In>&
 // the compiler's choice of FMAs (below).
 template <typename In, int M, int C>
 void expect_fused_forward_same_bits(const Shape& s, bool with_states, const std::string& what,
-                                    decayfw::cta::Order order = decayfw::cta::Order::Forward) {
-  const Problem<In> pr(s, 35, 1.0, 2.0, with_states);
+                                    decayfw::cta::Order order = decayfw::cta::Order::Forward,
+                                    chunk::DiagonalForm diagonal = chunk::DiagonalForm::Factored,
+                                    double gate_mean = 1.0, double gate_spread = 2.0) {
+  Problem<In> pr(s, 35, gate_mean, gate_spread, with_states);
+  pr.diagonal = diagonal;
   std::vector<float> split_states, fused_states;
   const Outputs<In> split = run_programs<In, M, C, false>(pr, order, true, true, &split_states, Forward::Split);
   const Outputs<In> fused = run_programs<In, M, C, false>(pr, order, true, true, &fused_states, Forward::Fused);
@@ -515,6 +604,16 @@ TEST(ChunkProgram, FusedForwardGivesTheSameBitsAsTheSplitPair) {
   // Its phases must not depend on the order of their indices either (NoPhaseDependsOn... for the others).
   expect_fused_forward_same_bits<BFloat16, 64, 64>({1, 150, 1, 128, 64}, true, "bf16, reverse order", Order::Reverse);
   expect_fused_forward_same_bits<BFloat16, 64, 64>({1, 150, 1, 128, 64}, true, "bf16, interleaved", Order::Interleaved);
+  // The chunk form, its chunks whole (logits N(2, 1)) and not (N(0, 2²): a mix).
+  for (const double mean : {2.0, 0.0}) {
+    const std::string gates = mean == 2.0 ? ", chunks whole" : ", chunks mixed";
+    expect_fused_forward_same_bits<BFloat16, 64, 64>({2, 150, 1, 128, 64}, true, "bf16, chunk form" + gates,
+                                                     Order::Forward, chunk::DiagonalForm::Chunk, mean,
+                                                     mean == 2.0 ? 1.0 : 2.0);
+    expect_fused_forward_same_bits<float, 32, 32>({1, 100, 1, 128, 32}, true, "tf32, chunk form" + gates,
+                                                  Order::Reverse, chunk::DiagonalForm::Chunk, mean,
+                                                  mean == 2.0 ? 1.0 : 2.0);
+  }
 }
 
 // ... and in every compiled configuration, whose ForwardSmem layouts the GPU launches (the host

@@ -268,7 +268,7 @@ cta::SmemTrace trace_chunk_programs(chunk::DiagonalForm form) {
 template <typename In, int M>
 void expect_vector_accesses_conflict_free(const char* name) {
   for (chunk::DiagonalForm form : {chunk::DiagonalForm::Factored, chunk::DiagonalForm::Elementwise,
-                                   chunk::DiagonalForm::Tensor}) {
+                                   chunk::DiagonalForm::Tensor, chunk::DiagonalForm::Chunk}) {
     const cta::SmemTrace trace = trace_chunk_programs<In, M>(form);
     for (const char* kernel : {"state_pass", "output_pass", "dstate_pass", "grad_pass"}) {
       cta::SmemTrace::Cost c;

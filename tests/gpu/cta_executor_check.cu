@@ -10,7 +10,9 @@
 //   - atomic_or;
 //   - gemm with bf16, fp16 and fp32-as-tf32 operands, all four transposes, from zero and accumulating;
 //     gemm_fp32 (fp32 operands at fp32 accuracy); gemm_apply (every element handed over once, where
-//     accumulator_pair says, bit-equal to gemm's C). 32×48 outputs, k = 64, the programs' padded rows.
+//     accumulator_pair says, bit-equal to gemm's C), also with each k span (KSpan: op(A) zero above or below
+//     its diagonal, the steps that multiply those zeros skipped; or a causal product whose tiles above the
+//     diagonal take no steps and stay 0). 32×48 outputs, k = 64, the programs' padded rows.
 // Element operations must match bit for bit. Products may differ in the order of the fp32 sums only, so
 // they must agree to 1e-5 of Σ|a·b| (the sums' rounding is below 64·2^-24 ≈ 4e-6 of it).
 //
@@ -87,20 +89,36 @@ std::vector<T> from_device(const T* d, size_t n) {
 
 // ---- products --------------------------------------------------------------------------------------------
 
-enum class Mode { Gemm, GemmAccumulate, GemmFp32, GemmApply };
+enum class Mode { Gemm, GemmAccumulate, GemmFp32, GemmApply, GemmApplyLowerA, GemmApplyUpperA, GemmApplyCausal };
 const char* mode_name(Mode m) {
-  return m == Mode::Gemm             ? "gemm"
-         : m == Mode::GemmAccumulate ? "gemm, accumulate"
-         : m == Mode::GemmFp32       ? "gemm_fp32"
-                                     : "gemm_apply";
+  return m == Mode::Gemm              ? "gemm"
+         : m == Mode::GemmAccumulate  ? "gemm, accumulate"
+         : m == Mode::GemmFp32        ? "gemm_fp32"
+         : m == Mode::GemmApply       ? "gemm_apply"
+         : m == Mode::GemmApplyLowerA ? "gemm_apply, LowerA span"
+         : m == Mode::GemmApplyUpperA ? "gemm_apply, UpperA span"
+                                      : "gemm_apply, Causal span";
+}
+__host__ __device__ constexpr bool is_apply(Mode m) {
+  return m >= Mode::GemmApply;
+}
+__host__ __device__ constexpr cta::KSpan span_of(Mode m) {
+  return m == Mode::GemmApplyLowerA   ? cta::KSpan::LowerA
+         : m == Mode::GemmApplyUpperA ? cta::KSpan::UpperA
+         : m == Mode::GemmApplyCausal ? cta::KSpan::Causal
+                                      : cta::KSpan::All;
+}
+// Whether output tile (i, j) of a Causal product takes no steps (and stays 0).
+constexpr bool dropped(Mode m, int i, int j) {
+  return m == Mode::GemmApplyCausal && j / 16 > i / 16;
 }
 
 // The product on either executor, from the operands and C's start in shared memory (smem: A, B, C carved in
 // that order); gemm_apply's epilogue writes each pair where it belongs and counts the writes.
 template <Mode kMode, bool TA, bool TB, typename Cta, typename Op>
 __host__ __device__ void product(Cta& x, Op* A, Op* B, float* C, int* writes) {
-  if constexpr (kMode == Mode::GemmApply) {
-    x.template gemm_apply<TA, TB>(kM, kN, kK, A, kLd, B, kLd, [&](int i, int j, const float* v) {
+  if constexpr (is_apply(kMode)) {
+    x.template gemm_apply<TA, TB, span_of(kMode)>(kM, kN, kK, A, kLd, B, kLd, [&](int i, int j, const float* v) {
       for (int e = 0; e < cta::kAccumulatorPairs; ++e)
         for (int w = 0; w < 2; ++w) {
           const int row = i + 8 * (e & 1), col = j + 8 * (e >> 1) + w;
@@ -164,13 +182,14 @@ template <Mode kMode, bool TA, bool TB, typename H>
 Reference reference(const std::vector<H>& a, const std::vector<H>& b, const std::vector<float>& c0, int i, int j) {
   Reference r;
   if (kMode == Mode::GemmAccumulate) r.exact = c0[i * kLdc + j], r.scale = std::fabs(r.exact);
-  for (int p = 0; p < kK; ++p) {
+  for (int p = 0; p < kK && !dropped(kMode, i, j); ++p) {
     const float x = cta::HostCta<>::to_f(TA ? a[p * kLd + i] : a[i * kLd + p]);
     const float y = cta::HostCta<>::to_f(TB ? b[j * kLd + p] : b[p * kLd + j]);
     const bool tf32 = std::is_same_v<H, float> && kMode != Mode::GemmFp32;
     r.exact += double(tf32 ? cta::round_to_tf32(x) : x) * double(tf32 ? cta::round_to_tf32(y) : y);
     r.scale += std::fabs(double(x) * double(y));
   }
+  if (r.scale == 0.0) r.scale = 1.0;  // a dropped tile: exactly 0 expected
   return r;
 }
 
@@ -183,6 +202,11 @@ Row check_product(const char* type, bool gpu, std::mt19937& rng) {
   for (auto& x : a) x = cta::HostCta<>::from_f<H>(n(rng));
   for (auto& x : b) x = cta::HostCta<>::from_f<H>(kMode == Mode::GemmFp32 ? std::exp(3.0f * n(rng)) : n(rng));
   for (auto& x : c0) x = n(rng);
+  // LowerA, UpperA: op(A) zero where the span skips it (HostCta refuses a nonzero there).
+  for (int i = 0; i < kM; ++i)
+    for (int p = 0; p < kK; ++p)
+      if ((kMode == Mode::GemmApplyLowerA && p > i) || (kMode == Mode::GemmApplyUpperA && p < i))
+        a[TA ? p * kLd + i : i * kLd + p] = cta::HostCta<>::from_f<H>(0.0f);
   std::vector<int> host_writes;  // gemm_apply's epilogue counts its writes on either executor
   const std::vector<float> host = host_product<kMode, TA, TB>(a, b, c0, host_writes);
   Row row{mode_name(kMode), std::string(type) + (TA ? ", Aᵀ" : ", A") + (TB ? ", Bᵀ" : ", B")};
@@ -210,15 +234,18 @@ Row check_product(const char* type, bool gpu, std::mt19937& rng) {
       row.error = std::max(row.error, std::fabs(double(device[i * kLdc + j]) - host[i * kLdc + j]) /
                                           reference<kMode, TA, TB>(a, b, c0, i, j).scale);
   row.passed = row.error <= kProductTolerance;
-  if (kMode == Mode::GemmApply) {
-    // Every element exactly once, and the same bits as the device's gemm (the same tensor-core instructions).
+  if (is_apply(kMode)) {
+    // Every element exactly once, and the same bits as the device's gemm (the same tensor-core instructions;
+    // the steps a span skips add exact zeros), except a Causal product's dropped tiles: zero.
     product_kernel<Mode::Gemm, TA, TB><<<1, kThreads, product_smem(sizeof(D))>>>(pa, pb, pc0, pc, pw);
     DECAYFW_CHECK(cudaGetLastError());
     const std::vector<float> gemm = from_device(pc, kM * kLdc);
     int wrong = 0;
     for (int i = 0; i < kM; ++i)
       for (int j = 0; j < kN; ++j)
-        wrong += writes[i * kN + j] != 1 || std::memcmp(&gemm[i * kLdc + j], &device[i * kLdc + j], 4) != 0;
+        wrong += writes[i * kN + j] != 1 ||
+                 (dropped(kMode, i, j) ? device[i * kLdc + j] != 0.0f
+                                       : std::memcmp(&gemm[i * kLdc + j], &device[i * kLdc + j], 4) != 0);
     row.configuration +=
         wrong ? ", " + std::to_string(wrong) + " elements not once or not gemm's bits" : ", gemm's bits";
     row.passed = row.passed && wrong == 0;
@@ -411,6 +438,12 @@ int main(int argc, char** argv) {
   check_transposes<Mode::GemmApply, BFloat16>("bf16", gpu, rng, rows);
   check_transposes<Mode::GemmApply, Float16>("fp16", gpu, rng, rows);
   check_transposes<Mode::GemmApply, float>("fp32 as tf32", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyLowerA, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyUpperA, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyCausal, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyLowerA, float>("fp32 as tf32", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyUpperA, float>("fp32 as tf32", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyCausal, float>("fp32 as tf32", gpu, rng, rows);
   std::printf(
       "The chunk programs' executor operations, DeviceCta on the GPU against HostCta on the same inputs (%s; "
       "tests/gpu/cta_executor_check.cu). Products: largest |difference| ÷ Σ|a·b| over 32×48 outputs, k = 64, "

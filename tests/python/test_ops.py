@@ -205,10 +205,13 @@ def test_chunk_diagonal_sets_and_restores_the_choice(monkeypatch):
             assert os.environ["DECAYFW_CHUNK_DIAGONAL"] == "tensor"
             with decayfw.chunk_diagonal("factored"):
                 assert os.environ["DECAYFW_CHUNK_DIAGONAL"] == "factored"
+                with decayfw.chunk_diagonal("chunk"):
+                    assert os.environ["DECAYFW_CHUNK_DIAGONAL"] == "chunk"
+                assert os.environ["DECAYFW_CHUNK_DIAGONAL"] == "factored"
             assert os.environ["DECAYFW_CHUNK_DIAGONAL"] == "tensor"
         assert os.environ["DECAYFW_CHUNK_DIAGONAL"] == "elementwise"
     assert "DECAYFW_CHUNK_DIAGONAL" not in os.environ
-    with pytest.raises(ValueError, match="expected one of auto, factored, elementwise, tensor, got 'fast'"):
+    with pytest.raises(ValueError, match="expected one of auto, factored, elementwise, tensor, chunk, got 'fast'"):
         with decayfw.chunk_diagonal("fast"):
             pass
     assert "DECAYFW_CHUNK_DIAGONAL" not in os.environ

@@ -23,7 +23,7 @@ __all__ = ["decay_fast_weights", "decay_step", "cuda_path", "chunk_forward", "ch
 
 CUDA_PATHS = ("auto", "chunk", "recurrent")
 CHUNK_FORWARDS = ("auto", "fused", "split")
-CHUNK_DIAGONALS = ("auto", "factored", "elementwise", "tensor")
+CHUNK_DIAGONALS = ("auto", "factored", "elementwise", "tensor", "chunk")
 
 
 @contextlib.contextmanager
@@ -85,8 +85,11 @@ def chunk_diagonal(name: str) -> Iterator[None]:
     them on tensor cores like the rest of the chunk: fewer instructions still, but the diagonal's scaled
     operands are rounded to the input type as the off-diagonal ones are, and where gates forget fast the
     diagonal carries most of the output (bf16, gates near σ = 0.5: errors against fp64 up to 3× in y and
-    5-6× in the gate gradients). fp16 inputs asked for ``"tensor"`` run factored (their range leaves no
-    room for the scaled operands). Sets the ``DECAYFW_CHUNK_DIAGONAL`` environment variable, which the op
+    5-6× in the gate gradients). ``"chunk"`` is ``"tensor"``, except that a chunk whose gates decay by no
+    more than e^-40 over all of its tokens, in every key column and value row, is taken whole: one
+    tensor-core product over the chunk, no 16×16 blocks (about half the backward's shared-memory traffic,
+    same precision as ``"tensor"``). fp16 inputs asked for ``"tensor"`` or ``"chunk"`` run factored (their
+    range leaves no room for the scaled operands). Sets the ``DECAYFW_CHUNK_DIAGONAL`` environment variable, which the op
     reads at every call, and restores it.
     """
     if name not in CHUNK_DIAGONALS:

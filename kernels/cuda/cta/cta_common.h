@@ -24,7 +24,7 @@
 //                             them to tf32): each operand as the sum of two tf32 parts, three
 //                             tensor-core products (the product of the two small parts, below 2^-22
 //                             of the whole, left out). Same tiles, contract and barrier as gemm.
-//   cta.gemm_apply<TA, TB>(m, n, k, A, lda, B, ldb, f)
+//   cta.gemm_apply<TA, TB[, span]>(m, n, k, A, lda, B, ldb, f)
 //                             gemm's product, left in the tensor cores' fp32 accumulators (registers on
 //                             the device) and handed to f there instead of stored: f(i, j, v) with v[8]
 //                             the products at rows i, i + 8 and columns j, j + 1, j + 8, j + 9, pair e
@@ -33,7 +33,8 @@
 //                             < 8 and j even < 8 in it, i.e. what one lane of a warp holds (accumulator_pair),
 //                             then a barrier. The calls are as a for_each's indices: f writes only what no
 //                             other call reads or writes. An epilogue that scales the product and adds it
-//                             into a tile saves the tile the product would pass through.
+//                             into a tile saves the tile the product would pass through. span (a KSpan, All
+//                             by default) skips the k steps a causal mask makes zero.
 //   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
 //   Cta::load4(p, v), Cta::store4(p, v)   four consecutive elements of p (float, or a 16-bit
 //                             storage type) to or from four floats v, at an address aligned to their
@@ -150,6 +151,24 @@ DECAYFW_HD const Op* gemm_b_tile(const Op* B, int ldb, int j0, int p) {  // op(B
 template <typename F>  // float or const float
 DECAYFW_HD F* gemm_c_tile(F* C, int ldc, int i0, int j0) {
   return C + i0 * ldc + j0;
+}
+
+// The k steps [begin, end) a 16×16 output tile (rows i0.., columns j0..) of gemm_apply's product takes: all of
+// them, or fewer where the program knows the others multiply zeros (a causal mask), so that they cost nothing:
+//   All:    [0, k).
+//   LowerA: op(A) is zero above its diagonal (op(A)[i, p] = 0 for p > i): [0, i0 + 16).
+//   UpperA: op(A) is zero below it (p < i): [i0, k).
+//   Causal: the epilogue masks the product to j ≤ i: a tile with j0 > i0 takes none (its accumulators stay 0).
+// HostCta checks that the steps skipped for LowerA and UpperA hold zeros in A.
+enum class KSpan { All, LowerA, UpperA, Causal };
+DECAYFW_HD void k_span(KSpan span, int i0, int j0, int k, int& begin, int& end) {
+  begin = 0, end = k;
+  if (span == KSpan::LowerA)
+    end = i0 + 16 < k ? i0 + 16 : k;
+  else if (span == KSpan::UpperA)
+    begin = i0 < k ? i0 : k;
+  else if (span == KSpan::Causal && j0 > i0)
+    end = 0;
 }
 
 // The fp32 accumulators of a 16×16 tile (m16n16k16 and m16n16k8 alike) as lane l of the warp holds them:

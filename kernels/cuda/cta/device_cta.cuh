@@ -113,9 +113,9 @@ struct DeviceCta {
   }
 
   // The product stays in the accumulators: each lane hands its four column pairs to f (accumulator_pair).
-  template <bool TA, bool TB, typename Op, typename F>
+  template <bool TA, bool TB, KSpan kSpan = KSpan::All, typename Op, typename F>
   __device__ __forceinline__ void gemm_apply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, F&& f) {
-    mma_tiles<TA, TB, false>(m, n, k, A, lda, B, ldb, nullptr, 0, [&](int i0, int j0, const auto& c) {
+    mma_tiles<TA, TB, false, kSpan>(m, n, k, A, lda, B, ldb, nullptr, 0, [&](int i0, int j0, const auto& c) {
       const int lane = threadIdx.x % 32;
       float v[2 * kAccumulatorPairs];
 #pragma unroll
@@ -148,7 +148,7 @@ struct DeviceCta {
   // The tile walk of cta_common.h: a warp per 16×16 output tile, k in wmma_k_step<Op> steps, starting from
   // C's tile (C0 non-null) or zero, and done(i0, j0, accumulators) per tile; kSplit: fp32 operands split in
   // two tf32 parts (gemm_fp32).
-  template <bool TA, bool TB, bool kSplit, typename Op, typename Done>
+  template <bool TA, bool TB, bool kSplit, KSpan kSpan = KSpan::All, typename Op, typename Done>
   __device__ __forceinline__ void mma_tiles(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb,
                                             const float* C0, int ldc, Done&& done) {
     namespace w = nvcuda::wmma;
@@ -185,13 +185,15 @@ struct DeviceCta {
         }
         w::mma_sync(c, a, b, c);
       };
+      int begin, end;
+      k_span(kSpan, i0, j0, k, begin, end);
       if constexpr (kSplit) {
         // The split's four operand fragments one k step at a time: unrolled, later steps' loads were
         // hoisted and grad_pass (128 registers at 512 threads) spilled.
 #pragma unroll 1
-        for (int p = 0; p < k; p += kK) step(p);
+        for (int p = begin; p < end; p += kK) step(p);
       } else {
-        for (int p = 0; p < k; p += kK) step(p);
+        for (int p = begin; p < end; p += kK) step(p);
       }
       done(i0, j0, c);
     }

@@ -190,15 +190,18 @@ struct HostCta {
   // registers), and f runs as a for_each, index 32·tile + lane making lane's calls for its tile, so that the
   // order checks and the trace see what the device's warps do. On the device, warps still multiplying read
   // the operands while others run their epilogues: an epilogue that writes into an operand is refused.
-  template <bool TA, bool TB, typename Op, typename F>
+  // A span other than All sums each tile's k steps in its span only, as the device does, and refuses one
+  // whose skipped steps hold a nonzero element of A (LowerA, UpperA).
+  template <bool TA, bool TB, KSpan kSpan = KSpan::All, typename Op, typename F>
   void gemm_apply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, F&& f,
                   const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
-    begin_product<TA, TB>(m, n, k, A, lda, B, ldb, static_cast<const float*>(nullptr), 0, false, fn, line);
+    begin_product<TA, TB>(m, n, k, A, lda, B, ldb, static_cast<const float*>(nullptr), 0, false, fn, line, kSpan);
     std::vector<float> acc(size_t(m) * n);
     {
       SmemTrace::Quiet modeled;
       check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, static_cast<float*>(nullptr), 0);
-      product<TA, TB, false>(m, n, k, A, lda, B, ldb, acc.data(), n, false);
+      if (kSpan == KSpan::LowerA || kSpan == KSpan::UpperA) check_skipped_zero<TA>(m, k, A, lda, kSpan);
+      product<TA, TB, false>(m, n, k, A, lda, B, ldb, acc.data(), n, false, kSpan);
     }
     const size_t a_elems = TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k;
     const size_t b_elems = TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n;
@@ -236,18 +239,31 @@ struct HostCta {
   // fragments (C null: none of C's) to a current trace.
   template <bool TA, bool TB, typename Op>
   void begin_product(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, const float* C, int ldc,
-                     bool accumulate, const char* fn, int line) {
+                     bool accumulate, const char* fn, int line, KSpan span = KSpan::All) {
     if (!in_flight_.empty()) ++gemms_while_copying;
     check_tiles(m, n, k);
     if (SmemTrace* t = SmemTrace::current()) {
       t->note_gemm();
-      trace_wmma_fragments<TA, TB>(*t, {fn, line, 0, ""}, m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+      trace_wmma_fragments<TA, TB>(*t, {fn, line, 0, ""}, m, n, k, A, lda, B, ldb, C, ldc, accumulate, span);
+    }
+  }
+  // Every element of op(A) in a k step its row tile's span skips must be zero (the product would otherwise
+  // differ from the one asked for).
+  template <bool TA, typename Op>
+  static void check_skipped_zero(int m, int k, const Op* A, int lda, KSpan span) {
+    for (int i = 0; i < m; ++i) {
+      int begin, end;
+      k_span(span, i / 16 * 16, 0, k, begin, end);
+      for (int p = 0; p < k; ++p)
+        if ((p < begin || p >= end) && to_f(TA ? A[p * lda + i] : A[i * lda + p]) != 0.0f)
+          throw std::logic_error("cta::gemm_apply: its k span skips a nonzero element of A at (" + std::to_string(i) +
+                                 ", " + std::to_string(p) + ")");
     }
   }
   // C (+)= op(A)·op(B) as the tensor cores compute it.
   template <bool TA, bool TB, bool kSplit, typename Op>
   static void product(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, float* C, int ldc,
-                      bool accumulate) {
+                      bool accumulate, KSpan span = KSpan::All) {
     static_assert(!kSplit || std::is_same_v<Op, float>, "only fp32 operands split");
     auto operand = [](Op x) {
       const float v = to_f(x);
@@ -257,7 +273,9 @@ struct HostCta {
     for (int i = 0; i < m; ++i)
       for (int j = 0; j < n; ++j) {
         float s = accumulate ? C[i * ldc + j] : 0.0f;
-        for (int p = 0; p < k; ++p) {
+        int begin, end;
+        k_span(span, i / 16 * 16, j / 16 * 16, k, begin, end);
+        for (int p = begin; p < end; ++p) {
           const Op a = TA ? A[p * lda + i] : A[i * lda + p];
           const Op b = TB ? B[j * ldb + p] : B[p * ldb + j];
           if constexpr (kSplit && !kExactFp32) {

@@ -368,7 +368,7 @@ class SmemTrace {
 // op(B)[p,j] = TB ? B[j·ldb + p] : B[p·ldb + j].
 template <bool TA, bool TB, typename Op>
 void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m, int n, int k, const Op* A, int lda,
-                          const Op* B, int ldb, const float* C, int ldc, bool accumulate) {
+                          const Op* B, int ldb, const float* C, int ldc, bool accumulate, KSpan span = KSpan::All) {
   constexpr int kStep = sizeof(Op) == 4 ? 8 : 16;  // m16n16k8 for tf32, m16n16k16 for 16-bit operands
   constexpr int kPerWord = 4 / sizeof(Op);
   const void* lane[kWarp];
@@ -396,7 +396,9 @@ void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m,
   for (int i0 = 0; i0 < m; i0 += 16)
     for (int j0 = 0; j0 < n; j0 += 16) {
       if (C && accumulate) accumulator(i0, j0, false);
-      for (int p = 0; p < k; p += kStep) {
+      int begin, end;
+      k_span(span, i0, j0, k, begin, end);
+      for (int p = begin; p < end; p += kStep) {
         // op(A)[i0.., p..]: stored 16 rows of kStep (row-major) or kStep rows of 16 (TA); likewise op(B)[p.., j0..].
         operand("A load", gemm_a_tile<TA>(A, lda, i0, p), lda, TA ? kStep : 16);
         operand("B load", gemm_b_tile<TB>(B, ldb, j0, p), ldb, TB ? 16 : kStep);

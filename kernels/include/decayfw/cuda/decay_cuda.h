@@ -81,7 +81,12 @@ bool chunk_threads_supported(int threads);
 //                with bf16 and gates near σ = 0.5, errors against fp64 rose up to 3× in y and 5-6× in
 //                the gate gradients. Opt-in. fp16 has no room for the scaled operands there and runs
 //                the factored form.
-enum class ChunkDiagonal { Factored, Elementwise, TensorCores };
+//   Chunk:       TensorCores, except that a chunk whose gates span at most 40 over the whole chunk, in every
+//                key column and every value row of the CTA's tile, takes its intra-chunk part as one
+//                product over the chunk referred to its start: no 16-row blocks at all (about half
+//                grad_pass's shared-memory wavefronts, benchmarks/smem_bank_report). TensorCores'
+//                precision. Opt-in; fp16 runs the factored form.
+enum class ChunkDiagonal { Factored, Elementwise, TensorCores, Chunk };
 
 // Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
 // their gradients, N·(T/C)·D·M elements of the input type, and needs only those when it is given the
