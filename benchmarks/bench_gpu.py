@@ -230,10 +230,10 @@ CHUNK_FORWARDS = ("split", "fused")
 # the same arithmetic bit for bit.
 CHUNK_THREADS = ("512", "256")
 # The launch variants the per-kernel breakdown times, (threads, diagonal blocks): both thread counts with
-# the default diagonal form (factored), and the per-pair and tensor-core forms (DECAYFW_CHUNK_DIAGONAL=
-# elementwise, tensor) at the default count, whose cost or gain in each kernel then reads directly.
+# the default diagonal form (factored), and the per-pair, tensor-core and chunk forms (DECAYFW_CHUNK_DIAGONAL=
+# elementwise, tensor, chunk) at the default count, whose cost or gain in each kernel then reads directly.
 BREAKDOWN_VARIANTS = tuple((t, "auto") for t in CHUNK_THREADS) + tuple((CHUNK_THREADS[0], d) for d in
-                                                                     ("elementwise", "tensor"))
+                                                                     ("elementwise", "tensor", "chunk"))
 
 
 def kernel_of(name):
@@ -303,13 +303,14 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # gates span more than 40 over a sub-chunk ("wide": the fraction `wide` below) takes one exponential per
 # pair of rows in every form; the others take one per row in the factored form (the default) and in the
 # tensor form (which puts them in the tensor-core products), and one per pair in the elementwise form
-# (where every column counts as wide).
+# (where every column counts as wide). The chunk form's model takes every chunk whole (no sub-chunks: each
+# scaled operand and each product's decays one exponential an element; `wide` must be 0).
 SFU_OPS_PER_SECOND = 132 * 16 * 1.98e9
 SUB = 16  # rows per sub-chunk (kSub)
 PAIRS = SUB * (SUB + 1) // 2  # row pairs j ≤ i of a sub-chunk's diagonal block
 PAIR_DECAYS = 72  # exponentials per wide column for a sub-chunk's paired terms (for_each_pair_decay)
 FIRST_ROW_FACTORS = 30  # exponentials per narrow column for them in the factored form (first_row_factors)
-DIAGONALS = ("factored", "elementwise", "tensor")
+DIAGONALS = ("factored", "elementwise", "tensor", "chunk")
 
 
 def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", diagonal="factored", wide=0.0):
@@ -320,10 +321,27 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
     and Pd once; forward_pass, one row tile per CTA, takes them for each."""
     if diagonal not in DIAGONALS:
         raise ValueError(f"diagonal must be one of {DIAGONALS}, got {diagonal!r}")
+    if diagonal == "chunk" and wide:
+        raise ValueError("the chunk form's model takes every chunk whole: wide must be 0")
     C = C or compiled_chunk(M)
     R, S, NS = 64, SUB, C // SUB
     blocks = N * -(-T // C)            # (sequence, chunk) pairs
     tiles = D // R
+    if diagonal == "chunk":
+        gates, update = 2 * C * (M + R), C * (M + R) + R * M
+        # y: Q ⊙ e^{B}, its product's row decays; K ⊙ e^{-B}, V ⊙ e^{-A}, the intra product's row decays
+        y = C * M + C * R + C * (M + R) + C * R
+        # a tile of grad_pass: z's log gates, the four inter-chunk operands and their products' decays, the
+        # chunk's K and V and its four products' decays, σ(-z)
+        grad_tile = 2 * C * R + 2 * C * (M + R) + 2 * C * (M + R) + C * (M + R) + 2 * C * (M + R) + 2 * C * R
+        per_chunk = {
+            "state_pass": tiles * (gates + update),
+            "output_pass": 2 * C * M + tiles * (2 * C * R + y),
+            "forward_pass": tiles * (gates + y + update),
+            "dstate_pass": tiles * (gates + update),
+            "grad_pass": 2 * C * M + tiles * grad_tile + 2 * C * M,
+        }
+        return _by_forward({k: round(blocks * v) for k, v in per_chunk.items()}, forward, reuse_states)
     tensor, factored = diagonal == "tensor", diagonal == "factored"
     w = 1.0 if diagonal == "elementwise" else wide
     # The diagonal rows' operand scalings the sub-chunk loops skip (zeroed off the tensor cores). The
@@ -358,7 +376,12 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
         "grad_pass": 2 * C * M + tiles * grad_rest + causal(key_skip_pd) + (tiles - 1) * causal(key_skip)
                      + pd + 2 * C * M,
     }
-    ops = {k: round(blocks * v) for k, v in per_chunk.items()}
+    return _by_forward({k: round(blocks * v) for k, v in per_chunk.items()}, forward, reuse_states)
+
+
+def _by_forward(ops, forward, reuse_states):
+    """Per-kernel counts of a call: the fused forward runs no state_pass or output_pass (a state_pass only
+    when the backward recomputes the states), the split one no forward_pass (and state_pass twice then)."""
     if forward == "fused":
         ops["output_pass"] = 0
         ops["state_pass"] = 0 if reuse_states else ops["state_pass"]
@@ -377,22 +400,26 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
 # Hopper SM serves one 128-byte wavefront a clock, so at 132 SMs and 1.98 GHz the third floor beside MUFU and
 # bytes. Regenerate after a change to the programs
 # (tests/python/test_bench_gpu.py checks):
-#   for M in 32 64; do for D in 64 128; do for g in factored elementwise tensor; do
+#   for M in 32 64; do for D in 64 128; do for g in factored elementwise tensor chunk; do
 #     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
     (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 16273, "output_pass": 5462, "state_pass": 2224},
     (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 23835, "output_pass": 8158, "state_pass": 2224},
     (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 16581, "output_pass": 5122, "state_pass": 2224},
+    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4800, "grad_pass": 9883, "output_pass": 3344, "state_pass": 2224},
     (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 30702, "output_pass": 9927, "state_pass": 2224},
     (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 43630, "output_pass": 13123, "state_pass": 2224},
     (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 31786, "output_pass": 9715, "state_pass": 2224},
+    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4800, "grad_pass": 18525, "output_pass": 6294, "state_pass": 2224},
     (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 21706, "output_pass": 6918, "state_pass": 3296},
     (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 31970, "output_pass": 12070, "state_pass": 3296},
     (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 21450, "output_pass": 6370, "state_pass": 3296},
+    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 6489, "grad_pass": 13689, "output_pass": 4153, "state_pass": 3296},
     (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 40001, "output_pass": 12119, "state_pass": 3296},
     (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 55877, "output_pass": 17771, "state_pass": 3296},
     (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 40373, "output_pass": 11907, "state_pass": 3296},
+    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 6489, "grad_pass": 25025, "output_pass": 7647, "state_pass": 3296},
 }
 
 
@@ -414,7 +441,7 @@ def chunk_kernel_smem(N, T, D, M, forward="split", diagonal="factored"):
 
 # The diagonal blocks' forms in the compute model, with no wide column (the benchmark's N(2, 1) gate logits;
 # the elementwise form counts every column as wide; fp16 runs the tensor form as the factored one).
-DIAGONAL_FORMS = (("factored", 0.0), ("elementwise", 1.0), ("tensor", 0.0))
+DIAGONAL_FORMS = (("factored", 0.0), ("elementwise", 1.0), ("tensor", 0.0), ("chunk", 0.0))
 
 
 def print_compute_model(sizes, bw):
@@ -601,7 +628,7 @@ def main(argv=None):
                 cands["chunk-" + form] = lambda x=x, form=form: run_decayfw(x, bwd, "chunk", forward=form)
             if bwd:
                 cands["chunk-recompute"] = lambda x=x: run_decayfw(x, bwd, "chunk", False)
-            for diagonal in ("elementwise", "tensor"):
+            for diagonal in ("elementwise", "tensor", "chunk"):
                 cands["chunk-" + diagonal] = lambda x=x, d=diagonal: run_decayfw(x, bwd, "chunk", diagonal=d)
             cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
             if T <= a.naive_max_t:

@@ -78,8 +78,8 @@ def test_traffic_model_table_prints_without_a_gpu():
     # (Shared memory binds every kernel at this size, so the bounds follow SMEM_WAVEFRONTS: MUFU alone gave
     # 38/28/39% split and 42/29/44% fused.)
     assert compute == {("split", "factored"): "19%", ("split", "elementwise"): "14%", ("split", "tensor"): "19%",
-                       ("fused", "factored"): "19%", ("fused", "elementwise"): "14%",
-                       ("fused", "tensor"): "19%"}, r.stdout
+                       ("split", "chunk"): "27%", ("fused", "factored"): "19%", ("fused", "elementwise"): "14%",
+                       ("fused", "tensor"): "19%", ("fused", "chunk"): "28%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -98,7 +98,7 @@ def test_sweep_runs_the_target_lengths_first():
     assert order[:2] == [(64, 2048, 128, 32), (256, 2048, 128, 32)]
 
 
-@pytest.mark.parametrize("diagonal", bench_gpu.DIAGONALS)
+@pytest.mark.parametrize("diagonal", [d for d in bench_gpu.DIAGONALS if d != "chunk"])  # chunk: below
 @pytest.mark.parametrize("wide", [0.0, 0.25, 1.0])
 @pytest.mark.parametrize("N,T,D,M", SIZES)
 def test_special_function_model_scales_with_the_work(N, T, D, M, wide, diagonal):
@@ -163,11 +163,35 @@ def test_gradient_pass_special_functions_for_one_chunk():
     assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64)["grad_pass"] == 8192 + 2 * factored_tile - 4 * 16 * 64 + 8192
 
 
+def test_chunk_form_special_functions_take_each_element_once():
+    """The chunk form, every chunk whole, per row tile of grad_pass (C = 64, M = 64, R = 64): z's log gates
+    2·64·64 = 8192, the inter-chunk operands and their products' decays 2·(64·128)·2 = 32768, the chunk's K
+    and V 8192, its four products' decays 16384, σ(−z) 8192; key gates and df 8192 each, once."""
+    tile = 8192 + 32768 + 8192 + 16384 + 8192
+    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="chunk")["grad_pass"] == 8192 + 2 * tile + 8192
+    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="chunk", forward="fused")["output_pass"] == 0
+    out = bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="chunk", forward="split")
+    assert out["output_pass"] == 8192 + 2 * (8192 + 4096 + 4096 + 8192 + 4096)
+    with pytest.raises(ValueError, match="wide must be 0"):
+        bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="chunk", wide=0.5)
+    # Linear in the chunks and sequences; the fused pass takes the log gates once but the key side per tile.
+    for N, T, D, M in SIZES:
+        split, fused = (bench_gpu.chunk_kernel_sfu(N, T, D, M, forward=f, diagonal="chunk") for f in ("split", "fused"))
+        C, tiles = bench_gpu.compiled_chunk(M), D // 64
+        chunks = -(-T // C)
+        one = bench_gpu.chunk_kernel_sfu(1, C, D, M, diagonal="chunk")
+        assert {k: v * N * chunks for k, v in one.items()} == split
+        assert fused["forward_pass"] + N * chunks * tiles * 2 * C * (M + 64) == (
+            split["state_pass"] + split["output_pass"] + N * chunks * (tiles - 1) * 2 * C * M)
+        assert split["grad_pass"] == max(split.values())
+
+
 REPORT = os.path.join(ROOT, "build", "benchmarks", "smem_bank_report")
 
 
 @pytest.mark.skipif(not os.access(REPORT, os.X_OK), reason="build/benchmarks/smem_bank_report is not built")
-@pytest.mark.parametrize("M, D, diagonal", [(64, 128, "factored"), (32, 64, "tensor"), (64, 64, "elementwise")])
+@pytest.mark.parametrize("M, D, diagonal", [(64, 128, "factored"), (32, 64, "tensor"), (64, 64, "elementwise"),
+                                              (32, 128, "chunk")])
 def test_shared_memory_table_is_what_the_programs_do_now(M, D, diagonal):
     """SMEM_WAVEFRONTS is the bank report's count for the programs as they are: a change to
     kernels/cuda/decay_chunk_program.h that moves shared-memory traffic must regenerate it (its comment says how)."""
