@@ -10,7 +10,8 @@
   path with its 16×16 diagonal blocks on tensor cores where the gates allow (DECAYFW_CHUNK_DIAGONAL=
   tensor; here everywhere: the inputs' gate logits are N(2, 1)), and ``chunk-elementwise`` with every
   diagonal term per pair of rows in fp32 (the default before the factored form), where ``chunk`` takes
-  the default, the factored form (fp32 operands scaled once per row);
+  the default, the factored form (fp32 operands scaled once per row); ``chunk-whole``: the chunk form
+  (DECAYFW_CHUNK_DIAGONAL=chunk), every chunk of these gates taken whole by one product over the chunk;
 - ``naive``: a per-token PyTorch loop (autograd for the backward);
 - ``t2fw``: T2FW's algorithm (Mao 2022's released kernels) re-implemented in Triton: one program
   per state tile running serially over time, every state S_t stored (fp16) for the backward,
@@ -629,7 +630,8 @@ def main(argv=None):
             if bwd:
                 cands["chunk-recompute"] = lambda x=x: run_decayfw(x, bwd, "chunk", False)
             for diagonal in ("elementwise", "tensor", "chunk"):
-                cands["chunk-" + diagonal] = lambda x=x, d=diagonal: run_decayfw(x, bwd, "chunk", diagonal=d)
+                label = "chunk-whole" if diagonal == "chunk" else "chunk-" + diagonal
+                cands[label] = lambda x=x, d=diagonal: run_decayfw(x, bwd, "chunk", diagonal=d)
             cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
             if T <= a.naive_max_t:
                 cands["naive"] = lambda x=x: run_naive(x, bwd)
@@ -653,7 +655,7 @@ def main(argv=None):
                     print(f"bench_gpu: {name} at N={N} T={T} D={D} M={M} {mode}: {type(e).__name__}: {e}",
                           file=sys.stderr, flush=True)
                     torch.cuda.empty_cache()
-            for name in ("chunk", "recurrent"):
+            for name in ("chunk", "chunk-whole", "recurrent"):
                 ms = row[name].get("ms")
                 row[name]["io_floor_frac"] = (io_floor_bytes(N, T, D, M, bwd) / (ms / 1e3) / bw
                                               if ms else None)
@@ -664,7 +666,7 @@ def main(argv=None):
     order = lambda r: (a.D.index(r["D"]), a.M.index(r["M"]), a.N.index(r["N"]), r["T"], r["mode"])
     rows.sort(key=order)
     names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "chunk-elementwise", "chunk-tensor",
-             "recurrent", "naive", "t2fw", "fla", "sdpa"]
+             "chunk-whole", "recurrent", "naive", "t2fw", "fla", "sdpa"]
     pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
     print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)
           + " | chunk % of I/O floor | recurrent % of I/O floor |")
@@ -683,10 +685,13 @@ def main(argv=None):
     fmt = lambda v: "—" if v is None else f"{v:.1f}×"
     print("\nTargets (chunk path): fwd+bwd ≥ 50% of the I/O floor at T ≥ 2048; ≥ 3× fla; ≥ 10× T2FW; "
           "faster than SDPA at T = 2048, M = 32; memory ≤ 1/16 of T2FW's\n")
-    print("| D | M | N | T | mode | % of I/O floor | fla ÷ chunk | T2FW ÷ chunk | SDPA ÷ chunk | T2FW memory ÷ chunk memory |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| D | M | N | T | mode | % of I/O floor | chunk-whole % of I/O floor | fla ÷ chunk | T2FW ÷ chunk | "
+          "SDPA ÷ chunk | T2FW memory ÷ chunk memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        whole = r.get("chunk-whole", {}).get("io_floor_frac")
         print(f"| {r['D']} | {r['M']} | {r['N']} | {r['T']} | {r['mode']} | {pct(r['chunk']['io_floor_frac'])} | "
+              f"{pct(whole)} | "
               f"{fmt(ratio(r, 'fla'))} | {fmt(ratio(r, 't2fw'))} | {fmt(ratio(r, 'sdpa'))} | "
               f"{fmt(ratio(r, 't2fw', 'peak_MiB'))} |")
 

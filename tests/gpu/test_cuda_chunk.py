@@ -331,7 +331,8 @@ def test_fused_inference_forward_allocates_no_chunk_states(path, monkeypatch):
 @pytest.mark.parametrize("variable,value,message", [
     ("DECAYFW_CHUNK_FORWARD", "both", "DECAYFW_CHUNK_FORWARD must be auto, fused or split, got 'both'"),
     ("DECAYFW_CHUNK_THREADS", "384", "DECAYFW_CHUNK_THREADS must be auto, 256 or 512, got '384'"),
-    ("DECAYFW_CHUNK_DIAGONAL", "fast", "DECAYFW_CHUNK_DIAGONAL must be auto, factored, elementwise or tensor, got 'fast'"),
+    ("DECAYFW_CHUNK_DIAGONAL", "fast",
+     "DECAYFW_CHUNK_DIAGONAL must be auto, factored, elementwise, tensor or chunk, got 'fast'"),
 ])
 def test_bad_chunk_steering_value_is_refused(variable, value, message, path, monkeypatch):
     """Each variable that steers the chunk kernels refuses a value it does not know, naming itself."""
@@ -372,16 +373,33 @@ MIXED_SPANS = dict(gate_mean=-2.0, gate_spread=3.0)
 # the host tests of the same programs measured up to 2.2e-2 in the gate gradients for these gates).
 @pytest.mark.parametrize("dtype,tol,tensor_tol", [(torch.bfloat16, 2e-2, 3e-2), (torch.float32, 4e-3, 4e-3),
                                                   (torch.float16, 4e-3, 4e-3)])
-@pytest.mark.parametrize("diagonal", ["factored", "elementwise", "tensor", "auto"])
+@pytest.mark.parametrize("diagonal", ["factored", "elementwise", "tensor", "chunk", "auto"])
 def test_every_diagonal_form_matches_the_fp64_cpu_op(dtype, tol, tensor_tol, diagonal, path, monkeypatch):
-    """DECAYFW_CHUNK_DIAGONAL=factored|elementwise|tensor (auto: factored): the narrow columns of the
+    """DECAYFW_CHUNK_DIAGONAL=factored|elementwise|tensor|chunk (auto: factored): the narrow columns of the
     diagonal blocks factored in fp32, per pair, or on tensor cores (the wide ones per pair in every form);
-    each against the oracle, with gates that give both kinds of columns."""
-    tol = tensor_tol if diagonal == "tensor" else tol
+    each against the oracle, with gates that give both kinds of columns (and so no chunk the chunk form
+    takes whole, but the last, partial one: test_chunk_form_takes_whole_chunks)."""
+    tol = tensor_tol if diagonal in ("tensor", "chunk") else tol
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)
     q, k, v, z, f, s0 = make(2, 333, 2, 128, 64, seed=3, **MIXED_SPANS)
+    expect_close_to_the_cpu_op((q, k, v, z, f), s0, torch.randn_like(v), torch.randn_like(s0), dtype, tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2), (torch.float32, 4e-3), (torch.float16, 4e-3)])
+def test_chunk_form_takes_whole_chunks(dtype, tol, path, monkeypatch):
+    """DECAYFW_CHUNK_DIAGONAL=chunk with gate logits N(2, 1): every chunk's gates span far less than 40, so
+    every chunk is taken whole, but for three set otherwise: chunk 1's second row tile (rows 64..127 of D)
+    and chunk 2's first forget fast (logits −2: the tile takes the sub-chunks, the other stays whole), and
+    one key column of chunk 4 (no tile whole). Against the oracle; fp16 runs the factored form."""
+    path("chunk")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", "chunk")
+    q, k, v, z, f, s0 = make(2, 333, 2, 128, 64, seed=4)
+    z[:, 64:128, :, 64:] = -2.0
+    z[:, 128:192, :, :64] = -2.0
+    f[:, 256:320, :, 5] = -2.0
     expect_close_to_the_cpu_op((q, k, v, z, f), s0, torch.randn_like(v), torch.randn_like(s0), dtype, tol)
 
 
@@ -395,10 +413,12 @@ def test_diagonal_forms_differ_only_where_tensor_cores_can_take_them(dtype, same
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     x, s0, dsT, dy = same_bits_problem(dtype, (1, 200, 2, 128, 32), seed=23)
     outs = {}
-    for diagonal in ("tensor", "elementwise", "factored", "auto"):
+    for diagonal in ("tensor", "elementwise", "factored", "auto", "chunk"):
         monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)
         outs[diagonal] = forward_and_grads(x, s0, dy, dsT)
     same_bits = lambda a, b: all(torch.equal(x, y) for x, y in zip(outs[a], outs[b]))
     assert same_bits("tensor", "factored") == same
+    # The chunk form takes these chunks whole (gate logits N(2, 1)): other products than the tensor form's.
+    assert same_bits("chunk", "tensor") == same and same_bits("chunk", "factored") == same
     assert not same_bits("factored", "elementwise")
     assert same_bits("factored", "auto")
