@@ -330,11 +330,12 @@ def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", dia
     tiles = D // R
     if diagonal == "chunk":
         gates, update = 2 * C * (M + R), C * (M + R) + R * M
-        # y: Q ⊙ e^{B}, its product's row decays; K ⊙ e^{-B}, V ⊙ e^{-A}, the intra product's row decays
-        y = C * M + C * R + C * (M + R) + C * R
-        # a tile of grad_pass: z's log gates, the four inter-chunk operands and their products' decays, the
-        # chunk's K and V and its four products' decays, σ(-z)
-        grad_tile = 2 * C * R + 2 * C * (M + R) + 2 * C * (M + R) + C * (M + R) + 2 * C * (M + R) + 2 * C * R
+        # y: Q ⊙ e^{B}, K ⊙ e^{-B}, V ⊙ e^{-A}, and the row decays of the inter- and intra-chunk products summed
+        y = C * M + C * (M + R) + C * R
+        # a tile of grad_pass: z's log gates, the four inter-chunk operands, dk's and dv's inter-chunk products'
+        # decays, the chunk's K and V, its four products' decays (y's and dq's with their inter-chunk
+        # products), σ(-z)
+        grad_tile = 2 * C * R + 2 * C * (M + R) + C * (M + R) + C * (M + R) + 2 * C * (M + R) + 2 * C * R
         per_chunk = {
             "state_pass": tiles * (gates + update),
             "output_pass": 2 * C * M + tiles * (2 * C * R + y),
@@ -408,19 +409,19 @@ SMEM_WAVEFRONTS = {
     (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 16273, "output_pass": 5462, "state_pass": 2224},
     (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 23835, "output_pass": 8158, "state_pass": 2224},
     (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 16581, "output_pass": 5122, "state_pass": 2224},
-    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4800, "grad_pass": 9883, "output_pass": 3344, "state_pass": 2224},
+    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 9307, "output_pass": 2960, "state_pass": 2224},
     (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 30702, "output_pass": 9927, "state_pass": 2224},
     (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 43630, "output_pass": 13123, "state_pass": 2224},
     (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 31786, "output_pass": 9715, "state_pass": 2224},
-    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4800, "grad_pass": 18525, "output_pass": 6294, "state_pass": 2224},
+    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 17373, "output_pass": 5526, "state_pass": 2224},
     (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 21706, "output_pass": 6918, "state_pass": 3296},
     (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 31970, "output_pass": 12070, "state_pass": 3296},
     (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 21450, "output_pass": 6370, "state_pass": 3296},
-    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 6489, "grad_pass": 13689, "output_pass": 4153, "state_pass": 3296},
+    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 12921, "output_pass": 3769, "state_pass": 3296},
     (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 40001, "output_pass": 12119, "state_pass": 3296},
     (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 55877, "output_pass": 17771, "state_pass": 3296},
     (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 40373, "output_pass": 11907, "state_pass": 3296},
-    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 6489, "grad_pass": 25025, "output_pass": 7647, "state_pass": 3296},
+    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 23489, "output_pass": 6879, "state_pass": 3296},
 }
 
 

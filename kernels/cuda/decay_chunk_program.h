@@ -63,7 +63,7 @@ struct SeqOut {
 //                runs the factored form instead (effective_diagonal).
 //   Chunk:       the tensor form, except that a chunk whose gates span at most wide_span_bound over the whole
 //                chunk in every column (of the key side and of the tile's rows) takes its intra-chunk part as
-//                one product over the chunk, referred to the chunk's start (chunk_causal_products): no
+//                one product over the chunk, referred to the chunk's start (y_whole_chunk): no
 //                sub-chunks, no per-element terms. The tensor form's precision (every diagonal product rounded
 //                to the operand type); fp16 runs the factored form instead.
 enum class DiagonalForm : int { Elementwise, Factored, Tensor, Chunk };
@@ -315,8 +315,8 @@ struct Tiles {
   float *Fx = nullptr, *Fy = nullptr;
   // The chunk form's two words, key side then the tile's rows: nonzero where some column's log gates span more
   // than wide_span_bound over the whole chunk (set with the wide bits; null where a pass has none). Pc: the
-  // chunk form's C×C products in the operand type, in the region P, Pop, Fx, Fy, Sop and dSop share (dead
-  // by then).
+  // chunk form's C×C products in the operand type, in the region P, Pop, Fx, Fy, Sop and dSop share, after
+  // Sop (which its products still read) and where dSop is (dead by then).
   uint32_t* chunk_wide = nullptr;
   Op* Pc = nullptr;
   // Row i of the cumulative log gates, whose rows are padded (Cfg::ldg_m, ldg_r).
@@ -641,27 +641,37 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
 // The gradient's products (chunk_grad_products) are the same four shapes. Each scaled operand is rounded
 // to the operand type, the diagonal pairs too: the tensor form's precision.
 
-// The chunk form's y, after y_inter_product (Xa = Q̃, Y its part): K̃ into Xb, Ṽ into Xc, P into Pc.
+// The chunk form's y, inter- and intra-chunk parts in one: Q̃ into Xa, K̃ into Xb, Ṽ into Xc, P into Pc, then
+//   Y = e^{A} ⊙ (Q̃ S_prevᵀ + P Ṽ)
+// in one set of accumulators (y_inter_product's decays and the intra product's are the same).
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void chunk_causal_products(Cta& cta, Tiles<Op, Cfg>& t) {
+DECAYFW_CTA void y_whole_chunk(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
-  cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
-    if (e < int64_t(C) * MQ) {
+  cta.for_each(int64_t(C) * (2 * MQ + RQ), [&](int64_t e) {
+    if (e < int64_t(C) * 2 * MQ) {
+      const bool kk = e >= int64_t(C) * MQ;
+      if (kk) e -= int64_t(C) * MQ;
       const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-      scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, nullptr, t.key_gates(j) + m);
+      if (kk)
+        scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, nullptr, t.key_gates(j) + m);
+      else
+        scale_quad<Cta>(t.Xa + j * Cfg::ldm_op + m, t.Qr + j * Cfg::ldm_op + m, t.key_gates(j) + m, nullptr);
       return;
     }
-    e -= int64_t(C) * MQ;
+    e -= int64_t(C) * 2 * MQ;
     const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
     scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, nullptr, t.row_gates(j) + d);
   });
   cta.template gemm_apply<false, true, cta::KSpan::Causal>(
       C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op,
       [&](int i, int j, const float* v) { store_causal_pairs<Cta>(t.Pc, Cfg::ldc_op, i, j, v); });
-  cta.template gemm_apply<false, false, cta::KSpan::LowerA>(
-      C, R, C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op, [&](int i, int d, const float* v) {
-        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, true);
-      });
+  cta.gemm_apply_sum(
+      C, R,
+      [&](int i, int d, const float* v) {
+        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
+      },
+      cta::term<false, true>(M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op),
+      cta::term<false, false, cta::KSpan::LowerA>(C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op));
 }
 
 // ---- diagonal blocks: on tensor cores where the gates allow, per element where they do not --------
@@ -1230,9 +1240,11 @@ struct ChunkSmem {
     alt1.take<float>(size_t(2) * S * Cfg::ld_fd);  // Fx, Fy
     alt2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) alt2.take<Op>(size_t(R) * Cfg::ldm_op);
-    alt3.take<Op>(size_t(C) * Cfg::ldc_op);  // the chunk form's Pc
+    alt3.take<Op>(size_t(R) * Cfg::ldm_op);  // the chunk form: Sop, still read beside Pc, then Pc (where
+    alt3.take<Op>(size_t(C) * Cfg::ldc_op);  // dSop is in grad_pass: dead by then)
     cta::Arena region = ar.region(cta::max_size(cta::max_size(alt1.used(), alt2.used()), alt3.used()));
     cta::Arena r1 = region, r2 = region, r3 = region;
+    r3.take<Op>(size_t(R) * Cfg::ldm_op);
     t.Pc = r3.take<Op>(size_t(C) * Cfg::ldc_op);
     t.P = r1.take<float>(size_t(S) * Cfg::ldc_f);
     t.Pop = r1.take<Op>(size_t(S) * Cfg::ldc_op);
@@ -1315,10 +1327,10 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
       else load_start_state_batch<Cta>(a, pl, t, e - copies);
     });
     finish_loading(cta, pl, t, sides);
-    y_inter_product(cta, t);
     if (t.chunk_narrow()) {
-      chunk_causal_products(cta, t);
+      y_whole_chunk(cta, t);
     } else {
+      y_inter_product(cta, t);
       intra_chunk_causal(cta, pl, t, !pd_kept);
       pd_kept = true;
     }
@@ -1385,11 +1397,12 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
       },
       [&](const Place& pl) {
         // y of the chunk, as output_pass, then the state update.
-        y_inter_product(cta, t);
-        if (t.chunk_narrow())
-          chunk_causal_products(cta, t);
-        else
+        if (t.chunk_narrow()) {
+          y_whole_chunk(cta, t);
+        } else {
+          y_inter_product(cta, t);
           intra_chunk_causal(cta, pl, t, true);
+        }
         store_y(cta, a, pl, t);
         update_state(cta, t, S);
       });
@@ -1619,14 +1632,16 @@ DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg
   }
 }
 
-// The chunk form's gradient products (its y, dq, dk and dv intra-chunk parts), after the inter-chunk ones of
-// grad_rows (Xa = Q̃ and Xc = dY ⊙ e^{A} = dỸ; Xb and Xd free):
-//   Y += e^{A} ⊙ (P Ṽ),  dV += e^{−A} ⊙ (Pᵀ dỸ),  with P = mask(Q̃ K̃ᵀ);
-//   dQ += e^{B} ⊙ (R K̃), dK += e^{−B} ⊙ (Rᵀ Q̃),  with R = mask(dỸ Ṽᵀ);
-// K̃ = K ⊙ e^{−B} into Xb, Ṽ = V ⊙ e^{−A} into Xd, P then R in Pc.
+// The chunk form's gradient products, after dk's and dv's inter-chunk ones (grad_rows: Xa = Q̃ and
+// Xc = dY ⊙ e^{A} = dỸ; Xb and Xd free, and dSop, where Pc is):
+//   Y = e^{A} ⊙ (Q̃ S_prevᵀ + P Ṽ),   dV += e^{−A} ⊙ (Pᵀ dỸ),   with P = mask(Q̃ K̃ᵀ);
+//   dQ += e^{B} ⊙ (dỸ S_prev + R K̃),  dK += e^{−B} ⊙ (Rᵀ Q̃),   with R = mask(dỸ Ṽᵀ);
+// K̃ = K ⊙ e^{−B} into Xb, Ṽ = V ⊙ e^{−A} into Xd, P then R in Pc; y's and dq's inter- and intra-chunk
+// products in one set of accumulators each.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void chunk_grad_products(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, float* DK, float* DV) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
+  using cta::KSpan;
   cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
     if (e < int64_t(C) * MQ) {
       const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
@@ -1637,25 +1652,28 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, flo
     const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
     scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, nullptr, t.row_gates(j) + d);
   });
-  cta.template gemm_apply<false, true, cta::KSpan::Causal>(
-      C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op,
-      [&](int i, int j, const float* v) { store_causal_pairs<Cta>(t.Pc, Cfg::ldc_op, i, j, v); });
-  cta.template gemm_apply<false, false, cta::KSpan::LowerA>(
-      C, R, C, t.Pc, Cfg::ldc_op, t.Xd, Cfg::ldd_op, [&](int i, int d, const float* v) {
-        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, true);
-      });
-  cta.template gemm_apply<true, false, cta::KSpan::UpperA>(
+  const auto into_pc = [&](int i, int j, const float* v) { store_causal_pairs<Cta>(t.Pc, Cfg::ldc_op, i, j, v); };
+  cta.template gemm_apply<false, true, KSpan::Causal>(C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op, into_pc);
+  cta.gemm_apply_sum(
+      C, R,
+      [&](int i, int d, const float* v) {
+        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
+      },
+      cta::term<false, true>(M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op),
+      cta::term<false, false, KSpan::LowerA>(C, t.Pc, Cfg::ldc_op, t.Xd, Cfg::ldd_op));
+  cta.template gemm_apply<true, false, KSpan::UpperA>(
       C, R, C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op, [&](int j, int d, const float* v) {
         decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, true);
       });
-  cta.template gemm_apply<false, true, cta::KSpan::Causal>(
-      C, C, R, t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op,
-      [&](int i, int j, const float* v) { store_causal_pairs<Cta>(t.Pc, Cfg::ldc_op, i, j, v); });
-  cta.template gemm_apply<false, false, cta::KSpan::LowerA>(
-      C, M, C, t.Pc, Cfg::ldc_op, t.Xb, Cfg::ldm_op, [&](int i, int m, const float* v) {
+  cta.template gemm_apply<false, true, KSpan::Causal>(C, C, R, t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, into_pc);
+  cta.gemm_apply_sum(
+      C, M,
+      [&](int i, int m, const float* v) {
         decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
-      });
-  cta.template gemm_apply<true, false, cta::KSpan::UpperA>(
+      },
+      cta::term<false, false>(R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op),
+      cta::term<false, false, KSpan::LowerA>(C, t.Pc, Cfg::ldc_op, t.Xb, Cfg::ldm_op));
+  cta.template gemm_apply<true, false, KSpan::UpperA>(
       C, M, C, t.Pc, Cfg::ldc_op, t.Xa, Cfg::ldm_op, [&](int j, int m, const float* v) {
         decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, nullptr, 0, t.key_gates(j) + m, Cfg::ldg_m, v, true);
       });
@@ -1717,28 +1735,21 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, t.row_gates(last) + d,
                       t.row_gates(i) + d);
   });
-  // Each product decayed in registers: dq and dk add theirs (they accumulate over tiles), y and dv start
-  // with theirs.
-  cta.template gemm_apply<false, false>(
-      C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, [&](int i, int m, const float* v) {
-        decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
-      });
+  // Each product decayed in registers: dk adds its own (it accumulates over tiles), dv starts with its own. dS_end
+  // is not read after these two.
   cta.template gemm_apply<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op,
                                         [&](int i, int m, const float* v) {
                                           decay_pairs<Cta>(DK + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(last) + m,
                                                            0, t.key_gates(i) + m, Cfg::ldg_m, v, true);
                                         });
-  cta.template gemm_apply<false, true>(
-      C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, [&](int i, int d, const float* v) {
-        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
-      });
   cta.template gemm_apply<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op,
                                        [&](int i, int d, const float* v) {
                                          decay_pairs<Cta>(DV + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(last) + d, 0,
                                                           t.row_gates(i) + d, Cfg::ldg_r, v, false);
                                        });
 
-  // Intra-chunk: the chunk form's products over the whole chunk, or by sub-chunk with the diagonal blocks on
+  // Intra-chunk: the chunk form's products over the whole chunk (with y's and dq's inter-chunk products in the
+  // same accumulators), or y's and dq's inter-chunk products, then by sub-chunk with the diagonal blocks on
   // tensor cores (but their wide columns): y and dq (causal, one loop sharing the scaled k and v), dv and dk
   // (anti-causal). A chunk taken whole has no diagonal terms left: the row gates' sums below then take y ⊙ dy
   // and write dv themselves.
@@ -1746,6 +1757,14 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   if (whole) {
     chunk_grad_products(cta, t, DQ, DK, DV);
   } else {
+    cta.template gemm_apply<false, false>(
+        C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, [&](int i, int m, const float* v) {
+          decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
+        });
+    cta.template gemm_apply<false, true>(
+        C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, [&](int i, int d, const float* v) {
+          decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
+        });
     intra_chunk_causal(cta, pl, t, !pd_kept, DQ);
     pd_kept = true;
     intra_chunk_anticausal(cta, pl, t, DK, DV);

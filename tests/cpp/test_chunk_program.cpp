@@ -752,6 +752,58 @@ TEST(ChunkProgram, GemmApplyHandsOverTheProductAsTheLanesHoldIt) {
   EXPECT_THROW(into_b(), std::logic_error);
 }
 
+// k spans and sums of products (the chunk form's): a span sums only the k steps the device takes, and is
+// refused where it would skip a nonzero; gemm_apply_sum hands over gemm's C followed by an accumulating gemm,
+// bit for bit, and checks both products' operands.
+TEST(ChunkProgram, GemmApplySpansAndSumsAreTheProductsAsked) {
+  using decayfw::cta::KSpan;
+  decayfw::cta::HostSmem smem(2 * 64 * 72 * sizeof(BFloat16) + 64 * 48 * sizeof(float));
+  auto* a = reinterpret_cast<BFloat16*>(smem.data());
+  BFloat16* b = a + 64 * 72;
+  float* c = reinterpret_cast<float*>(smem.data() + 2 * 64 * 72 * sizeof(BFloat16));
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  for (int i = 0; i < 2 * 64 * 72; ++i) a[i] = decayfw::to_bfloat16(n(rng));
+  decayfw::cta::HostCta<> cta;
+  const auto collect = [](std::vector<float>& out) {
+    return [&out](int i, int j, const float* v) {
+      for (int e = 0; e < 4; ++e)
+        for (int w = 0; w < 2; ++w) out[(i + 8 * (e & 1)) * 48 + j + 8 * (e >> 1) + w] = v[2 * e + w];
+    };
+  };
+  // A 64×64 lower-triangular A: LowerA gives gemm's bits; with one element above the diagonal it is refused.
+  for (int i = 0; i < 64; ++i)
+    for (int p = i + 1; p < 64; ++p) a[i * 72 + p] = decayfw::to_bfloat16(0.0f);
+  cta.gemm<false, false>(64, 48, 64, a, 72, b, 72, c, 48, false);
+  std::vector<float> lower(64 * 48), sum(64 * 48);
+  cta.gemm_apply<false, false, KSpan::LowerA>(64, 48, 64, a, 72, b, 72, collect(lower));
+  EXPECT_EQ(0, std::memcmp(lower.data(), c, lower.size() * sizeof(float)));
+  cta.gemm<false, false>(64, 48, 64, a, 72, b, 72, c, 48, true);  // C + the same product
+  cta.gemm_apply_sum(64, 48, collect(sum), decayfw::cta::term<false, false>(64, a, 72, b, 72),
+                     decayfw::cta::term<false, false, KSpan::LowerA>(64, a, 72, b, 72));
+  EXPECT_EQ(0, std::memcmp(sum.data(), c, sum.size() * sizeof(float)));
+  // Causal: tiles above the diagonal take no steps (their accumulators stay 0).
+  std::vector<float> causal(64 * 48);
+  cta.gemm_apply<false, false, KSpan::Causal>(64, 48, 64, a, 72, b, 72, collect(causal));
+  EXPECT_EQ(causal[0 * 48 + 16], 0.0f);   // tile (0, 16)
+  EXPECT_EQ(causal[0 * 48 + 32], 0.0f);   // tile (0, 32)
+  EXPECT_NE(causal[16 * 48 + 16], 0.0f);  // tile (16, 16)
+  EXPECT_EQ(causal[40 * 48 + 20], lower[40 * 48 + 20]);
+  a[3 * 72 + 40] = decayfw::to_bfloat16(1.0f);  // above the diagonal, in a step LowerA skips for rows 0..15
+  auto skips_nonzero = [&] { cta.gemm_apply<false, false, KSpan::LowerA>(64, 48, 64, a, 72, b, 72, collect(lower)); };
+  EXPECT_THROW(skips_nonzero(), std::logic_error);
+  a[3 * 72 + 40] = decayfw::to_bfloat16(0.0f);
+  auto into_second = [&] {
+    cta.gemm_apply_sum(
+        64, 48,
+        [&](int i, int j, const float*) {
+          if (i == 17 && j == 2) b[5].bits ^= 1u;
+        },
+        decayfw::cta::term<false, false>(64, a, 72, a, 72), decayfw::cta::term<false, false>(64, a, 72, b, 72));
+  };
+  EXPECT_THROW(into_second(), std::logic_error);
+}
+
 // WMMA's load_matrix_sync/store_matrix_sync need 32-byte aligned tiles and leading dimensions in
 // multiples of 16 bytes; the host executor refuses what the device could not load, naming it.
 TEST(ChunkProgram, GemmRefusesTilesWmmaCannotLoad) {

@@ -12,7 +12,8 @@
 //     gemm_fp32 (fp32 operands at fp32 accuracy); gemm_apply (every element handed over once, where
 //     accumulator_pair says, bit-equal to gemm's C), also with each k span (KSpan: op(A) zero above or below
 //     its diagonal, the steps that multiply those zeros skipped; or a causal product whose tiles above the
-//     diagonal take no steps and stay 0). 32×48 outputs, k = 64, the programs' padded rows.
+//     diagonal take no steps and stay 0); gemm_apply_sum (two products in one set of accumulators: gemm's bits,
+//     then accumulating gemm's). 32×48 outputs, k = 64, the programs' padded rows.
 // Element operations must match bit for bit. Products may differ in the order of the fp32 sums only, so
 // they must agree to 1e-5 of Σ|a·b| (the sums' rounding is below 64·2^-24 ≈ 4e-6 of it).
 //
@@ -89,7 +90,16 @@ std::vector<T> from_device(const T* d, size_t n) {
 
 // ---- products --------------------------------------------------------------------------------------------
 
-enum class Mode { Gemm, GemmAccumulate, GemmFp32, GemmApply, GemmApplyLowerA, GemmApplyUpperA, GemmApplyCausal };
+enum class Mode {
+  Gemm,
+  GemmAccumulate,
+  GemmFp32,
+  GemmApply,
+  GemmApplyLowerA,
+  GemmApplyUpperA,
+  GemmApplyCausal,
+  GemmApplySum
+};
 const char* mode_name(Mode m) {
   return m == Mode::Gemm              ? "gemm"
          : m == Mode::GemmAccumulate  ? "gemm, accumulate"
@@ -97,16 +107,17 @@ const char* mode_name(Mode m) {
          : m == Mode::GemmApply       ? "gemm_apply"
          : m == Mode::GemmApplyLowerA ? "gemm_apply, LowerA span"
          : m == Mode::GemmApplyUpperA ? "gemm_apply, UpperA span"
-                                      : "gemm_apply, Causal span";
+         : m == Mode::GemmApplyCausal ? "gemm_apply, Causal span"
+                                      : "gemm_apply_sum (A·B, then A·B again with the LowerA span)";
 }
 __host__ __device__ constexpr bool is_apply(Mode m) {
   return m >= Mode::GemmApply;
 }
 __host__ __device__ constexpr cta::KSpan span_of(Mode m) {
-  return m == Mode::GemmApplyLowerA   ? cta::KSpan::LowerA
-         : m == Mode::GemmApplyUpperA ? cta::KSpan::UpperA
-         : m == Mode::GemmApplyCausal ? cta::KSpan::Causal
-                                      : cta::KSpan::All;
+  return m == Mode::GemmApplyLowerA || m == Mode::GemmApplySum ? cta::KSpan::LowerA
+         : m == Mode::GemmApplyUpperA                          ? cta::KSpan::UpperA
+         : m == Mode::GemmApplyCausal                          ? cta::KSpan::Causal
+                                                               : cta::KSpan::All;
 }
 // Whether output tile (i, j) of a Causal product takes no steps (and stays 0).
 constexpr bool dropped(Mode m, int i, int j) {
@@ -118,14 +129,19 @@ constexpr bool dropped(Mode m, int i, int j) {
 template <Mode kMode, bool TA, bool TB, typename Cta, typename Op>
 __host__ __device__ void product(Cta& x, Op* A, Op* B, float* C, int* writes) {
   if constexpr (is_apply(kMode)) {
-    x.template gemm_apply<TA, TB, span_of(kMode)>(kM, kN, kK, A, kLd, B, kLd, [&](int i, int j, const float* v) {
+    const auto epilogue = [&](int i, int j, const float* v) {
       for (int e = 0; e < cta::kAccumulatorPairs; ++e)
         for (int w = 0; w < 2; ++w) {
           const int row = i + 8 * (e & 1), col = j + 8 * (e >> 1) + w;
           C[row * kLdc + col] = v[2 * e + w];
           ++writes[row * kN + col];  // each element belongs to one lane: no two calls write one counter
         }
-    });
+    };
+    if constexpr (kMode == Mode::GemmApplySum)
+      x.gemm_apply_sum(kM, kN, epilogue, cta::term<TA, TB>(kK, A, kLd, B, kLd),
+                       cta::term<TA, TB, cta::KSpan::LowerA>(kK, A, kLd, B, kLd));
+    else
+      x.template gemm_apply<TA, TB, span_of(kMode)>(kM, kN, kK, A, kLd, B, kLd, epilogue);
   } else if constexpr (kMode == Mode::GemmFp32) {
     x.template gemm_fp32<TA, TB>(kM, kN, kK, A, kLd, B, kLd, C, kLdc, false);
   } else {
@@ -189,7 +205,8 @@ Reference reference(const std::vector<H>& a, const std::vector<H>& b, const std:
     r.exact += double(tf32 ? cta::round_to_tf32(x) : x) * double(tf32 ? cta::round_to_tf32(y) : y);
     r.scale += std::fabs(double(x) * double(y));
   }
-  if (r.scale == 0.0) r.scale = 1.0;  // a dropped tile: exactly 0 expected
+  if (kMode == Mode::GemmApplySum) r.exact *= 2.0, r.scale *= 2.0;  // the same product twice
+  if (r.scale == 0.0) r.scale = 1.0;                                // a dropped tile: exactly 0 expected
   return r;
 }
 
@@ -205,7 +222,7 @@ Row check_product(const char* type, bool gpu, std::mt19937& rng) {
   // LowerA, UpperA: op(A) zero where the span skips it (HostCta refuses a nonzero there).
   for (int i = 0; i < kM; ++i)
     for (int p = 0; p < kK; ++p)
-      if ((kMode == Mode::GemmApplyLowerA && p > i) || (kMode == Mode::GemmApplyUpperA && p < i))
+      if ((span_of(kMode) == cta::KSpan::LowerA && p > i) || (kMode == Mode::GemmApplyUpperA && p < i))
         a[TA ? p * kLd + i : i * kLd + p] = cta::HostCta<>::from_f<H>(0.0f);
   std::vector<int> host_writes;  // gemm_apply's epilogue counts its writes on either executor
   const std::vector<float> host = host_product<kMode, TA, TB>(a, b, c0, host_writes);
@@ -239,6 +256,12 @@ Row check_product(const char* type, bool gpu, std::mt19937& rng) {
     // the steps a span skips add exact zeros), except a Causal product's dropped tiles: zero.
     product_kernel<Mode::Gemm, TA, TB><<<1, kThreads, product_smem(sizeof(D))>>>(pa, pb, pc0, pc, pw);
     DECAYFW_CHECK(cudaGetLastError());
+    if (kMode == Mode::GemmApplySum) {  // gemm's C, then the same product accumulated onto it
+      float* once = to_device(from_device(pc, kM * kLdc));
+      product_kernel<Mode::GemmAccumulate, TA, TB><<<1, kThreads, product_smem(sizeof(D))>>>(pa, pb, once, pc, pw);
+      DECAYFW_CHECK(cudaGetLastError());
+      cudaFree(once);
+    }
     const std::vector<float> gemm = from_device(pc, kM * kLdc);
     int wrong = 0;
     for (int i = 0; i < kM; ++i)
@@ -444,6 +467,8 @@ int main(int argc, char** argv) {
   check_transposes<Mode::GemmApplyLowerA, float>("fp32 as tf32", gpu, rng, rows);
   check_transposes<Mode::GemmApplyUpperA, float>("fp32 as tf32", gpu, rng, rows);
   check_transposes<Mode::GemmApplyCausal, float>("fp32 as tf32", gpu, rng, rows);
+  check_transposes<Mode::GemmApplySum, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::GemmApplySum, float>("fp32 as tf32", gpu, rng, rows);
   std::printf(
       "The chunk programs' executor operations, DeviceCta on the GPU against HostCta on the same inputs (%s; "
       "tests/gpu/cta_executor_check.cu). Products: largest |difference| ÷ Σ|a·b| over 32×48 outputs, k = 64, "

@@ -35,6 +35,10 @@
 //                             other call reads or writes. An epilogue that scales the product and adds it
 //                             into a tile saves the tile the product would pass through. span (a KSpan, All
 //                             by default) skips the k steps a causal mask makes zero.
+//   cta.gemm_apply_sum(m, n, f, term<TA, TB[, span]>(k, A, lda, B, ldb), term<...>(...))
+//                             gemm_apply of the sum of two products (one set of accumulators, the first
+//                             product's k steps, then the second's): the operand type alike, k, transposes
+//                             and spans each their own. One epilogue for two products that share their decays.
 //   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
 //   Cta::load4(p, v), Cta::store4(p, v)   four consecutive elements of p (float, or a 16-bit
 //                             storage type) to or from four floats v, at an address aligned to their
@@ -161,6 +165,24 @@ DECAYFW_HD F* gemm_c_tile(F* C, int ldc, int i0, int j0) {
 //   Causal: the epilogue masks the product to j ≤ i: a tile with j0 > i0 takes none (its accumulators stay 0).
 // HostCta checks that the steps skipped for LowerA and UpperA hold zeros in A.
 enum class KSpan { All, LowerA, UpperA, Causal };
+
+// One product of gemm_apply_sum: op(A)·op(B) over k, its transposes and k span as gemm_apply's.
+template <bool TA, bool TB, KSpan kSpanOf, typename Op>
+struct Term {
+  static constexpr bool kTA = TA, kTB = TB;
+  static constexpr KSpan kSpan = kSpanOf;
+  using Operand = Op;
+  int k;
+  const Op* A;
+  int lda;
+  const Op* B;
+  int ldb;
+};
+template <bool TA, bool TB, KSpan kSpan = KSpan::All, typename Op>
+DECAYFW_HD Term<TA, TB, kSpan, Op> term(int k, const Op* A, int lda, const Op* B, int ldb) {
+  return {k, A, lda, B, ldb};
+}
+
 DECAYFW_HD void k_span(KSpan span, int i0, int j0, int k, int& begin, int& end) {
   begin = 0, end = k;
   if (span == KSpan::LowerA)

@@ -124,6 +124,32 @@ struct DeviceCta {
     });
   }
 
+  // Two products in one set of accumulators, then f as gemm_apply's. A walk of its own: routing gemm and
+  // gemm_apply through a walk over terms too made nvcc 13 spill 52-76 bytes in every bf16 grad_pass (ptxas -v).
+  // Same fragments, loads and k spans as mma_tiles.
+  template <typename F, typename T1, typename T2>
+  __device__ __forceinline__ void gemm_apply_sum(int m, int n, F&& f, const T1& x, const T2& y) {
+    namespace w = nvcuda::wmma;
+    using Op = typename T1::Operand;
+    static_assert(std::is_same_v<Op, typename T2::Operand>, "one operand type");
+    constexpr int kK = wmma_k_step<Op>;
+    const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    const int tiles_n = n / 16, tiles = (m / 16) * tiles_n;
+    for (int t = warp; t < tiles; t += warps) {
+      const int i0 = (t / tiles_n) * 16, j0 = (t % tiles_n) * 16;
+      w::fragment<w::accumulator, 16, 16, kK, float> c;
+      w::fill_fragment(c, 0.0f);
+      add_term(c, i0, j0, x);
+      add_term(c, i0, j0, y);
+      const int lane = threadIdx.x % 32;
+      float v[2 * kAccumulatorPairs];
+#pragma unroll
+      for (int e = 0; e < 2 * kAccumulatorPairs; ++e) v[e] = c.x[e];
+      f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
+    }
+    __syncthreads();
+  }
+
   // fp32 operands at fp32 accuracy: each fragment element x splits into hi = tf32(x) and lo = tf32(x − hi),
   // and the tensor cores sum lo·hi + hi·lo + hi·hi (the small terms first). The lo·lo term left out is
   // below 2^-22 of the product. The operands are read once, as gemm's, and split in registers.
@@ -142,6 +168,32 @@ struct DeviceCta {
       const float x = hi.x[e], h = w::__float_to_tf32(x);
       hi.x[e] = h;
       lo.x[e] = w::__float_to_tf32(x - h);
+    }
+  }
+
+  // One term's k steps into a tile's accumulators (gemm_apply_sum).
+  template <typename Acc, typename X>
+  static __device__ __forceinline__ void add_term(Acc& c, int i0, int j0, const X& x) {
+    namespace w = nvcuda::wmma;
+    using Op = typename X::Operand;
+    using Frag = typename WmmaOperand<Op>::type;
+    constexpr int kK = wmma_k_step<Op>;
+    using LayoutA = std::conditional_t<X::kTA, w::col_major, w::row_major>;
+    using LayoutB = std::conditional_t<X::kTB, w::col_major, w::row_major>;
+    int begin, end;
+    k_span(X::kSpan, i0, j0, x.k, begin, end);
+    for (int p = begin; p < end; p += kK) {
+      w::fragment<w::matrix_a, 16, 16, kK, Frag, LayoutA> a;
+      w::fragment<w::matrix_b, 16, 16, kK, Frag, LayoutB> b;
+      wmma_shared::load(a, gemm_a_tile<X::kTA>(x.A, x.lda, i0, p), x.lda);
+      wmma_shared::load(b, gemm_b_tile<X::kTB>(x.B, x.ldb, j0, p), x.ldb);
+      if constexpr (std::is_same_v<Op, float>) {
+#pragma unroll
+        for (int e = 0; e < a.num_elements; ++e) a.x[e] = w::__float_to_tf32(a.x[e]);
+#pragma unroll
+        for (int e = 0; e < b.num_elements; ++e) b.x[e] = w::__float_to_tf32(b.x[e]);
+      }
+      w::mma_sync(c, a, b, c);
     }
   }
 

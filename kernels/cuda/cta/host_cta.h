@@ -22,6 +22,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -195,17 +196,29 @@ struct HostCta {
   template <bool TA, bool TB, KSpan kSpan = KSpan::All, typename Op, typename F>
   void gemm_apply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, F&& f,
                   const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
-    begin_product<TA, TB>(m, n, k, A, lda, B, ldb, static_cast<const float*>(nullptr), 0, false, fn, line, kSpan);
+    apply_products(m, n, f, fn, line, term<TA, TB, kSpan>(k, A, lda, B, ldb));
+  }
+  // Both products summed in one host vector, the first's k steps then the second's, as the device's
+  // accumulators take them.
+  template <typename F, typename T1, typename T2>
+  void gemm_apply_sum(int m, int n, F&& f, const T1& first, const T2& second, const char* fn = __builtin_FUNCTION(),
+                      int line = __builtin_LINE()) {
+    apply_products(m, n, f, fn, line, first, second);
+  }
+  template <typename F, typename... Terms>
+  void apply_products(int m, int n, F& f, const char* fn, int line, const Terms&... terms) {
+    (begin_term(m, n, terms, fn, line), ...);
     std::vector<float> acc(size_t(m) * n);
     {
       SmemTrace::Quiet modeled;
-      check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, static_cast<float*>(nullptr), 0);
-      if (kSpan == KSpan::LowerA || kSpan == KSpan::UpperA) check_skipped_zero<TA>(m, k, A, lda, kSpan);
-      product<TA, TB, false>(m, n, k, A, lda, B, ldb, acc.data(), n, false, kSpan);
+      bool first = true;
+      auto add = [&](const auto& x) {
+        add_term(m, n, x, acc.data(), n, !first);
+        first = false;
+      };
+      (add(terms), ...);
     }
-    const size_t a_elems = TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k;
-    const size_t b_elems = TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n;
-    std::vector<Op> a_before(A, A + a_elems), b_before(B, B + b_elems);
+    const auto before = std::make_tuple(operand_snapshot(m, n, terms)...);
     const int tiles_n = n / 16;
     for_each(
         int64_t(m / 16) * tiles_n * kWarp,
@@ -221,8 +234,38 @@ struct HostCta {
         },
         fn, line);
     SmemTrace::Quiet check;
-    if (std::memcmp(a_before.data(), A, a_elems * sizeof(Op)) != 0 ||
-        std::memcmp(b_before.data(), B, b_elems * sizeof(Op)) != 0)
+    std::apply([&](const auto&... snapshot) { (check_unchanged(snapshot), ...); }, before);
+  }
+  // A term's checks and trace, as a product of its own (its fragments, no C).
+  template <bool TA, bool TB, KSpan kSpan, typename Op>
+  void begin_term(int m, int n, const Term<TA, TB, kSpan, Op>& x, const char* fn, int line) {
+    begin_product<TA, TB>(m, n, x.k, x.A, x.lda, x.B, x.ldb, static_cast<const float*>(nullptr), 0, false, fn, line,
+                          kSpan);
+    SmemTrace::Quiet modeled;
+    check_wmma_contract<TA, TB>(m, n, x.k, x.A, x.lda, x.B, x.ldb, static_cast<float*>(nullptr), 0);
+    if (kSpan == KSpan::LowerA || kSpan == KSpan::UpperA) check_skipped_zero<TA>(m, x.k, x.A, x.lda, kSpan);
+  }
+  template <bool TA, bool TB, KSpan kSpan, typename Op>
+  static void add_term(int m, int n, const Term<TA, TB, kSpan, Op>& x, float* C, int ldc, bool accumulate) {
+    product<TA, TB, false>(m, n, x.k, x.A, x.lda, x.B, x.ldb, C, ldc, accumulate, kSpan);
+  }
+  // On the device, warps still multiplying read the operands while others run their epilogues: an epilogue that
+  // writes into an operand is refused.
+  template <typename Op>
+  struct Snapshot {
+    const Op *a, *b;
+    std::vector<Op> a_before, b_before;
+  };
+  template <bool TA, bool TB, KSpan kSpan, typename Op>
+  static Snapshot<Op> operand_snapshot(int m, int n, const Term<TA, TB, kSpan, Op>& x) {
+    const size_t a_elems = TA ? size_t(x.k - 1) * x.lda + m : size_t(m - 1) * x.lda + x.k;
+    const size_t b_elems = TB ? size_t(n - 1) * x.ldb + x.k : size_t(x.k - 1) * x.ldb + n;
+    return {x.A, x.B, std::vector<Op>(x.A, x.A + a_elems), std::vector<Op>(x.B, x.B + b_elems)};
+  }
+  template <typename Op>
+  static void check_unchanged(const Snapshot<Op>& s) {
+    if (std::memcmp(s.a_before.data(), s.a, s.a_before.size() * sizeof(Op)) != 0 ||
+        std::memcmp(s.b_before.data(), s.b, s.b_before.size() * sizeof(Op)) != 0)
       throw std::logic_error("cta::gemm_apply: the epilogue wrote into an operand (which other warps may still read)");
   }
   template <bool TA, bool TB, bool kSplit, typename Op>
