@@ -406,22 +406,22 @@ def _by_forward(ops, forward, reuse_states):
 #     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 16273, "output_pass": 5462, "state_pass": 2224},
-    (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 23835, "output_pass": 8158, "state_pass": 2224},
-    (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 16581, "output_pass": 5122, "state_pass": 2224},
-    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 9307, "output_pass": 2960, "state_pass": 2224},
-    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 30702, "output_pass": 9927, "state_pass": 2224},
-    (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 43630, "output_pass": 13123, "state_pass": 2224},
-    (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 31786, "output_pass": 9715, "state_pass": 2224},
-    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 17373, "output_pass": 5526, "state_pass": 2224},
-    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 21706, "output_pass": 6918, "state_pass": 3296},
-    (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 31970, "output_pass": 12070, "state_pass": 3296},
-    (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 21450, "output_pass": 6370, "state_pass": 3296},
-    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 12921, "output_pass": 3769, "state_pass": 3296},
-    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 40001, "output_pass": 12119, "state_pass": 3296},
-    (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 55877, "output_pass": 17771, "state_pass": 3296},
-    (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 40373, "output_pass": 11907, "state_pass": 3296},
-    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 23489, "output_pass": 6879, "state_pass": 3296},
+    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 16145, "output_pass": 5462, "state_pass": 2224},
+    (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 23707, "output_pass": 8158, "state_pass": 2224},
+    (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 16453, "output_pass": 5122, "state_pass": 2224},
+    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 9051, "output_pass": 2960, "state_pass": 2224},
+    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 6918, "grad_pass": 30446, "output_pass": 9927, "state_pass": 2224},
+    (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 43374, "output_pass": 13123, "state_pass": 2224},
+    (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 31530, "output_pass": 9715, "state_pass": 2224},
+    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 16861, "output_pass": 5526, "state_pass": 2224},
+    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 21578, "output_pass": 6918, "state_pass": 3296},
+    (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 31842, "output_pass": 12070, "state_pass": 3296},
+    (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 21322, "output_pass": 6370, "state_pass": 3296},
+    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 12665, "output_pass": 3769, "state_pass": 3296},
+    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 9254, "grad_pass": 39745, "output_pass": 12119, "state_pass": 3296},
+    (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 55621, "output_pass": 17771, "state_pass": 3296},
+    (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 40117, "output_pass": 11907, "state_pass": 3296},
+    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 22977, "output_pass": 6879, "state_pass": 3296},
 }
 
 

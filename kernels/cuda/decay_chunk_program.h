@@ -1544,14 +1544,21 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool
 // out(i, x, g_i) for every valid row i. One thread per column walking all C rows would be a chain of
 // C dependent steps on X threads (two warps at X = 64), so the rows are cut at the sub-chunks: each
 // (sub-chunk, column) first sums its own terms into part (NS×X fp32), then walks its rows from the sum
-// of the later sub-chunks' parts on top of the carry. A chain of 16 on NS·X threads.
+// of the later sub-chunks' parts on top of the carry. A chain of 16 on NS·X threads. With `kept` (C rows of
+// ld floats that nothing reads after), the first walk leaves each term there and the second reads it back:
+// one read where the term took several.
 template <typename Cta, typename Cfg, int X, typename Term, typename Out>
-DECAYFW_CTA void reverse_gate_sums(Cta& cta, int valid, const float* carry, float* part, Term&& term, Out&& out) {
+DECAYFW_CTA void reverse_gate_sums(Cta& cta, int valid, const float* carry, float* part, Term&& term, Out&& out,
+                                   float* kept = nullptr, int ld = 0) {
   constexpr int S = Cfg::S, NS = Cfg::NS;
   cta.for_each(int64_t(NS) * X, [&](int64_t e) {
     const int I = static_cast<int>(e / X), x = static_cast<int>(e % X);
     float s = 0.0f;
-    for (int i = (I * S + S < valid ? I * S + S : valid) - 1; i >= I * S; --i) s += term(i, x);
+    for (int i = (I * S + S < valid ? I * S + S : valid) - 1; i >= I * S; --i) {
+      const float v = term(i, x);
+      if (kept) kept[i * ld + x] = v;
+      s += v;
+    }
     part[I * X + x] = s;
   });
   cta.for_each(int64_t(NS) * X, [&](int64_t e) {
@@ -1559,7 +1566,7 @@ DECAYFW_CTA void reverse_gate_sums(Cta& cta, int valid, const float* carry, floa
     float g = carry[x];
     for (int J = NS - 1; J > I; --J) g += part[J * X + x];
     for (int i = (I * S + S < valid ? I * S + S : valid) - 1; i >= I * S; --i) {
-      g += term(i, x);
+      g += kept ? kept[i * ld + x] : term(i, x);
       out(i, x, g);
     }
   });
@@ -1802,7 +1809,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     });
 
   // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term,
-  // times σ(−z) of the staged logits (reverse_gate_sums).
+  // times σ(−z) of the staged logits (reverse_gate_sums; the terms kept in Y between its walks).
   reverse_gate_sums<Cta, Cfg, R>(
       cta, pl.valid, sm.carry_row, sm.part,
       [&](int i, int d) {
@@ -1815,7 +1822,8 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
             Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Zr[i * R + d])));
         if (whole)
           row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(DV[i * Cfg::ldd_f + d]);
-      });
+      },
+      t.Y, Cfg::ldd_f);  // Y is not read after the terms: they replace it
 }
 
 // grad_pass(n, chunk): every input gradient of one chunk. The row tiles of D are walked inside the

@@ -79,7 +79,7 @@ def test_traffic_model_table_prints_without_a_gpu():
     # 38/28/39% split and 42/29/44% fused.)
     assert compute == {("split", "factored"): "19%", ("split", "elementwise"): "14%", ("split", "tensor"): "19%",
                        ("split", "chunk"): "29%", ("fused", "factored"): "19%", ("fused", "elementwise"): "14%",
-                       ("fused", "tensor"): "19%", ("fused", "chunk"): "30%"}, r.stdout
+                       ("fused", "tensor"): "20%", ("fused", "chunk"): "30%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
