@@ -267,14 +267,18 @@ DECAYFW_CTA void decay_pairs(float* out, int ld, const float* a, int lda, const 
 }
 
 // One lane's part of a C×C product as gemm_apply hands it over (v, at row i, column j), rounded into the operand
-// type at out (the product's (0, 0), rows ld apart) and masked to the causal pairs: zero where column > row.
-template <typename Cta, typename Op>
+// type at out (the product's (0, 0), rows ld apart) and masked to the causal pairs: zero where column > row, or
+// with kApart where the column's 16-row block is not before the row's (the diagonal blocks taken apart).
+template <typename Cta, bool kApart, typename Op>
 DECAYFW_CTA void store_causal_pairs(Op* out, int ld, int i, int j, const float* v) {
   DECAYFW_UNROLL
   for (int e = 0; e < 4; ++e) {  // pair e at row i + 8·(e & 1), columns j + 8·(e >> 1) (+ 1)
     const int r = i + 8 * (e & 1), c = j + 8 * (e >> 1);
     DECAYFW_UNROLL
-    for (int w = 0; w < 2; ++w) out[r * ld + c + w] = Cta::template from_f<Op>(c + w <= r ? v[2 * e + w] : 0.0f);
+    for (int w = 0; w < 2; ++w) {
+      const bool kept = kApart ? (c + w) / kSub < r / kSub : c + w <= r;
+      out[r * ld + c + w] = Cta::template from_f<Op>(kept ? v[2 * e + w] : 0.0f);
+    }
   }
 }
 
@@ -326,9 +330,14 @@ struct Tiles {
     return diagonal == DiagonalForm::Tensor || diagonal == DiagonalForm::Chunk;
   }
   // This chunk (and tile) takes the chunk form's whole-chunk products.
+  // (The factored form takes such a chunk whole too, its 16×16 diagonal blocks apart in fp32: blocks_apart.)
   DECAYFW_HD bool chunk_narrow() const {
-    return diagonal == DiagonalForm::Chunk && chunk_wide != nullptr && (chunk_wide[0] | chunk_wide[1]) == 0u;
+    return takes_chunks_whole() && chunk_wide != nullptr && (chunk_wide[0] | chunk_wide[1]) == 0u;
   }
+  DECAYFW_HD bool takes_chunks_whole() const {
+    return fp32_range && (diagonal == DiagonalForm::Chunk || diagonal == DiagonalForm::Factored);
+  }
+  bool fp32_range = false;  // the operand type holds e^{±40}·|x| (Cta::has_fp32_range; not fp16)
   DECAYFW_HD bool factored() const { return diagonal == DiagonalForm::Factored; }
 };
 
@@ -506,7 +515,7 @@ template <typename Op, typename Cfg>
 DECAYFW_CTA int64_t wide_word_count(const Tiles<Op, Cfg>& t, int sides) {
   if (t.key_wide == nullptr) return 0;
   const int64_t chunk_words =
-      t.chunk_wide && t.diagonal == DiagonalForm::Chunk ? (sides & kKeySide ? 1 : 0) + (sides & kRowSide ? 1 : 0) : 0;
+      t.chunk_wide && t.takes_chunks_whole() ? (sides & kKeySide ? 1 : 0) + (sides & kRowSide ? 1 : 0) : 0;
   return int64_t(Cfg::NS) * ((sides & kKeySide ? Cfg::key_words : 0) + (sides & kRowSide ? Cfg::row_words : 0)) +
          chunk_words;
 }
@@ -536,7 +545,7 @@ DECAYFW_CTA void mark_wide_column(Cta& cta, float bound, const float* g, int ld,
 // column's last cumulative sum, rows past T adding 0) sets its side's word (NaN included).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void mark_chunk_column(Cta& cta, const Tiles<Op, Cfg>& t, float bound, const float* g, int ld, int side) {
-  if (t.diagonal != DiagonalForm::Chunk || t.chunk_wide == nullptr) return;
+  if (!t.takes_chunks_whole() || t.chunk_wide == nullptr) return;
   if (!(-g[(Cfg::C - 1) * ld] <= bound)) cta.atomic_or(t.chunk_wide + side, 1u);
 }
 
@@ -641,11 +650,16 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
 // The gradient's products (chunk_grad_products) are the same four shapes. Each scaled operand is rounded
 // to the operand type, the diagonal pairs too: the tensor form's precision.
 
-// The chunk form's y, inter- and intra-chunk parts in one: Q̃ into Xa, K̃ into Xb, Ṽ into Xc, P into Pc, then
+// The factored form takes a whole chunk the same way, but for its 16×16 diagonal blocks (kApart): the products
+// skip them (P masked to the blocks before the row's), and the blocks come in fp32 as the factored form's do
+// (Pd, Rd: diagonal_blocks_whole), so its precision stays the factored form's.
+
+// A whole chunk's y, inter- and intra-chunk parts in one: Q̃ into Xa, K̃ into Xb, Ṽ into Xc, P into Pc, then
 //   Y = e^{A} ⊙ (Q̃ S_prevᵀ + P Ṽ)
 // in one set of accumulators (y_inter_product's decays and the intra product's are the same).
-template <typename Cta, typename Op, typename Cfg>
+template <bool kApart, typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void y_whole_chunk(Cta& cta, Tiles<Op, Cfg>& t) {
+  using cta::KSpan;
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
   cta.for_each(int64_t(C) * (2 * MQ + RQ), [&](int64_t e) {
     if (e < int64_t(C) * 2 * MQ) {
@@ -662,16 +676,64 @@ DECAYFW_CTA void y_whole_chunk(Cta& cta, Tiles<Op, Cfg>& t) {
     const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
     scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, nullptr, t.row_gates(j) + d);
   });
-  cta.template gemm_apply<false, true, cta::KSpan::Causal>(
+  cta.template gemm_apply<false, true, kApart ? KSpan::BlockCausal : KSpan::Causal>(
       C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op,
-      [&](int i, int j, const float* v) { store_causal_pairs<Cta>(t.Pc, Cfg::ldc_op, i, j, v); });
+      [&](int i, int j, const float* v) { store_causal_pairs<Cta, kApart>(t.Pc, Cfg::ldc_op, i, j, v); });
   cta.gemm_apply_sum(
       C, R,
       [&](int i, int d, const float* v) {
         decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
       },
       cta::term<false, true>(M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op),
-      cta::term<false, false, cta::KSpan::LowerA>(C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op));
+      cta::term<false, false, kApart ? KSpan::BelowA : KSpan::LowerA>(C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op));
+}
+
+// A whole chunk's diagonal blocks in fp32, into Dg (C×S, zero above the diagonal), as the factored form's
+// (factored_products) but referred to the chunk's start, which its spans allow: block I's pair (i, j) is
+// Σ_x (x_i e^{G_i})(y_j e^{−G_j}) over X columns, both factors in fp32 (Fx, Fy, one block at a time), multiplied
+// at fp32 accuracy (gemm_fp32). G: the key side's gates (Pd: q, k) or the tile's rows' (Rd: dy, v).
+template <int X, typename Cta, typename Op, typename Cfg, typename Gates>
+DECAYFW_CTA void diagonal_blocks_whole(Cta& cta, Tiles<Op, Cfg>& t, const Place& pl, const Op* x, const Op* y, int ld,
+                                       Gates&& gates, float* Dg) {
+  constexpr int S = Cfg::S, XQ = X / kQuad;
+  for (int I = 0; I < Cfg::NS; ++I) {
+    const int r = I * S;
+    if (r >= pl.valid) break;
+    cta.for_each(int64_t(2) * S * XQ + (I > 0 ? S * S : 0), [&](int64_t e) {
+      if (e < int64_t(2) * S * XQ) {
+        const bool later = e >= int64_t(S) * XQ;  // Fy: the later factor's rows
+        if (later) e -= int64_t(S) * XQ;
+        const int ii = static_cast<int>(e / XQ), c = static_cast<int>(e % XQ) * kQuad;
+        float v[kQuad], g[kQuad];
+        Cta::load4((later ? y : x) + (r + ii) * ld + c, v);
+        Cta::load4(gates(r + ii) + c, g);
+        DECAYFW_UNROLL
+        for (int w = 0; w < kQuad; ++w) v[w] *= decay_exp(later ? -g[w] : g[w]);
+        Cta::store4((later ? t.Fy : t.Fx) + ii * Cfg::ld_fd + c, v);
+        return;
+      }
+      e -= int64_t(2) * S * XQ;  // the previous block's pairs above its diagonal: zero
+      const int ii = static_cast<int>(e / S), jj = static_cast<int>(e % S);
+      if (jj > ii) Dg[(r - S + ii) * S + jj] = 0.0f;
+    });
+    cta.template gemm_fp32<false, true>(S, S, X, t.Fx, Cfg::ld_fd, t.Fy, Cfg::ld_fd, Dg + r * S, S, false);
+  }
+  const int last = ((pl.valid + S - 1) / S - 1) * S;  // the last block's upper pairs
+  cta.for_each(int64_t(S) * S, [&](int64_t e) {
+    const int ii = static_cast<int>(e / S), jj = static_cast<int>(e % S);
+    if (jj > ii) Dg[(last + ii) * S + jj] = 0.0f;
+  });
+}
+
+// A whole chunk's y; in the factored form with its diagonal blocks apart, and Pd after them when `need_pd`
+// (Fx and Fy share the region Sop and Pc are in, read until then).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void y_of_whole_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool need_pd) {
+  if (!t.factored()) return y_whole_chunk<false>(cta, t);
+  y_whole_chunk<true>(cta, t);
+  if (need_pd)
+    diagonal_blocks_whole<Cfg::M>(
+        cta, t, pl, t.Qr, t.Kr, Cfg::ldm_op, [&](int i) { return t.key_gates(i); }, t.Pd);
 }
 
 // ---- diagonal blocks: on tensor cores where the gates allow, per element where they do not --------
@@ -1315,6 +1377,7 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Output);
   Tiles<Op, Cfg>& t = sm.t;
   t.diagonal = effective_diagonal<Cta, Op>(a);
+  t.fp32_range = Cta::template has_fp32_range<Op>();
   const Staging<Op> to = staging_of(t);
   bool pd_kept =
       false;  // Pd, which depends on the key side alone, computed by an earlier tile (not by the chunk form's)
@@ -1328,7 +1391,8 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
     });
     finish_loading(cta, pl, t, sides);
     if (t.chunk_narrow()) {
-      y_whole_chunk(cta, t);
+      y_of_whole_chunk(cta, pl, t, !pd_kept);
+      pd_kept = pd_kept || t.factored();
     } else {
       y_inter_product(cta, t);
       intra_chunk_causal(cta, pl, t, !pd_kept);
@@ -1380,6 +1444,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   ForwardSmem<Op, Cfg> sm(smem);
   Tiles<Op, Cfg>& t = sm.chunk.t;
   t.diagonal = effective_diagonal<Cta, Op>(a);
+  t.fp32_range = Cta::template has_fp32_range<Op>();
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
@@ -1398,7 +1463,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
       [&](const Place& pl) {
         // y of the chunk, as output_pass, then the state update.
         if (t.chunk_narrow()) {
-          y_whole_chunk(cta, t);
+          y_of_whole_chunk(cta, pl, t, true);
         } else {
           y_inter_product(cta, t);
           intra_chunk_causal(cta, pl, t, true);
@@ -1645,10 +1710,15 @@ DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg
 //   dQ += e^{B} ⊙ (dỸ S_prev + R K̃),  dK += e^{−B} ⊙ (Rᵀ Q̃),   with R = mask(dỸ Ṽᵀ);
 // K̃ = K ⊙ e^{−B} into Xb, Ṽ = V ⊙ e^{−A} into Xd, P then R in Pc; y's and dq's inter- and intra-chunk
 // products in one set of accumulators each.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void chunk_grad_products(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, float* DK, float* DV) {
+// With kApart (the factored form) the products skip the diagonal blocks, which come after them in fp32: Rd, and
+// Pd unless an earlier tile kept it (pd_kept).
+template <bool kApart, typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, float* DQ, float* DK, float* DV,
+                                     bool& pd_kept) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
   using cta::KSpan;
+  constexpr KSpan kMasked = kApart ? KSpan::BlockCausal : KSpan::Causal, kLower = kApart ? KSpan::BelowA : KSpan::LowerA,
+                  kUpper = kApart ? KSpan::AboveA : KSpan::UpperA;
   cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
     if (e < int64_t(C) * MQ) {
       const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
@@ -1659,31 +1729,39 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, flo
     const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
     scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, nullptr, t.row_gates(j) + d);
   });
-  const auto into_pc = [&](int i, int j, const float* v) { store_causal_pairs<Cta>(t.Pc, Cfg::ldc_op, i, j, v); };
-  cta.template gemm_apply<false, true, KSpan::Causal>(C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op, into_pc);
+  const auto into_pc = [&](int i, int j, const float* v) { store_causal_pairs<Cta, kApart>(t.Pc, Cfg::ldc_op, i, j, v); };
+  cta.template gemm_apply<false, true, kMasked>(C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op, into_pc);
   cta.gemm_apply_sum(
       C, R,
       [&](int i, int d, const float* v) {
         decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
       },
       cta::term<false, true>(M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op),
-      cta::term<false, false, KSpan::LowerA>(C, t.Pc, Cfg::ldc_op, t.Xd, Cfg::ldd_op));
-  cta.template gemm_apply<true, false, KSpan::UpperA>(
+      cta::term<false, false, kLower>(C, t.Pc, Cfg::ldc_op, t.Xd, Cfg::ldd_op));
+  cta.template gemm_apply<true, false, kUpper>(
       C, R, C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op, [&](int j, int d, const float* v) {
         decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, true);
       });
-  cta.template gemm_apply<false, true, KSpan::Causal>(C, C, R, t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, into_pc);
+  cta.template gemm_apply<false, true, kMasked>(C, C, R, t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, into_pc);
   cta.gemm_apply_sum(
       C, M,
       [&](int i, int m, const float* v) {
         decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
       },
       cta::term<false, false>(R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op),
-      cta::term<false, false, KSpan::LowerA>(C, t.Pc, Cfg::ldc_op, t.Xb, Cfg::ldm_op));
-  cta.template gemm_apply<true, false, KSpan::UpperA>(
+      cta::term<false, false, kLower>(C, t.Pc, Cfg::ldc_op, t.Xb, Cfg::ldm_op));
+  cta.template gemm_apply<true, false, kUpper>(
       C, M, C, t.Pc, Cfg::ldc_op, t.Xa, Cfg::ldm_op, [&](int j, int m, const float* v) {
         decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, nullptr, 0, t.key_gates(j) + m, Cfg::ldg_m, v, true);
       });
+  if constexpr (kApart) {
+    if (!pd_kept)
+      diagonal_blocks_whole<M>(
+          cta, t, pl, t.Qr, t.Kr, Cfg::ldm_op, [&](int i) { return t.key_gates(i); }, t.Pd);
+    pd_kept = true;
+    diagonal_blocks_whole<R>(
+        cta, t, pl, t.Gr, t.Vr, Cfg::ldd_op, [&](int i) { return t.row_gates(i); }, t.Rd);
+  }
 }
 
 // One row tile's share of grad_pass, on the tile's rows and states staged by grad_pass: dv, dz of
@@ -1761,8 +1839,10 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // (anti-causal). A chunk taken whole has no diagonal terms left: the row gates' sums below then take y ⊙ dy
   // and write dv themselves.
   const bool whole = t.chunk_narrow();
-  if (whole) {
-    chunk_grad_products(cta, t, DQ, DK, DV);
+  if (whole && t.factored()) {
+    chunk_grad_products<true>(cta, pl, t, DQ, DK, DV, pd_kept);
+  } else if (whole) {
+    chunk_grad_products<false>(cta, pl, t, DQ, DK, DV, pd_kept);
   } else {
     cta.template gemm_apply<false, false>(
         C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, [&](int i, int m, const float* v) {
@@ -1778,14 +1858,15 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   }
 
   // The diagonal terms off the tensor cores, in fp32 (from Pd and Rd): the wide columns' per pair, the
-  // narrow ones' factored in the factored form; and dv written, y ⊙ dy kept in Y for the row-gate
-  // identity. One index per wide (sub-chunk, row) (WideList), one per (sub-chunk, row) that is not wide,
-  // one per wide (sub-chunk, key column), and in the factored form one per (sub-chunk, key column) that
-  // is not wide.
+  // narrow ones' factored in the factored form (a whole chunk's too); and dv written, y ⊙ dy kept in Y for the
+  // row-gate identity. Not in the chunk form's whole chunks, which have none. One index per wide (sub-chunk,
+  // row) (WideList), one per (sub-chunk, row) that is not wide, one per wide (sub-chunk, key column), and in
+  // the factored form one per (sub-chunk, key column) that is not wide.
+  const bool terms = !whole || t.factored();
   const WideList<Cfg::row_words> wide_rows(t.row_wide, Cfg::NS);
   const WideList<Cfg::key_words> wide_keys(t.key_wide, Cfg::NS);
   const int64_t rows = int64_t(Cfg::NS) * R, narrow_keys = t.factored() ? int64_t(Cfg::NS) * M : 0;
-  if (!whole)
+  if (terms)
     cta.for_each(wide_rows.size + rows + wide_keys.size + narrow_keys, [&](int64_t e) {
       int I, col;
       if (e < wide_rows.size) {
@@ -1814,13 +1895,13 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       cta, pl.valid, sm.carry_row, sm.part,
       [&](int i, int d) {
         const float y_dy =
-            whole ? t.Y[i * Cfg::ldd_f + d] * Cta::to_f(t.Gr[i * Cfg::ldd_op + d]) : t.Y[i * Cfg::ldd_f + d];
+            terms ? t.Y[i * Cfg::ldd_f + d] : t.Y[i * Cfg::ldd_f + d] * Cta::to_f(t.Gr[i * Cfg::ldd_op + d]);
         return y_dy - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
       },
       [&](int i, int d, float g) {
         row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] =
             Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Zr[i * R + d])));
-        if (whole)
+        if (!terms)
           row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(DV[i * Cfg::ldd_f + d]);
       },
       t.Y, Cfg::ldd_f);  // Y is not read after the terms: they replace it
@@ -1835,6 +1916,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Grad);
   Tiles<Op, Cfg>& t = sm.t;
   t.diagonal = effective_diagonal<Cta, Op>(a);
+  t.fp32_range = Cta::template has_fp32_range<Op>();
   float *DQ = sm.DQ, *DK = sm.DK;
   const Staging<Op> to = staging_of(t);
   bool pd_kept =

@@ -163,8 +163,11 @@ DECAYFW_HD F* gemm_c_tile(F* C, int ldc, int i0, int j0) {
 //   LowerA: op(A) is zero above its diagonal (op(A)[i, p] = 0 for p > i): [0, i0 + 16).
 //   UpperA: op(A) is zero below it (p < i): [i0, k).
 //   Causal: the epilogue masks the product to j ≤ i: a tile with j0 > i0 takes none (its accumulators stay 0).
-// HostCta checks that the steps skipped for LowerA and UpperA hold zeros in A.
-enum class KSpan { All, LowerA, UpperA, Causal };
+// and the same with the 16×16 blocks on the diagonal zero too (the blocks taken apart, in fp32):
+//   BelowA: op(A) zero from its diagonal block on: [0, i0).   AboveA: zero up to it: [i0 + 16, k).
+//   BlockCausal: the epilogue masks the product to the blocks j0 < i0: a tile with j0 ≥ i0 takes none.
+// HostCta checks that the steps skipped for LowerA, UpperA, BelowA and AboveA hold zeros in A.
+enum class KSpan { All, LowerA, UpperA, Causal, BelowA, AboveA, BlockCausal };
 
 // One product of gemm_apply_sum: op(A)·op(B) over k, its transposes and k span as gemm_apply's.
 template <bool TA, bool TB, KSpan kSpanOf, typename Op>
@@ -190,6 +193,12 @@ DECAYFW_HD void k_span(KSpan span, int i0, int j0, int k, int& begin, int& end) 
   else if (span == KSpan::UpperA)
     begin = i0 < k ? i0 : k;
   else if (span == KSpan::Causal && j0 > i0)
+    end = 0;
+  else if (span == KSpan::BelowA)
+    end = i0 < k ? i0 : k;
+  else if (span == KSpan::AboveA)
+    begin = i0 + 16 < k ? i0 + 16 : k;
+  else if (span == KSpan::BlockCausal && j0 >= i0)
     end = 0;
 }
 

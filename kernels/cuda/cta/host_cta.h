@@ -243,7 +243,8 @@ struct HostCta {
                           kSpan);
     SmemTrace::Quiet modeled;
     check_wmma_contract<TA, TB>(m, n, x.k, x.A, x.lda, x.B, x.ldb, static_cast<float*>(nullptr), 0);
-    if (kSpan == KSpan::LowerA || kSpan == KSpan::UpperA) check_skipped_zero<TA>(m, x.k, x.A, x.lda, kSpan);
+    if (kSpan != KSpan::All && kSpan != KSpan::Causal && kSpan != KSpan::BlockCausal)
+      check_skipped_zero<TA>(m, x.k, x.A, x.lda, kSpan);
   }
   template <bool TA, bool TB, KSpan kSpan, typename Op>
   static void add_term(int m, int n, const Term<TA, TB, kSpan, Op>& x, float* C, int ldc, bool accumulate) {
