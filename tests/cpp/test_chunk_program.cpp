@@ -467,6 +467,17 @@ TEST(ChunkProgram, ChunkFormTakesNarrowChunksWhole) {
   for (Order o : {Order::Reverse, Order::Interleaved})
     EXPECT_EQ(fwd, (outputs_of<BFloat16, 32, 64>(b, o, true))) << "bf16, chunk form, another order";
   expect_within(problem_against_reference<BFloat16, 32, 64, false>(b), 3e-2, "bf16, chunk form");
+  // The factored form (the default) takes the same chunks whole, its diagonal blocks apart in fp32: exact with
+  // exact products, the factored form's tolerance in bf16, and the same bits in every order.
+  Problem<float> factored = pr;
+  factored.diagonal = chunk::DiagonalForm::Factored;
+  expect_within(problem_against_reference<float, 32, 64, true>(factored), 5e-6, "factored form, exact products");
+  Problem<BFloat16> bf = b;
+  bf.diagonal = chunk::DiagonalForm::Factored;
+  const auto bf_fwd = outputs_of<BFloat16, 32, 64>(bf, Order::Forward, true);
+  for (Order o : {Order::Reverse, Order::Interleaved})
+    EXPECT_EQ(bf_fwd, (outputs_of<BFloat16, 32, 64>(bf, o, true))) << "bf16, factored form, another order";
+  expect_within(problem_against_reference<BFloat16, 32, 64, false>(bf), 2e-2, "bf16, factored form");
 }
 
 TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {

@@ -11,9 +11,10 @@
 //   - gemm with bf16, fp16 and fp32-as-tf32 operands, all four transposes, from zero and accumulating;
 //     gemm_fp32 (fp32 operands at fp32 accuracy); gemm_apply (every element handed over once, where
 //     accumulator_pair says, bit-equal to gemm's C), also with each k span (KSpan: op(A) zero above or below
-//     its diagonal, the steps that multiply those zeros skipped; or a causal product whose tiles above the
-//     diagonal take no steps and stay 0); gemm_apply_sum (two products in one set of accumulators: gemm's bits,
-//     then accumulating gemm's). 32×48 outputs, k = 64, the programs' padded rows.
+//     its diagonal, or from or up to its diagonal 16×16 block, the steps that multiply those zeros skipped; or
+//     a causal product whose tiles above the diagonal, or from it on, take no steps and stay 0); gemm_apply_sum (two
+//     products in one set of accumulators: gemm's bits, then accumulating gemm's). 32×48 outputs, k = 64, the programs'
+//     padded rows.
 // Element operations must match bit for bit. Products may differ in the order of the fp32 sums only, so
 // they must agree to 1e-5 of Σ|a·b| (the sums' rounding is below 64·2^-24 ≈ 4e-6 of it).
 //
@@ -98,17 +99,23 @@ enum class Mode {
   GemmApplyLowerA,
   GemmApplyUpperA,
   GemmApplyCausal,
+  GemmApplyBelowA,
+  GemmApplyAboveA,
+  GemmApplyBlockCausal,
   GemmApplySum
 };
 const char* mode_name(Mode m) {
-  return m == Mode::Gemm              ? "gemm"
-         : m == Mode::GemmAccumulate  ? "gemm, accumulate"
-         : m == Mode::GemmFp32        ? "gemm_fp32"
-         : m == Mode::GemmApply       ? "gemm_apply"
-         : m == Mode::GemmApplyLowerA ? "gemm_apply, LowerA span"
-         : m == Mode::GemmApplyUpperA ? "gemm_apply, UpperA span"
-         : m == Mode::GemmApplyCausal ? "gemm_apply, Causal span"
-                                      : "gemm_apply_sum (A·B, then A·B again with the LowerA span)";
+  return m == Mode::Gemm                   ? "gemm"
+         : m == Mode::GemmAccumulate       ? "gemm, accumulate"
+         : m == Mode::GemmFp32             ? "gemm_fp32"
+         : m == Mode::GemmApply            ? "gemm_apply"
+         : m == Mode::GemmApplyLowerA      ? "gemm_apply, LowerA span"
+         : m == Mode::GemmApplyUpperA      ? "gemm_apply, UpperA span"
+         : m == Mode::GemmApplyCausal      ? "gemm_apply, Causal span"
+         : m == Mode::GemmApplyBelowA      ? "gemm_apply, BelowA span"
+         : m == Mode::GemmApplyAboveA      ? "gemm_apply, AboveA span"
+         : m == Mode::GemmApplyBlockCausal ? "gemm_apply, BlockCausal span"
+                                           : "gemm_apply_sum (A·B, then A·B again with the LowerA span)";
 }
 __host__ __device__ constexpr bool is_apply(Mode m) {
   return m >= Mode::GemmApply;
@@ -117,11 +124,14 @@ __host__ __device__ constexpr cta::KSpan span_of(Mode m) {
   return m == Mode::GemmApplyLowerA || m == Mode::GemmApplySum ? cta::KSpan::LowerA
          : m == Mode::GemmApplyUpperA                          ? cta::KSpan::UpperA
          : m == Mode::GemmApplyCausal                          ? cta::KSpan::Causal
+         : m == Mode::GemmApplyBelowA                          ? cta::KSpan::BelowA
+         : m == Mode::GemmApplyAboveA                          ? cta::KSpan::AboveA
+         : m == Mode::GemmApplyBlockCausal                     ? cta::KSpan::BlockCausal
                                                                : cta::KSpan::All;
 }
-// Whether output tile (i, j) of a Causal product takes no steps (and stays 0).
+// Whether output tile (i, j) of a Causal or BlockCausal product takes no steps (and stays 0).
 constexpr bool dropped(Mode m, int i, int j) {
-  return m == Mode::GemmApplyCausal && j / 16 > i / 16;
+  return (m == Mode::GemmApplyCausal && j / 16 > i / 16) || (m == Mode::GemmApplyBlockCausal && j / 16 >= i / 16);
 }
 
 // The product on either executor, from the operands and C's start in shared memory (smem: A, B, C carved in
@@ -222,7 +232,8 @@ Row check_product(const char* type, bool gpu, std::mt19937& rng) {
   // LowerA, UpperA: op(A) zero where the span skips it (HostCta refuses a nonzero there).
   for (int i = 0; i < kM; ++i)
     for (int p = 0; p < kK; ++p)
-      if ((span_of(kMode) == cta::KSpan::LowerA && p > i) || (kMode == Mode::GemmApplyUpperA && p < i))
+      if ((span_of(kMode) == cta::KSpan::LowerA && p > i) || (kMode == Mode::GemmApplyUpperA && p < i) ||
+          (kMode == Mode::GemmApplyBelowA && p / 16 >= i / 16) || (kMode == Mode::GemmApplyAboveA && p / 16 <= i / 16))
         a[TA ? p * kLd + i : i * kLd + p] = cta::HostCta<>::from_f<H>(0.0f);
   std::vector<int> host_writes;  // gemm_apply's epilogue counts its writes on either executor
   const std::vector<float> host = host_product<kMode, TA, TB>(a, b, c0, host_writes);
@@ -467,6 +478,12 @@ int main(int argc, char** argv) {
   check_transposes<Mode::GemmApplyLowerA, float>("fp32 as tf32", gpu, rng, rows);
   check_transposes<Mode::GemmApplyUpperA, float>("fp32 as tf32", gpu, rng, rows);
   check_transposes<Mode::GemmApplyCausal, float>("fp32 as tf32", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyBelowA, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyAboveA, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyBlockCausal, BFloat16>("bf16", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyBelowA, float>("fp32 as tf32", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyAboveA, float>("fp32 as tf32", gpu, rng, rows);
+  check_transposes<Mode::GemmApplyBlockCausal, float>("fp32 as tf32", gpu, rng, rows);
   check_transposes<Mode::GemmApplySum, BFloat16>("bf16", gpu, rng, rows);
   check_transposes<Mode::GemmApplySum, float>("fp32 as tf32", gpu, rng, rows);
   std::printf(

@@ -12,15 +12,16 @@ CASES = [("recurrent", torch.float32, (1, 37, 2, 64, 32)), ("recurrent", torch.f
          ("chunk", torch.float16, (1, 70, 1, 64, 16)), ("chunk", torch.float32, (1, 65, 1, 64, 32)),
          ("chunk", torch.bfloat16, (1, 40, 1, 192, 128)), ("chunk-mixed", torch.bfloat16, (1, 130, 2, 128, 64)),
          ("chunk-mixed-tensor", torch.bfloat16, (1, 130, 2, 128, 64)), ("chunk-whole", torch.bfloat16, (1, 130, 2, 128, 64)),
-         ("chunk-whole", torch.float32, (1, 65, 1, 128, 32))]
+         ("chunk-whole", torch.float32, (1, 65, 1, 128, 32)), ("chunk-whole-factored", torch.bfloat16, (1, 130, 2, 128, 64))]
 for path, dtype, (B, T, H, D, M) in CASES:
     # chunk-mixed: gate logits N(−2, 3²), so that every sub-chunk has both narrow columns (the diagonal
     # blocks factored in fp32: the default, or on tensor cores: DECAYFW_CHUNK_DIAGONAL=tensor) and wide
     # ones (per pair); the other cases' gates leave nearly every column narrow
-    # chunk-whole: gate logits N(2, 1) and DECAYFW_CHUNK_DIAGONAL=chunk: every chunk taken whole
-    mixed, whole = path.startswith("chunk-mixed"), path == "chunk-whole"
+    # chunk-whole: gate logits N(2, 1) and DECAYFW_CHUNK_DIAGONAL=chunk: every chunk taken whole; -factored: the
+    # default form, which takes them whole too, its diagonal blocks apart in fp32
+    mixed, whole = path.startswith("chunk-mixed"), path.startswith("chunk-whole")
     os.environ["DECAYFW_CUDA_PATH"] = "chunk" if mixed or whole else path
-    os.environ["DECAYFW_CHUNK_DIAGONAL"] = ("tensor" if path == "chunk-mixed-tensor" else "chunk" if whole
+    os.environ["DECAYFW_CHUNK_DIAGONAL"] = ("tensor" if path == "chunk-mixed-tensor" else "chunk" if path == "chunk-whole"
                                             else "auto")
     x = [torch.randn(B, T, H, X, device="cuda", dtype=dtype) for X in (M, M, D, D, M)]
     if mixed:

@@ -77,8 +77,8 @@ def test_traffic_model_table_prints_without_a_gpu():
     compute = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines if len(cells(line)) == 12}
     # (Shared memory binds every kernel at this size, so the bounds follow SMEM_WAVEFRONTS: MUFU alone gave
     # 38/28/39% split and 42/29/44% fused.)
-    assert compute == {("split", "factored"): "19%", ("split", "elementwise"): "14%", ("split", "tensor"): "19%",
-                       ("split", "chunk"): "29%", ("fused", "factored"): "19%", ("fused", "elementwise"): "14%",
+    assert compute == {("split", "factored"): "24%", ("split", "elementwise"): "14%", ("split", "tensor"): "19%",
+                       ("split", "chunk"): "29%", ("fused", "factored"): "24%", ("fused", "elementwise"): "14%",
                        ("fused", "tensor"): "20%", ("fused", "chunk"): "30%"}, r.stdout
 
 
