@@ -314,16 +314,32 @@ FIRST_ROW_FACTORS = 30  # exponentials per narrow column for them in the factore
 DIAGONALS = ("factored", "elementwise", "tensor", "chunk")
 
 
-def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", diagonal="factored", wide=0.0):
+def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", diagonal="factored", wide=0.0,
+                     whole=False):
     """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations), with the
     diagonal blocks in the given form and a fraction `wide` of the (sub-chunk, column) pairs wide (the
     programs give those one index each, gathered into whole warps, so the cost follows the fraction).
     output_pass and grad_pass walk a chunk's row tiles inside one CTA and take the key side's log gates
-    and Pd once; forward_pass, one row tile per CTA, takes them for each."""
+    and Pd once; forward_pass, one row tile per CTA, takes them for each. whole (the factored form): every
+    chunk taken whole, its diagonal blocks apart (the chunk form's count, plus Pd's and Rd's fp32 factors and
+    the factored diagonal terms); the chunk form always takes them whole."""
     if diagonal not in DIAGONALS:
         raise ValueError(f"diagonal must be one of {DIAGONALS}, got {diagonal!r}")
-    if diagonal == "chunk" and wide:
-        raise ValueError("the chunk form's model takes every chunk whole: wide must be 0")
+    if (diagonal == "chunk" or whole) and wide:
+        raise ValueError("the model of whole chunks takes every chunk whole: wide must be 0")
+    if whole and diagonal not in ("factored", "chunk"):
+        raise ValueError(f"only the factored and chunk forms take chunks whole, not {diagonal!r}")
+    if whole and diagonal == "factored":
+        C = C or compiled_chunk(M)
+        R, tiles, terms = 64, D // 64, lambda X: (C // SUB) * X * FIRST_ROW_FACTORS
+        ops = chunk_kernel_sfu(N, T, D, M, reuse_states, C, forward, "chunk")
+        blocks = N * -(-T // C)
+        # Pd's factors (key side: once per chunk, per tile in the fused pass), Rd's (per tile), the terms
+        extra = {"state_pass": 0, "dstate_pass": 0,
+                 "output_pass": 0 if forward == "fused" else 2 * C * M + tiles * terms(R),
+                 "forward_pass": tiles * (2 * C * M + terms(R)) if forward == "fused" else 0,
+                 "grad_pass": 2 * C * M + tiles * (2 * C * R + terms(R) + terms(M))}
+        return {k: ops[k] + round(blocks * extra[k]) for k in ops}
     C = C or compiled_chunk(M)
     R, S, NS = 64, SUB, C // SUB
     blocks = N * -(-T // C)            # (sequence, chunk) pairs
@@ -444,6 +460,7 @@ def chunk_kernel_smem(N, T, D, M, forward="split", diagonal="factored"):
 # The diagonal blocks' forms in the compute model, with no wide column (the benchmark's N(2, 1) gate logits;
 # the elementwise form counts every column as wide; fp16 runs the tensor form as the factored one).
 DIAGONAL_FORMS = (("factored", 0.0), ("elementwise", 1.0), ("tensor", 0.0), ("chunk", 0.0))
+# (whose chunks, at these gates, are all whole: the factored form's too)
 
 
 def print_compute_model(sizes, bw):
@@ -460,7 +477,8 @@ def print_compute_model(sizes, bw):
     for N, T, D, M in sizes:
         for form in CHUNK_FORWARDS:
             for diagonal, wide in DIAGONAL_FORMS:
-                sfu = chunk_kernel_sfu(N, T, D, M, forward=form, diagonal=diagonal, wide=wide)
+                sfu = chunk_kernel_sfu(N, T, D, M, forward=form, diagonal=diagonal, wide=wide,
+                                       whole=diagonal == "factored")
                 smem = chunk_kernel_smem(N, T, D, M, forward=form, diagonal=diagonal)
                 b = chunk_kernel_bytes(N, T, D, M, forward=form)
                 us = lambda k: (sfu[k] / SFU_OPS_PER_SECOND * 1e6,

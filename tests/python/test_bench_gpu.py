@@ -176,6 +176,15 @@ def test_chunk_form_special_functions_take_each_element_once():
     assert out["output_pass"] == 8192 + 2 * (8192 + 12288 + 4096)
     with pytest.raises(ValueError, match="wide must be 0"):
         bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="chunk", wide=0.5)
+    # The factored form's whole chunks: the chunk form's count, plus Pd's factors 2·64·64 = 8192 once, and per
+    # tile Rd's 8192 and the factored diagonal terms of rows and keys, 4·64·30 = 7680 each.
+    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, whole=True)["grad_pass"] == (
+        8192 + 2 * tile + 8192 + 8192 + 2 * (8192 + 7680 + 7680))
+    fused = bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, forward="fused", whole=True)
+    assert fused["forward_pass"] == bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, forward="fused", diagonal="chunk")[
+        "forward_pass"] + 2 * (8192 + 7680) and fused["output_pass"] == 0
+    with pytest.raises(ValueError, match="only the factored and chunk forms"):
+        bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="tensor", whole=True)
     # Linear in the chunks and sequences; the fused pass takes the log gates once but the key side per tile.
     for N, T, D, M in SIZES:
         split, fused = (bench_gpu.chunk_kernel_sfu(N, T, D, M, forward=f, diagonal="chunk") for f in ("split", "fused"))
