@@ -8,7 +8,9 @@
 #
 #   PY=V/bin/python tests/gpu/prebuild.sh [OUT]          # default OUT: build-gpu-prebuilt (git-ignored)
 #   TREE=dir (build tree, default build-gpu-tree), CUDA_ARCHS (default 90), NATIVE=ON (-march=native: only
-#   for the machine that builds, so OFF for a build carried elsewhere)
+#   for the machine that builds, so OFF for a build carried elsewhere), LINEINFO=ON (-lineinfo in the kernels:
+#   source lines in compute-sanitizer's and ncu's reports, about 20 MB more device code, which a device call
+#   cannot carry beside the wheels; default OFF)
 #
 # OUT/decayfw/ holds _C and libdecayfw_ops, OUT/signature.txt what tests/gpu/build_signature.py printed.
 # With ENGINE=ON (the default when FIXTURES, default build/engine-fixtures, exists: `ctest --test-dir build
@@ -33,7 +35,8 @@ export PATH="$BIN:/usr/local/cuda/bin:$PATH"
 rm -rf "$OUT"; mkdir -p "$OUT/decayfw"
 cmake -S . -B "$TREE" $(command -v ninja >/dev/null && echo -G Ninja) -DCMAKE_PREFIX_PATH="$TP" -DDECAYFW_PYTHON="$PY" -DDECAYFW_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90}" -DDECAYFW_NATIVE="${NATIVE:-OFF}" -DDECAYFW_BUILD_ANALYZER=OFF -DDECAYFW_BUILD_GUI=OFF \
-  -DDECAYFW_BUILD_TESTS=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF -DDECAYFW_PY_PACKAGE_DIR="$OUT/decayfw" >/dev/null
+  -DDECAYFW_BUILD_TESTS=OFF -DDECAYFW_BUILD_BENCHMARKS=OFF -DDECAYFW_PY_PACKAGE_DIR="$OUT/decayfw" \
+  -DDECAYFW_CUDA_LINEINFO="${LINEINFO:-OFF}" >/dev/null
 cmake --build "$TREE" -j "$(nproc)"
 "$PY" tests/gpu/build_signature.py > "$OUT/signature.txt"
 # The standalone CUDA programs (no LibTorch) run_all.sh runs: the chunk executor's operations against the host
