@@ -97,7 +97,7 @@ if [ "${GPU_BUILD:-auto}" = none ]; then
   echo "GPU_BUILD=none: the decayfw importable from bindings/python as it is" > "$LOGS/build.txt"
 elif use_prebuilt > "$LOGS/build.txt" 2>&1; then
   echo "prebuilt ($(cat "$PREBUILT/signature.txt"))" >> "$LOGS/build.txt"
-elif command -v cmake >/dev/null && PY="$PY" TREE=build-gpu NATIVE=ON bash tests/gpu/prebuild.sh "$PREBUILT" > "$LOGS/cmake.log" 2>&1 &&
+elif command -v cmake >/dev/null && PY="$PY" TREE=build-gpu NATIVE=ON LINEINFO=ON bash tests/gpu/prebuild.sh "$PREBUILT" > "$LOGS/cmake.log" 2>&1 &&
     use_prebuilt >> "$LOGS/build.txt" 2>&1; then
   echo "built with CMake" >> "$LOGS/build.txt"
 else
