@@ -715,16 +715,27 @@ TEST(ChunkProgram, GemmFp32KeepsFp32AccuracyWhereTf32DoesNot) {
   EXPECT_LT(worst(), 1e-6);
 }
 
+// Two bf16 operands of 64 rows of 72, random (b right after a), and an fp32 C of c_rows × 48, in host shared memory.
+struct ProductTiles {
+  decayfw::cta::HostSmem smem;
+  BFloat16 *a, *b;
+  float* c;
+  ProductTiles(int c_rows, unsigned seed) : smem(2 * 64 * 72 * sizeof(BFloat16) + size_t(c_rows) * 48 * sizeof(float)) {
+    a = reinterpret_cast<BFloat16*>(smem.data());
+    b = a + 64 * 72;
+    c = reinterpret_cast<float*>(smem.data() + 2 * 64 * 72 * sizeof(BFloat16));
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> n(0.0f, 1.0f);
+    for (int i = 0; i < 2 * 64 * 72; ++i) a[i] = decayfw::to_bfloat16(n(rng));
+  }
+};
+
 // gemm_apply hands over gemm's product, every element once, as the lanes of the tiles' warps hold it, in
 // whatever order the host runs its calls; the tiles' checks are gemm's.
 TEST(ChunkProgram, GemmApplyHandsOverTheProductAsTheLanesHoldIt) {
-  decayfw::cta::HostSmem smem(2 * 64 * 72 * sizeof(BFloat16) + 32 * 48 * sizeof(float));
-  auto* a = reinterpret_cast<BFloat16*>(smem.data());
-  BFloat16* b = a + 64 * 72;
-  float* c = reinterpret_cast<float*>(smem.data() + 2 * 64 * 72 * sizeof(BFloat16));
-  std::mt19937 rng(3);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  for (int i = 0; i < 2 * 64 * 72; ++i) a[i] = decayfw::to_bfloat16(n(rng));
+  ProductTiles tiles(32, 3);
+  BFloat16 *a = tiles.a, *b = tiles.b;
+  float* c = tiles.c;
   using decayfw::cta::Order;
   for (Order order : {Order::Forward, Order::Reverse, Order::Interleaved}) {
     decayfw::cta::HostCta<> cta;
@@ -768,13 +779,9 @@ TEST(ChunkProgram, GemmApplyHandsOverTheProductAsTheLanesHoldIt) {
 // bit for bit, and checks both products' operands.
 TEST(ChunkProgram, GemmApplySpansAndSumsAreTheProductsAsked) {
   using decayfw::cta::KSpan;
-  decayfw::cta::HostSmem smem(2 * 64 * 72 * sizeof(BFloat16) + 64 * 48 * sizeof(float));
-  auto* a = reinterpret_cast<BFloat16*>(smem.data());
-  BFloat16* b = a + 64 * 72;
-  float* c = reinterpret_cast<float*>(smem.data() + 2 * 64 * 72 * sizeof(BFloat16));
-  std::mt19937 rng(5);
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  for (int i = 0; i < 2 * 64 * 72; ++i) a[i] = decayfw::to_bfloat16(n(rng));
+  ProductTiles tiles(64, 5);
+  BFloat16 *a = tiles.a, *b = tiles.b;
+  float* c = tiles.c;
   decayfw::cta::HostCta<> cta;
   const auto collect = [](std::vector<float>& out) {
     return [&out](int i, int j, const float* v) {
