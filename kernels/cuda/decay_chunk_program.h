@@ -63,7 +63,7 @@ struct SeqOut {
 //                runs the factored form instead (effective_diagonal).
 //   Chunk:       the tensor form, except that a chunk whose gates span at most wide_span_bound over the whole
 //                chunk in every column (of the key side and of the tile's rows) takes its intra-chunk part as
-//                one product over the chunk, referred to the chunk's start (y_whole_chunk): no
+//                one product over the chunk, referred to the chunk's start (y_of_whole_chunk): no
 //                sub-chunks, no per-element terms. The tensor form's precision (every diagonal product rounded
 //                to the operand type); fp16 runs the factored form instead.
 enum class DiagonalForm : int { Elementwise, Factored, Tensor, Chunk };
@@ -234,6 +234,8 @@ DECAYFW_CTA void decay_pairs(float* out, int ld, const float* a, int lda, const 
   DECAYFW_UNROLL
   for (int c = 0; c < 2; ++c) {  // columns j, j + 8
     float ga[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}}, gb[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+    // The a and b sides' loads stay separate calls: the bank model (smem_trace.h) takes each call site as
+    // one instruction, as the device issues them.
     if (a) {
       Cta::load2(a + 8 * c, ga[0]);
       if (lda)
@@ -452,6 +454,13 @@ DECAYFW_CTA DiagonalForm effective_diagonal(const ChunkArgs& a) {
   return a.diagonal;
 }
 
+// What a program's tiles run: the effective form, and whether the operand type can take a chunk whole.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void choose_form(Tiles<Op, Cfg>& t, const ChunkArgs& a) {
+  t.diagonal = effective_diagonal<Cta, Op>(a);
+  t.fp32_range = Cta::template has_fp32_range<Op>();
+}
+
 // The widest span of log gates over a sub-chunk for which a column's diagonal block is factored (on
 // tensor cores or in fp32): the block's operands are scaled by up to e^{span} there (the diagonal blocks
 // below say why), and e^40 ≈ 2.4·10^17 leaves inputs up to 10^21 finite in fp32's range. In the
@@ -654,17 +663,16 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
 // skip them (P masked to the blocks before the row's), and the blocks come in fp32 as the factored form's do
 // (Pd, Rd: diagonal_blocks_whole), so its precision stays the factored form's.
 
-// A whole chunk's y, inter- and intra-chunk parts in one: Q̃ into Xa, K̃ into Xb, Ṽ into Xc, P into Pc, then
-//   Y = e^{A} ⊙ (Q̃ S_prevᵀ + P Ṽ)
-// in one set of accumulators (y_inter_product's decays and the intra product's are the same).
-template <bool kApart, typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void y_whole_chunk(Cta& cta, Tiles<Op, Cfg>& t) {
-  using cta::KSpan;
+// A whole chunk's scaled operands, in one phase: Q̃ = Q ⊙ e^{B} into Xa (with_q: grad_rows has it already),
+// K̃ = K ⊙ e^{−B} into Xb, Ṽ = V ⊙ e^{−A} into vt.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void whole_chunk_operands(Cta& cta, Tiles<Op, Cfg>& t, bool with_q, Op* vt) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
-  cta.for_each(int64_t(C) * (2 * MQ + RQ), [&](int64_t e) {
-    if (e < int64_t(C) * 2 * MQ) {
-      const bool kk = e >= int64_t(C) * MQ;
-      if (kk) e -= int64_t(C) * MQ;
+  const int64_t qs = with_q ? int64_t(C) * MQ : 0, keys = qs + int64_t(C) * MQ;
+  cta.for_each(keys + int64_t(C) * RQ, [&](int64_t e) {
+    if (e < keys) {
+      const bool kk = e >= qs;
+      if (kk) e -= qs;
       const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
       if (kk)
         scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, nullptr, t.key_gates(j) + m);
@@ -672,10 +680,19 @@ DECAYFW_CTA void y_whole_chunk(Cta& cta, Tiles<Op, Cfg>& t) {
         scale_quad<Cta>(t.Xa + j * Cfg::ldm_op + m, t.Qr + j * Cfg::ldm_op + m, t.key_gates(j) + m, nullptr);
       return;
     }
-    e -= int64_t(C) * 2 * MQ;
+    e -= keys;
     const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    scale_quad<Cta>(t.Xc + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, nullptr, t.row_gates(j) + d);
+    scale_quad<Cta>(vt + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, nullptr, t.row_gates(j) + d);
   });
+}
+
+// A whole chunk's y from its scaled operands (Q̃ in Xa, K̃ in Xb, Ṽ in vt): P into Pc (kept for the gradient),
+// then Y = e^{A} ⊙ (Q̃ S_prevᵀ + P Ṽ), the inter- and intra-chunk parts in one set of accumulators
+// (y_inter_product's decays and the intra product's are the same).
+template <bool kApart, typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void whole_chunk_y(Cta& cta, Tiles<Op, Cfg>& t, const Op* vt) {
+  using cta::KSpan;
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
   cta.template gemm_apply<false, true, kApart ? KSpan::BlockCausal : KSpan::Causal>(
       C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op,
       [&](int i, int j, const float* v) { store_causal_pairs<Cta, kApart>(t.Pc, Cfg::ldc_op, i, j, v); });
@@ -684,8 +701,8 @@ DECAYFW_CTA void y_whole_chunk(Cta& cta, Tiles<Op, Cfg>& t) {
       [&](int i, int d, const float* v) {
         decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
       },
-      cta::term<false, true>(M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op),
-      cta::term<false, false, kApart ? KSpan::BelowA : KSpan::LowerA>(C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op));
+      cta::term<false, true>(M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op), cta::term < false, false,
+      kApart ? KSpan::BelowA : KSpan::LowerA > (C, t.Pc, Cfg::ldc_op, vt, Cfg::ldd_op));
 }
 
 // A whole chunk's diagonal blocks in fp32, into Dg (C×S, zero above the diagonal), as the factored form's
@@ -729,8 +746,9 @@ DECAYFW_CTA void diagonal_blocks_whole(Cta& cta, Tiles<Op, Cfg>& t, const Place&
 // (Fx and Fy share the region Sop and Pc are in, read until then).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void y_of_whole_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool need_pd) {
-  if (!t.factored()) return y_whole_chunk<false>(cta, t);
-  y_whole_chunk<true>(cta, t);
+  whole_chunk_operands(cta, t, true, t.Xc);
+  if (!t.factored()) return whole_chunk_y<false>(cta, t, t.Xc);
+  whole_chunk_y<true>(cta, t, t.Xc);
   if (need_pd)
     diagonal_blocks_whole<Cfg::M>(
         cta, t, pl, t.Qr, t.Kr, Cfg::ldm_op, [&](int i) { return t.key_gates(i); }, t.Pd);
@@ -1376,8 +1394,7 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   constexpr int C = Cfg::C;
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Output);
   Tiles<Op, Cfg>& t = sm.t;
-  t.diagonal = effective_diagonal<Cta, Op>(a);
-  t.fp32_range = Cta::template has_fp32_range<Op>();
+  choose_form<Cta>(t, a);
   const Staging<Op> to = staging_of(t);
   bool pd_kept =
       false;  // Pd, which depends on the key side alone, computed by an earlier tile (not by the chunk form's)
@@ -1443,8 +1460,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   constexpr int M = Cfg::M, R = Cfg::R, Q = M / 4;
   ForwardSmem<Op, Cfg> sm(smem);
   Tiles<Op, Cfg>& t = sm.chunk.t;
-  t.diagonal = effective_diagonal<Cta, Op>(a);
-  t.fp32_range = Cta::template has_fp32_range<Op>();
+  choose_form<Cta>(t, a);
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
@@ -1715,34 +1731,19 @@ DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg
 template <bool kApart, typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, float* DQ, float* DK, float* DV,
                                      bool& pd_kept) {
-  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
   using cta::KSpan;
   constexpr KSpan kMasked = kApart ? KSpan::BlockCausal : KSpan::Causal, kLower = kApart ? KSpan::BelowA : KSpan::LowerA,
                   kUpper = kApart ? KSpan::AboveA : KSpan::UpperA;
-  cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
-    if (e < int64_t(C) * MQ) {
-      const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-      scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, nullptr, t.key_gates(j) + m);
-      return;
-    }
-    e -= int64_t(C) * MQ;
-    const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    scale_quad<Cta>(t.Xd + j * Cfg::ldd_op + d, t.Vr + j * Cfg::ldd_op + d, nullptr, t.row_gates(j) + d);
-  });
-  const auto into_pc = [&](int i, int j, const float* v) { store_causal_pairs<Cta, kApart>(t.Pc, Cfg::ldc_op, i, j, v); };
-  cta.template gemm_apply<false, true, kMasked>(C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op, into_pc);
-  cta.gemm_apply_sum(
-      C, R,
-      [&](int i, int d, const float* v) {
-        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
-      },
-      cta::term<false, true>(M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op),
-      cta::term<false, false, kLower>(C, t.Pc, Cfg::ldc_op, t.Xd, Cfg::ldd_op));
+  whole_chunk_operands(cta, t, false, t.Xd);
+  whole_chunk_y<kApart>(cta, t, t.Xd);
   cta.template gemm_apply<true, false, kUpper>(
       C, R, C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op, [&](int j, int d, const float* v) {
         decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, true);
       });
-  cta.template gemm_apply<false, true, kMasked>(C, C, R, t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, into_pc);
+  cta.template gemm_apply<false, true, kMasked>(
+      C, C, R, t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op,
+      [&](int i, int j, const float* v) { store_causal_pairs<Cta, kApart>(t.Pc, Cfg::ldc_op, i, j, v); });
   cta.gemm_apply_sum(
       C, M,
       [&](int i, int m, const float* v) {
@@ -1915,8 +1916,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   constexpr int C = Cfg::C, M = Cfg::M;
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Grad);
   Tiles<Op, Cfg>& t = sm.t;
-  t.diagonal = effective_diagonal<Cta, Op>(a);
-  t.fp32_range = Cta::template has_fp32_range<Op>();
+  choose_form<Cta>(t, a);
   float *DQ = sm.DQ, *DK = sm.DK;
   const Staging<Op> to = staging_of(t);
   bool pd_kept =

@@ -112,16 +112,11 @@ struct DeviceCta {
     mma_tiles<TA, TB, false>(m, n, k, A, lda, B, ldb, accumulate ? C : nullptr, ldc, stored_to(C, ldc));
   }
 
-  // The product stays in the accumulators: each lane hands its four column pairs to f (accumulator_pair).
+  // The product stays in the accumulators: each lane hands its four column pairs to f (hand_over).
   template <bool TA, bool TB, KSpan kSpan = KSpan::All, typename Op, typename F>
   __device__ __forceinline__ void gemm_apply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, F&& f) {
-    mma_tiles<TA, TB, false, kSpan>(m, n, k, A, lda, B, ldb, nullptr, 0, [&](int i0, int j0, const auto& c) {
-      const int lane = threadIdx.x % 32;
-      float v[2 * kAccumulatorPairs];
-#pragma unroll
-      for (int e = 0; e < 2 * kAccumulatorPairs; ++e) v[e] = c.x[e];
-      f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
-    });
+    mma_tiles<TA, TB, false, kSpan>(m, n, k, A, lda, B, ldb, nullptr, 0,
+                                    [&](int i0, int j0, const auto& c) { hand_over(f, i0, j0, c); });
   }
 
   // Two products in one set of accumulators, then f as gemm_apply's. A walk of its own: routing gemm and
@@ -141,11 +136,7 @@ struct DeviceCta {
       w::fill_fragment(c, 0.0f);
       add_term(c, i0, j0, x);
       add_term(c, i0, j0, y);
-      const int lane = threadIdx.x % 32;
-      float v[2 * kAccumulatorPairs];
-#pragma unroll
-      for (int e = 0; e < 2 * kAccumulatorPairs; ++e) v[e] = c.x[e];
-      f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
+      hand_over(f, i0, j0, c);
     }
     __syncthreads();
   }
@@ -169,6 +160,16 @@ struct DeviceCta {
       hi.x[e] = h;
       lo.x[e] = w::__float_to_tf32(x - h);
     }
+  }
+
+  // A tile's accumulators to gemm_apply's epilogue: the lane's four column pairs (accumulator_pair).
+  template <typename F, typename Acc>
+  static __device__ __forceinline__ void hand_over(F& f, int i0, int j0, const Acc& c) {
+    const int lane = threadIdx.x % 32;
+    float v[2 * kAccumulatorPairs];
+#pragma unroll
+    for (int e = 0; e < 2 * kAccumulatorPairs; ++e) v[e] = c.x[e];
+    f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
   }
 
   // One term's k steps into a tile's accumulators (gemm_apply_sum).

@@ -192,7 +192,7 @@ struct HostCta {
   // order checks and the trace see what the device's warps do. On the device, warps still multiplying read
   // the operands while others run their epilogues: an epilogue that writes into an operand is refused.
   // A span other than All sums each tile's k steps in its span only, as the device does, and refuses one
-  // whose skipped steps hold a nonzero element of A (LowerA, UpperA).
+  // whose skipped steps hold a nonzero element of A (LowerA, UpperA, BelowA, AboveA).
   template <bool TA, bool TB, KSpan kSpan = KSpan::All, typename Op, typename F>
   void gemm_apply(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, F&& f,
                   const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
@@ -250,8 +250,7 @@ struct HostCta {
   static void add_term(int m, int n, const Term<TA, TB, kSpan, Op>& x, float* C, int ldc, bool accumulate) {
     product<TA, TB, false>(m, n, x.k, x.A, x.lda, x.B, x.ldb, C, ldc, accumulate, kSpan);
   }
-  // On the device, warps still multiplying read the operands while others run their epilogues: an epilogue that
-  // writes into an operand is refused.
+  // The operands as they were before the epilogues (check_unchanged: see gemm_apply).
   template <typename Op>
   struct Snapshot {
     const Op *a, *b;
