@@ -271,7 +271,7 @@ def compiled_chunk(M):
 
 def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="split"):
     """HBM bytes of each chunk-path kernel in one forward+backward call, read off
-    kernels/cuda/decay_chunk_program.h. Each distinct byte a kernel reads or writes counts once (the
+    kernels/cuda/chunk/. Each distinct byte a kernel reads or writes counts once (the
     row tiles' repeated reads of q, k, f and grad_pass's second reads are taken to hit L2), so this is a
     lower bound. fp32 states of D×M per chunk; their gradients in the input type (ChunkArgs::dstates).
     reuse_states: the backward reads the forward's chunk states (decay_fast_weights' default); False: it
@@ -297,7 +297,7 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 
 
 # Special-function operations (MUFU: exponentials, logarithms, reciprocals) per chunk-path kernel, read
-# off kernels/cuda/decay_chunk_program.h as it is: every decay e^x of a gate difference is one ex2, a log
+# off kernels/cuda/chunk/ as it is: every decay e^x of a gate difference is one ex2, a log
 # gate two (exp and log), σ(−x) two (exp and reciprocal). A Hopper SM retires 16 per clock, so at
 # 132 SMs and 1.98 GHz (H100/H200 boost) the device does 4.2e12 a second: the second floor beside the
 # bytes. The 16×16 diagonal blocks cost what their form (DECAYFW_CHUNK_DIAGONAL) makes them: a column whose

@@ -1,4 +1,4 @@
-// Runs the CUDA chunk programs (kernels/cuda/decay_chunk_program.h) on the CPU through HostCta, in
+// Runs the CUDA chunk programs (kernels/cuda/chunk/, through decay_chunk_program.h) on the CPU through HostCta, in
 // the same order, with the same grids and the same workspace as the CUDA launcher
 // (kernels/cuda/decay_chunk_kernels.cuh), so the CPU tests exercise the GPU path's code.
 #pragma once

@@ -240,11 +240,11 @@ TEST(ChunkProgram, SaturatedGatesStayFiniteAndExact) {
 
 // The diagonal blocks factor the decays of the columns whose log gates span at most 40 over a
 // sub-chunk (in the tensor-core products, or in fp32: the factored form) and take per-pair sums for
-// the others ("wide", decay_chunk_program.h). Logits around −2 with spread 3 give both in every
-// sub-chunk; with exact products every form must match the reference as the all-per-pair form does. The fraction of wide (sub-chunk, column) pairs is counted from the
-// gates themselves, so the test fails if the mix it needs is not there.
-// The span of each (column, full 16-row block) of one gate input: −Σ log σ over rows r+1 .. r+15 (the
-// first row's own gate cancels), in fp64.
+// the others ("wide", kernels/cuda/chunk/loading.h). Logits around −2 with spread 3 give both in every
+// sub-chunk; with exact products every form must match the reference as the all-per-pair form does. The fraction of
+// wide (sub-chunk, column) pairs is counted from the gates themselves, so the test fails if the mix it needs is not
+// there. The span of each (column, full 16-row block) of one gate input: −Σ log σ over rows r+1 .. r+15 (the first
+// row's own gate cancels), in fp64.
 std::vector<double> block_spans(const std::vector<double>& logits, int64_t T, int64_t X) {
   std::vector<double> spans;
   for (int64_t col = 0; col < X; ++col)

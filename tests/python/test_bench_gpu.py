@@ -140,7 +140,7 @@ def test_the_model_refuses_an_unknown_diagonal_form():
 
 
 def test_gradient_pass_special_functions_for_one_chunk():
-    """One bf16 chunk, M = 64, C = 64, D = 128, counted by hand from kernels/cuda/decay_chunk_program.h.
+    """One bf16 chunk, M = 64, C = 64, D = 128, counted by hand from kernels/cuda/chunk/.
     Diagonal blocks on tensor cores (no wide column): per row tile, the row gates 8192 (two each), the
     inter-chunk scalings 16384, the accumulations into DQ, DK 8192 and into Y, DV 8192, the causal loop
     (y's and dq's, sharing the scaled k and v) 36864 (per sub-chunk I: 16·64 q + 16(I + 1)·128 k and v +
@@ -205,7 +205,7 @@ REPORT = os.path.join(ROOT, "build", "benchmarks", "smem_bank_report")
                                               (32, 128, "chunk")])
 def test_shared_memory_table_is_what_the_programs_do_now(M, D, diagonal):
     """SMEM_WAVEFRONTS is the bank report's count for the programs as they are: a change to
-    kernels/cuda/decay_chunk_program.h that moves shared-memory traffic must regenerate it (its comment says how)."""
+    kernels/cuda/chunk/ that moves shared-memory traffic must regenerate it (its comment says how)."""
     out = subprocess.run([REPORT, "--python", "--m", str(M), "--d", str(D), "--diagonal", diagonal],
                          capture_output=True, text=True, check=True).stdout
     key, counts = eval("{" + out.strip().rstrip(",") + "}").popitem()  # one dict entry, as the table has it

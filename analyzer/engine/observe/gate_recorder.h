@@ -52,7 +52,7 @@ at::Tensor half_life(const HeadRecord& r);
 // The share of (16-token block, channel) pairs whose gates σ [T, X] decay by more than e^-40 inside the
 // block (−Σ log σ over its last 15 tokens > 40; blocks from token 0, the last one padded with gates
 // of 1): the diagonal blocks the CUDA chunk kernels take per element in fp32 instead of on tensor
-// cores (kernels/cuda/decay_chunk_program.h, "wide" columns). 0 for an empty record.
+// cores (kernels/cuda/chunk/loading.h, "wide" columns). 0 for an empty record.
 double per_element_block_share(const at::Tensor& sigma, int64_t block = 16, double bound = 40.0);
 
 }  // namespace decayfw::engine

@@ -1,6 +1,6 @@
 // What a "CTA program" is, and the pieces shared by its two executors.
 //
-// The chunkwise kernels (decay_chunk_program.h) are written once, as the work of one CTA, against
+// The chunkwise kernels (../chunk/, indexed by decay_chunk_program.h) are written once, as the work of one CTA, against
 // a small executor interface, and run by two executors:
 //   - DeviceCta (device_cta.cuh): the real thing. for_each spreads indices over the CTA's threads
 //     and ends with __syncthreads(); gemm runs on tensor cores (WMMA: bf16/fp16, or tf32 for fp32).

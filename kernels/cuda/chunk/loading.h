@@ -1,0 +1,308 @@
+// How every chunk program loads a chunk: staging, log gates, their cumulative sums, the wide columns'
+// marks, and the start state. The notation is in ../decay_chunk_program.h.
+#pragma once
+
+#include "tiles.h"
+
+namespace decayfw::chunk {
+
+// ---- loading -----------------------------------------------------------------------------------
+//
+// Every pass loads a chunk the same way, in three phases:
+//   1. staging: the raw inputs to shared memory as they are, 16 bytes per asynchronous copy
+//      (cp.async), so all of a thread's copies are in flight at once and the phase waits out one
+//      memory latency, not one per index. q, k (C×M) and v, dy (C×R) go to the raw tiles the pass
+//      carves, the gate logits f (C×M) and z (C×R) to Fr and Zr; rows past T are zeros. Views whose
+//      rows are not 16-byte aligned (e.g. one element into their storage) are copied element by
+//      element instead, synchronously (ChunkArgs::vector_loads).
+//   2. after cta.wait_async(): the log gates log σ(f), log σ(z) into Bc and Ac (0 past T: identity
+//      steps);
+//   3. their inclusive cumulative sums over the chunk, one column per index.
+// A pass stages the key side (q, k, f), the row side of one tile (v, dy, z), or both.
+enum Sides : int { kKeySide = 1, kRowSide = 2, kBothSides = 3 };
+
+// Where one chunk's raw inputs land; null where the pass does not read that input.
+template <typename Op>
+struct Staging {
+  Op *Qr = nullptr, *Kr = nullptr, *Vr = nullptr, *Gr = nullptr, *Fr = nullptr, *Zr = nullptr;
+};
+template <typename Op, typename Cfg>
+DECAYFW_CTA Staging<Op> staging_of(const Tiles<Op, Cfg>& t) {
+  Staging<Op> s;
+  s.Qr = t.Qr, s.Kr = t.Kr, s.Vr = t.Vr, s.Gr = t.Gr, s.Fr = t.Fr, s.Zr = t.Zr;
+  return s;
+}
+
+// Copies per row of X elements: X / kVec vectors, or X elements.
+template <typename Op>
+DECAYFW_CTA int loads_per_row(const ChunkArgs& a, int X) {
+  return a.vector_loads ? X / kVec<Op> : X;
+}
+
+// One vector (or one element) of one input row to its tile, when the pass stages that input.
+template <typename Cta, typename Op>
+DECAYFW_CTA void stage_one(Cta& cta, bool vector, bool ok, const Op* src, Op* dst) {
+  if (dst == nullptr) return;
+  if (vector)
+    cta.copy16_async(dst, src, ok);
+  else
+    *dst = ok ? *src : Cta::template from_f<Op>(0.0f);
+}
+
+// The staging indices of a chunk: C key rows of loads_per_row(M) (q, k, f), then C tile rows of
+// loads_per_row(R) (v, dy, z).
+template <typename Op, typename Cfg>
+DECAYFW_CTA int64_t stage_count(const ChunkArgs& a, int sides) {
+  return int64_t(Cfg::C) * ((sides & kKeySide ? loads_per_row<Op>(a, Cfg::M) : 0) +
+                            (sides & kRowSide ? loads_per_row<Op>(a, Cfg::R) : 0));
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void stage_index(Cta& cta, const ChunkArgs& a, const Place& pl, const Staging<Op>& to, int sides,
+                             int64_t e) {
+  const int per_key = loads_per_row<Op>(a, Cfg::M), per_row = loads_per_row<Op>(a, Cfg::R);
+  const int64_t keys = sides & kKeySide ? int64_t(Cfg::C) * per_key : 0;
+  const bool key = e < keys;
+  if (!key) e -= keys;
+  const int per = key ? per_key : per_row;
+  const int i = static_cast<int>(e / per), x = static_cast<int>(e % per) * (a.vector_loads ? kVec<Op> : 1);
+  const bool ok = i < pl.valid;
+  const int64_t tt = pl.c0 + (ok ? i : 0);  // a row inside the sequence, read only when ok
+  const bool vec = a.vector_loads;
+  if (key) {
+    const int at = i * Cfg::ldm_op + x;
+    stage_one(cta, vec, ok, row_of<Op>(a.q, pl.b, tt, pl.h) + x, to.Qr ? to.Qr + at : nullptr);
+    stage_one(cta, vec, ok, row_of<Op>(a.k, pl.b, tt, pl.h) + x, to.Kr ? to.Kr + at : nullptr);
+    stage_one(cta, vec, ok, row_of<Op>(a.f, pl.b, tt, pl.h) + x, to.Fr + i * Cfg::M + x);
+  } else {
+    const int at = i * Cfg::ldd_op + x;
+    const int64_t col = pl.row0 + x;
+    stage_one(cta, vec, ok, row_of<Op>(a.v, pl.b, tt, pl.h) + col, to.Vr ? to.Vr + at : nullptr);
+    if (to.Gr) stage_one(cta, vec, ok, row_of<Op>(a.dy, pl.b, tt, pl.h) + col, to.Gr + at);
+    stage_one(cta, vec, ok, row_of<Op>(a.z, pl.b, tt, pl.h) + col, to.Zr + i * Cfg::R + x);
+  }
+}
+
+// Phase 2, index e of C·(M + R)/4 (or one side's part): four landed logits of a row as their log gates
+// (four per index, as the phases below: kQuad).
+template <typename Cfg>
+DECAYFW_CTA int64_t gate_count(int sides) {
+  return int64_t(Cfg::C) * ((sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0)) / kQuad;
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void log_gate_index(const Place& pl, Tiles<Op, Cfg>& t, int sides, int64_t e) {
+  const int64_t keys = sides & kKeySide ? int64_t(Cfg::C) * Cfg::M / kQuad : 0;
+  const bool key = e < keys;
+  const int64_t at = (key ? e : e - keys) * kQuad;  // the quad's first element in the C×M or C×R tile
+  const int X = key ? Cfg::M : Cfg::R, row = static_cast<int>(at / X);
+  float x[kQuad];
+  Cta::load4(key ? t.Fr + at : t.Zr + at, x);
+  const bool valid = row < pl.valid;
+  DECAYFW_UNROLL
+  for (int w = 0; w < kQuad; ++w) x[w] = valid ? log_sigmoid(x[w]) : 0.0f;
+  Cta::store4((key ? t.key_gates(row) : t.row_gates(row)) + at % X, x);
+}
+
+// Inclusive cumulative sum down one column of a C-row fp32 tile with leading dimension ld.
+template <int C>
+DECAYFW_CTA void cumsum_column(float* g, int ld) {
+  float s = 0.0f;
+  for (int i = 0; i < C; ++i) s = g[i * ld] += s;
+}
+
+// The form a program runs: the one asked for, except that the tensor form needs an operand type with
+// fp32's range (its scaled operands reach e^{span}·|x|, rounded to the operand type): fp16 (65504) runs
+// the factored form instead.
+template <typename Cta, typename Op>
+DECAYFW_CTA DiagonalForm effective_diagonal(const ChunkArgs& a) {
+  if ((a.diagonal == DiagonalForm::Tensor || a.diagonal == DiagonalForm::Chunk) && !Cta::template has_fp32_range<Op>())
+    return DiagonalForm::Factored;
+  return a.diagonal;
+}
+
+// What a program's tiles run: the effective form, and whether the operand type can take a chunk whole.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void choose_form(Tiles<Op, Cfg>& t, const ChunkArgs& a) {
+  t.diagonal = effective_diagonal<Cta, Op>(a);
+  t.fp32_range = Cta::template has_fp32_range<Op>();
+}
+
+// The widest span of log gates over a sub-chunk for which a column's diagonal block is factored (on
+// tensor cores or in fp32): the block's operands are scaled by up to e^{span} there (the diagonal blocks
+// below say why), and e^40 ≈ 2.4·10^17 leaves inputs up to 10^21 finite in fp32's range. In the
+// elementwise form every column is wide. Spans are ≥ 0.
+DECAYFW_CTA float wide_span_bound(DiagonalForm form) {
+  return form == DiagonalForm::Elementwise ? -1.0f : 40.0f;
+}
+
+DECAYFW_CTA bool is_wide(const uint32_t* words, int col) {
+  return (words[col >> 5] >> (col & 31)) & 1u;
+}
+// The bits of four columns from col (a multiple of 4, so they share a word), as scale_quad's `zero`.
+DECAYFW_CTA uint32_t wide_quad(const uint32_t* words, int col) {
+  return (words[col >> 5] >> (col & 31)) & 0xfu;
+}
+
+// f(col) for every wide column of one sub-chunk's words: those from column `first` (< 32) on, ascending, then
+// the ones before it (the same for every thread with the same `first`).
+template <int kWords, typename F>
+DECAYFW_CTA void for_each_wide(const uint32_t* words, int first, F&& f) {
+  const uint32_t before = (1u << first) - 1u;  // columns of word 0 below first
+  DECAYFW_UNROLL
+  for (int pass = 0; pass < 2; ++pass) {
+    DECAYFW_UNROLL
+    for (int w = 0; w < kWords; ++w) {
+      uint32_t bits = w == 0 ? words[0] & (pass == 0 ? ~before : before) : pass == 0 ? words[w] : 0u;
+      for (; bits != 0; bits &= bits - 1) f(32 * w + cta::lowest_set_bit(bits));
+    }
+  }
+}
+
+// The wide columns of the first `subs` sub-chunks as one list, sub-chunk by sub-chunk, columns ascending.
+// The phases that do per-element work for wide columns take one index per entry, so that their cost
+// follows the number of wide columns: with one index per (sub-chunk, column), a few wide columns
+// scattered over a tile would put one in nearly every warp, and each such warp would pay for all 32
+// lanes. Every thread reads the words (a few per sub-chunk) and finds its entry by counting bits.
+template <int kWords>
+struct WideList {
+  const uint32_t* words;
+  int subs;
+  int64_t size = 0;
+  DECAYFW_CTA WideList(const uint32_t* w, int subs_) : words(w), subs(subs_) {
+    for (int i = 0; i < subs * kWords; ++i) size += cta::bit_count(words[i]);
+  }
+  // Entry e (< size): its sub-chunk and column.
+  DECAYFW_CTA void at(int64_t e, int& sub, int& col) const {
+    int k = static_cast<int>(e);
+    for (int I = 0; I < subs; ++I) {
+      for (int w = 0; w < kWords; ++w) {
+        uint32_t bits = words[I * kWords + w];
+        const int c = cta::bit_count(bits);
+        if (k < c) {
+          for (; k > 0; --k) bits &= bits - 1;
+          sub = I, col = 32 * w + cta::lowest_set_bit(bits);
+          return;
+        }
+        k -= c;
+      }
+    }
+    sub = col = 0;  // not reached for e < size
+  }
+};
+
+// The words of the sides being loaded, cleared in phase 2 (before phase 3 sets their bits): the sub-chunks'
+// wide bits, then the chunk form's word of each side.
+template <typename Op, typename Cfg>
+DECAYFW_CTA int64_t wide_word_count(const Tiles<Op, Cfg>& t, int sides) {
+  if (t.key_wide == nullptr) return 0;
+  const int64_t chunk_words =
+      t.chunk_wide && t.takes_chunks_whole() ? (sides & kKeySide ? 1 : 0) + (sides & kRowSide ? 1 : 0) : 0;
+  return int64_t(Cfg::NS) * ((sides & kKeySide ? Cfg::key_words : 0) + (sides & kRowSide ? Cfg::row_words : 0)) +
+         chunk_words;
+}
+template <typename Op, typename Cfg>
+DECAYFW_CTA void clear_wide_word(Tiles<Op, Cfg>& t, int sides, int64_t e) {
+  const int64_t keys = sides & kKeySide ? int64_t(Cfg::NS) * Cfg::key_words : 0;
+  const int64_t rows = sides & kRowSide ? int64_t(Cfg::NS) * Cfg::row_words : 0;
+  if (e < keys)
+    t.key_wide[e] = 0u;
+  else if (e < keys + rows)
+    t.row_wide[e - keys] = 0u;
+  else
+    t.chunk_wide[e == keys + rows && (sides & kKeySide) ? 0 : 1] = 0u;
+}
+
+// After a column's cumulative sum: its bit in every sub-chunk whose span it exceeds (NaN included).
+template <typename Cta, typename Cfg>
+DECAYFW_CTA void mark_wide_column(Cta& cta, float bound, const float* g, int ld, uint32_t* words, int words_per_sub,
+                                  int col) {
+  constexpr int S = Cfg::S;
+  for (int I = 0; I < Cfg::NS; ++I) {
+    const float span = g[I * S * ld] - g[(I * S + S - 1) * ld];
+    if (!(span <= bound)) cta.atomic_or(words + I * words_per_sub + (col >> 5), 1u << (col & 31));
+  }
+}
+
+// The chunk form: a column whose log gates span more than bound over the whole chunk (from its start: the
+// column's last cumulative sum, rows past T adding 0) sets its side's word (NaN included).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void mark_chunk_column(Cta& cta, const Tiles<Op, Cfg>& t, float bound, const float* g, int ld, int side) {
+  if (!t.takes_chunks_whole() || t.chunk_wide == nullptr) return;
+  if (!(-g[(Cfg::C - 1) * ld] <= bound)) cta.atomic_or(t.chunk_wide + side, 1u);
+}
+
+// Phase 3, index e of M + R columns (or one side's).
+template <typename Cfg>
+DECAYFW_CTA int64_t column_count(int sides) {
+  return (sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0);
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void cumsum_index(Cta& cta, Tiles<Op, Cfg>& t, int sides, int64_t e) {
+  const int64_t keys = sides & kKeySide ? Cfg::M : 0;
+  if (e < keys) {
+    const int m = static_cast<int>(e);
+    cumsum_column<Cfg::C>(t.Bc + m, Cfg::ldg_m);
+    if (t.key_wide)
+      mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Bc + m, Cfg::ldg_m, t.key_wide, Cfg::key_words, m);
+    mark_chunk_column(cta, t, wide_span_bound(t.diagonal), t.Bc + m, Cfg::ldg_m, 0);
+  } else {
+    const int d = static_cast<int>(e - keys);
+    cumsum_column<Cfg::C>(t.Ac + d, Cfg::ldg_r);
+    if (t.row_wide)
+      mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Ac + d, Cfg::ldg_r, t.row_wide, Cfg::row_words, d);
+    mark_chunk_column(cta, t, wide_span_bound(t.diagonal), t.Ac + d, Cfg::ldg_r, 1);
+  }
+}
+
+// Phases 2 and 3 of a staged chunk (the caller started its copies, with work of its own beside).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void finish_loading(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, int sides) {
+  cta.wait_async();
+  const int64_t gates = gate_count<Cfg>(sides);
+  cta.for_each(gates + wide_word_count(t, sides), [&](int64_t e) {
+    if (e < gates)
+      log_gate_index<Cta>(pl, t, sides, e);
+    else
+      clear_wide_word(t, sides, e - gates);
+  });
+  cta.for_each(column_count<Cfg>(sides), [&](int64_t e) { cumsum_index(cta, t, sides, e); });
+}
+
+// The states the parallel passes read beside a chunk's inputs, in the same staging phase:
+//   - the chunk's start state S_prev (fp32), rounded to the operand type into Sop: kStateBatch
+//     float4 loads per index, all issued before the first store;
+//   - for the gradient, the gradient reaching its end state, stored in the operand type already,
+//     copied as it is into dSop (16-byte asynchronous copies; the workspace is aligned).
+constexpr int kStateBatch = 4;
+template <typename Cfg>
+DECAYFW_CTA int64_t start_state_batches() {
+  return int64_t(Cfg::R) * (Cfg::M / 4) / kStateBatch;
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void load_start_state_batch(const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
+  constexpr int M = Cfg::M, Q = M / 4;
+  const int64_t stride = start_state_batches<Cfg>();  // index u of batch e: a warp's loads are contiguous
+  float s[kStateBatch][4];
+  DECAYFW_UNROLL
+  for (int u = 0; u < kStateBatch; ++u) {
+    const int64_t g = e + u * stride, d = g / Q, m = (g % Q) * 4;
+    Cta::load4(a.states + pl.state_row(pl.chunk, a.chunks + 1, a.D, d) * M + m, s[u]);
+  }
+  DECAYFW_UNROLL
+  for (int u = 0; u < kStateBatch; ++u) {
+    const int64_t g = e + u * stride, d = g / Q, m = (g % Q) * 4;
+    Cta::store4(t.Sop + d * Cfg::ldm_op + m, s[u]);  // rounded to nearest, as from_f
+  }
+}
+template <typename Op, typename Cfg>
+DECAYFW_CTA int64_t end_dstate_copies() {
+  return int64_t(Cfg::R) * (Cfg::M / kVec<Op>);
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void stage_end_dstate(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
+  constexpr int P = Cfg::M / kVec<Op>;
+  const int64_t d = e / P, m = (e % P) * kVec<Op>;
+  cta.copy16_async(t.dSop + d * Cfg::ldm_op + m,
+                   dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, a.D, d) * Cfg::M + m, true);
+}
+
+}  // namespace decayfw::chunk

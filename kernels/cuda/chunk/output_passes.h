@@ -1,0 +1,159 @@
+// The forward's y: output_pass (one chunk from its start state, parallel over chunks) and forward_pass
+// (the fused forward: serial over chunks, y from the running state).
+#pragma once
+
+#include "intra_chunk.h"
+#include "state_passes.h"
+
+namespace decayfw::chunk {
+
+// y of the chunk's valid rows out: Y (everything but the diagonal terms off the tensor cores) plus those.
+// One function for output_pass and forward_pass, so both compile the same arithmetic. One index per wide
+// (sub-chunk, row d) first (WideList), then one per (sub-chunk, row d) that is not wide (its factored
+// terms in the factored form).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Tiles<Op, Cfg>& t) {
+  constexpr int R = Cfg::R, S = Cfg::S;
+  const int blocks = (pl.valid + S - 1) / S;
+  const WideList<Cfg::row_words> wide(t.row_wide, blocks);
+  cta.for_each(wide.size + int64_t(blocks) * R, [&](int64_t e) {
+    int sub, d;
+    float y[S];
+    if (e < wide.size) {
+      wide.at(e, sub, d);
+      y_diagonal_terms<Cta>(t, sub * S, d, true, y);
+    } else {
+      e -= wide.size;
+      sub = static_cast<int>(e / R), d = static_cast<int>(e % R);
+      if (is_wide(t.row_wide + sub * Cfg::row_words, d)) return;  // an entry of the list above
+      if (t.factored()) {
+        y_diagonal_terms<Cta>(t, sub * S, d, false, y);
+      } else {  // the tensor form: in the products already
+        DECAYFW_UNROLL
+        for (int r = 0; r < S; ++r) y[r] = 0.0f;
+      }
+    }
+    const int blk = sub * S;
+    DECAYFW_UNROLL
+    for (int r = 0; r < S; ++r) {
+      const int i = blk + r;
+      if (i < pl.valid)
+        row_of<Op>(a.y, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(t.Y[i * Cfg::ldd_f + d] + y[r]);
+    }
+  });
+}
+
+// output_pass(n, chunk): y of the chunk's valid rows. The row tiles of D are walked inside the CTA,
+// as grad_pass does: the key side (q, k, log σ(f)) is staged with the first tile and kept, and so are
+// Pd and the wide key columns, which depend on it alone (docs/cuda.md, "A second floor").
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, unsigned char* smem) {
+  constexpr int C = Cfg::C;
+  ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Output);
+  Tiles<Op, Cfg>& t = sm.t;
+  choose_form<Cta>(t, a);
+  const Staging<Op> to = staging_of(t);
+  bool pd_kept =
+      false;  // Pd, which depends on the key side alone, computed by an earlier tile (not by the chunk form's)
+  for (int64_t tile = 0; tile < a.tiles; ++tile) {
+    const Place pl(a, n, chunk, tile, C);
+    const int sides = tile == 0 ? kBothSides : kRowSide;
+    const int64_t copies = stage_count<Op, Cfg>(a, sides);
+    cta.for_each(copies + start_state_batches<Cfg>(), [&](int64_t e) {
+      if (e < copies)
+        stage_index<Cta, Op, Cfg>(cta, a, pl, to, sides, e);
+      else
+        load_start_state_batch<Cta>(a, pl, t, e - copies);
+    });
+    finish_loading(cta, pl, t, sides);
+    if (t.chunk_narrow()) {
+      y_of_whole_chunk(cta, pl, t, !pd_kept);
+      pd_kept = pd_kept || t.factored();
+    } else {
+      y_inter_product(cta, t);
+      intra_chunk_causal(cta, pl, t, !pd_kept);
+      pd_kept = true;
+    }
+    store_y(cta, a, pl, t);
+  }
+}
+
+// ---- the fused forward: state_pass and output_pass in one serial program --------------------------
+//
+// forward_pass(n, tile) walks the chunks as state_pass does and computes each chunk's y from the
+// running state in shared memory, so the inputs are read once and the chunk states are never read
+// back (split: written by state_pass, read by output_pass). Its parallelism is state_pass's,
+// N·D/64 CTAs: the launcher takes it when that fills the GPU (decay_chunk.cu says when). Every
+// value is computed as in the split pair, in the same order (y_inter_product and store_y are shared), so
+// S_T and the states are bit-identical to theirs, and y is up to the compiler's FMA contraction
+// (tests/cpp/test_chunk_program.cpp). The states are written only when
+// the caller keeps them (ChunkArgs::states non-null: the training forward); decay_fwd passes none
+// and the forward then needs no workspace at all.
+
+// Shared-memory carve: the running R×M fp32 state, then output_pass's tiles, then what walk_chunks
+// adds: the gate logits in tiles of their own (they land while the scaled operands are in use) and
+// the second set of raw tiles.
+template <typename Op, typename Cfg>
+struct ForwardSmem {
+  float* S;
+  ChunkSmem<Op, Cfg> chunk;
+  Staging<Op> next;
+  size_t bytes;
+  // The state's bytes, 128-byte aligned as an Arena would leave them (a constant, not a function:
+  // nvcc would not call a constexpr host function from this host-device constructor).
+  static constexpr size_t kStateBytes = (size_t(Cfg::R) * Cfg::ldm_f * sizeof(float) + 127) & ~size_t(127);
+  DECAYFW_HD explicit ForwardSmem(unsigned char* base)
+      : S(base ? reinterpret_cast<float*>(base) : nullptr),
+        chunk(base ? base + kStateBytes : nullptr, ChunkCarve::Fused) {
+    cta::Arena ar(base);
+    ar.region(kStateBytes + chunk.bytes);
+    chunk.t.Fr = ar.take<Op>(size_t(Cfg::C) * Cfg::M);
+    chunk.t.Zr = ar.take<Op>(size_t(Cfg::C) * Cfg::R);
+    next = carve_next_staging(ar, chunk.t, true, true, true, false);  // output_pass's raw tiles: q, k, v
+    bytes = ar.used();
+  }
+};
+
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
+  constexpr int M = Cfg::M, R = Cfg::R, Q = M / 4;
+  ForwardSmem<Op, Cfg> sm(smem);
+  Tiles<Op, Cfg>& t = sm.chunk.t;
+  choose_form<Cta>(t, a);
+  float* S = sm.S;
+  const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
+  copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
+  walk_chunks(
+      cta, a, n, tile, false, t, sm.next, int64_t(R) * Q,
+      [&](const Place& pl, int64_t e) {
+        // The start state: to the caller's states (if kept) and, rounded, to the operand tile Sop
+        // (what output_pass's load_start_state_batch gives from the same fp32 values).
+        const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+        float s[4];
+        Cta::load4(S + d * Cfg::ldm_f + m, s);
+        if (a.states) Cta::store4(a.states + (pl.state_row(pl.chunk, slots, D, d)) * M + m, s);
+        Op* dst = t.Sop + d * Cfg::ldm_op + m;
+        for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[w]);
+      },
+      [&](const Place& pl) {
+        // y of the chunk, as output_pass, then the state update.
+        if (t.chunk_narrow()) {
+          y_of_whole_chunk(cta, pl, t, true);
+        } else {
+          y_inter_product(cta, t);
+          intra_chunk_causal(cta, pl, t, true);
+        }
+        store_y(cta, a, pl, t);
+        update_state(cta, t, S);
+      });
+  float* final_state = a.final_state ? a.final_state + (n * D + row0) * M : nullptr;
+  if (a.states) {
+    const Place pl(a, n, a.chunks, tile, Cfg::C);
+    copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f, final_state,
+                              M);
+  } else if (final_state) {
+    copy_state_tile<Cta, Cfg>(cta, final_state, M, S, Cfg::ldm_f);
+  }
+}
+
+}  // namespace decayfw::chunk

@@ -1,0 +1,224 @@
+// The serial passes over a sequence's chunks: their input pipeline (walk_chunks), state_pass (each
+// chunk's start state) and dstate_pass (the gradient reaching each chunk's end state).
+#pragma once
+
+#include "loading.h"
+
+namespace decayfw::chunk {
+
+// ---- the serial passes' input pipeline ----------------------------------------------------------
+//
+// state_pass, dstate_pass and forward_pass walk the chunks one after another, one CTA per (sequence,
+// row tile). When those CTAs barely fill the GPU (N = 64, D = 128: 128 CTAs) nothing runs beside
+// one on its SM, so a chunk staged only when it is needed would make every chunk wait out a memory
+// latency with the SM idle. walk_chunks instead stages the next chunk while this one is computed:
+// its copies land in a second set of raw tiles, and the two sets swap at every chunk. The gate
+// logits (Fr, Zr) need one set only: they become log gates right after they land, before the next
+// chunk's copies start. Element-wise staging (unaligned views) is synchronous: correct, not overlapped.
+
+// Where the next chunk lands: a second set of the raw tiles a pass uses (flags, not pointers: a
+// measuring Arena hands out null ones), and the pass's one set of gate-logit tiles.
+template <typename Op, typename Cfg>
+DECAYFW_HD Staging<Op> carve_next_staging(cta::Arena& ar, const Tiles<Op, Cfg>& t, bool q, bool k, bool v, bool dy) {
+  constexpr int C = Cfg::C;
+  Staging<Op> s;
+  if (q) s.Qr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+  if (k) s.Kr = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+  if (v) s.Vr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+  if (dy) s.Gr = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+  s.Fr = t.Fr, s.Zr = t.Zr;
+  return s;
+}
+
+template <typename T>
+DECAYFW_CTA void swap_pointers(T*& a, T*& b) {
+  T* x = a;
+  a = b;
+  b = x;
+}
+
+// The landed chunk's tiles become the current ones; the current ones take the next copies.
+template <typename Op, typename Cfg>
+DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, Staging<Op>& next) {
+  swap_pointers(t.Qr, next.Qr);
+  swap_pointers(t.Kr, next.Kr);
+  swap_pointers(t.Vr, next.Vr);
+  swap_pointers(t.Gr, next.Gr);
+}
+
+// Walks the chunks of sequence n, row tile `tile` (backwards from the last for dstate_pass), with
+// each chunk's inputs in t (raw tiles, cumulative log gates Bc and Ac) when compute(pl) runs and
+// the next chunk's copies in flight. chunk_start(pl, e), e < start_work, is the pass's own work
+// at the chunk's start (its state copies), run in the same phase as the log gates.
+template <typename Cta, typename Op, typename Cfg, typename ChunkStart, typename Compute>
+DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, bool backwards, Tiles<Op, Cfg>& t,
+                             Staging<Op>& next_staging, int64_t start_work, ChunkStart&& chunk_start,
+                             Compute&& compute) {
+  const int64_t copies = stage_count<Op, Cfg>(a, kBothSides), step = backwards ? -1 : 1;
+  const int64_t first = backwards ? a.chunks - 1 : 0;
+  {
+    const Place pl(a, n, first, tile, Cfg::C);  // the first chunk has nothing to overlap with
+    cta.for_each(copies, [&](int64_t e) { stage_index<Cta, Op, Cfg>(cta, a, pl, next_staging, kBothSides, e); });
+  }
+  for (int64_t k = 0, c = first; k < a.chunks; ++k, c += step) {
+    const Place pl(a, n, c, tile, Cfg::C);
+    cta.wait_async();
+    swap_raw_tiles(t, next_staging);
+    const int64_t gates = start_work + gate_count<Cfg>(kBothSides);
+    cta.for_each(gates + wide_word_count(t, kBothSides), [&](int64_t e) {
+      if (e < start_work)
+        chunk_start(pl, e);
+      else if (e < gates)
+        log_gate_index<Cta>(pl, t, kBothSides, e - start_work);
+      else
+        clear_wide_word(t, kBothSides, e - gates);
+    });
+    // The next chunk's copies first, so that every thread starts its share before the sums.
+    const bool more = k + 1 < a.chunks;
+    const Place next(a, n, more ? c + step : c, tile, Cfg::C);
+    const int64_t issue = more ? copies : 0;
+    cta.for_each(issue + column_count<Cfg>(kBothSides), [&](int64_t e) {
+      if (e < issue)
+        stage_index<Cta, Op, Cfg>(cta, a, next, next_staging, kBothSides, e);
+      else
+        cumsum_index(cta, t, kBothSides, e - issue);
+    });
+    compute(pl);
+  }
+}
+
+// Shared-memory carve of state_pass / dstate_pass (the same shape: a running R×M fp32 state, the
+// raw tiles of one rank-C update, scaled in place, their second set, and the gate logits).
+template <typename Op, typename Cfg>
+struct ScanSmem {
+  float* S;
+  Tiles<Op, Cfg> t;
+  Staging<Op> next;
+  DECAYFW_HD explicit ScanSmem(unsigned char* base, bool backward) {
+    constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+    cta::Arena ar(base);
+    S = ar.take<float>(size_t(R) * Cfg::ldm_f);
+    (backward ? t.Qr : t.Kr) = ar.take<Op>(size_t(C) * Cfg::ldm_op);
+    (backward ? t.Gr : t.Vr) = ar.take<Op>(size_t(C) * Cfg::ldd_op);
+    t.Bc = ar.take<float>(size_t(C) * Cfg::ldg_m);
+    t.Ac = ar.take<float>(size_t(C) * Cfg::ldg_r);
+    t.Fr = ar.take<Op>(size_t(C) * M);
+    t.Zr = ar.take<Op>(size_t(C) * R);
+    next = carve_next_staging(ar, t, backward, !backward, !backward, backward);
+    bytes = ar.used();
+  }
+  size_t bytes;
+};
+
+// Index e of R·M/4: four elements of the R×M fp32 state tile of a row tile, between shared memory
+// and the [.., D, M] global states (row d at src + d·ld_src). A null src gives zeros; a second
+// destination, when given, gets the same values. A destination of a 16-bit type gets them rounded
+// (the state gradients, ChunkArgs::dstates).
+template <typename Cta, typename Cfg, typename Dst>
+DECAYFW_CTA void copy_state_quad(int64_t e, Dst* dst, int64_t ld_dst, const float* src, int64_t ld_src,
+                                 float* dst2 = nullptr, int64_t ld_dst2 = 0) {
+  constexpr int Q = Cfg::M / 4;
+  const int64_t d = e / Q, m = (e % Q) * 4;
+  float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (src) Cta::load4(src + d * ld_src + m, s);
+  Cta::store4(dst + d * ld_dst + m, s);
+  if (dst2) Cta::store4(dst2 + d * ld_dst2 + m, s);
+}
+template <typename Cta, typename Cfg, typename Dst>
+DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float* src, int64_t ld_src,
+                                 float* dst2 = nullptr, int64_t ld_dst2 = 0) {
+  cta.for_each(int64_t(Cfg::R) * (Cfg::M / 4),
+               [&](int64_t e) { copy_state_quad<Cta, Cfg>(e, dst, ld_dst, src, ld_src, dst2, ld_dst2); });
+}
+
+// One chunk's state update (state_pass and forward_pass): the running R×M fp32 state S ←
+// e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}), from the chunk loaded in t (Kr, Vr, Bc, Ac).
+// The operands are scaled in place (each element by its own index): nothing reads the raw k and v
+// of the chunk after its update, and the serial passes then need no operand tiles of their own.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
+  cta.for_each(int64_t(C) * (MQ + RQ) + int64_t(R) * MQ, [&](int64_t e) {
+    if (e < int64_t(C) * MQ) {
+      const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+      Op* k = t.Kr + j * Cfg::ldm_op + m;
+      scale_quad<Cta>(k, k, t.key_gates(C - 1) + m, t.key_gates(j) + m);
+      return;
+    }
+    e -= int64_t(C) * MQ;
+    if (e < int64_t(C) * RQ) {
+      const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+      Op* v = t.Vr + j * Cfg::ldd_op + d;
+      scale_quad<Cta>(v, v, t.row_gates(C - 1) + d, t.row_gates(j) + d);
+      return;
+    }
+    e -= int64_t(C) * RQ;
+    const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+    decay_state_quad<Cta>(S + d * Cfg::ldm_f + m, t.row_gates(C - 1)[d], t.key_gates(C - 1) + m);
+  });
+  cta.template gemm<true, false>(R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, S, Cfg::ldm_f, true);
+}
+
+// state_pass(n, tile): S ← e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}) chunk by chunk,
+// writing each chunk's start state to states[n][c] and S_T to states[n][chunks] (and final_state).
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
+  constexpr int M = Cfg::M, R = Cfg::R;
+  ScanSmem<Op, Cfg> sm(smem, false);
+  float* S = sm.S;
+  const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
+  copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
+  walk_chunks(
+      cta, a, n, tile, false, sm.t, sm.next, int64_t(R) * (M / 4),
+      [&](const Place& pl, int64_t e) {
+        copy_state_quad<Cta, Cfg>(e, a.states + pl.state_row(pl.chunk, slots, D, 0) * M, M, S, Cfg::ldm_f);
+      },
+      [&](const Place&) { update_state(cta, sm.t, S); });
+  const Place pl(a, n, a.chunks, tile, Cfg::C);
+  copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f,
+                            a.final_state ? a.final_state + (n * D + row0) * M : nullptr, M);
+}
+
+// dstate_pass(n, tile): walking chunks backwards, dstates[n][c] = the gradient reaching chunk c's
+// end state from later tokens (dS_T for the last chunk), then
+// dS ← e^{A_L} e^{B_L}ᵀ ⊙ dS + (dY ⊙ e^{A})ᵀ (Q ⊙ e^{B}) (operands scaled in place); finally ds0 = dS.
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  ScanSmem<Op, Cfg> sm(smem, true);
+  Tiles<Op, Cfg>& t = sm.t;
+  float* dS = sm.S;
+  const int64_t D = a.D;
+  const int64_t row0 = tile * kRows;
+  copy_state_tile<Cta, Cfg>(cta, dS, Cfg::ldm_f, a.dsT ? a.dsT + (n * D + row0) * M : nullptr, M);
+  walk_chunks(
+      cta, a, n, tile, true, t, sm.next, int64_t(R) * (M / 4),
+      [&](const Place& pl, int64_t e) {
+        copy_state_quad<Cta, Cfg>(e, dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, D, 0) * M, M, dS, Cfg::ldm_f);
+      },
+      [&](const Place&) {
+        constexpr int MQ = M / kQuad, RQ = R / kQuad;
+        cta.for_each(int64_t(C) * (MQ + RQ) + int64_t(R) * MQ, [&](int64_t e) {
+          if (e < int64_t(C) * MQ) {
+            const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+            Op* q = t.Qr + i * Cfg::ldm_op + m;
+            scale_quad<Cta>(q, q, t.key_gates(i) + m, nullptr);
+            return;
+          }
+          e -= int64_t(C) * MQ;
+          if (e < int64_t(C) * RQ) {
+            const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+            Op* g = t.Gr + i * Cfg::ldd_op + d;
+            scale_quad<Cta>(g, g, t.row_gates(i) + d, nullptr);
+            return;
+          }
+          e -= int64_t(C) * RQ;
+          const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+          decay_state_quad<Cta>(dS + d * Cfg::ldm_f + m, t.row_gates(C - 1)[d], t.key_gates(C - 1) + m);
+        });
+        cta.template gemm<true, false>(R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, dS, Cfg::ldm_f, true);
+      });
+  copy_state_tile<Cta, Cfg>(cta, a.ds0 + (n * D + row0) * M, M, dS, Cfg::ldm_f);
+}
+
+}  // namespace decayfw::chunk
