@@ -602,7 +602,7 @@ def main(argv=None):
     if a.traffic_model:
         sizes = [(N, T, D, M) for D in a.D for M in a.M for N in a.N for T in a.T]
         print_traffic_model(sizes)
-        print_compute_model(sizes, 4.3e12)  # the copy bandwidth seen on an H200 (docs/cuda.md, "A second floor")
+        print_compute_model(sizes, 4.3e12)  # the copy bandwidth seen on an H200 (docs/cuda-design-log.md, "A second floor")
         return 0
     if not torch.cuda.is_available():
         p.exit(1, "bench_gpu: CUDA is not available (this benchmark times the CUDA kernels on a GPU; "

@@ -2,7 +2,7 @@
 // the model makes an assumption about, timed on one SM, beside the wavefronts the model gives it.
 //
 // Why. benchmarks/smem_bank_report counts the chunk programs' shared-memory wavefronts through that model,
-// and its count is what says shared memory binds the chunk kernels (docs/cuda.md, "A third floor"). The
+// and its count is what says shared memory binds the chunk kernels (docs/cuda-design-log.md, "A third floor"). The
 // model's doubtful parts are patterns: whether a 16-byte load every lane of a warp makes at one address
 // takes 4 wavefronts (quarter warps), 2 (paired lanes) or 1 (its bytes); whether lanes n and n^1 sharing
 // addresses halve a wide load; what WMMA's fragment loads and stores cost (and whether the generic loads

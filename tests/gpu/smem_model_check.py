@@ -1,6 +1,6 @@
 """Shared-memory wavefronts of the chunk kernels, measured by Nsight Compute, against the count of
 benchmarks/smem_bank_report (bench_gpu.py's SMEM_WAVEFRONTS): the test of the model that says shared
-memory, not the exponentials, binds these kernels (docs/cuda.md, "A third floor").
+memory, not the exponentials, binds these kernels (docs/cuda-design-log.md, "A third floor").
 
 The `profile` step of tests/gpu/run_all.sh runs tests/gpu/profile_chunk.py under
 

@@ -45,7 +45,7 @@ DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Ti
 
 // output_pass(n, chunk): y of the chunk's valid rows. The row tiles of D are walked inside the CTA,
 // as grad_pass does: the key side (q, k, log σ(f)) is staged with the first tile and kept, and so are
-// Pd and the wide key columns, which depend on it alone (docs/cuda.md, "A second floor").
+// Pd and the wide key columns, which depend on it alone (docs/cuda-design-log.md, "A second floor").
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, unsigned char* smem) {
   constexpr int C = Cfg::C;
