@@ -422,22 +422,22 @@ def _by_forward(ops, forward, reuse_states):
 #     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 5728, "grad_pass": 12263, "output_pass": 4272, "state_pass": 2224},
+    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 5728, "grad_pass": 12262, "output_pass": 4271, "state_pass": 2224},
     (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 23707, "output_pass": 8158, "state_pass": 2224},
     (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 16453, "output_pass": 5122, "state_pass": 2224},
-    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 9051, "output_pass": 2960, "state_pass": 2224},
-    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 5728, "grad_pass": 22677, "output_pass": 7542, "state_pass": 2224},
+    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 9050, "output_pass": 2959, "state_pass": 2224},
+    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 5728, "grad_pass": 22676, "output_pass": 7541, "state_pass": 2224},
     (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 43374, "output_pass": 13123, "state_pass": 2224},
     (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 31530, "output_pass": 9715, "state_pass": 2224},
-    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 16861, "output_pass": 5526, "state_pass": 2224},
-    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 7737, "grad_pass": 16841, "output_pass": 5401, "state_pass": 3296},
+    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 16860, "output_pass": 5525, "state_pass": 2224},
+    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 7737, "grad_pass": 16840, "output_pass": 5400, "state_pass": 3296},
     (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 31842, "output_pass": 12070, "state_pass": 3296},
     (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 21322, "output_pass": 6370, "state_pass": 3296},
-    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 12665, "output_pass": 3769, "state_pass": 3296},
-    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 7737, "grad_pass": 30337, "output_pass": 9151, "state_pass": 3296},
+    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 12664, "output_pass": 3768, "state_pass": 3296},
+    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 7737, "grad_pass": 30335, "output_pass": 9149, "state_pass": 3296},
     (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 55621, "output_pass": 17771, "state_pass": 3296},
     (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 40117, "output_pass": 11907, "state_pass": 3296},
-    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 22977, "output_pass": 6879, "state_pass": 3296},
+    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 22975, "output_pass": 6877, "state_pass": 3296},
 }
 
 

@@ -180,6 +180,22 @@ std::string where(const cta::SmemTrace::Site& s) {
 
 double ratio(int64_t a, int64_t b) { return b ? double(a) / double(b) : 0.0; }
 
+// The races the trace found (smem_trace.h, "Races"): what compute-sanitizer's racecheck would report on the device.
+void print_races(const cta::SmemTrace& trace) {
+  std::printf(
+      "\nRaces (two indices of a phase on the same bytes, an access to bytes an async copy is filling, or a "
+      "store outside every for_each): %lld\n",
+      static_cast<long long>(trace.race_count()));
+  if (trace.races().empty()) return;
+  std::printf(
+      "\n| kernel | phase | first access | index | second access | index | byte | what |\n"
+      "|---|---|---|---|---|---|---|---|\n");
+  for (const auto& r : trace.races())
+    std::printf("| %s | %s | %s | %lld | %s | %lld | %lld | %s |\n", r.kernel.c_str(), where(r.phase).c_str(),
+                where(r.first).c_str(), static_cast<long long>(r.first_index), where(r.second).c_str(),
+                static_cast<long long>(r.second_index), static_cast<long long>(r.offset), r.what.c_str());
+}
+
 void report(const Options& o, int C, const cta::SmemTrace& trace) {
   const int64_t chunks = (o.t + C - 1) / C;
   std::printf("Shared-memory accesses of the chunk path, one forward (%s) and backward (the forward's states reused), "
@@ -218,6 +234,7 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
     }
     std::printf(" %.3f |\n", ratio(c.wavefronts, c.phases));
   }
+  print_races(trace);
   std::vector<std::pair<cta::SmemTrace::Key, cta::SmemTrace::Cost>> rows(trace.costs().begin(), trace.costs().end());
   std::stable_sort(rows.begin(), rows.end(),
                    [&](const auto& x, const auto& y) { return x.second.wavefronts > y.second.wavefronts; });

@@ -130,10 +130,15 @@ struct HostCta {
     }
     for (const Copy& c : in_flight_) std::memcpy(c.dst, c.bytes, 16);
     in_flight_.clear();
+    if (SmemTrace* t = SmemTrace::current()) t->copies_landed();
   }
   size_t copies_in_flight() const { return in_flight_.size(); }
 
-  void atomic_or(uint32_t* word, uint32_t bits) { *word |= bits; }
+  void atomic_or(uint32_t* word, uint32_t bits, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    if (SmemTrace* t = SmemTrace::current()) t->atomic_access(word, 4, fn, line);
+    SmemTrace::Quiet reported;
+    *word |= bits;
+  }
   template <typename T>
   static constexpr bool has_fp32_range() {
     return !std::is_same_v<T, Float16>;

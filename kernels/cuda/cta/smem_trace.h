@@ -31,6 +31,15 @@
 //
 // Accesses of 1 or 2 bytes count as 4-byte ones of the whole warp (two lanes in one word share it).
 //
+// Races. The same records say which indices of a phase touch the same bytes, and every for_each index may be
+// another thread (DeviceCta gives index i to thread i % blockDim.x, and blockDim.x is 256 or 512), so the trace
+// also reports what compute-sanitizer's racecheck would: within one phase, a byte stored by one index and loaded
+// or stored by another (atomic_or's read-modify-writes only race with plain accesses, not with each other);
+// any access to bytes an asynchronous copy is still filling (copy16_async until wait_async); and a store outside
+// every for_each, which on the device each of the CTA's threads makes. gemm_apply's epilogues run as a for_each of
+// index 32·tile + lane, so their races are found the same way; gemm's own accesses are checked by HostCta
+// (the output against its operands, the operands against the epilogues).
+//
 // gemm's tensor-core fragments are modeled, not traced (trace_wmma_fragments): WMMA's layouts are not
 // documented, so the model follows the loads and stores nvcc 13 emits for them on sm_90 (read off the
 // SASS: ldmatrix for 16-bit operands, 32-bit loads of tf32 ones as stored, 64-bit accesses of the
@@ -41,6 +50,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -56,7 +66,8 @@ constexpr const char* kVectorAccess = "vector";            // Cta::load4/store4
 constexpr const char* kScalarAccess = "scalar";            // plain loads and stores (the hooks')
 constexpr const char* kCopyAccess = "cp.async";            // copy16_async's stores
 constexpr const char* kFragmentAccess = "wmma (modeled)";  // gemm's fragments (trace_wmma_fragments)
-constexpr const char* kAccessKinds[] = {kVectorAccess, kScalarAccess, kCopyAccess, kFragmentAccess};
+constexpr const char* kAtomicAccess = "atomic";            // Cta::atomic_or (a scalar read-modify-write)
+constexpr const char* kAccessKinds[] = {kVectorAccess, kScalarAccess, kCopyAccess, kFragmentAccess, kAtomicAccess};
 
 constexpr int kBanks = 32;
 constexpr int kBankBytes = 4;
@@ -126,6 +137,11 @@ inline int ideal_wavefronts(const int64_t (&addr)[kWarp], int bytes) {
 
 class SmemTrace {
  public:
+  SmemTrace() = default;
+  // What a trace does: count bank wavefronts and find races, or find races only (faster: no replay).
+  enum class Work { CountAndRaces, RacesOnly };
+  explicit SmemTrace(Work work) : count_(work == Work::CountAndRaces) {}
+
   // Where an access comes from: a function and line (HostCta's vector accesses, through GCC's
   // __builtin_FUNCTION and __builtin_LINE; the modeled fragments), or an instruction address (the
   // scalar accesses the hooks report), named by symbolize() once the run is over.
@@ -148,6 +164,14 @@ class SmemTrace {
     bool operator<(const Key& o) const {
       return std::tie(kernel, phase, access, bytes, store) < std::tie(o.kernel, o.phase, o.access, o.bytes, o.store);
     }
+  };
+  // Two accesses that race (see the header): where, which indices (−1: outside every for_each, or a copy's
+  // side that has no index), and what the second did to bytes the first had touched.
+  struct Race {
+    std::string kernel;
+    Site phase, first, second;
+    int64_t offset = 0, first_index = -1, second_index = -1;
+    std::string what;
   };
   struct Cost {
     int64_t instructions = 0, wavefronts = 0, phases = 0, ideal = 0;
@@ -203,11 +227,11 @@ class SmemTrace {
   // HostSmem's buffers: only accesses inside them are shared memory.
   void add_buffer(const unsigned char* p, size_t bytes) {
     Quiet own;
-    buffers_.emplace_back(p, p + bytes);
+    buffers_.push_back({p, p + bytes, std::vector<ByteState>(bytes)});
   }
   void remove_buffer(const unsigned char* p) {
     Quiet own;
-    buffers_.erase(std::remove_if(buffers_.begin(), buffers_.end(), [&](const auto& b) { return b.first == p; }),
+    buffers_.erase(std::remove_if(buffers_.begin(), buffers_.end(), [&](const Buffer& b) { return b.begin == p; }),
                    buffers_.end());
   }
 
@@ -218,6 +242,7 @@ class SmemTrace {
     in_phase_ = true;
     lanes_.clear();
     ++phases_;
+    ++epoch_;  // every byte's record of the previous phase is stale from here
   }
   void set_index(int64_t i) {
     Quiet own;
@@ -232,6 +257,20 @@ class SmemTrace {
     Quiet own;
     access(p, bytes, store, Site{function, line, 0, kind});
   }
+  // Cta::atomic_or: a load and a store of the word for the banks, one atomic access for the races.
+  void atomic_access(const void* p, int bytes, const char* function, int line) {
+    Quiet own;
+    const Site site{function, line, 0, kAtomicAccess};
+    access(p, bytes, false, site, Mode::Atomic);
+    access(p, bytes, true, site, Mode::Atomic);
+  }
+  // wait_async: every copy in flight has landed.
+  void copies_landed() {
+    Quiet own;
+    for (const auto& [buffer, offset] : in_flight_)
+      for (int b = 0; b < 16; ++b) buffers_[buffer].bytes[offset + b].copy_site = -1;
+    in_flight_.clear();
+  }
   // The -fsanitize=thread hooks' (benchmarks/smem_trace_hooks.cpp).
   // The trace's own code, inlined into the instrumented program, makes instrumented accesses too: every
   // method holds a Quiet, so those return at once (as everything under a Quiet does).
@@ -243,6 +282,7 @@ class SmemTrace {
   // One whole warp instruction (gemm's modeled fragments): lane l accesses `bytes` at p[l], or nothing when null.
   void instruction(const void* const (&p)[kWarp], int bytes, bool store, const Site& phase, const Site& site) {
     Quiet own;
+    if (!count_) return;
     int64_t addr[kWarp];
     for (int l = 0; l < kWarp; ++l) addr[l] = p[l] ? offset_of(p[l]) : -1;
     count({kernel_, phase, site, bytes, store}, addr, bytes);
@@ -253,6 +293,9 @@ class SmemTrace {
   }
 
   const std::map<Key, Cost>& costs() const { return costs_; }
+  // The races found (the first of each pair of sites in each phase) and how many accesses raced in all.
+  const std::vector<Race>& races() const { return races_; }
+  int64_t race_count() const { return race_count_; }
   int64_t phases() const { return phases_; }
   int64_t gemms() const { return gemms_; }
 
@@ -281,6 +324,12 @@ class SmemTrace {
       named[k].add(c);
     }
     costs_ = std::move(named);
+    for (Race& r : races_)
+      for (Site* site : {&r.first, &r.second})
+        if (site->pc) {
+          const std::pair<std::string, int> where = name(site->pc);
+          *site = {where.first, where.second, 0, site->kind};
+        }
   }
 
  private:
@@ -291,21 +340,102 @@ class SmemTrace {
     bool store;
   };
 
-  // The offset from the start of the shared-memory buffer holding p, or -1 outside every buffer. Banks
-  // follow the offset from a 128-byte boundary: HostSmem aligns its buffers as the device does.
-  int64_t offset_of(const void* p) const {
+  // What the current phase did to one byte (valid while epoch is the trace's): the index that stored it and
+  // one that loaded it (many_loads: more than one did), the index of an atomic access; the site of each (an
+  // index into sites_); and, across phases, the site of an asynchronous copy still filling it.
+  struct ByteState {
+    int64_t epoch = -1, store = -1, load = -1, atomic = -1;
+    bool many_loads = false, many_atomics = false;
+    int store_site = -1, load_site = -1, atomic_site = -1, copy_site = -1;
+  };
+  struct Buffer {
+    const unsigned char *begin, *end;
+    std::vector<ByteState> bytes;
+  };
+  enum class Mode { Plain, Atomic };
+
+  // The offset from the start of the shared-memory buffer holding p, or -1 outside every buffer (and that
+  // buffer's place in buffers_). Banks follow the offset from a 128-byte boundary: HostSmem aligns its buffers
+  // as the device does.
+  int64_t offset_of(const void* p, size_t* buffer = nullptr) const {
     const auto* b = static_cast<const unsigned char*>(p);
-    for (const auto& r : buffers_)
-      if (b >= r.first && b < r.second) return static_cast<int64_t>(b - r.first);
+    for (size_t i = 0; i < buffers_.size(); ++i)
+      if (b >= buffers_[i].begin && b < buffers_[i].end) {
+        if (buffer) *buffer = i;
+        return static_cast<int64_t>(b - buffers_[i].begin);
+      }
     return -1;
   }
 
-  void access(const void* p, int bytes, bool store, Site site) {
-    const int64_t offset = offset_of(p);
+  void access(const void* p, int bytes, bool store, Site site, Mode mode = Mode::Plain) {
+    size_t buffer = 0;
+    const int64_t offset = offset_of(p, &buffer);
     if (offset < 0) return;  // global memory, or the host's own
+    check_races(buffer, offset, bytes, store, site, mode);
+    if (!count_) return;
     // Outside a for_each an access is one lane's instruction.
     lanes_[in_phase_ ? index_ : 0].push_back({std::move(site), offset, std::max(bytes, kBankBytes), store});
     if (!in_phase_) replay();
+  }
+
+  int site_id(const Site& site) {
+    const auto [it, added] = site_ids_.try_emplace(site, static_cast<int>(sites_.size()));
+    if (added) sites_.push_back(site);
+    return it->second;
+  }
+  // Records a race, keeping the first of each (phase, sites, what).
+  void race(int64_t offset, int first_site, int64_t first_index, int second_site, int64_t second_index,
+            const char* what) {
+    ++race_count_;
+    const Site none{"", 0, 0, ""};
+    const Site& first = first_site >= 0 ? sites_[first_site] : none;
+    const Site& second = second_site >= 0 ? sites_[second_site] : none;
+    const auto key = std::make_tuple(kernel_, phase_, first, second, std::string(what));
+    if (!race_keys_.insert(key).second) return;
+    races_.push_back({kernel_, in_phase_ ? phase_ : none, first, second, offset, first_index, second_index, what});
+  }
+
+  // The rules of the header, byte by byte, for one access of `bytes` bytes at `offset` in buffer `buffer`.
+  void check_races(size_t buffer, int64_t offset, int bytes, bool store, const Site& site, Mode mode) {
+    const bool copy = site.kind == kCopyAccess;
+    const int id = site_id(site);
+    const int64_t i = in_phase_ ? index_ : -1;
+    std::vector<ByteState>& states = buffers_[buffer].bytes;
+    bool raced = false;  // one report per access
+    auto report = [&](int64_t at, int first_site, int64_t first_index, const char* what) {
+      if (!raced) race(at, first_site, first_index, id, i, what);
+      raced = true;
+    };
+    if (copy) in_flight_.emplace_back(buffer, offset);
+    for (int64_t at = offset; at < offset + bytes && at < static_cast<int64_t>(states.size()); ++at) {
+      ByteState& b = states[at];
+      if (b.copy_site >= 0) report(at, b.copy_site, -1, "accessed while an async copy into it is in flight");
+      if (copy) b.copy_site = id;
+      if (!in_phase_) {
+        if (store && !copy) report(at, -1, -1, "stored outside every for_each (by each of the CTA's threads)");
+        continue;
+      }
+      if (b.epoch != epoch_) b = ByteState{epoch_, -1, -1, -1, false, false, -1, -1, -1, b.copy_site};
+      const bool other_store = b.store >= 0 && b.store != i;
+      const bool other_load = b.load >= 0 && (b.load != i || b.many_loads);
+      const bool other_atomic = b.atomic >= 0 && (b.atomic != i || b.many_atomics);
+      if (mode == Mode::Atomic) {
+        if (other_store) report(at, b.store_site, b.store, "atomic on a byte another index stored");
+        if (other_load) report(at, b.load_site, b.load, "atomic on a byte another index loaded");
+        if (b.atomic >= 0 && b.atomic != i) b.many_atomics = true;
+        if (b.atomic < 0) b.atomic = i, b.atomic_site = id;
+      } else if (store) {
+        if (other_store) report(at, b.store_site, b.store, "stored by two indices");
+        if (other_load) report(at, b.load_site, b.load, "stored where another index loaded");
+        if (other_atomic) report(at, b.atomic_site, b.atomic, "stored where another index made an atomic");
+        b.store = i, b.store_site = id;
+      } else {
+        if (other_store) report(at, b.store_site, b.store, "loaded where another index stored");
+        if (other_atomic) report(at, b.atomic_site, b.atomic, "loaded where another index made an atomic");
+        if (b.load >= 0 && b.load != i) b.many_loads = true;
+        if (b.load < 0) b.load = i, b.load_site = id;
+      }
+    }
   }
 
   void count(const Key& key, const int64_t (&addr)[kWarp], int bytes) {
@@ -341,13 +471,20 @@ class SmemTrace {
     lanes_.clear();
   }
 
+  bool count_ = true;
   std::string kernel_ = "?";
   Site phase_;
   bool in_phase_ = false;
   int64_t index_ = 0, phases_ = 0, gemms_ = 0;
   std::unordered_map<int64_t, std::vector<Access>> lanes_;
-  std::vector<std::pair<const unsigned char*, const unsigned char*>> buffers_;
+  std::vector<Buffer> buffers_;
   std::map<Key, Cost> costs_;
+  int64_t epoch_ = 0, race_count_ = 0;
+  std::vector<Site> sites_;
+  std::map<Site, int> site_ids_;
+  std::vector<std::pair<size_t, int64_t>> in_flight_;  // (buffer, offset) of each copy not yet landed
+  std::vector<Race> races_;
+  std::set<std::tuple<std::string, Site, Site, Site, std::string>> race_keys_;
 };
 
 // gemm's fragment accesses for one C[m×n] (+)= op(A)·op(B) on the tensor cores, as the model above has

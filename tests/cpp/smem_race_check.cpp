@@ -1,0 +1,243 @@
+// Shared-memory races of the CUDA chunk programs, found on the CPU: what compute-sanitizer's racecheck looks
+// for on the GPU, for every compiled configuration, diagonal form, forward form and gate regime, on every CI run.
+// The programs run on HostCta with a SmemTrace current (kernels/cuda/cta/smem_trace.h, "Races"): within one
+// phase, bytes that one for_each index stores and another loads or stores; accesses to bytes an async copy is
+// still filling; stores outside every for_each. This file is compiled with GCC's ThreadSanitizer instrumentation
+// and linked with benchmarks/smem_trace_hooks.cpp (no ThreadSanitizer runtime), so the programs' plain scalar
+// accesses are seen as well as their vector ones and their copies.
+//
+// First the detector itself, on small programs that race and that do not (each must be judged right, or the
+// sweep's zeros mean nothing); then the sweep. One line per case; the last line counts them.
+//
+//   smem_race_check            # every case
+//   smem_race_check --quick    # the detector's cases and bf16 M = 64 only
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "chunk_host_driver.h"
+#include "decay_chunk_configs.h"
+
+namespace {
+
+namespace chunk = decayfw::chunk;
+namespace cta = decayfw::cta;
+using Cta = cta::HostCta<>;
+
+int passed = 0, failed = 0;
+
+void check(const std::string& name, bool ok, const std::string& detail) {
+  (ok ? passed : failed) += 1;
+  std::printf("%s  %s%s%s\n", ok ? "pass" : "FAIL", name.c_str(), detail.empty() ? "" : ": ", detail.c_str());
+}
+
+std::string first_race(const cta::SmemTrace& t) {
+  if (t.races().empty()) return "no race";
+  const auto& r = t.races().front();
+  return std::to_string(t.race_count()) + " racing accesses, first: " + r.what + " (indices " +
+         std::to_string(r.first_index) + ", " + std::to_string(r.second_index) + ", byte " + std::to_string(r.offset) +
+         ")";
+}
+
+// One small program on `bytes` of traced shared memory; `races` says whether the detector must find one, and
+// `what`, when given, the kind of the first.
+void detector_case(const std::string& name, bool races, const char* what,
+                   const std::function<void(Cta&, unsigned char*)>& program) {
+  cta::SmemTrace trace;
+  {
+    cta::SmemTrace::Scope scope(trace);
+    cta::HostSmem smem(4096);
+    Cta c;
+    program(c, smem.data());
+    c.wait_async();
+  }
+  bool ok = (trace.race_count() > 0) == races;
+  if (ok && races && what) ok = trace.races().front().what == what;
+  check("detector: " + name, ok, first_race(trace));
+}
+
+void detector_cases() {
+  detector_case("two indices store the same 16 bytes", true, "stored by two indices", [](Cta& c, unsigned char* s) {
+    float* x = reinterpret_cast<float*>(s);
+    c.for_each(64, [&](int64_t i) {
+      const float v[4] = {float(i), 0, 0, 0};
+      Cta::store4(x + 4 * (i / 2), v);
+    });
+  });
+  detector_case("an index loads what another stores", true, "loaded where another index stored",
+                [](Cta& c, unsigned char* s) {
+                  float* x = reinterpret_cast<float*>(s);
+                  c.for_each(64, [&](int64_t i) {
+                    float v[4] = {float(i), 0, 0, 0};
+                    if (i == 5) Cta::store4(x, v);
+                    if (i == 40) Cta::load4(x, v);
+                  });
+                });
+  detector_case("scalar: an index reads a float another writes", true, nullptr, [](Cta& c, unsigned char* s) {
+    volatile float* x = reinterpret_cast<float*>(s);
+    c.for_each(64, [&](int64_t i) {
+      if (i == 63) x[7] = 1.0f;
+      if (i == 0) (void)x[7];
+    });
+  });
+  detector_case("scalar: reads shared by many indices, each row stored by its own", false, nullptr,
+                [](Cta& c, unsigned char* s) {
+                  volatile float* x = reinterpret_cast<float*>(s);
+                  c.for_each(1, [&](int64_t) { x[0] = 2.0f; });
+                  c.for_each(64, [&](int64_t i) {
+                    const float a = x[0];
+                    x[1 + i] = a + float(i);
+                    x[1 + i] = x[1 + i] * 2.0f;  // read after its own write
+                  });
+                });
+  detector_case("scalar: 16-bit neighbours in one word, stored by different indices", false, nullptr,
+                [](Cta& c, unsigned char* s) {
+                  volatile uint16_t* h = reinterpret_cast<uint16_t*>(s);
+                  c.for_each(64, [&](int64_t i) { h[i] = static_cast<uint16_t>(i); });
+                });
+  detector_case("atomic_or from every index into one word", false, nullptr, [](Cta& c, unsigned char* s) {
+    auto* w = reinterpret_cast<uint32_t*>(s);
+    c.for_each(1, [&](int64_t) { *w = 0u; });
+    c.for_each(64, [&](int64_t i) { c.atomic_or(w, 1u << (i % 32)); });
+  });
+  detector_case("an index reads a word others OR into, in the same phase", true,
+                "loaded where another index made an atomic", [](Cta& c, unsigned char* s) {
+                  auto* w = reinterpret_cast<volatile uint32_t*>(s);
+                  c.for_each(64, [&](int64_t i) {
+                    if (i < 32)
+                      c.atomic_or(const_cast<uint32_t*>(w), 1u << i);
+                    else
+                      (void)w[0];
+                  });
+                });
+  detector_case("a read of bytes an async copy is filling", true, "accessed while an async copy into it is in flight",
+                [](Cta& c, unsigned char* s) {
+                  alignas(16) static float source[64] = {};
+                  float* x = reinterpret_cast<float*>(s);
+                  c.for_each(16, [&](int64_t i) { c.copy16_async(x + 4 * i, source + 4 * i, true); });
+                  c.for_each(16, [&](int64_t i) {
+                    float v[4];
+                    Cta::load4(x + 4 * ((i + 1) % 16), v);
+                  });
+                });
+  detector_case("the same read after wait_async", false, nullptr, [](Cta& c, unsigned char* s) {
+    alignas(16) static float source[64] = {};
+    float* x = reinterpret_cast<float*>(s);
+    c.for_each(16, [&](int64_t i) { c.copy16_async(x + 4 * i, source + 4 * i, true); });
+    c.wait_async();
+    c.for_each(16, [&](int64_t i) {
+      float v[4];
+      Cta::load4(x + 4 * ((i + 1) % 16), v);
+    });
+  });
+  detector_case("a store outside every for_each", true, "stored outside every for_each (by each of the CTA's threads)",
+                [](Cta&, unsigned char* s) {
+                  float v[4] = {1, 2, 3, 4};
+                  Cta::store4(reinterpret_cast<float*>(s), v);
+                });
+  detector_case("gemm_apply: two tiles' epilogues store the same row", true, "stored by two indices",
+                [](Cta& c, unsigned char* s) {
+                  auto* a = reinterpret_cast<decayfw::BFloat16*>(s);  // 32×16 and 16×16 operands, rows of 16
+                  float* out = reinterpret_cast<float*>(s + 2048);
+                  c.for_each(48 * 16, [&](int64_t i) { a[i] = Cta::from_f<decayfw::BFloat16>(1.0f); });
+                  c.gemm_apply<false, false>(32, 16, 16, a, 16, a + 32 * 16, 16, [&](int i, int j, const float* v) {
+                    out[(i % 16) * 16 + j] = v[0];  // row i of both row tiles to one place
+                  });
+                });
+  detector_case("gemm_apply: each lane's own accumulator pairs", false, nullptr, [](Cta& c, unsigned char* s) {
+    auto* a = reinterpret_cast<decayfw::BFloat16*>(s);
+    float* out = reinterpret_cast<float*>(s + 2048);
+    c.for_each(48 * 16, [&](int64_t i) { a[i] = Cta::from_f<decayfw::BFloat16>(1.0f); });
+    c.gemm_apply<false, false>(32, 16, 16, a, 16, a + 32 * 16, 16, [&](int i, int j, const float* v) {
+      for (int p = 0; p < cta::kAccumulatorPairs; ++p) {
+        const int r = i + cta::accumulator_pair_row(0, p) - cta::accumulator_pair_row(0, 0);
+        const int col = j + cta::accumulator_pair_col(0, p) - cta::accumulator_pair_col(0, 0);
+        out[(r % 32) * 16 + col] = v[2 * p];
+        out[(r % 32) * 16 + col + 1] = v[2 * p + 1];
+      }
+    });
+  });
+}
+
+const char* form_name(chunk::DiagonalForm f) {
+  switch (f) {
+    case chunk::DiagonalForm::Factored:
+      return "factored";
+    case chunk::DiagonalForm::Elementwise:
+      return "elementwise";
+    case chunk::DiagonalForm::Tensor:
+      return "tensor";
+    case chunk::DiagonalForm::Chunk:
+      return "chunk";
+  }
+  return "?";
+}
+
+// Every program of one configuration: the split forward, the fused forward, and the backward, on three chunks
+// (the last one partial) of two row tiles, with gate logits N(gate_mean, 1): 2 leaves every chunk narrow enough to
+// be taken whole, −3 makes most columns wide (per-pair sums, the atomics that mark them).
+template <typename In, typename Cfg>
+void sweep_case(const char* dtype, chunk::DiagonalForm form, float gate_mean, bool vector_loads) {
+  decayfw::testing::RandomSequence<In> seq(2 * Cfg::C + 5, 2 * chunk::kRows, Cfg::M, 11, gate_mean);
+  chunk::ChunkArgs split = seq.forward_args(form), fused = seq.forward_args(form), back = seq.backward_args(form);
+  cta::SmemTrace trace(cta::SmemTrace::Work::RacesOnly);
+  {
+    cta::SmemTrace::Scope scope(trace);
+    decayfw::testing::HostChunkRunner<In, Cfg, false> run(cta::Order::Forward, vector_loads);
+    run.forward(split);
+    run.forward_fused(fused);
+    run.backward(back, true);
+  }
+  char name[160];
+  std::snprintf(name, sizeof name, "%s M=%d C=%d %s gates N(%g, 1)%s", dtype, Cfg::M, Cfg::C, form_name(form),
+                gate_mean, vector_loads ? "" : ", element loads");
+  std::string detail = first_race(trace);
+  if (!trace.races().empty()) {
+    const auto& r = trace.races().front();
+    const std::string f = r.phase.function.substr(0, r.phase.function.find_first_of("<("));
+    detail += " in " + r.kernel + ", phase " + f.substr(f.rfind("::") == std::string::npos ? 0 : f.rfind("::") + 2) +
+              ":" + std::to_string(r.phase.line);
+  }
+  check(name, trace.race_count() == 0 && trace.phases() > 0,
+        detail + ", " + std::to_string(trace.phases()) + " phases");
+}
+
+template <typename In>
+void sweep(const char* dtype, bool quick) {
+  for (int m : chunk::kCompiledM) {
+    if (quick && m != 64) continue;
+    chunk::with_compiled_config<In, int>(m, 0, [&](auto cfg) {
+      using Cfg = decltype(cfg);
+      for (chunk::DiagonalForm form : {chunk::DiagonalForm::Factored, chunk::DiagonalForm::Elementwise,
+                                       chunk::DiagonalForm::Tensor, chunk::DiagonalForm::Chunk})
+        for (float gate_mean : {2.0f, -3.0f}) sweep_case<In, Cfg>(dtype, form, gate_mean, true);
+      sweep_case<In, Cfg>(dtype, chunk::DiagonalForm::Factored, 0.0f, false);
+      return 0;
+    });
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  if (argc > 1 && !quick) {
+    std::fprintf(stderr, "usage: smem_race_check [--quick]\n");
+    return 2;
+  }
+  try {
+    detector_cases();
+    sweep<decayfw::BFloat16>("bf16", quick);
+    if (!quick) {
+      sweep<decayfw::Float16>("fp16", quick);
+      sweep<float>("fp32", quick);
+    }
+  } catch (const std::exception& e) {
+    std::printf("FAIL  %s\n", e.what());
+    ++failed;
+  }
+  std::printf("%d cases: %d passed, %d failed\n", passed + failed, passed, failed);
+  return failed == 0 ? 0 : 1;
+}
