@@ -31,13 +31,15 @@ class HostChunkRunner {
     run_state_pass(a);
     chunk::ChunkSmem<In, Cfg> probe(nullptr, chunk::ChunkCarve::Output);
     cta::HostSmem sm(probe.bytes);
+    begin_launch("output_pass");
     for (int64_t n = 0; n < a.B * a.H; ++n)
       for (int64_t c = 0; c < a.chunks; ++c) {
         sm.poison();
-        label("output_pass");
+        begin_cta();
         chunk::output_pass<Cta, In, Cfg>(cta_, a, n, c, sm.data());
         expect_no_copies_in_flight("output_pass");
       }
+    end_launch();
   }
 
   // The fused forward (forward_pass), as the launcher runs it: keep_states = false leaves the
@@ -47,16 +49,19 @@ class HostChunkRunner {
     if (!keep_states) {
       states_.clear();
       a.states = nullptr;
+      register_globals(a);
     }
     chunk::ForwardSmem<In, Cfg> probe(nullptr);
     cta::HostSmem sm(probe.bytes);
+    begin_launch("forward_pass");
     for (int64_t n = 0; n < a.B * a.H; ++n)
       for (int64_t tile = 0; tile < a.tiles; ++tile) {
         sm.poison();
-        label("forward_pass");
+        begin_cta();
         chunk::forward_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
         expect_no_copies_in_flight("forward_pass");
       }
+    end_launch();
   }
 
   // reuse_states: skip state_pass and read the states the last forward() left, as the launcher does
@@ -67,23 +72,27 @@ class HostChunkRunner {
     {
       chunk::ScanSmem<In, Cfg> probe(nullptr, true);
       cta::HostSmem sm(probe.bytes);
+      begin_launch("dstate_pass");
       for (int64_t n = 0; n < a.B * a.H; ++n)
         for (int64_t tile = 0; tile < a.tiles; ++tile) {
           sm.poison();
-          label("dstate_pass");
-        chunk::dstate_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
+          begin_cta();
+          chunk::dstate_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
           expect_no_copies_in_flight("dstate_pass");
         }
+      end_launch();
     }
     chunk::ChunkSmem<In, Cfg> probe(nullptr, chunk::ChunkCarve::Grad);
     cta::HostSmem sm(probe.bytes);
+    begin_launch("grad_pass");
     for (int64_t n = 0; n < a.B * a.H; ++n)
       for (int64_t c = 0; c < a.chunks; ++c) {
         sm.poison();
-        label("grad_pass");
+        begin_cta();
         chunk::grad_pass<Cta, In, Cfg>(cta_, a, n, c, sm.data());
         expect_no_copies_in_flight("grad_pass");
       }
+    end_launch();
   }
 
   const std::vector<float>& states() const { return states_; }
@@ -107,11 +116,38 @@ class HostChunkRunner {
       dstates_.assign(static_cast<size_t>(N * a.chunks * a.D * a.M), Cta::template from_f<In>(nan));
       a.dstates = dstates_.data();  // in the operand type, as the launcher's workspace
     }
+    register_globals(a);
   }
 
-  // Names the kernel whose phases follow, for a SmemTrace (tools/smem_banks).
-  static void label(const char* kernel) {
-    if (cta::SmemTrace* t = cta::SmemTrace::current()) t->set_kernel(kernel);
+  // For a SmemTrace (smem_bank_report, smem_race_check): the kernel whose CTAs follow (one launch), each CTA, and
+  // the launch's end.
+  static void begin_launch(const char* kernel) {
+    if (cta::SmemTrace* t = cta::SmemTrace::current()) t->begin_launch(kernel);
+  }
+  static void begin_cta() {
+    if (cta::SmemTrace* t = cta::SmemTrace::current()) t->begin_cta();
+  }
+  static void end_launch() {
+    if (cta::SmemTrace* t = cta::SmemTrace::current()) t->end_launch();
+  }
+
+  // The global buffers a launch may touch, for a SmemTrace's races between CTAs: every view and workspace of a.
+  void register_globals(const chunk::ChunkArgs& a) const {
+    cta::SmemTrace* t = cta::SmemTrace::current();
+    if (!t) return;
+    t->clear_globals();
+    auto view = [&](const void* p, int64_t sb, int64_t st, int64_t sh, int64_t X) {
+      if (p) t->add_global(p, size_t((a.B - 1) * sb + (a.T - 1) * st + (a.H - 1) * sh + X) * sizeof(In));
+    };
+    for (const chunk::SeqIn* x : {&a.q, &a.k, &a.f}) view(x->p, x->sb, x->st, x->sh, a.M);
+    for (const chunk::SeqIn* x : {&a.v, &a.z, &a.dy}) view(x->p, x->sb, x->st, x->sh, a.D);
+    for (const chunk::SeqOut* x : {&a.dq, &a.dk, &a.df}) view(x->p, x->sb, x->st, x->sh, a.M);
+    for (const chunk::SeqOut* x : {&a.y, &a.dv, &a.dz}) view(x->p, x->sb, x->st, x->sh, a.D);
+    const size_t state = size_t(a.B * a.H * a.D * a.M);
+    for (const float* x : {a.s0, static_cast<const float*>(a.final_state), a.dsT, static_cast<const float*>(a.ds0)})
+      if (x) t->add_global(x, state * sizeof(float));
+    if (a.states) t->add_global(a.states, state * size_t(a.chunks + 1) * sizeof(float));
+    if (a.dstates) t->add_global(a.dstates, state * size_t(a.chunks) * sizeof(In));
   }
 
   // A CTA that ends with copies in flight would leave them to land in the next CTA's shared memory.
@@ -123,13 +159,15 @@ class HostChunkRunner {
   void run_state_pass(chunk::ChunkArgs& a) {
     chunk::ScanSmem<In, Cfg> probe(nullptr, false);
     cta::HostSmem sm(probe.bytes);
+    begin_launch("state_pass");
     for (int64_t n = 0; n < a.B * a.H; ++n)
       for (int64_t tile = 0; tile < a.tiles; ++tile) {
         sm.poison();
-        label("state_pass");
+        begin_cta();
         chunk::state_pass<Cta, In, Cfg>(cta_, a, n, tile, sm.data());
         expect_no_copies_in_flight("state_pass");
       }
+    end_launch();
   }
 
   Cta cta_;
@@ -142,11 +180,12 @@ class HostChunkRunner {
 // wide column), with its outputs and gradients: what a tool or test needs to run the programs once.
 template <typename In>
 struct RandomSequence {
-  int64_t T, D, M;
+  int64_t T, D, M, H;  // H heads of one batch row, [1, T, H, X] (the views' head stride is X, their time stride H·X)
   std::vector<In> q, k, f, v, z, dy, y, dq, dk, df, dv, dz;
   std::vector<float> final_state, ds0;
 
-  RandomSequence(int64_t T_, int64_t D_, int64_t M_, uint64_t seed, float gate_mean = 2.0f) : T(T_), D(D_), M(M_) {
+  RandomSequence(int64_t T_, int64_t D_, int64_t M_, uint64_t seed, float gate_mean = 2.0f, int64_t H_ = 1)
+      : T(T_), D(D_), M(M_), H(H_) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> n01(0.0f, 1.0f);
     auto make = [&](int64_t count, float mean) {
@@ -154,16 +193,16 @@ struct RandomSequence {
       for (In& e : x) e = cta::HostCta<>::template from_f<In>(mean + n01(rng));
       return x;
     };
-    q = make(T * M, 0.0f), k = make(T * M, 0.0f), f = make(T * M, gate_mean);
-    v = make(T * D, 0.0f), z = make(T * D, gate_mean), dy = make(T * D, 0.0f);
+    q = make(T * H * M, 0.0f), k = make(T * H * M, 0.0f), f = make(T * H * M, gate_mean);
+    v = make(T * H * D, 0.0f), z = make(T * H * D, gate_mean), dy = make(T * H * D, 0.0f);
     y.resize(v.size()), dq.resize(q.size()), dk.resize(q.size()), df.resize(q.size()), dv.resize(v.size()),
         dz.resize(v.size());
-    final_state.resize(static_cast<size_t>(D * M)), ds0.resize(final_state.size());
+    final_state.resize(static_cast<size_t>(H * D * M)), ds0.resize(final_state.size());
   }
   // The forward's arguments (outputs y and the final state); backward_args adds the gradients.
   chunk::ChunkArgs forward_args(chunk::DiagonalForm diagonal) {
     chunk::ChunkArgs a;
-    a.B = 1, a.T = T, a.H = 1, a.D = D, a.M = M, a.diagonal = diagonal;
+    a.B = 1, a.T = T, a.H = H, a.D = D, a.M = M, a.diagonal = diagonal;
     a.q = in(q, M), a.k = in(k, M), a.f = in(f, M), a.v = in(v, D), a.z = in(z, D), a.dy = in(dy, D);
     a.y = out(y, D), a.final_state = final_state.data();
     return a;
@@ -176,8 +215,8 @@ struct RandomSequence {
   }
 
  private:
-  chunk::SeqIn in(const std::vector<In>& x, int64_t X) const { return {x.data(), T * X, X, X}; }
-  chunk::SeqOut out(std::vector<In>& x, int64_t X) { return {x.data(), T * X, X, X}; }
+  chunk::SeqIn in(const std::vector<In>& x, int64_t X) const { return {x.data(), T * H * X, H * X, X}; }
+  chunk::SeqOut out(std::vector<In>& x, int64_t X) { return {x.data(), T * H * X, H * X, X}; }
 };
 
 }  // namespace decayfw::testing

@@ -110,6 +110,7 @@ struct HostCta {
     static_assert(16 % sizeof(T) == 0, "a 16-byte copy holds whole elements");
     check_aligned_to(dst, 16);
     trace(dst, 16, true, fn, line, kCopyAccess);
+    if (fill) trace(src, 16, false, fn, line, kCopyAccess);  // global memory: only its races are judged
     SmemTrace::Quiet reported;
     Copy c{reinterpret_cast<unsigned char*>(dst), {}};
     if (fill) {

@@ -40,6 +40,11 @@
 // index 32·tile + lane, so their races are found the same way; gemm's own accesses are checked by HostCta
 // (the output against its operands, the operands against the epilogues).
 //
+// Global memory has races of its own, between CTAs: a launch's CTAs run in any order and at once, so bytes
+// that one CTA of a launch stores and another CTA of the same launch loads or stores race too. The runner names
+// the launches and CTAs (begin_launch, begin_cta) and the global buffers (add_global: the op's tensors and
+// workspace); accesses elsewhere (the host's own memory) are not judged.
+//
 // gemm's tensor-core fragments are modeled, not traced (trace_wmma_fragments): WMMA's layouts are not
 // documented, so the model follows the loads and stores nvcc 13 emits for them on sm_90 (read off the
 // SASS: ldmatrix for 16-bit operands, 32-bit loads of tf32 ones as stored, 64-bit accesses of the
@@ -62,11 +67,11 @@
 namespace decayfw::cta {
 
 // How an access is made: the report's columns (SmemTrace::Site::kind).
-constexpr const char* kVectorAccess = "vector";            // Cta::load4/store4
-constexpr const char* kScalarAccess = "scalar";            // plain loads and stores (the hooks')
-constexpr const char* kCopyAccess = "cp.async";            // copy16_async's stores
-constexpr const char* kFragmentAccess = "wmma (modeled)";  // gemm's fragments (trace_wmma_fragments)
-constexpr const char* kAtomicAccess = "atomic";            // Cta::atomic_or (a scalar read-modify-write)
+inline constexpr char kVectorAccess[] = "vector";            // Cta::load4/store4
+inline constexpr char kScalarAccess[] = "scalar";            // plain loads and stores (the hooks')
+inline constexpr char kCopyAccess[] = "cp.async";            // copy16_async's stores
+inline constexpr char kFragmentAccess[] = "wmma (modeled)";  // gemm's fragments (trace_wmma_fragments)
+inline constexpr char kAtomicAccess[] = "atomic";            // Cta::atomic_or (a scalar read-modify-write)
 constexpr const char* kAccessKinds[] = {kVectorAccess, kScalarAccess, kCopyAccess, kFragmentAccess, kAtomicAccess};
 
 constexpr int kBanks = 32;
@@ -166,7 +171,8 @@ class SmemTrace {
     }
   };
   // Two accesses that race (see the header): where, which indices (−1: outside every for_each, or a copy's
-  // side that has no index), and what the second did to bytes the first had touched.
+  // side that has no index; in global memory, which CTAs of the launch), and what the second did to bytes the
+  // first had touched (offset: in its shared-memory or global buffer).
   struct Race {
     std::string kernel;
     Site phase, first, second;
@@ -218,12 +224,6 @@ class SmemTrace {
     }
   };
 
-  // What the following phases belong to (the report's first column).
-  void set_kernel(std::string name) {
-    Quiet own;
-    kernel_ = std::move(name);
-  }
-
   // HostSmem's buffers: only accesses inside them are shared memory.
   void add_buffer(const unsigned char* p, size_t bytes) {
     Quiet own;
@@ -233,6 +233,32 @@ class SmemTrace {
     Quiet own;
     buffers_.erase(std::remove_if(buffers_.begin(), buffers_.end(), [&](const Buffer& b) { return b.begin == p; }),
                    buffers_.end());
+  }
+
+  // Global buffers, and the launch and CTA that run (global races: see the header). clear_globals forgets them.
+  void add_global(const void* p, size_t bytes) {
+    Quiet own;
+    if (p && bytes)
+      globals_.push_back({static_cast<const unsigned char*>(p), static_cast<const unsigned char*>(p) + bytes,
+                          std::vector<GlobalByte>(bytes)});
+  }
+  void clear_globals() {
+    Quiet own;
+    globals_.clear();
+  }
+  void begin_launch(std::string kernel) {
+    Quiet own;
+    kernel_ = std::move(kernel);
+    ++launch_;
+    cta_ = -1;
+  }
+  void begin_cta() {
+    Quiet own;
+    ++cta_;
+  }
+  void end_launch() {
+    Quiet own;
+    cta_ = -1;
   }
 
   // HostCta's hooks.
@@ -255,12 +281,12 @@ class SmemTrace {
   }
   void access(const void* p, int bytes, bool store, const char* function, int line, const char* kind) {
     Quiet own;
-    access(p, bytes, store, Site{function, line, 0, kind});
+    access(p, bytes, store, SiteRef{function, line, 0, kind});
   }
   // Cta::atomic_or: a load and a store of the word for the banks, one atomic access for the races.
   void atomic_access(const void* p, int bytes, const char* function, int line) {
     Quiet own;
-    const Site site{function, line, 0, kAtomicAccess};
+    const SiteRef site{function, line, 0, kAtomicAccess};
     access(p, bytes, false, site, Mode::Atomic);
     access(p, bytes, true, site, Mode::Atomic);
   }
@@ -277,7 +303,7 @@ class SmemTrace {
   void access_at(const void* p, int bytes, bool store, const void* pc) {
     if (Quiet::depth() > 0) return;
     Quiet own;
-    access(p, bytes, store, Site{"", 0, reinterpret_cast<uintptr_t>(pc), kScalarAccess});
+    access(p, bytes, store, SiteRef{"", 0, reinterpret_cast<uintptr_t>(pc), kScalarAccess});
   }
   // One whole warp instruction (gemm's modeled fragments): lane l accesses `bytes` at p[l], or nothing when null.
   void instruction(const void* const (&p)[kWarp], int bytes, bool store, const Site& phase, const Site& site) {
@@ -296,6 +322,8 @@ class SmemTrace {
   // The races found (the first of each pair of sites in each phase) and how many accesses raced in all.
   const std::vector<Race>& races() const { return races_; }
   int64_t race_count() const { return race_count_; }
+  // Accesses to the registered global buffers that were judged (made by a CTA of a launch).
+  int64_t global_accesses() const { return global_accesses_; }
   int64_t phases() const { return phases_; }
   int64_t gemms() const { return gemms_; }
 
@@ -353,6 +381,17 @@ class SmemTrace {
     std::vector<ByteState> bytes;
   };
   enum class Mode { Plain, Atomic };
+  // What the running launch did to one byte of a global buffer (valid while launch is the trace's): the CTA
+  // that stored it, one that loaded it, and their sites.
+  struct GlobalByte {
+    int64_t launch = -1, store = -1, load = -1;
+    bool many_loads = false;
+    int store_site = -1, load_site = -1;
+  };
+  struct Global {
+    const unsigned char *begin, *end;
+    std::vector<GlobalByte> bytes;
+  };
 
   // The offset from the start of the shared-memory buffer holding p, or -1 outside every buffer (and that
   // buffer's place in buffers_). Banks follow the offset from a 128-byte boundary: HostSmem aligns its buffers
@@ -367,37 +406,86 @@ class SmemTrace {
     return -1;
   }
 
-  void access(const void* p, int bytes, bool store, Site site, Mode mode = Mode::Plain) {
+  // A site as its accesses name it (string literals and an address): cheap to pass for every access, made a
+  // Site only where one is kept.
+  struct SiteRef {
+    const char* function;
+    int line;
+    uintptr_t pc;
+    const char* kind;
+    Site site() const { return {function, line, pc, kind}; }
+  };
+
+  void access(const void* p, int bytes, bool store, const SiteRef& site, Mode mode = Mode::Plain) {
     size_t buffer = 0;
     const int64_t offset = offset_of(p, &buffer);
-    if (offset < 0) return;  // global memory, or the host's own
+    if (offset < 0) return check_global(p, bytes, store, site);  // global memory, or the host's own
     check_races(buffer, offset, bytes, store, site, mode);
     if (!count_) return;
     // Outside a for_each an access is one lane's instruction.
-    lanes_[in_phase_ ? index_ : 0].push_back({std::move(site), offset, std::max(bytes, kBankBytes), store});
+    lanes_[in_phase_ ? index_ : 0].push_back({site.site(), offset, std::max(bytes, kBankBytes), store});
     if (!in_phase_) replay();
   }
 
-  int site_id(const Site& site) {
-    const auto [it, added] = site_ids_.try_emplace(site, static_cast<int>(sites_.size()));
-    if (added) sites_.push_back(site);
+  // Sites are numbered once (by their literals' addresses and the pc, which identify them), for the races'
+  // records; sites_ keeps each one's Site.
+  int site_id(const SiteRef& ref) {
+    const auto key = std::make_tuple(ref.function, ref.line, ref.pc, ref.kind);
+    const auto [it, added] = site_ids_.try_emplace(key, static_cast<int>(sites_.size()));
+    if (added) sites_.push_back(ref.site());
     return it->second;
   }
   // Records a race, keeping the first of each (phase, sites, what).
+  // global: between CTAs, so no phase.
   void race(int64_t offset, int first_site, int64_t first_index, int second_site, int64_t second_index,
-            const char* what) {
+            const char* what, bool global = false) {
     ++race_count_;
     const Site none{"", 0, 0, ""};
     const Site& first = first_site >= 0 ? sites_[first_site] : none;
     const Site& second = second_site >= 0 ? sites_[second_site] : none;
-    const auto key = std::make_tuple(kernel_, phase_, first, second, std::string(what));
+    const Site& phase = in_phase_ && !global ? phase_ : none;
+    const auto key = std::make_tuple(kernel_, phase, first, second, std::string(what));
     if (!race_keys_.insert(key).second) return;
-    races_.push_back({kernel_, in_phase_ ? phase_ : none, first, second, offset, first_index, second_index, what});
+    races_.push_back({kernel_, phase, first, second, offset, first_index, second_index, what});
+  }
+
+  // Bytes of a global buffer that one CTA of the running launch stores and another loads or stores.
+  void check_global(const void* p, int bytes, bool store, const SiteRef& site) {
+    if (cta_ < 0) return;  // between launches: the host's own work
+    const auto* b = static_cast<const unsigned char*>(p);
+    for (Global& g : globals_) {
+      if (b < g.begin || b >= g.end) continue;
+      ++global_accesses_;
+      const int id = site_id(site);
+      bool raced = false;
+      for (const unsigned char* at = b; at < b + bytes && at < g.end; ++at) {
+        GlobalByte& x = g.bytes[at - g.begin];
+        if (x.launch != launch_) x = GlobalByte{launch_};
+        const bool other_store = x.store >= 0 && x.store != cta_;
+        const bool other_load = x.load >= 0 && (x.load != cta_ || x.many_loads);
+        const char* what =
+            other_store ? (store ? "stored by two CTAs of one launch" : "loaded where another CTA of the launch stored")
+            : store && other_load ? "stored where another CTA of the launch loaded"
+                                  : nullptr;
+        if (what && !raced) {
+          raced = true;
+          race(at - g.begin, other_store ? x.store_site : x.load_site, other_store ? x.store : x.load, id, cta_, what,
+               true);
+        }
+        if (store)
+          x.store = cta_, x.store_site = id;
+        else if (x.load < 0)
+          x.load = cta_, x.load_site = id;
+        else if (x.load != cta_)
+          x.many_loads = true;
+      }
+      return;
+    }
   }
 
   // The rules of the header, byte by byte, for one access of `bytes` bytes at `offset` in buffer `buffer`.
-  void check_races(size_t buffer, int64_t offset, int bytes, bool store, const Site& site, Mode mode) {
-    const bool copy = site.kind == kCopyAccess;
+  void check_races(size_t buffer, int64_t offset, int bytes, bool store, const SiteRef& site, Mode mode) {
+    const bool copy = site.kind == kCopyAccess;  // one address in every translation unit (inline)
     const int id = site_id(site);
     const int64_t i = in_phase_ ? index_ : -1;
     std::vector<ByteState>& states = buffers_[buffer].bytes;
@@ -472,6 +560,8 @@ class SmemTrace {
   }
 
   bool count_ = true;
+  std::vector<Global> globals_;
+  int64_t launch_ = 0, cta_ = -1, global_accesses_ = 0;
   std::string kernel_ = "?";
   Site phase_;
   bool in_phase_ = false;
@@ -481,7 +571,7 @@ class SmemTrace {
   std::map<Key, Cost> costs_;
   int64_t epoch_ = 0, race_count_ = 0;
   std::vector<Site> sites_;
-  std::map<Site, int> site_ids_;
+  std::map<std::tuple<const char*, int, uintptr_t, const char*>, int> site_ids_;
   std::vector<std::pair<size_t, int64_t>> in_flight_;  // (buffer, offset) of each copy not yet landed
   std::vector<Race> races_;
   std::set<std::tuple<std::string, Site, Site, Site, std::string>> race_keys_;
