@@ -3,7 +3,8 @@
 // The programs run on HostCta with a SmemTrace current (kernels/cuda/cta/smem_trace.h, "Races"): within one
 // phase, bytes that one for_each index stores and another loads or stores; accesses to bytes an async copy is
 // still filling; stores outside every for_each; and in global memory (the op's tensors and workspace), bytes that
-// one CTA of a launch stores and another CTA of the same launch loads or stores (which racecheck does not see). This
+// one CTA of a launch stores and another CTA of the same launch loads or stores (which racecheck does not see).
+// Beside the races, loads of shared memory the CTA never stored and accesses outside its shared memory. This
 // file is compiled with GCC's ThreadSanitizer instrumentation and linked with benchmarks/smem_trace_hooks.cpp (no
 // ThreadSanitizer runtime), so the programs' plain scalar accesses are seen as well as their vector ones and their
 // copies.
@@ -107,6 +108,7 @@ void detector_cases() {
   detector_case("an index reads a word others OR into, in the same phase", true,
                 "loaded where another index made an atomic", [](Cta& c, unsigned char* s) {
                   auto* w = reinterpret_cast<volatile uint32_t*>(s);
+                  c.for_each(1, [&](int64_t) { w[0] = 0u; });
                   c.for_each(64, [&](int64_t i) {
                     if (i < 32)
                       c.atomic_or(const_cast<uint32_t*>(w), 1u << i);
@@ -139,6 +141,21 @@ void detector_cases() {
                   float v[4] = {1, 2, 3, 4};
                   Cta::store4(reinterpret_cast<float*>(s), v);
                 });
+  detector_case("a load of bytes the CTA never stored", true, "loaded before this CTA stored anything there",
+                [](Cta& c, unsigned char* s) {
+                  float* x = reinterpret_cast<float*>(s);
+                  c.for_each(8, [&](int64_t i) {
+                    float v[4];
+                    Cta::load4(x + 4 * i, v);
+                  });
+                });
+  detector_case("a store just past the CTA's shared memory", true, nullptr, [](Cta& c, unsigned char* s) {
+    float* x = reinterpret_cast<float*>(s + 4096);  // detector_case's buffer holds 4096 bytes
+    c.for_each(1, [&](int64_t) {
+      const float v[4] = {};
+      Cta::store4(x, v);
+    });
+  });
   detector_case("gemm_apply: two tiles' epilogues store the same row", true, "stored by two indices",
                 [](Cta& c, unsigned char* s) {
                   auto* a = reinterpret_cast<decayfw::BFloat16*>(s);  // 32×16 and 16×16 operands, rows of 16

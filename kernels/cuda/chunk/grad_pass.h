@@ -374,10 +374,13 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // row-gate identity. Not in the chunk form's whole chunks, which have none. One index per wide (sub-chunk,
   // row) (WideList), one per (sub-chunk, row) that is not wide, one per wide (sub-chunk, key column), and in
   // the factored form one per (sub-chunk, key column) that is not wide.
+  // Only the sub-chunks with a valid row (as store_y): a partial last chunk's later blocks have no Pd or Rd (their
+  // products are skipped), and nothing reads their rows.
   const bool terms = !whole || t.factored();
-  const WideList<Cfg::row_words> wide_rows(t.row_wide, Cfg::NS);
-  const WideList<Cfg::key_words> wide_keys(t.key_wide, Cfg::NS);
-  const int64_t rows = int64_t(Cfg::NS) * R, narrow_keys = t.factored() ? int64_t(Cfg::NS) * M : 0;
+  const int blocks = (pl.valid + S - 1) / S;
+  const WideList<Cfg::row_words> wide_rows(t.row_wide, blocks);
+  const WideList<Cfg::key_words> wide_keys(t.key_wide, blocks);
+  const int64_t rows = int64_t(blocks) * R, narrow_keys = t.factored() ? int64_t(blocks) * M : 0;
   if (terms)
     cta.for_each(wide_rows.size + rows + wide_keys.size + narrow_keys, [&](int64_t e) {
       int I, col;

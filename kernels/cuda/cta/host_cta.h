@@ -283,6 +283,8 @@ struct HostCta {
     check_no_overlap(C, size_t(m - 1) * ldc + n, A, TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k, "A");
     check_no_overlap(C, size_t(m - 1) * ldc + n, B, TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n, "B");
     product<TA, TB, kSplit>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
+    if (SmemTrace* t = SmemTrace::current())
+      for (int i = 0; i < m; ++i) t->mark_written(C + size_t(i) * ldc, size_t(n) * sizeof(float));
   }
   // What every product does first: counts it against copies in flight, checks its sizes, and reports its
   // fragments (C null: none of C's) to a current trace.
@@ -392,8 +394,10 @@ struct HostCta {
 // program that reads what it never wrote produces NaN instead of a plausible number.
 class HostSmem {
  public:
-  explicit HostSmem(size_t bytes) : buf_(bytes + 128, 0xff) {
-    if (SmemTrace* t = SmemTrace::current()) t->add_buffer(data(), bytes);
+  // kGuard bytes on either side: an access there is out of bounds (SmemTrace reports it).
+  static constexpr size_t kGuard = 256;
+  explicit HostSmem(size_t bytes) : buf_(bytes + 128 + 2 * kGuard, 0xff) {
+    if (SmemTrace* t = SmemTrace::current()) t->add_buffer(data(), bytes, buf_.data(), buf_.data() + buf_.size());
   }
   ~HostSmem() {
     if (SmemTrace* t = SmemTrace::current()) t->remove_buffer(data());
@@ -401,12 +405,14 @@ class HostSmem {
   HostSmem(const HostSmem&) = delete;
   HostSmem& operator=(const HostSmem&) = delete;
   unsigned char* data() {
-    auto p = reinterpret_cast<uintptr_t>(buf_.data());
-    return buf_.data() + ((128 - p % 128) % 128);
+    auto p = reinterpret_cast<uintptr_t>(buf_.data() + kGuard);
+    return buf_.data() + kGuard + ((128 - p % 128) % 128);
   }
+  // Between CTAs: NaN everywhere, and (for a trace) nothing written.
   void poison() {
     SmemTrace::Quiet between_ctas;
     std::fill(buf_.begin(), buf_.end(), 0xff);
+    if (SmemTrace* t = SmemTrace::current()) t->forget_writes(data());
   }
 
  private:

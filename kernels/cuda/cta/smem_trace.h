@@ -35,8 +35,11 @@
 // another thread (DeviceCta gives index i to thread i % blockDim.x, and blockDim.x is 256 or 512), so the trace
 // also reports what compute-sanitizer's racecheck would: within one phase, a byte stored by one index and loaded
 // or stored by another (atomic_or's read-modify-writes only race with plain accesses, not with each other);
-// any access to bytes an asynchronous copy is still filling (copy16_async until wait_async); and a store outside
-// every for_each, which on the device each of the CTA's threads makes. gemm_apply's epilogues run as a for_each of
+// any access to bytes an asynchronous copy is still filling (copy16_async until wait_async); a store outside
+// every for_each, which on the device each of the CTA's threads makes. Beside the races, two faults memcheck
+// and initcheck look for: a load of bytes the CTA has not stored (HostSmem fills them with NaN, which shows
+// only where the value is used), and an access outside the CTA's shared memory (HostSmem keeps guard bytes
+// around it). gemm_apply's epilogues run as a for_each of
 // index 32·tile + lane, so their races are found the same way; gemm's own accesses are checked by HostCta
 // (the output against its operands, the operands against the epilogues).
 //
@@ -225,9 +228,29 @@ class SmemTrace {
   };
 
   // HostSmem's buffers: only accesses inside them are shared memory.
-  void add_buffer(const unsigned char* p, size_t bytes) {
+  // allocation_*: the host memory around it, where an access is out of the CTA's shared memory.
+  void add_buffer(const unsigned char* p, size_t bytes, const unsigned char* allocation_begin = nullptr,
+                  const unsigned char* allocation_end = nullptr) {
     Quiet own;
-    buffers_.push_back({p, p + bytes, std::vector<ByteState>(bytes)});
+    buffers_.push_back({p, p + bytes, allocation_begin ? allocation_begin : p,
+                        allocation_end ? allocation_end : p + bytes, std::vector<ByteState>(bytes)});
+  }
+  // The tensor cores' stores (gemm's C, emulated by HostCta, modeled for the banks): `bytes` from p are written.
+  void mark_written(const void* p, size_t bytes) {
+    Quiet own;
+    size_t buffer = 0;
+    const int64_t offset = offset_of(p, &buffer);
+    if (offset < 0) return;
+    std::vector<ByteState>& states = buffers_[buffer].bytes;
+    for (size_t b = 0; b < bytes && offset + int64_t(b) < int64_t(states.size()); ++b)
+      states[offset + b].written = true;
+  }
+  // A new CTA on the buffer at p: nothing in it is written yet.
+  void forget_writes(const unsigned char* p) {
+    Quiet own;
+    for (Buffer& b : buffers_)
+      if (b.begin == p)
+        for (ByteState& x : b.bytes) x.written = false;
   }
   void remove_buffer(const unsigned char* p) {
     Quiet own;
@@ -375,9 +398,11 @@ class SmemTrace {
     int64_t epoch = -1, store = -1, load = -1, atomic = -1;
     bool many_loads = false, many_atomics = false;
     int store_site = -1, load_site = -1, atomic_site = -1, copy_site = -1;
+    bool written = false;  // by this CTA (forget_writes), in any phase
   };
   struct Buffer {
     const unsigned char *begin, *end;
+    const unsigned char *allocation_begin, *allocation_end;  // the host's allocation around it (out of bounds)
     std::vector<ByteState> bytes;
   };
   enum class Mode { Plain, Atomic };
@@ -419,7 +444,20 @@ class SmemTrace {
   void access(const void* p, int bytes, bool store, const SiteRef& site, Mode mode = Mode::Plain) {
     size_t buffer = 0;
     const int64_t offset = offset_of(p, &buffer);
-    if (offset < 0) return check_global(p, bytes, store, site);  // global memory, or the host's own
+    if (offset < 0) {
+      const auto* c = static_cast<const unsigned char*>(p);
+      for (const Buffer& b : buffers_)
+        if (c >= b.allocation_begin && c < b.allocation_end) {
+          ++race_count_;  // out of bounds: reported as a race of its own kind
+          const auto key = std::make_tuple(kernel_, phase_, site.site(), Site{}, std::string("out of bounds"));
+          if (race_keys_.insert(key).second)
+            races_.push_back({kernel_, phase_, site.site(), Site{}, c - b.begin, in_phase_ ? index_ : -1, -1,
+                              "outside the CTA's shared memory (byte offset from its start; " +
+                                  std::to_string(b.end - b.begin) + " bytes)"});
+          return;
+        }
+      return check_global(p, bytes, store, site);  // global memory, or the host's own
+    }
     check_races(buffer, offset, bytes, store, site, mode);
     if (!count_) return;
     // Outside a for_each an access is one lane's instruction.
@@ -499,11 +537,13 @@ class SmemTrace {
       ByteState& b = states[at];
       if (b.copy_site >= 0) report(at, b.copy_site, -1, "accessed while an async copy into it is in flight");
       if (copy) b.copy_site = id;
+      if (!store && !b.written) report(at, -1, -1, "loaded before this CTA stored anything there");
+      if (store) b.written = true;
       if (!in_phase_) {
         if (store && !copy) report(at, -1, -1, "stored outside every for_each (by each of the CTA's threads)");
         continue;
       }
-      if (b.epoch != epoch_) b = ByteState{epoch_, -1, -1, -1, false, false, -1, -1, -1, b.copy_site};
+      if (b.epoch != epoch_) b = ByteState{epoch_, -1, -1, -1, false, false, -1, -1, -1, b.copy_site, b.written};
       const bool other_store = b.store >= 0 && b.store != i;
       const bool other_load = b.load >= 0 && (b.load != i || b.many_loads);
       const bool other_atomic = b.atomic >= 0 && (b.atomic != i || b.many_atomics);
