@@ -10,18 +10,21 @@
 // copies.
 //
 // First the detector itself, on small programs that race and that do not (each must be judged right, or the
-// sweep's zeros mean nothing); then the sweep. One line per case; the last line counts them.
+// sweep's zeros mean nothing); then the decode step's program, then the chunk programs' sweep. One line per case;
+// the last line counts them.
 //
 //   smem_race_check            # every case
 //   smem_race_check --quick    # the detector's cases and bf16 M = 64 only
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "chunk_host_driver.h"
 #include "decay_chunk_configs.h"
+#include "decay_step_program.h"
 
 namespace {
 
@@ -290,6 +293,64 @@ void sweep(const char* dtype, bool quick) {
   }
 }
 
+// The decode step's program (decay_step_program.h), as kernels/cuda/decay_step.cu launches it: one launch per token,
+// a CTA per (sequence, 64 rows), the state updated in place. B = 2, H = 3, three tokens.
+template <typename In>
+void step_case(const char* dtype, int64_t D, int64_t M) {
+  const int64_t B = 2, H = 3, T = 3, N = B * H;
+  std::mt19937_64 rng(D + M);
+  std::normal_distribution<float> n01(0.0f, 1.0f);
+  auto make = [&](int64_t count) {
+    std::vector<In> x(static_cast<size_t>(count));
+    for (In& e : x) e = Cta::from_f<In>(n01(rng));
+    return x;
+  };
+  std::vector<In> q = make(B * T * H * M), k = make(B * T * H * M), f = make(B * T * H * M), v = make(B * T * H * D),
+                  z = make(B * T * H * D), y(static_cast<size_t>(N * D));
+  std::vector<float> buf(static_cast<size_t>(N * D * M) + 4);  // the state, 16-byte aligned as the allocator's
+  float* state = buf.data() + ((16 - reinterpret_cast<uintptr_t>(buf.data()) % 16) % 16) / sizeof(float);
+  for (int64_t i = 0; i < N * D * M; ++i) state[i] = n01(rng);
+  cta::SmemTrace trace(cta::SmemTrace::Work::RacesOnly);
+  {
+    cta::SmemTrace::Scope scope(trace);
+    for (const std::vector<In>* x : {&q, &k, &f, &v, &z, &y}) trace.add_global(x->data(), x->size() * sizeof(In));
+    trace.add_global(state, size_t(N * D * M) * sizeof(float));
+    cta::HostSmem smem(decayfw::step::smem_bytes(M));
+    Cta c;
+    for (int64_t t = 0; t < T; ++t) {
+      decayfw::step::StepArgs a;
+      a.B = B, a.H = H, a.D = D, a.M = M;
+      a.q = q.data() + t * H * M, a.k = k.data() + t * H * M, a.f = f.data() + t * H * M;
+      a.v = v.data() + t * H * D, a.z = z.data() + t * H * D;
+      a.q_sb = a.k_sb = a.f_sb = T * H * M, a.q_sh = a.k_sh = a.f_sh = M;
+      a.v_sb = a.z_sb = T * H * D, a.v_sh = a.z_sh = D;
+      a.y = y.data(), a.y_sb = H * D, a.y_sh = D;
+      a.state = state;
+      trace.begin_launch("decay_step");
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t blk = 0; blk < (D + decayfw::step::kRows - 1) / decayfw::step::kRows; ++blk) {
+          smem.poison();
+          trace.begin_cta();
+          decayfw::step::step_program<Cta, In>(c, a, n, blk, smem.data());
+        }
+      trace.end_launch();
+    }
+  }
+  char name[96];
+  std::snprintf(name, sizeof name, "decode step %s D=%lld M=%lld", dtype, static_cast<long long>(D),
+                static_cast<long long>(M));
+  check(name, trace.race_count() == 0 && trace.phases() > 0 && trace.global_accesses() > 0,
+        first_race(trace) + ", " + std::to_string(trace.phases()) + " phases, " +
+            std::to_string(trace.global_accesses()) + " global accesses");
+}
+
+void step_cases() {
+  for (auto [D, M] : {std::pair<int64_t, int64_t>{64, 64}, {128, 32}, {100, 20}, {33, 4}, {200, 256}}) {
+    step_case<float>("fp32", D, M);
+    step_case<decayfw::BFloat16>("bf16", D, M);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -301,6 +362,7 @@ int main(int argc, char** argv) {
   try {
     detector_cases();
     global_cases();
+    step_cases();
     sweep<decayfw::BFloat16>("bf16", quick);
     if (!quick) {
       sweep<decayfw::Float16>("fp16", quick);
