@@ -25,6 +25,7 @@
 #include "chunk_host_driver.h"
 #include "decay_chunk_configs.h"
 #include "decay_step_program.h"
+#include "step_host_driver.h"
 
 namespace {
 
@@ -318,14 +319,7 @@ void step_case(const char* dtype, int64_t D, int64_t M) {
     cta::HostSmem smem(decayfw::step::smem_bytes(M));
     Cta c;
     for (int64_t t = 0; t < T; ++t) {
-      decayfw::step::StepArgs a;
-      a.B = B, a.H = H, a.D = D, a.M = M;
-      a.q = q.data() + t * H * M, a.k = k.data() + t * H * M, a.f = f.data() + t * H * M;
-      a.v = v.data() + t * H * D, a.z = z.data() + t * H * D;
-      a.q_sb = a.k_sb = a.f_sb = T * H * M, a.q_sh = a.k_sh = a.f_sh = M;
-      a.v_sb = a.z_sb = T * H * D, a.v_sh = a.z_sh = D;
-      a.y = y.data(), a.y_sb = H * D, a.y_sh = D;
-      a.state = state;
+      const decayfw::step::StepArgs a = decayfw::testing::step_args_at(t, B, T, H, D, M, q, k, f, v, z, y, state);
       trace.begin_launch("decay_step");
       for (int64_t n = 0; n < N; ++n)
         for (int64_t blk = 0; blk < (D + decayfw::step::kRows - 1) / decayfw::step::kRows; ++blk) {

@@ -11,6 +11,7 @@
 #include "cta/host_cta.h"
 #include "decay_naive.h"
 #include "decay_step_program.h"
+#include "step_host_driver.h"
 
 namespace {
 
@@ -64,15 +65,7 @@ StepRun<In> run_steps(int64_t B, int64_t T, int64_t H, int64_t D, int64_t M, uin
   double yscale = 1.0;
   for (double x : y64) yscale = std::max(yscale, std::abs(x));
   for (int64_t t = 0; t < T; ++t) {
-    step::StepArgs a;
-    a.B = B, a.H = H, a.D = D, a.M = M;
-    // [B, T, H, X] inputs viewed at step t: batch stride T·H·X, head stride X.
-    a.q = q.data() + t * H * M, a.k = k.data() + t * H * M, a.f = f.data() + t * H * M;
-    a.v = v.data() + t * H * D, a.z = z.data() + t * H * D;
-    a.q_sb = a.k_sb = a.f_sb = T * H * M, a.q_sh = a.k_sh = a.f_sh = M;
-    a.v_sb = a.z_sb = T * H * D, a.v_sh = a.z_sh = D;
-    a.y = y.data(), a.y_sb = H * D, a.y_sh = D;
-    a.state = S;
+    const step::StepArgs a = decayfw::testing::step_args_at(t, B, T, H, D, M, q, k, f, v, z, y, S);
     for (int64_t n = 0; n < B * H; ++n)
       for (int64_t blk = 0; blk < (D + step::kRows - 1) / step::kRows; ++blk) {
         smem.poison();
