@@ -39,9 +39,9 @@
 // every for_each, which on the device each of the CTA's threads makes. Beside the races, two faults memcheck
 // and initcheck look for: a load of bytes the CTA has not stored (HostSmem fills them with NaN, which shows
 // only where the value is used), and an access outside the CTA's shared memory (HostSmem keeps guard bytes
-// around it). gemm_apply's epilogues run as a for_each of
-// index 32·tile + lane, so their races are found the same way; gemm's own accesses are checked by HostCta
-// (the output against its operands, the operands against the epilogues).
+// around it). gemm_apply's epilogues run as a for_each of index 32·tile + lane, so their races are found the
+// same way; gemm's own accesses are checked by HostCta (the output against its operands, the operands against
+// the epilogues).
 //
 // Global memory has races of its own, between CTAs: a launch's CTAs run in any order and at once, so bytes
 // that one CTA of a launch stores and another CTA of the same launch loads or stores race too. The runner names
