@@ -168,32 +168,24 @@ std::map<uintptr_t, std::pair<std::string, int>> source_lines(const std::vector<
   return lines;
 }
 
-// "ns::f<...>(...)::<lambda>" -> "f": the function's own name, without namespaces or template arguments.
-std::string short_name(const std::string& full) {
-  std::string head = full.substr(0, full.find_first_of("<("));
-  const size_t colons = head.rfind("::");
-  return colons == std::string::npos ? head : head.substr(colons + 2);
-}
-std::string where(const cta::SmemTrace::Site& s) {
-  return s.line ? short_name(s.function) + ":" + std::to_string(s.line) : s.function;
-}
-
 double ratio(int64_t a, int64_t b) { return b ? double(a) / double(b) : 0.0; }
 
 // The races the trace found (smem_trace.h, "Races"): what compute-sanitizer's racecheck would report on the device.
 void print_races(const cta::SmemTrace& trace) {
   std::printf(
-      "\nRaces (two indices of a phase on the same bytes, an access to bytes an async copy is filling, or a "
-      "store outside every for_each): %lld\n",
+      "\nRaces and faults (smem_trace.h: two indices of a phase on the same bytes, an access to bytes an async "
+      "copy is filling, a store outside every for_each, a load of bytes the CTA never stored, an access outside "
+      "its shared memory): %lld\n",
       static_cast<long long>(trace.race_count()));
   if (trace.races().empty()) return;
   std::printf(
       "\n| kernel | phase | first access | index | second access | index | byte | what |\n"
       "|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : trace.races())
-    std::printf("| %s | %s | %s | %lld | %s | %lld | %lld | %s |\n", r.kernel.c_str(), where(r.phase).c_str(),
-                where(r.first).c_str(), static_cast<long long>(r.first_index), where(r.second).c_str(),
-                static_cast<long long>(r.second_index), static_cast<long long>(r.offset), r.what.c_str());
+    std::printf("| %s | %s | %s | %lld | %s | %lld | %lld | %s |\n", r.kernel.c_str(), cta::site_name(r.phase).c_str(),
+                cta::site_name(r.first).c_str(), static_cast<long long>(r.first_index),
+                cta::site_name(r.second).c_str(), static_cast<long long>(r.second_index),
+                static_cast<long long>(r.offset), r.what.c_str());
 }
 
 void report(const Options& o, int C, const cta::SmemTrace& trace) {
@@ -248,9 +240,9 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
     if (shown++ >= o.top) break;
     const double n = double(c.instructions);
     std::printf("| %s | %s | %s | %s | %d | %s | %lld | %.2f | %.2f | %.2f |\n", key.kernel.c_str(),
-                where(key.phase).c_str(), where(key.access).c_str(), key.access.kind.c_str(), key.bytes,
-                key.store ? "store" : "load", static_cast<long long>(c.instructions), c.wavefronts / n, c.phases / n,
-                c.ideal / n);
+                cta::site_name(key.phase).c_str(), cta::site_name(key.access).c_str(), key.access.kind.c_str(),
+                key.bytes, key.store ? "store" : "load", static_cast<long long>(c.instructions), c.wavefronts / n,
+                c.phases / n, c.ideal / n);
   }
 }
 

@@ -48,6 +48,13 @@ std::string first_race(const cta::SmemTrace& t) {
          ")";
 }
 
+// A detector case's verdict: a report iff `races`, and, when `what` is given, the first report's kind.
+void judge(const std::string& name, const cta::SmemTrace& trace, bool races, const char* what) {
+  bool ok = (trace.race_count() > 0) == races;
+  if (ok && races && what) ok = trace.races().front().what == what;
+  check("detector: " + name, ok, first_race(trace));
+}
+
 // One small program on `bytes` of traced shared memory; `races` says whether the detector must find one, and
 // `what`, when given, the kind of the first.
 void detector_case(const std::string& name, bool races, const char* what,
@@ -60,9 +67,7 @@ void detector_case(const std::string& name, bool races, const char* what,
     program(c, smem.data());
     c.wait_async();
   }
-  bool ok = (trace.race_count() > 0) == races;
-  if (ok && races && what) ok = trace.races().front().what == what;
-  check("detector: " + name, ok, first_race(trace));
+  judge(name, trace, races, what);
 }
 
 void detector_cases() {
@@ -201,9 +206,7 @@ void global_case(const std::string& name, bool races, const char* what, int ctas
     trace.end_launch();
     out[0] = 3.0f;  // the host, between launches: not judged
   }
-  bool ok = (trace.race_count() > 0) == races;
-  if (ok && races && what) ok = trace.races().front().what == what;
-  check("detector: " + name, ok, first_race(trace));
+  judge(name, trace, races, what);
 }
 
 void global_cases() {
@@ -266,11 +269,9 @@ void sweep_case(const char* dtype, chunk::DiagonalForm form, float gate_mean, bo
   std::string detail = first_race(trace);
   if (!trace.races().empty()) {
     const auto& r = trace.races().front();
-    const std::string f = r.phase.function.substr(0, r.phase.function.find_first_of("<("));
     detail += " in " + r.kernel +
-              (f.empty() ? std::string(", between CTAs (global memory) or outside every phase")
-                         : ", phase " + f.substr(f.rfind("::") == std::string::npos ? 0 : f.rfind("::") + 2) + ":" +
-                               std::to_string(r.phase.line));
+              (r.phase.function.empty() ? std::string(", between CTAs (global memory) or outside every phase")
+                                        : ", phase " + cta::site_name(r.phase));
   }
   check(name, trace.race_count() == 0 && trace.phases() > 0 && trace.global_accesses() > 0,
         detail + ", " + std::to_string(trace.phases()) + " phases, " + std::to_string(trace.global_accesses()) +

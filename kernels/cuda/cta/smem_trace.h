@@ -391,14 +391,20 @@ class SmemTrace {
     bool store;
   };
 
-  // What the current phase did to one byte (valid while epoch is the trace's): the index that stored it and
-  // one that loaded it (many_loads: more than one did), the index of an atomic access; the site of each (an
-  // index into sites_); and, across phases, the site of an asynchronous copy still filling it.
-  struct ByteState {
+  // What one phase did to one byte (valid while epoch is the trace's): the index that stored it and one that
+  // loaded it (many_loads: more than one did), the index of an atomic access, and the site of each (an index
+  // into sites_).
+  struct PhaseRecord {
     int64_t epoch = -1, store = -1, load = -1, atomic = -1;
     bool many_loads = false, many_atomics = false;
-    int store_site = -1, load_site = -1, atomic_site = -1, copy_site = -1;
-    bool written = false;  // by this CTA (forget_writes), in any phase
+    int store_site = -1, load_site = -1, atomic_site = -1;
+  };
+  // A byte's record across phases: this phase's, the site of an asynchronous copy still filling it, and whether
+  // this CTA has stored it (forget_writes).
+  struct ByteState {
+    PhaseRecord phase;
+    int copy_site = -1;
+    bool written = false;
   };
   struct Buffer {
     const unsigned char *begin, *end;
@@ -447,15 +453,10 @@ class SmemTrace {
     if (offset < 0) {
       const auto* c = static_cast<const unsigned char*>(p);
       for (const Buffer& b : buffers_)
-        if (c >= b.allocation_begin && c < b.allocation_end) {
-          ++race_count_;  // out of bounds: reported as a race of its own kind
-          const auto key = std::make_tuple(kernel_, phase_, site.site(), Site{}, std::string("out of bounds"));
-          if (race_keys_.insert(key).second)
-            races_.push_back({kernel_, phase_, site.site(), Site{}, c - b.begin, in_phase_ ? index_ : -1, -1,
-                              "outside the CTA's shared memory (byte offset from its start; " +
-                                  std::to_string(b.end - b.begin) + " bytes)"});
-          return;
-        }
+        if (c >= b.allocation_begin && c < b.allocation_end)
+          return race(c - b.begin, -1, -1, site_id(site), in_phase_ ? index_ : -1,
+                      "outside the CTA's shared memory (byte offset from its start; " +
+                          std::to_string(b.end - b.begin) + " bytes)");
       return check_global(p, bytes, store, site);  // global memory, or the host's own
     }
     check_races(buffer, offset, bytes, store, site, mode);
@@ -476,13 +477,13 @@ class SmemTrace {
   // Records a race, keeping the first of each (phase, sites, what).
   // global: between CTAs, so no phase.
   void race(int64_t offset, int first_site, int64_t first_index, int second_site, int64_t second_index,
-            const char* what, bool global = false) {
+            const std::string& what, bool global = false) {
     ++race_count_;
     const Site none{"", 0, 0, ""};
     const Site& first = first_site >= 0 ? sites_[first_site] : none;
     const Site& second = second_site >= 0 ? sites_[second_site] : none;
     const Site& phase = in_phase_ && !global ? phase_ : none;
-    const auto key = std::make_tuple(kernel_, phase, first, second, std::string(what));
+    const auto key = std::make_tuple(kernel_, phase, first, second, what);
     if (!race_keys_.insert(key).second) return;
     races_.push_back({kernel_, phase, first, second, offset, first_index, second_index, what});
   }
@@ -543,25 +544,26 @@ class SmemTrace {
         if (store && !copy) report(at, -1, -1, "stored outside every for_each (by each of the CTA's threads)");
         continue;
       }
-      if (b.epoch != epoch_) b = ByteState{epoch_, -1, -1, -1, false, false, -1, -1, -1, b.copy_site, b.written};
-      const bool other_store = b.store >= 0 && b.store != i;
-      const bool other_load = b.load >= 0 && (b.load != i || b.many_loads);
-      const bool other_atomic = b.atomic >= 0 && (b.atomic != i || b.many_atomics);
+      PhaseRecord& r = b.phase;
+      if (r.epoch != epoch_) r = PhaseRecord{epoch_};
+      const bool other_store = r.store >= 0 && r.store != i;
+      const bool other_load = r.load >= 0 && (r.load != i || r.many_loads);
+      const bool other_atomic = r.atomic >= 0 && (r.atomic != i || r.many_atomics);
       if (mode == Mode::Atomic) {
-        if (other_store) report(at, b.store_site, b.store, "atomic on a byte another index stored");
-        if (other_load) report(at, b.load_site, b.load, "atomic on a byte another index loaded");
-        if (b.atomic >= 0 && b.atomic != i) b.many_atomics = true;
-        if (b.atomic < 0) b.atomic = i, b.atomic_site = id;
+        if (other_store) report(at, r.store_site, r.store, "atomic on a byte another index stored");
+        if (other_load) report(at, r.load_site, r.load, "atomic on a byte another index loaded");
+        if (r.atomic >= 0 && r.atomic != i) r.many_atomics = true;
+        if (r.atomic < 0) r.atomic = i, r.atomic_site = id;
       } else if (store) {
-        if (other_store) report(at, b.store_site, b.store, "stored by two indices");
-        if (other_load) report(at, b.load_site, b.load, "stored where another index loaded");
-        if (other_atomic) report(at, b.atomic_site, b.atomic, "stored where another index made an atomic");
-        b.store = i, b.store_site = id;
+        if (other_store) report(at, r.store_site, r.store, "stored by two indices");
+        if (other_load) report(at, r.load_site, r.load, "stored where another index loaded");
+        if (other_atomic) report(at, r.atomic_site, r.atomic, "stored where another index made an atomic");
+        r.store = i, r.store_site = id;
       } else {
-        if (other_store) report(at, b.store_site, b.store, "loaded where another index stored");
-        if (other_atomic) report(at, b.atomic_site, b.atomic, "loaded where another index made an atomic");
-        if (b.load >= 0 && b.load != i) b.many_loads = true;
-        if (b.load < 0) b.load = i, b.load_site = id;
+        if (other_store) report(at, r.store_site, r.store, "loaded where another index stored");
+        if (other_atomic) report(at, r.atomic_site, r.atomic, "loaded where another index made an atomic");
+        if (r.load >= 0 && r.load != i) r.many_loads = true;
+        if (r.load < 0) r.load = i, r.load_site = id;
       }
     }
   }
@@ -616,6 +618,15 @@ class SmemTrace {
   std::vector<Race> races_;
   std::set<std::tuple<std::string, Site, Site, Site, std::string>> race_keys_;
 };
+
+// A site as the reports name it: "function:line", the function without namespaces or template arguments
+// ("ns::f<...>(...)::<lambda>" -> "f"); a site without a line (a modeled fragment's) by its name alone.
+inline std::string site_name(const SmemTrace::Site& s) {
+  if (!s.line) return s.function;
+  const std::string head = s.function.substr(0, s.function.find_first_of("<("));
+  const size_t colons = head.rfind("::");
+  return (colons == std::string::npos ? head : head.substr(colons + 2)) + ":" + std::to_string(s.line);
+}
 
 // gemm's fragment accesses for one C[m×n] (+)= op(A)·op(B) on the tensor cores, as the model above has
 // them, reported to `trace` as whole warp instructions of the phase `phase`. What nvcc 13 makes of WMMA for
