@@ -172,7 +172,7 @@ DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg
   // (K_J e^{B_rp−B_J})·(q_i e^{B_i−B_rp}) and (V_J e^{A_rp−A_J})·(dy_i e^{A_i−A_rp}). In the tensor form the
   // products take the diagonal block too, the diagonal rows of q (dy) zeroed in the wide key columns
   // (rows); in the others they take the later rows only (first = S), and with none there is no product.
-  const int end = (pl.valid + S - 1) / S * S;     // rows past it are all padding (zero q and dy)
+  const int end = pl.valid_subs() * S;            // rows past it are all padding (zero q and dy)
   const int first = t.tensor_diagonal() ? 0 : S;  // the first column of the products, from j0
   for (int J = 0; J < Cfg::NS; ++J) {
     const int j0 = J * S, rp = j0 + S - 1, w = end - j0, later = w - S, cols = w - first;
@@ -377,7 +377,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // Only the sub-chunks with a valid row (as store_y): a partial last chunk's later blocks have no Pd or Rd (their
   // products are skipped), and nothing reads their rows.
   const bool terms = !whole || t.factored();
-  const int blocks = (pl.valid + S - 1) / S;
+  const int blocks = pl.valid_subs();
   const WideList<Cfg::row_words> wide_rows(t.row_wide, blocks);
   const WideList<Cfg::key_words> wide_keys(t.key_wide, blocks);
   const int64_t rows = int64_t(blocks) * R, narrow_keys = t.factored() ? int64_t(blocks) * M : 0;

@@ -89,9 +89,8 @@ template <int X, typename Cta, typename Op, typename Cfg, typename Gates>
 DECAYFW_CTA void diagonal_blocks_whole(Cta& cta, Tiles<Op, Cfg>& t, const Place& pl, const Op* x, const Op* y, int ld,
                                        Gates&& gates, float* Dg) {
   constexpr int S = Cfg::S, XQ = X / kQuad;
-  for (int I = 0; I < Cfg::NS; ++I) {
+  for (int I = 0; I < pl.valid_subs(); ++I) {
     const int r = I * S;
-    if (r >= pl.valid) break;
     cta.for_each(int64_t(2) * S * XQ + (I > 0 ? S * S : 0), [&](int64_t e) {
       if (e < int64_t(2) * S * XQ) {
         const bool later = e >= int64_t(S) * XQ;  // Fy: the later factor's rows
@@ -111,7 +110,7 @@ DECAYFW_CTA void diagonal_blocks_whole(Cta& cta, Tiles<Op, Cfg>& t, const Place&
     });
     cta.template gemm_fp32<false, true>(S, S, X, t.Fx, Cfg::ld_fd, t.Fy, Cfg::ld_fd, Dg + r * S, S, false);
   }
-  const int last = ((pl.valid + S - 1) / S - 1) * S;  // the last block's upper pairs
+  const int last = (pl.valid_subs() - 1) * S;  // the last block's upper pairs
   cta.for_each(int64_t(S) * S, [&](int64_t e) {
     const int ii = static_cast<int>(e / S), jj = static_cast<int>(e % S);
     if (jj > ii) Dg[(last + ii) * S + jj] = 0.0f;

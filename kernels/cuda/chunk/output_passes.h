@@ -14,7 +14,7 @@ namespace decayfw::chunk {
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Tiles<Op, Cfg>& t) {
   constexpr int R = Cfg::R, S = Cfg::S;
-  const int blocks = (pl.valid + S - 1) / S;
+  const int blocks = pl.valid_subs();
   const WideList<Cfg::row_words> wide(t.row_wide, blocks);
   cta.for_each(wide.size + int64_t(blocks) * R, [&](int64_t e) {
     int sub, d;

@@ -262,6 +262,8 @@ DECAYFW_CTA void store_causal_pairs(Op* out, int ld, int i, int j, const float* 
 struct Place {
   int64_t n, b, h, chunk, c0, row0, tile;
   int valid;  // rows of the chunk inside the sequence
+  // The sub-chunks holding a valid row: the later ones of a partial last chunk are all padding.
+  DECAYFW_CTA int valid_subs() const { return (valid + kSub - 1) / kSub; }
   DECAYFW_CTA Place(const ChunkArgs& a, int64_t n_, int64_t chunk_, int64_t tile_, int C)
       : n(n_), b(n_ / a.H), h(n_ % a.H), chunk(chunk_), c0(chunk_ * C), row0(tile_ * kRows), tile(tile_) {
     const int64_t left = a.T - c0;
