@@ -137,11 +137,13 @@ def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False):
     return x, B, H
 
 
-def run_decayfw(x, backward, path, save_chunk_states=True, forward="auto", threads="auto", diagonal="auto"):
+def run_decayfw(x, backward, path, save_chunk_states=True, forward="auto", threads="auto", diagonal="auto",
+                chain="auto"):
     os.environ["DECAYFW_CUDA_PATH"] = path
     os.environ["DECAYFW_CHUNK_FORWARD"] = forward
     os.environ["DECAYFW_CHUNK_THREADS"] = threads
     os.environ["DECAYFW_CHUNK_DIAGONAL"] = diagonal
+    os.environ["DECAYFW_CHUNK_CHAIN"] = chain
     y = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"], save_chunk_states=save_chunk_states)
     if backward:
         y.backward(torch.ones_like(y))
@@ -230,11 +232,13 @@ CHUNK_FORWARDS = ("split", "fused")
 # Threads per CTA of the chunk kernels (DECAYFW_CHUNK_THREADS; 512 by default): the breakdown times both,
 # the same arithmetic bit for bit.
 CHUNK_THREADS = ("512", "256")
-# The launch variants the per-kernel breakdown times, (threads, diagonal blocks): both thread counts with
-# the default diagonal form (factored), and the per-pair, tensor-core and chunk forms (DECAYFW_CHUNK_DIAGONAL=
-# elementwise, tensor, chunk) at the default count, whose cost or gain in each kernel then reads directly.
-BREAKDOWN_VARIANTS = tuple((t, "auto") for t in CHUNK_THREADS) + tuple((CHUNK_THREADS[0], d) for d in
-                                                                     ("elementwise", "tensor", "chunk"))
+# The launch variants the per-kernel breakdown times, (threads, diagonal blocks, chained products): both thread
+# counts with the default diagonal form (factored), the per-pair, tensor-core and chunk forms (DECAYFW_CHUNK_DIAGONAL=
+# elementwise, tensor, chunk) at the default count, and the factored and chunk forms with the whole chunks' products
+# through shared memory (DECAYFW_CHUNK_CHAIN=off), whose cost or gain in each kernel then reads directly.
+BREAKDOWN_VARIANTS = (tuple((t, "auto", "auto") for t in CHUNK_THREADS)
+                      + tuple((CHUNK_THREADS[0], d, "auto") for d in ("elementwise", "tensor", "chunk"))
+                      + tuple((CHUNK_THREADS[0], d, "off") for d in ("auto", "chunk")))
 
 
 def kernel_of(name):
@@ -244,11 +248,11 @@ def kernel_of(name):
     return "other"
 
 
-def kernel_breakdown(N, T, D, M, forward, threads="auto", reps=5, diagonal="auto"):
+def kernel_breakdown(N, T, D, M, forward, threads="auto", reps=5, diagonal="auto", chain="auto"):
     """µs per forward+backward call of the chunk path, per kernel (bf16), from CUDA kernel events."""
     from torch.profiler import ProfilerActivity, profile
     x, _, _ = make_inputs(N, T, D, M, requires_grad=True)
-    call = lambda: run_decayfw(x, True, "chunk", forward=forward, threads=threads, diagonal=diagonal)
+    call = lambda: run_decayfw(x, True, "chunk", forward=forward, threads=threads, diagonal=diagonal, chain=chain)
     for _ in range(2):
         call()
     torch.cuda.synchronize()
@@ -422,22 +426,22 @@ def _by_forward(ops, forward, reuse_states):
 #     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 5728, "grad_pass": 12262, "output_pass": 4271, "state_pass": 2224},
+    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 5440, "grad_pass": 12038, "output_pass": 3983, "state_pass": 2224},
     (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 23707, "output_pass": 8158, "state_pass": 2224},
     (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 16453, "output_pass": 5122, "state_pass": 2224},
-    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 9050, "output_pass": 2959, "state_pass": 2224},
-    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 5728, "grad_pass": 22676, "output_pass": 7541, "state_pass": 2224},
+    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4064, "grad_pass": 8762, "output_pass": 2607, "state_pass": 2224},
+    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 5440, "grad_pass": 22228, "output_pass": 6965, "state_pass": 2224},
     (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 43374, "output_pass": 13123, "state_pass": 2224},
     (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 31530, "output_pass": 9715, "state_pass": 2224},
-    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4416, "grad_pass": 16860, "output_pass": 5525, "state_pass": 2224},
-    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 7737, "grad_pass": 16840, "output_pass": 5400, "state_pass": 3296},
+    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4064, "grad_pass": 16284, "output_pass": 4821, "state_pass": 2224},
+    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 7385, "grad_pass": 16552, "output_pass": 5048, "state_pass": 3296},
     (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 31842, "output_pass": 12070, "state_pass": 3296},
     (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 21322, "output_pass": 6370, "state_pass": 3296},
-    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 12664, "output_pass": 3768, "state_pass": 3296},
-    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 7737, "grad_pass": 30335, "output_pass": 9149, "state_pass": 3296},
+    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 5689, "grad_pass": 12312, "output_pass": 3352, "state_pass": 3296},
+    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 7385, "grad_pass": 29759, "output_pass": 8445, "state_pass": 3296},
     (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 55621, "output_pass": 17771, "state_pass": 3296},
     (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 40117, "output_pass": 11907, "state_pass": 3296},
-    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 6105, "grad_pass": 22975, "output_pass": 6877, "state_pass": 3296},
+    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 5689, "grad_pass": 22271, "output_pass": 6045, "state_pass": 3296},
 }
 
 
@@ -515,15 +519,16 @@ def print_kernel_breakdown(sizes, bw):
           "'other': PyTorch's own kernels: gradient seeds, zero fills, workspace). GB/s: the model's bytes "
           "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound. "
           "threads: per CTA of every chunk kernel; diagonal: the 16×16 diagonal blocks factored in fp32 (auto), "
-          "per pair (elementwise) or on tensor cores where the gates allow (tensor)\n")
-    print("| N | T | D | M | forward | threads | diagonal | " + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS)
-          + " | other µs | total µs | serial passes share |")
-    print("|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
-    for N, T, D, M, form, (threads, diagonal) in ((*s, f, v) for s in sizes for f in CHUNK_FORWARDS
-                                                  for v in BREAKDOWN_VARIANTS):
-        head = f"| {N} | {T} | {D} | {M} | {form} | {threads} | {diagonal} |"
+          "per pair (elementwise) or on tensor cores where the gates allow (tensor); chain: a whole chunk's two "
+          "products chained in registers (auto) or through shared memory (off)\n")
+    print("| N | T | D | M | forward | threads | diagonal | chain | "
+          + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS) + " | other µs | total µs | serial passes share |")
+    print("|---|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
+    for N, T, D, M, form, (threads, diagonal, chain) in ((*s, f, v) for s in sizes for f in CHUNK_FORWARDS
+                                                         for v in BREAKDOWN_VARIANTS):
+        head = f"| {N} | {T} | {D} | {M} | {form} | {threads} | {diagonal} | {chain} |"
         try:
-            us = kernel_breakdown(N, T, D, M, form, threads, diagonal=diagonal)
+            us = kernel_breakdown(N, T, D, M, form, threads, diagonal=diagonal, chain=chain)
         except Exception as e:  # a profiler fault must not cost the rest of the run
             print(f"{head} kernel breakdown failed: {type(e).__name__}: {e} |")
             continue

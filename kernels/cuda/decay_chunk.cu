@@ -72,22 +72,22 @@ ChunkForward chunk_forward_for(const Dims& d, int sm_count) {
 }
 
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form,
-                                     int threads, ChunkDiagonal diagonal) {
+                                     const ChunkTuning& tuning) {
   if (p.row_gate != GateKind::PerElement || p.col_gate != GateKind::PerElement) return cudaErrorNotSupported;
-  if (!chunk_threads_supported(threads)) return cudaErrorInvalidValue;
+  if (!chunk_threads_supported(tuning.threads)) return cudaErrorInvalidValue;
   if (p.dims.seqlen == 0) return cudaSuccess;  // the adapter copies S0 to S_T
   return with_operand(p.dtype, cudaErrorInvalidValue, [&](auto op_tag) {
-    return chunk_launch::forward<decltype(op_tag)>(p, workspace, stream, form, threads, diagonal);
+    return chunk_launch::forward<decltype(op_tag)>(p, workspace, stream, form, tuning);
   });
 }
 
-cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int threads,
-                                      ChunkDiagonal diagonal) {
+cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream,
+                                      const ChunkTuning& tuning) {
   if (p.row_gate != GateKind::PerElement || p.col_gate != GateKind::PerElement) return cudaErrorNotSupported;
-  if (!chunk_threads_supported(threads)) return cudaErrorInvalidValue;
+  if (!chunk_threads_supported(tuning.threads)) return cudaErrorInvalidValue;
   if (p.dims.seqlen == 0) return cudaSuccess;  // the adapter handles T = 0
   return with_operand(p.dtype, cudaErrorInvalidValue, [&](auto op_tag) {
-    return chunk_launch::backward<decltype(op_tag)>(p, workspace, stream, threads, diagonal);
+    return chunk_launch::backward<decltype(op_tag)>(p, workspace, stream, tuning);
   });
 }
 

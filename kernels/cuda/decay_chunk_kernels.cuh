@@ -79,12 +79,14 @@ chunk::SeqOut view(const SeqRef& r) { return {r.data, r.stride_b, r.stride_t, r.
 // ATen adapter guarantees it, and a launch that would fault on a misaligned access is refused.
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-ChunkArgs args_of(const Dims& d, int C, ChunkDiagonal diagonal) {
+ChunkArgs args_of(const Dims& d, int C, const ChunkTuning& tuning) {
   ChunkArgs a;
+  const ChunkDiagonal diagonal = tuning.diagonal;
   a.diagonal = diagonal == ChunkDiagonal::TensorCores ? chunk::DiagonalForm::Tensor
                : diagonal == ChunkDiagonal::Chunk     ? chunk::DiagonalForm::Chunk
                : diagonal == ChunkDiagonal::Factored  ? chunk::DiagonalForm::Factored
                                                       : chunk::DiagonalForm::Elementwise;
+  a.chain_products = tuning.chain_products;
   a.B = d.batch, a.T = d.seqlen, a.H = d.heads, a.D = d.dim_v, a.M = d.dim_k;
   a.chunks = (d.seqlen + C - 1) / C;
   a.tiles = d.dim_v / chunk::kRows;
@@ -94,12 +96,13 @@ ChunkArgs args_of(const Dims& d, int C, ChunkDiagonal diagonal) {
 }  // namespace
 
 template <typename Op>
-cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form, int threads,
-                    ChunkDiagonal diagonal) {
+cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form,
+                    const ChunkTuning& tuning) {
+  const int threads = tuning.threads;
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
     if (!aligned16(p.initial_state) || !aligned16(p.final_state) || !aligned16(workspace)) return cudaErrorMisalignedAddress;
-    ChunkArgs a = args_of(p.dims, Cfg::C, diagonal);
+    ChunkArgs a = args_of(p.dims, Cfg::C, tuning);
     a.q = view(p.q), a.k = view(p.k), a.v = view(p.v), a.z = view(p.z), a.f = view(p.f);
     a.y = view(p.y);
     a.s0 = static_cast<const float*>(p.initial_state);
@@ -120,15 +123,15 @@ cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t strea
 }
 
 template <typename Op>
-cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int threads,
-                     ChunkDiagonal diagonal) {
+cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream, const ChunkTuning& tuning) {
+  const int threads = tuning.threads;
   return chunk::with_compiled_config<Op>(p.dims.dim_k, cudaErrorInvalidValue, [&](auto cfg) {
     using Cfg = decltype(cfg);
     if (!aligned16(p.initial_state) || !aligned16(p.grad_final_state) || !aligned16(p.grad_initial_state) ||
         !aligned16(p.chunk_states) || !aligned16(workspace)) {
       return cudaErrorMisalignedAddress;
     }
-    ChunkArgs a = args_of(p.dims, Cfg::C, diagonal);
+    ChunkArgs a = args_of(p.dims, Cfg::C, tuning);
     a.q = view(p.q), a.k = view(p.k), a.v = view(p.v), a.z = view(p.z), a.f = view(p.f), a.dy = view(p.dy);
     a.dq = view(p.dq), a.dk = view(p.dk), a.dv = view(p.dv), a.dz = view(p.dz), a.df = view(p.df);
     a.s0 = static_cast<const float*>(p.initial_state);

@@ -39,22 +39,21 @@ inline WorkspacePlan plan_of(const Dims& d, int C, size_t op_bytes, bool backwar
 }
 
 // Op: __nv_bfloat16, __half, or float (multiplied as tf32). The dims' M must be compiled
-// (decay_chunk_configs.h); T > 0; threads: kMinThreads or kMaxThreads.
+// (decay_chunk_configs.h); T > 0; tuning.threads: kMinThreads or kMaxThreads.
 template <typename Op>
-cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form, int threads,
-                    ChunkDiagonal diagonal);
+cudaError_t forward(const DecayFwdParams& p, void* workspace, cudaStream_t stream, ChunkForward form,
+                    const ChunkTuning& tuning);
 template <typename Op>
-cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream, int threads,
-                     ChunkDiagonal diagonal);
+cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stream, const ChunkTuning& tuning);
 
-extern template cudaError_t forward<__nv_bfloat16>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward, int,
-                                                   ChunkDiagonal);
-extern template cudaError_t forward<__half>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward, int,
-                                            ChunkDiagonal);
-extern template cudaError_t forward<float>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward, int,
-                                           ChunkDiagonal);
-extern template cudaError_t backward<__nv_bfloat16>(const DecayBwdParams&, void*, cudaStream_t, int, ChunkDiagonal);
-extern template cudaError_t backward<__half>(const DecayBwdParams&, void*, cudaStream_t, int, ChunkDiagonal);
-extern template cudaError_t backward<float>(const DecayBwdParams&, void*, cudaStream_t, int, ChunkDiagonal);
+extern template cudaError_t forward<__nv_bfloat16>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward,
+                                                   const ChunkTuning&);
+extern template cudaError_t forward<__half>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward,
+                                            const ChunkTuning&);
+extern template cudaError_t forward<float>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward,
+                                           const ChunkTuning&);
+extern template cudaError_t backward<__nv_bfloat16>(const DecayBwdParams&, void*, cudaStream_t, const ChunkTuning&);
+extern template cudaError_t backward<__half>(const DecayBwdParams&, void*, cudaStream_t, const ChunkTuning&);
+extern template cudaError_t backward<float>(const DecayBwdParams&, void*, cudaStream_t, const ChunkTuning&);
 
 }  // namespace decayfw::cuda::chunk_launch

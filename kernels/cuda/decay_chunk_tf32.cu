@@ -3,7 +3,6 @@
 #include "decay_chunk_kernels.cuh"
 
 namespace decayfw::cuda::chunk_launch {
-template cudaError_t forward<float>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward, int,
-                                    ChunkDiagonal);
-template cudaError_t backward<float>(const DecayBwdParams&, void*, cudaStream_t, int, ChunkDiagonal);
+template cudaError_t forward<float>(const DecayFwdParams&, void*, cudaStream_t, ChunkForward, const ChunkTuning&);
+template cudaError_t backward<float>(const DecayBwdParams&, void*, cudaStream_t, const ChunkTuning&);
 }  // namespace decayfw::cuda::chunk_launch

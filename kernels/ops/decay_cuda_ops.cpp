@@ -100,6 +100,19 @@ cuda::ChunkDiagonal chosen_diagonal(const char* op) {
   return want == "elementwise" ? cuda::ChunkDiagonal::Elementwise : cuda::ChunkDiagonal::Factored;
 }
 
+// Everything a chunk-path call is tuned by (cuda::ChunkTuning), from its variables, read at every call:
+// DECAYFW_CHUNK_THREADS, DECAYFW_CHUNK_DIAGONAL, and DECAYFW_CHUNK_CHAIN=auto|on|off (auto is on): whether a
+// whole chunk's y chains its two products in registers. The same results either way, bit for bit on the host
+// executor; the choice is there so a benchmark can time both, and so that a fault in the chained products on some
+// GPU can be stepped around.
+cuda::ChunkTuning chosen_tuning(const char* op) {
+  cuda::ChunkTuning t;
+  t.threads = chosen_threads(op);
+  t.diagonal = chosen_diagonal(op);
+  t.chain_products = env_choice(op, "DECAYFW_CHUNK_CHAIN", {"on", "off"}) != "off";
+  return t;
+}
+
 at::Tensor workspace(size_t bytes, const at::Tensor& like) {
   return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
 }
@@ -135,18 +148,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const char* op, bool keep
     return {c.y, c.final_state, at::empty({0}, q.options().dtype(at::kFloat))};
   }
   const cuda::ChunkForward form = chosen_forward(op, d, q.device().index());
-  const int threads = chosen_threads(op);
-  const cuda::ChunkDiagonal diagonal = chosen_diagonal(op);
+  const cuda::ChunkTuning tuning = chosen_tuning(op);
   at::Tensor s0;
   c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
   if (form == cuda::ChunkForward::Fused && !keep_states) {
-    check_launch(op, cuda::decay_forward_chunk_cuda(c.params, nullptr, stream, form, threads, diagonal));
+    check_launch(op, cuda::decay_forward_chunk_cuda(c.params, nullptr, stream, form, tuning));
     return {c.y, c.final_state, at::empty({0}, q.options().dtype(at::kFloat))};
   }
   at::Tensor states = at::empty({d.batch, d.heads, (d.seqlen + chunk - 1) / chunk + 1, d.dim_v, d.dim_k},
                                 q.options().dtype(at::kFloat));
   TORCH_INTERNAL_ASSERT(static_cast<size_t>(states.nbytes()) == cuda::chunk_workspace_bytes(d, c.params.dtype, false));
-  check_launch(op, cuda::decay_forward_chunk_cuda(c.params, states.data_ptr(), stream, form, threads, diagonal));
+  check_launch(op, cuda::decay_forward_chunk_cuda(c.params, states.data_ptr(), stream, form, tuning));
   return {c.y, c.final_state, states};
 }
 
@@ -178,14 +190,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   // Checked on every path; used only by the chunk path (a forward on the other path kept none).
   const at::Tensor* saved = chunk_states_or_null(op, chunk_states, d, chunk, q);
   if (chunk != 0) {
-    const int threads = chosen_threads(op);
-    const cuda::ChunkDiagonal diagonal = chosen_diagonal(op);
+    const cuda::ChunkTuning tuning = chosen_tuning(op);
     at::Tensor s0, dsT, states;
     c.params.initial_state = aligned_state(c.params.initial_state, initial_state, s0);
     c.params.grad_final_state = aligned_state(c.params.grad_final_state, grad_final_state, dsT);
     if (saved) c.params.chunk_states = aligned_state(saved->data_ptr(), *saved, states);
     at::Tensor ws = workspace(cuda::chunk_workspace_bytes(d, c.params.dtype, true, saved != nullptr), q);
-    check_launch(op, cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream, threads, diagonal));
+    check_launch(op, cuda::decay_backward_chunk_cuda(c.params, ws.data_ptr(), stream, tuning));
   } else {
     at::Tensor ws = workspace(cuda::decay_backward_workspace_bytes(d, c.params.dtype), q);
     check_launch(op, cuda::decay_backward_cuda(c.params, ws.data_ptr(), stream));

@@ -50,6 +50,7 @@ struct Problem {
   ref::DecayProblem p;
   std::vector<double> dy64, dsT64;
   chunk::DiagonalForm diagonal = chunk::DiagonalForm::Factored;  // ChunkArgs::diagonal (the default)
+  bool chain_products = true;                                    // ChunkArgs::chain_products (the default)
 
   Problem(Shape shape, uint64_t seed, double gate_mean, double gate_spread, bool with_states) : s(shape) {
     std::mt19937_64 rng(seed);
@@ -101,6 +102,7 @@ struct Problem {
     a.s0 = s0.empty() ? nullptr : s0.data();
     a.dsT = dsT.empty() ? nullptr : dsT.data();
     a.diagonal = diagonal;
+    a.chain_products = chain_products;
     return a;
   }
 };
@@ -137,7 +139,8 @@ enum class Forward { Split, Fused, FusedWithoutStates };
 template <typename In, int M, int C, bool kExact>
 Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = decayfw::cta::Order::Forward,
                          bool vector_loads = true, bool reuse_states = false,
-                         std::vector<float>* states_after = nullptr, Forward form = Forward::Split) {
+                         std::vector<float>* states_after = nullptr, Forward form = Forward::Split,
+                         int64_t* chains = nullptr) {
   using Cfg = chunk::Config<M, C, In>;
   const Shape& s = pr.s;
   const int64_t nm = s.B * s.T * s.H * s.M, nd = s.B * s.T * s.H * s.D, ns = s.B * s.H * s.D * s.M;
@@ -157,6 +160,7 @@ Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = deca
   b.ds0 = o.ds0.data();
   run.backward(b, reuse_states);
   if (states_after) *states_after = run.states();
+  if (chains) *chains = run.executor().chains;
   return o;
 }
 
@@ -480,6 +484,49 @@ TEST(ChunkProgram, ChunkFormTakesNarrowChunksWhole) {
   expect_within(problem_against_reference<BFloat16, 32, 64, false>(bf), 2e-2, "bf16, factored form");
 }
 
+// A whole chunk's y from its products chained in registers (gemm_chain) or through shared memory (Pc): the
+// same values, P rounded alike and every element's k steps in one order, so the same bits everywhere, in the
+// chunk form and in the factored form (whose chunks skip their diagonal blocks), forward (split and fused) and
+// backward (whose products then read the P the chain stored). The problem has narrow and wide chunks and tiles.
+template <int M, int C>
+void expect_chained_products_same_bits(Problem<BFloat16> pr, Forward form, const std::string& what) {
+  pr.chain_products = true;
+  int64_t chains = 0, none = 0;
+  const Outputs<BFloat16> chained =
+      run_programs<BFloat16, M, C, false>(pr, decayfw::cta::Order::Forward, true, false, nullptr, form, &chains);
+  pr.chain_products = false;
+  const Outputs<BFloat16> plain =
+      run_programs<BFloat16, M, C, false>(pr, decayfw::cta::Order::Forward, true, false, nullptr, form, &none);
+  EXPECT_GT(chains, 0) << what << ": no chunk was taken whole";
+  EXPECT_EQ(0, none) << what << ": chained without being asked to";
+  const auto same = [&](const auto& x, const auto& y, const char* name) {
+    ASSERT_EQ(x.size(), y.size()) << what << ": " << name;
+    EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0]))) << what << ": " << name;
+  };
+  same(chained.y, plain.y, "y");
+  same(chained.sT, plain.sT, "final state");
+  same(chained.dq, plain.dq, "dq");
+  same(chained.dk, plain.dk, "dk");
+  same(chained.dv, plain.dv, "dv");
+  same(chained.dz, plain.dz, "dz");
+  same(chained.df, plain.df, "df");
+  same(chained.ds0, plain.ds0, "grad of the initial state");
+}
+TEST(ChunkProgram, ChainedProductsGiveTheSameBits) {
+  Problem<BFloat16> pr = chunk_form_problem<BFloat16>();
+  for (chunk::DiagonalForm d : {chunk::DiagonalForm::Chunk, chunk::DiagonalForm::Factored}) {
+    pr.diagonal = d;
+    const std::string form = d == chunk::DiagonalForm::Chunk ? "chunk form" : "factored form";
+    expect_chained_products_same_bits<32, 64>(pr, Forward::Split, "bf16 M = 32, " + form + ", split forward");
+    expect_chained_products_same_bits<32, 64>(pr, Forward::Fused, "bf16 M = 32, " + form + ", fused forward");
+  }
+  // M = 64 and 128 (C = 32), a partial last chunk, two heads, narrow gates everywhere.
+  Problem<BFloat16> narrow({1, 150, 2, 128, 64}, 23, 2.0, 1.0, true);
+  expect_chained_products_same_bits<64, 64>(narrow, Forward::Split, "bf16 M = 64, T = 150");
+  Problem<BFloat16> wide_keys({1, 100, 1, 64, 128}, 29, 2.0, 1.0, true);
+  expect_chained_products_same_bits<128, 32>(wide_keys, Forward::Fused, "bf16 M = 128, C = 32, T = 100");
+}
+
 TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {
   using decayfw::cta::Order;
   const Shape s{1, 150, 2, 128, 32};
@@ -681,6 +728,37 @@ TEST(ChunkProgram, GemmRefusesAnOutputOverlappingAnOperand) {
   EXPECT_THROW(overlapping(), std::logic_error);
   EXPECT_THROW(bad_k(), std::logic_error);  // k not a multiple of 16
   EXPECT_NO_THROW(fine());
+}
+
+// gemm_chain refuses what its device warps could not do safely: a P that overlaps an operand (warps still read
+// the operands while others store their blocks of P), and an epilogue that writes into an operand or into P.
+TEST(ChunkProgram, GemmChainRefusesOverlapsAndEpiloguesWritingItsInputs) {
+  using decayfw::cta::KSpan;
+  decayfw::cta::HostCta<> cta;
+  constexpr int kLd = 40;  // 32 columns + 8, as the programs pad
+  decayfw::cta::HostSmem smem(6 * 32 * kLd * sizeof(BFloat16));
+  BFloat16* x = reinterpret_cast<BFloat16*>(smem.data());
+  std::fill(x, x + 6 * 32 * kLd, decayfw::to_bfloat16(0.5f));
+  BFloat16 *A = x, *B0 = A + 32 * kLd, *B1 = B0 + 32 * kLd, *B2 = B1 + 32 * kLd, *P = B2 + 32 * kLd;
+  std::vector<float> Y(32 * 32, 0.0f);
+  const auto to_y = [&](int i, int j, const float* v) {
+    for (int e = 0; e < 4; ++e)
+      for (int w = 0; w < 2; ++w) Y[(i + 8 * (e & 1)) * 32 + j + 8 * (e >> 1) + w] = v[2 * e + w];
+  };
+  const auto run = [&](BFloat16* p, const auto& f) {
+    cta.gemm_chain<KSpan::Causal, 32, 32, 32>(A, kLd, B0, kLd, B1, kLd, B2, kLd, p, kLd, f);
+  };
+  EXPECT_NO_THROW(run(P, to_y));
+  // The causal product of 0.5s over k = 32 is 8 for j ≤ i, rounded exactly; Y = 8 + 4·(i + 1) at row i.
+  EXPECT_EQ(8.0f, decayfw::to_float(P[5 * kLd + 5]));
+  EXPECT_EQ(0.0f, decayfw::to_float(P[5 * kLd + 6]));
+  EXPECT_EQ(8.0f + 4.0f * 6, Y[5 * 32 + 31]);
+  EXPECT_THROW(run(B2, to_y), std::logic_error);     // P over B2
+  EXPECT_THROW(run(A + 8, to_y), std::logic_error);  // P over A
+  const BFloat16 one = decayfw::to_bfloat16(1.0f);
+  EXPECT_THROW(run(P, [&](int i, int, const float*) { P[i * kLd] = one; }), std::logic_error);  // into P
+  EXPECT_THROW(run(nullptr, [&](int i, int, const float*) { B1[i * kLd] = one; }), std::logic_error);
+  EXPECT_NO_THROW(run(nullptr, to_y));  // no P: nothing stored
 }
 
 // gemm_fp32 (the factored diagonal's narrow sums): each fp32 operand as two tf32 parts and three

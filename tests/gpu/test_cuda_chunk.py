@@ -333,6 +333,7 @@ def test_fused_inference_forward_allocates_no_chunk_states(path, monkeypatch):
     ("DECAYFW_CHUNK_THREADS", "384", "DECAYFW_CHUNK_THREADS must be auto, 256 or 512, got '384'"),
     ("DECAYFW_CHUNK_DIAGONAL", "fast",
      "DECAYFW_CHUNK_DIAGONAL must be auto, factored, elementwise, tensor or chunk, got 'fast'"),
+    ("DECAYFW_CHUNK_CHAIN", "yes", "DECAYFW_CHUNK_CHAIN must be auto, on or off, got 'yes'"),
 ])
 def test_bad_chunk_steering_value_is_refused(variable, value, message, path, monkeypatch):
     """Each variable that steers the chunk kernels refuses a value it does not know, naming itself."""
@@ -362,6 +363,44 @@ def test_thread_counts_give_the_same_bits(dtype, size, path, monkeypatch):
     for other in results[1:]:
         for i, (a, b) in enumerate(zip(results[0], other)):
             assert torch.equal(a, b), i
+
+
+@pytest.mark.parametrize("dtype,size", SAME_BITS_CASES)
+@pytest.mark.parametrize("diagonal", ["chunk", "factored"])
+def test_chained_products_give_the_same_bits(dtype, size, diagonal, path, monkeypatch):
+    """DECAYFW_CHUNK_CHAIN=on|off (auto: on): a chunk taken whole (gate logits N(2, 1): every chunk here, in both
+    forms) computes its y with the masked product kept in registers between its two multiplications (mma.sync,
+    DeviceCta::gemm_chain), or through shared memory (WMMA). The same fp32 sums in the same order, the product
+    rounded alike, so every output of both forward forms and the backward is bit-identical (as on the host
+    executor: ChainedProductsGiveTheSameBits). fp32 and fp16 never chain, so they compare a form with itself.
+    Should the two tensor-core instruction sets sum differently after all, this fails where the tolerance
+    tests still pass: the kernels are then right, and only the bits of the two choices differ."""
+    path("chunk")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)
+    x, s0, dsT, dy = same_bits_problem(dtype, size, seed=29)
+    results = []
+    for chain in ("on", "off", "auto"):
+        monkeypatch.setenv("DECAYFW_CHUNK_CHAIN", chain)
+        out = []
+        for form in ("split", "fused"):
+            monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", form)
+            out += forward_and_grads(x, s0, dy, dsT)
+        results.append(out)
+    for other in results[1:]:
+        for i, (a, b) in enumerate(zip(results[0], other)):
+            assert torch.equal(a, b), i
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2)])
+def test_chunk_form_without_chained_products_matches_the_fp64_cpu_op(dtype, tol, path, monkeypatch):
+    """DECAYFW_CHUNK_CHAIN=off (the products through shared memory) against the oracle, as the chained default
+    is by the other tests."""
+    path("chunk")
+    monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", "chunk")
+    monkeypatch.setenv("DECAYFW_CHUNK_CHAIN", "off")
+    q, k, v, z, f, s0 = make(2, 333, 2, 128, 64, seed=4)
+    expect_close_to_the_cpu_op((q, k, v, z, f), s0, torch.randn_like(v), torch.randn_like(s0), dtype, tol)
 
 
 # Gate logits N(−2, 3²): over 16 rows some columns' log gates span more than 40 ("wide", taken per pair)

@@ -77,9 +77,11 @@ def test_traffic_model_table_prints_without_a_gpu():
     compute = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines if len(cells(line)) == 12}
     # (Shared memory binds every kernel at this size, so the bounds follow SMEM_WAVEFRONTS: MUFU alone gave
     # 38/28/39% split and 42/29/44% fused.)
+    # (The chained products took a whole chunk's y off shared memory: factored and chunk 24/29% split and 24/30%
+    # fused before them.)
     assert compute == {("split", "factored"): "24%", ("split", "elementwise"): "14%", ("split", "tensor"): "19%",
-                       ("split", "chunk"): "29%", ("fused", "factored"): "24%", ("fused", "elementwise"): "14%",
-                       ("fused", "tensor"): "20%", ("fused", "chunk"): "30%"}, r.stdout
+                       ("split", "chunk"): "30%", ("fused", "factored"): "25%", ("fused", "elementwise"): "14%",
+                       ("fused", "tensor"): "20%", ("fused", "chunk"): "31%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

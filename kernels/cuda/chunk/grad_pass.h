@@ -245,7 +245,7 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& 
   constexpr KSpan kMasked = kApart ? KSpan::BlockCausal : KSpan::Causal,
                   kLower = kApart ? KSpan::BelowA : KSpan::LowerA, kUpper = kApart ? KSpan::AboveA : KSpan::UpperA;
   whole_chunk_operands(cta, t, false, t.Xd);
-  whole_chunk_y<kApart>(cta, t, t.Xd);
+  whole_chunk_y<kApart>(cta, t, t.Xd, true);
   cta.template gemm_apply<true, false, kUpper>(
       C, R, C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op, [&](int j, int d, const float* v) {
         decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, true);

@@ -62,23 +62,34 @@ DECAYFW_CTA void whole_chunk_operands(Cta& cta, Tiles<Op, Cfg>& t, bool with_q, 
   });
 }
 
-// A whole chunk's y from its scaled operands (Q̃ in Xa, K̃ in Xb, Ṽ in vt): P into Pc (kept for the gradient),
-// then Y = e^{A} ⊙ (Q̃ S_prevᵀ + P Ṽ), the inter- and intra-chunk parts in one set of accumulators
-// (y_inter_product's decays and the intra product's are the same).
+// A whole chunk's y from its scaled operands (Q̃ in Xa, K̃ in Xb, Ṽ in vt): P = mask(Q̃ K̃ᵀ), then
+// Y = e^{A} ⊙ (Q̃ S_prevᵀ + P Ṽ), the inter- and intra-chunk parts in one set of accumulators (y_inter_product's
+// decays and the intra product's are the same); P kept in Pc for the gradient's products when keep_p. Chained
+// (t.chained), P stays in registers between its two products and Q̃ is loaded once for both of its; otherwise P
+// goes through Pc. The values are the same: P rounded to the operand type, every element's k steps in one order.
 template <bool kApart, typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void whole_chunk_y(Cta& cta, Tiles<Op, Cfg>& t, const Op* vt) {
+DECAYFW_CTA void whole_chunk_y(Cta& cta, Tiles<Op, Cfg>& t, const Op* vt, bool keep_p) {
   using cta::KSpan;
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
-  cta.template gemm_apply<false, true, kApart ? KSpan::BlockCausal : KSpan::Causal>(
+  constexpr KSpan kMask = kApart ? KSpan::BlockCausal : KSpan::Causal;
+  const auto y_decays = [&](int i, int d, const float* v) {
+    decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
+  };
+  if constexpr (sizeof(Op) == 2) {
+    // Warps per row block: each holds n/parts columns of Y, and with one part the fused forward spilled (ptxas, nvcc
+    // 13, sm_90: 12-16 bytes at M = 32, 64, 128; Q̃'s block alone is 8·M/16 registers kept for both its products).
+    constexpr int kParts = M >= 128 ? 4 : 2;
+    if (t.chained)
+      return cta.template gemm_chain<kMask, C, R, M, kParts>(t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.Sop, Cfg::ldm_op,
+                                                             vt, Cfg::ldd_op, keep_p ? t.Pc : nullptr, Cfg::ldc_op,
+                                                             y_decays);
+  }
+  cta.template gemm_apply<false, true, kMask>(
       C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op,
       [&](int i, int j, const float* v) { store_causal_pairs<Cta, kApart>(t.Pc, Cfg::ldc_op, i, j, v); });
-  cta.gemm_apply_sum(
-      C, R,
-      [&](int i, int d, const float* v) {
-        decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
-      },
-      cta::term<false, true>(M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op), cta::term < false, false,
-      kApart ? KSpan::BelowA : KSpan::LowerA > (C, t.Pc, Cfg::ldc_op, vt, Cfg::ldd_op));
+  constexpr KSpan kSecond = kApart ? KSpan::BelowA : KSpan::LowerA;  // P's rows: zero past the mask
+  cta.gemm_apply_sum(C, R, y_decays, cta::term<false, true>(M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op),
+                     cta::term<false, false, kSecond>(C, t.Pc, Cfg::ldc_op, vt, Cfg::ldd_op));
 }
 
 // A whole chunk's diagonal blocks in fp32, into Dg (C×S, zero above the diagonal), as the factored form's
@@ -122,8 +133,8 @@ DECAYFW_CTA void diagonal_blocks_whole(Cta& cta, Tiles<Op, Cfg>& t, const Place&
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void y_of_whole_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool need_pd) {
   whole_chunk_operands(cta, t, true, t.Xc);
-  if (!t.factored()) return whole_chunk_y<false>(cta, t, t.Xc);
-  whole_chunk_y<true>(cta, t, t.Xc);
+  if (!t.factored()) return whole_chunk_y<false>(cta, t, t.Xc, false);
+  whole_chunk_y<true>(cta, t, t.Xc, false);
   if (need_pd)
     diagonal_blocks_whole<Cfg::M>(
         cta, t, pl, t.Qr, t.Kr, Cfg::ldm_op, [&](int i) { return t.key_gates(i); }, t.Pd);

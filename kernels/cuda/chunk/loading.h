@@ -124,6 +124,7 @@ template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void choose_form(Tiles<Op, Cfg>& t, const ChunkArgs& a) {
   t.diagonal = effective_diagonal<Cta, Op>(a);
   t.fp32_range = Cta::template has_fp32_range<Op>();
+  t.chained = a.chain_products && sizeof(Op) == 2;
 }
 
 // The widest span of log gates over a sub-chunk for which a column's diagonal block is factored (on

@@ -58,6 +58,9 @@ struct ChunkArgs {
   float* ds0 = nullptr;  // [N, D, M]
   // How the diagonal blocks (intra_chunk.h) are taken: DiagonalForm says what each form costs.
   DiagonalForm diagonal = DiagonalForm::Factored;
+  // A whole chunk's y from its products chained in registers (cta gemm_chain: 16-bit operands), or through
+  // shared memory (gemm_apply, then gemm_apply_sum); the same values either way (whole_chunk_y).
+  bool chain_products = true;
 };
 
 constexpr int kRows = 64;  // state rows per CTA (a D tile)
@@ -244,7 +247,8 @@ DECAYFW_CTA void decay_pairs(float* out, int ld, const float* a, int lda, const 
 
 // One lane's part of a C×C product as gemm_apply hands it over (v, at row i, column j), rounded into the operand
 // type at out (the product's (0, 0), rows ld apart) and masked to the causal pairs: zero where column > row, or
-// with kApart where the column's 16-row block is not before the row's (the diagonal blocks taken apart).
+// with kApart where the column's 16-row block is not before the row's (the diagonal blocks taken apart): the
+// masks of cta::chain_keeps, which gemm_chain applies in registers.
 template <typename Cta, bool kApart, typename Op>
 DECAYFW_CTA void store_causal_pairs(Op* out, int ld, int i, int j, const float* v) {
   DECAYFW_UNROLL
@@ -252,7 +256,7 @@ DECAYFW_CTA void store_causal_pairs(Op* out, int ld, int i, int j, const float* 
     const int r = i + 8 * (e & 1), c = j + 8 * (e >> 1);
     DECAYFW_UNROLL
     for (int w = 0; w < 2; ++w) {
-      const bool kept = kApart ? (c + w) / kSub < r / kSub : c + w <= r;
+      const bool kept = cta::chain_keeps(kApart ? cta::KSpan::BlockCausal : cta::KSpan::Causal, r, c + w);
       out[r * ld + c + w] = Cta::template from_f<Op>(kept ? v[2 * e + w] : 0.0f);
     }
   }
@@ -316,6 +320,7 @@ struct Tiles {
     return fp32_range && (diagonal == DiagonalForm::Chunk || diagonal == DiagonalForm::Factored);
   }
   bool fp32_range = false;  // the operand type holds e^{±40}·|x| (Cta::has_fp32_range; not fp16)
+  bool chained = false;     // whole_chunk_y chains its products (ChunkArgs::chain_products, 16-bit operands)
   DECAYFW_HD bool factored() const { return diagonal == DiagonalForm::Factored; }
 };
 

@@ -39,6 +39,19 @@
 //                             gemm_apply of the sum of two products (one set of accumulators, the first
 //                             product's k steps, then the second's): the operand type alike, k, transposes
 //                             and spans each their own. One epilogue for two products that share their decays.
+//   cta.gemm_chain<mask, m, n, k[, parts]>(A, lda, B0, ldb0, B1, ldb1, B2, ldb2, P, ldp, f)   (16-bit operands)
+//                             Y[m×n] = A·B1ᵀ + mask(A·B0ᵀ)·B2, handed to f as gemm_apply's, then a barrier. A
+//                             [m×k], B0 [m×k] and B1 [n×k] row-major (the second factors stored as gemm's TB),
+//                             B2 [m×n] row-major. mask (KSpan::Causal: the pairs j ≤ i; BlockCausal: the
+//                             16-row blocks before the row's) zeroes the rest of A·B0ᵀ (whose tiles past it take
+//                             no steps), and the result is rounded to the operand type (as store_causal_pairs);
+//                             P (null, or [m×m] at ld ldp) receives it. Y's k steps: A·B1ᵀ's, then the second
+//                             product's in its span (LowerA, BelowA), as gemm_apply_sum's. The point is what
+//                             stays in registers on the device: a warp holds a 16-row block of the masked
+//                             product and multiplies it from there (mma.sync's accumulators have its A
+//                             operand's layout), and A's block is loaded once for both products; with parts >
+//                             1, that many warps share a row block, each with n/parts columns of Y (each
+//                             computes the block of P; the first stores it).
 //   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
 //   Cta::load4(p, v), Cta::store4(p, v)   four consecutive elements of p (float, or a 16-bit
 //                             storage type) to or from four floats v, at an address aligned to their
@@ -209,6 +222,22 @@ DECAYFW_HD void k_span(KSpan span, int i0, int j0, int k, int& begin, int& end) 
 // of x[0..1] at row l / 4, column 2·(l % 4), of x[2..3] 8 rows on, x[4..5] 8 columns on, x[6..7] both).
 // gemm_apply's epilogues rely on it; trace_wmma_fragments models the accumulators' loads and stores with it.
 constexpr int kAccumulatorPairs = 4;
+
+// gemm_chain's ldmatrix.x4 of a 16×16 tile of 16-bit elements (row-major, at its (0, 0)): lane l gives the
+// address of one 16-byte row, the (row, column) below. Row blocks first (rows 0-7, 8-15 at column 0, then at
+// column 8) makes the four registers mma.m16n8k16's A operand a0..a3, and with .trans, from a stored k×n tile,
+// its B operand (b0, b1) for columns 0-7, then 8-15. Column blocks first (columns 0, 8 of rows 0-7, then of
+// rows 8-15) makes them the B operand from a stored n×k tile (k contiguous) without .trans.
+DECAYFW_HD int ldsm_row(int lane, bool column_blocks_first) {
+  return lane % 8 + 8 * (column_blocks_first ? lane / 16 : lane / 8 % 2);
+}
+DECAYFW_HD int ldsm_col(int lane, bool column_blocks_first) {
+  return 8 * (column_blocks_first ? lane / 8 % 2 : lane / 16);
+}
+// Whether gemm_chain keeps the pair (i, j) of A·B0ᵀ (i, j absolute in the product).
+DECAYFW_HD bool chain_keeps(KSpan mask, int i, int j) {
+  return mask == KSpan::BlockCausal ? j / 16 < i / 16 : j <= i;
+}
 DECAYFW_HD int accumulator_pair_row(int lane, int e) {
   return lane / 4 + 8 * (e & 1);
 }

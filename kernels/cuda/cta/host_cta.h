@@ -52,6 +52,7 @@ struct HostCta {
   // What the asynchronous copies overlapped: gemm calls made while copies were in flight (the tests
   // check that the serial passes compute while the next chunk is copied).
   int64_t gemms_while_copying = 0;
+  int64_t chains = 0;  // gemm_chain calls (the tests check that a program took the chained products)
 
   static float to_f(float x) { return x; }
   static float to_f(BFloat16 x) { return to_float(x); }
@@ -225,6 +226,13 @@ struct HostCta {
       (add(terms), ...);
     }
     const auto before = std::make_tuple(operand_snapshot(m, n, terms)...);
+    hand_over(m, n, acc, f, fn, line);
+    SmemTrace::Quiet check;
+    std::apply([&](const auto&... snapshot) { (check_unchanged(snapshot), ...); }, before);
+  }
+  // The product acc [m×n] to the epilogue f as a for_each, index 32·tile + lane making lane's call for its tile.
+  template <typename F>
+  void hand_over(int m, int n, const std::vector<float>& acc, F& f, const char* fn, int line) {
     const int tiles_n = n / 16;
     for_each(
         int64_t(m / 16) * tiles_n * kWarp,
@@ -239,8 +247,80 @@ struct HostCta {
           f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
         },
         fn, line);
+  }
+
+  // gemm_chain (cta_common.h) as whole products in the device's order: P's k steps, masked and rounded to the
+  // operand type; Y's first product's k steps, then the second's in its span. P's block stays in host memory
+  // (the device's registers); the stores into P (when given) run as a for_each, index 32·block + lane storing
+  // that lane's pairs 4 bytes at a time, as the device's warps store them, and the epilogue as gemm_apply's. The
+  // epilogue may write none of the operands, nor P.
+  template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, typename Op, typename F>
+  void gemm_chain(const Op* A, int lda, const Op* B0, int ldb0, const Op* B1, int ldb1, const Op* B2, int ldb2, Op* P,
+                  int ldp, F&& f, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    static_assert(sizeof(Op) == 2, "gemm_chain multiplies 16-bit operands");
+    static_assert(kMask == KSpan::Causal || kMask == KSpan::BlockCausal, "gemm_chain's mask is Causal or BlockCausal");
+    static_assert(kN % (16 * kParts) == 0, "each part takes whole 16-column tiles of Y");
+    constexpr KSpan kSecond = kMask == KSpan::Causal ? KSpan::LowerA : KSpan::BelowA;
+    if (!in_flight_.empty()) ++gemms_while_copying;
+    ++chains;
+    check_tiles(kM, kN, kK);
+    {
+      SmemTrace::Quiet checks;
+      check_wmma_contract<false, true>(kM, kM, kK, A, lda, B0, ldb0, static_cast<float*>(nullptr), 0);
+      check_wmma_contract<false, true>(kM, kN, kK, A, lda, B1, ldb1, static_cast<float*>(nullptr), 0);
+      check_wmma_contract<false, false>(kM, kN, kM, B2, ldb2, B2, ldb2, static_cast<float*>(nullptr), 0);
+      if (P) {
+        check_wmma_contract<false, false>(kM, kM, kM, P, ldp, P, ldp, static_cast<float*>(nullptr), 0);
+        const size_t p_bytes = (size_t(kM - 1) * ldp + kM) * sizeof(Op);
+        check_apart(P, p_bytes, A, (size_t(kM - 1) * lda + kK) * sizeof(Op), "A");
+        check_apart(P, p_bytes, B0, (size_t(kM - 1) * ldb0 + kK) * sizeof(Op), "B0");
+        check_apart(P, p_bytes, B1, (size_t(kN - 1) * ldb1 + kK) * sizeof(Op), "B1");
+        check_apart(P, p_bytes, B2, (size_t(kM - 1) * ldb2 + kN) * sizeof(Op), "B2");
+      }
+    }
+    if (SmemTrace* t = SmemTrace::current()) {
+      t->note_gemm();
+      trace_chain_fragments<kMask, kM, kN, kK, kParts>(*t, {fn, line, 0, ""}, A, lda, B0, ldb0, B1, ldb1, B2, ldb2);
+    }
+    constexpr size_t kProducts = size_t(kM) * kM;
+    std::vector<float> pf(kProducts), acc(size_t{kM} * kN);
+    std::vector<Op> pop(kProducts);
+    {
+      SmemTrace::Quiet modeled;
+      product<false, true, false>(kM, kM, kK, A, lda, B0, ldb0, pf.data(), kM, false, kMask);
+      for (int i = 0; i < kM; ++i)
+        for (int j = 0; j < kM; ++j)
+          pop[size_t(i) * kM + j] = from_f<Op>(chain_keeps(kMask, i, j) ? pf[size_t(i) * kM + j] : 0.0f);
+      product<false, true, false>(kM, kN, kK, A, lda, B1, ldb1, acc.data(), kN, false);
+      product<false, false, false>(kM, kN, kM, pop.data(), kM, B2, ldb2, acc.data(), kN, true, kSecond);
+    }
+    if (P)
+      for_each(
+          int64_t(kM / 16) * kWarp,
+          [&](int64_t e) {
+            const int i0 = static_cast<int>(e / kWarp) * 16, lane = static_cast<int>(e % kWarp);
+            for (int j0 = 0; j0 < kM; j0 += 16)
+              for (int p = 0; p < kAccumulatorPairs; ++p) {
+                const int i = i0 + accumulator_pair_row(lane, p), j = j0 + accumulator_pair_col(lane, p);
+                trace(P + size_t(i) * ldp + j, 4, true, fn, line);
+                SmemTrace::Quiet stored;
+                P[size_t(i) * ldp + j] = pop[size_t(i) * kM + j];
+                P[size_t(i) * ldp + j + 1] = pop[size_t(i) * kM + j + 1];
+              }
+          },
+          fn, line);
+    const auto before =
+        std::make_tuple(operand_snapshot(kM, kM, term<false, true>(kK, A, lda, B0, ldb0)),
+                        operand_snapshot(kM, kN, term<false, true>(kK, A, lda, B1, ldb1)),
+                        operand_snapshot(kM, kN, term<false, false>(kM, P ? P : B2, P ? ldp : ldb2, B2, ldb2)));
+    hand_over(kM, kN, acc, f, fn, line);
     SmemTrace::Quiet check;
     std::apply([&](const auto&... snapshot) { (check_unchanged(snapshot), ...); }, before);
+  }
+  static void check_apart(const void* out, size_t out_bytes, const void* x, size_t x_bytes, const char* name) {
+    const auto o0 = reinterpret_cast<uintptr_t>(out), o1 = o0 + out_bytes;
+    const auto x0 = reinterpret_cast<uintptr_t>(x), x1 = x0 + x_bytes;
+    if (o0 < x1 && x0 < o1) throw std::logic_error(std::string("cta::gemm_chain: P overlaps operand ") + name);
   }
   // A term's checks and trace, as a product of its own (its fragments, no C).
   template <bool TA, bool TB, KSpan kSpan, typename Op>

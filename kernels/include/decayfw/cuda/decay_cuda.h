@@ -88,6 +88,18 @@ bool chunk_threads_supported(int threads);
 //                precision. Opt-in; fp16 runs the factored form.
 enum class ChunkDiagonal { Factored, Elementwise, TensorCores, Chunk };
 
+// How the chunk kernels run, beyond the forward's form: threads per CTA (kChunkThreads), the diagonal blocks'
+// form, and whether a chunk taken whole (Chunk, and Factored's narrow chunks) computes its y with the two
+// products chained in registers (16-bit operands: the masked product never goes through shared memory, and q's
+// scaled rows are loaded once for both of their products; 7-12% fewer shared-memory wavefronts in output_pass,
+// 2-3% in grad_pass, by benchmarks/smem_bank_report) or through shared memory. The same values either way. Each
+// knob has a variable (decay_cuda_ops.cpp) so that a benchmark can time both sides.
+struct ChunkTuning {
+  int threads = kChunkThreads;
+  ChunkDiagonal diagonal = ChunkDiagonal::Factored;
+  bool chain_products = true;
+};
+
 // Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
 // their gradients, N·(T/C)·D·M elements of the input type, and needs only those when it is given the
 // forward's states (states_given).
@@ -98,10 +110,8 @@ size_t chunk_workspace_bytes(const Dims& dims, ScalarType dtype, bool backward, 
 // skips recomputing them (one serial pass fewer, N·(T/C + 1)·D·M fp32 held in between). The fused
 // form also takes a null workspace (nothing beyond y and S_T is written); the split form needs it.
 cudaError_t decay_forward_chunk_cuda(const DecayFwdParams& p, void* workspace, cudaStream_t stream,
-                                     ChunkForward form = ChunkForward::Split, int threads = kChunkThreads,
-                                     ChunkDiagonal diagonal = ChunkDiagonal::Factored);
+                                     ChunkForward form = ChunkForward::Split, const ChunkTuning& tuning = {});
 cudaError_t decay_backward_chunk_cuda(const DecayBwdParams& p, void* workspace, cudaStream_t stream,
-                                      int threads = kChunkThreads,
-                                      ChunkDiagonal diagonal = ChunkDiagonal::Factored);
+                                      const ChunkTuning& tuning = {});
 
 }  // namespace decayfw::cuda
