@@ -132,6 +132,23 @@ struct Outputs {
   std::vector<float> sT, ds0;
 };
 
+// The same bytes in two buffers (the same bits), the failure naming them.
+template <typename V>
+void expect_same_bits(const V& x, const V& y, const std::string& what) {
+  ASSERT_EQ(x.size(), y.size()) << what;
+  EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0]))) << what;
+}
+// Every gradient of two runs, bit for bit.
+template <typename In>
+void expect_same_gradients(const Outputs<In>& a, const Outputs<In>& b, const std::string& what) {
+  expect_same_bits(a.dq, b.dq, what + ": dq");
+  expect_same_bits(a.dk, b.dk, what + ": dk");
+  expect_same_bits(a.dv, b.dv, what + ": dv");
+  expect_same_bits(a.dz, b.dz, what + ": dz");
+  expect_same_bits(a.df, b.df, what + ": df");
+  expect_same_bits(a.ds0, b.ds0, what + ": grad of the initial state");
+}
+
 // Which forward the launcher would run: state_pass + output_pass, or the fused forward_pass with or
 // without writing the chunk states (decay_fwd_train or decay_fwd).
 enum class Forward { Split, Fused, FusedWithoutStates };
@@ -499,18 +516,9 @@ void expect_chained_products_same_bits(Problem<BFloat16> pr, Forward form, const
       run_programs<BFloat16, M, C, false>(pr, decayfw::cta::Order::Forward, true, false, nullptr, form, &none);
   EXPECT_GT(chains, 0) << what << ": no chunk was taken whole";
   EXPECT_EQ(0, none) << what << ": chained without being asked to";
-  const auto same = [&](const auto& x, const auto& y, const char* name) {
-    ASSERT_EQ(x.size(), y.size()) << what << ": " << name;
-    EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0]))) << what << ": " << name;
-  };
-  same(chained.y, plain.y, "y");
-  same(chained.sT, plain.sT, "final state");
-  same(chained.dq, plain.dq, "dq");
-  same(chained.dk, plain.dk, "dk");
-  same(chained.dv, plain.dv, "dv");
-  same(chained.dz, plain.dz, "dz");
-  same(chained.df, plain.df, "df");
-  same(chained.ds0, plain.ds0, "grad of the initial state");
+  expect_same_bits(chained.y, plain.y, what + ": y");
+  expect_same_bits(chained.sT, plain.sT, what + ": final state");
+  expect_same_gradients(chained, plain, what);
 }
 TEST(ChunkProgram, ChainedProductsGiveTheSameBits) {
   Problem<BFloat16> pr = chunk_form_problem<BFloat16>();
@@ -583,17 +591,8 @@ void expect_reuse_matches_recompute(const Shape& s, bool with_states, const char
   const Outputs<In> reused = run_programs<In, M, C, false>(pr, decayfw::cta::Order::Forward, true, true, &states_reused);
   const Outputs<In> recomputed =
       run_programs<In, M, C, false>(pr, decayfw::cta::Order::Forward, true, false, &states_recomputed);
-  const auto same = [&](const auto& x, const auto& y, const char* name) {
-    ASSERT_EQ(x.size(), y.size());
-    EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0]))) << what << ": " << name;
-  };
-  same(reused.dq, recomputed.dq, "dq");
-  same(reused.dk, recomputed.dk, "dk");
-  same(reused.dv, recomputed.dv, "dv");
-  same(reused.dz, recomputed.dz, "dz");
-  same(reused.df, recomputed.df, "df");
-  same(reused.ds0, recomputed.ds0, "grad of the initial state");
-  same(states_reused, states_recomputed, "the chunk states after the backward");
+  expect_same_gradients(reused, recomputed, what);
+  expect_same_bits(states_reused, states_recomputed, std::string(what) + ": the chunk states after the backward");
 }
 
 TEST(ChunkProgram, BackwardReusingTheForwardStatesGivesTheSameBits) {
@@ -631,24 +630,15 @@ void expect_fused_forward_same_bits(const Shape& s, bool with_states, const std:
   const Outputs<In> fused = run_programs<In, M, C, false>(pr, order, true, true, &fused_states, Forward::Fused);
   const Outputs<In> bare =
       run_programs<In, M, C, false>(pr, order, true, false, nullptr, Forward::FusedWithoutStates);
-  const auto same = [&](const auto& x, const auto& y, const std::string& name) {
-    ASSERT_EQ(x.size(), y.size()) << what << ": " << name;
-    EXPECT_EQ(0, std::memcmp(x.data(), y.data(), x.size() * sizeof(x[0]))) << what << ": " << name;
-  };
-  same(split_states, fused_states, "chunk states");
+  expect_same_bits(split_states, fused_states, what + ": chunk states");
   for (const auto* o : {&fused, &bare}) {
     const std::string form = o == &fused ? "fused, " : "fused without states, ";
     // y: the same values in the same order, but in a different function, so an optimising build
     // may contract other products into FMAs (-O3 -march=native, as CI builds) and move y's last bit.
     // Within one rounding of the storage type, then; everything else stays bit-identical.
     expect_within_one_rounding(split.y, o->y, what + ": " + form + "y");
-    same(split.sT, o->sT, form + "final state");
-    same(split.dq, o->dq, form + "dq");
-    same(split.dk, o->dk, form + "dk");
-    same(split.dv, o->dv, form + "dv");
-    same(split.dz, o->dz, form + "dz");
-    same(split.df, o->df, form + "df");
-    same(split.ds0, o->ds0, form + "grad of the initial state");
+    expect_same_bits(split.sT, o->sT, what + ": " + form + "final state");
+    expect_same_gradients(split, *o, what + ": " + form.substr(0, form.size() - 2));
   }
 }
 

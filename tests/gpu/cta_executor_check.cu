@@ -16,8 +16,9 @@
 //     products in one set of accumulators: gemm's bits, then accumulating gemm's). 32×48 outputs, k = 64, the programs'
 //     padded rows.
 //   - gemm_chain (two products chained in registers through mma.sync), Causal and BlockCausal, 1, 2 and 4 warps
-//     per row block, bf16 and fp16: against the host's, and the bits of the same products through shared memory
-//     (gemm_apply, gemm_apply_sum) on the device; with --host-only, the host's chain against the host's two steps.
+//     per row block, the first product's second factor stored either way, bf16 and fp16: against the host's, and the
+//     bits of the same products through shared memory (gemm_apply, gemm_apply_sum) on the device; with --host-only, the
+//     host's chain against the host's two steps.
 // Element operations must match bit for bit. Products may differ in the order of the fp32 sums only, so
 // they must agree to 1e-5 of Σ|a·b| (the sums' rounding is below 64·2^-24 ≈ 4e-6 of it).
 //
@@ -307,23 +308,24 @@ void check_transposes(const char* type, bool gpu, std::mt19937& rng, std::vector
 // device may round P differently where their fp32 sums differ in the last place, so Y is compared with P's
 // rounding in the tolerance: 1e-5 of Σ|a·b1| plus 2^-7 of Σ|p·b2|.
 
-template <int kM, int kN, int kK>
-struct ChainTiles {  // the programs' padded rows (+8 elements)
-  static constexpr int kLdk = kK + 8, kLdn = kN + 8, kLdp = kM + 8;
+template <int kM, int kN, int kK, bool kTB1>
+struct ChainTiles {  // the programs' padded rows (+8 elements); B1 stored n×k (kTB1) or k×n
+  static constexpr int kLdk = kK + 8, kLdn = kN + 8, kLdp = kM + 8, kLd1 = kTB1 ? kLdk : kLdn;
+  static constexpr size_t kB1 = kTB1 ? size_t(kN) * kLdk : size_t(kK) * kLdn;
+  static constexpr size_t kOperands = size_t(kM) * kLdk * 2 + kB1 + size_t(kM) * kLdn;  // A, B0, B1, B2
   __host__ __device__ static constexpr size_t bytes(size_t op) {
-    return (size_t(kM) * kLdk * 2 + size_t(kN) * kLdk + size_t(kM) * kLdn + size_t(kM) * kLdp) * op +
-           size_t(kM) * kLdn * sizeof(float);
+    return (kOperands + size_t(kM) * kLdp) * op + size_t(kM) * kLdn * sizeof(float);
   }
 };
 
 // On either executor, from the operands in shared memory (A, B0, B1, B2, P, then Y, carved in that order).
-template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kChained, typename Cta, typename Op>
+template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, bool kChained, typename Cta, typename Op>
 __host__ __device__ void chain(Cta& x, unsigned char* smem, int* writes) {
-  using L = ChainTiles<kM, kN, kK>;
+  using L = ChainTiles<kM, kN, kK, kTB1>;
   Op* A = reinterpret_cast<Op*>(smem);
   Op* B0 = A + kM * L::kLdk;
   Op* B1 = B0 + kM * L::kLdk;
-  Op* B2 = B1 + kN * L::kLdk;
+  Op* B2 = B1 + L::kB1;
   Op* P = B2 + kM * L::kLdn;
   float* Y = reinterpret_cast<float*>(P + kM * L::kLdp);
   const auto epilogue = [&](int i, int j, const float* v) {
@@ -335,8 +337,8 @@ __host__ __device__ void chain(Cta& x, unsigned char* smem, int* writes) {
       }
   };
   if constexpr (kChained) {
-    x.template gemm_chain<kMask, kM, kN, kK, kParts>(A, L::kLdk, B0, L::kLdk, B1, L::kLdk, B2, L::kLdn, P, L::kLdp,
-                                                     epilogue);
+    x.template gemm_chain<kMask, kM, kN, kK, kParts, kTB1>(A, L::kLdk, B0, L::kLdk, B1, L::kLd1, B2, L::kLdn, P,
+                                                           L::kLdp, epilogue);
   } else {
     x.template gemm_apply<false, true, kMask>(kM, kM, kK, A, L::kLdk, B0, L::kLdk, [&](int i, int j, const float* v) {
       for (int e = 0; e < cta::kAccumulatorPairs; ++e)
@@ -346,26 +348,26 @@ __host__ __device__ void chain(Cta& x, unsigned char* smem, int* writes) {
         }
     });
     constexpr cta::KSpan kSecond = kMask == cta::KSpan::Causal ? cta::KSpan::LowerA : cta::KSpan::BelowA;
-    x.gemm_apply_sum(kM, kN, epilogue, cta::term<false, true>(kK, A, L::kLdk, B1, L::kLdk),
+    x.gemm_apply_sum(kM, kN, epilogue, cta::term<false, kTB1>(kK, A, L::kLdk, B1, L::kLd1),
                      cta::term<false, false, kSecond>(kM, P, L::kLdp, B2, L::kLdn));
   }
 }
 
-template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kChained, typename Op>
+template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, bool kChained, typename Op>
 __global__ void chain_kernel(const unsigned char* in, size_t in_bytes, unsigned char* out, int* writes) {
   extern __shared__ __align__(128) unsigned char smem[];
-  const size_t total = ChainTiles<kM, kN, kK>::bytes(sizeof(Op));
+  const size_t total = ChainTiles<kM, kN, kK, kTB1>::bytes(sizeof(Op));
   for (size_t i = threadIdx.x; i < total; i += blockDim.x) smem[i] = i < in_bytes ? in[i] : 0;  // P, Y: padding 0
   __syncthreads();
   cta::DeviceCta x;
-  chain<kMask, kM, kN, kK, kParts, kChained, cta::DeviceCta, Op>(x, smem, writes);
+  chain<kMask, kM, kN, kK, kParts, kTB1, kChained, cta::DeviceCta, Op>(x, smem, writes);
   for (size_t i = threadIdx.x; i < total; i += blockDim.x) out[i] = smem[i];
 }
 
-template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kChained, typename D>
+template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, bool kChained, typename D>
 std::vector<unsigned char> device_chain(const std::vector<unsigned char>& in, std::vector<int>& writes) {
-  const size_t total = ChainTiles<kM, kN, kK>::bytes(sizeof(D));
-  auto kernel = chain_kernel<kMask, kM, kN, kK, kParts, kChained, D>;
+  const size_t total = ChainTiles<kM, kN, kK, kTB1>::bytes(sizeof(D));
+  auto kernel = chain_kernel<kMask, kM, kN, kK, kParts, kTB1, kChained, D>;
   DECAYFW_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(total)));
   unsigned char *pin = to_device(in), *pout = to_device(std::vector<unsigned char>(total));
   int* pw = to_device(std::vector<int>(kM * kN, 0));
@@ -378,12 +380,11 @@ std::vector<unsigned char> device_chain(const std::vector<unsigned char>& in, st
   return out;
 }
 
-template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, typename H>
+template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, typename H>
 Row check_chain(const char* type, bool gpu, std::mt19937& rng) {
-  using L = ChainTiles<kM, kN, kK>;
+  using L = ChainTiles<kM, kN, kK, kTB1>;
   using D = typename DeviceType<H>::type;
-  const size_t total = L::bytes(sizeof(H)),
-               p_at = (size_t(kM) * L::kLdk * 2 + size_t(kN) * L::kLdk + size_t(kM) * L::kLdn) * sizeof(H),
+  const size_t total = L::bytes(sizeof(H)), p_at = L::kOperands * sizeof(H),
                y_at = p_at + size_t(kM) * L::kLdp * sizeof(H);
   std::normal_distribution<float> n(0.0f, 1.0f);
   std::vector<H> ops(p_at / sizeof(H));
@@ -394,20 +395,21 @@ Row check_chain(const char* type, bool gpu, std::mt19937& rng) {
   std::memcpy(smem.data(), in.data(), p_at);
   cta::HostCta<> x;
   std::vector<int> host_writes(kM * kN, 0);
-  chain<kMask, kM, kN, kK, kParts, true, cta::HostCta<>, H>(x, smem.data(), host_writes.data());
+  chain<kMask, kM, kN, kK, kParts, kTB1, true, cta::HostCta<>, H>(x, smem.data(), host_writes.data());
   const H* hp = reinterpret_cast<const H*>(smem.data() + p_at);
   const float* hy = reinterpret_cast<const float*>(smem.data() + y_at);
   Row row{"gemm_chain", std::string(type) + (kMask == cta::KSpan::Causal ? ", Causal" : ", BlockCausal") + ", " +
                             std::to_string(kM) + "×" + std::to_string(kN) + ", k = " + std::to_string(kK) + ", " +
-                            std::to_string(kParts) + (kParts > 1 ? " parts" : " part")};
+                            std::to_string(kParts) + (kParts > 1 ? " parts" : " part") + (kTB1 ? ", B1ᵀ" : ", B1")};
   const auto at = [&](const H* base, int i, int p, int ld) { return double(cta::HostCta<>::to_f(base[i * ld + p])); };
   const H* A = ops.data();
   const H* B1 = A + 2 * kM * L::kLdk;
-  const H* B2 = B1 + kN * L::kLdk;
+  const H* B2 = B1 + L::kB1;
   // Each Y element's tolerance, from the host's operands and P.
   const auto tolerance = [&](int i, int j) {
     double s1 = 0.0, s2 = 0.0;
-    for (int p = 0; p < kK; ++p) s1 += std::fabs(at(A, i, p, L::kLdk) * at(B1, j, p, L::kLdk));
+    for (int p = 0; p < kK; ++p)
+      s1 += std::fabs(at(A, i, p, L::kLdk) * (kTB1 ? at(B1, j, p, L::kLd1) : at(B1, p, j, L::kLd1)));
     for (int p = 0; p < kM; ++p) s2 += std::fabs(at(hp, i, p, L::kLdp) * at(B2, p, j, L::kLdn));
     return 1e-5 * s1 + 0x1p-7 * s2 + 1e-30;
   };
@@ -415,7 +417,7 @@ Row check_chain(const char* type, bool gpu, std::mt19937& rng) {
     cta::HostSmem plain(total);
     std::memcpy(plain.data(), in.data(), p_at);
     std::vector<int> plain_writes(kM * kN, 0);
-    chain<kMask, kM, kN, kK, kParts, false, cta::HostCta<>, H>(x, plain.data(), plain_writes.data());
+    chain<kMask, kM, kN, kK, kParts, kTB1, false, cta::HostCta<>, H>(x, plain.data(), plain_writes.data());
     row.exact = true;
     for (size_t b = p_at; b < total; ++b) row.error += plain.data()[b] != smem.data()[b];
     for (int e = 0; e < kM * kN; ++e) row.error += host_writes[e] != 1;
@@ -423,8 +425,8 @@ Row check_chain(const char* type, bool gpu, std::mt19937& rng) {
     return row;
   }
   std::vector<int> writes, plain_writes;
-  const std::vector<unsigned char> dev = device_chain<kMask, kM, kN, kK, kParts, true, D>(in, writes);
-  const std::vector<unsigned char> plain = device_chain<kMask, kM, kN, kK, kParts, false, D>(in, plain_writes);
+  const std::vector<unsigned char> dev = device_chain<kMask, kM, kN, kK, kParts, kTB1, true, D>(in, writes);
+  const std::vector<unsigned char> plain = device_chain<kMask, kM, kN, kK, kParts, kTB1, false, D>(in, plain_writes);
   const H* dp = reinterpret_cast<const H*>(dev.data() + p_at);
   const float* dy = reinterpret_cast<const float*>(dev.data() + y_at);
   int wrong = 0;
@@ -635,11 +637,13 @@ int main(int argc, char** argv) {
   check_transposes<Mode::GemmApplyBlockCausal, float>("fp32 as tf32", gpu, rng, rows);
   check_transposes<Mode::GemmApplySum, BFloat16>("bf16", gpu, rng, rows);
   check_transposes<Mode::GemmApplySum, float>("fp32 as tf32", gpu, rng, rows);
-  rows.push_back(check_chain<cta::KSpan::Causal, 64, 64, 64, 1, BFloat16>("bf16", gpu, rng));
-  rows.push_back(check_chain<cta::KSpan::Causal, 64, 64, 64, 2, BFloat16>("bf16", gpu, rng));
-  rows.push_back(check_chain<cta::KSpan::BlockCausal, 64, 64, 64, 2, BFloat16>("bf16", gpu, rng));
-  rows.push_back(check_chain<cta::KSpan::Causal, 64, 64, 32, 2, Float16>("fp16", gpu, rng));
-  rows.push_back(check_chain<cta::KSpan::BlockCausal, 32, 64, 128, 4, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::Causal, 64, 64, 64, 1, true, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::Causal, 64, 64, 64, 2, true, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::BlockCausal, 64, 64, 64, 2, true, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::Causal, 64, 64, 32, 2, true, Float16>("fp16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::BlockCausal, 32, 64, 128, 4, true, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::Causal, 64, 32, 64, 2, false, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::BlockCausal, 32, 128, 64, 4, false, BFloat16>("bf16", gpu, rng));
   std::printf(
       "The chunk programs' executor operations, DeviceCta on the GPU against HostCta on the same inputs (%s; "
       "tests/gpu/cta_executor_check.cu). Products: largest |difference| ÷ Σ|a·b| over 32×48 outputs, k = 64, "

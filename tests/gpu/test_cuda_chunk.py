@@ -274,6 +274,22 @@ def same_bits_problem(dtype, size, seed):
     return x, s0, dsT, torch.randn(B, T, H, D, device="cuda", dtype=dtype)
 
 
+def expect_same_bits_for_each(variable, values, problem, monkeypatch):
+    """Every output of both forward forms and the backward, once per value of an environment variable that
+    steers the chunk kernels: all bit-identical."""
+    results = []
+    for value in values:
+        monkeypatch.setenv(variable, value)
+        out = []
+        for form in ("split", "fused"):
+            monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", form)
+            out += forward_and_grads(*problem)
+        results.append(out)
+    for value, other in zip(values[1:], results[1:]):
+        for i, (a, b) in enumerate(zip(results[0], other)):
+            assert torch.equal(a, b), (variable, values[0], value, i)
+
+
 def forward_and_grads(x, s0, dy, dsT):
     """y, S_T and the gradients of every input and of S0, through decay_fast_weights."""
     xs = [t.detach().requires_grad_(True) for t in x] + [s0.detach().requires_grad_(True)]
@@ -352,17 +368,7 @@ def test_thread_counts_give_the_same_bits(dtype, size, path, monkeypatch):
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     x, s0, dsT, dy = same_bits_problem(dtype, size, seed=17)
-    results = []
-    for threads in ("256", "512", "auto"):
-        monkeypatch.setenv("DECAYFW_CHUNK_THREADS", threads)
-        out = []
-        for form in ("split", "fused"):
-            monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", form)
-            out += forward_and_grads(x, s0, dy, dsT)
-        results.append(out)
-    for other in results[1:]:
-        for i, (a, b) in enumerate(zip(results[0], other)):
-            assert torch.equal(a, b), i
+    expect_same_bits_for_each("DECAYFW_CHUNK_THREADS", ("256", "512", "auto"), (x, s0, dy, dsT), monkeypatch)
 
 
 @pytest.mark.parametrize("dtype,size", SAME_BITS_CASES)
@@ -379,17 +385,7 @@ def test_chained_products_give_the_same_bits(dtype, size, diagonal, path, monkey
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)
     x, s0, dsT, dy = same_bits_problem(dtype, size, seed=29)
-    results = []
-    for chain in ("on", "off", "auto"):
-        monkeypatch.setenv("DECAYFW_CHUNK_CHAIN", chain)
-        out = []
-        for form in ("split", "fused"):
-            monkeypatch.setenv("DECAYFW_CHUNK_FORWARD", form)
-            out += forward_and_grads(x, s0, dy, dsT)
-        results.append(out)
-    for other in results[1:]:
-        for i, (a, b) in enumerate(zip(results[0], other)):
-            assert torch.equal(a, b), i
+    expect_same_bits_for_each("DECAYFW_CHUNK_CHAIN", ("on", "off", "auto"), (x, s0, dy, dsT), monkeypatch)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2)])

@@ -250,16 +250,24 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& 
       C, R, C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op, [&](int j, int d, const float* v) {
         decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, true);
       });
-  cta.template gemm_apply<false, true, kMasked>(
-      C, C, R, t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op,
-      [&](int i, int j, const float* v) { store_causal_pairs<Cta, kApart>(t.Pc, Cfg::ldc_op, i, j, v); });
-  cta.gemm_apply_sum(
-      C, M,
-      [&](int i, int m, const float* v) {
-        decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
-      },
-      cta::term<false, false>(R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op),
-      cta::term<false, false, kLower>(C, t.Pc, Cfg::ldc_op, t.Xb, Cfg::ldm_op));
+  // R, then dq's two products: chained in registers as whole_chunk_y's (R kept in Pc for dk), or through Pc.
+  const auto dq_decays = [&](int i, int m, const float* v) {
+    decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
+  };
+  bool chained = false;
+  if constexpr (sizeof(Op) == 2) {
+    constexpr int kParts = M >= 128 ? 4 : M >= 32 ? 2 : 1;  // as whole_chunk_y's; Y is C×M here
+    if ((chained = t.chained))
+      cta.template gemm_chain<kMasked, C, M, R, kParts, false>(t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.Sop, Cfg::ldm_op,
+                                                               t.Xb, Cfg::ldm_op, t.Pc, Cfg::ldc_op, dq_decays);
+  }
+  if (!chained) {
+    cta.template gemm_apply<false, true, kMasked>(
+        C, C, R, t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op,
+        [&](int i, int j, const float* v) { store_causal_pairs<Cta, kApart>(t.Pc, Cfg::ldc_op, i, j, v); });
+    cta.gemm_apply_sum(C, M, dq_decays, cta::term<false, false>(R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op),
+                       cta::term<false, false, kLower>(C, t.Pc, Cfg::ldc_op, t.Xb, Cfg::ldm_op));
+  }
   cta.template gemm_apply<true, false, kUpper>(
       C, M, C, t.Pc, Cfg::ldc_op, t.Xa, Cfg::ldm_op, [&](int j, int m, const float* v) {
         decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, nullptr, 0, t.key_gates(j) + m, Cfg::ldg_m, v, true);

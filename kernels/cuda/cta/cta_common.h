@@ -39,13 +39,13 @@
 //                             gemm_apply of the sum of two products (one set of accumulators, the first
 //                             product's k steps, then the second's): the operand type alike, k, transposes
 //                             and spans each their own. One epilogue for two products that share their decays.
-//   cta.gemm_chain<mask, m, n, k[, parts]>(A, lda, B0, ldb0, B1, ldb1, B2, ldb2, P, ldp, f)   (16-bit operands)
-//                             Y[m×n] = A·B1ᵀ + mask(A·B0ᵀ)·B2, handed to f as gemm_apply's, then a barrier. A
-//                             [m×k], B0 [m×k] and B1 [n×k] row-major (the second factors stored as gemm's TB),
-//                             B2 [m×n] row-major. mask (KSpan::Causal: the pairs j ≤ i; BlockCausal: the
+//   cta.gemm_chain<mask, m, n, k[, parts, TB1]>(A, lda, B0, ldb0, B1, ldb1, B2, ldb2, P, ldp, f)   (16-bit operands)
+//                             Y[m×n] = A·op(B1) + mask(A·B0ᵀ)·B2, handed to f as gemm_apply's, then a barrier. A
+//                             [m×k], B0 [m×k] row-major; op(B1) as gemm's op(B) with TB = TB1 (true by default:
+//                             B1 [n×k]); B2 [m×n] row-major. mask (KSpan::Causal: the pairs j ≤ i; BlockCausal: the
 //                             16-row blocks before the row's) zeroes the rest of A·B0ᵀ (whose tiles past it take
 //                             no steps), and the result is rounded to the operand type (as store_causal_pairs);
-//                             P (null, or [m×m] at ld ldp) receives it. Y's k steps: A·B1ᵀ's, then the second
+//                             P (null, or [m×m] at ld ldp) receives it. Y's k steps: A·op(B1)'s, then the second
 //                             product's in its span (LowerA, BelowA), as gemm_apply_sum's. The point is what
 //                             stays in registers on the device: a warp holds a 16-row block of the masked
 //                             product and multiplies it from there (mma.sync's accumulators have its A
@@ -233,6 +233,11 @@ DECAYFW_HD int ldsm_row(int lane, bool column_blocks_first) {
 }
 DECAYFW_HD int ldsm_col(int lane, bool column_blocks_first) {
   return 8 * (column_blocks_first ? lane / 8 % 2 : lane / 16);
+}
+// Lane l's row address for the tile at (r0, c0) of a row-major array with leading dimension ld.
+template <typename T>
+DECAYFW_HD T* ldsm_address(T* base, int ld, int r0, int c0, int lane, bool column_blocks_first) {
+  return base + (r0 + ldsm_row(lane, column_blocks_first)) * ld + c0 + ldsm_col(lane, column_blocks_first);
 }
 // Whether gemm_chain keeps the pair (i, j) of A·B0ᵀ (i, j absolute in the product).
 DECAYFW_HD bool chain_keeps(KSpan mask, int i, int j) {

@@ -151,11 +151,11 @@ struct DeviceCta {
     mma_tiles<TA, TB, true>(m, n, k, A, lda, B, ldb, accumulate ? C : nullptr, ldc, stored_to(C, ldc));
   }
 
-  // Y = A·B1ᵀ + mask(A·B0ᵀ)·B2 (cta_common.h) with mma.sync: warp w takes row block w mod m/16 and part w div m/16
+  // Y = A·op(B1) + mask(A·B0ᵀ)·B2 (cta_common.h) with mma.sync: warp w takes row block w mod m/16 and part w div m/16
   // (n/kParts columns of Y). It loads its block of A once (registers a), multiplies its block of P over the
-  // mask's tiles (p), masks and rounds it into A operands (pa, stored to P by part 0), then Y's k steps: A·B1ᵀ's,
+  // mask's tiles (p), masks and rounds it into A operands (pa, stored to P by part 0), then Y's k steps: A·op(B1)'s,
   // then P·B2's in the span. Each element's k steps are in gemm_apply_sum's order.
-  template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, typename Op, typename F>
+  template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, bool kTB1 = true, typename Op, typename F>
   __device__ __forceinline__ void gemm_chain(const Op* A, int lda, const Op* B0, int ldb0, const Op* B1, int ldb1,
                                              const Op* B2, int ldb2, Op* P, int ldp, F&& f) {
     static_assert(sizeof(Op) == 2, "gemm_chain multiplies 16-bit operands");
@@ -169,19 +169,14 @@ struct DeviceCta {
       const int steps = kMask == KSpan::Causal ? blk + 1 : blk;  // P's 16-column tiles; Y's second product's k steps
       uint32_t a[kK / 16][4];
 #pragma unroll
-      for (int kk = 0; kk < kK / 16; ++kk)
-        ldsm_x4<false>(a[kk], A + (i0 + ldsm_row(lane, false)) * lda + kk * 16 + ldsm_col(lane, false));
+      for (int kk = 0; kk < kK / 16; ++kk) ldsm_x4<false>(a[kk], ldsm_address(A, lda, i0, kk * 16, lane, false));
       float p[kM / 8][4] = {};
 #pragma unroll
       for (int jt = 0; jt < kBlocks; ++jt) {
         if (jt >= steps) break;
 #pragma unroll
-        for (int kk = 0; kk < kK / 16; ++kk) {
-          uint32_t b[4];
-          ldsm_x4<false>(b, B0 + (jt * 16 + ldsm_row(lane, true)) * ldb0 + kk * 16 + ldsm_col(lane, true));
-          mma_16816<Op>(p[2 * jt], a[kk], b[0], b[1]);
-          mma_16816<Op>(p[2 * jt + 1], a[kk], b[2], b[3]);
-        }
+        for (int kk = 0; kk < kK / 16; ++kk)
+          mma_n16<false, Op>(p[2 * jt], p[2 * jt + 1], a[kk], ldsm_address(B0, ldb0, jt * 16, kk * 16, lane, true));
       }
       // P's block masked and rounded: n8 tile q's rows g, g + 8 are registers 0, 1 (q even) or 2, 3 (q odd) of
       // the A operand for k step q / 2.
@@ -201,21 +196,19 @@ struct DeviceCta {
       for (int kk = 0; kk < kK / 16; ++kk)
 #pragma unroll
         for (int jt = 0; jt < kNp / 16; ++jt) {
-          uint32_t b[4];
-          ldsm_x4<false>(b, B1 + (n0 + jt * 16 + ldsm_row(lane, true)) * ldb1 + kk * 16 + ldsm_col(lane, true));
-          mma_16816<Op>(y[2 * jt], a[kk], b[0], b[1]);
-          mma_16816<Op>(y[2 * jt + 1], a[kk], b[2], b[3]);
+          if constexpr (kTB1)
+            mma_n16<false, Op>(y[2 * jt], y[2 * jt + 1], a[kk],
+                               ldsm_address(B1, ldb1, n0 + jt * 16, kk * 16, lane, true));
+          else  // stored k×n
+            mma_n16<true, Op>(y[2 * jt], y[2 * jt + 1], a[kk],
+                              ldsm_address(B1, ldb1, kk * 16, n0 + jt * 16, lane, false));
         }
 #pragma unroll
       for (int s = 0; s < kBlocks; ++s) {
         if (s >= steps) break;
 #pragma unroll
-        for (int jt = 0; jt < kNp / 16; ++jt) {
-          uint32_t b[4];
-          ldsm_x4<true>(b, B2 + (s * 16 + ldsm_row(lane, false)) * ldb2 + n0 + jt * 16 + ldsm_col(lane, false));
-          mma_16816<Op>(y[2 * jt], pa[s], b[0], b[1]);
-          mma_16816<Op>(y[2 * jt + 1], pa[s], b[2], b[3]);
-        }
+        for (int jt = 0; jt < kNp / 16; ++jt)
+          mma_n16<true, Op>(y[2 * jt], y[2 * jt + 1], pa[s], ldsm_address(B2, ldb2, s * 16, n0 + jt * 16, lane, false));
       }
       // The epilogue as gemm_apply's: per 16-column tile, the lane's pairs (accumulator_pair) are n8 tile 2jt's
       // c0..c3, then 2jt + 1's.

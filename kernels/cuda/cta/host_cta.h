@@ -254,7 +254,7 @@ struct HostCta {
   // (the device's registers); the stores into P (when given) run as a for_each, index 32·block + lane storing
   // that lane's pairs 4 bytes at a time, as the device's warps store them, and the epilogue as gemm_apply's. The
   // epilogue may write none of the operands, nor P.
-  template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, typename Op, typename F>
+  template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, bool kTB1 = true, typename Op, typename F>
   void gemm_chain(const Op* A, int lda, const Op* B0, int ldb0, const Op* B1, int ldb1, const Op* B2, int ldb2, Op* P,
                   int ldp, F&& f, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     static_assert(sizeof(Op) == 2, "gemm_chain multiplies 16-bit operands");
@@ -267,20 +267,22 @@ struct HostCta {
     {
       SmemTrace::Quiet checks;
       check_wmma_contract<false, true>(kM, kM, kK, A, lda, B0, ldb0, static_cast<float*>(nullptr), 0);
-      check_wmma_contract<false, true>(kM, kN, kK, A, lda, B1, ldb1, static_cast<float*>(nullptr), 0);
+      check_wmma_contract<false, kTB1>(kM, kN, kK, A, lda, B1, ldb1, static_cast<float*>(nullptr), 0);
       check_wmma_contract<false, false>(kM, kN, kM, B2, ldb2, B2, ldb2, static_cast<float*>(nullptr), 0);
       if (P) {
         check_wmma_contract<false, false>(kM, kM, kM, P, ldp, P, ldp, static_cast<float*>(nullptr), 0);
         const size_t p_bytes = (size_t(kM - 1) * ldp + kM) * sizeof(Op);
         check_apart(P, p_bytes, A, (size_t(kM - 1) * lda + kK) * sizeof(Op), "A");
         check_apart(P, p_bytes, B0, (size_t(kM - 1) * ldb0 + kK) * sizeof(Op), "B0");
-        check_apart(P, p_bytes, B1, (size_t(kN - 1) * ldb1 + kK) * sizeof(Op), "B1");
+        check_apart(P, p_bytes, B1, (kTB1 ? size_t(kN - 1) * ldb1 + kK : size_t(kK - 1) * ldb1 + kN) * sizeof(Op),
+                    "B1");
         check_apart(P, p_bytes, B2, (size_t(kM - 1) * ldb2 + kN) * sizeof(Op), "B2");
       }
     }
     if (SmemTrace* t = SmemTrace::current()) {
       t->note_gemm();
-      trace_chain_fragments<kMask, kM, kN, kK, kParts>(*t, {fn, line, 0, ""}, A, lda, B0, ldb0, B1, ldb1, B2, ldb2);
+      trace_chain_fragments<kMask, kM, kN, kK, kParts, kTB1>(*t, {fn, line, 0, ""}, A, lda, B0, ldb0, B1, ldb1, B2,
+                                                             ldb2);
     }
     constexpr size_t kProducts = size_t(kM) * kM;
     std::vector<float> pf(kProducts), acc(size_t{kM} * kN);
@@ -291,7 +293,7 @@ struct HostCta {
       for (int i = 0; i < kM; ++i)
         for (int j = 0; j < kM; ++j)
           pop[size_t(i) * kM + j] = from_f<Op>(chain_keeps(kMask, i, j) ? pf[size_t(i) * kM + j] : 0.0f);
-      product<false, true, false>(kM, kN, kK, A, lda, B1, ldb1, acc.data(), kN, false);
+      product<false, kTB1, false>(kM, kN, kK, A, lda, B1, ldb1, acc.data(), kN, false);
       product<false, false, false>(kM, kN, kM, pop.data(), kM, B2, ldb2, acc.data(), kN, true, kSecond);
     }
     if (P)
@@ -311,7 +313,7 @@ struct HostCta {
           fn, line);
     const auto before =
         std::make_tuple(operand_snapshot(kM, kM, term<false, true>(kK, A, lda, B0, ldb0)),
-                        operand_snapshot(kM, kN, term<false, true>(kK, A, lda, B1, ldb1)),
+                        operand_snapshot(kM, kN, term<false, kTB1>(kK, A, lda, B1, ldb1)),
                         operand_snapshot(kM, kN, term<false, false>(kM, P ? P : B2, P ? ldp : ldb2, B2, ldb2)));
     hand_over(kM, kN, acc, f, fn, line);
     SmemTrace::Quiet check;

@@ -55,6 +55,16 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Two neighbouring m16n8 accumulator tiles (16 columns) += a·B over one k step, B's 16×16 tile loaded by
+// ldmatrix.x4 (.trans when kTrans) from this lane's row address: registers 0, 1 are the first tile's b0, b1.
+template <bool kTrans, typename Op>
+__device__ __forceinline__ void mma_n16(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4], const void* b_row) {
+  uint32_t b[4];
+  ldsm_x4<kTrans>(b, b_row);
+  mma_16816<Op>(c0, a, b[0], b[1]);
+  mma_16816<Op>(c1, a, b[2], b[3]);
+}
+
 // Two floats rounded to nearest and packed, lo in the low half (the lower column).
 template <typename Op>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {

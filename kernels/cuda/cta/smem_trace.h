@@ -686,18 +686,18 @@ void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m,
 }
 
 // gemm_chain's fragments (16-bit operands), as DeviceCta loads them: per warp (row block, part), A's block once,
-// B0's tiles in the mask's span for its block of P, B1's for Y's columns, and B2's in the second product's span
+// B0's tiles in the mask's span for its block of P, B1's for Y's columns (stored n×k, or k×n with .trans when not
+// kTB1), and B2's in the second product's span
 // (ldmatrix.x4 with the lane addresses of ldsm_row and ldsm_col). P's stores are the program's own accesses
 // (HostCta::gemm_chain traces them).
-template <KSpan kMask, int kM, int kN, int kK, int kParts, typename Op>
+template <KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, typename Op>
 void trace_chain_fragments(SmemTrace& trace, const SmemTrace::Site& phase, const Op* A, int lda, const Op* B0, int ldb0,
                            const Op* B1, int ldb1, const Op* B2, int ldb2) {
   static_assert(sizeof(Op) == 2, "gemm_chain multiplies 16-bit operands");
   constexpr int kNp = kN / kParts;
   const void* lane[kWarp];
   auto x4 = [&](const char* what, const Op* base, int ld, int r0, int c0, bool column_blocks_first) {
-    for (int l = 0; l < kWarp; ++l)
-      lane[l] = base + size_t(r0 + ldsm_row(l, column_blocks_first)) * ld + c0 + ldsm_col(l, column_blocks_first);
+    for (int l = 0; l < kWarp; ++l) lane[l] = ldsm_address(base, ld, r0, c0, l, column_blocks_first);
     trace.instruction(lane, 16, false, phase, {what, 0, 0, kFragmentAccess});
   };
   for (int part = 0; part < kParts; ++part)
@@ -707,7 +707,12 @@ void trace_chain_fragments(SmemTrace& trace, const SmemTrace::Site& phase, const
       for (int j0 = 0; j0 < steps * 16; j0 += 16)
         for (int kk = 0; kk < kK; kk += 16) x4("B load", B0, ldb0, j0, kk, true);
       for (int kk = 0; kk < kK; kk += 16)
-        for (int j0 = n0; j0 < n0 + kNp; j0 += 16) x4("B load", B1, ldb1, j0, kk, true);
+        for (int j0 = n0; j0 < n0 + kNp; j0 += 16) {
+          if (kTB1)
+            x4("B load", B1, ldb1, j0, kk, true);
+          else
+            x4("B load", B1, ldb1, kk, j0, false);  // stored k×n: .trans
+        }
       for (int s = 0; s < steps * 16; s += 16)
         for (int j0 = n0; j0 < n0 + kNp; j0 += 16) x4("B load", B2, ldb2, s, j0, false);
     }

@@ -91,8 +91,8 @@ enum class ChunkDiagonal { Factored, Elementwise, TensorCores, Chunk };
 // How the chunk kernels run, beyond the forward's form: threads per CTA (kChunkThreads), the diagonal blocks'
 // form, and whether a chunk taken whole (Chunk, and Factored's narrow chunks) computes its y with the two
 // products chained in registers (16-bit operands: the masked product never goes through shared memory, and q's
-// scaled rows are loaded once for both of their products; 7-12% fewer shared-memory wavefronts in output_pass,
-// 2-3% in grad_pass, by benchmarks/smem_bank_report) or through shared memory. The same values either way. Each
+// scaled rows are loaded once for both of their products; 8-12% fewer shared-memory wavefronts in output_pass,
+// 4-6% in grad_pass, by benchmarks/smem_bank_report) or through shared memory. The same values either way. Each
 // knob has a variable (decay_cuda_ops.cpp) so that a benchmark can time both sides.
 struct ChunkTuning {
   int threads = kChunkThreads;
