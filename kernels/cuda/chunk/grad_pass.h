@@ -256,10 +256,10 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& 
   };
   bool chained = false;
   if constexpr (sizeof(Op) == 2) {
-    constexpr int kParts = M >= 128 ? 4 : M >= 32 ? 2 : 1;  // as whole_chunk_y's; Y is C×M here
+    // Y is C×M here (k = R): whole_chunk_y's parts at this M, at most one per 16 columns (ptxas: no spill).
     if ((chained = t.chained))
-      cta.template gemm_chain<kMasked, C, M, R, kParts, false>(t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.Sop, Cfg::ldm_op,
-                                                               t.Xb, Cfg::ldm_op, t.Pc, Cfg::ldc_op, dq_decays);
+      cta.template gemm_chain<kMasked, C, M, R, chain_parts<M, M>(), false>(
+          t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.Pc, Cfg::ldc_op, dq_decays);
   }
   if (!chained) {
     cta.template gemm_apply<false, true, kMasked>(

@@ -62,6 +62,16 @@ DECAYFW_CTA void whole_chunk_operands(Cta& cta, Tiles<Op, Cfg>& t, bool with_q, 
   });
 }
 
+// Warps per 16-row block of a gemm_chain with k = K and Y n = N wide: each holds N/parts columns of Y. With one part
+// the fused forward spilled (ptxas, nvcc 13, sm_90: 12-16 bytes at M = 32, 64, 128; the A block alone is 8·K/16
+// registers, kept for both of its products); two, or four at K = 128, leave no bf16 kernel spilling. At most
+// one part per 16 columns.
+template <int K, int N>
+constexpr int chain_parts() {
+  constexpr int parts = K >= 128 ? 4 : 2;
+  return parts < N / 16 ? parts : N / 16;
+}
+
 // A whole chunk's y from its scaled operands (Q̃ in Xa, K̃ in Xb, Ṽ in vt): P = mask(Q̃ K̃ᵀ), then
 // Y = e^{A} ⊙ (Q̃ S_prevᵀ + P Ṽ), the inter- and intra-chunk parts in one set of accumulators (y_inter_product's
 // decays and the intra product's are the same); P kept in Pc for the gradient's products when keep_p. Chained
@@ -76,13 +86,10 @@ DECAYFW_CTA void whole_chunk_y(Cta& cta, Tiles<Op, Cfg>& t, const Op* vt, bool k
     decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
   };
   if constexpr (sizeof(Op) == 2) {
-    // Warps per row block: each holds n/parts columns of Y, and with one part the fused forward spilled (ptxas, nvcc
-    // 13, sm_90: 12-16 bytes at M = 32, 64, 128; Q̃'s block alone is 8·M/16 registers kept for both its products).
-    constexpr int kParts = M >= 128 ? 4 : 2;
     if (t.chained)
-      return cta.template gemm_chain<kMask, C, R, M, kParts>(t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.Sop, Cfg::ldm_op,
-                                                             vt, Cfg::ldd_op, keep_p ? t.Pc : nullptr, Cfg::ldc_op,
-                                                             y_decays);
+      return cta.template gemm_chain<kMask, C, R, M, chain_parts<M, R>()>(
+          t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.Sop, Cfg::ldm_op, vt, Cfg::ldd_op, keep_p ? t.Pc : nullptr,
+          Cfg::ldc_op, y_decays);
   }
   cta.template gemm_apply<false, true, kMask>(
       C, C, M, t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op,

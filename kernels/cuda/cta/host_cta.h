@@ -272,11 +272,12 @@ struct HostCta {
       if (P) {
         check_wmma_contract<false, false>(kM, kM, kM, P, ldp, P, ldp, static_cast<float*>(nullptr), 0);
         const size_t p_bytes = (size_t(kM - 1) * ldp + kM) * sizeof(Op);
-        check_apart(P, p_bytes, A, (size_t(kM - 1) * lda + kK) * sizeof(Op), "A");
-        check_apart(P, p_bytes, B0, (size_t(kM - 1) * ldb0 + kK) * sizeof(Op), "B0");
-        check_apart(P, p_bytes, B1, (kTB1 ? size_t(kN - 1) * ldb1 + kK : size_t(kK - 1) * ldb1 + kN) * sizeof(Op),
-                    "B1");
-        check_apart(P, p_bytes, B2, (size_t(kM - 1) * ldb2 + kN) * sizeof(Op), "B2");
+        constexpr const char* kP = "cta::gemm_chain: P";
+        check_no_overlap(kP, P, p_bytes, A, (size_t(kM - 1) * lda + kK) * sizeof(Op), "A");
+        check_no_overlap(kP, P, p_bytes, B0, (size_t(kM - 1) * ldb0 + kK) * sizeof(Op), "B0");
+        check_no_overlap(kP, P, p_bytes, B1,
+                         (kTB1 ? size_t(kN - 1) * ldb1 + kK : size_t(kK - 1) * ldb1 + kN) * sizeof(Op), "B1");
+        check_no_overlap(kP, P, p_bytes, B2, (size_t(kM - 1) * ldb2 + kN) * sizeof(Op), "B2");
       }
     }
     if (SmemTrace* t = SmemTrace::current()) {
@@ -311,6 +312,7 @@ struct HostCta {
               }
           },
           fn, line);
+    // P's bytes and B2's as a term's A and B (operand_snapshot's extents), so the epilogue may write neither.
     const auto before =
         std::make_tuple(operand_snapshot(kM, kM, term<false, true>(kK, A, lda, B0, ldb0)),
                         operand_snapshot(kM, kN, term<false, kTB1>(kK, A, lda, B1, ldb1)),
@@ -318,11 +320,6 @@ struct HostCta {
     hand_over(kM, kN, acc, f, fn, line);
     SmemTrace::Quiet check;
     std::apply([&](const auto&... snapshot) { (check_unchanged(snapshot), ...); }, before);
-  }
-  static void check_apart(const void* out, size_t out_bytes, const void* x, size_t x_bytes, const char* name) {
-    const auto o0 = reinterpret_cast<uintptr_t>(out), o1 = o0 + out_bytes;
-    const auto x0 = reinterpret_cast<uintptr_t>(x), x1 = x0 + x_bytes;
-    if (o0 < x1 && x0 < o1) throw std::logic_error(std::string("cta::gemm_chain: P overlaps operand ") + name);
   }
   // A term's checks and trace, as a product of its own (its fragments, no C).
   template <bool TA, bool TB, KSpan kSpan, typename Op>
@@ -362,8 +359,11 @@ struct HostCta {
     begin_product<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc, accumulate, fn, line);
     SmemTrace::Quiet modeled;
     check_wmma_contract<TA, TB>(m, n, k, A, lda, B, ldb, C, ldc);
-    check_no_overlap(C, size_t(m - 1) * ldc + n, A, TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k, "A");
-    check_no_overlap(C, size_t(m - 1) * ldc + n, B, TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n, "B");
+    const size_t c_bytes = (size_t(m - 1) * ldc + n) * sizeof(float);
+    check_no_overlap("cta::gemm: the output", C, c_bytes, A,
+                     (TA ? size_t(k - 1) * lda + m : size_t(m - 1) * lda + k) * sizeof(Op), "A");
+    check_no_overlap("cta::gemm: the output", C, c_bytes, B,
+                     (TB ? size_t(n - 1) * ldb + k : size_t(k - 1) * ldb + n) * sizeof(Op), "B");
     product<TA, TB, kSplit>(m, n, k, A, lda, B, ldb, C, ldc, accumulate);
     if (SmemTrace* t = SmemTrace::current())
       for (int i = 0; i < m; ++i) t->mark_written(C + size_t(i) * ldc, size_t(n) * sizeof(float));
@@ -422,11 +422,13 @@ struct HostCta {
       }
   }
 
-  template <typename Op>
-  static void check_no_overlap(const float* c, size_t c_elems, const Op* x, size_t x_elems, const char* name) {
-    const auto c0 = reinterpret_cast<uintptr_t>(c), c1 = c0 + c_elems * sizeof(float);
-    const auto x0 = reinterpret_cast<uintptr_t>(x), x1 = x0 + x_elems * sizeof(Op);
-    if (c0 < x1 && x0 < c1) throw std::logic_error(std::string("cta::gemm: the output overlaps operand ") + name);
+  // An output (gemm's C, gemm_chain's P) that other warps write while the operands are still read must not overlap
+  // them: `what` names the output in the refusal.
+  static void check_no_overlap(const char* what, const void* out, size_t out_bytes, const void* x, size_t x_bytes,
+                               const char* name) {
+    const auto o0 = reinterpret_cast<uintptr_t>(out), o1 = o0 + out_bytes;
+    const auto x0 = reinterpret_cast<uintptr_t>(x), x1 = x0 + x_bytes;
+    if (o0 < x1 && x0 < o1) throw std::logic_error(std::string(what) + " overlaps operand " + name);
   }
 
   // WMMA's memory contract, on every address DeviceCta's tile walk (cta_common.h) would load or

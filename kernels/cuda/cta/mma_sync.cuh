@@ -14,18 +14,16 @@
 #include <cstdint>
 #include <type_traits>
 
-namespace decayfw::cta::mma_sync {
+#include "wmma_shared.cuh"  // shared_address
 
-__device__ __forceinline__ unsigned shared_address(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
+namespace decayfw::cta::mma_sync {
 
 // ldmatrix.x4: four 8×8 matrices of 16-bit elements, lane l giving the address of a 16-byte row (lanes 8i..8i + 7
 // those of matrix i); register i gets matrix i's row l / 4, elements 2(l % 4), 2(l % 4) + 1 (with .trans: its
 // column l / 4, rows 2(l % 4), 2(l % 4) + 1).
 template <bool kTrans>
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* row) {
-  const unsigned a = shared_address(row);
+  const unsigned a = wmma_shared::shared_address(row);
   if constexpr (kTrans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
