@@ -12,6 +12,7 @@
 
 #include <type_traits>
 
+#include "chain_warp.h"
 #include "cta_common.h"
 #include "mma_sync.cuh"
 #include "wmma_shared.cuh"
@@ -152,74 +153,15 @@ struct DeviceCta {
   }
 
   // Y = A·op(B1) + mask(A·B0ᵀ)·B2 (cta_common.h) with mma.sync: warp w takes row block w mod m/16 and part w div m/16
-  // (n/kParts columns of Y). It loads its block of A once (registers a), multiplies its block of P over the
-  // mask's tiles (p), masks and rounds it into A operands (pa, stored to P by part 0), then Y's k steps: A·op(B1)'s,
-  // then P·B2's in the span. Each element's k steps are in gemm_apply_sum's order.
+  // (n/kParts columns of Y), its lane code in chain_warp.h (shared with the host's lane emulator). Each element's
+  // k steps are in gemm_apply_sum's order.
   template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, bool kTB1 = true, typename Op, typename F>
   __device__ __forceinline__ void gemm_chain(const Op* A, int lda, const Op* B0, int ldb0, const Op* B1, int ldb1,
                                              const Op* B2, int ldb2, Op* P, int ldp, F&& f) {
-    static_assert(sizeof(Op) == 2, "gemm_chain multiplies 16-bit operands");
-    static_assert(kMask == KSpan::Causal || kMask == KSpan::BlockCausal, "gemm_chain's mask is Causal or BlockCausal");
-    static_assert(kM % 16 == 0 && kK % 16 == 0 && kN % (16 * kParts) == 0, "whole 16×16 tiles");
-    using namespace mma_sync;
-    constexpr int kBlocks = kM / 16, kNp = kN / kParts;
-    const int lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-    for (int w = threadIdx.x / 32; w < kBlocks * kParts; w += blockDim.x / 32) {
-      const int blk = w % kBlocks, part = w / kBlocks, i0 = blk * 16, n0 = part * kNp;
-      const int steps = kMask == KSpan::Causal ? blk + 1 : blk;  // P's 16-column tiles; Y's second product's k steps
-      uint32_t a[kK / 16][4];
-#pragma unroll
-      for (int kk = 0; kk < kK / 16; ++kk) ldsm_x4<false>(a[kk], ldsm_address(A, lda, i0, kk * 16, lane, false));
-      float p[kM / 8][4] = {};
-#pragma unroll
-      for (int jt = 0; jt < kBlocks; ++jt) {
-        if (jt >= steps) break;
-#pragma unroll
-        for (int kk = 0; kk < kK / 16; ++kk)
-          mma_n16<false, Op>(p[2 * jt], p[2 * jt + 1], a[kk], ldsm_address(B0, ldb0, jt * 16, kk * 16, lane, true));
-      }
-      // P's block masked and rounded: n8 tile q's rows g, g + 8 are registers 0, 1 (q even) or 2, 3 (q odd) of
-      // the A operand for k step q / 2.
-      uint32_t pa[kBlocks][4];
-#pragma unroll
-      for (int q = 0; q < kM / 8; ++q)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int i = i0 + g + 8 * h, j = q * 8 + 2 * tq;
-          const uint32_t x = pack2<Op>(chain_keeps(kMask, i, j) ? p[q][2 * h] : 0.0f,
-                                       chain_keeps(kMask, i, j + 1) ? p[q][2 * h + 1] : 0.0f);
-          pa[q / 2][h + 2 * (q % 2)] = x;
-          if (P && part == 0) *reinterpret_cast<uint32_t*>(P + i * ldp + j) = x;
-        }
-      float y[kNp / 8][4] = {};
-#pragma unroll
-      for (int kk = 0; kk < kK / 16; ++kk)
-#pragma unroll
-        for (int jt = 0; jt < kNp / 16; ++jt) {
-          if constexpr (kTB1)
-            mma_n16<false, Op>(y[2 * jt], y[2 * jt + 1], a[kk],
-                               ldsm_address(B1, ldb1, n0 + jt * 16, kk * 16, lane, true));
-          else  // stored k×n
-            mma_n16<true, Op>(y[2 * jt], y[2 * jt + 1], a[kk],
-                              ldsm_address(B1, ldb1, kk * 16, n0 + jt * 16, lane, false));
-        }
-#pragma unroll
-      for (int s = 0; s < kBlocks; ++s) {
-        if (s >= steps) break;
-#pragma unroll
-        for (int jt = 0; jt < kNp / 16; ++jt)
-          mma_n16<true, Op>(y[2 * jt], y[2 * jt + 1], pa[s], ldsm_address(B2, ldb2, s * 16, n0 + jt * 16, lane, false));
-      }
-      // The epilogue as gemm_apply's: per 16-column tile, the lane's pairs (accumulator_pair) are n8 tile 2jt's
-      // c0..c3, then 2jt + 1's.
-#pragma unroll
-      for (int jt = 0; jt < kNp / 16; ++jt) {
-        float v[2 * kAccumulatorPairs];
-#pragma unroll
-        for (int e = 0; e < 4; ++e) v[e] = y[2 * jt][e], v[4 + e] = y[2 * jt + 1][e];
-        f(i0 + g, n0 + jt * 16 + 2 * tq, static_cast<const float*>(v));
-      }
-    }
+    const int lane = threadIdx.x % 32;
+    for (int w = threadIdx.x / 32; w < kM / 16 * kParts; w += blockDim.x / 32)
+      chain_warp<kMask, kM, kN, kK, kParts, kTB1, mma_sync::PtxWarp>(w, lane, A, lda, B0, ldb0, B1, ldb1, B2, ldb2, P,
+                                                                     ldp, f);
     __syncthreads();
   }
 

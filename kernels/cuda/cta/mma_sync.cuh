@@ -1,11 +1,12 @@
 // mma.sync m16n8k16 and ldmatrix for DeviceCta::gemm_chain: the PTX instructions whose register layouts the PTX ISA
-// documents ("Matrix Fragments for mma.m16n8k16"), which WMMA's fragments do not promise. With g = lane / 4 and
-// t = lane % 4, a warp's m16n8 fp32 accumulators c0..c3 hold rows g (c0, c1) and g + 8 (c2, c3) at columns 2t,
-// 2t + 1; its 16-bit A operand a0..a3 holds rows g, g + 8, g, g + 8 at columns 2t, 2t + 1 (a0, a1) and 2t + 8,
-// 2t + 9 (a2, a3), two elements to a register, the lower column in the low half; its B operand b0, b1 holds rows
-// (k) 2t, 2t + 1 and 2t + 8, 2t + 9 of column (n) g. So two neighbouring m16n8 accumulator tiles, rounded and
-// packed in pairs, are the A operand of the next product over those 16 columns: a product never leaves the
-// registers between two multiplications.
+// documents ("Matrix Fragments for mma.m16n8k16"), which WMMA's fragments do not promise. gemm_chain's lane code
+// (chain_warp.h) runs on them through PtxWarp; tests/cpp/lane_emulator.h is the same instruction set on the host. With
+// g = lane / 4 and t = lane % 4, a warp's m16n8 fp32 accumulators c0..c3 hold rows g (c0, c1) and g + 8 (c2, c3) at
+// columns 2t, 2t + 1; its 16-bit A operand a0..a3 holds rows g, g + 8, g, g + 8 at columns 2t, 2t + 1 (a0, a1) and 2t +
+// 8, 2t + 9 (a2, a3), two elements to a register, the lower column in the low half; its B operand b0, b1 holds rows (k)
+// 2t, 2t + 1 and 2t + 8, 2t + 9 of column (n) g. So two neighbouring m16n8 accumulator tiles, rounded and packed in
+// pairs, are the A operand of the next product over those 16 columns: a product never leaves the registers between two
+// multiplications.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -53,16 +54,6 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two neighbouring m16n8 accumulator tiles (16 columns) += a·B over one k step, B's 16×16 tile loaded by
-// ldmatrix.x4 (.trans when kTrans) from this lane's row address: registers 0, 1 are the first tile's b0, b1.
-template <bool kTrans, typename Op>
-__device__ __forceinline__ void mma_n16(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4], const void* b_row) {
-  uint32_t b[4];
-  ldsm_x4<kTrans>(b, b_row);
-  mma_16816<Op>(c0, a, b[0], b[1]);
-  mma_16816<Op>(c1, a, b[2], b[3]);
-}
-
 // Two floats rounded to nearest and packed, lo in the low half (the lower column).
 template <typename Op>
 __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
@@ -74,5 +65,21 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
     return *reinterpret_cast<const uint32_t*>(&v);
   }
 }
+
+// The warp instruction set chain_warp.h's lane code runs on, on the device.
+struct PtxWarp {
+  template <bool kTrans>
+  static __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* row) {
+    mma_sync::ldsm_x4<kTrans>(r, row);
+  }
+  template <typename Op>
+  static __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    mma_sync::mma_16816<Op>(c, a, b0, b1);
+  }
+  template <typename Op>
+  static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+    return mma_sync::pack2<Op>(lo, hi);
+  }
+};
 
 }  // namespace decayfw::cta::mma_sync
