@@ -59,12 +59,14 @@
 #include <cstdint>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "chain_warp.h"
 #include "cta_common.h"
 
 namespace decayfw::cta {
@@ -685,37 +687,52 @@ void trace_wmma_fragments(SmemTrace& trace, const SmemTrace::Site& phase, int m,
     }
 }
 
-// gemm_chain's fragments (16-bit operands), as DeviceCta loads them: per warp (row block, part), A's block once,
-// B0's tiles in the mask's span for its block of P, B1's for Y's columns (stored n×k, or k×n with .trans when not
-// kTB1), and B2's in the second product's span
-// (ldmatrix.x4 with the lane addresses of ldsm_row and ldsm_col). P's stores are the program's own accesses
-// (HostCta::gemm_chain traces them).
+// One lane's ldmatrix row addresses as chain_warp.h issues them, in order; nothing is multiplied (the addresses do
+// not depend on the values), nothing stored.
+struct LdsmRecorder {
+  static inline thread_local std::vector<const void*>* rows = nullptr;
+  template <bool kTrans>
+  static void ldsm_x4(uint32_t (&r)[4], const void* row) {
+    rows->push_back(row);
+    r[0] = r[1] = r[2] = r[3] = 0;
+  }
+  template <typename Op>
+  static void mma_16816(float (&)[4], const uint32_t (&)[4], uint32_t, uint32_t) {}
+  template <typename Op>
+  static uint32_t pack2(float, float) {
+    return 0;
+  }
+};
+
+// gemm_chain's fragments (16-bit operands), as DeviceCta loads them: the device's own lane code (chain_warp.h) run
+// once per lane of each warp with LdsmRecorder, and the lanes' k-th ldmatrix traced as one warp instruction
+// (ldmatrix.x4: 16 bytes a lane). P's stores are the program's own accesses (HostCta::gemm_chain traces them).
 template <KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, typename Op>
 void trace_chain_fragments(SmemTrace& trace, const SmemTrace::Site& phase, const Op* A, int lda, const Op* B0, int ldb0,
                            const Op* B1, int ldb1, const Op* B2, int ldb2) {
   static_assert(sizeof(Op) == 2, "gemm_chain multiplies 16-bit operands");
-  constexpr int kNp = kN / kParts;
-  const void* lane[kWarp];
-  auto x4 = [&](const char* what, const Op* base, int ld, int r0, int c0, bool column_blocks_first) {
-    for (int l = 0; l < kWarp; ++l) lane[l] = ldsm_address(base, ld, r0, c0, l, column_blocks_first);
-    trace.instruction(lane, 16, false, phase, {what, 0, 0, kFragmentAccess});
-  };
-  for (int part = 0; part < kParts; ++part)
-    for (int blk = 0; blk < kM / 16; ++blk) {
-      const int steps = kMask == KSpan::Causal ? blk + 1 : blk, n0 = part * kNp;
-      for (int kk = 0; kk < kK; kk += 16) x4("A load", A, lda, blk * 16, kk, false);
-      for (int j0 = 0; j0 < steps * 16; j0 += 16)
-        for (int kk = 0; kk < kK; kk += 16) x4("B load", B0, ldb0, j0, kk, true);
-      for (int kk = 0; kk < kK; kk += 16)
-        for (int j0 = n0; j0 < n0 + kNp; j0 += 16) {
-          if (kTB1)
-            x4("B load", B1, ldb1, j0, kk, true);
-          else
-            x4("B load", B1, ldb1, kk, j0, false);  // stored k×n: .trans
-        }
-      for (int s = 0; s < steps * 16; s += 16)
-        for (int j0 = n0; j0 < n0 + kNp; j0 += 16) x4("B load", B2, ldb2, s, j0, false);
+  const auto* a0 = reinterpret_cast<const char*>(A);
+  const auto* a1 = reinterpret_cast<const char*>(A + (kM - 1) * lda + kK);
+  const auto ignore = [](int, int, const float*) {};
+  for (int w = 0; w < kM / 16 * kParts; ++w) {
+    std::vector<const void*> rows[kWarp];
+    for (int l = 0; l < kWarp; ++l) {
+      LdsmRecorder::rows = &rows[l];
+      chain_warp<kMask, kM, kN, kK, kParts, kTB1, LdsmRecorder>(w, l, A, lda, B0, ldb0, B1, ldb1, B2, ldb2,
+                                                                static_cast<Op*>(nullptr), 0, ignore);
     }
+    LdsmRecorder::rows = nullptr;
+    for (int l = 1; l < kWarp; ++l)
+      if (rows[l].size() != rows[0].size())
+        throw std::logic_error("trace_chain_fragments: lanes issued different ldmatrix counts");
+    for (size_t k = 0; k < rows[0].size(); ++k) {
+      const void* lane[kWarp];
+      for (int l = 0; l < kWarp; ++l) lane[l] = rows[l][k];
+      const auto* first = static_cast<const char*>(lane[0]);
+      trace.instruction(lane, 16, false, phase,
+                        {first >= a0 && first < a1 ? "A load" : "B load", 0, 0, kFragmentAccess});
+    }
+  }
 }
 
 }  // namespace decayfw::cta
