@@ -148,6 +148,15 @@ TEST(ChainLanes, BlockCausalAndUntransposedB1AsGradPassesDq) {
   EXPECT_EQ("", (compare<KSpan::BlockCausal, 32, 64, 64, 1, false, BFloat16>(8)));
 }
 
+// The gradient's transposed chains: dV = K̃·dŜᵀ + mask(K̃ Q̃ᵀ)·dỸ (B1 n×k), dK = Ṽ·dŜ + mask(Ṽ dỸᵀ)·Q̃ (B1 k×n).
+TEST(ChainLanes, AntiCausalMasksAsTheGradientsDvAndDk) {
+  EXPECT_EQ("", (compare<KSpan::AntiCausal, 64, 128, 64, 2, true, BFloat16>(21)));
+  EXPECT_EQ("", (compare<KSpan::AntiCausal, 64, 64, 128, 4, false, BFloat16>(22)));
+  EXPECT_EQ("", (compare<KSpan::BlockAntiCausal, 64, 128, 64, 2, true, BFloat16>(23)));
+  EXPECT_EQ("", (compare<KSpan::BlockAntiCausal, 32, 64, 128, 4, false, BFloat16>(24)));
+  EXPECT_EQ("", (compare<KSpan::AntiCausal, 128, 64, 64, 4, true, Float16>(25)));
+}
+
 TEST(ChainLanes, Fp16Operands) {
   EXPECT_EQ("", (compare<KSpan::Causal, 64, 64, 64, 2, true, Float16>(9)));
   EXPECT_EQ("", (compare<KSpan::BlockCausal, 32, 64, 32, 1, false, Float16>(10)));

@@ -319,6 +319,13 @@ struct ChainTiles {  // the programs' padded rows (+8 elements); B1 stored n×k 
 };
 
 // On either executor, from the operands in shared memory (A, B0, B1, B2, P, then Y, carved in that order).
+const char* mask_name(cta::KSpan mask) {
+  return mask == cta::KSpan::Causal        ? ", Causal"
+         : mask == cta::KSpan::BlockCausal ? ", BlockCausal"
+         : mask == cta::KSpan::AntiCausal  ? ", AntiCausal"
+                                           : ", BlockAntiCausal";
+}
+
 template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, bool kChained, typename Cta, typename Op>
 __host__ __device__ void chain(Cta& x, unsigned char* smem, int* writes) {
   using L = ChainTiles<kM, kN, kK, kTB1>;
@@ -347,7 +354,7 @@ __host__ __device__ void chain(Cta& x, unsigned char* smem, int* writes) {
           P[row * L::kLdp + col] = Cta::template from_f<Op>(cta::chain_keeps(kMask, row, col) ? v[2 * e + w] : 0.0f);
         }
     });
-    constexpr cta::KSpan kSecond = kMask == cta::KSpan::Causal ? cta::KSpan::LowerA : cta::KSpan::BelowA;
+    constexpr cta::KSpan kSecond = cta::chain_second_span(kMask);
     x.gemm_apply_sum(kM, kN, epilogue, cta::term<false, kTB1>(kK, A, L::kLdk, B1, L::kLd1),
                      cta::term<false, false, kSecond>(kM, P, L::kLdp, B2, L::kLdn));
   }
@@ -398,9 +405,9 @@ Row check_chain(const char* type, bool gpu, std::mt19937& rng) {
   chain<kMask, kM, kN, kK, kParts, kTB1, true, cta::HostCta<>, H>(x, smem.data(), host_writes.data());
   const H* hp = reinterpret_cast<const H*>(smem.data() + p_at);
   const float* hy = reinterpret_cast<const float*>(smem.data() + y_at);
-  Row row{"gemm_chain", std::string(type) + (kMask == cta::KSpan::Causal ? ", Causal" : ", BlockCausal") + ", " +
-                            std::to_string(kM) + "×" + std::to_string(kN) + ", k = " + std::to_string(kK) + ", " +
-                            std::to_string(kParts) + (kParts > 1 ? " parts" : " part") + (kTB1 ? ", B1ᵀ" : ", B1")};
+  Row row{"gemm_chain", std::string(type) + mask_name(kMask) + ", " + std::to_string(kM) + "×" + std::to_string(kN) +
+                            ", k = " + std::to_string(kK) + ", " + std::to_string(kParts) +
+                            (kParts > 1 ? " parts" : " part") + (kTB1 ? ", B1ᵀ" : ", B1")};
   const auto at = [&](const H* base, int i, int p, int ld) { return double(cta::HostCta<>::to_f(base[i * ld + p])); };
   const H* A = ops.data();
   const H* B1 = A + 2 * kM * L::kLdk;
@@ -644,6 +651,11 @@ int main(int argc, char** argv) {
   rows.push_back(check_chain<cta::KSpan::BlockCausal, 32, 64, 128, 4, true, BFloat16>("bf16", gpu, rng));
   rows.push_back(check_chain<cta::KSpan::Causal, 64, 32, 64, 2, false, BFloat16>("bf16", gpu, rng));
   rows.push_back(check_chain<cta::KSpan::BlockCausal, 32, 128, 64, 4, false, BFloat16>("bf16", gpu, rng));
+  // the gradient's transposed chains (dV, dK): anti-causal masks, B1 either way
+  rows.push_back(check_chain<cta::KSpan::AntiCausal, 64, 128, 64, 2, true, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::AntiCausal, 64, 64, 128, 4, false, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::BlockAntiCausal, 64, 128, 64, 2, true, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_chain<cta::KSpan::BlockAntiCausal, 32, 64, 128, 4, false, BFloat16>("bf16", gpu, rng));
   std::printf(
       "The chunk programs' executor operations, DeviceCta on the GPU against HostCta on the same inputs (%s; "
       "tests/gpu/cta_executor_check.cu). Products: largest |difference| ÷ Σ|a·b| over 32×48 outputs, k = 64, "

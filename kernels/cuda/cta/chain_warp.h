@@ -16,14 +16,24 @@
 
 namespace decayfw::cta {
 
+// Host and device under nvcc: the shared-memory trace (smem_trace.h, host code) runs it to record its addresses.
 #if defined(__CUDACC__)
-#define DECAYFW_WARP __device__ __forceinline__
+#define DECAYFW_WARP __host__ __device__ __forceinline__
 #else
 #define DECAYFW_WARP inline
+#endif
+// Unrolled in the device's code only (the host's compiler, under nvcc too, does not know the pragma).
+#if defined(__CUDA_ARCH__)
+#define DECAYFW_WARP_UNROLL _Pragma("unroll")
+#else
+#define DECAYFW_WARP_UNROLL
 #endif
 
 // Two neighbouring m16n8 accumulator tiles (16 columns) += a·B over one k step, B's 16×16 tile loaded by
 // ldmatrix.x4 (.trans when kTrans) from this lane's row address: registers 0, 1 are the first tile's b0, b1.
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable  // the Isa's instructions are the caller's side's (PtxWarp: device; the others: host)
+#endif
 template <typename Isa, bool kTrans, typename Op>
 DECAYFW_WARP void mma_n16(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4], const void* b_row) {
   uint32_t b[4];
@@ -36,33 +46,38 @@ DECAYFW_WARP void mma_n16(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4]
 // It loads its block of A once (ldmatrix), multiplies its block of P = A·B0ᵀ over the mask's tiles, masks and
 // rounds it into the A operand of the next product in registers, stores it into P (when given, by part 0), and
 // multiplies A by op(B1), then P by B2, into its columns of Y, handed to f(i, j, v) as gemm_apply's epilogue.
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
 template <KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, typename Isa, typename Op, typename F>
 DECAYFW_WARP void chain_warp(int w, int lane, const Op* A, int lda, const Op* B0, int ldb0, const Op* B1, int ldb1,
                              const Op* B2, int ldb2, Op* P, int ldp, F& f) {
   static_assert(sizeof(Op) == 2, "gemm_chain multiplies 16-bit operands");
-  static_assert(kMask == KSpan::Causal || kMask == KSpan::BlockCausal, "gemm_chain's mask is Causal or BlockCausal");
+  static_assert(is_chain_mask(kMask), "gemm_chain's mask is Causal, BlockCausal or their transposes");
   static_assert(kM % 16 == 0 && kK % 16 == 0 && kN % (16 * kParts) == 0, "whole 16×16 tiles");
   constexpr int kBlocks = kM / 16, kNp = kN / kParts;
   const int g = lane / 4, tq = lane % 4;
   const int blk = w % kBlocks, part = w / kBlocks, i0 = blk * 16, n0 = part * kNp;
-  const int steps = kMask == KSpan::Causal ? blk + 1 : blk;  // P's 16-column tiles; Y's second product's k steps
+  int first, last;  // P's 16-column tiles the mask leaves anything in; Y's second product's k steps
+  chain_tiles(kMask, blk, kBlocks, first, last);
   uint32_t a[kK / 16][4];
-  DECAYFW_UNROLL
+  DECAYFW_WARP_UNROLL
   for (int kk = 0; kk < kK / 16; ++kk)
     Isa::template ldsm_x4<false>(a[kk], ldsm_address(A, lda, i0, kk * 16, lane, false));
   float p[kM / 8][4] = {};
-  DECAYFW_UNROLL
+  DECAYFW_WARP_UNROLL
   for (int jt = 0; jt < kBlocks; ++jt) {
-    if (jt >= steps) break;
-    DECAYFW_UNROLL
+    if (jt < first) continue;
+    if (jt >= last) break;
+    DECAYFW_WARP_UNROLL
     for (int kk = 0; kk < kK / 16; ++kk)
       mma_n16<Isa, false, Op>(p[2 * jt], p[2 * jt + 1], a[kk], ldsm_address(B0, ldb0, jt * 16, kk * 16, lane, true));
   }
   // P's block masked and rounded: n8 tile q's rows g, g + 8 are registers 0, 1 (q even) or 2, 3 (q odd) of the A
   // operand for k step q / 2.
   uint32_t pa[kBlocks][4];
-  DECAYFW_UNROLL
-  for (int q = 0; q < kM / 8; ++q) DECAYFW_UNROLL
+  DECAYFW_WARP_UNROLL
+  for (int q = 0; q < kM / 8; ++q) DECAYFW_WARP_UNROLL
   for (int h = 0; h < 2; ++h) {
     const int i = i0 + g + 8 * h, j = q * 8 + 2 * tq;
     const uint32_t x = Isa::template pack2<Op>(chain_keeps(kMask, i, j) ? p[q][2 * h] : 0.0f,
@@ -71,8 +86,8 @@ DECAYFW_WARP void chain_warp(int w, int lane, const Op* A, int lda, const Op* B0
     if (P && part == 0) *reinterpret_cast<uint32_t*>(P + i * ldp + j) = x;
   }
   float y[kNp / 8][4] = {};
-  DECAYFW_UNROLL
-  for (int kk = 0; kk < kK / 16; ++kk) DECAYFW_UNROLL
+  DECAYFW_WARP_UNROLL
+  for (int kk = 0; kk < kK / 16; ++kk) DECAYFW_WARP_UNROLL
   for (int jt = 0; jt < kNp / 16; ++jt) {
     if constexpr (kTB1)
       mma_n16<Isa, false, Op>(y[2 * jt], y[2 * jt + 1], a[kk],
@@ -81,20 +96,21 @@ DECAYFW_WARP void chain_warp(int w, int lane, const Op* A, int lda, const Op* B0
       mma_n16<Isa, true, Op>(y[2 * jt], y[2 * jt + 1], a[kk],
                              ldsm_address(B1, ldb1, kk * 16, n0 + jt * 16, lane, false));
   }
-  DECAYFW_UNROLL
+  DECAYFW_WARP_UNROLL
   for (int s = 0; s < kBlocks; ++s) {
-    if (s >= steps) break;
-    DECAYFW_UNROLL
+    if (s < first) continue;
+    if (s >= last) break;
+    DECAYFW_WARP_UNROLL
     for (int jt = 0; jt < kNp / 16; ++jt)
       mma_n16<Isa, true, Op>(y[2 * jt], y[2 * jt + 1], pa[s],
                              ldsm_address(B2, ldb2, s * 16, n0 + jt * 16, lane, false));
   }
   // The epilogue as gemm_apply's: per 16-column tile, the lane's pairs (accumulator_pair) are n8 tile 2jt's c0..c3,
   // then 2jt + 1's.
-  DECAYFW_UNROLL
+  DECAYFW_WARP_UNROLL
   for (int jt = 0; jt < kNp / 16; ++jt) {
     float v[2 * kAccumulatorPairs];
-    DECAYFW_UNROLL
+    DECAYFW_WARP_UNROLL
     for (int e = 0; e < 4; ++e) v[e] = y[2 * jt][e], v[4 + e] = y[2 * jt + 1][e];
     f(i0 + g, n0 + jt * 16 + 2 * tq, static_cast<const float*>(v));
   }

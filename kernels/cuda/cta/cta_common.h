@@ -43,10 +43,12 @@
 //                             Y[m×n] = A·op(B1) + mask(A·B0ᵀ)·B2, handed to f as gemm_apply's, then a barrier. A
 //                             [m×k], B0 [m×k] row-major; op(B1) as gemm's op(B) with TB = TB1 (true by default:
 //                             B1 [n×k]); B2 [m×n] row-major. mask (KSpan::Causal: the pairs j ≤ i; BlockCausal: the
-//                             16-row blocks before the row's) zeroes the rest of A·B0ᵀ (whose tiles past it take
+//                             16-row blocks before the row's; AntiCausal, BlockAntiCausal: their transposes, j ≥ i
+//                             and the blocks after the row's) zeroes the rest of A·B0ᵀ (whose tiles outside it take
 //                             no steps), and the result is rounded to the operand type (as store_causal_pairs);
 //                             P (null, or [m×m] at ld ldp) receives it. Y's k steps: A·op(B1)'s, then the second
-//                             product's in its span (LowerA, BelowA), as gemm_apply_sum's. The point is what
+//                             product's in its span (LowerA, BelowA, UpperA, AboveA: chain_second_span), as
+//                             gemm_apply_sum's. The point is what
 //                             stays in registers on the device: a warp holds a 16-row block of the masked
 //                             product and multiplies it from there (mma.sync's accumulators have its A
 //                             operand's layout), and A's block is loaded once for both products; with parts >
@@ -180,7 +182,7 @@ DECAYFW_HD F* gemm_c_tile(F* C, int ldc, int i0, int j0) {
 //   BelowA: op(A) zero from its diagonal block on: [0, i0).   AboveA: zero up to it: [i0 + 16, k).
 //   BlockCausal: the epilogue masks the product to the blocks j0 < i0: a tile with j0 ≥ i0 takes none.
 // HostCta checks that the steps skipped for LowerA, UpperA, BelowA and AboveA hold zeros in A.
-enum class KSpan { All, LowerA, UpperA, Causal, BelowA, AboveA, BlockCausal };
+enum class KSpan { All, LowerA, UpperA, Causal, BelowA, AboveA, BlockCausal, AntiCausal, BlockAntiCausal };
 
 // One product of gemm_apply_sum: op(A)·op(B) over k, its transposes and k span as gemm_apply's.
 template <bool TA, bool TB, KSpan kSpanOf, typename Op>
@@ -213,6 +215,10 @@ DECAYFW_HD void k_span(KSpan span, int i0, int j0, int k, int& begin, int& end) 
     begin = i0 + 16 < k ? i0 + 16 : k;
   else if (span == KSpan::BlockCausal && j0 >= i0)
     end = 0;
+  else if (span == KSpan::AntiCausal && j0 < i0)
+    end = 0;
+  else if (span == KSpan::BlockAntiCausal && j0 <= i0)
+    end = 0;
 }
 
 // The fp32 accumulators of a 16×16 tile (m16n16k16 and m16n16k8 alike) as lane l of the warp holds them:
@@ -239,9 +245,31 @@ template <typename T>
 DECAYFW_HD T* ldsm_address(T* base, int ld, int r0, int c0, int lane, bool column_blocks_first) {
   return base + (r0 + ldsm_row(lane, column_blocks_first)) * ld + c0 + ldsm_col(lane, column_blocks_first);
 }
+// gemm_chain's masks: Causal (the pairs j ≤ i), BlockCausal (j's 16-block before i's), and their transposes
+// AntiCausal (j ≥ i) and BlockAntiCausal (j's 16-block after i's), the masked product's transpose in the gradient.
+DECAYFW_HD constexpr bool is_chain_mask(KSpan mask) {
+  return mask == KSpan::Causal || mask == KSpan::BlockCausal || mask == KSpan::AntiCausal ||
+         mask == KSpan::BlockAntiCausal;
+}
 // Whether gemm_chain keeps the pair (i, j) of A·B0ᵀ (i, j absolute in the product).
 DECAYFW_HD bool chain_keeps(KSpan mask, int i, int j) {
-  return mask == KSpan::BlockCausal ? j / 16 < i / 16 : j <= i;
+  return mask == KSpan::BlockCausal       ? j / 16 < i / 16
+         : mask == KSpan::AntiCausal      ? j >= i
+         : mask == KSpan::BlockAntiCausal ? j / 16 > i / 16
+                                          : j <= i;
+}
+// The 16-column tiles [first, last) of a 16-row block's masked product that the mask leaves anything in (of
+// `blocks`): the second product's k steps too.
+DECAYFW_HD void chain_tiles(KSpan mask, int blk, int blocks, int& first, int& last) {
+  first = mask == KSpan::AntiCausal ? blk : mask == KSpan::BlockAntiCausal ? blk + 1 : 0;
+  last = mask == KSpan::Causal ? blk + 1 : mask == KSpan::BlockCausal ? blk : blocks;
+}
+// The second product's k span, as gemm_apply_sum's term would take it.
+DECAYFW_HD constexpr KSpan chain_second_span(KSpan mask) {
+  return mask == KSpan::Causal        ? KSpan::LowerA
+         : mask == KSpan::BlockCausal ? KSpan::BelowA
+         : mask == KSpan::AntiCausal  ? KSpan::UpperA
+                                      : KSpan::AboveA;
 }
 DECAYFW_HD int accumulator_pair_row(int lane, int e) {
   return lane / 4 + 8 * (e & 1);

@@ -258,9 +258,9 @@ struct HostCta {
   void gemm_chain(const Op* A, int lda, const Op* B0, int ldb0, const Op* B1, int ldb1, const Op* B2, int ldb2, Op* P,
                   int ldp, F&& f, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     static_assert(sizeof(Op) == 2, "gemm_chain multiplies 16-bit operands");
-    static_assert(kMask == KSpan::Causal || kMask == KSpan::BlockCausal, "gemm_chain's mask is Causal or BlockCausal");
+    static_assert(is_chain_mask(kMask), "gemm_chain's mask is Causal, BlockCausal or their transposes");
     static_assert(kN % (16 * kParts) == 0, "each part takes whole 16-column tiles of Y");
-    constexpr KSpan kSecond = kMask == KSpan::Causal ? KSpan::LowerA : KSpan::BelowA;
+    constexpr KSpan kSecond = chain_second_span(kMask);
     if (!in_flight_.empty()) ++gemms_while_copying;
     ++chains;
     check_tiles(kM, kN, kK);
@@ -328,8 +328,7 @@ struct HostCta {
                           kSpan);
     SmemTrace::Quiet modeled;
     check_wmma_contract<TA, TB>(m, n, x.k, x.A, x.lda, x.B, x.ldb, static_cast<float*>(nullptr), 0);
-    if (kSpan != KSpan::All && kSpan != KSpan::Causal && kSpan != KSpan::BlockCausal)
-      check_skipped_zero<TA>(m, x.k, x.A, x.lda, kSpan);
+    if (kSpan != KSpan::All && !is_chain_mask(kSpan)) check_skipped_zero<TA>(m, x.k, x.A, x.lda, kSpan);
   }
   template <bool TA, bool TB, KSpan kSpan, typename Op>
   static void add_term(int m, int n, const Term<TA, TB, kSpan, Op>& x, float* C, int ldc, bool accumulate) {
