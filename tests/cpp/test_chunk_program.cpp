@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "chunk_host_driver.h"
@@ -501,10 +503,26 @@ TEST(ChunkProgram, ChunkFormTakesNarrowChunksWhole) {
   expect_within(problem_against_reference<BFloat16, 32, 64, false>(bf), 2e-2, "bf16, factored form");
 }
 
-// A whole chunk's y from its products chained in registers (gemm_chain) or through shared memory (Pc): the
-// same values, P rounded alike and every element's k steps in one order, so the same bits everywhere, in the
-// chunk form and in the factored form (whose chunks skip their diagonal blocks), forward (split and fused) and
-// backward (whose products then read the P the chain stored). The problem has narrow and wide chunks and tiles.
+// The largest difference of two runs' outputs, over the larger of 1 and the first's largest magnitude.
+template <typename V>
+double relative_difference(const V& a, const V& b) {
+  double diff = 0.0, scale = 1.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double x = decayfw::cta::HostCta<>::to_f(a[i]), y = decayfw::cta::HostCta<>::to_f(b[i]);
+    diff = std::max(diff, std::fabs(x - y));
+    scale = std::max(scale, std::fabs(x));
+  }
+  return diff / scale;
+}
+
+// A whole chunk's products chained in registers (gemm_chain) or through shared memory (Pc). y's and dq's chains
+// compute the same values, P and R rounded alike and every element's k steps in one order: the same bits in y, the
+// final state and dq, in the chunk form and in the factored form (whose chunks skip their diagonal blocks), forward
+// (split and fused) and backward; in the factored form every gradient too. The chunk form's dV and dK are chains as
+// well (chunk_grad_chains), whose operands are referred to the chunk's start with dS_end scaled to dŜ and rounded
+// once more: the other gradients differ by rounding (measured up to 1.3e-2 of their largest magnitude, in dz at
+// M = 128; dk and dv up to 5.6e-3) and stay as close to the fp64 reference as Bf16OperandsStayCloseToReference asks.
+// The problem has narrow and wide chunks and tiles.
 template <int M, int C>
 void expect_chained_products_same_bits(Problem<BFloat16> pr, Forward form, const std::string& what) {
   pr.chain_products = true;
@@ -518,7 +536,24 @@ void expect_chained_products_same_bits(Problem<BFloat16> pr, Forward form, const
   EXPECT_EQ(0, none) << what << ": chained without being asked to";
   expect_same_bits(chained.y, plain.y, what + ": y");
   expect_same_bits(chained.sT, plain.sT, what + ": final state");
-  expect_same_gradients(chained, plain, what);
+  expect_same_bits(chained.dq, plain.dq, what + ": dq");
+  if (pr.diagonal != chunk::DiagonalForm::Chunk) return expect_same_gradients(chained, plain, what);
+  const std::pair<const char*, double> rounded[] = {{"dk", relative_difference(plain.dk, chained.dk)},
+                                                    {"dv", relative_difference(plain.dv, chained.dv)},
+                                                    {"dz", relative_difference(plain.dz, chained.dz)},
+                                                    {"df", relative_difference(plain.df, chained.df)},
+                                                    {"ds0", relative_difference(plain.ds0, chained.ds0)}};
+  for (const auto& [name, d] : rounded) EXPECT_LE(d, 2e-2) << what << ": " << name;
+  pr.chain_products = true;
+  const Result c64 = problem_against_reference<BFloat16, M, C, false>(pr);
+  expect_within(c64, 2e-2, what + ", chained, against fp64");
+  pr.chain_products = false;
+  const Result p64 = problem_against_reference<BFloat16, M, C, false>(pr);
+  std::printf(
+      "%s: chained vs through Pc %.1e %.1e %.1e %.1e (dk, dv, dz, df); against fp64, chained | through Pc: dk "
+      "%.1e | %.1e, dv %.1e | %.1e, dz %.1e | %.1e, df %.1e | %.1e\n",
+      what.c_str(), rounded[0].second, rounded[1].second, rounded[2].second, rounded[3].second, c64.dk, p64.dk, c64.dv,
+      p64.dv, c64.dz, p64.dz, c64.df, p64.df);
 }
 TEST(ChunkProgram, ChainedProductsGiveTheSameBits) {
   Problem<BFloat16> pr = chunk_form_problem<BFloat16>();
@@ -528,11 +563,20 @@ TEST(ChunkProgram, ChainedProductsGiveTheSameBits) {
     expect_chained_products_same_bits<32, 64>(pr, Forward::Split, "bf16 M = 32, " + form + ", split forward");
     expect_chained_products_same_bits<32, 64>(pr, Forward::Fused, "bf16 M = 32, " + form + ", fused forward");
   }
-  // M = 64 and 128 (C = 32), a partial last chunk, two heads, narrow gates everywhere.
-  Problem<BFloat16> narrow({1, 150, 2, 128, 64}, 23, 2.0, 1.0, true);
-  expect_chained_products_same_bits<64, 64>(narrow, Forward::Split, "bf16 M = 64, T = 150");
-  Problem<BFloat16> wide_keys({1, 100, 1, 64, 128}, 29, 2.0, 1.0, true);
-  expect_chained_products_same_bits<128, 32>(wide_keys, Forward::Fused, "bf16 M = 128, C = 32, T = 100");
+  // M = 64 and 128 (C = 32), a partial last chunk, two heads, narrow gates everywhere; and one chunk whose dS_end is
+  // the final state's gradient alone (where dŜ's rounding shows most).
+  for (chunk::DiagonalForm d : {chunk::DiagonalForm::Factored, chunk::DiagonalForm::Chunk}) {
+    const std::string form = d == chunk::DiagonalForm::Chunk ? ", chunk form" : ", factored form";
+    Problem<BFloat16> narrow({1, 150, 2, 128, 64}, 23, 2.0, 1.0, true);
+    narrow.diagonal = d;
+    expect_chained_products_same_bits<64, 64>(narrow, Forward::Split, "bf16 M = 64, T = 150" + form);
+    Problem<BFloat16> wide_keys({1, 100, 1, 64, 128}, 29, 2.0, 1.0, true);
+    wide_keys.diagonal = d;
+    expect_chained_products_same_bits<128, 32>(wide_keys, Forward::Fused, "bf16 M = 128, C = 32, T = 100" + form);
+    Problem<BFloat16> one_chunk({1, 64, 1, 64, 64}, 23, 2.0, 1.0, true);
+    one_chunk.diagonal = d;
+    expect_chained_products_same_bits<64, 64>(one_chunk, Forward::Split, "bf16 M = 64, T = 64" + form);
+  }
 }
 
 TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {

@@ -274,9 +274,10 @@ def same_bits_problem(dtype, size, seed):
     return x, s0, dsT, torch.randn(B, T, H, D, device="cuda", dtype=dtype)
 
 
-def expect_same_bits_for_each(variable, values, problem, monkeypatch):
+def expect_same_bits_for_each(variable, values, problem, monkeypatch, rounded=()):
     """Every output of both forward forms and the backward, once per value of an environment variable that
-    steers the chunk kernels: all bit-identical."""
+    steers the chunk kernels: all bit-identical, but those whose index (in forward_and_grads' list) is in
+    `rounded`, which must agree within 2e-2 of their largest magnitude."""
     results = []
     for value in values:
         monkeypatch.setenv(variable, value)
@@ -287,7 +288,11 @@ def expect_same_bits_for_each(variable, values, problem, monkeypatch):
         results.append(out)
     for value, other in zip(values[1:], results[1:]):
         for i, (a, b) in enumerate(zip(results[0], other)):
-            assert torch.equal(a, b), (variable, values[0], value, i)
+            if i % 8 in rounded:
+                a, b = a.double(), b.double()
+                assert (a - b).abs().max() <= 2e-2 * max(1.0, a.abs().max().item()), (variable, values[0], value, i)
+            else:
+                assert torch.equal(a, b), (variable, values[0], value, i)
 
 
 def forward_and_grads(x, s0, dy, dsT):
@@ -378,14 +383,19 @@ def test_chained_products_give_the_same_bits(dtype, size, diagonal, path, monkey
     forms) computes its y with the masked product kept in registers between its two multiplications (mma.sync,
     DeviceCta::gemm_chain), or through shared memory (WMMA). The same fp32 sums in the same order, the product
     rounded alike, so every output of both forward forms and the backward is bit-identical (as on the host
-    executor: ChainedProductsGiveTheSameBits). fp32 and fp16 never chain, so they compare a form with itself.
-    Should the two tensor-core instruction sets sum differently after all, this fails where the tolerance
-    tests still pass: the kernels are then right, and only the bits of the two choices differ."""
+    executor: ChainedProductsGiveTheSameBits). In the chunk form the gradient's dV and dK are chains too, with
+    dS_end rounded once more (chunk_grad_chains): there y, S_T and dq keep their bits and dk, dv and the gate and
+    state gradients agree within 2e-2 (the host measured up to 1.3e-2). fp32 and fp16 never chain, so they
+    compare a form with itself. Should the two tensor-core instruction sets sum differently after all, this fails
+    where the tolerance tests still pass: the kernels are then right, and only the bits of the two choices
+    differ (both instructions are HMMA.16816 by the machine code: benchmarks/sass_report.py)."""
     path("chunk")
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
     monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", diagonal)
     x, s0, dsT, dy = same_bits_problem(dtype, size, seed=29)
-    expect_same_bits_for_each("DECAYFW_CHUNK_CHAIN", ("on", "off", "auto"), (x, s0, dy, dsT), monkeypatch)
+    rounded = (3, 4, 5, 6, 7) if diagonal == "chunk" and dtype == torch.bfloat16 else ()  # dk, dv, dz, df, ds0
+    expect_same_bits_for_each("DECAYFW_CHUNK_CHAIN", ("on", "off", "auto"), (x, s0, dy, dsT), monkeypatch,
+                              rounded=rounded)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2)])

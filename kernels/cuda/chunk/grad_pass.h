@@ -229,6 +229,44 @@ DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg
   }
 }
 
+// The chunk form's gradient products with every product chained (t.chained, 16-bit operands): dV and dK are chains
+// too, their inter-chunk parts in the same accumulators as the transposed intra-chunk ones, the operands referred
+// to the chunk's start (grad_rows' scaling phase: Q̃ in Xa, K̃ in Xb, dỸ in Xc, Ṽ in Xd, and dŜ in dSop, in place):
+//   Y = e^{A} ⊙ (Q̃ S_prevᵀ + mask(Q̃ K̃ᵀ) Ṽ),      dQ += e^{B} ⊙ (dỸ S_prev + mask(dỸ Ṽᵀ) K̃),
+//   dV = e^{−A} ⊙ (K̃ dŜᵀ + mask'(K̃ Q̃ᵀ) dỸ),          dK += e^{−B} ⊙ (Ṽ dŜ + mask'(Ṽ dỸᵀ) Q̃),
+// with dŜ = dS_end ⊙ e^{A_L ⊕ B_L} and mask' the transposed mask (AntiCausal). P and R are recomputed by column
+// blocks where chunk_grad_products reads them back from Pc, and nothing goes through Pc (where dSop is, which these
+// chains read to the end). One more rounding than chunk_grad_products' path, dŜ's (dS_end is stored rounded): the
+// chunk form's precision trade; the factored form keeps its precision (docs/cuda.md, "Chained products").
+template <typename Op>
+constexpr bool chains_transposed() {
+  return sizeof(Op) == 2;
+}
+template <typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void chunk_grad_chains(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, float* DK, float* DV) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  using cta::KSpan;
+  whole_chunk_y<false>(cta, t, t.Xd, false);
+  // dV (C×R, k = M): y's chain, transposed. dv starts with it.
+  cta.template gemm_chain<KSpan::AntiCausal, C, R, M, chain_parts<M, R>()>(
+      t.Xb, Cfg::ldm_op, t.Xa, Cfg::ldm_op, t.dSop, Cfg::ldm_op, t.Xc, Cfg::ldd_op, static_cast<Op*>(nullptr), 0,
+      [&](int j, int d, const float* v) {
+        decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, false);
+      });
+  // dq (C×M, k = R), as chunk_grad_products' chained one, R not kept.
+  cta.template gemm_chain<KSpan::Causal, C, M, R, chain_parts<M, M>(), false>(
+      t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Xb, Cfg::ldm_op, static_cast<Op*>(nullptr), 0,
+      [&](int i, int m, const float* v) {
+        decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
+      });
+  // dK (C×M, k = R): dq's, transposed; dŜ stored R×M is its B1 k×n. dk adds (it sums over the row tiles).
+  cta.template gemm_chain<KSpan::AntiCausal, C, M, R, chain_parts<M, M>(), false>(
+      t.Xd, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Xa, Cfg::ldm_op, static_cast<Op*>(nullptr), 0,
+      [&](int j, int m, const float* v) {
+        decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, nullptr, 0, t.key_gates(j) + m, Cfg::ldg_m, v, true);
+      });
+}
+
 // The chunk form's gradient products, after dk's and dv's inter-chunk ones (grad_rows: Xa = Q̃ and
 // Xc = dY ⊙ e^{A} = dỸ; Xb and Xd free, and dSop, where Pc is):
 //   Y = e^{A} ⊙ (Q̃ S_prevᵀ + P Ṽ),   dV += e^{−A} ⊙ (Pᵀ dỸ),   with P = mask(Q̃ K̃ᵀ);
@@ -315,9 +353,15 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     }
   });
 
-  // Inter-chunk parts: y from S_prev, dq from S_prev, dv and dk from dS_end.
+  // Inter-chunk parts: y from S_prev, dq from S_prev, dv and dk from dS_end. A whole chunk of the chunk form with
+  // chained products takes dv's and dk's in its chains instead (chunk_grad_chains): K and V referred to the chunk's
+  // start rather than its end, and dS_end scaled to dŜ in place (the last R·M/4 indices; the sums above read it).
+  const bool whole = t.chunk_narrow();
+  const bool transposed = chains_transposed<Op>() && whole && t.chained && !t.factored();
+  const float* key_end = transposed ? nullptr : t.key_gates(last);
+  const float* row_end = transposed ? nullptr : t.row_gates(last);
   constexpr int MQ = M / kQuad, RQ = R / kQuad;
-  cta.for_each(int64_t(C) * (2 * MQ + 2 * RQ), [&](int64_t e) {
+  cta.for_each(int64_t(C) * (2 * MQ + 2 * RQ) + (transposed ? int64_t(R) * MQ : 0), [&](int64_t e) {
     const int64_t cm = int64_t(C) * MQ, cr = int64_t(C) * RQ;
     if (e < 2 * cm) {
       const bool kk = e >= cm;
@@ -326,55 +370,65 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       if (!kk)
         scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, nullptr);
       else
-        scale_quad<Cta>(t.Xb + i * Cfg::ldm_op + m, t.Kr + i * Cfg::ldm_op + m, t.key_gates(last) + m,
+        scale_quad<Cta>(t.Xb + i * Cfg::ldm_op + m, t.Kr + i * Cfg::ldm_op + m, key_end ? key_end + m : nullptr,
                         t.key_gates(i) + m);
       return;
     }
     e -= 2 * cm;
-    const bool vv = e >= cr;
-    if (vv) e -= cr;
-    const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    if (!vv)
-      scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d, nullptr);
-    else
-      scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, t.row_gates(last) + d,
-                      t.row_gates(i) + d);
+    if (e < 2 * cr) {
+      const bool vv = e >= cr;
+      if (vv) e -= cr;
+      const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+      if (!vv)
+        scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d, nullptr);
+      else
+        scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, row_end ? row_end + d : nullptr,
+                        t.row_gates(i) + d);
+      return;
+    }
+    e -= 2 * cr;
+    const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+    decay_state_quad<Cta>(t.dSop + d * Cfg::ldm_op + m, t.row_gates(last)[d], t.key_gates(last) + m);
   });
-  // Each product decayed in registers: dk adds its own (it accumulates over tiles), dv starts with its own. dS_end
-  // is not read after these two.
-  cta.template gemm_apply<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op,
-                                        [&](int i, int m, const float* v) {
-                                          decay_pairs<Cta>(DK + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(last) + m,
-                                                           0, t.key_gates(i) + m, Cfg::ldg_m, v, true);
-                                        });
-  cta.template gemm_apply<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op,
-                                       [&](int i, int d, const float* v) {
-                                         decay_pairs<Cta>(DV + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(last) + d, 0,
-                                                          t.row_gates(i) + d, Cfg::ldg_r, v, false);
-                                       });
-
-  // Intra-chunk: the chunk form's products over the whole chunk (with y's and dq's inter-chunk products in the
-  // same accumulators), or y's and dq's inter-chunk products, then by sub-chunk with the diagonal blocks on
-  // tensor cores (but their wide columns): y and dq (causal, one loop sharing the scaled k and v), dv and dk
-  // (anti-causal). A chunk taken whole has no diagonal terms left: the row gates' sums below then take y ⊙ dy
-  // and write dv themselves.
-  const bool whole = t.chunk_narrow();
-  if (whole && t.factored()) {
-    chunk_grad_products<true>(cta, pl, t, DQ, DK, DV, pd_kept);
-  } else if (whole) {
-    chunk_grad_products<false>(cta, pl, t, DQ, DK, DV, pd_kept);
+  if (transposed) {
+    if constexpr (chains_transposed<Op>()) chunk_grad_chains(cta, t, DQ, DK, DV);
   } else {
-    cta.template gemm_apply<false, false>(
-        C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, [&](int i, int m, const float* v) {
-          decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
-        });
-    cta.template gemm_apply<false, true>(
-        C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op, [&](int i, int d, const float* v) {
-          decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
-        });
-    intra_chunk_causal(cta, pl, t, !pd_kept, DQ);
-    pd_kept = true;
-    intra_chunk_anticausal(cta, pl, t, DK, DV);
+    // Each product decayed in registers: dk adds its own (it accumulates over tiles), dv starts with its own. dS_end
+    // is not read after these two.
+    cta.template gemm_apply<false, false>(C, M, R, t.Xd, Cfg::ldd_op, t.dSop, Cfg::ldm_op,
+                                          [&](int i, int m, const float* v) {
+                                            decay_pairs<Cta>(DK + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(last) + m,
+                                                             0, t.key_gates(i) + m, Cfg::ldg_m, v, true);
+                                          });
+    cta.template gemm_apply<false, true>(C, R, M, t.Xb, Cfg::ldm_op, t.dSop, Cfg::ldm_op,
+                                         [&](int i, int d, const float* v) {
+                                           decay_pairs<Cta>(DV + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(last) + d,
+                                                            0, t.row_gates(i) + d, Cfg::ldg_r, v, false);
+                                         });
+
+    // Intra-chunk: the chunk form's products over the whole chunk (with y's and dq's inter-chunk products in the
+    // same accumulators), or y's and dq's inter-chunk products, then by sub-chunk with the diagonal blocks on
+    // tensor cores (but their wide columns): y and dq (causal, one loop sharing the scaled k and v), dv and dk
+    // (anti-causal). A chunk taken whole has no diagonal terms left: the row gates' sums below then take y ⊙ dy
+    // and write dv themselves.
+    if (whole && t.factored()) {
+      chunk_grad_products<true>(cta, pl, t, DQ, DK, DV, pd_kept);
+    } else if (whole) {
+      chunk_grad_products<false>(cta, pl, t, DQ, DK, DV, pd_kept);
+    } else {
+      cta.template gemm_apply<false, false>(
+          C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, [&](int i, int m, const float* v) {
+            decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
+          });
+      cta.template gemm_apply<false, true>(C, R, M, t.Xa, Cfg::ldm_op, t.Sop, Cfg::ldm_op,
+                                           [&](int i, int d, const float* v) {
+                                             decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d,
+                                                              Cfg::ldg_r, nullptr, 0, v, false);
+                                           });
+      intra_chunk_causal(cta, pl, t, !pd_kept, DQ);
+      pd_kept = true;
+      intra_chunk_anticausal(cta, pl, t, DK, DV);
+    }
   }
 
   // The diagonal terms off the tensor cores, in fp32 (from Pd and Rd): the wide columns' per pair, the

@@ -189,8 +189,8 @@ DECAYFW_CTA void scale_quad_kept(Op* dst, float* kept, const Op* src, const floa
 }
 
 // s[w] ← s[w]·e^{a + b[w]}: four elements of a state row d (a = A_L of that row, b = B_L of its columns).
-template <typename Cta>
-DECAYFW_CTA void decay_state_quad(float* s, float a, const float* b) {
+template <typename Cta, typename T>
+DECAYFW_CTA void decay_state_quad(T* s, float a, const float* b) {
   float o[kQuad], gb[kQuad];
   Cta::load4(s, o);
   Cta::load4(b, gb);
