@@ -42,6 +42,9 @@ template <typename In>
 double to_double(In x) {
   return decayfw::cta::HostCta<>::to_f(x);
 }
+inline double to_double(double x) {
+  return x;
+}
 
 // One problem: inputs in the storage type In, and the same values (as rounded) in fp64.
 template <typename In>
@@ -109,15 +112,15 @@ struct Problem {
   }
 };
 
-// max |a − b| / max(1, max |b|): errors relative to the tensor's scale.
-template <typename T>
-double rel_error(const std::vector<T>& got, const std::vector<double>& want) {
+// max |a − b| / max(1, max |b|): errors relative to the tensor's scale (b: the fp64 reference, or another run).
+template <typename T, typename U>
+double rel_error(const std::vector<T>& got, const std::vector<U>& want) {
   double err = 0.0, scale = 1.0;
   for (size_t i = 0; i < want.size(); ++i) {
-    const double g = to_double(got[i]);
+    const double g = to_double(got[i]), w = to_double(want[i]);
     if (!std::isfinite(g)) return INFINITY;
-    err = std::max(err, std::abs(g - want[i]));
-    scale = std::max(scale, std::abs(want[i]));
+    err = std::max(err, std::abs(g - w));
+    scale = std::max(scale, std::abs(w));
   }
   return err / scale;
 }
@@ -503,18 +506,6 @@ TEST(ChunkProgram, ChunkFormTakesNarrowChunksWhole) {
   expect_within(problem_against_reference<BFloat16, 32, 64, false>(bf), 2e-2, "bf16, factored form");
 }
 
-// The largest difference of two runs' outputs, over the larger of 1 and the first's largest magnitude.
-template <typename V>
-double relative_difference(const V& a, const V& b) {
-  double diff = 0.0, scale = 1.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double x = decayfw::cta::HostCta<>::to_f(a[i]), y = decayfw::cta::HostCta<>::to_f(b[i]);
-    diff = std::max(diff, std::fabs(x - y));
-    scale = std::max(scale, std::fabs(x));
-  }
-  return diff / scale;
-}
-
 // A whole chunk's products chained in registers (gemm_chain) or through shared memory (Pc). y's and dq's chains
 // compute the same values, P and R rounded alike and every element's k steps in one order: the same bits in y, the
 // final state and dq, in the chunk form and in the factored form (whose chunks skip their diagonal blocks), forward
@@ -538,11 +529,11 @@ void expect_chained_products_same_bits(Problem<BFloat16> pr, Forward form, const
   expect_same_bits(chained.sT, plain.sT, what + ": final state");
   expect_same_bits(chained.dq, plain.dq, what + ": dq");
   if (pr.diagonal != chunk::DiagonalForm::Chunk) return expect_same_gradients(chained, plain, what);
-  const std::pair<const char*, double> rounded[] = {{"dk", relative_difference(plain.dk, chained.dk)},
-                                                    {"dv", relative_difference(plain.dv, chained.dv)},
-                                                    {"dz", relative_difference(plain.dz, chained.dz)},
-                                                    {"df", relative_difference(plain.df, chained.df)},
-                                                    {"ds0", relative_difference(plain.ds0, chained.ds0)}};
+  const std::pair<const char*, double> rounded[] = {{"dk", rel_error(chained.dk, plain.dk)},
+                                                    {"dv", rel_error(chained.dv, plain.dv)},
+                                                    {"dz", rel_error(chained.dz, plain.dz)},
+                                                    {"df", rel_error(chained.df, plain.df)},
+                                                    {"ds0", rel_error(chained.ds0, plain.ds0)}};
   for (const auto& [name, d] : rounded) EXPECT_LE(d, 2e-2) << what << ": " << name;
   pr.chain_products = true;
   const Result c64 = problem_against_reference<BFloat16, M, C, false>(pr);

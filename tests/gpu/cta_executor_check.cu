@@ -318,14 +318,14 @@ struct ChainTiles {  // the programs' padded rows (+8 elements); B1 stored n×k 
   }
 };
 
-// On either executor, from the operands in shared memory (A, B0, B1, B2, P, then Y, carved in that order).
-const char* mask_name(cta::KSpan mask) {
+const char* mask_name(cta::KSpan mask) {  // a gemm_chain row's mask, as its name's part
   return mask == cta::KSpan::Causal        ? ", Causal"
          : mask == cta::KSpan::BlockCausal ? ", BlockCausal"
          : mask == cta::KSpan::AntiCausal  ? ", AntiCausal"
                                            : ", BlockAntiCausal";
 }
 
+// On either executor, from the operands in shared memory (A, B0, B1, B2, P, then Y, carved in that order).
 template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, bool kChained, typename Cta, typename Op>
 __host__ __device__ void chain(Cta& x, unsigned char* smem, int* writes) {
   using L = ChainTiles<kM, kN, kK, kTB1>;

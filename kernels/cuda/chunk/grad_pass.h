@@ -229,6 +229,18 @@ DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg
   }
 }
 
+// dq's two products chained in registers (16-bit operands): R = mask(dỸ Ṽᵀ), then dỸ S_prev + R K̃ (Y is C×M, k = R:
+// whole_chunk_y's parts at this M, at most one per 16 columns; ptxas: no spill), R stored into keep_r when given.
+template <cta::KSpan kMask, typename Cta, typename Op, typename Cfg>
+DECAYFW_CTA void chained_dq(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, Op* keep_r) {
+  constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
+  cta.template gemm_chain<kMask, C, M, R, chain_parts<M, M>(), false>(
+      t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Xb, Cfg::ldm_op, keep_r, Cfg::ldc_op,
+      [&](int i, int m, const float* v) {
+        decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
+      });
+}
+
 // The chunk form's gradient products with every product chained (t.chained, 16-bit operands): dV and dK are chains
 // too, their inter-chunk parts in the same accumulators as the transposed intra-chunk ones, the operands referred
 // to the chunk's start (grad_rows' scaling phase: Q̃ in Xa, K̃ in Xb, dỸ in Xc, Ṽ in Xd, and dŜ in dSop, in place):
@@ -238,10 +250,6 @@ DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg
 // blocks where chunk_grad_products reads them back from Pc, and nothing goes through Pc (where dSop is, which these
 // chains read to the end). One more rounding than chunk_grad_products' path, dŜ's (dS_end is stored rounded): the
 // chunk form's precision trade; the factored form keeps its precision (docs/cuda.md, "Chained products").
-template <typename Op>
-constexpr bool chains_transposed() {
-  return sizeof(Op) == 2;
-}
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void chunk_grad_chains(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, float* DK, float* DV) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
@@ -253,12 +261,7 @@ DECAYFW_CTA void chunk_grad_chains(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, float
       [&](int j, int d, const float* v) {
         decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, false);
       });
-  // dq (C×M, k = R), as chunk_grad_products' chained one, R not kept.
-  cta.template gemm_chain<KSpan::Causal, C, M, R, chain_parts<M, M>(), false>(
-      t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Xb, Cfg::ldm_op, static_cast<Op*>(nullptr), 0,
-      [&](int i, int m, const float* v) {
-        decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
-      });
+  chained_dq<KSpan::Causal>(cta, t, DQ, static_cast<Op*>(nullptr));
   // dK (C×M, k = R): dq's, transposed; dŜ stored R×M is its B1 k×n. dk adds (it sums over the row tiles).
   cta.template gemm_chain<KSpan::AntiCausal, C, M, R, chain_parts<M, M>(), false>(
       t.Xd, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Xa, Cfg::ldm_op, static_cast<Op*>(nullptr), 0,
@@ -294,10 +297,7 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& 
   };
   bool chained = false;
   if constexpr (sizeof(Op) == 2) {
-    // Y is C×M here (k = R): whole_chunk_y's parts at this M, at most one per 16 columns (ptxas: no spill).
-    if ((chained = t.chained))
-      cta.template gemm_chain<kMasked, C, M, R, chain_parts<M, M>(), false>(
-          t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.Pc, Cfg::ldc_op, dq_decays);
+    if ((chained = t.chained)) chained_dq<kMasked>(cta, t, DQ, t.Pc);
   }
   if (!chained) {
     cta.template gemm_apply<false, true, kMasked>(
@@ -357,7 +357,8 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // chained products takes dv's and dk's in its chains instead (chunk_grad_chains): K and V referred to the chunk's
   // start rather than its end, and dS_end scaled to dŜ in place (the last R·M/4 indices; the sums above read it).
   const bool whole = t.chunk_narrow();
-  const bool transposed = chains_transposed<Op>() && whole && t.chained && !t.factored();
+  // (t.chained is set for 16-bit operands only; the sizeof lets fp32's code drop what it never runs.)
+  const bool transposed = sizeof(Op) == 2 && whole && t.chained && !t.factored();
   const float* key_end = transposed ? nullptr : t.key_gates(last);
   const float* row_end = transposed ? nullptr : t.row_gates(last);
   constexpr int MQ = M / kQuad, RQ = R / kQuad;
@@ -391,7 +392,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     decay_state_quad<Cta>(t.dSop + d * Cfg::ldm_op + m, t.row_gates(last)[d], t.key_gates(last) + m);
   });
   if (transposed) {
-    if constexpr (chains_transposed<Op>()) chunk_grad_chains(cta, t, DQ, DK, DV);
+    if constexpr (sizeof(Op) == 2) chunk_grad_chains(cta, t, DQ, DK, DV);
   } else {
     // Each product decayed in registers: dk adds its own (it accumulates over tiles), dv starts with its own. dS_end
     // is not read after these two.
