@@ -47,7 +47,7 @@ class LaneEmulator {
         lane_ = l;
         try {
           body(l);
-          warp.finish(l);
+          warp.finish();
         } catch (const Aborted&) {
         } catch (...) {
           warp.abort(std::current_exception());
@@ -111,6 +111,9 @@ class LaneEmulator {
     w.sync(Instruction::Done);
   }
 
+  // The calling thread's lane (for an instruction set derived from this one).
+  static int lane() { return lane_; }
+
   template <typename Op>
   static uint32_t pack2(float lo, float hi) {
     if constexpr (std::is_same_v<Op, BFloat16>)
@@ -165,7 +168,7 @@ class LaneEmulator {
       cv.wait(lock, [&] { return generation != gen || aborted; });
       if (aborted) throw Aborted{};
     }
-    void finish(int) { sync(Instruction::Exit); }
+    void finish() { sync(Instruction::Exit); }
     void abort(std::exception_ptr e) {
       std::lock_guard<std::mutex> lock(m);
       fail(std::move(e));

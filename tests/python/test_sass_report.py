@@ -19,7 +19,7 @@ OBJECTS = sass_report.default_objects(BUILD)
 
 GRAD_BF16 = ("_ZN7decayfw4cuda12chunk_launch58_GLOBAL__N__7419b7dd_19_decay_chunk_bf16_cu_75c6cf2d_2893116grad_pass"
              "_kernelI13__nv_bfloat16NS_5chunk6ConfigILi64ELi64ES4_EEEEvNS5_9ChunkArgsE")
-GRAD_FP16 = GRAD_BF16.replace("I13__nv_bfloat16", "I6__half").replace("S4_", "S4_")
+GRAD_FP16 = GRAD_BF16.replace("I13__nv_bfloat16", "I6__half")
 
 
 def listing(name, *instructions):
