@@ -300,155 +300,72 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
     return once
 
 
-# Special-function operations (MUFU: exponentials, logarithms, reciprocals) per chunk-path kernel, read
-# off kernels/cuda/chunk/ as it is: every decay e^x of a gate difference is one ex2, a log
-# gate two (exp and log), σ(−x) two (exp and reciprocal). A Hopper SM retires 16 per clock, so at
-# 132 SMs and 1.98 GHz (H100/H200 boost) the device does 4.2e12 a second: the second floor beside the
-# bytes. The 16×16 diagonal blocks cost what their form (DECAYFW_CHUNK_DIAGONAL) makes them: a column whose
-# gates span more than 40 over a sub-chunk ("wide": the fraction `wide` below) takes one exponential per
-# pair of rows in every form; the others take one per row in the factored form (the default) and in the
-# tensor form (which puts them in the tensor-core products), and one per pair in the elementwise form
-# (where every column counts as wide). The chunk form's model takes every chunk whole (no sub-chunks: each
-# scaled operand and each product's decays one exponential an element; `wide` must be 0).
-SFU_OPS_PER_SECOND = 132 * 16 * 1.98e9
-SUB = 16  # rows per sub-chunk (kSub)
-PAIRS = SUB * (SUB + 1) // 2  # row pairs j ≤ i of a sub-chunk's diagonal block
-PAIR_DECAYS = 72  # exponentials per wide column for a sub-chunk's paired terms (for_each_pair_decay)
-FIRST_ROW_FACTORS = 30  # exponentials per narrow column for them in the factored form (first_row_factors)
-DIAGONALS = ("factored", "elementwise", "tensor", "chunk")
-
-
-def chunk_kernel_sfu(N, T, D, M, reuse_states=True, C=None, forward="split", diagonal="factored", wide=0.0,
-                     whole=False):
-    """MUFU operations of each chunk-path kernel in one forward+backward call (bf16 configurations), with the
-    diagonal blocks in the given form and a fraction `wide` of the (sub-chunk, column) pairs wide (the
-    programs give those one index each, gathered into whole warps, so the cost follows the fraction).
-    output_pass and grad_pass walk a chunk's row tiles inside one CTA and take the key side's log gates
-    and Pd once; forward_pass, one row tile per CTA, takes them for each. whole (the factored form): every
-    chunk taken whole, its diagonal blocks apart (the chunk form's count, plus Pd's and Rd's fp32 factors and
-    the factored diagonal terms); the chunk form always takes them whole."""
-    if diagonal not in DIAGONALS:
-        raise ValueError(f"diagonal must be one of {DIAGONALS}, got {diagonal!r}")
-    if (diagonal == "chunk" or whole) and wide:
-        raise ValueError("the model of whole chunks takes every chunk whole: wide must be 0")
-    if whole and diagonal not in ("factored", "chunk"):
-        raise ValueError(f"only the factored and chunk forms take chunks whole, not {diagonal!r}")
-    if whole and diagonal == "factored":
-        C = C or compiled_chunk(M)
-        R, tiles, terms = 64, D // 64, lambda X: (C // SUB) * X * FIRST_ROW_FACTORS
-        ops = chunk_kernel_sfu(N, T, D, M, reuse_states, C, forward, "chunk")
-        blocks = N * -(-T // C)
-        # Pd's factors (key side: once per chunk, per tile in the fused pass), Rd's (per tile), the terms
-        extra = {"state_pass": 0, "dstate_pass": 0,
-                 "output_pass": 0 if forward == "fused" else 2 * C * M + tiles * terms(R),
-                 "forward_pass": tiles * (2 * C * M + terms(R)) if forward == "fused" else 0,
-                 "grad_pass": 2 * C * M + tiles * (2 * C * R + terms(R) + terms(M))}
-        return {k: ops[k] + round(blocks * extra[k]) for k in ops}
-    C = C or compiled_chunk(M)
-    R, S, NS = 64, SUB, C // SUB
-    blocks = N * -(-T // C)            # (sequence, chunk) pairs
-    tiles = D // R
-    if diagonal == "chunk":
-        gates, update = 2 * C * (M + R), C * (M + R) + R * M
-        # y: Q ⊙ e^{B}, K ⊙ e^{-B}, V ⊙ e^{-A}, and the row decays of the inter- and intra-chunk products summed
-        y = C * M + C * (M + R) + C * R
-        # a tile of grad_pass: z's log gates, the four inter-chunk operands, dk's and dv's inter-chunk products'
-        # decays, the chunk's K and V, its four products' decays (y's and dq's with their inter-chunk
-        # products), σ(-z)
-        grad_tile = 2 * C * R + 2 * C * (M + R) + C * (M + R) + C * (M + R) + 2 * C * (M + R) + 2 * C * R
-        per_chunk = {
-            "state_pass": tiles * (gates + update),
-            "output_pass": 2 * C * M + tiles * (2 * C * R + y),
-            "forward_pass": tiles * (gates + y + update),
-            "dstate_pass": tiles * (gates + update),
-            "grad_pass": 2 * C * M + tiles * grad_tile + 2 * C * M,
-        }
-        return _by_forward({k: round(blocks * v) for k, v in per_chunk.items()}, forward, reuse_states)
-    tensor, factored = diagonal == "tensor", diagonal == "factored"
-    w = 1.0 if diagonal == "elementwise" else wide
-    # The diagonal rows' operand scalings the sub-chunk loops skip (zeroed off the tensor cores). The
-    # factored form scales its narrow key columns' rows where Pd is computed (kept in fp32 for it), and,
-    # in grad_pass, its narrow rows' v for Rd.
-    key_skip_pd = w * S * M if tensor or factored else S * M
-    key_skip = w * S * M if tensor else S * M
-    row_skip = w * S * R if tensor else S * R
-    v_kept = (1 - w) * S * R if factored else 0.0
-    anti_skip = w * S * (M + R) if tensor else S * (M + R)
-    # one sub-chunk loop (y's or dq's): its own rows' scaling, every row up to its diagonal block, the result's
-    intra = lambda ks: sum(S * M + (I + 1) * S * (M + R) - ks - row_skip + S * R for I in range(NS))
-    dvdk = sum(2 * S * (M + R) + (C - J * S) * (M + R) - anti_skip for J in range(NS))
-    gates = 2 * C * (M + R)                                                    # log σ of f and z
-    update = C * (M + R) + R * M                                               # one chunk's state update
-    pd = w * NS * PAIRS * M                                                    # Pd's wide key columns per pair
-    rd = w * NS * PAIRS * R                                                    # Rd's wide rows, per tile
-    terms = lambda X: NS * X * (PAIR_DECAYS * w + (FIRST_ROW_FACTORS * (1 - w) if factored else 0.0))
-    y_rest = C * M + C * R + terms(R)                                          # inter, the rows' diagonal terms
-    # grad_pass's one causal loop: y's and dq's, the k and v scalings shared
-    causal = lambda ks: intra(ks) + NS * S * (M + R) + NS * v_kept
-    grad_rest = (2 * C * R + C * (2 * M + 2 * R) + 2 * C * M + 2 * C * R + dvdk + rd + terms(R) + terms(M)
-                 + 2 * C * R)
-    per_chunk = {
-        "state_pass": tiles * (gates + update),
-        # key side and Pd once per chunk, with the first row tile
-        "output_pass": 2 * C * M + pd + tiles * (2 * C * R + y_rest) + intra(key_skip_pd)
-                       + (tiles - 1) * intra(key_skip),
-        "forward_pass": tiles * (gates + pd + y_rest + intra(key_skip_pd) + update),  # one row tile per CTA
-        "dstate_pass": tiles * (gates + update),
-        # key gates, tiles, Pd once, df
-        "grad_pass": 2 * C * M + tiles * grad_rest + causal(key_skip_pd) + (tiles - 1) * causal(key_skip)
-                     + pd + 2 * C * M,
-    }
-    return _by_forward({k: round(blocks * v) for k, v in per_chunk.items()}, forward, reuse_states)
-
-
-def _by_forward(ops, forward, reuse_states):
-    """Per-kernel counts of a call: the fused forward runs no state_pass or output_pass (a state_pass only
-    when the backward recomputes the states), the split one no forward_pass (and state_pass twice then)."""
-    if forward == "fused":
-        ops["output_pass"] = 0
-        ops["state_pass"] = 0 if reuse_states else ops["state_pass"]
-    else:
-        ops["forward_pass"] = 0
-        ops["state_pass"] *= 1 if reuse_states else 2
-    return ops
-
-
-# Shared-memory wavefronts of each chunk kernel per chunk (grad_pass, output_pass: a CTA each) or per chunk and
-# row tile (the others, whose CTAs walk a row tile's chunks) (bf16; forward_pass from the fused forward, the
-# others from the split one), counted on the CPU by benchmarks/smem_bank_report (kernels/cuda/cta/smem_trace.h):
-# every vector and scalar access of the programs as the warps would issue them, served by the bank model (a
-# 16-byte access in quarter warps, an 8-byte one in half warps, twice the lanes for a load whose neighbouring
-# lanes share addresses), and the tensor-core fragments as the WMMA code nvcc emits reads and writes them. A
-# Hopper SM serves one 128-byte wavefront a clock, so at 132 SMs and 1.98 GHz the third floor beside MUFU and
-# bytes. Regenerate after a change to the programs
-# (tests/python/test_bench_gpu.py checks):
+# Shared-memory wavefronts and special-function (MUFU) operations of each chunk kernel per chunk (grad_pass,
+# output_pass: a CTA each) or per chunk and row tile (the others, whose CTAs walk a row tile's chunks) (bf16;
+# forward_pass from the fused forward, the others from the split one; gate logits N(2, 1), as the benchmark's:
+# no wide column, every chunk whole in the factored and chunk forms), counted on the CPU by
+# benchmarks/smem_bank_report, which runs the programs through HostCta with a SmemTrace
+# (kernels/cuda/cta/smem_trace.h). Regenerate both after a change to the programs (tests/python/test_bench_gpu.py
+# checks them):
 #   for M in 32 64; do for D in 64 128; do for g in factored elementwise tensor chunk; do
 #     build/benchmarks/smem_bank_report --python --m $M --d $D --diagonal $g; done; done; done
+# (--python-mufu in place of --python for MUFU_OPS).
+#
+# Wavefronts: every vector and scalar access of the programs as the warps would issue them, served by the bank
+# model (a 16-byte access in quarter warps, an 8-byte one in half warps, twice the lanes for a load whose
+# neighbouring lanes share addresses), and the tensor-core fragments as the code nvcc emits reads and writes them.
+# A Hopper SM serves one 128-byte wavefront a clock: at 132 SMs and 1.98 GHz (H100/H200 boost), a floor beside
+# MUFU and bytes.
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
     (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 5440, "grad_pass": 11926, "output_pass": 3983, "state_pass": 2224},
     (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 23707, "output_pass": 8158, "state_pass": 2224},
     (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 16453, "output_pass": 5122, "state_pass": 2224},
     (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4064, "grad_pass": 7562, "output_pass": 2607, "state_pass": 2224},
-    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 5440, "grad_pass": 22004, "output_pass": 6965, "state_pass": 2224},
+    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 5440, "grad_pass": 21812, "output_pass": 6581, "state_pass": 2224},
     (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 43374, "output_pass": 13123, "state_pass": 2224},
     (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 31530, "output_pass": 9715, "state_pass": 2224},
-    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4064, "grad_pass": 13884, "output_pass": 4821, "state_pass": 2224},
+    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4064, "grad_pass": 13500, "output_pass": 4437, "state_pass": 2224},
     (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 7385, "grad_pass": 16264, "output_pass": 5048, "state_pass": 3296},
     (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 31842, "output_pass": 12070, "state_pass": 3296},
     (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 21322, "output_pass": 6370, "state_pass": 3296},
     (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 5689, "grad_pass": 10520, "output_pass": 3352, "state_pass": 3296},
-    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 7385, "grad_pass": 29183, "output_pass": 8445, "state_pass": 3296},
+    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 7385, "grad_pass": 28927, "output_pass": 7933, "state_pass": 3296},
     (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 55621, "output_pass": 17771, "state_pass": 3296},
     (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 40117, "output_pass": 11907, "state_pass": 3296},
-    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 5689, "grad_pass": 18687, "output_pass": 6045, "state_pass": 3296},
+    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 5689, "grad_pass": 18175, "output_pass": 5533, "state_pass": 3296},
+}
+
+# MUFU operations per lane, as the programs make them (kernels/cuda/cta/cta_common.h, count_special_functions:
+# each decay e^x one MUFU.EX2, a log gate log σ(x) one (its log1pf is a polynomial on the FMA pipe), σ(−x) an EX2
+# and the division's RCP, as nvcc 13 compiles them for sm_90). A Hopper SM retires 16 a clock, so 4.2e12 a second
+# at 132 SMs and 1.98 GHz: the second floor beside the bytes.
+MUFU_OPS_PER_SECOND = 132 * 16 * 1.98e9
+MUFU_OPS = {
+    (32, 64, "factored"): {"dstate_pass": 14336, "forward_pass": 38400, "grad_pass": 79104, "output_pass": 30208, "state_pass": 14336},
+    (32, 64, "elementwise"): {"dstate_pass": 14336, "forward_pass": 70656, "grad_pass": 161280, "output_pass": 62464, "state_pass": 14336},
+    (32, 64, "tensor"): {"dstate_pass": 14336, "forward_pass": 41984, "grad_pass": 98304, "output_pass": 33792, "state_pass": 14336},
+    (32, 64, "chunk"): {"dstate_pass": 14336, "forward_pass": 26624, "grad_pass": 45056, "output_pass": 18432, "state_pass": 14336},
+    (32, 128, "factored"): {"dstate_pass": 14336, "forward_pass": 38400, "grad_pass": 145920, "output_pass": 50176, "state_pass": 14336},
+    (32, 128, "elementwise"): {"dstate_pass": 14336, "forward_pass": 70656, "grad_pass": 299008, "output_pass": 105472, "state_pass": 14336},
+    (32, 128, "tensor"): {"dstate_pass": 14336, "forward_pass": 41984, "grad_pass": 190464, "output_pass": 65536, "state_pass": 14336},
+    (32, 128, "chunk"): {"dstate_pass": 14336, "forward_pass": 26624, "grad_pass": 79872, "output_pass": 30720, "state_pass": 14336},
+    (64, 64, "factored"): {"dstate_pass": 20480, "forward_pass": 52736, "grad_pass": 105472, "output_pass": 40448, "state_pass": 20480},
+    (64, 64, "elementwise"): {"dstate_pass": 20480, "forward_pass": 101376, "grad_pass": 215040, "output_pass": 89088, "state_pass": 20480},
+    (64, 64, "tensor"): {"dstate_pass": 20480, "forward_pass": 57344, "grad_pass": 131072, "output_pass": 45056, "state_pass": 20480},
+    (64, 64, "chunk"): {"dstate_pass": 20480, "forward_pass": 36864, "grad_pass": 61440, "output_pass": 24576, "state_pass": 20480},
+    (64, 128, "factored"): {"dstate_pass": 20480, "forward_pass": 52736, "grad_pass": 186368, "output_pass": 60416, "state_pass": 20480},
+    (64, 128, "elementwise"): {"dstate_pass": 20480, "forward_pass": 101376, "grad_pass": 382976, "output_pass": 139264, "state_pass": 20480},
+    (64, 128, "tensor"): {"dstate_pass": 20480, "forward_pass": 57344, "grad_pass": 249856, "output_pass": 86016, "state_pass": 20480},
+    (64, 128, "chunk"): {"dstate_pass": 20480, "forward_pass": 36864, "grad_pass": 102400, "output_pass": 36864, "state_pass": 20480},
 }
 
 
-def chunk_kernel_smem(N, T, D, M, forward="split", diagonal="factored"):
-    """Shared-memory wavefronts of each chunk-path kernel in one forward+backward call (bf16; SMEM_WAVEFRONTS),
-    or None for sizes the table does not hold."""
-    per_unit = SMEM_WAVEFRONTS.get((M, D, "factored" if diagonal == "auto" else diagonal))
+def _per_call(table, N, T, D, M, forward, diagonal):
+    """One forward+backward call's count of each chunk kernel from a per-chunk table (SMEM_WAVEFRONTS, MUFU_OPS),
+    or None for sizes the table does not hold. The fused forward runs no state_pass or output_pass, the split one
+    no forward_pass."""
+    per_unit = table.get((M, D, "factored" if diagonal == "auto" else diagonal))
     if per_unit is None:
         return None
     chunks, tiles = -(-T // compiled_chunk(M)), D // 64
@@ -461,34 +378,46 @@ def chunk_kernel_smem(N, T, D, M, forward="split", diagonal="factored"):
     return w
 
 
-# The diagonal blocks' forms in the compute model, with no wide column (the benchmark's N(2, 1) gate logits;
-# the elementwise form counts every column as wide; fp16 runs the tensor form as the factored one).
-DIAGONAL_FORMS = (("factored", 0.0), ("elementwise", 1.0), ("tensor", 0.0), ("chunk", 0.0))
-# (whose chunks, at these gates, are all whole: the factored form's too)
+def chunk_kernel_smem(N, T, D, M, forward="split", diagonal="factored"):
+    """Shared-memory wavefronts of each chunk-path kernel in one forward+backward call (bf16; SMEM_WAVEFRONTS),
+    or None for sizes the table does not hold."""
+    return _per_call(SMEM_WAVEFRONTS, N, T, D, M, forward, diagonal)
+
+
+def chunk_kernel_mufu(N, T, D, M, forward="split", diagonal="factored"):
+    """Special-function (MUFU) operations of each chunk-path kernel in one forward+backward call (bf16;
+    MUFU_OPS), or None for sizes the table does not hold."""
+    return _per_call(MUFU_OPS, N, T, D, M, forward, diagonal)
+
+
+# The diagonal blocks' forms in the compute model (DECAYFW_CHUNK_DIAGONAL; fp16 runs the tensor and chunk forms as
+# the factored one).
+DIAGONALS = ("factored", "elementwise", "tensor", "chunk")
 
 
 def print_compute_model(sizes, bw):
     print("Chunk path, forward+backward: the three floors of each kernel (model). MUFU: special-function operations "
-          "(chunk_kernel_sfu) at 16 per clock per SM, 132 SMs, 1.98 GHz; smem: shared-memory wavefronts "
-          "(chunk_kernel_smem, counted on the CPU by benchmarks/smem_bank_report) at one per clock per SM; bytes: "
+          "(chunk_kernel_mufu) at 16 per clock per SM, 132 SMs, 1.98 GHz; smem: shared-memory wavefronts "
+          "(chunk_kernel_smem) at one per clock per SM, both counted on the CPU by benchmarks/smem_bank_report; bytes: "
           f"chunk_kernel_bytes at {bw / 1e9:.0f} GB/s. Where either of the first two is larger than the third, the "
           "kernel cannot reach the bandwidth the traffic model assumes. diagonal: the 16×16 diagonal blocks' form "
           "(DECAYFW_CHUNK_DIAGONAL; no wide column, every column per pair in the elementwise form). bound: the I/O "
-          "floor ÷ the sum over kernels of the largest floor (— for smem where the table has no such size)\n")
+          "floor ÷ the sum over kernels of the largest floor (— for MUFU and smem where their tables have no such "
+          "size)\n")
     print("| N | T | D | M | forward | diagonal | " + " | ".join(f"{k} MUFU / smem / bytes µs" for k in CHUNK_KERNELS)
           + " | bound |")
     print("|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 1))
     for N, T, D, M in sizes:
         for form in CHUNK_FORWARDS:
-            for diagonal, wide in DIAGONAL_FORMS:
-                sfu = chunk_kernel_sfu(N, T, D, M, forward=form, diagonal=diagonal, wide=wide,
-                                       whole=diagonal == "factored")
+            for diagonal in DIAGONALS:
+                mufu = chunk_kernel_mufu(N, T, D, M, forward=form, diagonal=diagonal)
                 smem = chunk_kernel_smem(N, T, D, M, forward=form, diagonal=diagonal)
                 b = chunk_kernel_bytes(N, T, D, M, forward=form)
-                us = lambda k: (sfu[k] / SFU_OPS_PER_SECOND * 1e6,
+                us = lambda k: (mufu[k] / MUFU_OPS_PER_SECOND * 1e6 if mufu else 0.0,
                                 smem[k] / SMEM_WAVEFRONTS_PER_SECOND * 1e6 if smem else 0.0, b[k] / bw * 1e6)
-                smem_cell = lambda k: f"{us(k)[1]:.0f}" if smem else "—"
-                cell = lambda k: f"{us(k)[0]:.0f} / {smem_cell(k)} / {us(k)[2]:.0f}" if sfu[k] or b[k] else "—"
+                counted = lambda k, i, table: f"{us(k)[i]:.0f}" if table else "—"
+                cell = lambda k: (f"{counted(k, 0, mufu)} / {counted(k, 1, smem)} / {us(k)[2]:.0f}"
+                                  if max(us(k)) else "—")
                 floor_us = io_floor_bytes(N, T, D, M, True) / bw * 1e6
                 bound = floor_us / sum(max(us(k)) for k in CHUNK_KERNELS)
                 print(f"| {N} | {T} | {D} | {M} | {form} | {diagonal} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)

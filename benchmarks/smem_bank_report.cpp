@@ -3,11 +3,13 @@
 // and prints, per kernel, the wavefronts its Cta::load4/store4 and cp.async accesses take against the
 // fewest their data needs, then the source lines that lose the most. The count follows the programs'
 // real addresses and index-to-thread mapping, so it is exact for what it covers (not the scalar
-// accesses, nor the tensor-core fragments: see smem_trace.h).
+// accesses, nor the tensor-core fragments: see smem_trace.h). The same run counts each kernel's special-function
+// (MUFU) operations, as the device would issue them (cta_common.h: count_special_functions).
 //
 //   smem_bank_report [--dtype bf16|fp16|fp32] [--m 64] [--d 128] [--t 256]
 //                    [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top 20] [--gate-mean 2]
-//   smem_bank_report --python --m 64 --d 128 --diagonal factored    # a line of bench_gpu.py's model
+//   smem_bank_report --python --m 64 --d 128 --diagonal factored    # a line of bench_gpu.py's SMEM_WAVEFRONTS
+//   smem_bank_report --python-mufu --m 64 --d 128 --diagonal factored  # ... of its MUFU_OPS
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -35,7 +37,8 @@ struct Options {
   std::string dtype = "bf16", diagonal = "factored", forward = "split";
   int m = 64, d = 128, t = 256, top = 20;
   double gate_mean = 2.0;  // gate logits N(mean, 1): 2 leaves no wide column; below about -2.5 most are wide
-  bool python = false;  // one line of benchmarks/bench_gpu.py's SMEM_WAVEFRONTS instead of the tables
+  // One line of benchmarks/bench_gpu.py's SMEM_WAVEFRONTS ("wavefronts") or MUFU_OPS ("mufu") instead of the tables.
+  std::string python;
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -43,9 +46,10 @@ struct Options {
       stderr,
       "smem_bank_report: %s\nusage: smem_bank_report [--dtype bf16|fp16|fp32] [--m 16|32|64|128] [--d N·64] "
       "[--t N] [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top N] [--gate-mean X] "
-      "[--python]\n"
+      "[--python | --python-mufu]\n"
       "--python: wavefronts per chunk (and row tile) of every kernel, both forward forms, as a line of bench_gpu.py's "
-      "SMEM_WAVEFRONTS\n",
+      "SMEM_WAVEFRONTS\n"
+      "--python-mufu: the same for the special-function (MUFU) operations, a line of bench_gpu.py's MUFU_OPS\n",
       why.c_str());
   std::exit(2);
 }
@@ -63,8 +67,8 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") usage("counts the chunk programs' shared-memory bank conflicts on the CPU");
-    if (a == "--python") {
-      o.python = true;
+    if (a == "--python" || a == "--python-mufu") {
+      o.python = a == "--python" ? "wavefronts" : "mufu";
       continue;
     }
     if (i + 1 >= argc) usage(a + " needs a value");
@@ -210,9 +214,9 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
   const int64_t tiles = o.d / chunk::kRows;
   std::printf("| kernel | instructions | wavefronts | conflict-free | fewest |");
   for (const char* k : cta::kAccessKinds) std::printf(" %s wavefronts |", k);
-  std::printf(" bank conflicts (wavefronts ÷ conflict-free) |\n|---|---|---|---|---|");
+  std::printf(" bank conflicts (wavefronts ÷ conflict-free) | MUFU operations |\n|---|---|---|---|---|");
   for (size_t i = 0; i < std::size(cta::kAccessKinds); ++i) std::printf("---|");
-  std::printf("---|\n");
+  std::printf("---|---|\n");
   for (const auto& [name, by_kind] : kernels) {
     // grad_pass and output_pass walk a chunk's row tiles in one CTA; the scans and forward_pass take one tile each
     const bool per_tile = name == "state_pass" || name == "dstate_pass" || name == "forward_pass";
@@ -224,7 +228,9 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
       auto it = by_kind.find(k);
       std::printf(" %.0f |", it == by_kind.end() ? 0.0 : it->second.wavefronts / per);
     }
-    std::printf(" %.3f |\n", ratio(c.wavefronts, c.phases));
+    const auto mufu = trace.special_functions().find(name);
+    std::printf(" %.3f | %.0f |\n", ratio(c.wavefronts, c.phases),
+                mufu == trace.special_functions().end() ? 0.0 : double(mufu->second) / per);
   }
   print_races(trace);
   std::vector<std::pair<cta::SmemTrace::Key, cta::SmemTrace::Cost>> rows(trace.costs().begin(), trace.costs().end());
@@ -246,12 +252,17 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
   }
 }
 
-// Wavefronts of each kernel per chunk (grad_pass, output_pass: a CTA each) or per chunk and row tile (the
-// others, whose CTAs walk the chunks of a row tile), summed over the kinds of access.
+// Wavefronts (summed over the kinds of access) or MUFU operations of each kernel per chunk (grad_pass,
+// output_pass: a CTA each) or per chunk and row tile (the others, whose CTAs walk the chunks of a row tile).
 std::map<std::string, double> per_chunk(const Options& o, int C, const cta::SmemTrace& trace) {
   const double chunks = double((o.t + C - 1) / C), tiles = double(o.d / chunk::kRows);
   std::map<std::string, double> w;
-  for (const auto& [key, c] : trace.costs()) w[key.kernel] += double(c.wavefronts);
+  if (o.python == "mufu") {
+    for (const auto& [kernel, n] : trace.special_functions())
+      if (kernel != "?") w[kernel] = double(n);  // "?": before the first launch (none is made there)
+  } else {
+    for (const auto& [key, c] : trace.costs()) w[key.kernel] += double(c.wavefronts);
+  }
   for (auto& [name, v] : w) v /= (name == "grad_pass" || name == "output_pass") ? chunks : chunks * tiles;
   return w;
 }
@@ -269,7 +280,7 @@ template <typename In>
 int run_dtype(const Options& o) {
   return chunk::with_compiled_config<In, int>(o.m, 2, [&](auto cfg) {
     using Cfg = decltype(cfg);
-    if (!o.python) {
+    if (o.python.empty()) {
       report(o, Cfg::C, traced<In, Cfg>(o));
       return 0;
     }

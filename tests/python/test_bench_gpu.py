@@ -75,13 +75,13 @@ def test_traffic_model_table_prints_without_a_gpu():
     assert traffic["split"].endswith("| 47% | 40% |") and traffic["fused"].endswith("| 58% | 51% |"), r.stdout
     # The compute model: each forward form with each form of the diagonal blocks.
     compute = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines if len(cells(line)) == 12}
-    # (Shared memory binds every kernel at this size, so the bounds follow SMEM_WAVEFRONTS: MUFU alone gave
-    # 38/28/39% split and 42/29/44% fused.)
+    # (Shared memory binds every kernel at this size, so the bounds follow SMEM_WAVEFRONTS.)
     # (The chained products took a whole chunk's y off shared memory: factored and chunk 24/29% split and 24/30%
-    # fused before them; the chunk form's dV and dK chains its gradient's transposed products: 31/32% before them.)
+    # fused before them; the chunk form's dV and dK chains its gradient's transposed products: 31/32% before them;
+    # Q̃ and K̃ scaled once per chunk in grad_pass and output_pass, not per row tile: chunk 33/34% before.)
     assert compute == {("split", "factored"): "25%", ("split", "elementwise"): "14%", ("split", "tensor"): "19%",
                        ("split", "chunk"): "33%", ("fused", "factored"): "25%", ("fused", "elementwise"): "14%",
-                       ("fused", "tensor"): "20%", ("fused", "chunk"): "34%"}, r.stdout
+                       ("fused", "tensor"): "20%", ("fused", "chunk"): "35%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -100,103 +100,54 @@ def test_sweep_runs_the_target_lengths_first():
     assert order[:2] == [(64, 2048, 128, 32), (256, 2048, 128, 32)]
 
 
-@pytest.mark.parametrize("diagonal", [d for d in bench_gpu.DIAGONALS if d != "chunk"])  # chunk: below
-@pytest.mark.parametrize("wide", [0.0, 0.25, 1.0])
-@pytest.mark.parametrize("N,T,D,M", SIZES)
-def test_special_function_model_scales_with_the_work(N, T, D, M, wide, diagonal):
-    """chunk_kernel_sfu counts special-function operations per chunk: linear in the chunks and sequences, the
-    forward forms' serial passes as the programs run them, the gradient pass the largest, and every pass
-    with diagonal blocks dearer the more of their columns are wide (per pair), except in the elementwise
-    form, where all are."""
-    sfu = lambda **kw: bench_gpu.chunk_kernel_sfu(diagonal=diagonal, **kw)
-    split, fused = (sfu(N=N, T=T, D=D, M=M, forward=f, wide=wide) for f in bench_gpu.CHUNK_FORWARDS)
-    chunks = -(-T // bench_gpu.compiled_chunk(M))
-    one = sfu(N=1, T=bench_gpu.compiled_chunk(M), D=D, M=M, wide=wide)
-    assert {k: round(v * N * chunks) for k, v in one.items()} == split
-    assert split["forward_pass"] == fused["state_pass"] == fused["output_pass"] == 0
-    C, S, tiles = bench_gpu.compiled_chunk(M), bench_gpu.SUB, D // 64
-    # The fused pass takes each chunk's log gates once, where the split pair takes them in both passes; but,
-    # one row tile per CTA, it takes the key side's gates and Pd's wide columns for every tile, where
-    # output_pass takes them once (and, in the factored form, scales the narrow key columns' diagonal rows
-    # for Pd in every tile, where output_pass skips them after the first).
-    w = 1.0 if diagonal == "elementwise" else wide
-    pd = w * (C // S) * bench_gpu.PAIRS * M
-    kept = (1 - w) * C * M if diagonal == "factored" else 0.0
-    key_side_again = (tiles - 1) * (2 * C * M + pd + kept)
-    gates_once = tiles * 2 * C * (M + 64)
-    assert fused["forward_pass"] + N * chunks * gates_once == pytest.approx(
-        split["state_pass"] + split["output_pass"] + N * chunks * key_side_again, abs=2)
-    assert split["grad_pass"] == max(split.values())
-    recomputed = sfu(N=N, T=T, D=D, M=M, reuse_states=False, wide=wide)
-    assert recomputed["state_pass"] == 2 * split["state_pass"]
-    wider = sfu(N=N, T=T, D=D, M=M, wide=1.0)
-    for kernel in ("output_pass", "grad_pass"):
-        assert (split[kernel] < wider[kernel]) == (wide < 1.0 and diagonal != "elementwise")
-    for kernel in ("state_pass", "dstate_pass"):
-        assert split[kernel] == wider[kernel]
+def test_mufu_counts_of_the_chunk_form_are_the_programs_by_hand():
+    """MUFU_OPS, counted by running the programs, against a count by hand from kernels/cuda/chunk/ (bf16, C = 64,
+    M = 64, D = 128: two row tiles of R = 64; every chunk whole, its products chained). Log gates one each
+    (log1pf is a polynomial), σ(−x) two (an exponential and a reciprocal), each decay one.
+    grad_pass per chunk: the log gates of the key side 4096 and of each tile's rows 2·4096; the scaling phase of
+    the first tile Q̃, K̃, dỸ, Ṽ and dŜ (5·4096), of the second dỸ, Ṽ and dŜ only (Q̃ and K̃ kept); per tile the
+    four chains' decays (y, dv, dq, dk) 4·4096 and σ(−z) 2·4096; σ(−f) 2·4096 once. output_pass: the log gates
+    4096 + 2·4096, Q̃ and K̃ once 2·4096, per tile Ṽ and y's decays 2·4096. state_pass per chunk and tile: the
+    log gates 2·4096, the scaled operands 2·4096 and the state's decay 4096."""
+    n = 4096
+    grad = n + 2 * n + 5 * n + 3 * n + 2 * (4 * n + 2 * n) + 2 * n
+    counts = bench_gpu.MUFU_OPS[(64, 128, "chunk")]
+    assert counts["grad_pass"] == grad == 102400
+    assert counts["output_pass"] == n + 2 * n + 2 * n + 2 * (2 * n)
+    assert counts["state_pass"] == counts["dstate_pass"] == 5 * n
 
 
-def test_the_model_refuses_an_unknown_diagonal_form():
-    with pytest.raises(ValueError, match="diagonal must be one of"):
-        bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="per-element")
+@pytest.mark.parametrize("M, D", [(M, D) for M in (32, 64) for D in (64, 128)])
+def test_mufu_counts_follow_the_forms_of_the_diagonal_blocks(M, D):
+    """The scans' counts do not depend on the diagonal blocks; the elementwise form (one exponential per pair) is
+    the dearest and the chunk form (whole chunks, nothing per element) the cheapest in every pass with
+    diagonal blocks; the fused forward takes the log gates once, where the split pair takes them in both of its
+    passes, but (one row tile per CTA) the key side's gates and Q̃, K̃ in every tile."""
+    forms = {g: bench_gpu.MUFU_OPS[(M, D, g)] for g in bench_gpu.DIAGONALS}
+    assert len({(c["state_pass"], c["dstate_pass"]) for c in forms.values()}) == 1
+    for kernel in ("output_pass", "forward_pass", "grad_pass"):
+        assert forms["elementwise"][kernel] > forms["tensor"][kernel] > forms["chunk"][kernel]
+        assert forms["elementwise"][kernel] > forms["factored"][kernel] > forms["chunk"][kernel]
+    C, R, tiles, c = bench_gpu.compiled_chunk(M), 64, D // 64, forms["chunk"]
+    assert tiles * (c["forward_pass"] + C * (M + R)) == (
+        tiles * c["state_pass"] + c["output_pass"] + (tiles - 1) * 3 * C * M)
 
 
-def test_gradient_pass_special_functions_for_one_chunk():
-    """One bf16 chunk, M = 64, C = 64, D = 128, counted by hand from kernels/cuda/chunk/.
-    Diagonal blocks on tensor cores (no wide column): per row tile, the row gates 8192 (two each), the
-    inter-chunk scalings 16384, the accumulations into DQ, DK 8192 and into Y, DV 8192, the causal loop
-    (y's and dq's, sharing the scaled k and v) 36864 (per sub-chunk I: 16·64 q + 16(I + 1)·128 k and v +
-    16·64 dy + 16·64 into Y + 16·64 into DQ), the dv/dk loop 36864 (per sub-chunk J: 2·16·128 +
-    (64 − 16J)·128), σ(−z) 8192; per chunk, the key gates 8192 and σ(−f) 8192.
-    Elementwise (every column per pair): the loops skip the zeroed diagonal rows' scalings, 16·128 per
-    sub-chunk and loop, and add Rd 4·136·64 = 34816 and the paired terms 4·128·72 = 36864 per tile, and
-    Pd 34816 once.
-    Factored, no wide column: the causal loop of the first tile scales every row as the tensor form does
-    (the diagonal rows' k for Pd, v for Rd, kept in fp32); the second skips the diagonal rows' k, 16·64 per
-    sub-chunk; the dv/dk loop skips its diagonal rows' 16·128 per sub-chunk in both; the paired terms
-    take 4·128·30 = 15360 per tile."""
-    tile = 8192 + 16384 + 8192 + 8192 + 36864 + 36864 + 8192
-    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="tensor")["grad_pass"] == 8192 + 2 * tile + 8192
-    skipped = 2 * 4 * 16 * 128
-    wide_tile = tile - skipped + 34816 + 36864
-    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="elementwise")["grad_pass"] == (
-        8192 + 2 * wide_tile + 34816 + 8192)
-    factored_tile = tile - 4 * 16 * 128 + 15360
-    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64)["grad_pass"] == 8192 + 2 * factored_tile - 4 * 16 * 64 + 8192
-
-
-def test_chunk_form_special_functions_take_each_element_once():
-    """The chunk form, every chunk whole, per row tile of grad_pass (C = 64, M = 64, R = 64): z's log gates
-    2·64·64 = 8192, the four inter-chunk operands 16384, dk's and dv's inter-chunk products' decays 8192, the
-    chunk's K and V 8192, its four products' decays 16384 (y's and dq's summed with their inter-chunk
-    products), σ(−z) 8192; key gates and df 8192 each, once. output_pass: a tile's z gates 8192, Q, K, V
-    12288 and y's decays 4096, the key gates once."""
-    tile = 8192 + 16384 + 8192 + 8192 + 16384 + 8192
-    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="chunk")["grad_pass"] == 8192 + 2 * tile + 8192
-    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="chunk", forward="fused")["output_pass"] == 0
-    out = bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="chunk", forward="split")
-    assert out["output_pass"] == 8192 + 2 * (8192 + 12288 + 4096)
-    with pytest.raises(ValueError, match="wide must be 0"):
-        bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="chunk", wide=0.5)
-    # The factored form's whole chunks: the chunk form's count, plus Pd's factors 2·64·64 = 8192 once, and per
-    # tile Rd's 8192 and the factored diagonal terms of rows and keys, 4·64·30 = 7680 each.
-    assert bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, whole=True)["grad_pass"] == (
-        8192 + 2 * tile + 8192 + 8192 + 2 * (8192 + 7680 + 7680))
-    fused = bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, forward="fused", whole=True)
-    assert fused["forward_pass"] == bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, forward="fused", diagonal="chunk")[
-        "forward_pass"] + 2 * (8192 + 7680) and fused["output_pass"] == 0
-    with pytest.raises(ValueError, match="only the factored and chunk forms"):
-        bench_gpu.chunk_kernel_sfu(1, 64, 128, 64, diagonal="tensor", whole=True)
-    # Linear in the chunks and sequences; the fused pass takes the log gates once but the key side per tile.
-    for N, T, D, M in SIZES:
-        split, fused = (bench_gpu.chunk_kernel_sfu(N, T, D, M, forward=f, diagonal="chunk") for f in ("split", "fused"))
-        C, tiles = bench_gpu.compiled_chunk(M), D // 64
-        chunks = -(-T // C)
-        one = bench_gpu.chunk_kernel_sfu(1, C, D, M, diagonal="chunk")
-        assert {k: v * N * chunks for k, v in one.items()} == split
-        assert fused["forward_pass"] + N * chunks * tiles * 2 * C * (M + 64) == (
-            split["state_pass"] + split["output_pass"] + N * chunks * (tiles - 1) * 2 * C * M)
-        assert split["grad_pass"] == max(split.values())
+def test_chunk_kernel_counts_scale_with_the_grid():
+    """chunk_kernel_smem and chunk_kernel_mufu: a table's per-chunk count times the CTAs' units of work (chunks for
+    grad_pass and output_pass, chunks × row tiles for the others), the forward form's kernels only."""
+    for table, count in ((bench_gpu.SMEM_WAVEFRONTS, bench_gpu.chunk_kernel_smem),
+                         (bench_gpu.MUFU_OPS, bench_gpu.chunk_kernel_mufu)):
+        one = count(1, 64, 128, 64)
+        per_unit = table[(64, 128, "factored")]
+        # one chunk of one sequence: a CTA for each chunk kernel, two row tiles for the per-tile ones
+        assert one["grad_pass"] == per_unit["grad_pass"] and one["output_pass"] == per_unit["output_pass"]
+        assert one["state_pass"] == 2 * per_unit["state_pass"] and one["forward_pass"] == 0
+        big = count(256, 8192, 128, 64, forward="fused")
+        assert big["grad_pass"] == 256 * 128 * per_unit["grad_pass"] and big["state_pass"] == big["output_pass"] == 0
+        assert big["forward_pass"] == 256 * 128 * 2 * per_unit["forward_pass"]
+        assert count(64, 2048, 128, 128) is None  # M = 128: not in the table
+        assert count(1, 64, 128, 64, diagonal="auto") == one
 
 
 REPORT = os.path.join(ROOT, "build", "benchmarks", "smem_bank_report")
@@ -205,24 +156,13 @@ REPORT = os.path.join(ROOT, "build", "benchmarks", "smem_bank_report")
 @pytest.mark.skipif(not os.access(REPORT, os.X_OK), reason="build/benchmarks/smem_bank_report is not built")
 @pytest.mark.parametrize("M, D, diagonal", [(64, 128, "factored"), (32, 64, "tensor"), (64, 64, "elementwise"),
                                               (32, 128, "chunk")])
-def test_shared_memory_table_is_what_the_programs_do_now(M, D, diagonal):
-    """SMEM_WAVEFRONTS is the bank report's count for the programs as they are: a change to
-    kernels/cuda/chunk/ that moves shared-memory traffic must regenerate it (its comment says how)."""
-    out = subprocess.run([REPORT, "--python", "--m", str(M), "--d", str(D), "--diagonal", diagonal],
+@pytest.mark.parametrize("flag, table", [("--python", "SMEM_WAVEFRONTS"), ("--python-mufu", "MUFU_OPS")])
+def test_counted_tables_are_what_the_programs_do_now(M, D, diagonal, flag, table):
+    """SMEM_WAVEFRONTS and MUFU_OPS are the bank report's counts for the programs as they are: a change to
+    kernels/cuda/chunk/ that moves shared-memory traffic or special functions must regenerate them (their
+    comment says how)."""
+    out = subprocess.run([REPORT, flag, "--m", str(M), "--d", str(D), "--diagonal", diagonal],
                          capture_output=True, text=True, check=True).stdout
     key, counts = eval("{" + out.strip().rstrip(",") + "}").popitem()  # one dict entry, as the table has it
     assert key == (M, D, diagonal)
-    assert counts == bench_gpu.SMEM_WAVEFRONTS[key]
-
-
-def test_shared_memory_model_scales_with_the_grid():
-    one = bench_gpu.chunk_kernel_smem(1, 64, 128, 64)
-    per_unit = bench_gpu.SMEM_WAVEFRONTS[(64, 128, "factored")]
-    # one chunk of one sequence: a CTA for each chunk kernel, two row tiles for the per-tile ones
-    assert one["grad_pass"] == per_unit["grad_pass"] and one["output_pass"] == per_unit["output_pass"]
-    assert one["state_pass"] == 2 * per_unit["state_pass"] and one["forward_pass"] == 0
-    big = bench_gpu.chunk_kernel_smem(256, 8192, 128, 64, forward="fused")
-    assert big["grad_pass"] == 256 * 128 * per_unit["grad_pass"] and big["state_pass"] == big["output_pass"] == 0
-    assert big["forward_pass"] == 256 * 128 * 2 * per_unit["forward_pass"]
-    assert bench_gpu.chunk_kernel_smem(64, 2048, 128, 128) is None  # M = 128: not in the table
-    assert bench_gpu.chunk_kernel_smem(1, 64, 128, 64, diagonal="auto") == one
+    assert counts == getattr(bench_gpu, table)[key]

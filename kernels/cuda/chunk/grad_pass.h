@@ -285,7 +285,7 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& 
   using cta::KSpan;
   constexpr KSpan kMasked = kApart ? KSpan::BlockCausal : KSpan::Causal,
                   kLower = kApart ? KSpan::BelowA : KSpan::LowerA, kUpper = kApart ? KSpan::AboveA : KSpan::UpperA;
-  whole_chunk_operands(cta, t, false, t.Xd);
+  whole_chunk_operands(cta, t, false, true, t.Xd);
   whole_chunk_y<kApart>(cta, t, t.Xd, true);
   cta.template gemm_apply<true, false, kUpper>(
       C, R, C, t.Pc, Cfg::ldc_op, t.Xc, Cfg::ldd_op, [&](int j, int d, const float* v) {
@@ -320,10 +320,18 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& 
   }
 }
 
+// What a row tile of grad_pass leaves for the next one: Pd (the key side's alone; not the chunk form's whole
+// chunks), Q̃ = Q ⊙ e^{B} in Xa and K̃ = K ⊙ e^{−B} in Xb (a whole chunk's: nothing after the scaling phase
+// writes Xa, and the whole chunk's products leave K̃ in Xb either way).
+struct KeptAcrossTiles {
+  bool pd = false, q_scaled = false, k_scaled = false;
+};
+
 // One row tile's share of grad_pass, on the tile's rows and states staged by grad_pass: dv, dz of
 // its rows; its terms of dq and dk added to DQ, DK.
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, bool& pd_kept) {
+DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm,
+                           KeptAcrossTiles& kept) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
   float *DQ = sm.DQ, *DK = sm.DK, *DV = sm.DV;
@@ -362,11 +370,13 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   const float* key_end = transposed ? nullptr : t.key_gates(last);
   const float* row_end = transposed ? nullptr : t.row_gates(last);
   constexpr int MQ = M / kQuad, RQ = R / kQuad;
-  cta.for_each(int64_t(C) * (2 * MQ + 2 * RQ) + (transposed ? int64_t(R) * MQ : 0), [&](int64_t e) {
-    const int64_t cm = int64_t(C) * MQ, cr = int64_t(C) * RQ;
-    if (e < 2 * cm) {
-      const bool kk = e >= cm;
-      if (kk) e -= cm;
+  // Q̃ and K̃ (start-referred, the chains') as an earlier tile left them; K's end-referred scaling is this tile's.
+  const int64_t cm = int64_t(C) * MQ, cr = int64_t(C) * RQ, qs = kept.q_scaled ? 0 : cm,
+                keys = qs + (transposed && kept.k_scaled ? 0 : cm);
+  cta.for_each(keys + 2 * cr + (transposed ? int64_t(R) * MQ : 0), [&](int64_t e) {
+    if (e < keys) {
+      const bool kk = e >= qs;
+      if (kk) e -= qs;
       const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
       if (!kk)
         scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, nullptr);
@@ -375,7 +385,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
                         t.key_gates(i) + m);
       return;
     }
-    e -= 2 * cm;
+    e -= keys;
     if (e < 2 * cr) {
       const bool vv = e >= cr;
       if (vv) e -= cr;
@@ -413,9 +423,9 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     // (anti-causal). A chunk taken whole has no diagonal terms left: the row gates' sums below then take y ⊙ dy
     // and write dv themselves.
     if (whole && t.factored()) {
-      chunk_grad_products<true>(cta, pl, t, DQ, DK, DV, pd_kept);
+      chunk_grad_products<true>(cta, pl, t, DQ, DK, DV, kept.pd);
     } else if (whole) {
-      chunk_grad_products<false>(cta, pl, t, DQ, DK, DV, pd_kept);
+      chunk_grad_products<false>(cta, pl, t, DQ, DK, DV, kept.pd);
     } else {
       cta.template gemm_apply<false, false>(
           C, M, R, t.Xc, Cfg::ldd_op, t.Sop, Cfg::ldm_op, [&](int i, int m, const float* v) {
@@ -426,11 +436,12 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
                                              decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d,
                                                               Cfg::ldg_r, nullptr, 0, v, false);
                                            });
-      intra_chunk_causal(cta, pl, t, !pd_kept, DQ);
-      pd_kept = true;
+      intra_chunk_causal(cta, pl, t, !kept.pd, DQ);
+      kept.pd = true;
       intra_chunk_anticausal(cta, pl, t, DK, DV);
     }
   }
+  kept.q_scaled = kept.k_scaled = whole;  // the sub-chunks' products write Xa and Xb
 
   // The diagonal terms off the tensor cores, in fp32 (from Pd and Rd): the wide columns' per pair, the
   // narrow ones' factored in the factored form (a whole chunk's too); and dv written, y ⊙ dy kept in Y for the
@@ -496,8 +507,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   choose_form<Cta>(t, a);
   float *DQ = sm.DQ, *DK = sm.DK;
   const Staging<Op> to = staging_of(t);
-  bool pd_kept =
-      false;  // Pd, which depends on the key side alone, computed by an earlier tile (not by the chunk form's)
+  KeptAcrossTiles kept;
   const int64_t zeros = int64_t(C) * M + M;
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
     // One staging phase per tile: its rows (with the key side and DQ, DK zeroed for the first), its
@@ -521,7 +531,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
       }
     });
     finish_loading(cta, pl, t, sides);
-    grad_rows(cta, a, pl, sm, pd_kept);
+    grad_rows(cta, a, pl, sm, kept);
   }
 
   // Column gates: reverse cumulative sums of q ⊙ dq − k ⊙ dk inside the chunk on top of the

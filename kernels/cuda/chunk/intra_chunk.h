@@ -39,12 +39,14 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
 // skip them (P masked to the blocks before the row's), and the blocks come in fp32 as the factored form's do
 // (Pd, Rd: diagonal_blocks_whole), so its precision stays the factored form's.
 
-// A whole chunk's scaled operands, in one phase: Q̃ = Q ⊙ e^{B} into Xa (with_q: grad_rows has it already),
-// K̃ = K ⊙ e^{−B} into Xb, Ṽ = V ⊙ e^{−A} into vt.
+// A whole chunk's scaled operands, in one phase: Q̃ = Q ⊙ e^{B} into Xa (with_q: not when it is there already,
+// from grad_rows or an earlier row tile), K̃ = K ⊙ e^{−B} into Xb (with_k: likewise), Ṽ = V ⊙ e^{−A} into vt.
+// Q̃ and K̃ depend on the key side alone, so a CTA walking the row tiles scales them once while nothing else
+// writes Xa and Xb.
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void whole_chunk_operands(Cta& cta, Tiles<Op, Cfg>& t, bool with_q, Op* vt) {
+DECAYFW_CTA void whole_chunk_operands(Cta& cta, Tiles<Op, Cfg>& t, bool with_q, bool with_k, Op* vt) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
-  const int64_t qs = with_q ? int64_t(C) * MQ : 0, keys = qs + int64_t(C) * MQ;
+  const int64_t qs = with_q ? int64_t(C) * MQ : 0, keys = qs + (with_k ? int64_t(C) * MQ : 0);
   cta.for_each(keys + int64_t(C) * RQ, [&](int64_t e) {
     if (e < keys) {
       const bool kk = e >= qs;
@@ -136,10 +138,11 @@ DECAYFW_CTA void diagonal_blocks_whole(Cta& cta, Tiles<Op, Cfg>& t, const Place&
 }
 
 // A whole chunk's y; in the factored form with its diagonal blocks apart, and Pd after them when `need_pd`
-// (Fx and Fy share the region Sop and Pc are in, read until then).
+// (Fx and Fy share the region Sop and Pc are in, read until then). `keys_scaled`: Q̃ and K̃ are in Xa and Xb
+// already (an earlier row tile's whole chunk).
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void y_of_whole_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool need_pd) {
-  whole_chunk_operands(cta, t, true, t.Xc);
+DECAYFW_CTA void y_of_whole_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, bool need_pd, bool keys_scaled) {
+  whole_chunk_operands(cta, t, !keys_scaled, !keys_scaled, t.Xc);
   if (!t.factored()) return whole_chunk_y<false>(cta, t, t.Xc, false);
   whole_chunk_y<true>(cta, t, t.Xc, false);
   if (need_pd)

@@ -55,6 +55,7 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   const Staging<Op> to = staging_of(t);
   bool pd_kept =
       false;  // Pd, which depends on the key side alone, computed by an earlier tile (not by the chunk form's)
+  bool keys_scaled = false;  // Q̃ in Xa and K̃ in Xb, left by an earlier tile's whole chunk (nothing after writes them)
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
     const Place pl(a, n, chunk, tile, C);
     const int sides = tile == 0 ? kBothSides : kRowSide;
@@ -67,12 +68,14 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
     });
     finish_loading(cta, pl, t, sides);
     if (t.chunk_narrow()) {
-      y_of_whole_chunk(cta, pl, t, !pd_kept);
+      y_of_whole_chunk(cta, pl, t, !pd_kept, keys_scaled);
       pd_kept = pd_kept || t.factored();
+      keys_scaled = true;
     } else {
       y_inter_product(cta, t);
-      intra_chunk_causal(cta, pl, t, !pd_kept);
+      intra_chunk_causal(cta, pl, t, !pd_kept);  // writes Xa and Xb sub-chunk by sub-chunk
       pd_kept = true;
+      keys_scaled = false;
     }
     store_y(cta, a, pl, t);
   }
@@ -138,7 +141,7 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
       [&](const Place& pl) {
         // y of the chunk, as output_pass, then the state update.
         if (t.chunk_narrow()) {
-          y_of_whole_chunk(cta, pl, t, true);
+          y_of_whole_chunk(cta, pl, t, true, false);
         } else {
           y_inter_product(cta, t);
           intra_chunk_causal(cta, pl, t, true);

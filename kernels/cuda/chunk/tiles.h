@@ -113,10 +113,15 @@ DECAYFW_CTA Op* dstates_of(const ChunkArgs& a) {
   return static_cast<Op*>(a.dstates);
 }
 
+// MUFU operations (count_special_functions), as nvcc 13 compiles them for sm_90: log_sigmoid one MUFU.EX2
+// (log1pf is a polynomial on the FMA pipe), sigmoid_of_minus a MUFU.EX2 and the division's MUFU.RCP (its slow
+// path, for divisors near the range's ends, takes more), decay_exp one MUFU.EX2.
 DECAYFW_CTA float log_sigmoid(float x) {
+  cta::count_special_functions(1);
   return fminf(x, 0.0f) - log1pf(expf(-fabsf(x)));
 }
 DECAYFW_CTA float sigmoid_of_minus(float x) {
+  cta::count_special_functions(2);
   return 1.0f / (1.0f + expf(x));
 }  // σ(−x): exact near σ(x) = 1
 
@@ -127,6 +132,7 @@ DECAYFW_CTA float sigmoid_of_minus(float x) {
 // x ≥ −88; below about −87 the result flushes to zero, as the terms it scales no longer count), is far
 // under the operands' rounding (bf16 2^-9, tf32 2^-11). The host executor uses expf.
 DECAYFW_CTA float decay_exp(float x) {
+  cta::count_special_functions(1);
 #if defined(__CUDA_ARCH__)
   return __expf(x);
 #else

@@ -100,6 +100,20 @@
 
 namespace decayfw::cta {
 
+// The special-function operations (the SM's MUFU pipe: MUFU.EX2, MUFU.RCP) that the programs' exponentials and
+// reciprocals cost on the device, counted on the host: while special_function_count points somewhere (a current
+// SmemTrace's kernel), the programs add their device cost there (tiles.h: decay_exp, log_sigmoid,
+// sigmoid_of_minus). The MUFU floor of benchmarks/smem_bank_report comes from them. Under nvcc the programs are
+// device code and count nothing (the counter is there for host code such as SmemTrace's).
+inline thread_local int64_t* special_function_count = nullptr;
+DECAYFW_CTA void count_special_functions(int n) {
+#if !defined(__CUDACC__)
+  if (special_function_count) *special_function_count += n;
+#else
+  (void)n;
+#endif
+}
+
 // Carves typed buffers out of one shared-memory block, 128-byte aligned. With a null base it only
 // measures, so the launcher computes a program's shared-memory size with the program's own carve.
 class Arena {

@@ -191,16 +191,24 @@ class SmemTrace {
     }
   };
 
-  // Makes a trace current for this thread while the scope lives.
+  // Makes a trace current for this thread while the scope lives, and the programs' special-function
+  // operations counted for its kernels (count_special_functions).
   class Scope {
    public:
-    explicit Scope(SmemTrace& t) : previous_(current()) { current() = &t; }
-    ~Scope() { current() = previous_; }
+    explicit Scope(SmemTrace& t) : previous_(current()), previous_count_(special_function_count) {
+      current() = &t;
+      t.count_special_functions_here();
+    }
+    ~Scope() {
+      current() = previous_;
+      special_function_count = previous_count_;
+    }
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
 
    private:
     SmemTrace* previous_;
+    int64_t* previous_count_;
   };
   static SmemTrace*& current() {
     static thread_local SmemTrace* trace = nullptr;
@@ -276,6 +284,7 @@ class SmemTrace {
     kernel_ = std::move(kernel);
     ++launch_;
     cta_ = -1;
+    if (current() == this) count_special_functions_here();
   }
   void begin_cta() {
     Quiet own;
@@ -344,6 +353,8 @@ class SmemTrace {
   }
 
   const std::map<Key, Cost>& costs() const { return costs_; }
+  // The special-function (MUFU) operations of each kernel, as the device would issue them per lane.
+  const std::map<std::string, int64_t>& special_functions() const { return special_functions_; }
   // The races found (the first of each pair of sites in each phase) and how many accesses raced in all.
   const std::vector<Race>& races() const { return races_; }
   int64_t race_count() const { return race_count_; }
@@ -603,7 +614,13 @@ class SmemTrace {
     lanes_.clear();
   }
 
+  void count_special_functions_here() {
+    Quiet own;
+    special_function_count = &special_functions_[kernel_];  // std::map: the address outlives later insertions
+  }
+
   bool count_ = true;
+  std::map<std::string, int64_t> special_functions_;
   std::vector<Global> globals_;
   int64_t launch_ = 0, cta_ = -1, global_accesses_ = 0;
   std::string kernel_ = "?";
