@@ -1,6 +1,7 @@
 """Shared-memory wavefronts of the chunk kernels, measured by Nsight Compute, against the count of
 benchmarks/smem_bank_report (bench_gpu.py's SMEM_WAVEFRONTS): the test of the model that says shared
-memory, not the exponentials, binds these kernels (docs/cuda-design-log.md, "A third floor").
+memory, not the exponentials, binds these kernels (docs/cuda-design-log.md, "A third floor"); and, where ncu
+has the metric, their special-function instructions against the same report's count (MUFU_OPS).
 
 The `profile` step of tests/gpu/run_all.sh runs tests/gpu/profile_chunk.py under
 
@@ -20,6 +21,10 @@ with the backward's grad_pass, which is how launches are assigned to calls. For 
   smem busy    measured ÷ sm__cycles_elapsed.sum: wavefronts per SM clock (one is the most an SM serves), so
                near 1 a kernel is bound by shared memory, as the model says
   µs           gpu__time_duration.sum
+  MUFU         smsp__inst_executed_pipe_xu.sum (warp instructions of the XU pipe: MUFU, and the conversions it
+               also runs) against bench_gpu.chunk_kernel_mufu ÷ 32 (the model counts lanes; a warp with idle
+               lanes issues more instructions than that), where the CSV has the metric (OPTIONAL_METRICS:
+               run_all.sh asks for it only where `ncu --query-metrics` lists it)
 
   python3 tests/gpu/smem_model_check.py NCU_CSV [--N 64 --T 2048 --D 128 --M 64]
 """
@@ -35,6 +40,8 @@ CONFLICTS = "l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum"
 CYCLES = "sm__cycles_elapsed.sum"
 DURATION = "gpu__time_duration.sum"
 METRICS = (WAVEFRONTS, CONFLICTS, CYCLES, DURATION)
+XU = "smsp__inst_executed_pipe_xu.sum"
+OPTIONAL_METRICS = (XU,)  # a name ncu does not know fails the whole run, so these are asked for where it lists them
 CALLS = (("split", 512), ("split", 256), ("fused", 512), ("fused", 256))  # profile_chunk.py's order
 
 
@@ -44,6 +51,13 @@ def bench_gpu():
         sys.path.insert(0, BENCHMARKS)
     import bench_gpu as b
     return b
+
+
+def metrics_to_ask(listing):
+    """The metrics for ncu's --metrics: METRICS, and each of OPTIONAL_METRICS whose base name `listing` (the output
+    of `ncu --query-metrics`, empty where it failed) names."""
+    names = set(listing.split())
+    return list(METRICS) + [m for m in OPTIONAL_METRICS if m.rsplit(".", 1)[0] in names]
 
 
 def kernel_of(name):
@@ -75,7 +89,7 @@ def launches(csv_text):
     found = {}
     if "Metric Name" in col:  # details page: a row per launch and metric
         for r in rows[1:]:
-            if len(r) != len(header) or r[col["Metric Name"]] not in METRICS:
+            if len(r) != len(header) or r[col["Metric Name"]] not in METRICS + OPTIONAL_METRICS:
                 continue
             lid = int(number(r[col["ID"]]))
             entry = found.setdefault(lid, (kernel_of(r[col["Kernel Name"]]), {}))
@@ -88,7 +102,7 @@ def launches(csv_text):
             if len(r) != len(header) or number(r[col["ID"]]) is None:
                 continue  # the units row
             found[int(number(r[col["ID"]]))] = (kernel_of(r[col["Kernel Name"]]),
-                                                {m: number(r[col[m]]) for m in METRICS})
+                                                {m: number(r[col[m]]) for m in METRICS + OPTIONAL_METRICS if m in col})
     return [(lid, k, m) for lid, (k, m) in sorted(found.items()) if k is not None]
 
 
@@ -97,6 +111,7 @@ def table(csv_text, N, T, D, M):
     model = {form: bench_gpu().chunk_kernel_smem(N, T, D, M, forward=form) for form in ("split", "fused")}
     if model["split"] is None:
         raise ValueError(f"SMEM_WAVEFRONTS holds no entry for M={M}, D={D}")
+    mufu = {form: bench_gpu().chunk_kernel_mufu(N, T, D, M, forward=form) for form in ("split", "fused")}
     calls_done, lines = 0, []
     for lid, kernel, m in launches(csv_text):
         if calls_done >= len(CALLS):
@@ -104,22 +119,25 @@ def table(csv_text, N, T, D, M):
         call = CALLS[calls_done]
         calls_done += kernel == "grad_pass"  # every call ends with the backward's grad_pass
         w, c, cyc, t = (m.get(x) for x in METRICS)
-        expect = model[call[0]][kernel]
+        xu, expect = m.get(XU), model[call[0]][kernel]
+        xu_model = mufu[call[0]][kernel] / 32
         cell = lambda v, fmt: format(v, fmt) if v is not None else "—"
         lines.append(f"| {call[0]} | {call[1]} | {kernel} | {cell(w, ',.0f')} | {expect:,.0f} | "
                      f"{cell(w / expect if w is not None and expect else None, '.2f')} | "
                      f"{cell(c / w if c is not None and w else None, '.2f')} | "
                      f"{cell(w / cyc if w is not None and cyc else None, '.2f')} | "
-                     f"{cell(t / 1e3 if t is not None else None, '.0f')} |")
+                     f"{cell(t / 1e3 if t is not None else None, '.0f')} | "
+                     f"{cell(xu, ',.0f')} | {xu_model:,.0f} | {cell(xu / xu_model if xu is not None else None, '.2f')} |")
     if not lines:
         raise ValueError("no chunk-kernel launch in the Nsight Compute CSV")
     head = [f"Shared-memory wavefronts, measured (Nsight Compute) against the model (SMEM_WAVEFRONTS), "
             f"N={N} T={T} D={D} M={M} bf16, factored diagonal. smem busy: wavefronts per SM clock (1 = bound by "
-            "shared memory); conflicts: the share of the wavefronts bank conflicts added "
-            "(tests/gpu/smem_model_check.py)",
+            "shared memory); conflicts: the share of the wavefronts bank conflicts added; MUFU: the XU pipe's warp "
+            "instructions (— where ncu lacked the metric) against MUFU_OPS ÷ 32 (tests/gpu/smem_model_check.py)",
             "",
-            "| forward | threads | kernel | measured | model | measured ÷ model | conflicts | smem busy | µs |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| forward | threads | kernel | measured | model | measured ÷ model | conflicts | smem busy | µs "
+            "| MUFU measured | MUFU model | MUFU measured ÷ model |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     return head + lines
 
 

@@ -36,36 +36,40 @@ def measured(call, kernel):
     return bench_gpu.chunk_kernel_smem(**SIZES, forward=form)[kernel] * (1.1 if check.CALLS[call][1] == 256 else 1.0)
 
 
-def launches():
+def launches(xu=False):
+    """The test's launches; with xu, the MUFU metric too: the model's warp instructions (MUFU_OPS ÷ 32) times 1.25."""
     lid = 0
     for call, kernels in enumerate(CALLS_KERNELS):
         for kernel in kernels:
             w = measured(call, kernel)
-            yield lid, kernel, {check.WAVEFRONTS: w, check.CONFLICTS: w / 4, check.CYCLES: w * 2,
-                                check.DURATION: 12345.0}
+            metrics = {check.WAVEFRONTS: w, check.CONFLICTS: w / 4, check.CYCLES: w * 2, check.DURATION: 12345.0}
+            if xu:
+                metrics[check.XU] = bench_gpu.chunk_kernel_mufu(**SIZES, forward=check.CALLS[call][0])[kernel] / 32 * 1.25
+            yield lid, kernel, metrics
             lid += 1
 
 
-def details_csv():
+def details_csv(xu=False):
     out = io.StringIO()
     out.write("==PROF== Connected to process 4242\nprofiled the split forward + backward, 512 threads\n")
     w = csv.writer(out, quoting=csv.QUOTE_ALL)
     w.writerow(["ID", "Process ID", "Process Name", "Host Name", "Kernel Name", "Context", "Stream", "Block Size",
                 "Grid Size", "Device", "CC", "Section Name", "Metric Name", "Metric Unit", "Metric Value"])
-    for lid, kernel, metrics in launches():
+    for lid, kernel, metrics in launches(xu):
         for name, value in metrics.items():
             w.writerow([lid, 4242, "python3", "127.0.0.1", ncu_name(kernel), 1, 7, "(512, 1, 1)", "(2048, 1, 1)",
                         0, "9.0", "Command line profiler metrics", name, "", f"{value:,.0f}"])
     return out.getvalue()
 
 
-def raw_csv():
+def raw_csv(xu=False):
     out = io.StringIO()
     w = csv.writer(out, quoting=csv.QUOTE_ALL)
-    w.writerow(["ID", "Kernel Name", *check.METRICS])
-    w.writerow(["", "", "sector", "", "cycle", "nsecond"])
-    for lid, kernel, metrics in launches():
-        w.writerow([lid, ncu_name(kernel), *(f"{metrics[m]:.1f}" for m in check.METRICS)])
+    names = list(check.METRICS) + ([check.XU] if xu else [])
+    w.writerow(["ID", "Kernel Name", *names])
+    w.writerow(["", "", "sector", "", "cycle", "nsecond"] + (["inst"] if xu else []))
+    for lid, kernel, metrics in launches(xu):
+        w.writerow([lid, ncu_name(kernel), *(f"{metrics[m]:.1f}" for m in names)])
     return out.getvalue() + "==PROF== Disconnected from process 4242\n"
 
 
@@ -85,6 +89,27 @@ def test_each_launch_is_set_beside_the_model_of_its_call(layout):
     assert by[("fused", "256", "forward_pass")][5] == "1.10"
     assert {r[0] for r in rows if r[2] in ("state_pass", "output_pass")} == {"split"}
     assert ("split", "512", "forward_pass") not in by
+
+
+@pytest.mark.parametrize("layout", [details_csv, raw_csv])
+def test_the_mufu_count_is_set_beside_its_model_where_ncu_measured_it(layout):
+    """With the XU pipe's metric in the CSV, each launch's MUFU warp instructions beside MUFU_OPS ÷ 32; without
+    it (an ncu that does not list it), dashes, and the wavefronts' columns as before."""
+    rows = lambda text: {(r[0], r[1], r[2]): r for r in ([c.strip() for c in line.split("|")[1:-1]]
+                                                          for line in check.table(text, **SIZES))
+                         if r and r[0] in ("split", "fused")}
+    model = bench_gpu.chunk_kernel_mufu(**SIZES)["grad_pass"] / 32
+    grad = rows(layout(xu=True))[("split", "512", "grad_pass")]
+    assert grad[9] == f"{model * 1.25:,.0f}" and grad[10] == f"{model:,.0f}" and grad[11] == "1.25"
+    without = rows(layout())[("split", "512", "grad_pass")]
+    assert without[9] == "—" and without[10] == f"{model:,.0f}" and without[11] == "—" and without[5] == "1.00"
+
+
+def test_the_mufu_metric_is_asked_for_only_where_ncu_lists_it():
+    listing = "Device NVIDIA H100\nsmsp__inst_executed_pipe_xu   Counter   # of warp instructions executed by xu pipe\n"
+    assert check.metrics_to_ask(listing) == list(check.METRICS) + [check.XU]
+    assert check.metrics_to_ask("") == list(check.METRICS)  # `ncu --query-metrics` failed: the required ones only
+    assert check.metrics_to_ask("smsp__inst_executed_pipe_xu_pred_on") == list(check.METRICS)  # whole names only
 
 
 def test_kernel_names_are_told_apart():

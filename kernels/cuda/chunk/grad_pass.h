@@ -134,29 +134,44 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool
 // out(i, x, g_i) for every valid row i. One thread per column walking all C rows would be a chain of
 // C dependent steps on X threads (two warps at X = 64), so the rows are cut at the sub-chunks: each
 // (sub-chunk, column) first sums its own terms into part (NS×X fp32), then walks its rows from the sum
-// of the later sub-chunks' parts on top of the carry. A chain of 16 on NS·X threads. With `kept` (C rows of
-// ld floats that nothing reads after), the first walk leaves each term there and the second reads it back:
+// of the later sub-chunks' parts on top of the carry. A chain of 16 on NS·X/4 threads: each takes four
+// consecutive columns (kQuad), whose tiles it reads with one vector access each (a 16-bit tile's four
+// elements in 8 bytes, where one a lane took a wavefront for 64 bytes), each column summed in the same order
+// as alone. term(i, x, v) gives v[w] = the term of column x + w; out(i, x, g) takes g[w]. With `kept` (C rows
+// of ld floats that nothing reads after), the first walk leaves each term there and the second reads it back:
 // one read where the term took several.
 template <typename Cta, typename Cfg, int X, typename Term, typename Out>
 DECAYFW_CTA void reverse_gate_sums(Cta& cta, int valid, const float* carry, float* part, Term&& term, Out&& out,
                                    float* kept = nullptr, int ld = 0) {
-  constexpr int S = Cfg::S, NS = Cfg::NS;
-  cta.for_each(int64_t(NS) * X, [&](int64_t e) {
-    const int I = static_cast<int>(e / X), x = static_cast<int>(e % X);
-    float s = 0.0f;
+  constexpr int S = Cfg::S, NS = Cfg::NS, XQ = X / kQuad;
+  static_assert(X % kQuad == 0, "columns come in fours");
+  cta.for_each(int64_t(NS) * XQ, [&](int64_t e) {
+    const int I = static_cast<int>(e / XQ), x = static_cast<int>(e % XQ) * kQuad;
+    float s[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f}, v[kQuad];
     for (int i = (I * S + S < valid ? I * S + S : valid) - 1; i >= I * S; --i) {
-      const float v = term(i, x);
-      if (kept) kept[i * ld + x] = v;
-      s += v;
+      term(i, x, v);
+      if (kept) Cta::store4(kept + i * ld + x, v);
+      DECAYFW_UNROLL
+      for (int w = 0; w < kQuad; ++w) s[w] += v[w];
     }
-    part[I * X + x] = s;
+    Cta::store4(part + I * X + x, s);
   });
-  cta.for_each(int64_t(NS) * X, [&](int64_t e) {
-    const int I = static_cast<int>(e / X), x = static_cast<int>(e % X);
-    float g = carry[x];
-    for (int J = NS - 1; J > I; --J) g += part[J * X + x];
+  cta.for_each(int64_t(NS) * XQ, [&](int64_t e) {
+    const int I = static_cast<int>(e / XQ), x = static_cast<int>(e % XQ) * kQuad;
+    float g[kQuad], v[kQuad];
+    Cta::load4(carry + x, g);
+    for (int J = NS - 1; J > I; --J) {
+      Cta::load4(part + J * X + x, v);
+      DECAYFW_UNROLL
+      for (int w = 0; w < kQuad; ++w) g[w] += v[w];
+    }
     for (int i = (I * S + S < valid ? I * S + S : valid) - 1; i >= I * S; --i) {
-      g += kept ? kept[i * ld + x] : term(i, x);
+      if (kept)
+        Cta::load4(kept + i * ld + x, v);
+      else
+        term(i, x, v);
+      DECAYFW_UNROLL
+      for (int w = 0; w < kQuad; ++w) g[w] += v[w];
       out(i, x, g);
     }
   });
@@ -482,16 +497,26 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   // times σ(−z) of the staged logits (reverse_gate_sums; the terms kept in Y between its walks).
   reverse_gate_sums<Cta, Cfg, R>(
       cta, pl.valid, sm.carry_row, sm.part,
-      [&](int i, int d) {
-        const float y_dy =
-            terms ? t.Y[i * Cfg::ldd_f + d] : t.Y[i * Cfg::ldd_f + d] * Cta::to_f(t.Gr[i * Cfg::ldd_op + d]);
-        return y_dy - Cta::to_f(t.Vr[i * Cfg::ldd_op + d]) * DV[i * Cfg::ldd_f + d];
+      [&](int i, int d, float* v) {
+        float y[kQuad], dy[kQuad], x[kQuad], dv[kQuad];
+        Cta::load4(t.Y + i * Cfg::ldd_f + d, y);
+        if (!terms) Cta::load4(t.Gr + i * Cfg::ldd_op + d, dy);
+        Cta::load4(t.Vr + i * Cfg::ldd_op + d, x);
+        Cta::load4(DV + i * Cfg::ldd_f + d, dv);
+        DECAYFW_UNROLL
+        for (int w = 0; w < kQuad; ++w) v[w] = (terms ? y[w] : y[w] * dy[w]) - x[w] * dv[w];
       },
-      [&](int i, int d, float g) {
-        row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] =
-            Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Zr[i * R + d])));
-        if (!terms)
-          row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h)[pl.row0 + d] = Cta::template from_f<Op>(DV[i * Cfg::ldd_f + d]);
+      [&](int i, int d, const float* g) {
+        float z[kQuad], dv[kQuad];
+        Cta::load4(t.Zr + i * R + d, z);
+        if (!terms) Cta::load4(DV + i * Cfg::ldd_f + d, dv);
+        Op* dz_row = row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h) + pl.row0 + d;
+        Op* dv_row = row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h) + pl.row0 + d;
+        DECAYFW_UNROLL
+        for (int w = 0; w < kQuad; ++w) {
+          dz_row[w] = Cta::template from_f<Op>(g[w] * sigmoid_of_minus(z[w]));
+          if (!terms) dv_row[w] = Cta::template from_f<Op>(dv[w]);
+        }
       },
       t.Y, Cfg::ldd_f);  // Y is not read after the terms: they replace it
 }
@@ -539,16 +564,29 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   const Place keys(a, n, chunk, 0, C);
   reverse_gate_sums<Cta, Cfg, M>(
       cta, keys.valid, sm.carry_col, sm.part,
-      [&](int i, int m) {
-        return Cta::to_f(t.Qr[i * Cfg::ldm_op + m]) * DQ[i * Cfg::ldm_f + m] -
-               Cta::to_f(t.Kr[i * Cfg::ldm_op + m]) * DK[i * Cfg::ldm_f + m];
+      [&](int i, int m, float* v) {
+        float q[kQuad], dq[kQuad], k[kQuad], dk[kQuad];
+        Cta::load4(t.Qr + i * Cfg::ldm_op + m, q);
+        Cta::load4(DQ + i * Cfg::ldm_f + m, dq);
+        Cta::load4(t.Kr + i * Cfg::ldm_op + m, k);
+        Cta::load4(DK + i * Cfg::ldm_f + m, dk);
+        DECAYFW_UNROLL
+        for (int w = 0; w < kQuad; ++w) v[w] = q[w] * dq[w] - k[w] * dk[w];
       },
-      [&](int i, int m, float g) {
+      [&](int i, int m, const float* g) {
         const int64_t tt = keys.c0 + i;
-        row_of<Op>(a.dq, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(DQ[i * Cfg::ldm_f + m]);
-        row_of<Op>(a.dk, keys.b, tt, keys.h)[m] = Cta::template from_f<Op>(DK[i * Cfg::ldm_f + m]);
-        row_of<Op>(a.df, keys.b, tt, keys.h)[m] =
-            Cta::template from_f<Op>(g * sigmoid_of_minus(Cta::to_f(t.Fr[i * M + m])));
+        float dq[kQuad], dk[kQuad], f[kQuad];
+        Cta::load4(DQ + i * Cfg::ldm_f + m, dq);
+        Cta::load4(DK + i * Cfg::ldm_f + m, dk);
+        Cta::load4(t.Fr + i * M + m, f);
+        Op *dq_row = row_of<Op>(a.dq, keys.b, tt, keys.h) + m, *dk_row = row_of<Op>(a.dk, keys.b, tt, keys.h) + m,
+           *df_row = row_of<Op>(a.df, keys.b, tt, keys.h) + m;
+        DECAYFW_UNROLL
+        for (int w = 0; w < kQuad; ++w) {
+          dq_row[w] = Cta::template from_f<Op>(dq[w]);
+          dk_row[w] = Cta::template from_f<Op>(dk[w]);
+          df_row[w] = Cta::template from_f<Op>(g[w] * sigmoid_of_minus(f[w]));
+        }
       });
 }
 
