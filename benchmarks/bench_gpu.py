@@ -318,22 +318,22 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # MUFU and bytes.
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 2032, "forward_pass": 5440, "grad_pass": 11798, "output_pass": 3983, "state_pass": 2224},
-    (32, 64, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 23579, "output_pass": 8158, "state_pass": 2224},
-    (32, 64, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 16325, "output_pass": 5122, "state_pass": 2224},
-    (32, 64, "chunk"): {"dstate_pass": 2032, "forward_pass": 4064, "grad_pass": 7370, "output_pass": 2607, "state_pass": 2224},
-    (32, 128, "factored"): {"dstate_pass": 2032, "forward_pass": 5440, "grad_pass": 21556, "output_pass": 6581, "state_pass": 2224},
-    (32, 128, "elementwise"): {"dstate_pass": 2032, "forward_pass": 9614, "grad_pass": 43118, "output_pass": 13123, "state_pass": 2224},
-    (32, 128, "tensor"): {"dstate_pass": 2032, "forward_pass": 6578, "grad_pass": 31274, "output_pass": 9715, "state_pass": 2224},
-    (32, 128, "chunk"): {"dstate_pass": 2032, "forward_pass": 4064, "grad_pass": 13116, "output_pass": 4437, "state_pass": 2224},
-    (64, 64, "factored"): {"dstate_pass": 3040, "forward_pass": 7385, "grad_pass": 15816, "output_pass": 5048, "state_pass": 3296},
-    (64, 64, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 31394, "output_pass": 12070, "state_pass": 3296},
-    (64, 64, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 20874, "output_pass": 6370, "state_pass": 3296},
-    (64, 64, "chunk"): {"dstate_pass": 3040, "forward_pass": 5689, "grad_pass": 10008, "output_pass": 3352, "state_pass": 3296},
-    (64, 128, "factored"): {"dstate_pass": 3040, "forward_pass": 7385, "grad_pass": 28351, "output_pass": 7933, "state_pass": 3296},
-    (64, 128, "elementwise"): {"dstate_pass": 3040, "forward_pass": 14406, "grad_pass": 55045, "output_pass": 17771, "state_pass": 3296},
-    (64, 128, "tensor"): {"dstate_pass": 3040, "forward_pass": 8706, "grad_pass": 39541, "output_pass": 11907, "state_pass": 3296},
-    (64, 128, "chunk"): {"dstate_pass": 3040, "forward_pass": 5689, "grad_pass": 17471, "output_pass": 5533, "state_pass": 3296},
+    (32, 64, "factored"): {"dstate_pass": 1744, "forward_pass": 5125, "grad_pass": 11613, "output_pass": 3668, "state_pass": 1936},
+    (32, 64, "elementwise"): {"dstate_pass": 1744, "forward_pass": 9302, "grad_pass": 23396, "output_pass": 7846, "state_pass": 1936},
+    (32, 64, "tensor"): {"dstate_pass": 1744, "forward_pass": 6266, "grad_pass": 16142, "output_pass": 4810, "state_pass": 1936},
+    (32, 64, "chunk"): {"dstate_pass": 1744, "forward_pass": 3749, "grad_pass": 7185, "output_pass": 2292, "state_pass": 1936},
+    (32, 128, "factored"): {"dstate_pass": 1744, "forward_pass": 5125, "grad_pass": 21161, "output_pass": 6056, "state_pass": 1936},
+    (32, 128, "elementwise"): {"dstate_pass": 1744, "forward_pass": 9302, "grad_pass": 42727, "output_pass": 12603, "state_pass": 1936},
+    (32, 128, "tensor"): {"dstate_pass": 1744, "forward_pass": 6266, "grad_pass": 30883, "output_pass": 9195, "state_pass": 1936},
+    (32, 128, "chunk"): {"dstate_pass": 1744, "forward_pass": 3749, "grad_pass": 12721, "output_pass": 3912, "state_pass": 1936},
+    (64, 64, "factored"): {"dstate_pass": 2656, "forward_pass": 6965, "grad_pass": 15526, "output_pass": 4628, "state_pass": 2912},
+    (64, 64, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13990, "grad_pass": 31107, "output_pass": 11654, "state_pass": 2912},
+    (64, 64, "tensor"): {"dstate_pass": 2656, "forward_pass": 8290, "grad_pass": 20587, "output_pass": 5954, "state_pass": 2912},
+    (64, 64, "chunk"): {"dstate_pass": 2656, "forward_pass": 5269, "grad_pass": 9718, "output_pass": 2932, "state_pass": 2912},
+    (64, 128, "factored"): {"dstate_pass": 2656, "forward_pass": 6965, "grad_pass": 27852, "output_pass": 7303, "state_pass": 2912},
+    (64, 128, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13990, "grad_pass": 54550, "output_pass": 17147, "state_pass": 2912},
+    (64, 128, "tensor"): {"dstate_pass": 2656, "forward_pass": 8290, "grad_pass": 39046, "output_pass": 11283, "state_pass": 2912},
+    (64, 128, "chunk"): {"dstate_pass": 2656, "forward_pass": 5269, "grad_pass": 16972, "output_pass": 4903, "state_pass": 2912},
 }
 
 # MUFU operations per lane, as the programs make them (kernels/cuda/cta/cta_common.h, count_special_functions:

@@ -540,14 +540,16 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
     const Place pl(a, n, chunk, tile, C);
     const int sides = tile == 0 ? kBothSides : kRowSide;
     const int64_t copies = stage_count<Op, Cfg>(a, sides), dstate = end_dstate_copies<Op, Cfg>(),
-                  state = start_state_batches<Cfg>(), zero = tile == 0 ? zeros : 0;
-    cta.for_each(copies + dstate + state + zero, [&](int64_t e) {
+                  state = start_state_batches<Cfg>(), zero = tile == 0 ? zeros : 0, words = wide_word_count(t, sides);
+    cta.for_each(copies + dstate + state + words + zero, [&](int64_t e) {
       if (e < copies) return stage_index<Cta, Op, Cfg>(cta, a, pl, to, sides, e);
       e -= copies;
       if (e < dstate) return stage_end_dstate<Cta>(cta, a, pl, t, e);
       e -= dstate;
       if (e < state) return load_start_state_batch<Cta>(a, pl, t, e);
       e -= state;
+      if (e < words) return clear_wide_word(t, sides, e);
+      e -= words;
       if (e < int64_t(C) * M) {
         DQ[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
         DK[(e / M) * Cfg::ldm_f + e % M] = 0.0f;

@@ -8,16 +8,17 @@ namespace decayfw::chunk {
 
 // ---- loading -----------------------------------------------------------------------------------
 //
-// Every pass loads a chunk the same way, in three phases:
+// Every pass loads a chunk the same way, in two phases:
 //   1. staging: the raw inputs to shared memory as they are, 16 bytes per asynchronous copy
 //      (cp.async), so all of a thread's copies are in flight at once and the phase waits out one
 //      memory latency, not one per index. q, k (C×M) and v, dy (C×R) go to the raw tiles the pass
 //      carves, the gate logits f (C×M) and z (C×R) to Fr and Zr; rows past T are zeros. Views whose
 //      rows are not 16-byte aligned (e.g. one element into their storage) are copied element by
-//      element instead, synchronously (ChunkArgs::vector_loads).
-//   2. after cta.wait_async(): the log gates log σ(f), log σ(z) into Bc and Ac (0 past T: identity
-//      steps);
-//   3. their inclusive cumulative sums over the chunk, one column per index.
+//      element instead, synchronously (ChunkArgs::vector_loads). The same phase clears the wide
+//      columns' words of the sides it loads (clear_wide_word).
+//   2. after cta.wait_async(): one index per column (gate_column): its log gates log σ(f) or log σ(z)
+//      (0 past T: identity steps), summed down the chunk as they are computed, the inclusive cumulative
+//      sums written to Bc or Ac, and the column's wide bits set from the sums it holds.
 // A pass stages the key side (q, k, f), the row side of one tile (v, dy, z), or both.
 enum Sides : int { kKeySide = 1, kRowSide = 2, kBothSides = 3 };
 
@@ -72,41 +73,14 @@ DECAYFW_CTA void stage_index(Cta& cta, const ChunkArgs& a, const Place& pl, cons
     const int at = i * Cfg::ldm_op + x;
     stage_one(cta, vec, ok, row_of<Op>(a.q, pl.b, tt, pl.h) + x, to.Qr ? to.Qr + at : nullptr);
     stage_one(cta, vec, ok, row_of<Op>(a.k, pl.b, tt, pl.h) + x, to.Kr ? to.Kr + at : nullptr);
-    stage_one(cta, vec, ok, row_of<Op>(a.f, pl.b, tt, pl.h) + x, to.Fr + i * Cfg::M + x);
+    stage_one(cta, vec, ok, row_of<Op>(a.f, pl.b, tt, pl.h) + x, to.Fr ? to.Fr + i * Cfg::M + x : nullptr);
   } else {
     const int at = i * Cfg::ldd_op + x;
     const int64_t col = pl.row0 + x;
     stage_one(cta, vec, ok, row_of<Op>(a.v, pl.b, tt, pl.h) + col, to.Vr ? to.Vr + at : nullptr);
     if (to.Gr) stage_one(cta, vec, ok, row_of<Op>(a.dy, pl.b, tt, pl.h) + col, to.Gr + at);
-    stage_one(cta, vec, ok, row_of<Op>(a.z, pl.b, tt, pl.h) + col, to.Zr + i * Cfg::R + x);
+    stage_one(cta, vec, ok, row_of<Op>(a.z, pl.b, tt, pl.h) + col, to.Zr ? to.Zr + i * Cfg::R + x : nullptr);
   }
-}
-
-// Phase 2, index e of C·(M + R)/4 (or one side's part): four landed logits of a row as their log gates
-// (four per index, as the phases below: kQuad).
-template <typename Cfg>
-DECAYFW_CTA int64_t gate_count(int sides) {
-  return int64_t(Cfg::C) * ((sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0)) / kQuad;
-}
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void log_gate_index(const Place& pl, Tiles<Op, Cfg>& t, int sides, int64_t e) {
-  const int64_t keys = sides & kKeySide ? int64_t(Cfg::C) * Cfg::M / kQuad : 0;
-  const bool key = e < keys;
-  const int64_t at = (key ? e : e - keys) * kQuad;  // the quad's first element in the C×M or C×R tile
-  const int X = key ? Cfg::M : Cfg::R, row = static_cast<int>(at / X);
-  float x[kQuad];
-  Cta::load4(key ? t.Fr + at : t.Zr + at, x);
-  const bool valid = row < pl.valid;
-  DECAYFW_UNROLL
-  for (int w = 0; w < kQuad; ++w) x[w] = valid ? log_sigmoid(x[w]) : 0.0f;
-  Cta::store4((key ? t.key_gates(row) : t.row_gates(row)) + at % X, x);
-}
-
-// Inclusive cumulative sum down one column of a C-row fp32 tile with leading dimension ld.
-template <int C>
-DECAYFW_CTA void cumsum_column(float* g, int ld) {
-  float s = 0.0f;
-  for (int i = 0; i < C; ++i) s = g[i * ld] += s;
 }
 
 // The form a program runs: the one asked for, except that the tensor form needs an operand type with
@@ -190,8 +164,8 @@ struct WideList {
   }
 };
 
-// The words of the sides being loaded, cleared in phase 2 (before phase 3 sets their bits): the sub-chunks'
-// wide bits, then the chunk form's word of each side.
+// The words of the sides being loaded, cleared in the staging phase (before phase 2 sets their bits): the
+// sub-chunks' wide bits, then the chunk form's word of each side.
 template <typename Op, typename Cfg>
 DECAYFW_CTA int64_t wide_word_count(const Tiles<Op, Cfg>& t, int sides) {
   if (t.key_wide == nullptr) return 0;
@@ -212,60 +186,49 @@ DECAYFW_CTA void clear_wide_word(Tiles<Op, Cfg>& t, int sides, int64_t e) {
     t.chunk_wide[e == keys + rows && (sides & kKeySide) ? 0 : 1] = 0u;
 }
 
-// After a column's cumulative sum: its bit in every sub-chunk whose span it exceeds (NaN included).
-template <typename Cta, typename Cfg>
-DECAYFW_CTA void mark_wide_column(Cta& cta, float bound, const float* g, int ld, uint32_t* words, int words_per_sub,
-                                  int col) {
-  constexpr int S = Cfg::S;
-  for (int I = 0; I < Cfg::NS; ++I) {
-    const float span = g[I * S * ld] - g[(I * S + S - 1) * ld];
-    if (!(span <= bound)) cta.atomic_or(words + I * words_per_sub + (col >> 5), 1u << (col & 31));
-  }
-}
-
-// The chunk form: a column whose log gates span more than bound over the whole chunk (from its start: the
-// column's last cumulative sum, rows past T adding 0) sets its side's word (NaN included).
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void mark_chunk_column(Cta& cta, const Tiles<Op, Cfg>& t, float bound, const float* g, int ld, int side) {
-  if (!t.takes_chunks_whole() || t.chunk_wide == nullptr) return;
-  if (!(-g[(Cfg::C - 1) * ld] <= bound)) cta.atomic_or(t.chunk_wide + side, 1u);
-}
-
-// Phase 3, index e of M + R columns (or one side's).
+// Phase 2, index e of M + R columns (or one side's): column e's landed logits as log gates (0 past T), summed
+// down the chunk in the order of the rows, each inclusive sum stored to Bc or Ac. One thread walks the column,
+// so the sums come in registers: a sub-chunk whose span (its first row's sum less its last's) exceeds
+// wide_span_bound sets the column's bit in that sub-chunk's words, and in the chunk form a column whose last
+// sum is below −bound (its span over the whole chunk) sets its side's word; NaN sets them too. (One phase for
+// log gates and sums: the log gates were a phase of their own, stored and read back.)
 template <typename Cfg>
 DECAYFW_CTA int64_t column_count(int sides) {
   return (sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0);
 }
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void cumsum_index(Cta& cta, Tiles<Op, Cfg>& t, int sides, int64_t e) {
-  const int64_t keys = sides & kKeySide ? Cfg::M : 0;
-  if (e < keys) {
-    const int m = static_cast<int>(e);
-    cumsum_column<Cfg::C>(t.Bc + m, Cfg::ldg_m);
-    if (t.key_wide)
-      mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Bc + m, Cfg::ldg_m, t.key_wide, Cfg::key_words, m);
-    mark_chunk_column(cta, t, wide_span_bound(t.diagonal), t.Bc + m, Cfg::ldg_m, 0);
-  } else {
-    const int d = static_cast<int>(e - keys);
-    cumsum_column<Cfg::C>(t.Ac + d, Cfg::ldg_r);
-    if (t.row_wide)
-      mark_wide_column<Cta, Cfg>(cta, wide_span_bound(t.diagonal), t.Ac + d, Cfg::ldg_r, t.row_wide, Cfg::row_words, d);
-    mark_chunk_column(cta, t, wide_span_bound(t.diagonal), t.Ac + d, Cfg::ldg_r, 1);
+DECAYFW_CTA void gate_column(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, int sides, int64_t e) {
+  constexpr int S = Cfg::S;
+  const bool key = e < (sides & kKeySide ? Cfg::M : 0);
+  const int col = static_cast<int>(key ? e : e - (sides & kKeySide ? Cfg::M : 0));
+  const int X = key ? Cfg::M : Cfg::R, ld = key ? Cfg::ldg_m : Cfg::ldg_r;
+  const Op* logits = (key ? t.Fr : t.Zr) + col;
+  float* g = (key ? t.Bc : t.Ac) + col;
+  uint32_t* words = key ? t.key_wide : t.row_wide;
+  const int words_per_sub = key ? Cfg::key_words : Cfg::row_words;
+  const float bound = wide_span_bound(t.diagonal);
+  float s = 0.0f;
+  for (int I = 0; I < Cfg::NS; ++I) {
+    float first = 0.0f;
+    DECAYFW_UNROLL_BY4
+    for (int r = 0; r < S; ++r) {
+      const int i = I * S + r;
+      const float x = Cta::to_f(logits[i * X]);
+      s = (i < pl.valid ? log_sigmoid(x) : 0.0f) + s;
+      g[i * ld] = s;
+      if (r == 0) first = s;
+    }
+    if (words && !(first - s <= bound)) cta.atomic_or(words + I * words_per_sub + (col >> 5), 1u << (col & 31));
   }
+  if (t.takes_chunks_whole() && t.chunk_wide && !(-s <= bound)) cta.atomic_or(t.chunk_wide + (key ? 0 : 1), 1u);
 }
 
-// Phases 2 and 3 of a staged chunk (the caller started its copies, with work of its own beside).
+// Phase 2 of a staged chunk: the caller started its copies and cleared the sides' wide words (wide_word_count
+// indices of clear_wide_word) in its staging phase, with work of its own beside.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void finish_loading(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, int sides) {
   cta.wait_async();
-  const int64_t gates = gate_count<Cfg>(sides);
-  cta.for_each(gates + wide_word_count(t, sides), [&](int64_t e) {
-    if (e < gates)
-      log_gate_index<Cta>(pl, t, sides, e);
-    else
-      clear_wide_word(t, sides, e - gates);
-  });
-  cta.for_each(column_count<Cfg>(sides), [&](int64_t e) { cumsum_index(cta, t, sides, e); });
+  cta.for_each(column_count<Cfg>(sides), [&](int64_t e) { gate_column(cta, pl, t, sides, e); });
 }
 
 // The states the parallel passes read beside a chunk's inputs, in the same staging phase:

@@ -59,12 +59,12 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
     const Place pl(a, n, chunk, tile, C);
     const int sides = tile == 0 ? kBothSides : kRowSide;
-    const int64_t copies = stage_count<Op, Cfg>(a, sides);
-    cta.for_each(copies + start_state_batches<Cfg>(), [&](int64_t e) {
-      if (e < copies)
-        stage_index<Cta, Op, Cfg>(cta, a, pl, to, sides, e);
-      else
-        load_start_state_batch<Cta>(a, pl, t, e - copies);
+    const int64_t copies = stage_count<Op, Cfg>(a, sides), state = start_state_batches<Cfg>();
+    cta.for_each(copies + state + wide_word_count(t, sides), [&](int64_t e) {
+      if (e < copies) return stage_index<Cta, Op, Cfg>(cta, a, pl, to, sides, e);
+      e -= copies;
+      if (e < state) return load_start_state_batch<Cta>(a, pl, t, e);
+      clear_wide_word(t, sides, e - state);
     });
     finish_loading(cta, pl, t, sides);
     if (t.chunk_narrow()) {

@@ -13,8 +13,9 @@ namespace decayfw::chunk {
 // one on its SM, so a chunk staged only when it is needed would make every chunk wait out a memory
 // latency with the SM idle. walk_chunks instead stages the next chunk while this one is computed:
 // its copies land in a second set of raw tiles, and the two sets swap at every chunk. The gate
-// logits (Fr, Zr) need one set only: they become log gates right after they land, before the next
-// chunk's copies start. Element-wise staging (unaligned views) is synchronous: correct, not overlapped.
+// logits (Fr, Zr) need one set only: they become log gates right after they land (gate_column), and
+// the next chunk's logits are copied in after that phase. Element-wise staging (unaligned views) is
+// synchronous: correct, not overlapped.
 
 // Where the next chunk lands: a second set of the raw tiles a pass uses (flags, not pointers: a
 // measuring Arena hands out null ones), and the pass's one set of gate-logit tiles.
@@ -49,7 +50,9 @@ DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, Staging<Op>& next) {
 // Walks the chunks of sequence n, row tile `tile` (backwards from the last for dstate_pass), with
 // each chunk's inputs in t (raw tiles, cumulative log gates Bc and Ac) when compute(pl) runs and
 // the next chunk's copies in flight. chunk_start(pl, e), e < start_work, is the pass's own work
-// at the chunk's start (its state copies), run in the same phase as the log gates.
+// at the chunk's start (its state copies), run in the staging phase.
+// The pass has one set of gate-logit tiles (Fr, Zr), which phase 2 reads: the next chunk's q, k, v, dy are
+// copied in the staging phase, its logits in a phase of their own after phase 2.
 template <typename Cta, typename Op, typename Cfg, typename ChunkStart, typename Compute>
 DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, bool backwards, Tiles<Op, Cfg>& t,
                              Staging<Op>& next_staging, int64_t start_work, ChunkStart&& chunk_start,
@@ -64,25 +67,20 @@ DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
     const Place pl(a, n, c, tile, Cfg::C);
     cta.wait_async();
     swap_raw_tiles(t, next_staging);
-    const int64_t gates = start_work + gate_count<Cfg>(kBothSides);
-    cta.for_each(gates + wide_word_count(t, kBothSides), [&](int64_t e) {
-      if (e < start_work)
-        chunk_start(pl, e);
-      else if (e < gates)
-        log_gate_index<Cta>(pl, t, kBothSides, e - start_work);
-      else
-        clear_wide_word(t, kBothSides, e - gates);
-    });
-    // The next chunk's copies first, so that every thread starts its share before the sums.
     const bool more = k + 1 < a.chunks;
     const Place next(a, n, more ? c + step : c, tile, Cfg::C);
-    const int64_t issue = more ? copies : 0;
-    cta.for_each(issue + column_count<Cfg>(kBothSides), [&](int64_t e) {
-      if (e < issue)
-        stage_index<Cta, Op, Cfg>(cta, a, next, next_staging, kBothSides, e);
-      else
-        cumsum_index(cta, t, kBothSides, e - issue);
+    Staging<Op> inputs = next_staging, logits;  // the next chunk's copies: q, k, v, dy now, f and z after phase 2
+    inputs.Fr = inputs.Zr = nullptr;
+    logits.Fr = next_staging.Fr, logits.Zr = next_staging.Zr;
+    const int64_t issue = more ? copies : 0, words = wide_word_count(t, kBothSides);
+    cta.for_each(start_work + issue + words, [&](int64_t e) {
+      if (e < start_work) return chunk_start(pl, e);
+      e -= start_work;
+      if (e < issue) return stage_index<Cta, Op, Cfg>(cta, a, next, inputs, kBothSides, e);
+      clear_wide_word(t, kBothSides, e - issue);
     });
+    cta.for_each(column_count<Cfg>(kBothSides), [&](int64_t e) { gate_column(cta, pl, t, kBothSides, e); });
+    if (more) cta.for_each(copies, [&](int64_t e) { stage_index<Cta, Op, Cfg>(cta, a, next, logits, kBothSides, e); });
     compute(pl);
   }
 }
