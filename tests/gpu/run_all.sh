@@ -195,7 +195,7 @@ if want profile && [ -n "$NCU" ] && lim=$(limit profile "${PROFILE_TIMEOUT:-90}"
   # First the few counters that test the shared-memory model (one replay pass or two per kernel), a table of
   # measured against modeled wavefronts (tests/gpu/smem_model_check.py); then the full sections.
   # (the optional ones, the MUFU count's, only where this ncu lists them: an unknown name fails the whole run)
-  smem_metrics="$("$NCU" --query-metrics 2>/dev/null | "$PY" -c 'import sys; sys.path.insert(0, "tests/gpu"); import smem_model_check as s; print(",".join(s.metrics_to_ask(sys.stdin.read())))')"
+  smem_metrics="$(timeout -k 5 30 "$NCU" --query-metrics 2>/dev/null | "$PY" -c 'import sys; sys.path.insert(0, "tests/gpu"); import smem_model_check as s; print(",".join(s.metrics_to_ask(sys.stdin.read())))')"
   timeout -k 10 $((lim / 3)) "$NCU" --csv --profile-from-start off --clock-control none -k regex:_pass_kernel \
     --metrics "$smem_metrics" "$PY" tests/gpu/profile_chunk.py ${PROFILE_ARGS:-} > "$LOGS/ncu_smem.csv" 2>&1
   echo "ncu_smem rc=$?" >> "$LOGS/ncu_smem.csv"

@@ -118,3 +118,34 @@ def test_an_earlier_step_keeps_its_reserve_when_later_ones_would_eat_the_deadlin
     steps = (logs / "steps.txt").read_text().splitlines()
     assert steps[1].startswith("bench rc=1") and steps[1].endswith("(limit 30 s)"), steps
     assert steps[2].startswith("fairseq rc=1"), steps
+
+
+def fake_ncu(tmp_path, listing):
+    """An `ncu` on PATH that lists `listing` for --query-metrics and otherwise writes the --metrics it was asked for
+    (one line per run) to ncu_metrics.txt and fails, as ncu does without counter access."""
+    bin_dir, asked = tmp_path / "bin", tmp_path / "ncu_metrics.txt"
+    bin_dir.mkdir()
+    script = bin_dir / "ncu"
+    write(script, "#!/usr/bin/env bash\n"
+                  f"if [ \"$1\" = --query-metrics ]; then printf '%s\\n' {listing!r}; exit 0; fi\n"
+                  "while [ $# -gt 0 ]; do [ \"$1\" = --metrics ] && { echo \"$2\" >> " + str(asked) + "; }; shift; done\n"
+                  "echo '==ERROR== ERR_NVGPUCTRPERM'; exit 1\n")
+    script.chmod(0o755)
+    return dict(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}"), asked
+
+
+def test_the_profile_asks_for_the_mufu_metric_only_where_ncu_lists_it(tmp_path):
+    """An unknown metric name fails ncu's whole run, and with it the shared-memory table: the MUFU metric goes
+    into --metrics only where `ncu --query-metrics` names it."""
+    import smem_model_check
+    for listing, with_xu in (("smsp__inst_executed_pipe_xu  Counter  # of warp instructions executed by xu", True),
+                             ("smsp__inst_executed  Counter", False)):
+        case = tmp_path / ("with" if with_xu else "without")
+        case.mkdir()
+        env, asked = fake_ncu(case, listing)
+        r, out, logs = run_all(case, GPU_STEPS="profile", **env)
+        assert r.returncode == 0, r.stderr
+        metrics = asked.read_text().split()[0].split(",")
+        assert metrics[:len(smem_model_check.METRICS)] == list(smem_model_check.METRICS)
+        assert (smem_model_check.XU in metrics) == with_xu, metrics
+        assert "profile rc=" in (logs / "steps.txt").read_text()

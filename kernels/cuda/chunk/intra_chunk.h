@@ -161,7 +161,7 @@ DECAYFW_CTA void y_of_whole_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, 
 // are zeroed in those products, and its diagonal terms are added per element in fp32 as before
 // (for_each_pair_decay), from the blocks Pd (q·k, over M) and Rd (dy·v, over the tile's rows), which
 // are kept complete: their tensor-core sums over the other columns plus the wide columns' per-element
-// ones. The bits of the wide columns are set while the log gates are summed (mark_wide_column).
+// ones. The bits of the wide columns are set while the log gates are summed (gate_column, loading.h).
 
 // The part of a diagonal block's element Σ_c x_i y_j e^{G_i−G_j} (over X columns, in fp32) the tensor cores
 // leave out: Pd_ij's with q, k and B (key columns), Rd_ij's with dy, v and A (the tile's rows). The wide
