@@ -258,8 +258,7 @@ std::map<std::string, double> per_chunk(const Options& o, int C, const cta::Smem
   const double chunks = double((o.t + C - 1) / C), tiles = double(o.d / chunk::kRows);
   std::map<std::string, double> w;
   if (o.python == "mufu") {
-    for (const auto& [kernel, n] : trace.special_functions())
-      if (kernel != "?") w[kernel] = double(n);  // "?": before the first launch (none is made there)
+    for (const auto& [kernel, n] : trace.special_functions()) w[kernel] = double(n);
   } else {
     for (const auto& [key, c] : trace.costs()) w[key.kernel] += double(c.wavefronts);
   }

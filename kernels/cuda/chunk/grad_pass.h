@@ -335,13 +335,6 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& 
   }
 }
 
-// What a row tile of grad_pass leaves for the next one: Pd (the key side's alone; not the chunk form's whole
-// chunks), Q̃ = Q ⊙ e^{B} in Xa and K̃ = K ⊙ e^{−B} in Xb (a whole chunk's: nothing after the scaling phase
-// writes Xa, and the whole chunk's products leave K̃ in Xb either way).
-struct KeptAcrossTiles {
-  bool pd = false, q_scaled = false, k_scaled = false;
-};
-
 // One row tile's share of grad_pass, on the tile's rows and states staged by grad_pass: dv, dz of
 // its rows; its terms of dq and dk added to DQ, DK.
 template <typename Cta, typename Op, typename Cfg>
@@ -385,9 +378,10 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   const float* key_end = transposed ? nullptr : t.key_gates(last);
   const float* row_end = transposed ? nullptr : t.row_gates(last);
   constexpr int MQ = M / kQuad, RQ = R / kQuad;
-  // Q̃ and K̃ (start-referred, the chains') as an earlier tile left them; K's end-referred scaling is this tile's.
-  const int64_t cm = int64_t(C) * MQ, cr = int64_t(C) * RQ, qs = kept.q_scaled ? 0 : cm,
-                keys = qs + (transposed && kept.k_scaled ? 0 : cm);
+  // Q̃ and K̃ (start-referred) as an earlier tile left them. K̃ is kept only for the chains, which read it here;
+  // the other paths scale K to the chunk's end here, and a whole chunk's products put K̃ back in Xb.
+  const int64_t cm = int64_t(C) * MQ, cr = int64_t(C) * RQ, qs = kept.keys_scaled ? 0 : cm,
+                keys = qs + (transposed && kept.keys_scaled ? 0 : cm);
   cta.for_each(keys + 2 * cr + (transposed ? int64_t(R) * MQ : 0), [&](int64_t e) {
     if (e < keys) {
       const bool kk = e >= qs;
@@ -456,7 +450,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       intra_chunk_anticausal(cta, pl, t, DK, DV);
     }
   }
-  kept.q_scaled = kept.k_scaled = whole;  // the sub-chunks' products write Xa and Xb
+  kept.keys_scaled = whole;  // the sub-chunks' products write Xa and Xb
 
   // The diagonal terms off the tensor cores, in fp32 (from Pd and Rd): the wide columns' per pair, the
   // narrow ones' factored in the factored form (a whole chunk's too); and dv written, y ⊙ dy kept in Y for the

@@ -137,6 +137,14 @@ DECAYFW_CTA void diagonal_blocks_whole(Cta& cta, Tiles<Op, Cfg>& t, const Place&
   });
 }
 
+// What a row tile leaves for the next in a CTA that walks a chunk's row tiles (output_pass, grad_pass), both
+// depending on the key side alone: Pd (not the chunk form's whole chunks, which have none), and Q̃ = Q ⊙ e^{B} in
+// Xa and K̃ = K ⊙ e^{−B} in Xb after a whole chunk (nothing after its products writes them; a sub-chunked tile
+// does).
+struct KeptAcrossTiles {
+  bool pd = false, keys_scaled = false;
+};
+
 // A whole chunk's y; in the factored form with its diagonal blocks apart, and Pd after them when `need_pd`
 // (Fx and Fy share the region Sop and Pc are in, read until then). `keys_scaled`: Q̃ and K̃ are in Xa and Xb
 // already (an earlier row tile's whole chunk).

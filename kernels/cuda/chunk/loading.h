@@ -199,8 +199,9 @@ DECAYFW_CTA int64_t column_count(int sides) {
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void gate_column(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, int sides, int64_t e) {
   constexpr int S = Cfg::S;
-  const bool key = e < (sides & kKeySide ? Cfg::M : 0);
-  const int col = static_cast<int>(key ? e : e - (sides & kKeySide ? Cfg::M : 0));
+  const int64_t keys = sides & kKeySide ? Cfg::M : 0;  // the key side's columns come first
+  const bool key = e < keys;
+  const int col = static_cast<int>(key ? e : e - keys);
   const int X = key ? Cfg::M : Cfg::R, ld = key ? Cfg::ldg_m : Cfg::ldg_r;
   const Op* logits = (key ? t.Fr : t.Zr) + col;
   float* g = (key ? t.Bc : t.Ac) + col;

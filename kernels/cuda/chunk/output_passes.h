@@ -53,9 +53,7 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
   Tiles<Op, Cfg>& t = sm.t;
   choose_form<Cta>(t, a);
   const Staging<Op> to = staging_of(t);
-  bool pd_kept =
-      false;  // Pd, which depends on the key side alone, computed by an earlier tile (not by the chunk form's)
-  bool keys_scaled = false;  // Q̃ in Xa and K̃ in Xb, left by an earlier tile's whole chunk (nothing after writes them)
+  KeptAcrossTiles kept;
   for (int64_t tile = 0; tile < a.tiles; ++tile) {
     const Place pl(a, n, chunk, tile, C);
     const int sides = tile == 0 ? kBothSides : kRowSide;
@@ -68,14 +66,14 @@ DECAYFW_CTA void output_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ch
     });
     finish_loading(cta, pl, t, sides);
     if (t.chunk_narrow()) {
-      y_of_whole_chunk(cta, pl, t, !pd_kept, keys_scaled);
-      pd_kept = pd_kept || t.factored();
-      keys_scaled = true;
+      y_of_whole_chunk(cta, pl, t, !kept.pd, kept.keys_scaled);
+      kept.pd = kept.pd || t.factored();
+      kept.keys_scaled = true;
     } else {
       y_inter_product(cta, t);
-      intra_chunk_causal(cta, pl, t, !pd_kept);  // writes Xa and Xb sub-chunk by sub-chunk
-      pd_kept = true;
-      keys_scaled = false;
+      intra_chunk_causal(cta, pl, t, !kept.pd);  // writes Xa and Xb sub-chunk by sub-chunk
+      kept.pd = true;
+      kept.keys_scaled = false;
     }
     store_y(cta, a, pl, t);
   }

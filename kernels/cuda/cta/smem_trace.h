@@ -614,9 +614,11 @@ class SmemTrace {
     lanes_.clear();
   }
 
+  // The current kernel's count, from its launch on (no program runs outside a launch). std::map: the address
+  // outlives later insertions.
   void count_special_functions_here() {
     Quiet own;
-    special_function_count = &special_functions_[kernel_];  // std::map: the address outlives later insertions
+    special_function_count = launch_ > 0 ? &special_functions_[kernel_] : nullptr;
   }
 
   bool count_ = true;
