@@ -786,6 +786,65 @@ TEST(ChunkProgram, GemmChainRefusesOverlapsAndEpiloguesWritingItsInputs) {
   EXPECT_NO_THROW(run(nullptr, to_y));  // no P: nothing stored
 }
 
+// Chains that share a phase (gemm_chain's first and phase): the same products as each alone, the epilogues run
+// once the last chain is called, and what the device's concurrent warps could not do safely is refused: an
+// epilogue writing another chain's operand, a P over another chain's operand, a chain that does not continue the
+// open phase, and anything else run while the phase is open.
+TEST(ChunkProgram, ChainsSharingAPhaseRunAsAloneAndRefuseWhatTheirWarpsWouldRace) {
+  using decayfw::cta::KSpan;
+  decayfw::cta::HostCta<> cta;
+  constexpr int kLd = 40, kTile = 32 * kLd;
+  decayfw::cta::HostSmem smem(9 * kTile * sizeof(BFloat16));
+  BFloat16* x = reinterpret_cast<BFloat16*>(smem.data());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int e = 0; e < 9 * kTile; ++e) x[e] = decayfw::to_bfloat16(normal(rng));
+  BFloat16 *A = x, *B0 = A + kTile, *B1 = B0 + kTile, *B2 = B1 + kTile, *C1 = B2 + kTile, *P = C1 + kTile;
+  BFloat16* const none = nullptr;  // no P
+  using Y = std::vector<float>;
+  const auto into = [](Y& y) {
+    return [&y](int i, int j, const float* v) {
+      for (int e = 0; e < 4; ++e)
+        for (int w = 0; w < 2; ++w) y[(i + 8 * (e & 1)) * 32 + j + 8 * (e >> 1) + w] = v[2 * e + w];
+    };
+  };
+  // Alone: y (causal, B1 = B1) and its transpose (anticausal, B1 = C1), two phases.
+  Y alone0(32 * 32), alone1(32 * 32), shared0(32 * 32, -1.0f), shared1(32 * 32, -1.0f);
+  std::fill(P, P + kTile, decayfw::to_bfloat16(0.0f));  // the padding columns too, which no chain stores
+  cta.gemm_chain<KSpan::Causal, 32, 32, 32>(A, kLd, B0, kLd, B1, kLd, B2, kLd, P, kLd, into(alone0));
+  const std::vector<BFloat16> p_alone(P, P + kTile);
+  std::fill(P, P + kTile, decayfw::to_bfloat16(0.0f));
+  cta.gemm_chain<KSpan::AntiCausal, 32, 32, 32, 2>(B0, kLd, A, kLd, C1, kLd, B2, kLd, none, 0, into(alone1));
+  // Shared: 2 warps, then 4 (two parts), in one 6-warp phase; nothing is handed over before the last.
+  cta.gemm_chain<KSpan::Causal, 32, 32, 32, 1, true, 0, 6>(A, kLd, B0, kLd, B1, kLd, B2, kLd, P, kLd, into(shared0));
+  EXPECT_EQ(-1.0f, shared0[0]);
+  EXPECT_THROW(cta.for_each(1, [](int64_t) {}), std::logic_error);  // the phase is open
+  cta.gemm_chain<KSpan::AntiCausal, 32, 32, 32, 2, true, 2, 6>(B0, kLd, A, kLd, C1, kLd, B2, kLd, none, 0,
+                                                               into(shared1));
+  EXPECT_EQ(alone0, shared0);
+  EXPECT_EQ(alone1, shared1);
+  EXPECT_EQ(0, std::memcmp(p_alone.data(), P, kTile * sizeof(BFloat16)));
+  // A chain that does not continue an open phase, or starts one while another is open.
+  const auto noop = [](int, int, const float*) {};
+  EXPECT_THROW(
+      (cta.gemm_chain<KSpan::Causal, 32, 32, 32, 1, true, 2, 6>(A, kLd, B0, kLd, B1, kLd, B2, kLd, none, 0, noop)),
+      std::logic_error);
+  // The first chain's epilogue writes the second's B1 (C1): a race on the device, refused at the phase's end.
+  const BFloat16 one = decayfw::to_bfloat16(1.0f);
+  const auto racing = [&] {
+    cta.gemm_chain<KSpan::Causal, 32, 32, 32, 1, true, 0, 4>(A, kLd, B0, kLd, B1, kLd, B2, kLd, none, 0,
+                                                             [&](int i, int, const float*) { C1[i * kLd] = one; });
+    cta.gemm_chain<KSpan::AntiCausal, 32, 32, 32, 1, true, 2, 4>(B0, kLd, A, kLd, C1, kLd, B2, kLd, none, 0, noop);
+  };
+  EXPECT_THROW(racing(), std::logic_error);
+  // The second chain's P over the first's B2.
+  decayfw::cta::HostCta<> fresh;
+  fresh.gemm_chain<KSpan::Causal, 32, 32, 32, 1, true, 0, 4>(A, kLd, B0, kLd, B1, kLd, B2, kLd, none, 0, noop);
+  EXPECT_THROW(
+      (fresh.gemm_chain<KSpan::AntiCausal, 32, 32, 32, 1, true, 2, 4>(B0, kLd, A, kLd, C1, kLd, P, kLd, B2, kLd, noop)),
+      std::logic_error);
+}
+
 // gemm_fp32 (the factored diagonal's narrow sums): each fp32 operand as two tf32 parts and three
 // products, accurate to about 2^-21 of Σ|a·b| where gemm's tf32 rounding gives about 2^-11.
 TEST(ChunkProgram, GemmFp32KeepsFp32AccuracyWhereTf32DoesNot) {

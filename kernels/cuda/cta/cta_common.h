@@ -54,6 +54,12 @@
 //                             operand's layout), and A's block is loaded once for both products; with parts >
 //                             1, that many warps share a row block, each with n/parts columns of Y (each
 //                             computes the block of P; the first stores it).
+//   cta.gemm_chain<mask, m, n, k, parts, TB1, first, phase>(...)
+//                             the same, in a phase that several chains share: this chain's m/16·parts warps are
+//                             [first, first + m/16·parts) of the phase's `phase` (the chains called in order of
+//                             first, from 0, with nothing else between them), and the barrier comes after the last.
+//                             The chains run at once: no epilogue may write any of the phase's operands or P, no P
+//                             overlap another chain's operands or P, and the epilogues are as one for_each's calls.
 //   Cta::to_f(x), Cta::from_f<T>(x)   storage type <-> float.
 //   Cta::load4(p, v), Cta::store4(p, v)   four consecutive elements of p (float, or a 16-bit
 //                             storage type) to or from four floats v, at an address aligned to their

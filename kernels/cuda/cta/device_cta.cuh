@@ -152,17 +152,34 @@ struct DeviceCta {
     mma_tiles<TA, TB, true>(m, n, k, A, lda, B, ldb, accumulate ? C : nullptr, ldc, stored_to(C, ldc));
   }
 
-  // Y = A·op(B1) + mask(A·B0ᵀ)·B2 (cta_common.h) with mma.sync: warp w takes row block w mod m/16 and part w div m/16
-  // (n/kParts columns of Y), its lane code in chain_warp.h (shared with the host's lane emulator). Each element's
-  // k steps are in gemm_apply_sum's order.
-  template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, bool kTB1 = true, typename Op, typename F>
+  // Y = A·op(B1) + mask(A·B0ᵀ)·B2 (cta_common.h) with mma.sync: the chain's warp v is row block v mod m/16 and part
+  // v div m/16 (n/kParts columns of Y), its lane code in chain_warp.h (shared with the host's lane emulator). In a
+  // phase of kPhase warps that several chains share, this one's warps are [kFirst, kFirst + m/16·kParts), CTA warp
+  // w taking the phase's warps w, w + warps, ...; the barrier follows the phase's last chain. Each element's k
+  // steps are in gemm_apply_sum's order.
+  template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, bool kTB1 = true, int kFirst = 0,
+            int kPhase = kM / 16 * kParts, typename Op, typename F>
   __device__ __forceinline__ void gemm_chain(const Op* A, int lda, const Op* B0, int ldb0, const Op* B1, int ldb1,
                                              const Op* B2, int ldb2, Op* P, int ldp, F&& f) {
+    constexpr int kWarps = kM / 16 * kParts;
+    static_assert(kFirst >= 0 && kFirst + kWarps <= kPhase, "the chain's warps lie in its phase");
     const int lane = threadIdx.x % 32;
-    for (int w = threadIdx.x / 32; w < kM / 16 * kParts; w += blockDim.x / 32)
-      chain_warp<kMask, kM, kN, kK, kParts, kTB1, mma_sync::PtxWarp>(w, lane, A, lda, B0, ldb0, B1, ldb1, B2, ldb2, P,
-                                                                     ldp, f);
-    __syncthreads();
+    if constexpr (kFirst == 0 && kPhase == kWarps) {
+      // A phase of its own, written as before the shared phases: grad_pass sits at its 128 registers, and an
+      // equivalent loop (an offset of 0, the warp count in a variable) made ptxas spill 8 bytes in it.
+      for (int w = threadIdx.x / 32; w < kM / 16 * kParts; w += blockDim.x / 32)
+        chain_warp<kMask, kM, kN, kK, kParts, kTB1, mma_sync::PtxWarp>(w, lane, A, lda, B0, ldb0, B1, ldb1, B2, ldb2, P,
+                                                                       ldp, f);
+      __syncthreads();
+    } else {
+      const int warps = blockDim.x / 32;
+      int v = threadIdx.x / 32;
+      v += v < kFirst ? (kFirst - v + warps - 1) / warps * warps : 0;  // this warp's first ≥ kFirst
+      for (; v < kFirst + kWarps; v += warps)
+        chain_warp<kMask, kM, kN, kK, kParts, kTB1, mma_sync::PtxWarp>(v - kFirst, lane, A, lda, B0, ldb0, B1, ldb1, B2,
+                                                                       ldb2, P, ldp, f);
+      if constexpr (kFirst + kWarps == kPhase) __syncthreads();
+    }
   }
 
  private:

@@ -19,7 +19,10 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -124,6 +127,7 @@ struct HostCta {
     in_flight_.push_back(c);
   }
   void wait_async() {
+    require_no_open_chains("wait_async");
     SmemTrace::Quiet emulation;  // the copies were reported when they started
     for (const Copy& c : in_flight_) {
       for (int b = 0; b < 16; ++b)
@@ -161,6 +165,7 @@ struct HostCta {
 
   template <typename F>
   void for_each(int64_t n, F&& f, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    require_no_open_chains("a for_each");
     SmemTrace* t = SmemTrace::current();
     if (t) t->begin_phase(fn, line);
     auto run = [&](int64_t i) {
@@ -233,52 +238,67 @@ struct HostCta {
   // The product acc [m×n] to the epilogue f as a for_each, index 32·tile + lane making lane's call for its tile.
   template <typename F>
   void hand_over(int m, int n, const std::vector<float>& acc, F& f, const char* fn, int line) {
-    const int tiles_n = n / 16;
     for_each(
-        int64_t(m / 16) * tiles_n * kWarp,
-        [&](int64_t e) {
-          const int tile = static_cast<int>(e / kWarp), lane = static_cast<int>(e % kWarp);
-          const int i0 = tile / tiles_n * 16, j0 = tile % tiles_n * 16;
-          float v[2 * kAccumulatorPairs];
-          for (int p = 0; p < kAccumulatorPairs; ++p) {
-            const int i = i0 + accumulator_pair_row(lane, p), j = j0 + accumulator_pair_col(lane, p);
-            v[2 * p] = acc[size_t(i) * n + j], v[2 * p + 1] = acc[size_t(i) * n + j + 1];
-          }
-          f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
-        },
-        fn, line);
+        int64_t(m / 16) * (n / 16) * kWarp, [&](int64_t e) { hand_over_call(n, acc, f, e); }, fn, line);
+  }
+  // hand_over's index e: lane e mod 32's call for tile e div 32 (tiles row by row, n/16 to a row).
+  template <typename F>
+  static void hand_over_call(int n, const std::vector<float>& acc, F& f, int64_t e) {
+    const int tiles_n = n / 16, tile = static_cast<int>(e / kWarp), lane = static_cast<int>(e % kWarp);
+    const int i0 = tile / tiles_n * 16, j0 = tile % tiles_n * 16;
+    float v[2 * kAccumulatorPairs];
+    for (int p = 0; p < kAccumulatorPairs; ++p) {
+      const int i = i0 + accumulator_pair_row(lane, p), j = j0 + accumulator_pair_col(lane, p);
+      v[2 * p] = acc[size_t(i) * n + j], v[2 * p + 1] = acc[size_t(i) * n + j + 1];
+    }
+    f(i0 + accumulator_pair_row(lane, 0), j0 + accumulator_pair_col(lane, 0), static_cast<const float*>(v));
   }
 
   // gemm_chain (cta_common.h) as whole products in the device's order: P's k steps, masked and rounded to the
   // operand type; Y's first product's k steps, then the second's in its span. P's block stays in host memory
-  // (the device's registers); the stores into P (when given) run as a for_each, index 32·block + lane storing
-  // that lane's pairs 4 bytes at a time, as the device's warps store them, and the epilogue as gemm_apply's. The
-  // epilogue may write none of the operands, nor P.
-  template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, bool kTB1 = true, typename Op, typename F>
+  // (the device's registers). A chain's product is taken when it is called, but its stores into P and its
+  // epilogue wait for the last chain of its phase (kFirst + its warps = kPhase; a chain alone is its own phase):
+  // then the phase's stores into P run as one for_each, index 32·block + lane storing that lane's pairs 4 bytes
+  // at a time, as the device's warps store them, and the epilogues as one more, chain after chain, each as
+  // gemm_apply's. On the device the chains of a phase run at once, other warps still reading operands while one
+  // stores or runs its epilogue: so no epilogue may write any of the phase's operands or P, no P may overlap
+  // another chain's operands or P, and nothing else may run while a phase is open.
+  template <KSpan kMask, int kM, int kN, int kK, int kParts = 1, bool kTB1 = true, int kFirst = 0,
+            int kPhase = kM / 16 * kParts, typename Op, typename F>
   void gemm_chain(const Op* A, int lda, const Op* B0, int ldb0, const Op* B1, int ldb1, const Op* B2, int ldb2, Op* P,
                   int ldp, F&& f, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
     static_assert(sizeof(Op) == 2, "gemm_chain multiplies 16-bit operands");
     static_assert(is_chain_mask(kMask), "gemm_chain's mask is Causal, BlockCausal or their transposes");
     static_assert(kN % (16 * kParts) == 0, "each part takes whole 16-column tiles of Y");
+    constexpr int kWarps = kM / 16 * kParts;
+    static_assert(kFirst >= 0 && kFirst + kWarps <= kPhase, "the chain's warps lie in its phase");
     constexpr KSpan kSecond = chain_second_span(kMask);
+    if (kFirst == 0 && !open_.chains.empty())
+      throw std::logic_error("cta::gemm_chain: a chain starts a phase while another phase's chains are open");
+    if (kFirst > 0 && (open_.chains.empty() || open_.next != kFirst || open_.warps != kPhase))
+      throw std::logic_error("cta::gemm_chain: warps " + std::to_string(kFirst) + ".. of a " + std::to_string(kPhase) +
+                             "-warp phase do not continue an open phase");
     if (!in_flight_.empty()) ++gemms_while_copying;
     ++chains;
     check_tiles(kM, kN, kK);
+    const std::array<Extent, 5> extents = {
+        {{A, (size_t(kM - 1) * lda + kK) * sizeof(Op), "A"},
+         {B0, (size_t(kM - 1) * ldb0 + kK) * sizeof(Op), "B0"},
+         {B1, (kTB1 ? size_t(kN - 1) * ldb1 + kK : size_t(kK - 1) * ldb1 + kN) * sizeof(Op), "B1"},
+         {B2, (size_t(kM - 1) * ldb2 + kN) * sizeof(Op), "B2"},
+         {P, P ? (size_t(kM - 1) * ldp + kM) * sizeof(Op) : 0, "P"}}};
     {
       SmemTrace::Quiet checks;
       check_wmma_contract<false, true>(kM, kM, kK, A, lda, B0, ldb0, static_cast<float*>(nullptr), 0);
       check_wmma_contract<false, kTB1>(kM, kN, kK, A, lda, B1, ldb1, static_cast<float*>(nullptr), 0);
       check_wmma_contract<false, false>(kM, kN, kM, B2, ldb2, B2, ldb2, static_cast<float*>(nullptr), 0);
-      if (P) {
-        check_wmma_contract<false, false>(kM, kM, kM, P, ldp, P, ldp, static_cast<float*>(nullptr), 0);
-        const size_t p_bytes = (size_t(kM - 1) * ldp + kM) * sizeof(Op);
-        constexpr const char* kP = "cta::gemm_chain: P";
-        check_no_overlap(kP, P, p_bytes, A, (size_t(kM - 1) * lda + kK) * sizeof(Op), "A");
-        check_no_overlap(kP, P, p_bytes, B0, (size_t(kM - 1) * ldb0 + kK) * sizeof(Op), "B0");
-        check_no_overlap(kP, P, p_bytes, B1,
-                         (kTB1 ? size_t(kN - 1) * ldb1 + kK : size_t(kK - 1) * ldb1 + kN) * sizeof(Op), "B1");
-        check_no_overlap(kP, P, p_bytes, B2, (size_t(kM - 1) * ldb2 + kN) * sizeof(Op), "B2");
-      }
+      if (P) check_wmma_contract<false, false>(kM, kM, kM, P, ldp, P, ldp, static_cast<float*>(nullptr), 0);
+      for (int o = 0; o < 4; ++o) check_p_apart(extents[4], extents[o]);  // its own P over its operands
+      for (const OpenChain& c : open_.chains)
+        for (int o = 0; o < 5; ++o) {  // its P over the phase's, and the phase's P over its operands
+          check_p_apart(extents[4], c.extents[o]);
+          check_p_apart(c.extents[4], extents[o]);
+        }
     }
     if (SmemTrace* t = SmemTrace::current()) {
       t->note_gemm();
@@ -286,40 +306,48 @@ struct HostCta {
                                                              ldb2);
     }
     constexpr size_t kProducts = size_t(kM) * kM;
-    std::vector<float> pf(kProducts), acc(size_t{kM} * kN);
-    std::vector<Op> pop(kProducts);
+    std::vector<float> pf(kProducts);
+    auto acc = std::make_shared<std::vector<float>>(size_t{kM} * kN);
+    auto pop = std::make_shared<std::vector<Op>>(kProducts);
     {
       SmemTrace::Quiet modeled;
       product<false, true, false>(kM, kM, kK, A, lda, B0, ldb0, pf.data(), kM, false, kMask);
       for (int i = 0; i < kM; ++i)
         for (int j = 0; j < kM; ++j)
-          pop[size_t(i) * kM + j] = from_f<Op>(chain_keeps(kMask, i, j) ? pf[size_t(i) * kM + j] : 0.0f);
-      product<false, kTB1, false>(kM, kN, kK, A, lda, B1, ldb1, acc.data(), kN, false);
-      product<false, false, false>(kM, kN, kM, pop.data(), kM, B2, ldb2, acc.data(), kN, true, kSecond);
+          (*pop)[size_t(i) * kM + j] = from_f<Op>(chain_keeps(kMask, i, j) ? pf[size_t(i) * kM + j] : 0.0f);
+      product<false, kTB1, false>(kM, kN, kK, A, lda, B1, ldb1, acc->data(), kN, false);
+      product<false, false, false>(kM, kN, kM, pop->data(), kM, B2, ldb2, acc->data(), kN, true, kSecond);
     }
-    if (P)
-      for_each(
-          int64_t(kM / 16) * kWarp,
-          [&](int64_t e) {
-            const int i0 = static_cast<int>(e / kWarp) * 16, lane = static_cast<int>(e % kWarp);
-            for (int j0 = 0; j0 < kM; j0 += 16)
-              for (int p = 0; p < kAccumulatorPairs; ++p) {
-                const int i = i0 + accumulator_pair_row(lane, p), j = j0 + accumulator_pair_col(lane, p);
-                trace(P + size_t(i) * ldp + j, 4, true, fn, line);
-                SmemTrace::Quiet stored;
-                P[size_t(i) * ldp + j] = pop[size_t(i) * kM + j];
-                P[size_t(i) * ldp + j + 1] = pop[size_t(i) * kM + j + 1];
-              }
-          },
-          fn, line);
-    // P's bytes and B2's as a term's A and B (operand_snapshot's extents), so the epilogue may write neither.
-    const auto before =
-        std::make_tuple(operand_snapshot(kM, kM, term<false, true>(kK, A, lda, B0, ldb0)),
-                        operand_snapshot(kM, kN, term<false, kTB1>(kK, A, lda, B1, ldb1)),
-                        operand_snapshot(kM, kN, term<false, false>(kM, P ? P : B2, P ? ldp : ldb2, B2, ldb2)));
-    hand_over(kM, kN, acc, f, fn, line);
-    SmemTrace::Quiet check;
-    std::apply([&](const auto&... snapshot) { (check_unchanged(snapshot), ...); }, before);
+    OpenChain c;
+    c.extents = extents;
+    c.stores = P ? int64_t(kM / 16) * kWarp : 0;
+    c.store = [=](int64_t e) {
+      const int i0 = static_cast<int>(e / kWarp) * 16, lane = static_cast<int>(e % kWarp);
+      for (int j0 = 0; j0 < kM; j0 += 16)
+        for (int p = 0; p < kAccumulatorPairs; ++p) {
+          const int i = i0 + accumulator_pair_row(lane, p), j = j0 + accumulator_pair_col(lane, p);
+          trace(P + size_t(i) * ldp + j, 4, true, fn, line);
+          SmemTrace::Quiet stored;
+          P[size_t(i) * ldp + j] = (*pop)[size_t(i) * kM + j];
+          P[size_t(i) * ldp + j + 1] = (*pop)[size_t(i) * kM + j + 1];
+        }
+    };
+    c.calls = int64_t(kM / 16) * (kN / 16) * kWarp;
+    c.epilogue = [acc, f](int64_t e) mutable { hand_over_call(kN, *acc, f, e); };
+    // Once P is stored: the operands, and P's bytes and B2's as a term's A and B (operand_snapshot's extents), so
+    // that no epilogue may write them.
+    c.snapshot = [=]() -> std::function<void()> {
+      return [before = std::make_tuple(
+                  operand_snapshot(kM, kM, term<false, true>(kK, A, lda, B0, ldb0)),
+                  operand_snapshot(kM, kN, term<false, kTB1>(kK, A, lda, B1, ldb1)),
+                  operand_snapshot(kM, kN, term<false, false>(kM, P ? P : B2, P ? ldp : ldb2, B2, ldb2)))] {
+        std::apply([&](const auto&... snapshot) { (check_unchanged(snapshot), ...); }, before);
+      };
+    };
+    open_.chains.push_back(std::move(c));
+    open_.next = kFirst + kWarps;
+    open_.warps = kPhase;
+    if (open_.next == kPhase) close_chains(fn, line);
   }
   // A term's checks and trace, as a product of its own (its fragments, no C).
   template <bool TA, bool TB, KSpan kSpan, typename Op>
@@ -372,6 +400,7 @@ struct HostCta {
   template <bool TA, bool TB, typename Op>
   void begin_product(int m, int n, int k, const Op* A, int lda, const Op* B, int ldb, const float* C, int ldc,
                      bool accumulate, const char* fn, int line, KSpan span = KSpan::All) {
+    require_no_open_chains("a gemm");
     if (!in_flight_.empty()) ++gemms_while_copying;
     check_tiles(m, n, k);
     if (SmemTrace* t = SmemTrace::current()) {
@@ -471,6 +500,62 @@ struct HostCta {
     unsigned char bytes[16];
   };
   std::vector<Copy> in_flight_;
+
+  // An operand or P of a chain: address, bytes, name.
+  struct Extent {
+    const void* p;
+    size_t bytes;
+    const char* name;
+  };
+  static void check_p_apart(const Extent& p, const Extent& x) {
+    if (p.p && x.p) check_no_overlap("cta::gemm_chain: P", p.p, p.bytes, x.p, x.bytes, x.name);
+  }
+  // A chain whose phase is still open: its stores into P and its epilogue, as for_each indices, and its
+  // operands' snapshot.
+  struct OpenChain {
+    std::array<Extent, 5> extents;
+    int64_t stores = 0, calls = 0;
+    std::function<void(int64_t)> store, epilogue;
+    std::function<std::function<void()>()> snapshot;  // the check that its operands and P are unchanged
+  };
+  struct OpenPhase {
+    std::vector<OpenChain> chains;
+    int next = 0, warps = 0;  // the next chain's first warp; the phase's warps
+  } open_;
+  void require_no_open_chains(const char* what) const {
+    if (!open_.chains.empty())
+      throw std::logic_error(std::string("cta: ") + what + " while a phase of gemm_chain calls is open (warps " +
+                             std::to_string(open_.next) + ".. of " + std::to_string(open_.warps) + " still to come)");
+  }
+  // The open phase's stores into P, then its epilogues, each as one for_each, chain after chain; then every
+  // chain's operands checked.
+  void close_chains(const char* fn, int line) {
+    const std::vector<OpenChain> phase = std::move(open_.chains);
+    open_ = OpenPhase{};
+    const auto run = [&](int64_t OpenChain::*count, std::function<void(int64_t)> OpenChain::*call) {
+      int64_t n = 0;
+      for (const OpenChain& c : phase) n += c.*count;
+      if (n > 0)
+        for_each(
+            n,
+            [&](int64_t e) {
+              for (const OpenChain& c : phase) {
+                if (e < c.*count) return (c.*call)(e);
+                e -= c.*count;
+              }
+            },
+            fn, line);
+    };
+    run(&OpenChain::stores, &OpenChain::store);
+    std::vector<std::function<void()>> unchanged;
+    {
+      SmemTrace::Quiet snapshots;
+      for (const OpenChain& c : phase) unchanged.push_back(c.snapshot());
+    }
+    run(&OpenChain::calls, &OpenChain::epilogue);
+    SmemTrace::Quiet check;
+    for (const auto& check_chain : unchanged) check_chain();
+  }
 };
 
 // Shared memory for one CTA on the host: 128-byte aligned, filled with NaN bit patterns so a
