@@ -138,12 +138,13 @@ def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False):
 
 
 def run_decayfw(x, backward, path, save_chunk_states=True, forward="auto", threads="auto", diagonal="auto",
-                chain="auto"):
+                chain="auto", grad_phases="auto"):
     os.environ["DECAYFW_CUDA_PATH"] = path
     os.environ["DECAYFW_CHUNK_FORWARD"] = forward
     os.environ["DECAYFW_CHUNK_THREADS"] = threads
     os.environ["DECAYFW_CHUNK_DIAGONAL"] = diagonal
     os.environ["DECAYFW_CHUNK_CHAIN"] = chain
+    os.environ["DECAYFW_CHUNK_GRAD_PHASES"] = grad_phases
     y = decayfw.decay_fast_weights(x["q"], x["k"], x["v"], x["z"], x["f"], save_chunk_states=save_chunk_states)
     if backward:
         y.backward(torch.ones_like(y))
@@ -232,13 +233,16 @@ CHUNK_FORWARDS = ("split", "fused")
 # Threads per CTA of the chunk kernels (DECAYFW_CHUNK_THREADS; 512 by default): the breakdown times both,
 # the same arithmetic bit for bit.
 CHUNK_THREADS = ("512", "256")
-# The launch variants the per-kernel breakdown times, (threads, diagonal blocks, chained products): both thread
-# counts with the default diagonal form (factored), the per-pair, tensor-core and chunk forms (DECAYFW_CHUNK_DIAGONAL=
-# elementwise, tensor, chunk) at the default count, and the factored and chunk forms with the whole chunks' products
-# through shared memory (DECAYFW_CHUNK_CHAIN=off), whose cost or gain in each kernel then reads directly.
-BREAKDOWN_VARIANTS = (tuple((t, "auto", "auto") for t in CHUNK_THREADS)
-                      + tuple((CHUNK_THREADS[0], d, "auto") for d in ("elementwise", "tensor", "chunk"))
-                      + tuple((CHUNK_THREADS[0], d, "off") for d in ("auto", "chunk")))
+# The launch variants the per-kernel breakdown times, (threads, diagonal blocks, chained products, grad_pass's
+# phases): both thread counts with the default diagonal form (factored), the per-pair, tensor-core and chunk forms
+# (DECAYFW_CHUNK_DIAGONAL=elementwise, tensor, chunk) at the default count, the factored and chunk forms with the
+# whole chunks' products through shared memory (DECAYFW_CHUNK_CHAIN=off), and the chunk form with grad_pass's four
+# chains in one phase at 256 threads (DECAYFW_CHUNK_GRAD_PHASES=one), whose cost or gain in each kernel then reads
+# directly.
+BREAKDOWN_VARIANTS = (tuple((t, "auto", "auto", "auto") for t in CHUNK_THREADS)
+                      + tuple((CHUNK_THREADS[0], d, "auto", "auto") for d in ("elementwise", "tensor", "chunk"))
+                      + tuple((CHUNK_THREADS[0], d, "off", "auto") for d in ("auto", "chunk"))
+                      + ((CHUNK_THREADS[0], "chunk", "auto", "one"),))
 
 
 def kernel_of(name):
@@ -248,11 +252,12 @@ def kernel_of(name):
     return "other"
 
 
-def kernel_breakdown(N, T, D, M, forward, threads="auto", reps=5, diagonal="auto", chain="auto"):
+def kernel_breakdown(N, T, D, M, forward, threads="auto", reps=5, diagonal="auto", chain="auto", grad_phases="auto"):
     """µs per forward+backward call of the chunk path, per kernel (bf16), from CUDA kernel events."""
     from torch.profiler import ProfilerActivity, profile
     x, _, _ = make_inputs(N, T, D, M, requires_grad=True)
-    call = lambda: run_decayfw(x, True, "chunk", forward=forward, threads=threads, diagonal=diagonal, chain=chain)
+    call = lambda: run_decayfw(x, True, "chunk", forward=forward, threads=threads, diagonal=diagonal, chain=chain,
+                               grad_phases=grad_phases)
     for _ in range(2):
         call()
     torch.cuda.synchronize()
@@ -449,15 +454,16 @@ def print_kernel_breakdown(sizes, bw):
           "(chunk_kernel_bytes) ÷ the kernel's time; far below the copy bandwidth means latency-bound. "
           "threads: per CTA of every chunk kernel; diagonal: the 16×16 diagonal blocks factored in fp32 (auto), "
           "per pair (elementwise) or on tensor cores where the gates allow (tensor); chain: a whole chunk's two "
-          "products chained in registers (auto) or through shared memory (off)\n")
-    print("| N | T | D | M | forward | threads | diagonal | chain | "
+          "products chained in registers (auto) or through shared memory (off); grad phases: the chunk form's four "
+          "chains in grad_pass as four phases (auto) or one at 256 threads (one)\n")
+    print("| N | T | D | M | forward | threads | diagonal | chain | grad phases | "
           + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS) + " | other µs | total µs | serial passes share |")
-    print("|---|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
-    for N, T, D, M, form, (threads, diagonal, chain) in ((*s, f, v) for s in sizes for f in CHUNK_FORWARDS
-                                                         for v in BREAKDOWN_VARIANTS):
-        head = f"| {N} | {T} | {D} | {M} | {form} | {threads} | {diagonal} | {chain} |"
+    print("|---|---|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
+    for N, T, D, M, form, (threads, diagonal, chain, phases) in ((*s, f, v) for s in sizes for f in CHUNK_FORWARDS
+                                                                 for v in BREAKDOWN_VARIANTS):
+        head = f"| {N} | {T} | {D} | {M} | {form} | {threads} | {diagonal} | {chain} | {phases} |"
         try:
-            us = kernel_breakdown(N, T, D, M, form, threads, diagonal=diagonal, chain=chain)
+            us = kernel_breakdown(N, T, D, M, form, threads, diagonal=diagonal, chain=chain, grad_phases=phases)
         except Exception as e:  # a profiler fault must not cost the rest of the run
             print(f"{head} kernel breakdown failed: {type(e).__name__}: {e} |")
             continue

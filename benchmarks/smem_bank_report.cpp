@@ -8,6 +8,7 @@
 //
 //   smem_bank_report [--dtype bf16|fp16|fp32] [--m 64] [--d 128] [--t 256]
 //                    [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top 20] [--gate-mean 2]
+//                    [--grad-phases four|one]   # grad_pass's chunk-form chains in four phases (default) or one
 //   smem_bank_report --python --m 64 --d 128 --diagonal factored    # a line of bench_gpu.py's SMEM_WAVEFRONTS
 //   smem_bank_report --python-mufu --m 64 --d 128 --diagonal factored  # ... of its MUFU_OPS
 #include <dlfcn.h>
@@ -34,7 +35,7 @@ namespace chunk = decayfw::chunk;
 namespace cta = decayfw::cta;
 
 struct Options {
-  std::string dtype = "bf16", diagonal = "factored", forward = "split";
+  std::string dtype = "bf16", diagonal = "factored", forward = "split", grad_phases = "four";
   int m = 64, d = 128, t = 256, top = 20;
   double gate_mean = 2.0;  // gate logits N(mean, 1): 2 leaves no wide column; below about -2.5 most are wide
   // One line of benchmarks/bench_gpu.py's SMEM_WAVEFRONTS ("wavefronts") or MUFU_OPS ("mufu") instead of the tables.
@@ -46,7 +47,8 @@ struct Options {
       stderr,
       "smem_bank_report: %s\nusage: smem_bank_report [--dtype bf16|fp16|fp32] [--m 16|32|64|128] [--d N·64] "
       "[--t N] [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top N] [--gate-mean X] "
-      "[--python | --python-mufu]\n"
+      "[--grad-phases four|one] [--python | --python-mufu]\n"
+      "--grad-phases one: grad_pass's chunk-form chains in one phase (cuda::ChunkTuning::grad_one_phase)\n"
       "--python: wavefronts per chunk (and row tile) of every kernel, both forward forms, as a line of bench_gpu.py's "
       "SMEM_WAVEFRONTS\n"
       "--python-mufu: the same for the special-function (MUFU) operations, a line of bench_gpu.py's MUFU_OPS\n",
@@ -76,6 +78,8 @@ Options parse(int argc, char** argv) {
     if (a == "--dtype") o.dtype = v;
     else if (a == "--diagonal") o.diagonal = v;
     else if (a == "--forward") o.forward = v;
+    else if (a == "--grad-phases")
+      o.grad_phases = v;
     else if (a == "--m") o.m = integer("--m", v, 1);
     else if (a == "--d") o.d = integer("--d", v, 1);
     else if (a == "--t") o.t = integer("--t", v, 1);
@@ -92,6 +96,7 @@ Options parse(int argc, char** argv) {
   if (o.m != 16 && o.m != 32 && o.m != 64 && o.m != 128) usage("--m: a compiled M (16, 32, 64, 128)");
   if (o.d % chunk::kRows != 0) usage("--d: a multiple of " + std::to_string(chunk::kRows));
   if (o.forward != "split" && o.forward != "fused") usage("--forward: split or fused, got " + o.forward);
+  if (o.grad_phases != "four" && o.grad_phases != "one") usage("--grad-phases: four or one, got " + o.grad_phases);
   return o;
 }
 
@@ -113,7 +118,7 @@ void run_traced(const Options& o, cta::SmemTrace& trace) {
   cta::SmemTrace::Scope scope(trace);
   if (o.forward == "split") run.forward(a);
   else run.forward_fused(a);
-  run.backward(b, true);
+  run.backward(b, true, o.grad_phases == "one");
 }
 
 // Source lines of the hooks' instruction addresses: one addr2line run over all of them (-i: the innermost

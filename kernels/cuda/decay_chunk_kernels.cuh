@@ -63,6 +63,16 @@ __global__ void __launch_bounds__(kMaxThreads, 1) grad_pass_kernel(ChunkArgs a) 
   chunk::grad_pass<DeviceCta, Op, Cfg>(cta, a, x / a.chunks, x % a.chunks, smem);
 }
 
+// grad_pass with the chunk form's four chains in one phase (ChunkTuning::grad_one_phase; 16-bit operands), at
+// kGradOnePhaseThreads: their registers fit there (255), where under 512 threads' 128 ptxas spills.
+template <typename Op, typename Cfg>
+__global__ void __launch_bounds__(kGradOnePhaseThreads, 1) grad_pass_one_phase_kernel(ChunkArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  DeviceCta cta;
+  const int64_t x = blockIdx.x;
+  chunk::grad_pass<DeviceCta, Op, Cfg, true>(cta, a, x / a.chunks, x % a.chunks, smem);
+}
+
 // Launches one program kernel with its threads and shared memory (opted in above 48 KB).
 template <typename Kernel>
 cudaError_t launch(Kernel kernel, dim3 grid, int threads, size_t smem, cudaStream_t stream, const ChunkArgs& a) {
@@ -149,10 +159,14 @@ cudaError_t backward(const DecayBwdParams& p, void* workspace, cudaStream_t stre
     cudaError_t err =
         reuse ? cudaSuccess : launch(state_pass_kernel<Op, Cfg>, dim3(N, tiles), threads, scan, stream, a);
     if (err == cudaSuccess) err = launch(dstate_pass_kernel<Op, Cfg>, dim3(N, tiles), threads, scan, stream, a);
-    if (err == cudaSuccess)
-      err = launch(grad_pass_kernel<Op, Cfg>, dim3(static_cast<unsigned>(a.B * a.H * a.chunks)), threads,
-                   chunk::ChunkSmem<Op, Cfg>(nullptr, chunk::ChunkCarve::Grad).bytes, stream, a);
-    return err;
+    const dim3 grid(static_cast<unsigned>(a.B * a.H * a.chunks));
+    const size_t grad = chunk::ChunkSmem<Op, Cfg>(nullptr, chunk::ChunkCarve::Grad).bytes;
+    if (err != cudaSuccess) return err;
+    if constexpr (sizeof(Op) == 2) {  // (fp16 takes no chunk form: there only the thread count changes)
+      if (tuning.grad_one_phase)
+        return launch(grad_pass_one_phase_kernel<Op, Cfg>, grid, kGradOnePhaseThreads, grad, stream, a);
+    }
+    return launch(grad_pass_kernel<Op, Cfg>, grid, threads, grad, stream, a);
   });
 }
 

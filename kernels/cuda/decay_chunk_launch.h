@@ -18,6 +18,8 @@ namespace decayfw::cuda::chunk_launch {
 // (cuda::kChunkThreads says why it matters).
 constexpr int kMinThreads = 256;
 constexpr int kMaxThreads = 512;
+// grad_pass_one_phase_kernel's threads, whatever the tuning's (ChunkTuning::grad_one_phase).
+constexpr int kGradOnePhaseThreads = 256;
 
 struct WorkspacePlan {  // element counts: fp32 states; state gradients in the operand type
   int64_t states = 0, dstates = 0;

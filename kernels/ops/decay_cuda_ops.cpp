@@ -101,15 +101,17 @@ cuda::ChunkDiagonal chosen_diagonal(const char* op) {
 }
 
 // Everything a chunk-path call is tuned by (cuda::ChunkTuning), from its variables, read at every call:
-// DECAYFW_CHUNK_THREADS, DECAYFW_CHUNK_DIAGONAL, and DECAYFW_CHUNK_CHAIN=auto|on|off (auto is on): whether a
-// whole chunk's y chains its two products in registers. The same results either way, bit for bit on the host
-// executor; the choice is there so a benchmark can time both, and so that a fault in the chained products on some
-// GPU can be stepped around.
+// DECAYFW_CHUNK_THREADS, DECAYFW_CHUNK_DIAGONAL, DECAYFW_CHUNK_CHAIN=auto|on|off (auto is on): whether a
+// whole chunk's y chains its two products in registers, and DECAYFW_CHUNK_GRAD_PHASES=auto|four|one (auto is
+// four): whether grad_pass runs the chunk form's four chains in one phase at 256 threads (ChunkTuning::
+// grad_one_phase). The same results either way, bit for bit on the host executor; the choices are there so a
+// benchmark can time both, and so that a fault in one on some GPU can be stepped around.
 cuda::ChunkTuning chosen_tuning(const char* op) {
   cuda::ChunkTuning t;
   t.threads = chosen_threads(op);
   t.diagonal = chosen_diagonal(op);
   t.chain_products = env_choice(op, "DECAYFW_CHUNK_CHAIN", {"on", "off"}) != "off";
+  t.grad_one_phase = env_choice(op, "DECAYFW_CHUNK_GRAD_PHASES", {"four", "one"}) == "one";
   return t;
 }
 

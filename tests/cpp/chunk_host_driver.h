@@ -65,8 +65,9 @@ class HostChunkRunner {
   }
 
   // reuse_states: skip state_pass and read the states the last forward() left, as the launcher does
-  // when it is given the forward's states (DecayBwdParams::chunk_states).
-  void backward(chunk::ChunkArgs& a, bool reuse_states = false) {
+  // when it is given the forward's states (DecayBwdParams::chunk_states). grad_one_phase: grad_pass's one-phase
+  // form (cuda::ChunkTuning::grad_one_phase).
+  void backward(chunk::ChunkArgs& a, bool reuse_states = false, bool grad_one_phase = false) {
     prepare(a, true, reuse_states);
     if (!reuse_states) run_state_pass(a);
     {
@@ -89,7 +90,10 @@ class HostChunkRunner {
       for (int64_t c = 0; c < a.chunks; ++c) {
         sm.poison();
         begin_cta();
-        chunk::grad_pass<Cta, In, Cfg>(cta_, a, n, c, sm.data());
+        if (grad_one_phase)
+          chunk::grad_pass<Cta, In, Cfg, true>(cta_, a, n, c, sm.data());
+        else
+          chunk::grad_pass<Cta, In, Cfg>(cta_, a, n, c, sm.data());
         expect_no_copies_in_flight("grad_pass");
       }
     end_launch();

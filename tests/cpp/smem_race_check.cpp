@@ -20,6 +20,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "chunk_host_driver.h"
@@ -251,8 +252,10 @@ const char* form_name(chunk::DiagonalForm f) {
 // Every program of one configuration: the split forward, the fused forward, and the backward, on two heads of
 // three chunks (the last one partial) and two row tiles, with gate logits N(gate_mean, 1): 2 leaves every chunk narrow
 // enough to be taken whole, −3 makes most columns wide (per-pair sums, the atomics that mark them).
+// grad_one_phase: grad_pass's chunk-form chains in one phase (cuda::ChunkTuning::grad_one_phase).
 template <typename In, typename Cfg>
-void sweep_case(const char* dtype, chunk::DiagonalForm form, float gate_mean, bool vector_loads) {
+void sweep_case(const char* dtype, chunk::DiagonalForm form, float gate_mean, bool vector_loads,
+                bool grad_one_phase = false) {
   decayfw::testing::RandomSequence<In> seq(2 * Cfg::C + 5, 2 * chunk::kRows, Cfg::M, 11, gate_mean, 2);
   chunk::ChunkArgs split = seq.forward_args(form), fused = seq.forward_args(form), back = seq.backward_args(form);
   cta::SmemTrace trace(cta::SmemTrace::Work::RacesOnly);
@@ -261,11 +264,11 @@ void sweep_case(const char* dtype, chunk::DiagonalForm form, float gate_mean, bo
     decayfw::testing::HostChunkRunner<In, Cfg, false> run(cta::Order::Forward, vector_loads);
     run.forward(split);
     run.forward_fused(fused);
-    run.backward(back, true);
+    run.backward(back, true, grad_one_phase);
   }
   char name[160];
-  std::snprintf(name, sizeof name, "%s M=%d C=%d %s gates N(%g, 1)%s", dtype, Cfg::M, Cfg::C, form_name(form),
-                gate_mean, vector_loads ? "" : ", element loads");
+  std::snprintf(name, sizeof name, "%s M=%d C=%d %s gates N(%g, 1)%s%s", dtype, Cfg::M, Cfg::C, form_name(form),
+                gate_mean, vector_loads ? "" : ", element loads", grad_one_phase ? ", grad_pass in one phase" : "");
   std::string detail = first_race(trace);
   if (!trace.races().empty()) {
     const auto& r = trace.races().front();
@@ -290,6 +293,9 @@ void sweep(const char* dtype, bool quick) {
           if (gate_mean > 0.0f || form != chunk::DiagonalForm::Elementwise)
             sweep_case<In, Cfg>(dtype, form, gate_mean, true);
       sweep_case<In, Cfg>(dtype, chunk::DiagonalForm::Factored, 0.0f, false);
+      if constexpr (std::is_same_v<In, decayfw::BFloat16>)  // the chains side by side (fp16 takes no chunk form)
+        for (float gate_mean : {2.0f, -3.0f})
+          sweep_case<In, Cfg>(dtype, chunk::DiagonalForm::Chunk, gate_mean, true, true);
       return 0;
     });
   }

@@ -56,6 +56,7 @@ struct Problem {
   std::vector<double> dy64, dsT64;
   chunk::DiagonalForm diagonal = chunk::DiagonalForm::Factored;  // ChunkArgs::diagonal (the default)
   bool chain_products = true;                                    // ChunkArgs::chain_products (the default)
+  bool grad_one_phase = false;  // grad_pass's one-phase form (cuda::ChunkTuning::grad_one_phase)
 
   Problem(Shape shape, uint64_t seed, double gate_mean, double gate_spread, bool with_states) : s(shape) {
     std::mt19937_64 rng(seed);
@@ -180,7 +181,7 @@ Outputs<In> run_programs(const Problem<In>& pr, decayfw::cta::Order order = deca
   b.df = Problem<In>::out_view(o.df, s, s.M);
   b.dv = Problem<In>::out_view(o.dv, s, s.D), b.dz = Problem<In>::out_view(o.dz, s, s.D);
   b.ds0 = o.ds0.data();
-  run.backward(b, reuse_states);
+  run.backward(b, reuse_states, pr.grad_one_phase);
   if (states_after) *states_after = run.states();
   if (chains) *chains = run.executor().chains;
   return o;
@@ -568,6 +569,53 @@ TEST(ChunkProgram, ChainedProductsGiveTheSameBits) {
     one_chunk.diagonal = d;
     expect_chained_products_same_bits<64, 64>(one_chunk, Forward::Split, "bf16 M = 64, T = 64" + form);
   }
+}
+
+// The device's placement of a shared phase's warps (DeviceCta::gemm_chain): over the CTA's warps, each of a
+// chain's warps [first, first + n) is taken exactly once, by the CTA warp congruent to it, for 8 and 16 warps.
+TEST(ChunkProgram, EveryWarpOfASharedPhaseIsTakenOnce) {
+  for (int warps : {8, 16})
+    for (int first : {0, 3, 4, 8, 12, 16, 20, 24})
+      for (int n : {2, 4, 8}) {
+        std::vector<int> taken(n, 0);
+        for (int w = 0; w < warps; ++w)
+          for (int v = decayfw::cta::first_phase_warp(w, warps, first); v < first + n; v += warps) {
+            ASSERT_GE(v, first);
+            EXPECT_EQ(w, v % warps);
+            ++taken[v - first];
+          }
+        for (int c : taken) EXPECT_EQ(1, c) << warps << " warps, first " << first << ", " << n;
+      }
+}
+
+// grad_pass's one-phase form (the chunk form's four chains side by side, one part each at C = 64): the same bits as
+// the four phases it replaces, every gradient, at C = 64 and 32, in two orders of a phase's indices (its epilogues
+// are one for_each), with as many chains. bf16: fp16 takes no chunk form (its range), so no chains either way.
+template <int M, int C>
+void expect_one_phase_same_bits(Problem<BFloat16> pr, const std::string& what) {
+  int64_t four_chains = 0, one_chains = 0;
+  const Outputs<BFloat16> four = run_programs<BFloat16, M, C, false>(pr, decayfw::cta::Order::Forward, true, false,
+                                                                     nullptr, Forward::Split, &four_chains);
+  pr.grad_one_phase = true;
+  for (decayfw::cta::Order o : {decayfw::cta::Order::Forward, decayfw::cta::Order::Interleaved}) {
+    const Outputs<BFloat16> one =
+        run_programs<BFloat16, M, C, false>(pr, o, true, false, nullptr, Forward::Split, &one_chains);
+    expect_same_gradients(four, one, what);
+    EXPECT_EQ(four_chains, one_chains) << what;
+  }
+  EXPECT_GT(four_chains, 0) << what << ": no chunk was taken whole";
+}
+TEST(ChunkProgram, GradOnePhaseGivesTheSameBits) {
+  expect_one_phase_same_bits<32, 64>(chunk_form_problem<BFloat16>(), "bf16 M = 32, narrow and wide chunks");
+  Problem<BFloat16> narrow({1, 150, 2, 128, 64}, 23, 2.0, 1.0, true);
+  narrow.diagonal = chunk::DiagonalForm::Chunk;
+  expect_one_phase_same_bits<64, 64>(narrow, "bf16 M = 64, T = 150, two heads");
+  Problem<BFloat16> wide_keys({1, 100, 1, 64, 128}, 29, 2.0, 1.0, true);
+  wide_keys.diagonal = chunk::DiagonalForm::Chunk;
+  expect_one_phase_same_bits<128, 32>(wide_keys, "bf16 M = 128, C = 32");
+  Problem<BFloat16> small_keys({1, 96, 1, 64, 16}, 31, 2.0, 1.0, true);
+  small_keys.diagonal = chunk::DiagonalForm::Chunk;
+  expect_one_phase_same_bits<16, 64>(small_keys, "bf16 M = 16");
 }
 
 TEST(ChunkProgram, NoPhaseDependsOnTheOrderOfItsIndices) {

@@ -355,6 +355,7 @@ def test_fused_inference_forward_allocates_no_chunk_states(path, monkeypatch):
     ("DECAYFW_CHUNK_DIAGONAL", "fast",
      "DECAYFW_CHUNK_DIAGONAL must be auto, factored, elementwise, tensor or chunk, got 'fast'"),
     ("DECAYFW_CHUNK_CHAIN", "yes", "DECAYFW_CHUNK_CHAIN must be auto, on or off, got 'yes'"),
+    ("DECAYFW_CHUNK_GRAD_PHASES", "two", "DECAYFW_CHUNK_GRAD_PHASES must be auto, four or one, got 'two'"),
 ])
 def test_bad_chunk_steering_value_is_refused(variable, value, message, path, monkeypatch):
     """Each variable that steers the chunk kernels refuses a value it does not know, naming itself."""
@@ -396,6 +397,30 @@ def test_chained_products_give_the_same_bits(dtype, size, diagonal, path, monkey
     rounded = (3, 4, 5, 6, 7) if diagonal == "chunk" and dtype == torch.bfloat16 else ()  # dk, dv, dz, df, ds0
     expect_same_bits_for_each("DECAYFW_CHUNK_CHAIN", ("on", "off", "auto"), (x, s0, dy, dsT), monkeypatch,
                               rounded=rounded)
+
+
+@pytest.mark.parametrize("dtype,size", SAME_BITS_CASES)
+def test_grad_pass_in_one_phase_gives_the_same_bits(dtype, size, path, monkeypatch):
+    """DECAYFW_CHUNK_GRAD_PHASES=four|one (auto: four): grad_pass runs the chunk form's four chains (y, dV, dQ, dK)
+    as four phases of two warps a 16-row block, or side by side in one phase at 256 threads, one warp a block
+    (grad_pass_one_phase_kernel). Each element's products are summed in the same order either way, so every output
+    is bit-identical (as on the host executor: GradOnePhaseGivesTheSameBits). fp32 never chains and fp16 takes no
+    chunk form: there the one-phase kernel differs only in its thread count."""
+    path("chunk")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", "chunk")
+    x, s0, dsT, dy = same_bits_problem(dtype, size, seed=31)
+    expect_same_bits_for_each("DECAYFW_CHUNK_GRAD_PHASES", ("four", "one", "auto"), (x, s0, dy, dsT), monkeypatch)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2)])
+def test_grad_pass_in_one_phase_matches_the_fp64_cpu_op(dtype, tol, path, monkeypatch):
+    """The one-phase grad_pass against the oracle, with a partial last chunk and two heads."""
+    path("chunk")
+    monkeypatch.setenv("DECAYFW_CHUNK_DIAGONAL", "chunk")
+    monkeypatch.setenv("DECAYFW_CHUNK_GRAD_PHASES", "one")
+    q, k, v, z, f, s0 = make(2, 333, 2, 128, 64, seed=5)
+    expect_close_to_the_cpu_op((q, k, v, z, f), s0, torch.randn_like(v), torch.randn_like(s0), dtype, tol)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.bfloat16, 3e-2)])

@@ -265,24 +265,49 @@ DECAYFW_CTA void chained_dq(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, Op* keep_r) 
 // blocks where chunk_grad_products reads them back from Pc, and nothing goes through Pc (where dSop is, which these
 // chains read to the end). One more rounding than chunk_grad_products' path, dŜ's (dS_end is stored rounded): the
 // chunk form's precision trade; the factored form keeps its precision (docs/cuda.md, "Chained products").
-template <typename Cta, typename Op, typename Cfg>
+template <bool kOnePhase, typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void chunk_grad_chains(Cta& cta, Tiles<Op, Cfg>& t, float* DQ, float* DK, float* DV) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
   using cta::KSpan;
-  whole_chunk_y<false>(cta, t, t.Xd, false);
-  // dV (C×R, k = M): y's chain, transposed. dv starts with it.
-  cta.template gemm_chain<KSpan::AntiCausal, C, R, M, chain_parts<M, R>()>(
-      t.Xb, Cfg::ldm_op, t.Xa, Cfg::ldm_op, t.dSop, Cfg::ldm_op, t.Xc, Cfg::ldd_op, static_cast<Op*>(nullptr), 0,
-      [&](int j, int d, const float* v) {
-        decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, false);
-      });
-  chained_dq<KSpan::Causal>(cta, t, DQ, static_cast<Op*>(nullptr));
-  // dK (C×M, k = R): dq's, transposed; dŜ stored R×M is its B1 k×n. dk adds (it sums over the row tiles).
-  cta.template gemm_chain<KSpan::AntiCausal, C, M, R, chain_parts<M, M>(), false>(
-      t.Xd, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Xa, Cfg::ldm_op, static_cast<Op*>(nullptr), 0,
-      [&](int j, int m, const float* v) {
-        decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, nullptr, 0, t.key_gates(j) + m, Cfg::ldg_m, v, true);
-      });
+  const auto dv_decays = [&](int j, int d, const float* v) {
+    decay_pairs<Cta>(DV + j * Cfg::ldd_f + d, Cfg::ldd_f, nullptr, 0, t.row_gates(j) + d, Cfg::ldg_r, v, false);
+  };
+  const auto dk_decays = [&](int j, int m, const float* v) {
+    decay_pairs<Cta>(DK + j * Cfg::ldm_f + m, Cfg::ldm_f, nullptr, 0, t.key_gates(j) + m, Cfg::ldg_m, v, true);
+  };
+  if constexpr (kOnePhase) {
+    // One phase (kGradOnePhaseThreads): y's and dV's chains (n = R, k = M), then dQ's and dK's (n = M, k = R),
+    // side by side, one part each at C = 64, so that every block of P and R is computed once.
+    constexpr int kRowParts = C >= 64 ? 1 : chain_parts<M, R>(), kKeyParts = C >= 64 ? 1 : chain_parts<M, M>();
+    constexpr int kRow = C / 16 * kRowParts, kKey = C / 16 * kKeyParts, kPhase = 2 * kRow + 2 * kKey;
+    cta.template gemm_chain<KSpan::Causal, C, R, M, kRowParts, true, 0, kPhase>(
+        t.Xa, Cfg::ldm_op, t.Xb, Cfg::ldm_op, t.Sop, Cfg::ldm_op, t.Xd, Cfg::ldd_op, static_cast<Op*>(nullptr), 0,
+        [&](int i, int d, const float* v) {
+          decay_pairs<Cta>(t.Y + i * Cfg::ldd_f + d, Cfg::ldd_f, t.row_gates(i) + d, Cfg::ldg_r, nullptr, 0, v, false);
+        });
+    cta.template gemm_chain<KSpan::AntiCausal, C, R, M, kRowParts, true, kRow, kPhase>(
+        t.Xb, Cfg::ldm_op, t.Xa, Cfg::ldm_op, t.dSop, Cfg::ldm_op, t.Xc, Cfg::ldd_op, static_cast<Op*>(nullptr), 0,
+        dv_decays);
+    cta.template gemm_chain<KSpan::Causal, C, M, R, kKeyParts, false, 2 * kRow, kPhase>(
+        t.Xc, Cfg::ldd_op, t.Xd, Cfg::ldd_op, t.Sop, Cfg::ldm_op, t.Xb, Cfg::ldm_op, static_cast<Op*>(nullptr), 0,
+        [&](int i, int m, const float* v) {
+          decay_pairs<Cta>(DQ + i * Cfg::ldm_f + m, Cfg::ldm_f, t.key_gates(i) + m, Cfg::ldg_m, nullptr, 0, v, true);
+        });
+    cta.template gemm_chain<KSpan::AntiCausal, C, M, R, kKeyParts, false, 2 * kRow + kKey, kPhase>(
+        t.Xd, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Xa, Cfg::ldm_op, static_cast<Op*>(nullptr), 0,
+        dk_decays);
+  } else {
+    whole_chunk_y<false>(cta, t, t.Xd, false);
+    // dV (C×R, k = M): y's chain, transposed. dv starts with it.
+    cta.template gemm_chain<KSpan::AntiCausal, C, R, M, chain_parts<M, R>()>(t.Xb, Cfg::ldm_op, t.Xa, Cfg::ldm_op,
+                                                                             t.dSop, Cfg::ldm_op, t.Xc, Cfg::ldd_op,
+                                                                             static_cast<Op*>(nullptr), 0, dv_decays);
+    chained_dq<KSpan::Causal>(cta, t, DQ, static_cast<Op*>(nullptr));
+    // dK (C×M, k = R): dq's, transposed; dŜ stored R×M is its B1 k×n. dk adds (it sums over the row tiles).
+    cta.template gemm_chain<KSpan::AntiCausal, C, M, R, chain_parts<M, M>(), false>(
+        t.Xd, Cfg::ldd_op, t.Xc, Cfg::ldd_op, t.dSop, Cfg::ldm_op, t.Xa, Cfg::ldm_op, static_cast<Op*>(nullptr), 0,
+        dk_decays);
+  }
 }
 
 // The chunk form's gradient products, after dk's and dv's inter-chunk ones (grad_rows: Xa = Q̃ and
@@ -337,7 +362,7 @@ DECAYFW_CTA void chunk_grad_products(Cta& cta, const Place& pl, Tiles<Op, Cfg>& 
 
 // One row tile's share of grad_pass, on the tile's rows and states staged by grad_pass: dv, dz of
 // its rows; its terms of dq and dk added to DQ, DK.
-template <typename Cta, typename Op, typename Cfg>
+template <bool kOnePhase, typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm,
                            KeptAcrossTiles& kept) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, S = Cfg::S;
@@ -411,7 +436,7 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     decay_state_quad<Cta>(t.dSop + d * Cfg::ldm_op + m, t.row_gates(last)[d], t.key_gates(last) + m);
   });
   if (transposed) {
-    if constexpr (sizeof(Op) == 2) chunk_grad_chains(cta, t, DQ, DK, DV);
+    if constexpr (sizeof(Op) == 2) chunk_grad_chains<kOnePhase>(cta, t, DQ, DK, DV);
   } else {
     // Each product decayed in registers: dk adds its own (it accumulates over tiles), dv starts with its own. dS_end
     // is not read after these two.
@@ -517,8 +542,9 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
 
 // grad_pass(n, chunk): every input gradient of one chunk. The row tiles of D are walked inside the
 // CTA: dv and dz are per row, and dq, dk (sums over all rows) accumulate across tiles in shared
-// memory, so no partial buffers and no second kernel are needed.
-template <typename Cta, typename Op, typename Cfg>
+// memory, so no partial buffers and no second kernel are needed. kOnePhase: the chunk form's four chains in one
+// phase (chunk_grad_chains), for a CTA of kGradOnePhaseThreads.
+template <typename Cta, typename Op, typename Cfg, bool kOnePhase = false>
 DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chunk, unsigned char* smem) {
   constexpr int C = Cfg::C, M = Cfg::M;
   ChunkSmem<Op, Cfg> sm(smem, ChunkCarve::Grad);
@@ -552,7 +578,7 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
       }
     });
     finish_loading(cta, pl, t, sides);
-    grad_rows(cta, a, pl, sm, kept);
+    grad_rows<kOnePhase>(cta, a, pl, sm, kept);
   }
 
   // Column gates: reverse cumulative sums of q ⊙ dq − k ⊙ dk inside the chunk on top of the

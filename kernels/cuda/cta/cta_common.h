@@ -221,6 +221,12 @@ DECAYFW_HD Term<TA, TB, kSpan, Op> term(int k, const Op* A, int lda, const Op* B
   return {k, A, lda, B, ldb};
 }
 
+// In a phase that several gemm_chains share, the first of the phase's warps (first, first + warps, ... are the
+// chain's) that CTA warp `warp` of `warps` takes: the least v ≥ first with v ≡ warp (mod warps).
+DECAYFW_HD int first_phase_warp(int warp, int warps, int first) {
+  return warp >= first ? warp : warp + (first - warp + warps - 1) / warps * warps;
+}
+
 DECAYFW_HD void k_span(KSpan span, int i0, int j0, int k, int& begin, int& end) {
   begin = 0, end = k;
   if (span == KSpan::LowerA)

@@ -173,9 +173,7 @@ struct DeviceCta {
       __syncthreads();
     } else {
       const int warps = blockDim.x / 32;
-      int v = threadIdx.x / 32;
-      v += v < kFirst ? (kFirst - v + warps - 1) / warps * warps : 0;  // this warp's first ≥ kFirst
-      for (; v < kFirst + kWarps; v += warps)
+      for (int v = first_phase_warp(threadIdx.x / 32, warps, kFirst); v < kFirst + kWarps; v += warps)
         chain_warp<kMask, kM, kN, kK, kParts, kTB1, mma_sync::PtxWarp>(v - kFirst, lane, A, lda, B0, ldb0, B1, ldb1, B2,
                                                                        ldb2, P, ldp, f);
       if constexpr (kFirst + kWarps == kPhase) __syncthreads();

@@ -22,7 +22,6 @@
 #include <array>
 #include <cstring>
 #include <functional>
-#include <memory>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -306,34 +305,33 @@ struct HostCta {
                                                              ldb2);
     }
     constexpr size_t kProducts = size_t(kM) * kM;
-    std::vector<float> pf(kProducts);
-    auto acc = std::make_shared<std::vector<float>>(size_t{kM} * kN);
-    auto pop = std::make_shared<std::vector<Op>>(kProducts);
+    std::vector<float> pf(kProducts), acc(size_t{kM} * kN);
+    std::vector<Op> pop(kProducts);
     {
       SmemTrace::Quiet modeled;
       product<false, true, false>(kM, kM, kK, A, lda, B0, ldb0, pf.data(), kM, false, kMask);
       for (int i = 0; i < kM; ++i)
         for (int j = 0; j < kM; ++j)
-          (*pop)[size_t(i) * kM + j] = from_f<Op>(chain_keeps(kMask, i, j) ? pf[size_t(i) * kM + j] : 0.0f);
-      product<false, kTB1, false>(kM, kN, kK, A, lda, B1, ldb1, acc->data(), kN, false);
-      product<false, false, false>(kM, kN, kM, pop->data(), kM, B2, ldb2, acc->data(), kN, true, kSecond);
+          pop[size_t(i) * kM + j] = from_f<Op>(chain_keeps(kMask, i, j) ? pf[size_t(i) * kM + j] : 0.0f);
+      product<false, kTB1, false>(kM, kN, kK, A, lda, B1, ldb1, acc.data(), kN, false);
+      product<false, false, false>(kM, kN, kM, pop.data(), kM, B2, ldb2, acc.data(), kN, true, kSecond);
     }
     OpenChain c;
     c.extents = extents;
     c.stores = P ? int64_t(kM / 16) * kWarp : 0;
-    c.store = [=](int64_t e) {
+    c.store = [=, pop = std::move(pop)](int64_t e) {
       const int i0 = static_cast<int>(e / kWarp) * 16, lane = static_cast<int>(e % kWarp);
       for (int j0 = 0; j0 < kM; j0 += 16)
         for (int p = 0; p < kAccumulatorPairs; ++p) {
           const int i = i0 + accumulator_pair_row(lane, p), j = j0 + accumulator_pair_col(lane, p);
           trace(P + size_t(i) * ldp + j, 4, true, fn, line);
           SmemTrace::Quiet stored;
-          P[size_t(i) * ldp + j] = (*pop)[size_t(i) * kM + j];
-          P[size_t(i) * ldp + j + 1] = (*pop)[size_t(i) * kM + j + 1];
+          P[size_t(i) * ldp + j] = pop[size_t(i) * kM + j];
+          P[size_t(i) * ldp + j + 1] = pop[size_t(i) * kM + j + 1];
         }
     };
     c.calls = int64_t(kM / 16) * (kN / 16) * kWarp;
-    c.epilogue = [acc, f](int64_t e) mutable { hand_over_call(kN, *acc, f, e); };
+    c.epilogue = [acc = std::move(acc), f](int64_t e) mutable { hand_over_call(kN, acc, f, e); };
     // Once P is stored: the operands, and P's bytes and B2's as a term's A and B (operand_snapshot's extents), so
     // that no epilogue may write them.
     c.snapshot = [=]() -> std::function<void()> {

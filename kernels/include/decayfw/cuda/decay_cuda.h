@@ -98,6 +98,12 @@ struct ChunkTuning {
   int threads = kChunkThreads;
   ChunkDiagonal diagonal = ChunkDiagonal::Factored;
   bool chain_products = true;
+  // The backward's grad_pass with the chunk form's four chained products (y, dV, dQ, dK) in one phase, one warp a
+  // 16-row block each, where the default takes four phases of two warps a block (each computing the block's
+  // masked product again): a CTA of 256 threads (255 registers) instead of `threads`. 16-bit operands (fp32 chains
+  // nothing; fp16 takes no chunk form, so there only the thread count changes); the same bits. Which is faster is
+  // for a GPU to say (docs/cuda-design-log.md, session 23).
+  bool grad_one_phase = false;
 };
 
 // Workspace in bytes: the chunk-boundary states, N·(T/C + 1)·D·M floats (forward); the backward adds
