@@ -3,7 +3,7 @@
 // part of the chunk path that the CPU tests cannot reach. If the chunk-path GPU tests fail and these cases
 // pass, the fault is in a program or the launcher; if a case here fails, it names the operation.
 //
-// Cases (one CTA of 256 threads each):
+// Cases (one CTA of 256 threads each, but where said):
 //   - for_each: every index once, then a barrier;
 //   - load4/store4 of fp32, bf16 and fp16 (16-bit stores round to nearest even, as from_f), load2/store2;
 //   - copy16_async and wait_async: copies and zero-fills;
@@ -18,7 +18,10 @@
 //   - gemm_chain (two products chained in registers through mma.sync), Causal and BlockCausal, 1, 2 and 4 warps
 //     per row block, the first product's second factor stored either way, bf16 and fp16: against the host's, and the
 //     bits of the same products through shared memory (gemm_apply, gemm_apply_sum) on the device; with --host-only, the
-//     host's chain against the host's two steps.
+//     host's chain against the host's two steps;
+//   - gemm_chain in a shared phase: grad_pass's four chains in one phase (its opt-in one-phase form) at its compiled
+//     sizes, at 512, 256, 128 and 96 threads (a CTA warp taking one, two or more of the phase's warps, across the
+//     chains), against each chain in its own phase (the same bits) and the host's phase.
 // Element operations must match bit for bit. Products may differ in the order of the fp32 sums only, so
 // they must agree to 1e-5 of Σ|a·b| (the sums' rounding is below 64·2^-24 ≈ 4e-6 of it).
 //
@@ -454,6 +457,182 @@ Row check_chain(const char* type, bool gpu, std::mt19937& rng) {
   return row;
 }
 
+// ---- chains sharing a phase ------------------------------------------------------------------------------
+//
+// grad_pass's four chains in one phase (chunk_grad_chains<true>: y's and dV's chains, then dQ's and dK's, side by
+// side, P not stored), on the sizes it is compiled for. In a shared phase CTA warp w takes the phase's warps w,
+// w + warps, ... (first_phase_warp), so at 512, 256 (grad_pass_one_phase_kernel's), 128 and 96 threads each
+// chain must give its bits alone (its own phase, 512 threads), with every element handed over once, and agree
+// with the host's phase as check_chain's chains do; with --host-only, the host's phase against its chains alone.
+
+template <int kC, int kM, int kR>
+struct GradPhaseTiles {  // Xa, Xb C×M; Xc, Xd C×R; Sop, dSop R×M (+8 a row); then Y, DV C×R and DQ, DK C×M in fp32
+  static constexpr int kLdm = kM + 8, kLdd = kR + 8;
+  static constexpr size_t kOperands = 2 * size_t(kC) * kLdm + 2 * size_t(kC) * kLdd + 2 * size_t(kR) * kLdm;
+  static constexpr size_t kOutputs = 2 * size_t(kC) * kLdd + 2 * size_t(kC) * kLdm;  // fp32
+  static constexpr int kWrites = 2 * kC * kR + 2 * kC * kM;
+  __host__ __device__ static constexpr size_t bytes(size_t op) { return kOperands * op + kOutputs * sizeof(float); }
+};
+
+// The four chains, in one phase (kShared) or each in its own; kRowParts and kKeyParts are chunk_grad_chains<true>'s.
+template <int kC, int kM, int kR, int kRowParts, int kKeyParts, bool kShared, typename Cta, typename Op>
+__host__ __device__ void grad_phase(Cta& x, unsigned char* smem, int* writes) {
+  using L = GradPhaseTiles<kC, kM, kR>;
+  using cta::KSpan;
+  constexpr int ldm = L::kLdm, ldd = L::kLdd, kRow = kC / 16 * kRowParts, kKey = kC / 16 * kKeyParts;
+  constexpr int kPhase = 2 * kRow + 2 * kKey;
+  Op* Xa = reinterpret_cast<Op*>(smem);
+  Op* Xb = Xa + kC * ldm;
+  Op* Xc = Xb + kC * ldm;
+  Op* Xd = Xc + kC * ldd;
+  Op* Sop = Xd + kC * ldd;
+  Op* dSop = Sop + kR * ldm;
+  float* Y = reinterpret_cast<float*>(dSop + kR * ldm);
+  float* DV = Y + kC * ldd;
+  float* DQ = DV + kC * ldd;
+  float* DK = DQ + kC * ldm;
+  const auto into = [](float* out, int ld, int n, int* counts) {
+    return [=](int i, int j, const float* v) {
+      for (int e = 0; e < cta::kAccumulatorPairs; ++e)
+        for (int w = 0; w < 2; ++w) {
+          const int row = i + 8 * (e & 1), col = j + 8 * (e >> 1) + w;
+          out[row * ld + col] = v[2 * e + w];
+          ++counts[row * n + col];
+        }
+    };
+  };
+  Op* const none = nullptr;
+  x.template gemm_chain<KSpan::Causal, kC, kR, kM, kRowParts, true, 0, kShared ? kPhase : kRow>(
+      Xa, ldm, Xb, ldm, Sop, ldm, Xd, ldd, none, 0, into(Y, ldd, kR, writes));
+  x.template gemm_chain<KSpan::AntiCausal, kC, kR, kM, kRowParts, true, kShared ? kRow : 0, kShared ? kPhase : kRow>(
+      Xb, ldm, Xa, ldm, dSop, ldm, Xc, ldd, none, 0, into(DV, ldd, kR, writes + kC * kR));
+  x.template gemm_chain<KSpan::Causal, kC, kM, kR, kKeyParts, false, kShared ? 2 * kRow : 0, kShared ? kPhase : kKey>(
+      Xc, ldd, Xd, ldd, Sop, ldm, Xb, ldm, none, 0, into(DQ, ldm, kM, writes + 2 * kC * kR));
+  x.template gemm_chain<KSpan::AntiCausal, kC, kM, kR, kKeyParts, false, kShared ? 2 * kRow + kKey : 0,
+                        kShared ? kPhase : kKey>(Xd, ldd, Xc, ldd, dSop, ldm, Xa, ldm, none, 0,
+                                                 into(DK, ldm, kM, writes + 2 * kC * kR + kC * kM));
+}
+
+template <int kC, int kM, int kR, int kRowParts, int kKeyParts, bool kShared, typename Op>
+__global__ void grad_phase_kernel(const unsigned char* in, size_t in_bytes, unsigned char* out, int* writes) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const size_t total = GradPhaseTiles<kC, kM, kR>::bytes(sizeof(Op));
+  for (size_t i = threadIdx.x; i < total; i += blockDim.x) smem[i] = i < in_bytes ? in[i] : 0;  // outputs: 0
+  __syncthreads();
+  cta::DeviceCta x;
+  grad_phase<kC, kM, kR, kRowParts, kKeyParts, kShared, cta::DeviceCta, Op>(x, smem, writes);
+  for (size_t i = threadIdx.x; i < total; i += blockDim.x) out[i] = smem[i];
+}
+
+template <int kC, int kM, int kR, int kRowParts, int kKeyParts, typename H>
+Row check_grad_phase(const char* type, bool gpu, std::mt19937& rng) {
+  using L = GradPhaseTiles<kC, kM, kR>;
+  using D = typename DeviceType<H>::type;
+  constexpr int ldm = L::kLdm, ldd = L::kLdd;
+  const size_t total = L::bytes(sizeof(H)), out_at = L::kOperands * sizeof(H);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<H> ops(L::kOperands);
+  for (auto& v : ops) v = cta::HostCta<>::from_f<H>(n(rng));
+  std::vector<unsigned char> in(out_at);
+  std::memcpy(in.data(), ops.data(), out_at);
+  const auto on_host = [&](auto shared, std::vector<int>& writes) {
+    cta::HostSmem smem(total);
+    std::memcpy(smem.data(), in.data(), out_at);
+    cta::HostCta<> x;
+    writes.assign(L::kWrites, 0);
+    grad_phase<kC, kM, kR, kRowParts, kKeyParts, decltype(shared)::value, cta::HostCta<>, H>(x, smem.data(),
+                                                                                             writes.data());
+    return std::vector<unsigned char>(smem.data(), smem.data() + total);
+  };
+  std::vector<int> host_writes, writes;
+  const std::vector<unsigned char> host = on_host(std::true_type{}, host_writes);
+  const auto not_once = [](const std::vector<int>& w) {
+    int wrong = 0;
+    for (int c : w) wrong += c != 1;
+    return wrong;
+  };
+  Row row{"gemm_chain, one phase", std::string(type) +
+                                       ", grad_pass's four chains (y, dV, dQ, dK): C = " + std::to_string(kC) +
+                                       ", M = " + std::to_string(kM) + ", R = " + std::to_string(kR) + ", " +
+                                       std::to_string(kRowParts) + "/" + std::to_string(kKeyParts) + " parts, " +
+                                       std::to_string(2 * kC / 16 * (kRowParts + kKeyParts)) + " warps"};
+  if (!gpu) {  // the host's phase against its chains alone: the same bits
+    const std::vector<unsigned char> alone = on_host(std::false_type{}, writes);
+    row.exact = true;
+    for (size_t b = out_at; b < total; ++b) row.error += host[b] != alone[b];
+    row.error += not_once(host_writes) + not_once(writes);
+    row.passed = row.error == 0;
+    return row;
+  }
+  const auto on_device = [&](auto shared, int threads, std::vector<int>& counts) {
+    auto kernel = grad_phase_kernel<kC, kM, kR, kRowParts, kKeyParts, decltype(shared)::value, D>;
+    DECAYFW_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(total)));
+    unsigned char *pin = to_device(in), *pout = to_device(std::vector<unsigned char>(total));
+    int* pw = to_device(std::vector<int>(L::kWrites, 0));
+    kernel<<<1, threads, total>>>(pin, in.size(), pout, pw);
+    DECAYFW_CHECK(cudaGetLastError());
+    DECAYFW_CHECK(cudaDeviceSynchronize());
+    std::vector<unsigned char> image = from_device(pout, total);
+    counts = from_device(pw, L::kWrites);
+    cudaFree(pin), cudaFree(pout), cudaFree(pw);
+    return image;
+  };
+  const std::vector<unsigned char> alone = on_device(std::false_type{}, 512, writes);
+  int wrong = not_once(writes);
+  // Each output element's tolerance against the host's (check_chain's: P may round differently where the fp32
+  // sums differ in the last place), from the operands in fp64.
+  const H* X[6];
+  X[0] = ops.data(), X[1] = X[0] + kC * ldm, X[2] = X[1] + kC * ldm, X[3] = X[2] + kC * ldd, X[4] = X[3] + kC * ldd,
+  X[5] = X[4] + kR * ldm;
+  const auto f = [](const H* base, int i, int p, int ld) { return double(cta::HostCta<>::to_f(base[i * ld + p])); };
+  struct Output {
+    cta::KSpan mask;
+    int n, k, ld;  // Y's columns, the first product's k, the output's row length
+    int a, b0, b1, b2, lda, ldb2;
+    bool tb1;
+  };
+  const Output outputs[4] = {{cta::KSpan::Causal, kR, kM, ldd, 0, 1, 4, 3, ldm, ldd, true},
+                             {cta::KSpan::AntiCausal, kR, kM, ldd, 1, 0, 5, 2, ldm, ldd, true},
+                             {cta::KSpan::Causal, kM, kR, ldm, 2, 3, 4, 1, ldd, ldm, false},
+                             {cta::KSpan::AntiCausal, kM, kR, ldm, 3, 2, 5, 0, ldd, ldm, false}};
+  std::vector<std::pair<size_t, double>> tolerance;  // (byte offset of the output element, its tolerance)
+  size_t at = out_at;
+  for (const Output& o : outputs) {
+    std::vector<double> P(size_t(kC) * kC, 0.0);  // mask(A·B0ᵀ)
+    for (int i = 0; i < kC; ++i)
+      for (int p = 0; p < kC; ++p)
+        for (int q = 0; q < o.k && cta::chain_keeps(o.mask, i, p); ++q)
+          P[i * kC + p] += f(X[o.a], i, q, o.lda) * f(X[o.b0], p, q, o.lda);
+    for (int i = 0; i < kC; ++i)
+      for (int j = 0; j < o.n; ++j) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int p = 0; p < o.k; ++p)
+          s1 += std::fabs(f(X[o.a], i, p, o.lda) * (o.tb1 ? f(X[o.b1], j, p, ldm) : f(X[o.b1], p, j, ldm)));
+        for (int p = 0; p < kC; ++p) s2 += std::fabs(P[i * kC + p] * f(X[o.b2], p, j, o.ldb2));
+        tolerance.push_back({at + (size_t(i) * o.ld + j) * sizeof(float), 1e-5 * s1 + 0x1p-7 * s2 + 1e-30});
+      }
+    at += size_t(kC) * o.ld * sizeof(float);
+  }
+  std::string differing;
+  for (int threads : {512, 256, 128, 96}) {
+    const std::vector<unsigned char> shared = on_device(std::true_type{}, threads, writes);
+    wrong += not_once(writes);
+    if (std::memcmp(shared.data() + out_at, alone.data() + out_at, total - out_at) != 0)
+      differing += (differing.empty() ? "" : ", ") + std::to_string(threads);
+    for (const auto& [b, tol] : tolerance) {
+      float d, h;
+      std::memcpy(&d, shared.data() + b, sizeof d);
+      std::memcpy(&h, host.data() + b, sizeof h);
+      row.error = std::max(row.error, std::fabs(double(d) - double(h)) / tol);
+    }
+  }
+  row.configuration += wrong ? ", " + std::to_string(wrong) + " elements not once" : "";
+  row.configuration += differing.empty() ? ", at 512, 256, 128 and 96 threads the chains' bits alone"
+                                         : ", NOT the chains' bits alone at " + differing + " threads";
+  row.passed = row.error <= 1.0 && wrong == 0 && differing.empty();
+  return row;
+}
+
 // ---- element operations ----------------------------------------------------------------------------------
 
 constexpr int kIndices = 1000, kValues = 256;
@@ -656,6 +835,10 @@ int main(int argc, char** argv) {
   rows.push_back(check_chain<cta::KSpan::AntiCausal, 64, 64, 128, 4, false, BFloat16>("bf16", gpu, rng));
   rows.push_back(check_chain<cta::KSpan::BlockAntiCausal, 64, 128, 64, 2, true, BFloat16>("bf16", gpu, rng));
   rows.push_back(check_chain<cta::KSpan::BlockAntiCausal, 32, 64, 128, 4, false, BFloat16>("bf16", gpu, rng));
+  // grad_pass's one phase at its compiled sizes: C = 64 (M ≤ 64, one part a chain) and C = 32 (M = 128)
+  rows.push_back(check_grad_phase<64, 64, 64, 1, 1, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_grad_phase<64, 16, 64, 1, 1, BFloat16>("bf16", gpu, rng));
+  rows.push_back(check_grad_phase<32, 128, 64, 4, 4, BFloat16>("bf16", gpu, rng));
   std::printf(
       "The chunk programs' executor operations, DeviceCta on the GPU against HostCta on the same inputs (%s; "
       "tests/gpu/cta_executor_check.cu). Products: largest |difference| ÷ Σ|a·b| over 32×48 outputs, k = 64, "
