@@ -404,34 +404,29 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   const float* row_end = transposed ? nullptr : t.row_gates(last);
   constexpr int MQ = M / kQuad, RQ = R / kQuad;
   // Q̃ and K̃ (start-referred) as an earlier tile left them. K̃ is kept only for the chains, which read it here;
-  // the other paths scale K to the chunk's end here, and a whole chunk's products put K̃ back in Xb.
-  const int64_t cm = int64_t(C) * MQ, cr = int64_t(C) * RQ, qs = kept.keys_scaled ? 0 : cm,
-                keys = qs + (transposed && kept.keys_scaled ? 0 : cm);
-  cta.for_each(keys + 2 * cr + (transposed ? int64_t(R) * MQ : 0), [&](int64_t e) {
+  // the other paths scale K to the chunk's end here, and a whole chunk's products put K̃ back in Xb. Where both
+  // are scaled, and for dỸ with Ṽ, one index takes the pair on one load of their gates (scale_quad_pair).
+  const bool pair_keys = !kept.keys_scaled;
+  const int64_t cm = int64_t(C) * MQ, cr = int64_t(C) * RQ, keys = pair_keys || !transposed ? cm : 0;
+  cta.for_each(keys + cr + (transposed ? int64_t(R) * MQ : 0), [&](int64_t e) {
     if (e < keys) {
-      const bool kk = e >= qs;
-      if (kk) e -= qs;
       const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-      if (!kk)
-        scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, nullptr);
+      if (pair_keys)
+        scale_quad_pair<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Xb + i * Cfg::ldm_op + m,
+                             t.Kr + i * Cfg::ldm_op + m, t.key_gates(i) + m, key_end ? key_end + m : nullptr);
       else
         scale_quad<Cta>(t.Xb + i * Cfg::ldm_op + m, t.Kr + i * Cfg::ldm_op + m, key_end ? key_end + m : nullptr,
                         t.key_gates(i) + m);
       return;
     }
     e -= keys;
-    if (e < 2 * cr) {
-      const bool vv = e >= cr;
-      if (vv) e -= cr;
+    if (e < cr) {
       const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-      if (!vv)
-        scale_quad<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.row_gates(i) + d, nullptr);
-      else
-        scale_quad<Cta>(t.Xd + i * Cfg::ldd_op + d, t.Vr + i * Cfg::ldd_op + d, row_end ? row_end + d : nullptr,
-                        t.row_gates(i) + d);
+      scale_quad_pair<Cta>(t.Xc + i * Cfg::ldd_op + d, t.Gr + i * Cfg::ldd_op + d, t.Xd + i * Cfg::ldd_op + d,
+                           t.Vr + i * Cfg::ldd_op + d, t.row_gates(i) + d, row_end ? row_end + d : nullptr);
       return;
     }
-    e -= 2 * cr;
+    e -= cr;
     const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
     decay_state_quad<Cta>(t.dSop + d * Cfg::ldm_op + m, t.row_gates(last)[d], t.key_gates(last) + m);
   });

@@ -46,13 +46,18 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void whole_chunk_operands(Cta& cta, Tiles<Op, Cfg>& t, bool with_q, bool with_k, Op* vt) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
-  const int64_t qs = with_q ? int64_t(C) * MQ : 0, keys = qs + (with_k ? int64_t(C) * MQ : 0);
+  // Both of Q̃ and K̃: one index a pair, on one load of their gates (scale_quad_pair).
+  const bool pair = with_q && with_k;
+  const int64_t qs = with_q && !pair ? int64_t(C) * MQ : 0, keys = qs + (with_k ? int64_t(C) * MQ : 0);
   cta.for_each(keys + int64_t(C) * RQ, [&](int64_t e) {
     if (e < keys) {
       const bool kk = e >= qs;
       if (kk) e -= qs;
       const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-      if (kk)
+      if (pair)
+        scale_quad_pair<Cta>(t.Xa + j * Cfg::ldm_op + m, t.Qr + j * Cfg::ldm_op + m, t.Xb + j * Cfg::ldm_op + m,
+                             t.Kr + j * Cfg::ldm_op + m, t.key_gates(j) + m, nullptr);
+      else if (kk)
         scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, nullptr, t.key_gates(j) + m);
       else
         scale_quad<Cta>(t.Xa + j * Cfg::ldm_op + m, t.Qr + j * Cfg::ldm_op + m, t.key_gates(j) + m, nullptr);

@@ -174,6 +174,26 @@ DECAYFW_CTA void scale_quad(Op* dst, const Op* src, const float* a, const float*
   Cta::store4(dst, x);
 }
 
+// Two scale_quads on one quad of gates g, loaded once: up[w] = up_src[w]·e^{g[w]} and down[w] = down_src[w]·e^{end[w] −
+// g[w]} (end null: e^{−g[w]}), each rounded to its type: the same operations as the two scale_quad calls, so the
+// same bits. A chunk's operands come in such pairs (Q̃ with K̃ on the key gates, dỸ with Ṽ on the row gates).
+template <typename Cta, typename Op>
+DECAYFW_CTA void scale_quad_pair(Op* up, const Op* up_src, Op* down, const Op* down_src, const float* g,
+                                 const float* end) {
+  float x[kQuad], y[kQuad], gg[kQuad], ge[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f};
+  Cta::load4(up_src, x);
+  Cta::load4(down_src, y);
+  Cta::load4(g, gg);
+  if (end) Cta::load4(end, ge);
+  DECAYFW_UNROLL
+  for (int w = 0; w < kQuad; ++w) {
+    x[w] *= decay_exp(gg[w]);
+    y[w] *= decay_exp(ge[w] - gg[w]);
+  }
+  Cta::store4(up, x);
+  Cta::store4(down, y);
+}
+
 // scale_quad that also keeps the products in fp32: v[w] = src[w]·e^{a[w] − b[w]}, dst[w] = v[w] rounded (0
 // where `zero` has the lane's bit; no dst: not stored) and kept[w] = v[w] (0 where `zero_kept` has it). The
 // factored diagonal's operands are the diagonal rows' scaled operands before rounding.
