@@ -323,22 +323,22 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # MUFU and bytes.
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 1744, "forward_pass": 5061, "grad_pass": 11421, "output_pass": 3604, "state_pass": 1936},
-    (32, 64, "elementwise"): {"dstate_pass": 1744, "forward_pass": 9302, "grad_pass": 23204, "output_pass": 7846, "state_pass": 1936},
-    (32, 64, "tensor"): {"dstate_pass": 1744, "forward_pass": 6266, "grad_pass": 15950, "output_pass": 4810, "state_pass": 1936},
-    (32, 64, "chunk"): {"dstate_pass": 1744, "forward_pass": 3685, "grad_pass": 6993, "output_pass": 2228, "state_pass": 1936},
-    (32, 128, "factored"): {"dstate_pass": 1744, "forward_pass": 5061, "grad_pass": 20841, "output_pass": 5992, "state_pass": 1936},
-    (32, 128, "elementwise"): {"dstate_pass": 1744, "forward_pass": 9302, "grad_pass": 42343, "output_pass": 12603, "state_pass": 1936},
-    (32, 128, "tensor"): {"dstate_pass": 1744, "forward_pass": 6266, "grad_pass": 30499, "output_pass": 9195, "state_pass": 1936},
-    (32, 128, "chunk"): {"dstate_pass": 1744, "forward_pass": 3685, "grad_pass": 12401, "output_pass": 3848, "state_pass": 1936},
-    (64, 64, "factored"): {"dstate_pass": 2656, "forward_pass": 6837, "grad_pass": 15270, "output_pass": 4500, "state_pass": 2912},
-    (64, 64, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13990, "grad_pass": 30851, "output_pass": 11654, "state_pass": 2912},
-    (64, 64, "tensor"): {"dstate_pass": 2656, "forward_pass": 8290, "grad_pass": 20331, "output_pass": 5954, "state_pass": 2912},
-    (64, 64, "chunk"): {"dstate_pass": 2656, "forward_pass": 5141, "grad_pass": 9462, "output_pass": 2804, "state_pass": 2912},
-    (64, 128, "factored"): {"dstate_pass": 2656, "forward_pass": 6837, "grad_pass": 27468, "output_pass": 7175, "state_pass": 2912},
-    (64, 128, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13990, "grad_pass": 54038, "output_pass": 17147, "state_pass": 2912},
-    (64, 128, "tensor"): {"dstate_pass": 2656, "forward_pass": 8290, "grad_pass": 38534, "output_pass": 11283, "state_pass": 2912},
-    (64, 128, "chunk"): {"dstate_pass": 2656, "forward_pass": 5141, "grad_pass": 16588, "output_pass": 4775, "state_pass": 2912},
+    (32, 64, "factored"): {"dstate_pass": 1680, "forward_pass": 4869, "grad_pass": 11036, "output_pass": 3444, "state_pass": 1872},
+    (32, 64, "elementwise"): {"dstate_pass": 1680, "forward_pass": 9014, "grad_pass": 22579, "output_pass": 7590, "state_pass": 1872},
+    (32, 64, "tensor"): {"dstate_pass": 1680, "forward_pass": 5914, "grad_pass": 15181, "output_pass": 4490, "state_pass": 1872},
+    (32, 64, "chunk"): {"dstate_pass": 1680, "forward_pass": 3493, "grad_pass": 6608, "output_pass": 2068, "state_pass": 1872},
+    (32, 128, "factored"): {"dstate_pass": 1680, "forward_pass": 4869, "grad_pass": 20264, "output_pass": 5800, "state_pass": 1872},
+    (32, 128, "elementwise"): {"dstate_pass": 1680, "forward_pass": 9014, "grad_pass": 41222, "output_pass": 12091, "state_pass": 1872},
+    (32, 128, "tensor"): {"dstate_pass": 1680, "forward_pass": 5914, "grad_pass": 29090, "output_pass": 8555, "state_pass": 1872},
+    (32, 128, "chunk"): {"dstate_pass": 1680, "forward_pass": 3493, "grad_pass": 11888, "output_pass": 3656, "state_pass": 1872},
+    (64, 64, "factored"): {"dstate_pass": 2656, "forward_pass": 6837, "grad_pass": 15141, "output_pass": 4500, "state_pass": 2912},
+    (64, 64, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13990, "grad_pass": 30722, "output_pass": 11654, "state_pass": 2912},
+    (64, 64, "tensor"): {"dstate_pass": 2656, "forward_pass": 8290, "grad_pass": 20202, "output_pass": 5954, "state_pass": 2912},
+    (64, 64, "chunk"): {"dstate_pass": 2656, "forward_pass": 5141, "grad_pass": 9333, "output_pass": 2804, "state_pass": 2912},
+    (64, 128, "factored"): {"dstate_pass": 2656, "forward_pass": 6837, "grad_pass": 27339, "output_pass": 7175, "state_pass": 2912},
+    (64, 128, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13990, "grad_pass": 53909, "output_pass": 17147, "state_pass": 2912},
+    (64, 128, "tensor"): {"dstate_pass": 2656, "forward_pass": 8290, "grad_pass": 38405, "output_pass": 11283, "state_pass": 2912},
+    (64, 128, "chunk"): {"dstate_pass": 2656, "forward_pass": 5141, "grad_pass": 16459, "output_pass": 4775, "state_pass": 2912},
 }
 
 # MUFU operations per lane, as the programs make them (kernels/cuda/cta/cta_common.h, count_special_functions:

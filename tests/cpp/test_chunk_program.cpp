@@ -588,6 +588,38 @@ TEST(ChunkProgram, EveryWarpOfASharedPhaseIsTakenOnce) {
       }
 }
 
+// row_unit's walk of a 16-bit tile at M = 32 (rows of 64 bytes, ldm_op = 40 elements apart): every unit once, and
+// each wavefront's lanes (16 of 8-byte units, 8 of 16-byte ones) on 128 distinct bytes modulo 128, where walking
+// row by row puts two rows of a wavefront on the same banks. Other sizes walk row by row.
+template <int kUnitBytes>
+void expect_walk_on_distinct_banks() {
+  constexpr int kM = 32, kU = kM * 2 / kUnitBytes, kRows = 64, kLdBytes = (kM + 8) * 2, kLanes = 128 / kUnitBytes;
+  std::vector<int> seen(kRows * kU, 0);
+  for (int64_t e = 0; e < int64_t(kRows) * kU; e += kLanes) {
+    std::vector<int> bytes(128, 0);
+    for (int l = 0; l < kLanes; ++l) {
+      int row = -1, unit = -1;
+      decayfw::chunk::row_unit<BFloat16, kM, kU>(e + l, row, unit);
+      ASSERT_TRUE(row >= 0 && row < kRows && unit >= 0 && unit < kU) << row << ", " << unit;
+      ++seen[row * kU + unit];
+      for (int b = 0; b < kUnitBytes; ++b) ++bytes[(row * kLdBytes + unit * kUnitBytes + b) % 128];
+    }
+    EXPECT_EQ(1, *std::max_element(bytes.begin(), bytes.end())) << kUnitBytes << "-byte units, index " << e;
+  }
+  for (int c : seen) EXPECT_EQ(1, c);
+}
+TEST(ChunkProgram, RowUnitWalksEveryUnitOnceOnDistinctBanks) {
+  expect_walk_on_distinct_banks<8>();   // quad_at: four 16-bit elements a lane
+  expect_walk_on_distinct_banks<16>();  // stage_end_dstate's 16-byte copies
+  int row = -1, col = -1;
+  decayfw::chunk::quad_at<BFloat16, 16>(37, row, col);  // M = 64: a row is a wavefront
+  EXPECT_EQ(2, row);
+  EXPECT_EQ(20, col);
+  decayfw::chunk::quad_at<float, 8>(37, row, col);  // fp32 at M = 32: 16-byte quads, a row a quarter warp's
+  EXPECT_EQ(4, row);
+  EXPECT_EQ(20, col);
+}
+
 // grad_pass's one-phase form (the chunk form's four chains side by side, one part each at C = 64): the same bits as
 // the four phases it replaces, every gradient, at C = 64 and 32, in two orders of a phase's indices (its epilogues
 // are one for_each), with as many chains. bf16: fp16 takes no chunk form (its range), so no chains either way.

@@ -197,7 +197,9 @@ DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg
     const int i0 = j0 + first;  // the first row of q and dy the products read
     cta.for_each(int64_t(S) * (MQ + RQ) + int64_t(cols) * (MQ + RQ), [&](int64_t e) {
       if (e < int64_t(S) * MQ) {
-        const int j = j0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+        int j, m;
+        quad_at<Op, MQ>(e, j, m);
+        j += j0;
         scale_quad<Cta>(t.Xb + j * Cfg::ldm_op + m, t.Kr + j * Cfg::ldm_op + m, t.key_gates(rp) + m,
                         t.key_gates(j) + m);
         return;
@@ -211,7 +213,9 @@ DECAYFW_CTA void intra_chunk_anticausal(Cta& cta, const Place& pl, Tiles<Op, Cfg
       }
       e -= int64_t(S) * RQ;
       if (e < int64_t(cols) * MQ) {
-        const int i = i0 + static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+        int i, m;
+        quad_at<Op, MQ>(e, i, m);
+        i += i0;
         scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, t.key_gates(rp) + m,
                         i <= rp ? wide_quad(key_wide, m) : 0u);  // i ≤ rp: the tensor form's diagonal rows
         return;
@@ -410,7 +414,8 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   const int64_t cm = int64_t(C) * MQ, cr = int64_t(C) * RQ, keys = pair_keys || !transposed ? cm : 0;
   cta.for_each(keys + cr + (transposed ? int64_t(R) * MQ : 0), [&](int64_t e) {
     if (e < keys) {
-      const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+      int i, m;
+      quad_at<Op, MQ>(e, i, m);
       if (pair_keys)
         scale_quad_pair<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.Xb + i * Cfg::ldm_op + m,
                              t.Kr + i * Cfg::ldm_op + m, t.key_gates(i) + m, key_end ? key_end + m : nullptr);
@@ -427,7 +432,8 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
       return;
     }
     e -= cr;
-    const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+    int d, m;
+    quad_at<Op, MQ>(e, d, m);
     decay_state_quad<Cta>(t.dSop + d * Cfg::ldm_op + m, t.row_gates(last)[d], t.key_gates(last) + m);
   });
   if (transposed) {
@@ -563,14 +569,18 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
       e -= dstate;
       if (e < state) return load_start_state_batch<Cta>(a, pl, t, e);
       e -= state;
-      if (e < words) return clear_wide_word(t, sides, e);
-      e -= words;
-      if (e < int64_t(C) * M) {
-        DQ[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
-        DK[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
-      } else {
-        sm.carry_col[e - int64_t(C) * M] = 0.0f;
+      // DQ's and DK's zeros before the wide words, whose count is odd: a warp's 32 zeros then lie in one
+      // row (M = 32) or half of one, not across two rows 40 floats apart on the same banks.
+      if (e < zero) {
+        if (e < int64_t(C) * M) {
+          DQ[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
+          DK[(e / M) * Cfg::ldm_f + e % M] = 0.0f;
+        } else {
+          sm.carry_col[e - int64_t(C) * M] = 0.0f;
+        }
+        return;
       }
+      clear_wide_word(t, sides, e - zero);
     });
     finish_loading(cta, pl, t, sides);
     grad_rows<kOnePhase>(cta, a, pl, sm, kept);

@@ -16,7 +16,8 @@ DECAYFW_CTA void y_inter_product(Cta& cta, Tiles<Op, Cfg>& t) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R;
   constexpr int MQ = M / kQuad;
   cta.for_each(int64_t(C) * MQ, [&](int64_t e) {
-    const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+    int i, m;
+    quad_at<Op, MQ>(e, i, m);
     scale_quad<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Qr + i * Cfg::ldm_op + m, t.key_gates(i) + m, nullptr);
   });
   cta.template gemm_apply<false, true>(
@@ -53,7 +54,8 @@ DECAYFW_CTA void whole_chunk_operands(Cta& cta, Tiles<Op, Cfg>& t, bool with_q, 
     if (e < keys) {
       const bool kk = e >= qs;
       if (kk) e -= qs;
-      const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+      int j, m;
+      quad_at<Op, MQ>(e, j, m);
       if (pair)
         scale_quad_pair<Cta>(t.Xa + j * Cfg::ldm_op + m, t.Qr + j * Cfg::ldm_op + m, t.Xb + j * Cfg::ldm_op + m,
                              t.Kr + j * Cfg::ldm_op + m, t.key_gates(j) + m, nullptr);
@@ -280,7 +282,9 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
     const uint32_t *key_wide = t.key_wide + I * Cfg::key_words, *row_wide = t.row_wide + I * Cfg::row_words;
     cta.for_each(int64_t(S) * MQ + (cols + kept_k) * MQ + int64_t(cols) * RQ, [&](int64_t e) {
       if (e < int64_t(S) * MQ) {
-        const int ii = static_cast<int>(e / MQ), i = r + ii, m = static_cast<int>(e % MQ) * kQuad;
+        int ii, m;
+        quad_at<Op, MQ>(e, ii, m);
+        const int i = r + ii;
         if (pd_factored)
           scale_quad_kept<Cta>(t.Xa + i * Cfg::ldm_op + m, t.Fx + ii * ld + m, t.Qr + i * Cfg::ldm_op + m,
                                t.key_gates(i) + m, t.key_gates(r) + m, 0u, wide_quad(key_wide, m));
@@ -291,7 +295,8 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
       }
       e -= int64_t(S) * MQ;
       if (e < (cols + kept_k) * MQ) {
-        const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+        int j, m;
+        quad_at<Op, MQ>(e, j, m);
         if (j >= cols)  // the factored form: k's diagonal rows, kept for Fy and not multiplied
           scale_quad_kept<Cta>(static_cast<Op*>(nullptr), t.Fy + (j - r) * ld + m, t.Kr + j * Cfg::ldm_op + m,
                                t.key_gates(r) + m, t.key_gates(j) + m, 0xfu, wide_quad(key_wide, m));

@@ -249,12 +249,14 @@ DECAYFW_CTA void load_start_state_batch(const ChunkArgs& a, const Place& pl, Til
   float s[kStateBatch][4];
   DECAYFW_UNROLL
   for (int u = 0; u < kStateBatch; ++u) {
-    const int64_t g = e + u * stride, d = g / Q, m = (g % Q) * 4;
+    int d, m;
+    quad_at<Op, Q>(e + u * stride, d, m);  // the same rows as the stores below
     Cta::load4(a.states + pl.state_row(pl.chunk, a.chunks + 1, a.D, d) * M + m, s[u]);
   }
   DECAYFW_UNROLL
   for (int u = 0; u < kStateBatch; ++u) {
-    const int64_t g = e + u * stride, d = g / Q, m = (g % Q) * 4;
+    int d, m;
+    quad_at<Op, Q>(e + u * stride, d, m);
     Cta::store4(t.Sop + d * Cfg::ldm_op + m, s[u]);  // rounded to nearest, as from_f
   }
 }
@@ -265,7 +267,9 @@ DECAYFW_CTA int64_t end_dstate_copies() {
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void stage_end_dstate(Cta& cta, const ChunkArgs& a, const Place& pl, Tiles<Op, Cfg>& t, int64_t e) {
   constexpr int P = Cfg::M / kVec<Op>;
-  const int64_t d = e / P, m = (e % P) * kVec<Op>;
+  int d, u;
+  row_unit<Op, Cfg::M, P>(e, d, u);
+  const int m = u * kVec<Op>;
   cta.copy16_async(t.dSop + d * Cfg::ldm_op + m,
                    dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, a.D, d) * Cfg::M + m, true);
 }

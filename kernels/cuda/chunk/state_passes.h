@@ -138,7 +138,8 @@ DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
   cta.for_each(int64_t(C) * (MQ + RQ) + int64_t(R) * MQ, [&](int64_t e) {
     if (e < int64_t(C) * MQ) {
-      const int j = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+      int j, m;
+      quad_at<Op, MQ>(e, j, m);
       Op* k = t.Kr + j * Cfg::ldm_op + m;
       scale_quad<Cta>(k, k, t.key_gates(C - 1) + m, t.key_gates(j) + m);
       return;
@@ -198,7 +199,8 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
         constexpr int MQ = M / kQuad, RQ = R / kQuad;
         cta.for_each(int64_t(C) * (MQ + RQ) + int64_t(R) * MQ, [&](int64_t e) {
           if (e < int64_t(C) * MQ) {
-            const int i = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
+            int i, m;
+            quad_at<Op, MQ>(e, i, m);
             Op* q = t.Qr + i * Cfg::ldm_op + m;
             scale_quad<Cta>(q, q, t.key_gates(i) + m, nullptr);
             return;

@@ -161,6 +161,33 @@ DECAYFW_CTA T* row_of(const SeqOut& s, int64_t b, int64_t t, int64_t h) {
 // before, so the results are the same bit for bit.
 constexpr int kQuad = 4;
 
+// The row and unit of element unit e (U units a row) of a tile of M-wide rows ldm_op = M + 8 elements apart, for a
+// phase that takes one unit an index. With 16-bit elements and M = 32 a row is 64 bytes and rows are 80 apart: a
+// wavefront's lanes (a half warp of 8-byte units, a quarter warp of 16-byte ones) span two rows, and consecutive
+// rows share banks (2.4 wavefronts an 8-byte instruction where 2 would do, and 2-way conflicts). Rows r and r + 4
+// lie 320 bytes apart, 64 mod 128, on the other half of the banks: so each group of 8 rows is walked as (0, 4),
+// (1, 5), (2, 6), (3, 7), a row's units in order. The rows must come in 8s (every caller's are multiples of 16).
+// Other sizes, where a wavefront's lanes take one row or less: row by row.
+template <typename Op, int M, int U>
+DECAYFW_CTA void row_unit(int64_t e, int& row, int& unit) {
+  if constexpr (sizeof(Op) == 2 && M == 32) {
+    const int l = static_cast<int>(e % (8 * U)), group = static_cast<int>(e / (8 * U));
+    row = 8 * group + l / (2 * U) + 4 * (l / U % 2);
+    unit = l % U;
+  } else {
+    row = static_cast<int>(e / U);
+    unit = static_cast<int>(e % U);
+  }
+}
+
+// row_unit for quads of four elements (Q a row): the row and the quad's first column. A quarter warp of 8-byte
+// quads still takes one row (the fp32 gate rows' 16-byte accesses beside them stay conflict-free).
+template <typename Op, int Q>
+DECAYFW_CTA void quad_at(int64_t e, int& row, int& col) {
+  row_unit<Op, Q * kQuad, Q>(e, row, col);
+  col *= kQuad;
+}
+
 // dst[w] = src[w]·e^{a[w] − b[w]} (b null: e^{a[w]}; a null: e^{−b[w]}) rounded to dst's type, for w < 4; the
 // lanes whose bit is set in `zero` get 0 instead.
 template <typename Cta, typename Op>
