@@ -382,13 +382,22 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     if (e < R) {
       // Four columns per step, summed in the same order: a thread walks its own row, so single reads put the
       // warp's 32 rows on 8 banks (rows of ldm_op elements move 4 banks on), and the states' row in global
-      // memory was read 4 bytes at a time.
-      for (int m = 0; m < M; m += kQuad) {
-        float x[kQuad], y[kQuad];
-        Cta::load4(t.dSop + e * Cfg::ldm_op + m, x);
-        Cta::load4(s + e * M + m, y);
+      // memory was read 4 bytes at a time. Rows ldm_op apart repeat their banks after 8 (16-bit; 4 for fp32), half
+      // a wavefront's lanes: so two quads a step, the second group of rows reading them in the other order, and
+      // both summed in column order (the same sums).
+      constexpr int kApart = sizeof(Op) == 2 ? 8 : 4;
+      const bool swap = e / kApart % 2 != 0;
+      const Op* row = t.dSop + e * Cfg::ldm_op;
+      for (int m = 0; m < M; m += 2 * kQuad) {
+        float a0[kQuad], a1[kQuad], y0[kQuad], y1[kQuad];
+        Cta::load4(row + m + (swap ? kQuad : 0), a0);
+        Cta::load4(row + m + (swap ? 0 : kQuad), a1);
+        Cta::load4(s + e * M + m, y0);
+        Cta::load4(s + e * M + m + kQuad, y1);
         DECAYFW_UNROLL
-        for (int w = 0; w < kQuad; ++w) acc += x[w] * y[w];
+        for (int w = 0; w < kQuad; ++w) acc += (swap ? a1[w] : a0[w]) * y0[w];
+        DECAYFW_UNROLL
+        for (int w = 0; w < kQuad; ++w) acc += (swap ? a0[w] : a1[w]) * y1[w];
       }
       sm.carry_row[e] = acc;
     } else {
