@@ -593,7 +593,8 @@ TEST(ChunkProgram, EveryWarpOfASharedPhaseIsTakenOnce) {
 // row by row puts two rows of a wavefront on the same banks. Other sizes walk row by row.
 template <int kUnitBytes>
 void expect_walk_on_distinct_banks() {
-  constexpr int kM = 32, kU = kM * 2 / kUnitBytes, kRows = 64, kLdBytes = (kM + 8) * 2, kLanes = 128 / kUnitBytes;
+  constexpr int kM = 32, kU = kM * 2 / kUnitBytes, kRows = 64, kLanes = 128 / kUnitBytes;
+  constexpr int kLdBytes = decayfw::chunk::CompiledConfig<BFloat16, kM>::ldm_op * 2;  // the tiles' rows as carved
   std::vector<int> seen(kRows * kU, 0);
   for (int64_t e = 0; e < int64_t(kRows) * kU; e += kLanes) {
     std::vector<int> bytes(128, 0);

@@ -374,20 +374,40 @@ __global__ void chain_kernel(const unsigned char* in, size_t in_bytes, unsigned 
   for (size_t i = threadIdx.x; i < total; i += blockDim.x) out[i] = smem[i];
 }
 
-template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, bool kChained, typename D>
-std::vector<unsigned char> device_chain(const std::vector<unsigned char>& in, std::vector<int>& writes) {
-  const size_t total = ChainTiles<kM, kN, kK, kTB1>::bytes(sizeof(D));
-  auto kernel = chain_kernel<kMask, kM, kN, kK, kParts, kTB1, kChained, D>;
+// One CTA of `threads` running `kernel` on a shared-memory image of `total` bytes (from `in`, zeros after it): the
+// image it leaves, and its `counts` elements' write counts.
+template <typename Kernel>
+std::vector<unsigned char> device_image(Kernel kernel, int threads, const std::vector<unsigned char>& in, size_t total,
+                                        int counts, std::vector<int>& writes) {
   DECAYFW_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(total)));
   unsigned char *pin = to_device(in), *pout = to_device(std::vector<unsigned char>(total));
-  int* pw = to_device(std::vector<int>(kM * kN, 0));
-  kernel<<<1, 512, total>>>(pin, in.size(), pout, pw);
+  int* pw = to_device(std::vector<int>(counts, 0));
+  kernel<<<1, threads, total>>>(pin, in.size(), pout, pw);
   DECAYFW_CHECK(cudaGetLastError());
   DECAYFW_CHECK(cudaDeviceSynchronize());
   std::vector<unsigned char> out = from_device(pout, total);
-  writes = from_device(pw, kM * kN);
+  writes = from_device(pw, counts);
   cudaFree(pin), cudaFree(pout), cudaFree(pw);
   return out;
+}
+
+template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, bool kChained, typename D>
+std::vector<unsigned char> device_chain(const std::vector<unsigned char>& in, std::vector<int>& writes) {
+  return device_image(chain_kernel<kMask, kM, kN, kK, kParts, kTB1, kChained, D>, 512, in,
+                      ChainTiles<kM, kN, kK, kTB1>::bytes(sizeof(D)), kM * kN, writes);
+}
+
+// Element (i, j) of a chain's Y: its tolerance against the host's, 1e-5 of Σ|a·b1| (k steps; B1 n×k if tb1, else
+// k×n) plus 2^-7 of Σ|p·b2| over P's m columns (p(i, q): the masked product), for P rounded differently where the
+// fp32 sums differ in the last place.
+template <typename H, typename PAt>
+double chain_tolerance(int i, int j, int k, int m, const H* A, int lda, const H* B1, int ldb1, bool tb1, PAt&& p,
+                       const H* B2, int ldb2) {
+  const auto at = [](const H* base, int r, int c, int ld) { return double(cta::HostCta<>::to_f(base[r * ld + c])); };
+  double s1 = 0.0, s2 = 0.0;
+  for (int q = 0; q < k; ++q) s1 += std::fabs(at(A, i, q, lda) * (tb1 ? at(B1, j, q, ldb1) : at(B1, q, j, ldb1)));
+  for (int q = 0; q < m; ++q) s2 += std::fabs(p(i, q) * at(B2, q, j, ldb2));
+  return 1e-5 * s1 + 0x1p-7 * s2 + 1e-30;
 }
 
 template <cta::KSpan kMask, int kM, int kN, int kK, int kParts, bool kTB1, typename H>
@@ -417,11 +437,8 @@ Row check_chain(const char* type, bool gpu, std::mt19937& rng) {
   const H* B2 = B1 + L::kB1;
   // Each Y element's tolerance, from the host's operands and P.
   const auto tolerance = [&](int i, int j) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int p = 0; p < kK; ++p)
-      s1 += std::fabs(at(A, i, p, L::kLdk) * (kTB1 ? at(B1, j, p, L::kLd1) : at(B1, p, j, L::kLd1)));
-    for (int p = 0; p < kM; ++p) s2 += std::fabs(at(hp, i, p, L::kLdp) * at(B2, p, j, L::kLdn));
-    return 1e-5 * s1 + 0x1p-7 * s2 + 1e-30;
+    return chain_tolerance(
+        i, j, kK, kM, A, L::kLdk, B1, L::kLd1, kTB1, [&](int r, int q) { return at(hp, r, q, L::kLdp); }, B2, L::kLdn);
   };
   if (!gpu) {  // the host's chain against its own two products through shared memory: the same bits
     cta::HostSmem plain(total);
@@ -565,17 +582,8 @@ Row check_grad_phase(const char* type, bool gpu, std::mt19937& rng) {
     return row;
   }
   const auto on_device = [&](auto shared, int threads, std::vector<int>& counts) {
-    auto kernel = grad_phase_kernel<kC, kM, kR, kRowParts, kKeyParts, decltype(shared)::value, D>;
-    DECAYFW_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(total)));
-    unsigned char *pin = to_device(in), *pout = to_device(std::vector<unsigned char>(total));
-    int* pw = to_device(std::vector<int>(L::kWrites, 0));
-    kernel<<<1, threads, total>>>(pin, in.size(), pout, pw);
-    DECAYFW_CHECK(cudaGetLastError());
-    DECAYFW_CHECK(cudaDeviceSynchronize());
-    std::vector<unsigned char> image = from_device(pout, total);
-    counts = from_device(pw, L::kWrites);
-    cudaFree(pin), cudaFree(pout), cudaFree(pw);
-    return image;
+    return device_image(grad_phase_kernel<kC, kM, kR, kRowParts, kKeyParts, decltype(shared)::value, D>, threads, in,
+                        total, L::kWrites, counts);
   };
   const std::vector<unsigned char> alone = on_device(std::false_type{}, 512, writes);
   int wrong = not_once(writes);
@@ -604,13 +612,11 @@ Row check_grad_phase(const char* type, bool gpu, std::mt19937& rng) {
         for (int q = 0; q < o.k && cta::chain_keeps(o.mask, i, p); ++q)
           P[i * kC + p] += f(X[o.a], i, q, o.lda) * f(X[o.b0], p, q, o.lda);
     for (int i = 0; i < kC; ++i)
-      for (int j = 0; j < o.n; ++j) {
-        double s1 = 0.0, s2 = 0.0;
-        for (int p = 0; p < o.k; ++p)
-          s1 += std::fabs(f(X[o.a], i, p, o.lda) * (o.tb1 ? f(X[o.b1], j, p, ldm) : f(X[o.b1], p, j, ldm)));
-        for (int p = 0; p < kC; ++p) s2 += std::fabs(P[i * kC + p] * f(X[o.b2], p, j, o.ldb2));
-        tolerance.push_back({at + (size_t(i) * o.ld + j) * sizeof(float), 1e-5 * s1 + 0x1p-7 * s2 + 1e-30});
-      }
+      for (int j = 0; j < o.n; ++j)
+        tolerance.push_back({at + (size_t(i) * o.ld + j) * sizeof(float),
+                             chain_tolerance(
+                                 i, j, o.k, kC, X[o.a], o.lda, X[o.b1], ldm, o.tb1,
+                                 [&](int r, int q) { return P[r * kC + q]; }, X[o.b2], o.ldb2)});
     at += size_t(kC) * o.ld * sizeof(float);
   }
   std::string differing;
