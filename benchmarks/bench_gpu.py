@@ -323,22 +323,22 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # MUFU and bytes.
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 1680, "forward_pass": 4869, "grad_pass": 11004, "output_pass": 3444, "state_pass": 1872},
-    (32, 64, "elementwise"): {"dstate_pass": 1680, "forward_pass": 9014, "grad_pass": 22547, "output_pass": 7590, "state_pass": 1872},
-    (32, 64, "tensor"): {"dstate_pass": 1680, "forward_pass": 5914, "grad_pass": 15149, "output_pass": 4490, "state_pass": 1872},
-    (32, 64, "chunk"): {"dstate_pass": 1680, "forward_pass": 3493, "grad_pass": 6576, "output_pass": 2068, "state_pass": 1872},
-    (32, 128, "factored"): {"dstate_pass": 1680, "forward_pass": 4869, "grad_pass": 20200, "output_pass": 5800, "state_pass": 1872},
-    (32, 128, "elementwise"): {"dstate_pass": 1680, "forward_pass": 9014, "grad_pass": 41158, "output_pass": 12091, "state_pass": 1872},
-    (32, 128, "tensor"): {"dstate_pass": 1680, "forward_pass": 5914, "grad_pass": 29026, "output_pass": 8555, "state_pass": 1872},
-    (32, 128, "chunk"): {"dstate_pass": 1680, "forward_pass": 3493, "grad_pass": 11824, "output_pass": 3656, "state_pass": 1872},
-    (64, 64, "factored"): {"dstate_pass": 2656, "forward_pass": 6837, "grad_pass": 15077, "output_pass": 4500, "state_pass": 2912},
-    (64, 64, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13990, "grad_pass": 30658, "output_pass": 11654, "state_pass": 2912},
-    (64, 64, "tensor"): {"dstate_pass": 2656, "forward_pass": 8290, "grad_pass": 20138, "output_pass": 5954, "state_pass": 2912},
-    (64, 64, "chunk"): {"dstate_pass": 2656, "forward_pass": 5141, "grad_pass": 9269, "output_pass": 2804, "state_pass": 2912},
-    (64, 128, "factored"): {"dstate_pass": 2656, "forward_pass": 6837, "grad_pass": 27211, "output_pass": 7175, "state_pass": 2912},
-    (64, 128, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13990, "grad_pass": 53781, "output_pass": 17147, "state_pass": 2912},
-    (64, 128, "tensor"): {"dstate_pass": 2656, "forward_pass": 8290, "grad_pass": 38277, "output_pass": 11283, "state_pass": 2912},
-    (64, 128, "chunk"): {"dstate_pass": 2656, "forward_pass": 5141, "grad_pass": 16331, "output_pass": 4775, "state_pass": 2912},
+    (32, 64, "factored"): {"dstate_pass": 1648, "forward_pass": 4645, "grad_pass": 10812, "output_pass": 3380, "state_pass": 1840},
+    (32, 64, "elementwise"): {"dstate_pass": 1648, "forward_pass": 8790, "grad_pass": 22355, "output_pass": 7526, "state_pass": 1840},
+    (32, 64, "tensor"): {"dstate_pass": 1648, "forward_pass": 5690, "grad_pass": 14957, "output_pass": 4426, "state_pass": 1840},
+    (32, 64, "chunk"): {"dstate_pass": 1648, "forward_pass": 3269, "grad_pass": 6256, "output_pass": 2004, "state_pass": 1840},
+    (32, 128, "factored"): {"dstate_pass": 1648, "forward_pass": 4645, "grad_pass": 20008, "output_pass": 5736, "state_pass": 1840},
+    (32, 128, "elementwise"): {"dstate_pass": 1648, "forward_pass": 8790, "grad_pass": 40966, "output_pass": 12027, "state_pass": 1840},
+    (32, 128, "tensor"): {"dstate_pass": 1648, "forward_pass": 5690, "grad_pass": 28834, "output_pass": 8491, "state_pass": 1840},
+    (32, 128, "chunk"): {"dstate_pass": 1648, "forward_pass": 3269, "grad_pass": 11376, "output_pass": 3592, "state_pass": 1840},
+    (64, 64, "factored"): {"dstate_pass": 2656, "forward_pass": 6645, "grad_pass": 14821, "output_pass": 4500, "state_pass": 2912},
+    (64, 64, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13798, "grad_pass": 30402, "output_pass": 11654, "state_pass": 2912},
+    (64, 64, "tensor"): {"dstate_pass": 2656, "forward_pass": 8098, "grad_pass": 19882, "output_pass": 5954, "state_pass": 2912},
+    (64, 64, "chunk"): {"dstate_pass": 2656, "forward_pass": 4949, "grad_pass": 8885, "output_pass": 2804, "state_pass": 2912},
+    (64, 128, "factored"): {"dstate_pass": 2656, "forward_pass": 6645, "grad_pass": 26955, "output_pass": 7175, "state_pass": 2912},
+    (64, 128, "elementwise"): {"dstate_pass": 2656, "forward_pass": 13798, "grad_pass": 53525, "output_pass": 17147, "state_pass": 2912},
+    (64, 128, "tensor"): {"dstate_pass": 2656, "forward_pass": 8098, "grad_pass": 38021, "output_pass": 11283, "state_pass": 2912},
+    (64, 128, "chunk"): {"dstate_pass": 2656, "forward_pass": 4949, "grad_pass": 15819, "output_pass": 4775, "state_pass": 2912},
 }
 
 # MUFU operations per lane, as the programs make them (kernels/cuda/cta/cta_common.h, count_special_functions:

@@ -86,7 +86,7 @@ def test_traffic_model_table_prints_without_a_gpu():
     # terms' rows read their quads in alternate orders.)
     assert compute == {("split", "factored"): "27%", ("split", "elementwise"): "15%", ("split", "tensor"): "21%",
                        ("split", "chunk"): "37%", ("fused", "factored"): "27%", ("fused", "elementwise"): "14%",
-                       ("fused", "tensor"): "21%", ("fused", "chunk"): "39%"}, r.stdout
+                       ("fused", "tensor"): "21%", ("fused", "chunk"): "40%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

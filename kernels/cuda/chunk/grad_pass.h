@@ -137,9 +137,10 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool
 // of the later sub-chunks' parts on top of the carry. A chain of 16 on NS·X/4 threads: each takes four
 // consecutive columns (kQuad), whose tiles it reads with one vector access each (a 16-bit tile's four
 // elements in 8 bytes, where one a lane took a wavefront for 64 bytes), each column summed in the same order
-// as alone. term(i, x, v) gives v[w] = the term of column x + w; out(i, x, g) takes g[w]. With `kept` (C rows
-// of ld floats that nothing reads after), the first walk leaves each term there and the second reads it back:
-// one read where the term took several.
+// as alone. term(i, x, v, last) gives v[w] = the term of column x + w; out(i, x, g) takes g[w]. With `kept` (C
+// rows of ld floats that nothing reads after), the first walk leaves each term there and the second reads it back:
+// one read where the term took several. `last` is true on the element's last call of term (the first walk's with
+// kept, the second's without), so that term can write what it alone reads then, on values it holds.
 template <typename Cta, typename Cfg, int X, typename Term, typename Out>
 DECAYFW_CTA void reverse_gate_sums(Cta& cta, int valid, const float* carry, float* part, Term&& term, Out&& out,
                                    float* kept = nullptr, int ld = 0) {
@@ -149,7 +150,7 @@ DECAYFW_CTA void reverse_gate_sums(Cta& cta, int valid, const float* carry, floa
     const int I = static_cast<int>(e / XQ), x = static_cast<int>(e % XQ) * kQuad;
     float s[kQuad] = {0.0f, 0.0f, 0.0f, 0.0f}, v[kQuad];
     for (int i = (I * S + S < valid ? I * S + S : valid) - 1; i >= I * S; --i) {
-      term(i, x, v);
+      term(i, x, v, kept != nullptr);
       if (kept) Cta::store4(kept + i * ld + x, v);
       DECAYFW_UNROLL
       for (int w = 0; w < kQuad; ++w) s[w] += v[w];
@@ -169,7 +170,7 @@ DECAYFW_CTA void reverse_gate_sums(Cta& cta, int valid, const float* carry, floa
       if (kept)
         Cta::load4(kept + i * ld + x, v);
       else
-        term(i, x, v);
+        term(i, x, v, true);
       DECAYFW_UNROLL
       for (int w = 0; w < kQuad; ++w) g[w] += v[w];
       out(i, x, g);
@@ -523,10 +524,12 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
     });
 
   // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term,
-  // times σ(−z) of the staged logits (reverse_gate_sums; the terms kept in Y between its walks).
+  // times σ(−z) of the staged logits (reverse_gate_sums; the terms kept in Y between its walks). Without diagonal
+  // terms dv is written here, by the first walk, which reads it for the term (its last call: kept is given), so the
+  // second walk reads the term and z only.
   reverse_gate_sums<Cta, Cfg, R>(
       cta, pl.valid, sm.carry_row, sm.part,
-      [&](int i, int d, float* v) {
+      [&](int i, int d, float* v, bool last) {
         float y[kQuad], dy[kQuad], x[kQuad], dv[kQuad];
         Cta::load4(t.Y + i * Cfg::ldd_f + d, y);
         if (!terms) Cta::load4(t.Gr + i * Cfg::ldd_op + d, dy);
@@ -534,18 +537,18 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
         Cta::load4(DV + i * Cfg::ldd_f + d, dv);
         DECAYFW_UNROLL
         for (int w = 0; w < kQuad; ++w) v[w] = (terms ? y[w] : y[w] * dy[w]) - x[w] * dv[w];
+        if (!terms && last) {
+          Op* dv_row = row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h) + pl.row0 + d;
+          DECAYFW_UNROLL
+          for (int w = 0; w < kQuad; ++w) dv_row[w] = Cta::template from_f<Op>(dv[w]);
+        }
       },
       [&](int i, int d, const float* g) {
-        float z[kQuad], dv[kQuad];
+        float z[kQuad];
         Cta::load4(t.Zr + i * R + d, z);
-        if (!terms) Cta::load4(DV + i * Cfg::ldd_f + d, dv);
         Op* dz_row = row_of<Op>(a.dz, pl.b, pl.c0 + i, pl.h) + pl.row0 + d;
-        Op* dv_row = row_of<Op>(a.dv, pl.b, pl.c0 + i, pl.h) + pl.row0 + d;
         DECAYFW_UNROLL
-        for (int w = 0; w < kQuad; ++w) {
-          dz_row[w] = Cta::template from_f<Op>(g[w] * sigmoid_of_minus(z[w]));
-          if (!terms) dv_row[w] = Cta::template from_f<Op>(dv[w]);
-        }
+        for (int w = 0; w < kQuad; ++w) dz_row[w] = Cta::template from_f<Op>(g[w] * sigmoid_of_minus(z[w]));
       },
       t.Y, Cfg::ldd_f);  // Y is not read after the terms: they replace it
 }
@@ -596,11 +599,12 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   }
 
   // Column gates: reverse cumulative sums of q ⊙ dq − k ⊙ dk inside the chunk on top of the
-  // boundary term, then dq, dk and df (σ(−f) of the staged logits).
+  // boundary term, then dq, dk (written by the second walk's terms, which read them) and df (σ(−f) of the staged
+  // logits).
   const Place keys(a, n, chunk, 0, C);
   reverse_gate_sums<Cta, Cfg, M>(
       cta, keys.valid, sm.carry_col, sm.part,
-      [&](int i, int m, float* v) {
+      [&](int i, int m, float* v, bool last) {
         float q[kQuad], dq[kQuad], k[kQuad], dk[kQuad];
         Cta::load4(t.Qr + i * Cfg::ldm_op + m, q);
         Cta::load4(DQ + i * Cfg::ldm_f + m, dq);
@@ -608,21 +612,22 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
         Cta::load4(DK + i * Cfg::ldm_f + m, dk);
         DECAYFW_UNROLL
         for (int w = 0; w < kQuad; ++w) v[w] = q[w] * dq[w] - k[w] * dk[w];
+        if (last) {
+          const int64_t tt = keys.c0 + i;
+          Op *dq_row = row_of<Op>(a.dq, keys.b, tt, keys.h) + m, *dk_row = row_of<Op>(a.dk, keys.b, tt, keys.h) + m;
+          DECAYFW_UNROLL
+          for (int w = 0; w < kQuad; ++w) {
+            dq_row[w] = Cta::template from_f<Op>(dq[w]);
+            dk_row[w] = Cta::template from_f<Op>(dk[w]);
+          }
+        }
       },
       [&](int i, int m, const float* g) {
-        const int64_t tt = keys.c0 + i;
-        float dq[kQuad], dk[kQuad], f[kQuad];
-        Cta::load4(DQ + i * Cfg::ldm_f + m, dq);
-        Cta::load4(DK + i * Cfg::ldm_f + m, dk);
+        float f[kQuad];
         Cta::load4(t.Fr + i * M + m, f);
-        Op *dq_row = row_of<Op>(a.dq, keys.b, tt, keys.h) + m, *dk_row = row_of<Op>(a.dk, keys.b, tt, keys.h) + m,
-           *df_row = row_of<Op>(a.df, keys.b, tt, keys.h) + m;
+        Op* df_row = row_of<Op>(a.df, keys.b, keys.c0 + i, keys.h) + m;
         DECAYFW_UNROLL
-        for (int w = 0; w < kQuad; ++w) {
-          dq_row[w] = Cta::template from_f<Op>(dq[w]);
-          dk_row[w] = Cta::template from_f<Op>(dk[w]);
-          df_row[w] = Cta::template from_f<Op>(g[w] * sigmoid_of_minus(f[w]));
-        }
+        for (int w = 0; w < kQuad; ++w) df_row[w] = Cta::template from_f<Op>(g[w] * sigmoid_of_minus(f[w]));
       });
 }
 

@@ -70,9 +70,18 @@ DECAYFW_CTA void stage_index(Cta& cta, const ChunkArgs& a, const Place& pl, cons
   const int64_t tt = pl.c0 + (ok ? i : 0);  // a row inside the sequence, read only when ok
   const bool vec = a.vector_loads;
   if (key) {
-    const int at = i * Cfg::ldm_op + x;
-    stage_one(cta, vec, ok, row_of<Op>(a.q, pl.b, tt, pl.h) + x, to.Qr ? to.Qr + at : nullptr);
-    stage_one(cta, vec, ok, row_of<Op>(a.k, pl.b, tt, pl.h) + x, to.Kr ? to.Kr + at : nullptr);
+    // q's and k's rows are padded (ldm_op) and taken in row_unit's order: at M = 32 a quarter warp's 16-byte copies
+    // then fill two rows on different banks, where consecutive rows 80 bytes apart overlapped. f's rows are not
+    // padded, so the same order would put them on the same banks: they stay in order. Each copy is its own.
+    int iq = i, xq = x;
+    if (vec) {
+      row_unit<Op, Cfg::M, Cfg::M / kVec<Op>>(e, iq, xq);
+      xq *= kVec<Op>;
+    }
+    const bool ok_q = iq < pl.valid;
+    const int64_t tq = pl.c0 + (ok_q ? iq : 0), at = int64_t(iq) * Cfg::ldm_op + xq;
+    stage_one(cta, vec, ok_q, row_of<Op>(a.q, pl.b, tq, pl.h) + xq, to.Qr ? to.Qr + at : nullptr);
+    stage_one(cta, vec, ok_q, row_of<Op>(a.k, pl.b, tq, pl.h) + xq, to.Kr ? to.Kr + at : nullptr);
     stage_one(cta, vec, ok, row_of<Op>(a.f, pl.b, tt, pl.h) + x, to.Fr ? to.Fr + i * Cfg::M + x : nullptr);
   } else {
     const int at = i * Cfg::ldd_op + x;

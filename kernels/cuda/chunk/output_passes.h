@@ -128,13 +128,14 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
       cta, a, n, tile, false, t, sm.next, int64_t(R) * Q,
       [&](const Place& pl, int64_t e) {
         // The start state: to the caller's states (if kept) and, rounded, to the operand tile Sop
-        // (what output_pass's load_start_state_batch gives from the same fp32 values).
-        const int d = static_cast<int>(e / Q), m = static_cast<int>(e % Q) * 4;
+        // (what output_pass's load_start_state_batch gives from the same fp32 values, in its rows' order: one
+        // vector store a quad, where four scalar ones put a warp's rows on the same banks, 3-way at M = 32).
+        int d, m;
+        quad_at<Op, Q>(e, d, m);
         float s[4];
         Cta::load4(S + d * Cfg::ldm_f + m, s);
         if (a.states) Cta::store4(a.states + (pl.state_row(pl.chunk, slots, D, d)) * M + m, s);
-        Op* dst = t.Sop + d * Cfg::ldm_op + m;
-        for (int w = 0; w < 4; ++w) dst[w] = Cta::template from_f<Op>(s[w]);
+        Cta::store4(t.Sop + d * Cfg::ldm_op + m, s);
       },
       [&](const Place& pl) {
         // y of the chunk, as output_pass, then the state update.
