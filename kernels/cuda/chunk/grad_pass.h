@@ -599,9 +599,11 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
   }
 
   // Column gates: reverse cumulative sums of q ⊙ dq − k ⊙ dk inside the chunk on top of the
-  // boundary term, then dq, dk (written by the second walk's terms, which read them) and df (σ(−f) of the staged
-  // logits).
+  // boundary term, then dq, dk (written by the terms' last call, which reads them) and df (σ(−f) of the staged
+  // logits). The terms are kept in Y where its rows hold M floats (Y is not read after the row tiles), so that
+  // the second walk reads one quad where the terms take four.
   const Place keys(a, n, chunk, 0, C);
+  constexpr bool kKeepColumnTerms = M <= Cfg::ldd_f;
   reverse_gate_sums<Cta, Cfg, M>(
       cta, keys.valid, sm.carry_col, sm.part,
       [&](int i, int m, float* v, bool last) {
@@ -628,7 +630,8 @@ DECAYFW_CTA void grad_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t chun
         Op* df_row = row_of<Op>(a.df, keys.b, keys.c0 + i, keys.h) + m;
         DECAYFW_UNROLL
         for (int w = 0; w < kQuad; ++w) df_row[w] = Cta::template from_f<Op>(g[w] * sigmoid_of_minus(f[w]));
-      });
+      },
+      kKeepColumnTerms ? t.Y : nullptr, Cfg::ldd_f);
 }
 
 }  // namespace decayfw::chunk
