@@ -84,10 +84,12 @@ def test_traffic_model_table_prints_without_a_gpu():
     # load of their gates): fused factored 26%, tensor 20%, chunk 38% before it; and split chunk 36% before the first
     # tile's zeros of DQ and DK moved ahead of the odd count of wide words, split tensor 20% before the boundary
     # terms' rows read their quads in alternate orders; session 25's staging order, start-state store and gate sums
-    # that write as they read: fused chunk 39% and split factored 27% before them.)
+    # that write as they read: fused chunk 39% and split factored 27% before them; session 26's state decay in the
+    # update's epilogue (the serial passes read and write their state once a chunk): split chunk 37%, fused
+    # factored 27%, elementwise 14% and chunk 40% before it.)
     assert compute == {("split", "factored"): "28%", ("split", "elementwise"): "15%", ("split", "tensor"): "21%",
-                       ("split", "chunk"): "37%", ("fused", "factored"): "27%", ("fused", "elementwise"): "14%",
-                       ("fused", "tensor"): "21%", ("fused", "chunk"): "40%"}, r.stdout
+                       ("split", "chunk"): "39%", ("fused", "factored"): "28%", ("fused", "elementwise"): "15%",
+                       ("fused", "tensor"): "21%", ("fused", "chunk"): "42%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -132,11 +132,12 @@ DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float
 // One chunk's state update (state_pass and forward_pass): the running R×M fp32 state S ←
 // e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}), from the chunk loaded in t (Kr, Vr, Bc, Ac).
 // The operands are scaled in place (each element by its own index): nothing reads the raw k and v
-// of the chunk after its update, and the serial passes then need no operand tiles of their own.
+// of the chunk after its update, and the serial passes then need no operand tiles of their own. The
+// decay of S is applied where the product is added (decay_state_pairs), so S is read and written once.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
-  cta.for_each(int64_t(C) * (MQ + RQ) + int64_t(R) * MQ, [&](int64_t e) {
+  cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
     if (e < int64_t(C) * MQ) {
       int j, m;
       quad_at<Op, MQ>(e, j, m);
@@ -145,17 +146,14 @@ DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
       return;
     }
     e -= int64_t(C) * MQ;
-    if (e < int64_t(C) * RQ) {
-      const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-      Op* v = t.Vr + j * Cfg::ldd_op + d;
-      scale_quad<Cta>(v, v, t.row_gates(C - 1) + d, t.row_gates(j) + d);
-      return;
-    }
-    e -= int64_t(C) * RQ;
-    const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-    decay_state_quad<Cta>(S + d * Cfg::ldm_f + m, t.row_gates(C - 1)[d], t.key_gates(C - 1) + m);
+    const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+    Op* v = t.Vr + j * Cfg::ldd_op + d;
+    scale_quad<Cta>(v, v, t.row_gates(C - 1) + d, t.row_gates(j) + d);
   });
-  cta.template gemm<true, false>(R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, S, Cfg::ldm_f, true);
+  cta.template gemm_apply<true, false>(
+      R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, [&](int d, int m, const float* v) {
+        decay_state_pairs<Cta>(S + d * Cfg::ldm_f + m, Cfg::ldm_f, t.row_gates(C - 1) + d, t.key_gates(C - 1) + m, v);
+      });
 }
 
 // state_pass(n, tile): S ← e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}) chunk by chunk,
@@ -197,7 +195,7 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
       },
       [&](const Place&) {
         constexpr int MQ = M / kQuad, RQ = R / kQuad;
-        cta.for_each(int64_t(C) * (MQ + RQ) + int64_t(R) * MQ, [&](int64_t e) {
+        cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
           if (e < int64_t(C) * MQ) {
             int i, m;
             quad_at<Op, MQ>(e, i, m);
@@ -206,17 +204,15 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
             return;
           }
           e -= int64_t(C) * MQ;
-          if (e < int64_t(C) * RQ) {
-            const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-            Op* g = t.Gr + i * Cfg::ldd_op + d;
-            scale_quad<Cta>(g, g, t.row_gates(i) + d, nullptr);
-            return;
-          }
-          e -= int64_t(C) * RQ;
-          const int d = static_cast<int>(e / MQ), m = static_cast<int>(e % MQ) * kQuad;
-          decay_state_quad<Cta>(dS + d * Cfg::ldm_f + m, t.row_gates(C - 1)[d], t.key_gates(C - 1) + m);
+          const int i = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+          Op* g = t.Gr + i * Cfg::ldd_op + d;
+          scale_quad<Cta>(g, g, t.row_gates(i) + d, nullptr);
         });
-        cta.template gemm<true, false>(R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, dS, Cfg::ldm_f, true);
+        cta.template gemm_apply<true, false>(
+            R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, [&](int d, int m, const float* v) {
+              decay_state_pairs<Cta>(dS + d * Cfg::ldm_f + m, Cfg::ldm_f, t.row_gates(C - 1) + d,
+                                     t.key_gates(C - 1) + m, v);
+            });
       });
   copy_state_tile<Cta, Cfg>(cta, a.ds0 + (n * D + row0) * M, M, dS, Cfg::ldm_f);
 }

@@ -252,6 +252,31 @@ DECAYFW_CTA void decay_state_quad(T* s, float a, const float* b) {
   Cta::store4(s, o);
 }
 
+// The serial passes' state update in one lane's part of its product (gemm_apply's epilogue, v as decay_pairs'
+// takes it): s ← s·e^{a + b} + v at rows d, d + 8 and columns m, m + 8 (+ 1) of the fp32 state, a the rows' A_L
+// (a[0] row d, a[8] row d + 8), b the columns' B_L. The decay is decay_state_quad's; applying it here rather
+// than in a phase before a gemm that loads the state as its accumulators and stores it back reads and writes
+// the state once a chunk instead of twice.
+template <typename Cta>
+DECAYFW_CTA void decay_state_pairs(float* s, int ld, const float* a, const float* b, const float* v) {
+  const float ga[2] = {a[0], a[8]};
+  DECAYFW_UNROLL
+  for (int c = 0; c < 2; ++c) {  // columns m, m + 8
+    float gb[2];
+    Cta::load2(b + 8 * c, gb);
+    DECAYFW_UNROLL
+    for (int r = 0; r < 2; ++r) {  // rows d, d + 8: pair r + 2c
+      float* p = s + 8 * r * ld + 8 * c;
+      const float* x = v + 2 * (r + 2 * c);
+      float o[2];
+      Cta::load2(p, o);
+      DECAYFW_UNROLL
+      for (int w = 0; w < 2; ++w) o[w] = o[w] * decay_exp(ga[r] + gb[w]) + x[w];
+      Cta::store2(p, o);
+    }
+  }
+}
+
 // One lane's part of a product as gemm_apply hands it over (v, in registers on the device), decayed into
 // its fp32 tile: at rows i, i + 8 and columns j, j + 8 (+ 1), out += e^{a − b}·v when add, else
 // out = v·e^{a − b}. out, a and b point at (i, j) of their tiles, rows ld, lda, ldb apart; lda or ldb 0: a
