@@ -323,22 +323,22 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # MUFU and bytes.
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 1488, "forward_pass": 4485, "grad_pass": 10684, "output_pass": 3380, "state_pass": 1680},
-    (32, 64, "elementwise"): {"dstate_pass": 1488, "forward_pass": 8630, "grad_pass": 22227, "output_pass": 7526, "state_pass": 1680},
-    (32, 64, "tensor"): {"dstate_pass": 1488, "forward_pass": 5530, "grad_pass": 14829, "output_pass": 4426, "state_pass": 1680},
-    (32, 64, "chunk"): {"dstate_pass": 1488, "forward_pass": 3109, "grad_pass": 6128, "output_pass": 2004, "state_pass": 1680},
-    (32, 128, "factored"): {"dstate_pass": 1488, "forward_pass": 4485, "grad_pass": 19880, "output_pass": 5736, "state_pass": 1680},
-    (32, 128, "elementwise"): {"dstate_pass": 1488, "forward_pass": 8630, "grad_pass": 40838, "output_pass": 12027, "state_pass": 1680},
-    (32, 128, "tensor"): {"dstate_pass": 1488, "forward_pass": 5530, "grad_pass": 28706, "output_pass": 8491, "state_pass": 1680},
-    (32, 128, "chunk"): {"dstate_pass": 1488, "forward_pass": 3109, "grad_pass": 11248, "output_pass": 3592, "state_pass": 1680},
-    (64, 64, "factored"): {"dstate_pass": 2336, "forward_pass": 6325, "grad_pass": 14693, "output_pass": 4500, "state_pass": 2592},
-    (64, 64, "elementwise"): {"dstate_pass": 2336, "forward_pass": 13478, "grad_pass": 30274, "output_pass": 11654, "state_pass": 2592},
-    (64, 64, "tensor"): {"dstate_pass": 2336, "forward_pass": 7778, "grad_pass": 19754, "output_pass": 5954, "state_pass": 2592},
-    (64, 64, "chunk"): {"dstate_pass": 2336, "forward_pass": 4629, "grad_pass": 8757, "output_pass": 2804, "state_pass": 2592},
-    (64, 128, "factored"): {"dstate_pass": 2336, "forward_pass": 6325, "grad_pass": 26827, "output_pass": 7175, "state_pass": 2592},
-    (64, 128, "elementwise"): {"dstate_pass": 2336, "forward_pass": 13478, "grad_pass": 53397, "output_pass": 17147, "state_pass": 2592},
-    (64, 128, "tensor"): {"dstate_pass": 2336, "forward_pass": 7778, "grad_pass": 37893, "output_pass": 11283, "state_pass": 2592},
-    (64, 128, "chunk"): {"dstate_pass": 2336, "forward_pass": 4629, "grad_pass": 15691, "output_pass": 4775, "state_pass": 2592},
+    (32, 64, "factored"): {"dstate_pass": 1424, "forward_pass": 4421, "grad_pass": 10684, "output_pass": 3380, "state_pass": 1616},
+    (32, 64, "elementwise"): {"dstate_pass": 1424, "forward_pass": 8566, "grad_pass": 22227, "output_pass": 7526, "state_pass": 1616},
+    (32, 64, "tensor"): {"dstate_pass": 1424, "forward_pass": 5466, "grad_pass": 14829, "output_pass": 4426, "state_pass": 1616},
+    (32, 64, "chunk"): {"dstate_pass": 1424, "forward_pass": 3045, "grad_pass": 6128, "output_pass": 2004, "state_pass": 1616},
+    (32, 128, "factored"): {"dstate_pass": 1424, "forward_pass": 4421, "grad_pass": 19880, "output_pass": 5736, "state_pass": 1616},
+    (32, 128, "elementwise"): {"dstate_pass": 1424, "forward_pass": 8566, "grad_pass": 40838, "output_pass": 12027, "state_pass": 1616},
+    (32, 128, "tensor"): {"dstate_pass": 1424, "forward_pass": 5466, "grad_pass": 28706, "output_pass": 8491, "state_pass": 1616},
+    (32, 128, "chunk"): {"dstate_pass": 1424, "forward_pass": 3045, "grad_pass": 11248, "output_pass": 3592, "state_pass": 1616},
+    (64, 64, "factored"): {"dstate_pass": 2208, "forward_pass": 6197, "grad_pass": 14693, "output_pass": 4500, "state_pass": 2464},
+    (64, 64, "elementwise"): {"dstate_pass": 2208, "forward_pass": 13350, "grad_pass": 30274, "output_pass": 11654, "state_pass": 2464},
+    (64, 64, "tensor"): {"dstate_pass": 2208, "forward_pass": 7650, "grad_pass": 19754, "output_pass": 5954, "state_pass": 2464},
+    (64, 64, "chunk"): {"dstate_pass": 2208, "forward_pass": 4501, "grad_pass": 8757, "output_pass": 2804, "state_pass": 2464},
+    (64, 128, "factored"): {"dstate_pass": 2208, "forward_pass": 6197, "grad_pass": 26827, "output_pass": 7175, "state_pass": 2464},
+    (64, 128, "elementwise"): {"dstate_pass": 2208, "forward_pass": 13350, "grad_pass": 53397, "output_pass": 17147, "state_pass": 2464},
+    (64, 128, "tensor"): {"dstate_pass": 2208, "forward_pass": 7650, "grad_pass": 37893, "output_pass": 11283, "state_pass": 2464},
+    (64, 128, "chunk"): {"dstate_pass": 2208, "forward_pass": 4501, "grad_pass": 15691, "output_pass": 4775, "state_pass": 2464},
 }
 
 # MUFU operations per lane, as the programs make them (kernels/cuda/cta/cta_common.h, count_special_functions:

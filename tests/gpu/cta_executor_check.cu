@@ -5,7 +5,8 @@
 //
 // Cases (one CTA of 256 threads each, but where said):
 //   - for_each: every index once, then a barrier;
-//   - load4/store4 of fp32, bf16 and fp16 (16-bit stores round to nearest even, as from_f), load2/store2;
+//   - load4/store4 of fp32, bf16 and fp16 (16-bit stores round to nearest even, as from_f), load2/store2 (store2 of
+//     bf16 and fp16 too);
 //   - copy16_async and wait_async: copies and zero-fills;
 //   - atomic_or;
 //   - gemm with bf16, fp16 and fp32-as-tf32 operands, all four transposes, from zero and accumulating;
@@ -647,9 +648,10 @@ constexpr int kIndices = 1000, kValues = 256;
 // host executor is asked to reproduce bit for bit.
 //   [0, kIndices): 3i + 1 written by index i of a for_each (through shared memory)
 //   then kValues floats through load4/store4, the same through load2/store2,
-//   kValues bf16 stored from floats and loaded back (their bits, then the loaded floats), the same for fp16,
+//   kValues bf16 stored from floats and loaded back (their bits, then the loaded floats), then stored from the
+//   floats ± 1 by store2 (their bits), the same for fp16,
 //   kValues floats copied by copy16_async, 64 bytes zero-filled, and one word OR-ed by 32 indices.
-constexpr int kOutInts = kIndices + 2 * kValues + 2 * (kValues / 2 + kValues) + kValues + 16 + 1;
+constexpr int kOutInts = kIndices + 2 * kValues + 2 * (kValues + kValues) + kValues + 16 + 1;
 
 template <typename Cta, typename B16, typename F16>
 __host__ __device__ void element_ops(Cta& x, unsigned char* smem, const float* in, int* out) {
@@ -696,6 +698,14 @@ __host__ __device__ void element_ops(Cta& x, unsigned char* smem, const float* i
     o += kValues / 2;
     x.for_each(kValues, [&](int64_t i) { memcpy(&o[i], &G[i], 4); });
     o += kValues;
+    x.for_each(kValues / 2, [&](int64_t q) {  // store2: a pair in one 32-bit access, rounded as store4
+      float v[2];
+      Cta::load2(F + 2 * q, v);
+      v[0] += 1.0f, v[1] -= 1.0f;
+      Cta::store2(h + 2 * q, v);
+    });
+    x.for_each(kValues / 2, [&](int64_t i) { memcpy(&o[i], reinterpret_cast<const unsigned char*>(h) + 4 * i, 4); });
+    o += kValues / 2;
   };
   sixteen(bh);
   sixteen(fh);
@@ -732,6 +742,8 @@ std::vector<int> expected_elements(const std::vector<float>& in) {
     for (int i = 0; i < kValues; i += 2)
       e.push_back(int(uint32_t(round(in[i]).bits) | uint32_t(round(in[i + 1]).bits) << 16));
     for (float f : in) bits(widen(round(f)));
+    for (int i = 0; i < kValues; i += 2)
+      e.push_back(int(uint32_t(round(in[i] + 1.0f).bits) | uint32_t(round(in[i + 1] - 1.0f).bits) << 16));
   };
   sixteen([](float f) { return decayfw::to_bfloat16(f); }, [](BFloat16 h) { return decayfw::to_float(h); });
   sixteen([](float f) { return decayfw::to_float16(f); }, [](Float16 h) { return decayfw::to_float(h); });
@@ -754,7 +766,8 @@ Row check_elements(bool gpu, std::mt19937& rng) {
     cta::HostCta<> x;
     element_ops<cta::HostCta<>, BFloat16, Float16>(x, smem.data(), in.data(), host.data());
   }
-  Row row{"for_each, load4/store4, load2/store2, copy16_async, atomic_or", "fp32, bf16, fp16", 0.0, true};
+  Row row{"for_each, load4/store4, load2/store2 (16-bit store2 too), copy16_async, atomic_or", "fp32, bf16, fp16", 0.0,
+          true};
   auto differing = [&](const std::vector<int>& x, const std::vector<int>& y, const char* what) {
     int wrong = 0, first = -1;
     for (int i = 0; i < kOutInts; ++i)

@@ -123,31 +123,40 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
   choose_form<Cta>(t, a);
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
-  copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
-  walk_chunks(
-      cta, a, n, tile, false, t, sm.next, int64_t(R) * Q,
-      [&](const Place& pl, int64_t e) {
-        // The start state: to the caller's states (if kept) and, rounded, to the operand tile Sop
-        // (what output_pass's load_start_state_batch gives from the same fp32 values, in its rows' order: one
-        // vector store a quad, where four scalar ones put a warp's rows on the same banks, 3-way at M = 32).
-        int d, m;
-        quad_at<Op, Q>(e, d, m);
-        float s[4];
-        Cta::load4(S + d * Cfg::ldm_f + m, s);
-        if (a.states) Cta::store4(a.states + (pl.state_row(pl.chunk, slots, D, d)) * M + m, s);
-        Cta::store4(t.Sop + d * Cfg::ldm_op + m, s);
-      },
-      [&](const Place& pl) {
-        // y of the chunk, as output_pass, then the state update.
-        if (t.chunk_narrow()) {
-          y_of_whole_chunk(cta, pl, t, true, false);
-        } else {
-          y_inter_product(cta, t);
-          intra_chunk_causal(cta, pl, t, true);
-        }
-        store_y(cta, a, pl, t);
-        update_state(cta, t, S);
-      });
+  // Each chunk's start state goes to the caller's states (if kept) and, rounded, to the operand tile Sop (what
+  // output_pass's load_start_state_batch gives from the same fp32 values): S_0 here, in quad_at's rows' order (one
+  // vector store a quad, where four scalar ones put a warp's rows on the same banks, 3-way at M = 32); the
+  // others from the update that makes them.
+  {
+    const Place start(a, n, 0, tile, Cfg::C);
+    const float* s0 = a.s0 ? a.s0 + (n * D + row0) * M : nullptr;
+    float* states0 = a.states ? a.states + start.state_row(0, slots, D, 0) * M : nullptr;
+    cta.for_each(int64_t(R) * Q, [&](int64_t e) {
+      int d, m;
+      quad_at<Op, Q>(e, d, m);
+      float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      if (s0) Cta::load4(s0 + d * M + m, s);
+      Cta::store4(S + d * Cfg::ldm_f + m, s);
+      if (states0) Cta::store4(states0 + d * M + m, s);
+      Cta::store4(t.Sop + d * Cfg::ldm_op + m, s);
+    });
+  }
+  walk_chunks(cta, a, n, tile, false, t, sm.next, [&](const Place& pl) {
+    // y of the chunk, as output_pass, then the state update.
+    if (t.chunk_narrow()) {
+      y_of_whole_chunk(cta, pl, t, true, false);
+    } else {
+      y_inter_product(cta, t);
+      intra_chunk_causal(cta, pl, t, true);
+    }
+    store_y(cta, a, pl, t);
+    const bool more = pl.chunk + 1 < a.chunks;  // the last chunk's state (S_T) is copied below
+    float* next = a.states && more ? a.states + pl.state_row(pl.chunk + 1, slots, D, 0) * M : nullptr;
+    update_state(cta, t, S, [&](int d, int m, const float* o) {
+      if (more) Cta::store2(t.Sop + d * Cfg::ldm_op + m, o);
+      if (next) Cta::store2(next + d * M + m, o);
+    });
+  });
   float* final_state = a.final_state ? a.final_state + (n * D + row0) * M : nullptr;
   if (a.states) {
     const Place pl(a, n, a.chunks, tile, Cfg::C);

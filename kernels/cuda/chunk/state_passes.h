@@ -49,14 +49,13 @@ DECAYFW_CTA void swap_raw_tiles(Tiles<Op, Cfg>& t, Staging<Op>& next) {
 
 // Walks the chunks of sequence n, row tile `tile` (backwards from the last for dstate_pass), with
 // each chunk's inputs in t (raw tiles, cumulative log gates Bc and Ac) when compute(pl) runs and
-// the next chunk's copies in flight. chunk_start(pl, e), e < start_work, is the pass's own work
-// at the chunk's start (its state copies), run in the staging phase.
+// the next chunk's copies in flight. The passes write each chunk's state where the next chunk wants it from
+// the update that makes it (update_state's `also`), so nothing reads the state again at the chunk's start.
 // The pass has one set of gate-logit tiles (Fr, Zr), which phase 2 reads: the next chunk's q, k, v, dy are
 // copied in the staging phase, its logits in a phase of their own after phase 2.
-template <typename Cta, typename Op, typename Cfg, typename ChunkStart, typename Compute>
+template <typename Cta, typename Op, typename Cfg, typename Compute>
 DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, bool backwards, Tiles<Op, Cfg>& t,
-                             Staging<Op>& next_staging, int64_t start_work, ChunkStart&& chunk_start,
-                             Compute&& compute) {
+                             Staging<Op>& next_staging, Compute&& compute) {
   const int64_t copies = stage_count<Op, Cfg>(a, kBothSides), step = backwards ? -1 : 1;
   const int64_t first = backwards ? a.chunks - 1 : 0;
   {
@@ -73,9 +72,7 @@ DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
     inputs.Fr = inputs.Zr = nullptr;
     logits.Fr = next_staging.Fr, logits.Zr = next_staging.Zr;
     const int64_t issue = more ? copies : 0, words = wide_word_count(t, kBothSides);
-    cta.for_each(start_work + issue + words, [&](int64_t e) {
-      if (e < start_work) return chunk_start(pl, e);
-      e -= start_work;
+    cta.for_each(issue + words, [&](int64_t e) {
       if (e < issue) return stage_index<Cta, Op, Cfg>(cta, a, next, inputs, kBothSides, e);
       clear_wide_word(t, kBothSides, e - issue);
     });
@@ -112,9 +109,9 @@ struct ScanSmem {
 // and the [.., D, M] global states (row d at src + d·ld_src). A null src gives zeros; a second
 // destination, when given, gets the same values. A destination of a 16-bit type gets them rounded
 // (the state gradients, ChunkArgs::dstates).
-template <typename Cta, typename Cfg, typename Dst>
+template <typename Cta, typename Cfg, typename Dst, typename Dst2 = float>
 DECAYFW_CTA void copy_state_quad(int64_t e, Dst* dst, int64_t ld_dst, const float* src, int64_t ld_src,
-                                 float* dst2 = nullptr, int64_t ld_dst2 = 0) {
+                                 Dst2* dst2 = nullptr, int64_t ld_dst2 = 0) {
   constexpr int Q = Cfg::M / 4;
   const int64_t d = e / Q, m = (e % Q) * 4;
   float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -122,9 +119,9 @@ DECAYFW_CTA void copy_state_quad(int64_t e, Dst* dst, int64_t ld_dst, const floa
   Cta::store4(dst + d * ld_dst + m, s);
   if (dst2) Cta::store4(dst2 + d * ld_dst2 + m, s);
 }
-template <typename Cta, typename Cfg, typename Dst>
+template <typename Cta, typename Cfg, typename Dst, typename Dst2 = float>
 DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float* src, int64_t ld_src,
-                                 float* dst2 = nullptr, int64_t ld_dst2 = 0) {
+                                 Dst2* dst2 = nullptr, int64_t ld_dst2 = 0) {
   cta.for_each(int64_t(Cfg::R) * (Cfg::M / 4),
                [&](int64_t e) { copy_state_quad<Cta, Cfg>(e, dst, ld_dst, src, ld_src, dst2, ld_dst2); });
 }
@@ -133,9 +130,10 @@ DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float
 // e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}), from the chunk loaded in t (Kr, Vr, Bc, Ac).
 // The operands are scaled in place (each element by its own index): nothing reads the raw k and v
 // of the chunk after its update, and the serial passes then need no operand tiles of their own. The
-// decay of S is applied where the product is added (decay_state_pairs), so S is read and written once.
-template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
+// decay of S is applied where the product is added (decay_state_pairs), so S is read and written once, and
+// also(d, m, o) gets each new pair o at (d, m) there.
+template <typename Cta, typename Op, typename Cfg, typename Also>
+DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S, Also&& also) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
   cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
     if (e < int64_t(C) * MQ) {
@@ -152,7 +150,8 @@ DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
   });
   cta.template gemm_apply<true, false>(
       R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, [&](int d, int m, const float* v) {
-        decay_state_pairs<Cta>(S + d * Cfg::ldm_f + m, Cfg::ldm_f, t.row_gates(C - 1) + d, t.key_gates(C - 1) + m, v);
+        decay_state_pairs<Cta>(S + d * Cfg::ldm_f + m, Cfg::ldm_f, t.row_gates(C - 1) + d, t.key_gates(C - 1) + m, v,
+                               [&](int i, int j, const float* o) { also(d + i, m + j, o); });
       });
 }
 
@@ -160,17 +159,20 @@ DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S) {
 // writing each chunk's start state to states[n][c] and S_T to states[n][chunks] (and final_state).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
-  constexpr int M = Cfg::M, R = Cfg::R;
+  constexpr int M = Cfg::M;
   ScanSmem<Op, Cfg> sm(smem, false);
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
-  copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M);
-  walk_chunks(
-      cta, a, n, tile, false, sm.t, sm.next, int64_t(R) * (M / 4),
-      [&](const Place& pl, int64_t e) {
-        copy_state_quad<Cta, Cfg>(e, a.states + pl.state_row(pl.chunk, slots, D, 0) * M, M, S, Cfg::ldm_f);
-      },
-      [&](const Place&) { update_state(cta, sm.t, S); });
+  const Place start(a, n, 0, tile, Cfg::C);  // S_0, also chunk 0's start state
+  copy_state_tile<Cta, Cfg>(cta, S, Cfg::ldm_f, a.s0 ? a.s0 + (n * D + row0) * M : nullptr, M,
+                            a.states + start.state_row(0, slots, D, 0) * M, M);
+  walk_chunks(cta, a, n, tile, false, sm.t, sm.next, [&](const Place& pl) {
+    // The next chunk's start state as the update makes it; the last chunk's (S_T) below.
+    float* next = pl.chunk + 1 < a.chunks ? a.states + pl.state_row(pl.chunk + 1, slots, D, 0) * M : nullptr;
+    update_state(cta, sm.t, S, [&](int d, int m, const float* o) {
+      if (next) Cta::store2(next + d * M + m, o);
+    });
+  });
   const Place pl(a, n, a.chunks, tile, Cfg::C);
   copy_state_tile<Cta, Cfg>(cta, a.states + pl.state_row(a.chunks, slots, D, 0) * M, M, S, Cfg::ldm_f,
                             a.final_state ? a.final_state + (n * D + row0) * M : nullptr, M);
@@ -187,14 +189,13 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
   float* dS = sm.S;
   const int64_t D = a.D;
   const int64_t row0 = tile * kRows;
-  copy_state_tile<Cta, Cfg>(cta, dS, Cfg::ldm_f, a.dsT ? a.dsT + (n * D + row0) * M : nullptr, M);
+  const Place last(a, n, a.chunks - 1, tile, Cfg::C);  // dS_T, also the last chunk's end-state gradient
+  copy_state_tile<Cta, Cfg>(cta, dS, Cfg::ldm_f, a.dsT ? a.dsT + (n * D + row0) * M : nullptr, M,
+                            dstates_of<Op>(a) + last.state_row(a.chunks - 1, a.chunks, D, 0) * M, M);
   walk_chunks(
-      cta, a, n, tile, true, t, sm.next, int64_t(R) * (M / 4),
-      [&](const Place& pl, int64_t e) {
-        copy_state_quad<Cta, Cfg>(e, dstates_of<Op>(a) + pl.state_row(pl.chunk, a.chunks, D, 0) * M, M, dS, Cfg::ldm_f);
-      },
-      [&](const Place&) {
+      cta, a, n, tile, true, t, sm.next, [&](const Place& pl) {
         constexpr int MQ = M / kQuad, RQ = R / kQuad;
+        Op* prev = pl.chunk > 0 ? dstates_of<Op>(a) + pl.state_row(pl.chunk - 1, a.chunks, D, 0) * M : nullptr;
         cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
           if (e < int64_t(C) * MQ) {
             int i, m;
@@ -210,8 +211,11 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
         });
         cta.template gemm_apply<true, false>(
             R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, [&](int d, int m, const float* v) {
+              // The gradient reaching the previous chunk's end state, as the update makes it.
               decay_state_pairs<Cta>(dS + d * Cfg::ldm_f + m, Cfg::ldm_f, t.row_gates(C - 1) + d,
-                                     t.key_gates(C - 1) + m, v);
+                                     t.key_gates(C - 1) + m, v, [&](int i, int j, const float* o) {
+                                       if (prev) Cta::store2(prev + (d + i) * M + m + j, o);
+                                     });
             });
       });
   copy_state_tile<Cta, Cfg>(cta, a.ds0 + (n * D + row0) * M, M, dS, Cfg::ldm_f);

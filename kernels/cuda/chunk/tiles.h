@@ -254,11 +254,12 @@ DECAYFW_CTA void decay_state_quad(T* s, float a, const float* b) {
 
 // The serial passes' state update in one lane's part of its product (gemm_apply's epilogue, v as decay_pairs'
 // takes it): s ← s·e^{a + b} + v at rows d, d + 8 and columns m, m + 8 (+ 1) of the fp32 state, a the rows' A_L
-// (a[0] row d, a[8] row d + 8), b the columns' B_L. The decay is decay_state_quad's; applying it here rather
+// (a[0] row d, a[8] row d + 8), b the columns' B_L; then also(i, j, o) with each new pair o at (d + i, m + j),
+// for the pass to write where the next chunk wants it. The decay is decay_state_quad's; applying it here rather
 // than in a phase before a gemm that loads the state as its accumulators and stores it back reads and writes
-// the state once a chunk instead of twice.
-template <typename Cta>
-DECAYFW_CTA void decay_state_pairs(float* s, int ld, const float* a, const float* b, const float* v) {
+// the state once a chunk instead of twice, and the copies of the new state need not read it again.
+template <typename Cta, typename Also>
+DECAYFW_CTA void decay_state_pairs(float* s, int ld, const float* a, const float* b, const float* v, Also&& also) {
   const float ga[2] = {a[0], a[8]};
   DECAYFW_UNROLL
   for (int c = 0; c < 2; ++c) {  // columns m, m + 8
@@ -273,6 +274,7 @@ DECAYFW_CTA void decay_state_pairs(float* s, int ld, const float* a, const float
       DECAYFW_UNROLL
       for (int w = 0; w < 2; ++w) o[w] = o[w] * decay_exp(ga[r] + gb[w]) + x[w];
       Cta::store2(p, o);
+      also(8 * r, 8 * c, static_cast<const float*>(o));
     }
   }
 }

@@ -66,7 +66,8 @@
 //                             size (16 or 8 bytes): one vector access on the device. A 16-bit store
 //                             rounds to nearest, as from_f.
 //   Cta::load2(p, v), Cta::store2(p, v)   two consecutive floats, 8-byte aligned: one 64-bit access
-//                             (gemm_apply's epilogues take a pair of columns).
+//                             (gemm_apply's epilogues take a pair of columns); store2 also to a 16-bit
+//                             storage type, 4-byte aligned, rounded as store4: one 32-bit access.
 //   cta.copy16_async(dst, src, fill)
 //                             starts copying 16 bytes of read-only global input at src to shared
 //                             memory at dst (both 16-byte aligned), or zeros when !fill (src is then

@@ -76,6 +76,14 @@ struct DeviceCta {
     memcpy(&u, x, 8);
     *reinterpret_cast<uint2*>(p) = u;
   }
+  template <typename T>  // 16-bit storage: two elements in one 4-byte access
+  static __device__ __forceinline__ void store2(T* p, const float* v) {
+    static_assert(sizeof(T) == 2, "store2 of a 16-bit type");
+    T x[2] = {from_f<T>(v[0]), from_f<T>(v[1])};
+    uint32_t u;
+    memcpy(&u, x, 4);
+    *reinterpret_cast<uint32_t*>(p) = u;
+  }
 
   // cp.async.cg (sm_80 and newer, as the bf16 and tf32 fragments): global -> shared through L2
   // only, as the inputs are streamed once; a source size of 0 zero-fills the 16 bytes and reads

@@ -107,6 +107,14 @@ struct HostCta {
     SmemTrace::Quiet reported;
     for (int i = 0; i < 4; ++i) p[i] = from_f<T>(v[i]);
   }
+  template <typename T>  // 16-bit storage: two elements, 4-byte aligned as the device's one access
+  static void store2(T* p, const float* v, const char* fn = __builtin_FUNCTION(), int line = __builtin_LINE()) {
+    static_assert(sizeof(T) == 2, "store2 of a 16-bit type");
+    check_aligned_to(p, 4);
+    trace(p, 4, true, fn, line);
+    SmemTrace::Quiet reported;
+    for (int i = 0; i < 2; ++i) p[i] = from_f<T>(v[i]);
+  }
   template <typename T>
   void copy16_async(T* dst, const T* src, bool fill, const char* fn = __builtin_FUNCTION(),
                     int line = __builtin_LINE()) {
