@@ -323,22 +323,22 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # MUFU and bytes.
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 1424, "forward_pass": 4421, "grad_pass": 10684, "output_pass": 3380, "state_pass": 1616},
+    (32, 64, "factored"): {"dstate_pass": 1424, "forward_pass": 4341, "grad_pass": 10444, "output_pass": 3300, "state_pass": 1616},
     (32, 64, "elementwise"): {"dstate_pass": 1424, "forward_pass": 8566, "grad_pass": 22227, "output_pass": 7526, "state_pass": 1616},
     (32, 64, "tensor"): {"dstate_pass": 1424, "forward_pass": 5466, "grad_pass": 14829, "output_pass": 4426, "state_pass": 1616},
-    (32, 64, "chunk"): {"dstate_pass": 1424, "forward_pass": 3045, "grad_pass": 6128, "output_pass": 2004, "state_pass": 1616},
-    (32, 128, "factored"): {"dstate_pass": 1424, "forward_pass": 4421, "grad_pass": 19880, "output_pass": 5736, "state_pass": 1616},
+    (32, 64, "chunk"): {"dstate_pass": 1424, "forward_pass": 2933, "grad_pass": 5456, "output_pass": 1892, "state_pass": 1616},
+    (32, 128, "factored"): {"dstate_pass": 1424, "forward_pass": 4341, "grad_pass": 19400, "output_pass": 5576, "state_pass": 1616},
     (32, 128, "elementwise"): {"dstate_pass": 1424, "forward_pass": 8566, "grad_pass": 40838, "output_pass": 12027, "state_pass": 1616},
     (32, 128, "tensor"): {"dstate_pass": 1424, "forward_pass": 5466, "grad_pass": 28706, "output_pass": 8491, "state_pass": 1616},
-    (32, 128, "chunk"): {"dstate_pass": 1424, "forward_pass": 3045, "grad_pass": 11248, "output_pass": 3592, "state_pass": 1616},
-    (64, 64, "factored"): {"dstate_pass": 2208, "forward_pass": 6197, "grad_pass": 14693, "output_pass": 4500, "state_pass": 2464},
+    (32, 128, "chunk"): {"dstate_pass": 1424, "forward_pass": 2933, "grad_pass": 9904, "output_pass": 3368, "state_pass": 1616},
+    (64, 64, "factored"): {"dstate_pass": 2208, "forward_pass": 6037, "grad_pass": 14373, "output_pass": 4340, "state_pass": 2464},
     (64, 64, "elementwise"): {"dstate_pass": 2208, "forward_pass": 13350, "grad_pass": 30274, "output_pass": 11654, "state_pass": 2464},
     (64, 64, "tensor"): {"dstate_pass": 2208, "forward_pass": 7650, "grad_pass": 19754, "output_pass": 5954, "state_pass": 2464},
-    (64, 64, "chunk"): {"dstate_pass": 2208, "forward_pass": 4501, "grad_pass": 8757, "output_pass": 2804, "state_pass": 2464},
-    (64, 128, "factored"): {"dstate_pass": 2208, "forward_pass": 6197, "grad_pass": 26827, "output_pass": 7175, "state_pass": 2464},
+    (64, 64, "chunk"): {"dstate_pass": 2208, "forward_pass": 4277, "grad_pass": 7861, "output_pass": 2580, "state_pass": 2464},
+    (64, 128, "factored"): {"dstate_pass": 2208, "forward_pass": 6037, "grad_pass": 26187, "output_pass": 6855, "state_pass": 2464},
     (64, 128, "elementwise"): {"dstate_pass": 2208, "forward_pass": 13350, "grad_pass": 53397, "output_pass": 17147, "state_pass": 2464},
     (64, 128, "tensor"): {"dstate_pass": 2208, "forward_pass": 7650, "grad_pass": 37893, "output_pass": 11283, "state_pass": 2464},
-    (64, 128, "chunk"): {"dstate_pass": 2208, "forward_pass": 4501, "grad_pass": 15691, "output_pass": 4775, "state_pass": 2464},
+    (64, 128, "chunk"): {"dstate_pass": 2208, "forward_pass": 4277, "grad_pass": 13899, "output_pass": 4327, "state_pass": 2464},
 }
 
 # MUFU operations per lane, as the programs make them (kernels/cuda/cta/cta_common.h, count_special_functions:

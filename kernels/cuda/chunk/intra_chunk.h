@@ -71,13 +71,15 @@ DECAYFW_CTA void whole_chunk_operands(Cta& cta, Tiles<Op, Cfg>& t, bool with_q, 
   });
 }
 
-// Warps per 16-row block of a gemm_chain with k = K and Y n = N wide: each holds N/parts columns of Y. With one part
-// the fused forward spilled (ptxas, nvcc 13, sm_90: 12-16 bytes at M = 32, 64, 128; the A block alone is 8·K/16
-// registers, kept for both of its products); two, or four at K = 128, leave no bf16 kernel spilling. At most
-// one part per 16 columns.
+// Warps per 16-row block of a gemm_chain with k = K and Y n = N wide: each holds N/parts columns of Y, and each
+// computes its row block of P (the chain's first product) for itself, so one part computes P once and reads A and
+// B0 once. Until session 26 one part spilled (the fused forward, 12-16 bytes at M = 32, 64, 128: the whole block of
+// P was live beside Y's accumulators) and the chains took two, four at K = 128; chain_warp now holds one 16-column
+// tile of P at a time, and one part (two at K = 128, whose A block alone is 32 registers) leaves no bf16 or fp16
+// kernel spilling (ptxas, nvcc 13, sm_90). At most one part per 16 columns.
 template <int K, int N>
 constexpr int chain_parts() {
-  constexpr int parts = K >= 128 ? 4 : 2;
+  constexpr int parts = K >= 128 ? 2 : 1;
   return parts < N / 16 ? parts : N / 16;
 }
 

@@ -43,9 +43,12 @@ DECAYFW_WARP void mma_n16(float (&c0)[4], float (&c1)[4], const uint32_t (&a)[4]
 }
 
 // Warp w (of kM/16 · kParts) of gemm_chain, lane `lane`: row block w mod (kM/16), Y's columns part w / (kM/16).
-// It loads its block of A once (ldmatrix), multiplies its block of P = A·B0ᵀ over the mask's tiles, masks and
-// rounds it into the A operand of the next product in registers, stores it into P (when given, by part 0), and
-// multiplies A by op(B1), then P by B2, into its columns of Y, handed to f(i, j, v) as gemm_apply's epilogue.
+// It loads its block of A once (ldmatrix) and multiplies it by op(B1) into its columns of Y; then, one 16-column
+// tile of P = A·B0ᵀ at a time (over the mask's tiles), it multiplies the tile, masks and rounds it into the A
+// operand of Y's next k step in registers, stores it into P (when given, by part 0; zeros outside the mask's
+// tiles), and multiplies it by B2's rows. Y goes to f(i, j, v) as gemm_apply's epilogue. Y's k steps are in
+// gemm_apply_sum's order either way; a tile of P at a time keeps 8 of P's floats and 4 of its A registers live
+// instead of the whole block's (kM/2 and kM/4), which is what lets one warp hold all of Y's columns.
 #if defined(__CUDACC__)
 #pragma nv_exec_check_disable
 #endif
@@ -64,27 +67,6 @@ DECAYFW_WARP void chain_warp(int w, int lane, const Op* A, int lda, const Op* B0
   DECAYFW_WARP_UNROLL
   for (int kk = 0; kk < kK / 16; ++kk)
     Isa::template ldsm_x4<false>(a[kk], ldsm_address(A, lda, i0, kk * 16, lane, false));
-  float p[kM / 8][4] = {};
-  DECAYFW_WARP_UNROLL
-  for (int jt = 0; jt < kBlocks; ++jt) {
-    if (jt < first) continue;
-    if (jt >= last) break;
-    DECAYFW_WARP_UNROLL
-    for (int kk = 0; kk < kK / 16; ++kk)
-      mma_n16<Isa, false, Op>(p[2 * jt], p[2 * jt + 1], a[kk], ldsm_address(B0, ldb0, jt * 16, kk * 16, lane, true));
-  }
-  // P's block masked and rounded: n8 tile q's rows g, g + 8 are registers 0, 1 (q even) or 2, 3 (q odd) of the A
-  // operand for k step q / 2.
-  uint32_t pa[kBlocks][4];
-  DECAYFW_WARP_UNROLL
-  for (int q = 0; q < kM / 8; ++q) DECAYFW_WARP_UNROLL
-  for (int h = 0; h < 2; ++h) {
-    const int i = i0 + g + 8 * h, j = q * 8 + 2 * tq;
-    const uint32_t x = Isa::template pack2<Op>(chain_keeps(kMask, i, j) ? p[q][2 * h] : 0.0f,
-                                               chain_keeps(kMask, i, j + 1) ? p[q][2 * h + 1] : 0.0f);
-    pa[q / 2][h + 2 * (q % 2)] = x;
-    if (P && part == 0) *reinterpret_cast<uint32_t*>(P + i * ldp + j) = x;
-  }
   float y[kNp / 8][4] = {};
   DECAYFW_WARP_UNROLL
   for (int kk = 0; kk < kK / 16; ++kk) DECAYFW_WARP_UNROLL
@@ -96,14 +78,33 @@ DECAYFW_WARP void chain_warp(int w, int lane, const Op* A, int lda, const Op* B0
       mma_n16<Isa, true, Op>(y[2 * jt], y[2 * jt + 1], a[kk],
                              ldsm_address(B1, ldb1, kk * 16, n0 + jt * 16, lane, false));
   }
+  const bool stores = P && part == 0;
   DECAYFW_WARP_UNROLL
   for (int s = 0; s < kBlocks; ++s) {
-    if (s < first) continue;
-    if (s >= last) break;
+    const bool in = s >= first && s < last;
+    if (!in && !stores) continue;
+    float p[2][4] = {};
+    if (in) {
+      DECAYFW_WARP_UNROLL
+      for (int kk = 0; kk < kK / 16; ++kk)
+        mma_n16<Isa, false, Op>(p[0], p[1], a[kk], ldsm_address(B0, ldb0, s * 16, kk * 16, lane, true));
+    }
+    // The tile masked and rounded: its n8 tile q's rows g, g + 8 are registers 0, 1 (q = 0) or 2, 3 (q = 1) of the
+    // A operand for k step s.
+    uint32_t pa[4];
+    DECAYFW_WARP_UNROLL
+    for (int q = 0; q < 2; ++q) DECAYFW_WARP_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      const int i = i0 + g + 8 * h, j = s * 16 + q * 8 + 2 * tq;
+      const uint32_t x = Isa::template pack2<Op>(chain_keeps(kMask, i, j) ? p[q][2 * h] : 0.0f,
+                                                 chain_keeps(kMask, i, j + 1) ? p[q][2 * h + 1] : 0.0f);
+      pa[h + 2 * q] = x;
+      if (stores) *reinterpret_cast<uint32_t*>(P + i * ldp + j) = x;
+    }
+    if (!in) continue;
     DECAYFW_WARP_UNROLL
     for (int jt = 0; jt < kNp / 16; ++jt)
-      mma_n16<Isa, true, Op>(y[2 * jt], y[2 * jt + 1], pa[s],
-                             ldsm_address(B2, ldb2, s * 16, n0 + jt * 16, lane, false));
+      mma_n16<Isa, true, Op>(y[2 * jt], y[2 * jt + 1], pa, ldsm_address(B2, ldb2, s * 16, n0 + jt * 16, lane, false));
   }
   // The epilogue as gemm_apply's: per 16-column tile, the lane's pairs (accumulator_pair) are n8 tile 2jt's c0..c3,
   // then 2jt + 1's.
