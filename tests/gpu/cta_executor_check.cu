@@ -651,7 +651,7 @@ constexpr int kIndices = 1000, kValues = 256;
 //   kValues bf16 stored from floats and loaded back (their bits, then the loaded floats), then stored from the
 //   floats ± 1 by store2 (their bits), the same for fp16,
 //   kValues floats copied by copy16_async, 64 bytes zero-filled, and one word OR-ed by 32 indices.
-constexpr int kOutInts = kIndices + 2 * kValues + 2 * (kValues + kValues) + kValues + 16 + 1;
+constexpr int kOutInts = kIndices + 2 * kValues + 2 * (kValues / 2 + kValues + kValues / 2) + kValues + 16 + 1;
 
 template <typename Cta, typename B16, typename F16>
 __host__ __device__ void element_ops(Cta& x, unsigned char* smem, const float* in, int* out) {

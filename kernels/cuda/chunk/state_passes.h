@@ -126,12 +126,25 @@ DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float
                [&](int64_t e) { copy_state_quad<Cta, Cfg>(e, dst, ld_dst, src, ld_src, dst2, ld_dst2); });
 }
 
+// The serial passes' update of their running R×M fp32 state (state_pass's and forward_pass's S, dstate_pass's dS):
+// S ← e^{A_L} e^{B_L}ᵀ ⊙ S + Xᵀ Y over the chunk (X: C×R, the tile's rows; Y: C×M, the keys; both scaled already).
+// The decay is applied where the product is added (decay_state_pairs), so S is read and written once, and
+// also(d, m, o) gets each new pair o at (d, m) there.
+template <typename Cta, typename Op, typename Cfg, typename Also>
+DECAYFW_CTA void apply_state_update(Cta& cta, Tiles<Op, Cfg>& t, float* S, const Op* X, const Op* Y, Also&& also) {
+  constexpr int C = Cfg::C;
+  cta.template gemm_apply<true, false>(
+      Cfg::R, Cfg::M, C, X, Cfg::ldd_op, Y, Cfg::ldm_op, [&](int d, int m, const float* v) {
+        decay_state_pairs<Cta>(S + d * Cfg::ldm_f + m, Cfg::ldm_f, t.row_gates(C - 1) + d, t.key_gates(C - 1) + m, v,
+                               [&](int i, int j, const float* o) { also(d + i, m + j, o); });
+      });
+}
+
 // One chunk's state update (state_pass and forward_pass): the running R×M fp32 state S ←
 // e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}), from the chunk loaded in t (Kr, Vr, Bc, Ac).
 // The operands are scaled in place (each element by its own index): nothing reads the raw k and v
-// of the chunk after its update, and the serial passes then need no operand tiles of their own. The
-// decay of S is applied where the product is added (decay_state_pairs), so S is read and written once, and
-// also(d, m, o) gets each new pair o at (d, m) there.
+// of the chunk after its update, and the serial passes then need no operand tiles of their own. also: as
+// apply_state_update's.
 template <typename Cta, typename Op, typename Cfg, typename Also>
 DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S, Also&& also) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
@@ -148,11 +161,7 @@ DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S, Also&& also
     Op* v = t.Vr + j * Cfg::ldd_op + d;
     scale_quad<Cta>(v, v, t.row_gates(C - 1) + d, t.row_gates(j) + d);
   });
-  cta.template gemm_apply<true, false>(
-      R, M, C, t.Vr, Cfg::ldd_op, t.Kr, Cfg::ldm_op, [&](int d, int m, const float* v) {
-        decay_state_pairs<Cta>(S + d * Cfg::ldm_f + m, Cfg::ldm_f, t.row_gates(C - 1) + d, t.key_gates(C - 1) + m, v,
-                               [&](int i, int j, const float* o) { also(d + i, m + j, o); });
-      });
+  apply_state_update(cta, t, S, t.Vr, t.Kr, also);
 }
 
 // state_pass(n, tile): S ← e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}) chunk by chunk,
@@ -209,14 +218,10 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
           Op* g = t.Gr + i * Cfg::ldd_op + d;
           scale_quad<Cta>(g, g, t.row_gates(i) + d, nullptr);
         });
-        cta.template gemm_apply<true, false>(
-            R, M, C, t.Gr, Cfg::ldd_op, t.Qr, Cfg::ldm_op, [&](int d, int m, const float* v) {
-              // The gradient reaching the previous chunk's end state, as the update makes it.
-              decay_state_pairs<Cta>(dS + d * Cfg::ldm_f + m, Cfg::ldm_f, t.row_gates(C - 1) + d,
-                                     t.key_gates(C - 1) + m, v, [&](int i, int j, const float* o) {
-                                       if (prev) Cta::store2(prev + (d + i) * M + m + j, o);
-                                     });
-            });
+        // The gradient reaching the previous chunk's end state, as the update makes it.
+        apply_state_update(cta, t, dS, t.Gr, t.Qr, [&](int d, int m, const float* o) {
+          if (prev) Cta::store2(prev + d * M + m, o);
+        });
       });
   copy_state_tile<Cta, Cfg>(cta, a.ds0 + (n * D + row0) * M, M, dS, Cfg::ldm_f);
 }
