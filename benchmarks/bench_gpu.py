@@ -323,22 +323,22 @@ def chunk_kernel_bytes(N, T, D, M, elem=2, reuse_states=True, C=None, forward="s
 # MUFU and bytes.
 SMEM_WAVEFRONTS_PER_SECOND = 132 * 1.98e9
 SMEM_WAVEFRONTS = {
-    (32, 64, "factored"): {"dstate_pass": 1424, "forward_pass": 4341, "grad_pass": 10444, "output_pass": 3300, "state_pass": 1616},
+    (32, 64, "factored"): {"dstate_pass": 1424, "forward_pass": 3769, "grad_pass": 10444, "output_pass": 3300, "state_pass": 1427},
     (32, 64, "elementwise"): {"dstate_pass": 1424, "forward_pass": 8566, "grad_pass": 22227, "output_pass": 7526, "state_pass": 1616},
     (32, 64, "tensor"): {"dstate_pass": 1424, "forward_pass": 5466, "grad_pass": 14829, "output_pass": 4426, "state_pass": 1616},
-    (32, 64, "chunk"): {"dstate_pass": 1424, "forward_pass": 2933, "grad_pass": 5456, "output_pass": 1892, "state_pass": 1616},
-    (32, 128, "factored"): {"dstate_pass": 1424, "forward_pass": 4341, "grad_pass": 19400, "output_pass": 5576, "state_pass": 1616},
+    (32, 64, "chunk"): {"dstate_pass": 1424, "forward_pass": 2361, "grad_pass": 5456, "output_pass": 1892, "state_pass": 1427},
+    (32, 128, "factored"): {"dstate_pass": 1424, "forward_pass": 3769, "grad_pass": 19400, "output_pass": 5576, "state_pass": 1427},
     (32, 128, "elementwise"): {"dstate_pass": 1424, "forward_pass": 8566, "grad_pass": 40838, "output_pass": 12027, "state_pass": 1616},
     (32, 128, "tensor"): {"dstate_pass": 1424, "forward_pass": 5466, "grad_pass": 28706, "output_pass": 8491, "state_pass": 1616},
-    (32, 128, "chunk"): {"dstate_pass": 1424, "forward_pass": 2933, "grad_pass": 9904, "output_pass": 3368, "state_pass": 1616},
-    (64, 64, "factored"): {"dstate_pass": 2208, "forward_pass": 6037, "grad_pass": 14373, "output_pass": 4340, "state_pass": 2464},
+    (32, 128, "chunk"): {"dstate_pass": 1424, "forward_pass": 2361, "grad_pass": 9904, "output_pass": 3368, "state_pass": 1427},
+    (64, 64, "factored"): {"dstate_pass": 2208, "forward_pass": 5273, "grad_pass": 14373, "output_pass": 4341, "state_pass": 2211},
     (64, 64, "elementwise"): {"dstate_pass": 2208, "forward_pass": 13350, "grad_pass": 30274, "output_pass": 11654, "state_pass": 2464},
     (64, 64, "tensor"): {"dstate_pass": 2208, "forward_pass": 7650, "grad_pass": 19754, "output_pass": 5954, "state_pass": 2464},
-    (64, 64, "chunk"): {"dstate_pass": 2208, "forward_pass": 4277, "grad_pass": 7861, "output_pass": 2580, "state_pass": 2464},
-    (64, 128, "factored"): {"dstate_pass": 2208, "forward_pass": 6037, "grad_pass": 26187, "output_pass": 6855, "state_pass": 2464},
+    (64, 64, "chunk"): {"dstate_pass": 2208, "forward_pass": 3513, "grad_pass": 7861, "output_pass": 2581, "state_pass": 2211},
+    (64, 128, "factored"): {"dstate_pass": 2208, "forward_pass": 5273, "grad_pass": 26187, "output_pass": 6857, "state_pass": 2211},
     (64, 128, "elementwise"): {"dstate_pass": 2208, "forward_pass": 13350, "grad_pass": 53397, "output_pass": 17147, "state_pass": 2464},
     (64, 128, "tensor"): {"dstate_pass": 2208, "forward_pass": 7650, "grad_pass": 37893, "output_pass": 11283, "state_pass": 2464},
-    (64, 128, "chunk"): {"dstate_pass": 2208, "forward_pass": 4277, "grad_pass": 13899, "output_pass": 4327, "state_pass": 2464},
+    (64, 128, "chunk"): {"dstate_pass": 2208, "forward_pass": 3513, "grad_pass": 13899, "output_pass": 4329, "state_pass": 2211},
 }
 
 # MUFU operations per lane, as the programs make them (kernels/cuda/cta/cta_common.h, count_special_functions:
@@ -347,22 +347,22 @@ SMEM_WAVEFRONTS = {
 # at 132 SMs and 1.98 GHz: the second floor beside the bytes.
 MUFU_OPS_PER_SECOND = 132 * 16 * 1.98e9
 MUFU_OPS = {
-    (32, 64, "factored"): {"dstate_pass": 14336, "forward_pass": 38400, "grad_pass": 79104, "output_pass": 30208, "state_pass": 14336},
-    (32, 64, "elementwise"): {"dstate_pass": 14336, "forward_pass": 70656, "grad_pass": 161280, "output_pass": 62464, "state_pass": 14336},
-    (32, 64, "tensor"): {"dstate_pass": 14336, "forward_pass": 41984, "grad_pass": 98304, "output_pass": 33792, "state_pass": 14336},
-    (32, 64, "chunk"): {"dstate_pass": 14336, "forward_pass": 26624, "grad_pass": 45056, "output_pass": 18432, "state_pass": 14336},
-    (32, 128, "factored"): {"dstate_pass": 14336, "forward_pass": 38400, "grad_pass": 145920, "output_pass": 50176, "state_pass": 14336},
-    (32, 128, "elementwise"): {"dstate_pass": 14336, "forward_pass": 70656, "grad_pass": 299008, "output_pass": 105472, "state_pass": 14336},
-    (32, 128, "tensor"): {"dstate_pass": 14336, "forward_pass": 41984, "grad_pass": 190464, "output_pass": 65536, "state_pass": 14336},
-    (32, 128, "chunk"): {"dstate_pass": 14336, "forward_pass": 26624, "grad_pass": 79872, "output_pass": 30720, "state_pass": 14336},
-    (64, 64, "factored"): {"dstate_pass": 20480, "forward_pass": 52736, "grad_pass": 105472, "output_pass": 40448, "state_pass": 20480},
-    (64, 64, "elementwise"): {"dstate_pass": 20480, "forward_pass": 101376, "grad_pass": 215040, "output_pass": 89088, "state_pass": 20480},
-    (64, 64, "tensor"): {"dstate_pass": 20480, "forward_pass": 57344, "grad_pass": 131072, "output_pass": 45056, "state_pass": 20480},
-    (64, 64, "chunk"): {"dstate_pass": 20480, "forward_pass": 36864, "grad_pass": 61440, "output_pass": 24576, "state_pass": 20480},
-    (64, 128, "factored"): {"dstate_pass": 20480, "forward_pass": 52736, "grad_pass": 186368, "output_pass": 60416, "state_pass": 20480},
-    (64, 128, "elementwise"): {"dstate_pass": 20480, "forward_pass": 101376, "grad_pass": 382976, "output_pass": 139264, "state_pass": 20480},
-    (64, 128, "tensor"): {"dstate_pass": 20480, "forward_pass": 57344, "grad_pass": 249856, "output_pass": 86016, "state_pass": 20480},
-    (64, 128, "chunk"): {"dstate_pass": 20480, "forward_pass": 36864, "grad_pass": 102400, "output_pass": 36864, "state_pass": 20480},
+    (32, 64, "factored"): {"dstate_pass": 13824, "forward_pass": 31744, "grad_pass": 79104, "output_pass": 30208, "state_pass": 13824},
+    (32, 64, "elementwise"): {"dstate_pass": 13824, "forward_pass": 70144, "grad_pass": 161280, "output_pass": 62464, "state_pass": 13824},
+    (32, 64, "tensor"): {"dstate_pass": 13824, "forward_pass": 41472, "grad_pass": 98304, "output_pass": 33792, "state_pass": 13824},
+    (32, 64, "chunk"): {"dstate_pass": 13824, "forward_pass": 19968, "grad_pass": 45056, "output_pass": 18432, "state_pass": 13824},
+    (32, 128, "factored"): {"dstate_pass": 13824, "forward_pass": 31744, "grad_pass": 145920, "output_pass": 50176, "state_pass": 13824},
+    (32, 128, "elementwise"): {"dstate_pass": 13824, "forward_pass": 70144, "grad_pass": 299008, "output_pass": 105472, "state_pass": 13824},
+    (32, 128, "tensor"): {"dstate_pass": 13824, "forward_pass": 41472, "grad_pass": 190464, "output_pass": 65536, "state_pass": 13824},
+    (32, 128, "chunk"): {"dstate_pass": 13824, "forward_pass": 19968, "grad_pass": 79872, "output_pass": 30720, "state_pass": 13824},
+    (64, 64, "factored"): {"dstate_pass": 19456, "forward_pass": 43520, "grad_pass": 105472, "output_pass": 40448, "state_pass": 19456},
+    (64, 64, "elementwise"): {"dstate_pass": 19456, "forward_pass": 100352, "grad_pass": 215040, "output_pass": 89088, "state_pass": 19456},
+    (64, 64, "tensor"): {"dstate_pass": 19456, "forward_pass": 56320, "grad_pass": 131072, "output_pass": 45056, "state_pass": 19456},
+    (64, 64, "chunk"): {"dstate_pass": 19456, "forward_pass": 27648, "grad_pass": 61440, "output_pass": 24576, "state_pass": 19456},
+    (64, 128, "factored"): {"dstate_pass": 19456, "forward_pass": 43520, "grad_pass": 186368, "output_pass": 60416, "state_pass": 19456},
+    (64, 128, "elementwise"): {"dstate_pass": 19456, "forward_pass": 100352, "grad_pass": 382976, "output_pass": 139264, "state_pass": 19456},
+    (64, 128, "tensor"): {"dstate_pass": 19456, "forward_pass": 56320, "grad_pass": 249856, "output_pass": 86016, "state_pass": 19456},
+    (64, 128, "chunk"): {"dstate_pass": 19456, "forward_pass": 27648, "grad_pass": 102400, "output_pass": 36864, "state_pass": 19456},
 }
 
 

@@ -425,11 +425,15 @@ TEST(ChunkProgram, DiagonalFactorsAtTheBoundStayExact) {
 // most 40 over the chunk, and as the tensor form does otherwise; the key side's Pd then comes from the first
 // tile that takes the sub-chunks. Four chunks of 64 rows, two row tiles (D = 128), logits set per chunk:
 //   0: everything whole, spans near the bound (factors up to e^{37}, down to e^{-37});
-//   1: tile 0 whole, tile 1's rows wide (its Pd computed by tile 1);
+//   1: tile 0 whole, its rows and the keys spanning less than half the bound; tile 1's rows wide (its Pd
+//      computed by tile 1);
 //   2: tile 0's rows wide, tile 1 whole;
 //   3: one key column wide: no tile whole.
+// So the serial passes' state update takes every UpdateReference: Both in chunk 1's tile 0, End in the wide
+// tiles, Rows in the others.
 // With exact products, every output must match fp64 as the per-pair form does, the chunk path must have run
-// (its bits differ from the tensor form's), and its phases must not depend on their indices' order.
+// (its bits differ from the tensor form's), its phases must not depend on their indices' order, and the fused
+// forward must give the split pair's bits (its update takes K̃ and Ṽ from the whole chunks' products).
 template <typename In>
 void set_chunk_logits(Problem<In>& pr, bool key, int64_t chunk, int64_t col0, int64_t cols, double mean,
                       uint64_t seed) {
@@ -449,6 +453,8 @@ Problem<In> chunk_form_problem() {
   Problem<In> pr({1, 256, 1, 128, 32}, 19, 0.25, 0.0, true);  // logits 0.25: about 36.9 over a chunk
   set_chunk_logits(pr, false, 0, 0, 128, 0.25, 1);
   set_chunk_logits(pr, true, 0, 0, 32, 0.25, 2);
+  set_chunk_logits(pr, false, 1, 0, 64, 2.0, 6);  // about 8.1: both sides under half the bound
+  set_chunk_logits(pr, true, 1, 0, 32, 2.0, 7);
   set_chunk_logits(pr, false, 1, 64, 64, -2.0, 3);
   set_chunk_logits(pr, false, 2, 0, 64, -2.0, 4);
   set_chunk_logits(pr, true, 3, 7, 1, -2.0, 5);
@@ -475,7 +481,9 @@ TEST(ChunkProgram, ChunkFormTakesNarrowChunksWhole) {
   EXPECT_GT(max_chunk_span(z, 0, 0, 128, 128), 36.0) << "chunk 0's spans are not near the bound";
   EXPECT_LT(max_chunk_span(z, 0, 0, 128, 128), 40.0);
   EXPECT_LT(max_chunk_span(f, 0, 0, 32, 32), 40.0);
-  EXPECT_LT(max_chunk_span(z, 1, 0, 64, 128), 40.0) << "chunk 1, tile 0";
+  EXPECT_LT(max_chunk_span(z, 1, 0, 64, 128), 20.0) << "chunk 1, tile 0";
+  EXPECT_LT(max_chunk_span(f, 1, 0, 32, 32), 20.0) << "chunk 1, key side";
+  EXPECT_GT(max_chunk_span(z, 2, 64, 64, 128), 20.0) << "chunk 2, tile 1";
   EXPECT_GT(max_chunk_span(z, 1, 64, 64, 128), 40.0) << "chunk 1, tile 1";
   EXPECT_GT(max_chunk_span(z, 2, 0, 64, 128), 40.0) << "chunk 2, tile 0";
   EXPECT_LT(max_chunk_span(z, 2, 64, 64, 128), 40.0) << "chunk 2, tile 1";
@@ -735,12 +743,8 @@ void expect_within_one_rounding(const std::vector<In>& a, const std::vector<In>&
 // gradients of a backward that reuses its states, or recomputes them when it kept none; y too, up to
 // the compiler's choice of FMAs (below).
 template <typename In, int M, int C>
-void expect_fused_forward_same_bits(const Shape& s, bool with_states, const std::string& what,
-                                    decayfw::cta::Order order = decayfw::cta::Order::Forward,
-                                    chunk::DiagonalForm diagonal = chunk::DiagonalForm::Factored,
-                                    double gate_mean = 1.0, double gate_spread = 2.0) {
-  Problem<In> pr(s, 35, gate_mean, gate_spread, with_states);
-  pr.diagonal = diagonal;
+void expect_fused_problem_same_bits(const Problem<In>& pr, const std::string& what,
+                                    decayfw::cta::Order order = decayfw::cta::Order::Forward) {
   std::vector<float> split_states, fused_states;
   const Outputs<In> split = run_programs<In, M, C, false>(pr, order, true, true, &split_states, Forward::Split);
   const Outputs<In> fused = run_programs<In, M, C, false>(pr, order, true, true, &fused_states, Forward::Fused);
@@ -756,6 +760,15 @@ void expect_fused_forward_same_bits(const Shape& s, bool with_states, const std:
     expect_same_bits(split.sT, o->sT, what + ": " + form + "final state");
     expect_same_gradients(split, *o, what + ": " + form.substr(0, form.size() - 2));
   }
+}
+template <typename In, int M, int C>
+void expect_fused_forward_same_bits(const Shape& s, bool with_states, const std::string& what,
+                                    decayfw::cta::Order order = decayfw::cta::Order::Forward,
+                                    chunk::DiagonalForm diagonal = chunk::DiagonalForm::Factored,
+                                    double gate_mean = 1.0, double gate_spread = 2.0) {
+  Problem<In> pr(s, 35, gate_mean, gate_spread, with_states);
+  pr.diagonal = diagonal;
+  expect_fused_problem_same_bits<In, M, C>(pr, what, order);
 }
 
 TEST(ChunkProgram, FusedForwardGivesTheSameBitsAsTheSplitPair) {
@@ -778,6 +791,13 @@ TEST(ChunkProgram, FusedForwardGivesTheSameBitsAsTheSplitPair) {
                                                   Order::Reverse, chunk::DiagonalForm::Chunk, mean,
                                                   mean == 2.0 ? 1.0 : 2.0);
   }
+  // Every reference of the state update (ChunkFormTakesNarrowChunksWhole's chunks), where the fused forward's
+  // whole chunks hand their K̃ and Ṽ to the update and state_pass scales its own.
+  expect_fused_problem_same_bits<BFloat16, 32, 64>(chunk_form_problem<BFloat16>(), "bf16, chunk form, each reference");
+  Problem<BFloat16> factored = chunk_form_problem<BFloat16>();
+  factored.diagonal = chunk::DiagonalForm::Factored;
+  expect_fused_problem_same_bits<BFloat16, 32, 64>(factored, "bf16, factored form, each reference");
+  expect_fused_problem_same_bits<float, 32, 64>(chunk_form_problem<float>(), "tf32, chunk form, each reference");
 }
 
 // ... and in every compiled configuration, whose ForwardSmem layouts the GPU launches (the host

@@ -173,20 +173,25 @@ struct WideList {
   }
 };
 
+// The sub-chunks' words of one side, when the pass has them (state_pass has the chunk form's words alone: it has
+// no diagonal blocks).
+template <typename Op, typename Cfg>
+DECAYFW_CTA int64_t sub_chunk_words(const Tiles<Op, Cfg>& t, bool key) {
+  return t.key_wide == nullptr ? 0 : int64_t(Cfg::NS) * (key ? Cfg::key_words : Cfg::row_words);
+}
 // The words of the sides being loaded, cleared in the staging phase (before phase 2 sets their bits): the
 // sub-chunks' wide bits, then the chunk form's word of each side.
 template <typename Op, typename Cfg>
 DECAYFW_CTA int64_t wide_word_count(const Tiles<Op, Cfg>& t, int sides) {
-  if (t.key_wide == nullptr) return 0;
   const int64_t chunk_words =
       t.chunk_wide && t.takes_chunks_whole() ? (sides & kKeySide ? 1 : 0) + (sides & kRowSide ? 1 : 0) : 0;
-  return int64_t(Cfg::NS) * ((sides & kKeySide ? Cfg::key_words : 0) + (sides & kRowSide ? Cfg::row_words : 0)) +
+  return (sides & kKeySide ? sub_chunk_words(t, true) : 0) + (sides & kRowSide ? sub_chunk_words(t, false) : 0) +
          chunk_words;
 }
 template <typename Op, typename Cfg>
 DECAYFW_CTA void clear_wide_word(Tiles<Op, Cfg>& t, int sides, int64_t e) {
-  const int64_t keys = sides & kKeySide ? int64_t(Cfg::NS) * Cfg::key_words : 0;
-  const int64_t rows = sides & kRowSide ? int64_t(Cfg::NS) * Cfg::row_words : 0;
+  const int64_t keys = sides & kKeySide ? sub_chunk_words(t, true) : 0;
+  const int64_t rows = sides & kRowSide ? sub_chunk_words(t, false) : 0;
   if (e < keys)
     t.key_wide[e] = 0u;
   else if (e < keys + rows)
@@ -199,8 +204,9 @@ DECAYFW_CTA void clear_wide_word(Tiles<Op, Cfg>& t, int sides, int64_t e) {
 // down the chunk in the order of the rows, each inclusive sum stored to Bc or Ac. One thread walks the column,
 // so the sums come in registers: a sub-chunk whose span (its first row's sum less its last's) exceeds
 // wide_span_bound sets the column's bit in that sub-chunk's words, and in the chunk form a column whose last
-// sum is below −bound (its span over the whole chunk) sets its side's word; NaN sets them too. (One phase for
-// log gates and sums: the log gates were a phase of their own, stored and read back.)
+// sum is below −bound/2 (its span over the whole chunk) sets kChunkOverHalf in its side's word, below −bound
+// kChunkWide too; NaN sets them all. (One phase for log gates and sums: the log gates were a phase of their own,
+// stored and read back.)
 template <typename Cfg>
 DECAYFW_CTA int64_t column_count(int sides) {
   return (sides & kKeySide ? Cfg::M : 0) + (sides & kRowSide ? Cfg::R : 0);
@@ -230,7 +236,8 @@ DECAYFW_CTA void gate_column(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, int s
     }
     if (words && !(first - s <= bound)) cta.atomic_or(words + I * words_per_sub + (col >> 5), 1u << (col & 31));
   }
-  if (t.takes_chunks_whole() && t.chunk_wide && !(-s <= bound)) cta.atomic_or(t.chunk_wide + (key ? 0 : 1), 1u);
+  if (t.takes_chunks_whole() && t.chunk_wide && !(-s <= 0.5f * bound))
+    cta.atomic_or(t.chunk_wide + (key ? 0 : 1), !(-s <= bound) ? kChunkWide | kChunkOverHalf : kChunkOverHalf);
 }
 
 // Phase 2 of a staged chunk: the caller started its copies and cleared the sides' wide words (wide_word_count

@@ -152,10 +152,15 @@ DECAYFW_CTA void forward_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t t
     store_y(cta, a, pl, t);
     const bool more = pl.chunk + 1 < a.chunks;  // the last chunk's state (S_T) is copied below
     float* next = a.states && more ? a.states + pl.state_row(pl.chunk + 1, slots, D, 0) * M : nullptr;
-    update_state(cta, t, S, [&](int d, int m, const float* o) {
-      if (more) Cta::store2(t.Sop + d * Cfg::ldm_op + m, o);
-      if (next) Cta::store2(next + d * M + m, o);
-    });
+    // A whole chunk leaves K̃ in Xb and Ṽ in Xc, which the update takes where the spans allow.
+    const bool whole = t.chunk_narrow();
+    update_state(
+        cta, t, S,
+        [&](int d, int m, const float* o) {
+          if (more) Cta::store2(t.Sop + d * Cfg::ldm_op + m, o);
+          if (next) Cta::store2(next + d * M + m, o);
+        },
+        whole ? t.Xb : nullptr, whole ? t.Xc : nullptr);
   });
   float* final_state = a.final_state ? a.final_state + (n * D + row0) * M : nullptr;
   if (a.states) {

@@ -83,7 +83,8 @@ DECAYFW_CTA void walk_chunks(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
 }
 
 // Shared-memory carve of state_pass / dstate_pass (the same shape: a running R×M fp32 state, the
-// raw tiles of one rank-C update, scaled in place, their second set, and the gate logits).
+// raw tiles of one rank-C update, scaled in place, their second set, and the gate logits; state_pass also the
+// chunk form's two words, for update_state's reference).
 template <typename Op, typename Cfg>
 struct ScanSmem {
   float* S;
@@ -100,6 +101,7 @@ struct ScanSmem {
     t.Fr = ar.take<Op>(size_t(C) * M);
     t.Zr = ar.take<Op>(size_t(C) * R);
     next = carve_next_staging(ar, t, backward, !backward, !backward, backward);
+    if (!backward) t.chunk_wide = ar.take<uint32_t>(2);
     bytes = ar.used();
   }
   size_t bytes;
@@ -127,41 +129,52 @@ DECAYFW_CTA void copy_state_tile(Cta& cta, Dst* dst, int64_t ld_dst, const float
 }
 
 // The serial passes' update of their running R×M fp32 state (state_pass's and forward_pass's S, dstate_pass's dS):
-// S ← e^{A_L} e^{B_L}ᵀ ⊙ S + Xᵀ Y over the chunk (X: C×R, the tile's rows; Y: C×M, the keys; both scaled already).
-// The decay is applied where the product is added (decay_state_pairs), so S is read and written once, and
-// also(d, m, o) gets each new pair o at (d, m) there.
+// S ← e^{A_L} e^{B_L}ᵀ ⊙ S + Xᵀ Y over the chunk (X: C×R, the tile's rows; Y: C×M, the keys; both scaled already,
+// referred to where `ref` says: UpdateReference). The decay is applied where the product is added
+// (decay_state_pairs), so S is read and written once, and also(d, m, o) gets each new pair o at (d, m) there.
 template <typename Cta, typename Op, typename Cfg, typename Also>
-DECAYFW_CTA void apply_state_update(Cta& cta, Tiles<Op, Cfg>& t, float* S, const Op* X, const Op* Y, Also&& also) {
+DECAYFW_CTA void apply_state_update(Cta& cta, Tiles<Op, Cfg>& t, float* S, const Op* X, const Op* Y,
+                                    UpdateReference ref, Also&& also) {
   constexpr int C = Cfg::C;
   cta.template gemm_apply<true, false>(
       Cfg::R, Cfg::M, C, X, Cfg::ldd_op, Y, Cfg::ldm_op, [&](int d, int m, const float* v) {
         decay_state_pairs<Cta>(S + d * Cfg::ldm_f + m, Cfg::ldm_f, t.row_gates(C - 1) + d, t.key_gates(C - 1) + m, v,
-                               [&](int i, int j, const float* o) { also(d + i, m + j, o); });
+                               ref, [&](int i, int j, const float* o) { also(d + i, m + j, o); });
       });
 }
 
 // One chunk's state update (state_pass and forward_pass): the running R×M fp32 state S ←
-// e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}), from the chunk loaded in t (Kr, Vr, Bc, Ac).
-// The operands are scaled in place (each element by its own index): nothing reads the raw k and v
-// of the chunk after its update, and the serial passes then need no operand tiles of their own. also: as
-// apply_state_update's.
+// e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}), from the chunk loaded in t (Kr, Vr, Bc, Ac), its
+// operands referred to the chunk's start where the spans allow (Tiles::update_reference). The operands are scaled
+// in place (each element by its own index): nothing reads the raw k and v of the chunk after its update, and the
+// serial passes then need no operand tiles of their own. The fused forward has K̃ = K ⊙ e^{−B} and Ṽ = V ⊙ e^{−A}
+// already after a whole chunk (whole_chunk_operands, the same operations as the scaling here: the same bits as
+// state_pass's) and passes them (k_start, v_start): where the reference takes them, that side needs no scaling.
+// also: as apply_state_update's.
 template <typename Cta, typename Op, typename Cfg, typename Also>
-DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S, Also&& also) {
+DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S, Also&& also, const Op* k_start = nullptr,
+                              const Op* v_start = nullptr) {
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
-  cta.for_each(int64_t(C) * (MQ + RQ), [&](int64_t e) {
-    if (e < int64_t(C) * MQ) {
-      int j, m;
-      quad_at<Op, MQ>(e, j, m);
-      Op* k = t.Kr + j * Cfg::ldm_op + m;
-      scale_quad<Cta>(k, k, t.key_gates(C - 1) + m, t.key_gates(j) + m);
-      return;
-    }
-    e -= int64_t(C) * MQ;
-    const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
-    Op* v = t.Vr + j * Cfg::ldd_op + d;
-    scale_quad<Cta>(v, v, t.row_gates(C - 1) + d, t.row_gates(j) + d);
-  });
-  apply_state_update(cta, t, S, t.Vr, t.Kr, also);
+  const UpdateReference ref = t.update_reference();
+  const bool keys_at_start = ref == UpdateReference::Both, rows_at_start = ref != UpdateReference::End;
+  const Op* K = keys_at_start && k_start ? k_start : t.Kr;
+  const Op* V = rows_at_start && v_start ? v_start : t.Vr;
+  const int64_t keys = K == t.Kr ? int64_t(C) * MQ : 0, rows = V == t.Vr ? int64_t(C) * RQ : 0;
+  if (keys + rows > 0)
+    cta.for_each(keys + rows, [&](int64_t e) {
+      if (e < keys) {
+        int j, m;
+        quad_at<Op, MQ>(e, j, m);
+        Op* k = t.Kr + j * Cfg::ldm_op + m;
+        scale_quad<Cta>(k, k, keys_at_start ? nullptr : t.key_gates(C - 1) + m, t.key_gates(j) + m);
+        return;
+      }
+      e -= keys;
+      const int j = static_cast<int>(e / RQ), d = static_cast<int>(e % RQ) * kQuad;
+      Op* v = t.Vr + j * Cfg::ldd_op + d;
+      scale_quad<Cta>(v, v, rows_at_start ? nullptr : t.row_gates(C - 1) + d, t.row_gates(j) + d);
+    });
+  apply_state_update(cta, t, S, V, K, ref, also);
 }
 
 // state_pass(n, tile): S ← e^{A_L} e^{B_L}ᵀ ⊙ S + (V ⊙ e^{A_L−A})ᵀ (K ⊙ e^{B_L−B}) chunk by chunk,
@@ -170,6 +183,7 @@ template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void state_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t tile, unsigned char* smem) {
   constexpr int M = Cfg::M;
   ScanSmem<Op, Cfg> sm(smem, false);
+  choose_form<Cta>(sm.t, a);  // update_state's reference follows the fused forward's
   float* S = sm.S;
   const int64_t slots = a.chunks + 1, D = a.D, row0 = tile * kRows;
   const Place start(a, n, 0, tile, Cfg::C);  // S_0, also chunk 0's start state
@@ -219,7 +233,7 @@ DECAYFW_CTA void dstate_pass(Cta& cta, const ChunkArgs& a, int64_t n, int64_t ti
           scale_quad<Cta>(g, g, t.row_gates(i) + d, nullptr);
         });
         // The gradient reaching the previous chunk's end state, as the update makes it.
-        apply_state_update(cta, t, dS, t.Gr, t.Qr, [&](int d, int m, const float* o) {
+        apply_state_update(cta, t, dS, t.Gr, t.Qr, UpdateReference::End, [&](int d, int m, const float* o) {
           if (prev) Cta::store2(prev + d * M + m, o);
         });
       });

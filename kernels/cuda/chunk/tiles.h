@@ -252,19 +252,41 @@ DECAYFW_CTA void decay_state_quad(T* s, float a, const float* b) {
   Cta::store4(s, o);
 }
 
+// Where the serial passes' state update refers its operands (update_state): the update of a chunk is
+//   S ← e^{A_L} e^{B_L}ᵀ ⊙ S + Σ_j (v_j e^{A_L − A_j}) (k_j e^{B_L − B_j})ᵀ,
+// and e^{A_L − A_j} = e^{A_L}·e^{−A_j} takes e^{A_L} (a row's) and e^{B_L} (a column's) out of the sum, to the
+// epilogue, where the chunk's spans allow it: the operands referred to the chunk's start are the chunk form's
+// Ṽ = V ⊙ e^{−A} and K̃ = K ⊙ e^{−B} (whole_chunk_operands), which the fused forward has already, so that its
+// update needs no operands of its own. Each factor taken out scales the sum's terms by up to e^{span} of its side
+// before the epilogue brings them back, so:
+//   End:  every column's factors stay in the operands (any spans);
+//   Rows: Ṽ (the tile's rows span at most wide_span_bound over the chunk), K' = K ⊙ e^{B_L − B},
+//         S ← e^{A_L} ⊙ (e^{B_L}ᵀ ⊙ S + Ṽᵀ K');
+//   Both: Ṽ and K̃ (both sides span at most half of it: the terms reach e^{bound}·|v||k| as the chunk form's
+//         products do), S ← e^{A_L} e^{B_L}ᵀ ⊙ (S + Ṽᵀ K̃).
+enum class UpdateReference : int { End, Rows, Both };
+
+// The bits of the chunk form's words (Tiles::chunk_wide): a column of the side spans more than wide_span_bound over
+// the chunk, more than half of it.
+constexpr uint32_t kChunkWide = 1u, kChunkOverHalf = 2u;
+
 // The serial passes' state update in one lane's part of its product (gemm_apply's epilogue, v as decay_pairs'
-// takes it): s ← s·e^{a + b} + v at rows d, d + 8 and columns m, m + 8 (+ 1) of the fp32 state, a the rows' A_L
-// (a[0] row d, a[8] row d + 8), b the columns' B_L; then also(i, j, o) with each new pair o at (d + i, m + j),
-// for the pass to write where the next chunk wants it. The decay is decay_state_quad's; applying it here rather
-// than in a phase before a gemm that loads the state as its accumulators and stores it back reads and writes
-// the state once a chunk instead of twice, and the copies of the new state need not read it again.
+// takes it): at rows d, d + 8 and columns m, m + 8 (+ 1) of the fp32 state, s ← s·e^{a}e^{b} + v with v added
+// where `ref` (UpdateReference) says the operands refer to: before both factors (Both), between them (Rows) or
+// after (End); a the rows' A_L (a[0] row d, a[8] row d + 8), b the columns' B_L. Then also(i, j, o) with each new
+// pair o at (d + i, m + j), for the pass to write where the next chunk wants it. Applying the decay here rather
+// than in a phase before a gemm that loads the state as its accumulators and stores it back reads and writes the
+// state once a chunk instead of twice, and the copies of the new state need not read it again. One exponential
+// a row and one a column (e^{a}·e^{b}, not e^{a + b}): 6 a lane and 16×16 tile, where one an element took 8.
 template <typename Cta, typename Also>
-DECAYFW_CTA void decay_state_pairs(float* s, int ld, const float* a, const float* b, const float* v, Also&& also) {
-  const float ga[2] = {a[0], a[8]};
+DECAYFW_CTA void decay_state_pairs(float* s, int ld, const float* a, const float* b, const float* v,
+                                   UpdateReference ref, Also&& also) {
+  const float ea[2] = {decay_exp(a[0]), decay_exp(a[8])};
   DECAYFW_UNROLL
   for (int c = 0; c < 2; ++c) {  // columns m, m + 8
     float gb[2];
     Cta::load2(b + 8 * c, gb);
+    const float eb[2] = {decay_exp(gb[0]), decay_exp(gb[1])};
     DECAYFW_UNROLL
     for (int r = 0; r < 2; ++r) {  // rows d, d + 8: pair r + 2c
       float* p = s + 8 * r * ld + 8 * c;
@@ -272,7 +294,15 @@ DECAYFW_CTA void decay_state_pairs(float* s, int ld, const float* a, const float
       float o[2];
       Cta::load2(p, o);
       DECAYFW_UNROLL
-      for (int w = 0; w < 2; ++w) o[w] = o[w] * decay_exp(ga[r] + gb[w]) + x[w];
+      for (int w = 0; w < 2; ++w) {
+        float u = o[w];
+        if (ref == UpdateReference::Both) u += x[w];
+        u *= eb[w];
+        if (ref == UpdateReference::Rows) u += x[w];
+        u *= ea[r];
+        if (ref == UpdateReference::End) u += x[w];
+        o[w] = u;
+      }
       Cta::store2(p, o);
       also(8 * r, 8 * c, static_cast<const float*>(o));
     }
@@ -379,10 +409,10 @@ struct Tiles {
   // Rd, scaled by their factors through its first row, zero in the wide columns) when factored.
   DiagonalForm diagonal = DiagonalForm::Elementwise;
   float *Fx = nullptr, *Fy = nullptr;
-  // The chunk form's two words, key side then the tile's rows: nonzero where some column's log gates span more
-  // than wide_span_bound over the whole chunk (set with the wide bits; null where a pass has none). Pc: the
-  // chunk form's C×C products in the operand type, in the region P, Pop, Fx, Fy, Sop and dSop share, after
-  // Sop (which its products still read) and where dSop is (dead by then).
+  // The chunk form's two words, key side then the tile's rows: kChunkWide set where some column's log gates span
+  // more than wide_span_bound over the whole chunk, kChunkOverHalf where more than half of it (set with the wide
+  // bits; null where a pass has none). Pc: the chunk form's C×C products in the operand type, in the region P,
+  // Pop, Fx, Fy, Sop and dSop share, after Sop (which its products still read) and where dSop is (dead by then).
   uint32_t* chunk_wide = nullptr;
   Op* Pc = nullptr;
   // Row i of the cumulative log gates, whose rows are padded (Cfg::ldg_m, ldg_r).
@@ -394,7 +424,12 @@ struct Tiles {
   // This chunk (and tile) takes the chunk form's whole-chunk products.
   // (The factored form takes such a chunk whole too, its 16×16 diagonal blocks apart in fp32: blocks_apart.)
   DECAYFW_HD bool chunk_narrow() const {
-    return takes_chunks_whole() && chunk_wide != nullptr && (chunk_wide[0] | chunk_wide[1]) == 0u;
+    return takes_chunks_whole() && chunk_wide != nullptr && ((chunk_wide[0] | chunk_wide[1]) & kChunkWide) == 0u;
+  }
+  // Where the serial passes' update of this chunk refers its operands (UpdateReference): what the spans allow.
+  DECAYFW_HD UpdateReference update_reference() const {
+    if (!takes_chunks_whole() || chunk_wide == nullptr || (chunk_wide[1] & kChunkWide)) return UpdateReference::End;
+    return ((chunk_wide[0] | chunk_wide[1]) & kChunkOverHalf) ? UpdateReference::Rows : UpdateReference::Both;
   }
   DECAYFW_HD bool takes_chunks_whole() const {
     return fp32_range && (diagonal == DiagonalForm::Chunk || diagonal == DiagonalForm::Factored);
