@@ -12,6 +12,9 @@
   diagonal term per pair of rows in fp32 (the default before the factored form), where ``chunk`` takes
   the default, the factored form (fp32 operands scaled once per row); ``chunk-whole``: the chunk form
   (DECAYFW_CHUNK_DIAGONAL=chunk), every chunk of these gates taken whole by one product over the chunk;
+  ``chunk-ugi``: ``chunk`` with a freshly swapped model's gate logits (each channel's Uniform Gate
+  Initialization bias, decayfw.nn.uniform_gate_bias, plus N(0, 1)), whose fast channels are wide and leave no
+  chunk whole: what fine-tuning starts from, where the N(2, 1) columns are the kernels' best case;
 - ``naive``: a per-token PyTorch loop (autograd for the backward);
 - ``t2fw``: T2FW's algorithm (Mao 2022's released kernels) re-implemented in Triton: one program
   per state tile running serially over time, every state S_t stored (fp16) for the backward,
@@ -31,6 +34,7 @@ starts no sweep size after S seconds from the start and still prints every table
 it left out: the GPU machine's calls are short (tests/gpu/run_all.sh gives it what its deadline allows).
 """
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -41,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 import decayfw
+from decayfw.nn import uniform_gate_bias
 
 try:
     import triton
@@ -127,12 +132,23 @@ class T2FWFunction(torch.autograd.Function):
 
 # -- candidates ----------------------------------------------------------------------------------------
 
-def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False):
+def make_inputs(N, T, D, M, dtype=torch.bfloat16, requires_grad=False, gates="normal", device="cuda"):
+    """The benchmark's inputs. Gate logits: "normal", N(2, 1) (every column narrow, every chunk whole: the chunk
+    kernels' best case); "ugi", a freshly swapped model's, each channel's Uniform Gate Initialization bias
+    (decayfw.nn.uniform_gate_bias, per head) plus N(0, 1) (fast channels wide, no chunk whole)."""
     B, H = N // 16 if N >= 16 else 1, min(16, N)
-    g = torch.Generator(device="cuda").manual_seed(0)
-    r = lambda *s: torch.randn(*s, device="cuda", generator=g)
+    g = torch.Generator(device=device).manual_seed(0)
+    r = lambda *s: torch.randn(*s, device=device, generator=g)
+    if gates == "ugi":
+        cpu = torch.Generator().manual_seed(0)
+        bias = lambda X: torch.stack([uniform_gate_bias(X, cpu) for _ in range(H)]).to(device)  # [H, X]
+        z_mean, f_mean = bias(D), bias(M)
+    elif gates == "normal":
+        z_mean = f_mean = 2.0
+    else:
+        raise ValueError(f"make_inputs: gates is 'normal' or 'ugi', got {gates!r}")
     x = {"q": r(B, T, H, M) / M ** 0.5, "k": r(B, T, H, M) / M ** 0.5, "v": r(B, T, H, D),
-         "z": r(B, T, H, D) + 2, "f": r(B, T, H, M) + 2}
+         "z": r(B, T, H, D) + z_mean, "f": r(B, T, H, M) + f_mean}
     x = {n: t.to(dtype).requires_grad_(requires_grad) for n, t in x.items()}
     return x, B, H
 
@@ -238,11 +254,14 @@ CHUNK_THREADS = ("512", "256")
 # (DECAYFW_CHUNK_DIAGONAL=elementwise, tensor, chunk) at the default count, the factored and chunk forms with the
 # whole chunks' products through shared memory (DECAYFW_CHUNK_CHAIN=off), and the chunk form with grad_pass's four
 # chains in one phase at 256 threads (DECAYFW_CHUNK_GRAD_PHASES=one), whose cost or gain in each kernel then reads
-# directly.
-BREAKDOWN_VARIANTS = (tuple((t, "auto", "auto", "auto") for t in CHUNK_THREADS)
-                      + tuple((CHUNK_THREADS[0], d, "auto", "auto") for d in ("elementwise", "tensor", "chunk"))
-                      + tuple((CHUNK_THREADS[0], d, "off", "auto") for d in ("auto", "chunk"))
-                      + ((CHUNK_THREADS[0], "chunk", "auto", "one"),))
+# directly; all with the benchmark's N(2, 1) gates, then the default and tensor-core forms with a freshly swapped
+# model's (make_inputs' "ugi": no chunk whole, fast channels wide), which say what real gates cost each kernel and
+# which form serves them faster.
+BREAKDOWN_VARIANTS = (tuple((t, "auto", "auto", "auto", "normal") for t in CHUNK_THREADS)
+                      + tuple((CHUNK_THREADS[0], d, "auto", "auto", "normal") for d in ("elementwise", "tensor", "chunk"))
+                      + tuple((CHUNK_THREADS[0], d, "off", "auto", "normal") for d in ("auto", "chunk"))
+                      + ((CHUNK_THREADS[0], "chunk", "auto", "one", "normal"),)
+                      + tuple((CHUNK_THREADS[0], d, "auto", "auto", "ugi") for d in ("auto", "tensor")))
 
 
 def kernel_of(name):
@@ -252,10 +271,11 @@ def kernel_of(name):
     return "other"
 
 
-def kernel_breakdown(N, T, D, M, forward, threads="auto", reps=5, diagonal="auto", chain="auto", grad_phases="auto"):
+def kernel_breakdown(N, T, D, M, forward, threads="auto", reps=5, diagonal="auto", chain="auto", grad_phases="auto",
+                     gates="normal"):
     """µs per forward+backward call of the chunk path, per kernel (bf16), from CUDA kernel events."""
     from torch.profiler import ProfilerActivity, profile
-    x, _, _ = make_inputs(N, T, D, M, requires_grad=True)
+    x, _, _ = make_inputs(N, T, D, M, requires_grad=True, gates=gates)
     call = lambda: run_decayfw(x, True, "chunk", forward=forward, threads=threads, diagonal=diagonal, chain=chain,
                                grad_phases=grad_phases)
     for _ in range(2):
@@ -365,6 +385,55 @@ MUFU_OPS = {
     (64, 128, "chunk"): {"dstate_pass": 19456, "forward_pass": 27648, "grad_pass": 102400, "output_pass": 36864, "state_pass": 19456},
 }
 
+# The same counts with a freshly swapped model's gates (smem_bank_report --gates ugi: each channel's logits its
+# Uniform Gate Initialization bias, decayfw.nn.uniform_gate_bias, plus N(0, 1) a token). Its fast channels (σ near
+# 1/X) span more than wide_span_bound over a 16-token sub-chunk, and some channel of every chunk spans more than it
+# over the chunk: no chunk is taken whole, so the chunk form runs as the tensor form does, the factored form factors
+# its narrow columns only, and every form takes its wide columns per pair. Regenerate as above, with --gates ugi.
+SMEM_WAVEFRONTS_UGI = {
+    (32, 64, "factored"): {"dstate_pass": 1424, "forward_pass": 7542, "grad_pass": 18332, "output_pass": 6498, "state_pass": 1624},
+    (32, 64, "elementwise"): {"dstate_pass": 1424, "forward_pass": 8566, "grad_pass": 22227, "output_pass": 7526, "state_pass": 1616},
+    (32, 64, "tensor"): {"dstate_pass": 1424, "forward_pass": 6366, "grad_pass": 17170, "output_pass": 5326, "state_pass": 1616},
+    (32, 64, "chunk"): {"dstate_pass": 1424, "forward_pass": 6378, "grad_pass": 17179, "output_pass": 5334, "state_pass": 1624},
+    (32, 128, "factored"): {"dstate_pass": 1424, "forward_pass": 7870, "grad_pass": 37840, "output_pass": 12434, "state_pass": 1624},
+    (32, 128, "elementwise"): {"dstate_pass": 1424, "forward_pass": 8566, "grad_pass": 40838, "output_pass": 12027, "state_pass": 1616},
+    (32, 128, "tensor"): {"dstate_pass": 1424, "forward_pass": 6727, "grad_pass": 35970, "output_pass": 10593, "state_pass": 1616},
+    (32, 128, "chunk"): {"dstate_pass": 1424, "forward_pass": 6739, "grad_pass": 35986, "output_pass": 10608, "state_pass": 1624},
+    (64, 64, "factored"): {"dstate_pass": 2208, "forward_pass": 10553, "grad_pass": 25778, "output_pass": 8854, "state_pass": 2474},
+    (64, 64, "elementwise"): {"dstate_pass": 2208, "forward_pass": 13350, "grad_pass": 30274, "output_pass": 11654, "state_pass": 2464},
+    (64, 64, "tensor"): {"dstate_pass": 2208, "forward_pass": 9199, "grad_pass": 23832, "output_pass": 7503, "state_pass": 2464},
+    (64, 64, "chunk"): {"dstate_pass": 2208, "forward_pass": 9213, "grad_pass": 23842, "output_pass": 7514, "state_pass": 2474},
+    (64, 128, "factored"): {"dstate_pass": 2208, "forward_pass": 10686, "grad_pass": 48539, "output_pass": 15587, "state_pass": 2474},
+    (64, 128, "elementwise"): {"dstate_pass": 2208, "forward_pass": 13350, "grad_pass": 53397, "output_pass": 17147, "state_pass": 2464},
+    (64, 128, "tensor"): {"dstate_pass": 2208, "forward_pass": 9365, "grad_pass": 45765, "output_pass": 13839, "state_pass": 2464},
+    (64, 128, "chunk"): {"dstate_pass": 2208, "forward_pass": 9379, "grad_pass": 45783, "output_pass": 13857, "state_pass": 2474},
+}
+
+MUFU_OPS_UGI = {
+    (32, 64, "factored"): {"dstate_pass": 13824, "forward_pass": 44976, "grad_pass": 102636, "output_pass": 37296, "state_pass": 13824},
+    (32, 64, "elementwise"): {"dstate_pass": 13824, "forward_pass": 70144, "grad_pass": 161280, "output_pass": 62464, "state_pass": 13824},
+    (32, 64, "tensor"): {"dstate_pass": 13824, "forward_pass": 42720, "grad_pass": 102176, "output_pass": 35040, "state_pass": 13824},
+    (32, 64, "chunk"): {"dstate_pass": 13824, "forward_pass": 42720, "grad_pass": 102176, "output_pass": 35040, "state_pass": 13824},
+    (32, 128, "factored"): {"dstate_pass": 13824, "forward_pass": 46426, "grad_pass": 200842, "output_pass": 72136, "state_pass": 13824},
+    (32, 128, "elementwise"): {"dstate_pass": 13824, "forward_pass": 70144, "grad_pass": 299008, "output_pass": 105472, "state_pass": 13824},
+    (32, 128, "tensor"): {"dstate_pass": 13824, "forward_pass": 44244, "grad_pass": 202236, "output_pass": 69652, "state_pass": 13824},
+    (32, 128, "chunk"): {"dstate_pass": 13824, "forward_pass": 44244, "grad_pass": 202236, "output_pass": 69652, "state_pass": 13824},
+    (64, 64, "factored"): {"dstate_pass": 19456, "forward_pass": 61744, "grad_pass": 138252, "output_pass": 50480, "state_pass": 19456},
+    (64, 64, "elementwise"): {"dstate_pass": 19456, "forward_pass": 100352, "grad_pass": 215040, "output_pass": 89088, "state_pass": 19456},
+    (64, 64, "tensor"): {"dstate_pass": 19456, "forward_pass": 59488, "grad_pass": 137760, "output_pass": 48224, "state_pass": 19456},
+    (64, 64, "chunk"): {"dstate_pass": 19456, "forward_pass": 59488, "grad_pass": 137760, "output_pass": 48224, "state_pass": 19456},
+    (64, 128, "factored"): {"dstate_pass": 19456, "forward_pass": 62924, "grad_pass": 261503, "output_pass": 92218, "state_pass": 19456},
+    (64, 128, "elementwise"): {"dstate_pass": 19456, "forward_pass": 100352, "grad_pass": 382976, "output_pass": 139264, "state_pass": 19456},
+    (64, 128, "tensor"): {"dstate_pass": 19456, "forward_pass": 60742, "grad_pass": 264598, "output_pass": 91562, "state_pass": 19456},
+    (64, 128, "chunk"): {"dstate_pass": 19456, "forward_pass": 60742, "grad_pass": 264598, "output_pass": 91562, "state_pass": 19456},
+}
+
+# The gate logits the tables were counted with: "normal", the benchmark's N(2, 1) (every column narrow, every
+# chunk whole); "ugi", a freshly swapped model's (above).
+GATES = ("normal", "ugi")
+_COUNTS = {("smem", "normal"): SMEM_WAVEFRONTS, ("smem", "ugi"): SMEM_WAVEFRONTS_UGI,
+           ("mufu", "normal"): MUFU_OPS, ("mufu", "ugi"): MUFU_OPS_UGI}
+
 
 def _per_call(table, N, T, D, M, forward, diagonal):
     """One forward+backward call's count of each chunk kernel from a per-chunk table (SMEM_WAVEFRONTS, MUFU_OPS),
@@ -383,16 +452,16 @@ def _per_call(table, N, T, D, M, forward, diagonal):
     return w
 
 
-def chunk_kernel_smem(N, T, D, M, forward="split", diagonal="factored"):
-    """Shared-memory wavefronts of each chunk-path kernel in one forward+backward call (bf16; SMEM_WAVEFRONTS),
-    or None for sizes the table does not hold."""
-    return _per_call(SMEM_WAVEFRONTS, N, T, D, M, forward, diagonal)
+def chunk_kernel_smem(N, T, D, M, forward="split", diagonal="factored", gates="normal"):
+    """Shared-memory wavefronts of each chunk-path kernel in one forward+backward call (bf16; SMEM_WAVEFRONTS, or
+    SMEM_WAVEFRONTS_UGI for gates="ugi"), or None for sizes the table does not hold."""
+    return _per_call(_COUNTS[("smem", gates)], N, T, D, M, forward, diagonal)
 
 
-def chunk_kernel_mufu(N, T, D, M, forward="split", diagonal="factored"):
+def chunk_kernel_mufu(N, T, D, M, forward="split", diagonal="factored", gates="normal"):
     """Special-function (MUFU) operations of each chunk-path kernel in one forward+backward call (bf16;
-    MUFU_OPS), or None for sizes the table does not hold."""
-    return _per_call(MUFU_OPS, N, T, D, M, forward, diagonal)
+    MUFU_OPS, or MUFU_OPS_UGI for gates="ugi"), or None for sizes the table does not hold."""
+    return _per_call(_COUNTS[("mufu", gates)], N, T, D, M, forward, diagonal)
 
 
 # The diagonal blocks' forms in the compute model (DECAYFW_CHUNK_DIAGONAL; fp16 runs the tensor and chunk forms as
@@ -406,27 +475,30 @@ def print_compute_model(sizes, bw):
           "(chunk_kernel_smem) at one per clock per SM, both counted on the CPU by benchmarks/smem_bank_report; bytes: "
           f"chunk_kernel_bytes at {bw / 1e9:.0f} GB/s. Where either of the first two is larger than the third, the "
           "kernel cannot reach the bandwidth the traffic model assumes. diagonal: the 16×16 diagonal blocks' form "
-          "(DECAYFW_CHUNK_DIAGONAL; no wide column, every column per pair in the elementwise form). bound: the I/O "
+          "(DECAYFW_CHUNK_DIAGONAL; every column per pair in the elementwise form). gates: the logits counted with, "
+          "N(2, 1) (the benchmark's: no wide column, every chunk whole) or ugi (a freshly swapped model's: Uniform "
+          "Gate Initialization biases + N(0, 1); fast channels wide, no chunk whole). bound: the I/O "
           "floor ÷ the sum over kernels of the largest floor (— for MUFU and smem where their tables have no such "
           "size)\n")
-    print("| N | T | D | M | forward | diagonal | " + " | ".join(f"{k} MUFU / smem / bytes µs" for k in CHUNK_KERNELS)
-          + " | bound |")
-    print("|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 1))
+    print("| N | T | D | M | forward | diagonal | gates | "
+          + " | ".join(f"{k} MUFU / smem / bytes µs" for k in CHUNK_KERNELS) + " | bound |")
+    print("|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 1))
     for N, T, D, M in sizes:
-        for form in CHUNK_FORWARDS:
-            for diagonal in DIAGONALS:
-                mufu = chunk_kernel_mufu(N, T, D, M, forward=form, diagonal=diagonal)
-                smem = chunk_kernel_smem(N, T, D, M, forward=form, diagonal=diagonal)
-                b = chunk_kernel_bytes(N, T, D, M, forward=form)
-                us = lambda k: (mufu[k] / MUFU_OPS_PER_SECOND * 1e6 if mufu else 0.0,
-                                smem[k] / SMEM_WAVEFRONTS_PER_SECOND * 1e6 if smem else 0.0, b[k] / bw * 1e6)
-                counted = lambda k, i, table: f"{us(k)[i]:.0f}" if table else "—"
-                cell = lambda k: (f"{counted(k, 0, mufu)} / {counted(k, 1, smem)} / {us(k)[2]:.0f}"
-                                  if max(us(k)) else "—")
-                floor_us = io_floor_bytes(N, T, D, M, True) / bw * 1e6
-                bound = floor_us / sum(max(us(k)) for k in CHUNK_KERNELS)
-                print(f"| {N} | {T} | {D} | {M} | {form} | {diagonal} | " + " | ".join(cell(k) for k in CHUNK_KERNELS)
-                      + f" | {100 * bound:.0f}% |")
+        for gates, form, diagonal in itertools.product(GATES, CHUNK_FORWARDS, DIAGONALS):
+            mufu = chunk_kernel_mufu(N, T, D, M, forward=form, diagonal=diagonal, gates=gates)
+            smem = chunk_kernel_smem(N, T, D, M, forward=form, diagonal=diagonal, gates=gates)
+            b = chunk_kernel_bytes(N, T, D, M, forward=form)
+            us = lambda k: (mufu[k] / MUFU_OPS_PER_SECOND * 1e6 if mufu else 0.0,
+                            smem[k] / SMEM_WAVEFRONTS_PER_SECOND * 1e6 if smem else 0.0, b[k] / bw * 1e6)
+            counted = lambda k, i, table: f"{us(k)[i]:.0f}" if table else "—"
+            cell = lambda k: (f"{counted(k, 0, mufu)} / {counted(k, 1, smem)} / {us(k)[2]:.0f}"
+                              if max(us(k)) else "—")
+            floor_us = io_floor_bytes(N, T, D, M, True) / bw * 1e6
+            bound = floor_us / sum(max(us(k)) for k in CHUNK_KERNELS)
+            label = "N(2, 1)" if gates == "normal" else gates
+            print(f"| {N} | {T} | {D} | {M} | {form} | {diagonal} | {label} | "
+                  + " | ".join(cell(k) for k in CHUNK_KERNELS)
+                  + f" | {100 * bound:.0f}% |")
     print()
 
 
@@ -455,15 +527,19 @@ def print_kernel_breakdown(sizes, bw):
           "threads: per CTA of every chunk kernel; diagonal: the 16×16 diagonal blocks factored in fp32 (auto), "
           "per pair (elementwise) or on tensor cores where the gates allow (tensor); chain: a whole chunk's two "
           "products chained in registers (auto) or through shared memory (off); grad phases: the chunk form's four "
-          "chains in grad_pass as four phases (auto) or one at 256 threads (one)\n")
-    print("| N | T | D | M | forward | threads | diagonal | chain | grad phases | "
+          "chains in grad_pass as four phases (auto) or one at 256 threads (one); gates: the benchmark's N(2, 1) "
+          "logits, or a freshly swapped model's (ugi: no chunk whole, fast channels wide)\n")
+    print("| N | T | D | M | forward | threads | diagonal | chain | grad phases | gates | "
           + " | ".join(f"{k} µs (GB/s)" for k in CHUNK_KERNELS) + " | other µs | total µs | serial passes share |")
-    print("|---|---|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
-    for N, T, D, M, form, (threads, diagonal, chain, phases) in ((*s, f, v) for s in sizes for f in CHUNK_FORWARDS
-                                                                 for v in BREAKDOWN_VARIANTS):
-        head = f"| {N} | {T} | {D} | {M} | {form} | {threads} | {diagonal} | {chain} | {phases} |"
+    print("|---|---|---|---|---|---|---|---|---|---|" + "---|" * (len(CHUNK_KERNELS) + 3))
+    for N, T, D, M, form, (threads, diagonal, chain, phases, gates) in ((*s, f, v) for s in sizes
+                                                                        for f in CHUNK_FORWARDS
+                                                                        for v in BREAKDOWN_VARIANTS):
+        label = "N(2, 1)" if gates == "normal" else gates
+        head = f"| {N} | {T} | {D} | {M} | {form} | {threads} | {diagonal} | {chain} | {phases} | {label} |"
         try:
-            us = kernel_breakdown(N, T, D, M, form, threads, diagonal=diagonal, chain=chain, grad_phases=phases)
+            us = kernel_breakdown(N, T, D, M, form, threads, diagonal=diagonal, chain=chain, grad_phases=phases,
+                                  gates=gates)
         except Exception as e:  # a profiler fault must not cost the rest of the run
             print(f"{head} kernel breakdown failed: {type(e).__name__}: {e} |")
             continue
@@ -591,6 +667,9 @@ def main(argv=None):
             for diagonal in ("elementwise", "tensor", "chunk"):
                 label = "chunk-whole" if diagonal == "chunk" else "chunk-" + diagonal
                 cands[label] = lambda x=x, d=diagonal: run_decayfw(x, bwd, "chunk", diagonal=d)
+            # What a freshly swapped model's gates cost the same default path (no chunk whole, wide columns per pair).
+            xu, _, _ = make_inputs(N, T, D, M, requires_grad=bwd, gates="ugi")
+            cands["chunk-ugi"] = lambda xu=xu: run_decayfw(xu, bwd, "chunk")
             cands["recurrent"] = lambda x=x: run_decayfw(x, bwd, "recurrent")
             if T <= a.naive_max_t:
                 cands["naive"] = lambda x=x: run_naive(x, bwd)
@@ -614,18 +693,18 @@ def main(argv=None):
                     print(f"bench_gpu: {name} at N={N} T={T} D={D} M={M} {mode}: {type(e).__name__}: {e}",
                           file=sys.stderr, flush=True)
                     torch.cuda.empty_cache()
-            for name in ("chunk", "chunk-whole", "recurrent"):
+            for name in ("chunk", "chunk-whole", "chunk-ugi", "recurrent"):
                 ms = row[name].get("ms")
                 row[name]["io_floor_frac"] = (io_floor_bytes(N, T, D, M, bwd) / (ms / 1e3) / bw
                                               if ms else None)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-            del x, cands, qkv
+            del x, xu, cands, qkv
             torch.cuda.empty_cache()
     order = lambda r: (a.D.index(r["D"]), a.M.index(r["M"]), a.N.index(r["N"]), r["T"], r["mode"])
     rows.sort(key=order)
     names = ["chunk", "chunk-fused", "chunk-split", "chunk-recompute", "chunk-elementwise", "chunk-tensor",
-             "chunk-whole", "recurrent", "naive", "t2fw", "fla", "sdpa"]
+             "chunk-whole", "chunk-ugi", "recurrent", "naive", "t2fw", "fla", "sdpa"]
     pct = lambda f: "—" if f is None else f"{100 * f:.0f}%"
     print("| D | M | N | T | mode | " + " | ".join(f"{n} ms (MiB)" for n in names)
           + " | chunk % of I/O floor | recurrent % of I/O floor |")
@@ -644,13 +723,14 @@ def main(argv=None):
     fmt = lambda v: "—" if v is None else f"{v:.1f}×"
     print("\nTargets (chunk path): fwd+bwd ≥ 50% of the I/O floor at T ≥ 2048; ≥ 3× fla; ≥ 10× T2FW; "
           "faster than SDPA at T = 2048, M = 32; memory ≤ 1/16 of T2FW's\n")
-    print("| D | M | N | T | mode | % of I/O floor | chunk-whole % of I/O floor | fla ÷ chunk | T2FW ÷ chunk | "
-          "SDPA ÷ chunk | T2FW memory ÷ chunk memory |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| D | M | N | T | mode | % of I/O floor | chunk-whole % of I/O floor | UGI gates % of I/O floor | "
+          "fla ÷ chunk | T2FW ÷ chunk | SDPA ÷ chunk | T2FW memory ÷ chunk memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         whole = r.get("chunk-whole", {}).get("io_floor_frac")
+        ugi = r.get("chunk-ugi", {}).get("io_floor_frac")
         print(f"| {r['D']} | {r['M']} | {r['N']} | {r['T']} | {r['mode']} | {pct(r['chunk']['io_floor_frac'])} | "
-              f"{pct(whole)} | "
+              f"{pct(whole)} | {pct(ugi)} | "
               f"{fmt(ratio(r, 'fla'))} | {fmt(ratio(r, 't2fw'))} | {fmt(ratio(r, 'sdpa'))} | "
               f"{fmt(ratio(r, 't2fw', 'peak_MiB'))} |")
 

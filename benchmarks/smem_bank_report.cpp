@@ -8,6 +8,7 @@
 //
 //   smem_bank_report [--dtype bf16|fp16|fp32] [--m 64] [--d 128] [--t 256]
 //                    [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top 20] [--gate-mean 2]
+//                    [--gates normal|ugi]       # ugi: a freshly swapped model's gates (Uniform Gate Initialization)
 //                    [--grad-phases four|one]   # grad_pass's chunk-form chains in four phases (default) or one
 //   smem_bank_report --python --m 64 --d 128 --diagonal factored    # a line of bench_gpu.py's SMEM_WAVEFRONTS
 //   smem_bank_report --python-mufu --m 64 --d 128 --diagonal factored  # ... of its MUFU_OPS
@@ -38,6 +39,8 @@ struct Options {
   std::string dtype = "bf16", diagonal = "factored", forward = "split", grad_phases = "four";
   int m = 64, d = 128, t = 256, top = 20;
   double gate_mean = 2.0;  // gate logits N(mean, 1): 2 leaves no wide column; below about -2.5 most are wide
+  // "normal": N(gate_mean, 1); "ugi": a freshly swapped model's (RandomSequence::use_uniform_gate_init)
+  std::string gates = "normal";
   // One line of benchmarks/bench_gpu.py's SMEM_WAVEFRONTS ("wavefronts") or MUFU_OPS ("mufu") instead of the tables.
   std::string python;
 };
@@ -47,7 +50,9 @@ struct Options {
       stderr,
       "smem_bank_report: %s\nusage: smem_bank_report [--dtype bf16|fp16|fp32] [--m 16|32|64|128] [--d N·64] "
       "[--t N] [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top N] [--gate-mean X] "
-      "[--grad-phases four|one] [--python | --python-mufu]\n"
+      "[--gates normal|ugi] [--grad-phases four|one] [--python | --python-mufu]\n"
+      "--gates ugi: each channel's logits its Uniform Gate Initialization bias + N(0, 1), as a freshly swapped model's "
+      "(fast channels: wide sub-chunks, no chunk whole); normal (default): N(--gate-mean, 1)\n"
       "--grad-phases one: grad_pass's chunk-form chains in one phase (cuda::ChunkTuning::grad_one_phase)\n"
       "--python: wavefronts per chunk (and row tile) of every kernel, both forward forms, as a line of bench_gpu.py's "
       "SMEM_WAVEFRONTS\n"
@@ -84,6 +89,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--d") o.d = integer("--d", v, 1);
     else if (a == "--t") o.t = integer("--t", v, 1);
     else if (a == "--top") o.top = integer("--top", v, 0);
+    else if (a == "--gates")
+      o.gates = v;
     else if (a == "--gate-mean") {
       char* end = nullptr;
       o.gate_mean = std::strtod(v, &end);
@@ -96,6 +103,7 @@ Options parse(int argc, char** argv) {
   if (o.m != 16 && o.m != 32 && o.m != 64 && o.m != 128) usage("--m: a compiled M (16, 32, 64, 128)");
   if (o.d % chunk::kRows != 0) usage("--d: a multiple of " + std::to_string(chunk::kRows));
   if (o.forward != "split" && o.forward != "fused") usage("--forward: split or fused, got " + o.forward);
+  if (o.gates != "normal" && o.gates != "ugi") usage("--gates: normal or ugi, got " + o.gates);
   if (o.grad_phases != "four" && o.grad_phases != "one") usage("--grad-phases: four or one, got " + o.grad_phases);
   return o;
 }
@@ -108,11 +116,13 @@ chunk::DiagonalForm diagonal_of(const std::string& s) {
   usage("--diagonal: factored, elementwise, tensor or chunk, got " + s);
 }
 
-// One sequence of random inputs (gate logits N(gate_mean, 1); the default 2 leaves no wide column, as in the
+// One sequence of random inputs (gate logits N(gate_mean, 1), or UGI's with --gates ugi; the default 2 leaves no
+// wide column, as in the
 // GPU benchmark), run forward and backward with the trace current.
 template <typename In, typename Cfg>
 void run_traced(const Options& o, cta::SmemTrace& trace) {
   decayfw::testing::RandomSequence<In> seq(o.t, o.d, o.m, 1, static_cast<float>(o.gate_mean));
+  if (o.gates == "ugi") seq.use_uniform_gate_init(7);
   chunk::ChunkArgs a = seq.forward_args(diagonal_of(o.diagonal)), b = seq.backward_args(diagonal_of(o.diagonal));
   decayfw::testing::HostChunkRunner<In, Cfg, false> run;
   cta::SmemTrace::Scope scope(trace);
@@ -199,18 +209,23 @@ void print_races(const cta::SmemTrace& trace) {
 
 void report(const Options& o, int C, const cta::SmemTrace& trace) {
   const int64_t chunks = (o.t + C - 1) / C;
-  std::printf("Shared-memory accesses of the chunk path, one forward (%s) and backward (the forward's states reused), "
-              "counted on the CPU (benchmarks/smem_bank_report): %s, M = %d, C = %d, D = %d, T = %d (%lld chunks), one "
-              "sequence, gate logits N(%g, 1), %s diagonal; %lld for_each phases, %lld tensor-core products. Per chunk of each kernel "
-              "(state_pass, dstate_pass and forward_pass: per chunk and row tile). Wavefronts as the bank model of "
-              "kernels/cuda/cta/smem_trace.h serves them; conflict-free: one per phase (quarter warp for 16-byte "
-              "accesses, half warp for 8-byte ones, twice that for loads whose neighbouring lanes share addresses) "
-              "with an active lane; fewest: the instructions' distinct bytes in "
-              "128-byte wavefronts (lower where lanes of different phases read the same data). vector: Cta::load4, "
-              "store4; scalar: plain loads and stores; wmma: gemm's fragments as nvcc's WMMA code reads and writes them\n\n",
-              o.forward.c_str(), o.dtype.c_str(), o.m, C, o.d, o.t, static_cast<long long>(chunks), o.gate_mean,
-              o.diagonal.c_str(),
-              static_cast<long long>(trace.phases()), static_cast<long long>(trace.gemms()));
+  char mean[32];
+  std::snprintf(mean, sizeof mean, "%g", o.gate_mean);
+  const std::string gate_text = o.gates == "ugi" ? std::string("Uniform Gate Initialization biases + N(0, 1)")
+                                                 : std::string("N(") + mean + ", 1)";
+  std::printf(
+      "Shared-memory accesses of the chunk path, one forward (%s) and backward (the forward's states reused), "
+      "counted on the CPU (benchmarks/smem_bank_report): %s, M = %d, C = %d, D = %d, T = %d (%lld chunks), one "
+      "sequence, gate logits %s, %s diagonal; %lld for_each phases, %lld tensor-core products. Per chunk of each "
+      "kernel "
+      "(state_pass, dstate_pass and forward_pass: per chunk and row tile). Wavefronts as the bank model of "
+      "kernels/cuda/cta/smem_trace.h serves them; conflict-free: one per phase (quarter warp for 16-byte "
+      "accesses, half warp for 8-byte ones, twice that for loads whose neighbouring lanes share addresses) "
+      "with an active lane; fewest: the instructions' distinct bytes in "
+      "128-byte wavefronts (lower where lanes of different phases read the same data). vector: Cta::load4, "
+      "store4; scalar: plain loads and stores; wmma: gemm's fragments as nvcc's WMMA code reads and writes them\n\n",
+      o.forward.c_str(), o.dtype.c_str(), o.m, C, o.d, o.t, static_cast<long long>(chunks), gate_text.c_str(),
+      o.diagonal.c_str(), static_cast<long long>(trace.phases()), static_cast<long long>(trace.gemms()));
   std::map<std::string, std::map<std::string, cta::SmemTrace::Cost>> kernels;  // kernel -> kind -> cost
   for (const auto& [key, c] : trace.costs()) {
     kernels[key.kernel][key.access.kind].add(c);

@@ -229,14 +229,30 @@ int cmd_score(const std::vector<std::string>& argv) {
 
 // -- gates ------------------------------------------------------------------------------------------
 
+// Tokens per chunk of the CUDA chunk kernels' 16-bit configurations for a key width M (kernels/cuda/
+// decay_chunk_configs.h): what decides which chunks the chunk form takes whole.
+int64_t cuda_chunk_tokens(int64_t M) {
+  return M <= 64 ? 64 : 32;
+}
+
 int cmd_gates(const std::vector<std::string>& argv) {
-  Args a("gates", "For a text, per layer and head: mean σ(z), σ(f), the state norm over time, the median memory "
-                  "half-life of the state elements, the share of 16-token blocks per channel whose gates decay "
-                  "by more than e^-40 (the CUDA chunk kernels take those diagonal blocks per element, the rest "
-                  "on tensor cores) and where the implied attention (decay) or the attention (softmax) puts its "
-                  "weight. --csv writes the per-token series.",
-         {kDict, kJson, kThreads, kDevice, kBpe, {"text", "FILE", "the text", ""}, {"string", "TEXT", "the text itself", ""},
-          {"layers", "L,L", "layers to record (default: all)", ""}, {"heads", "H,H", "heads to record (default: all)", ""},
+  Args a("gates",
+         "For a text, per layer and head: mean σ(z), σ(f), the state norm over time, the median memory "
+         "half-life of the state elements, the share of 16-token blocks per channel whose gates decay "
+         "by more than e^-40 (the CUDA chunk kernels take those diagonal blocks per element, the rest "
+         "on tensor cores), the share of (chunk, 64-row tile) pairs in which no gate decays by more than "
+         "e^-40 over the chunk (the chunk form takes those whole, the rest per 16-token sub-chunk) and where the "
+         "implied attention (decay) or the attention (softmax) puts its "
+         "weight. --csv writes the per-token series.",
+         {kDict,
+          kJson,
+          kThreads,
+          kDevice,
+          kBpe,
+          {"text", "FILE", "the text", ""},
+          {"string", "TEXT", "the text itself", ""},
+          {"layers", "L,L", "layers to record (default: all)", ""},
+          {"heads", "H,H", "heads to record (default: all)", ""},
           {"max-tokens", "N", "first N tokens of the text", "512"},
           {"csv", "FILE", "layer,head,token,word,mean_sigma_z,mean_sigma_f,state_norm per token", ""}},
          {"CHECKPOINT"});
@@ -268,11 +284,13 @@ int cmd_gates(const std::vector<std::string>& argv) {
     o.add("layer", layer).add("head", head);
     if (r.sigma_z.defined()) {
       at::Tensor hl = half_life(r);
-      o.add("mean_sigma_z", r.sigma_z.mean().item<double>()).add("mean_sigma_f", r.sigma_f.mean().item<double>())
+      o.add("mean_sigma_z", r.sigma_z.mean().item<double>())
+          .add("mean_sigma_f", r.sigma_f.mean().item<double>())
           .add("median_half_life_tokens", hl.flatten().median().item<double>())
           .add("final_state_norm", r.state_norm[-1].item<double>())
           .add("per_element_blocks_z", per_element_block_share(r.sigma_z))
-          .add("per_element_blocks_f", per_element_block_share(r.sigma_f));
+          .add("per_element_blocks_f", per_element_block_share(r.sigma_f))
+          .add("whole_chunks", whole_chunk_share(r.sigma_z, r.sigma_f, cuda_chunk_tokens(r.sigma_f.size(1))));
       if (csv) {
         for (int64_t t = 0; t < r.sigma_z.size(0); ++t) {
           csv << layer << "," << head << "," << t << "," << m.dictionary.word(ids[t]) << ","
@@ -290,12 +308,14 @@ int cmd_gates(const std::vector<std::string>& argv) {
     if (a.flag("json")) {
       std::cout << o.str() << "\n";
     } else if (r.sigma_z.defined()) {
-      std::printf("layer %lld head %lld: mean σ(z) %.3f, mean σ(f) %.3f, median half-life %.1f tokens, ‖S_T‖ %.2f, "
-                  "per-element diagonal blocks z %.1f%% f %.1f%%\n",
-                  static_cast<long long>(layer), static_cast<long long>(head), r.sigma_z.mean().item<double>(),
-                  r.sigma_f.mean().item<double>(), half_life(r).flatten().median().item<double>(),
-                  r.state_norm[-1].item<double>(), 100 * per_element_block_share(r.sigma_z),
-                  100 * per_element_block_share(r.sigma_f));
+      std::printf(
+          "layer %lld head %lld: mean σ(z) %.3f, mean σ(f) %.3f, median half-life %.1f tokens, ‖S_T‖ %.2f, "
+          "per-element diagonal blocks z %.1f%% f %.1f%%, whole chunks %.1f%%\n",
+          static_cast<long long>(layer), static_cast<long long>(head), r.sigma_z.mean().item<double>(),
+          r.sigma_f.mean().item<double>(), half_life(r).flatten().median().item<double>(),
+          r.state_norm[-1].item<double>(), 100 * per_element_block_share(r.sigma_z),
+          100 * per_element_block_share(r.sigma_f),
+          100 * whole_chunk_share(r.sigma_z, r.sigma_f, cuda_chunk_tokens(r.sigma_f.size(1))));
     } else {
       std::printf("layer %lld head %lld: attention\n", static_cast<long long>(layer), static_cast<long long>(head));
     }

@@ -120,6 +120,34 @@ __device__ __forceinline__ void key_side(const StepInputs<In, kEpl, kGrad>& in, 
   }
 }
 
+// A warp's rows of an [N, D, M] Acc state (sequence n) to and from its registers: lane `lane` holds the elements
+// m = lane + 32·j of rows row0 + r. Outside D×M, and everywhere for a null src, the registers hold zeros (padded
+// lanes and rows keep a zero state); nothing is stored there.
+template <typename Acc, int kEpl>
+__device__ __forceinline__ void load_warp_state(Acc (&S)[kRowsPerWarp][kEpl], const void* src, int64_t n, int64_t row0,
+                                                int lane, int64_t D, int64_t M) {
+  const Acc* S0 = static_cast<const Acc*>(src);
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int j = 0; j < kEpl; ++j) {
+      const int64_t d = row0 + r, m = lane + kWarp * j;
+      S[r][j] = (S0 != nullptr && d < D && m < M) ? S0[(n * D + d) * M + m] : Acc(0);
+    }
+}
+template <typename Acc, int kEpl>
+__device__ __forceinline__ void store_warp_state(const Acc (&S)[kRowsPerWarp][kEpl], void* dst, int64_t n, int64_t row0,
+                                                 int lane, int64_t D, int64_t M) {
+  Acc* out = static_cast<Acc*>(dst);
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int j = 0; j < kEpl; ++j) {
+      const int64_t d = row0 + r, m = lane + kWarp * j;
+      if (d < D && m < M) out[(n * D + d) * M + m] = S[r][j];
+    }
+}
+
 // ------------------------------------------------------------------------------------------------
 // forward (and, with T = 1 and sT = s0, the decode step)
 
@@ -131,14 +159,7 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) forward_kernel(FwdArgs a)
   const int64_t row0 = int64_t(blockIdx.y) * kRowsPerCta + warp * kRowsPerWarp;
   const int64_t M = a.M, D = a.D;
   Acc S[kRowsPerWarp][kEpl];
-  const Acc* S0 = static_cast<const Acc*>(a.s0);
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
-#pragma unroll
-    for (int j = 0; j < kEpl; ++j) {
-      const int64_t d = row0 + r, m = lane + kWarp * j;
-      S[r][j] = (S0 != nullptr && d < D && m < M) ? S0[(n * D + d) * M + m] : Acc(0);
-    }
+  load_warp_state(S, a.s0, n, row0, lane, D, M);
   StepInputs<In, kEpl, false> cur, nxt;
   if (a.T > 0) cur.load(a.q, a.k, a.f, a.z, a.v, nullptr, b, 0, h, lane, row0, M, D);
   for (int64_t t = 0; t < a.T; ++t) {
@@ -162,14 +183,7 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) forward_kernel(FwdArgs a)
     }
     cur = nxt;
   }
-  Acc* ST = static_cast<Acc*>(a.sT);
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
-#pragma unroll
-    for (int j = 0; j < kEpl; ++j) {
-      const int64_t d = row0 + r, m = lane + kWarp * j;
-      if (d < D && m < M) ST[(n * D + d) * M + m] = S[r][j];
-    }
+  store_warp_state(S, a.sT, n, row0, lane, D, M);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -189,9 +203,16 @@ struct BwdArgs {
   void* ybuf;
 };
 
-// Sums this CTA's per-warp partials sm[warp][m] and writes them to out[m] (m < M).
-template <typename Acc>
-__device__ __forceinline__ void cta_column_sum(Acc* sm, int64_t M, Acc* out) {
+// Sums the CTA's warps' columns x (each lane's m = lane + 32·j, as the state's) and writes them to out[m] (m < M),
+// through sm[warp][m].
+template <typename Acc, int kEpl>
+__device__ __forceinline__ void cta_column_sum(const Acc (&x)[kEpl], Acc* sm, int64_t M, Acc* out) {
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+#pragma unroll
+  for (int j = 0; j < kEpl; ++j) {
+    const int64_t m = lane + kWarp * j;
+    if (m < M) sm[warp * M + m] = x[j];
+  }
   __syncthreads();
   for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
     Acc s = 0;
@@ -216,14 +237,7 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
   Acc* ybuf = static_cast<Acc*>(a.ybuf) + n * T * D;
 
   Acc S[kRowsPerWarp][kEpl];
-  const Acc* S0 = static_cast<const Acc*>(a.s0);
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
-#pragma unroll
-    for (int j = 0; j < kEpl; ++j) {
-      const int64_t d = row0 + r, m = lane + kWarp * j;
-      S[r][j] = (S0 != nullptr && d < D && m < M) ? S0[(n * D + d) * M + m] : Acc(0);
-    }
+  load_warp_state(S, a.s0, n, row0, lane, D, M);
 
   // Sweep 1: recompute S_t; y_t (kept in fp32) and this tile's share of dq_t = S_tᵀ dy_t.
   StepInputs<In, kEpl, true> cur, nxt;
@@ -248,19 +262,14 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
       acc = warp_sum(acc);
       if (lane == 0 && d < D) ybuf[t * D + d] = acc;
     }
-#pragma unroll
-    for (int j = 0; j < kEpl; ++j) {
-      const int64_t m = lane + kWarp * j;
-      if (m < M) sm[warp * M + m] = dq[j];
-    }
-    cta_column_sum(sm, M, dq_part + t * M);
+    cta_column_sum(dq, sm, M, dq_part + t * M);
     cur = nxt;
   }
 
   // S holds S_T. Seed: dS = dS_T; row sums (per row) and column sums (per tile) of dS_T ⊙ S_T.
   Acc dS[kRowsPerWarp][kEpl];
   Acc ga[kRowsPerWarp];
-  const Acc* dST = static_cast<const Acc*>(a.dsT);
+  load_warp_state(dS, a.dsT, n, row0, lane, D, M);
   Acc col[kEpl];
 #pragma unroll
   for (int j = 0; j < kEpl; ++j) col[j] = 0;
@@ -269,19 +278,12 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
     Acc rs = 0;
 #pragma unroll
     for (int j = 0; j < kEpl; ++j) {
-      const int64_t d = row0 + r, m = lane + kWarp * j;
-      dS[r][j] = (dST != nullptr && d < D && m < M) ? dST[(n * D + d) * M + m] : Acc(0);
       rs += dS[r][j] * S[r][j];
       col[j] += dS[r][j] * S[r][j];
     }
     ga[r] = warp_sum(rs);
   }
-#pragma unroll
-  for (int j = 0; j < kEpl; ++j) {
-    const int64_t m = lane + kWarp * j;
-    if (m < M) sm[warp * M + m] = col[j];
-  }
-  cta_column_sum(sm, M, col_part);
+  cta_column_sum(col, sm, M, col_part);
 
   // Sweep 2: dS backwards; dv_t (warp reduction), this tile's dk_t, and dz_t from the row sums.
   cur.load(a.q, a.k, a.f, a.z, a.v, &a.dy, b, T - 1, h, lane, row0, M, D);
@@ -316,22 +318,10 @@ __global__ void __launch_bounds__(kWarp* kWarpsPerCta) backward_rows_kernel(BwdA
         }
       }
     }
-#pragma unroll
-    for (int j = 0; j < kEpl; ++j) {
-      const int64_t m = lane + kWarp * j;
-      if (m < M) sm[warp * M + m] = dk[j];
-    }
-    cta_column_sum(sm, M, dk_part + t * M);
+    cta_column_sum(dk, sm, M, dk_part + t * M);
     cur = nxt;
   }
-  Acc* dS0 = static_cast<Acc*>(a.ds0);
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r)
-#pragma unroll
-    for (int j = 0; j < kEpl; ++j) {
-      const int64_t d = row0 + r, m = lane + kWarp * j;
-      if (d < D && m < M) dS0[(n * D + d) * M + m] = dS[r][j];
-    }
+  store_warp_state(dS, a.ds0, n, row0, lane, D, M);
 }
 
 // dq, dk and df of one (sequence, column): sums the tiles' partials in tile order and walks time

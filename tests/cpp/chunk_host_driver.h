@@ -203,6 +203,28 @@ struct RandomSequence {
         dz.resize(v.size());
     final_state.resize(static_cast<size_t>(H * D * M)), ds0.resize(final_state.size());
   }
+  // Gate logits as a freshly swapped model has them: each head's channels take a bias of Uniform Gate
+  // Initialization (decayfw.nn.uniform_gate_bias: σ(b) = u, u ~ U[1/X, 1 − 1/X] over the X = D row or M key
+  // channels, so memory times spread from about 1 token to about X), plus N(0, 1) a token for the input's part.
+  // The fast channels (u near 1/X: log σ ≈ −4 a token) span more than wide_span_bound over a 16-token
+  // sub-chunk, and nearly every channel with u < 0.53 spans more than it over a 64-token chunk: no chunk is taken
+  // whole. What the benchmark's N(2, 1) gates never show.
+  void use_uniform_gate_init(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> n01(0.0f, 1.0f);
+    auto fill = [&](std::vector<In>& x, int64_t X) {
+      std::uniform_real_distribution<double> u01(0.0, 1.0);
+      std::vector<float> bias(static_cast<size_t>(H * X), 0.0f);
+      if (X > 2)
+        for (float& b : bias) {
+          const double u = u01(rng) * (1.0 - 2.0 / X) + 1.0 / X;
+          b = static_cast<float>(-std::log(1.0 / u - 1.0));
+        }
+      for (size_t e = 0; e < x.size(); ++e)
+        x[e] = cta::HostCta<>::template from_f<In>(bias[e % bias.size()] + n01(rng));
+    };
+    fill(z, D), fill(f, M);
+  }
   // The forward's arguments (outputs y and the final state); backward_args adds the gradients.
   chunk::ChunkArgs forward_args(chunk::DiagonalForm diagonal) {
     chunk::ChunkArgs a;

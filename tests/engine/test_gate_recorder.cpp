@@ -63,6 +63,28 @@ TEST(GateRecorder, PerElementBlockShareCountsBlocksPastTheBound) {
   EXPECT_DOUBLE_EQ(per_element_block_share(at::Tensor()), 0.0);
 }
 
+// Chunks from token 0; a chunk's span sums −log σ over all its tokens (the kernels' sums start at the chunk's start
+// state, which the first token's gate decays too); the last chunk is padded with gates of 1. A (chunk, row tile)
+// pair is whole when every key channel and every row of the tile is within the bound.
+TEST(GateRecorder, WholeChunkShareNeedsEveryKeyAndEveryRowOfTheTileNarrow) {
+  // 100 tokens: chunks of 32 (0-31, 32-63, 64-95, 96-99); D = 5 rows in tiles of 4 (rows 0-3, row 4); M = 2
+  at::Tensor z = at::full({100, 5}, 0.99, at::kFloat), f = at::full({100, 2}, 0.99, at::kFloat);
+  z.select(1, 0).narrow(0, 0, 1).fill_(std::exp(-41.0));   // chunk 0, tile 0: 41 + 31·0.01 = 41.3 (its first token)
+  f.select(1, 1).narrow(0, 32, 32).fill_(std::exp(-1.3));  // chunk 1, a key: 41.6, every tile
+  z.select(1, 4).narrow(0, 64, 20).fill_(std::exp(-2.0));  // chunk 2, tile 1: 40 + 12·0.01 = 40.1
+  z.select(1, 2).narrow(0, 96, 4).fill_(std::exp(-10.5));  // chunk 3 (partial), tile 0: 42
+  EXPECT_DOUBLE_EQ(whole_chunk_share(z, f, 32, 4), 3.0 / 8.0);        // chunk 0 tile 1, chunk 2 tile 0, chunk 3 tile 1
+  EXPECT_DOUBLE_EQ(whole_chunk_share(z, f, 32, 4, 41.5), 5.0 / 8.0);  // chunks 0 and 2 whole, chunk 3's tile 1
+  EXPECT_DOUBLE_EQ(whole_chunk_share(z, f, 32, 8), 0.0);              // one tile: every chunk has a wide row or key
+  EXPECT_DOUBLE_EQ(whole_chunk_share(z, f, 32, 8, 41.5), 2.0 / 4.0);  // chunks 0 and 2
+  // σ = 1/2 everywhere (a zero logit, the middle of Uniform Gate Initialization): 64 ln 2 ≈ 44.4 over 64 tokens
+  const at::Tensor half = at::full({128, 64}, 0.5, at::kFloat);
+  EXPECT_DOUBLE_EQ(whole_chunk_share(half, half), 0.0);
+  EXPECT_DOUBLE_EQ(whole_chunk_share(half, half, 32), 1.0);  // 22.2 over 32
+  EXPECT_DOUBLE_EQ(whole_chunk_share(at::Tensor(), f), 0.0);
+  EXPECT_THROW(whole_chunk_share(z, f.narrow(0, 0, 99)), c10::Error);
+}
+
 TEST(GateRecorder, AttentionMapsAreTheSoftmaxWeights) {
   LoadedModel m = load_model(fixture("base/checkpoint_last.pt"));
   const at::Tensor x = tokens(m);

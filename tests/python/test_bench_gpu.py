@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import ROOT
 
@@ -73,8 +74,11 @@ def test_traffic_model_table_prints_without_a_gpu():
     traffic = {cells(line)[4]: line for line in lines if len(cells(line)) == 14}  # N T D M forward, 5 kernels, 4
     assert set(traffic) == {"split", "fused"}, r.stdout
     assert traffic["split"].endswith("| 47% | 40% |") and traffic["fused"].endswith("| 58% | 51% |"), r.stdout
-    # The compute model: each forward form with each form of the diagonal blocks.
-    compute = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines if len(cells(line)) == 12}
+    # The compute model: each forward form with each form of the diagonal blocks, with each set of gates.
+    compute = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines
+               if len(cells(line)) == 13 and cells(line)[6] == "N(2, 1)"}
+    ugi = {(cells(line)[4], cells(line)[5]): cells(line)[-1] for line in lines
+           if len(cells(line)) == 13 and cells(line)[6] == "ugi"}
     # (Shared memory binds every kernel at this size, so the bounds follow SMEM_WAVEFRONTS.)
     # (The chained products took a whole chunk's y off shared memory: factored and chunk 24/29% split and 24/30%
     # fused before them; the chunk form's dV and dK chains its gradient's transposed products: 31/32% before them;
@@ -94,6 +98,11 @@ def test_traffic_model_table_prints_without_a_gpu():
     assert compute == {("split", "factored"): "29%", ("split", "elementwise"): "16%", ("split", "tensor"): "21%",
                        ("split", "chunk"): "42%", ("fused", "factored"): "30%", ("fused", "elementwise"): "15%",
                        ("fused", "tensor"): "22%", ("fused", "chunk"): "49%"}, r.stdout
+    # A freshly swapped model's gates take no chunk whole: the chunk form is the tensor form's, and the factored
+    # form, whose wide columns go per pair beside its factored narrow ones, falls below both (session 28).
+    assert ugi == {("split", "factored"): "17%", ("split", "elementwise"): "16%", ("split", "tensor"): "18%",
+                   ("split", "chunk"): "18%", ("fused", "factored"): "17%", ("fused", "elementwise"): "15%",
+                   ("fused", "tensor"): "18%", ("fused", "chunk"): "18%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -162,6 +171,52 @@ def test_chunk_kernel_counts_scale_with_the_grid():
         assert big["forward_pass"] == 256 * 128 * 2 * per_unit["forward_pass"]
         assert count(64, 2048, 128, 128) is None  # M = 128: not in the table
         assert count(1, 64, 128, 64, diagonal="auto") == one
+    ugi = bench_gpu.chunk_kernel_smem(1, 64, 128, 64, gates="ugi")
+    assert ugi["grad_pass"] == bench_gpu.SMEM_WAVEFRONTS_UGI[(64, 128, "factored")]["grad_pass"]
+    assert bench_gpu.chunk_kernel_mufu(1, 64, 128, 64, gates="ugi")["state_pass"] == (
+        2 * bench_gpu.MUFU_OPS_UGI[(64, 128, "factored")]["state_pass"])
+    with pytest.raises(KeyError):
+        bench_gpu.chunk_kernel_smem(1, 64, 128, 64, gates="uniform")
+
+
+def test_inputs_with_a_swapped_models_gates():
+    """make_inputs' "ugi" gates (chunk-ugi's): per head, each channel's logits centre on its own Uniform Gate
+    Initialization bias, so that some channel of every 64-token chunk decays by more than e^-40 over it (no chunk
+    whole), where the N(2, 1) logits leave every chunk whole."""
+    from decayfw.nn import uniform_gate_bias
+    x, B, H = bench_gpu.make_inputs(32, 4096, 64, 32, dtype=torch.float32, gates="ugi", device="cpu")
+    assert (B, H) == (2, 16) and x["z"].shape == (2, 4096, 16, 64) and x["f"].shape == (2, 4096, 16, 32)
+    g = torch.Generator().manual_seed(0)
+    z_bias = torch.stack([uniform_gate_bias(64, g) for _ in range(16)])
+    assert torch.allclose(x["z"].mean(dim=(0, 1)), z_bias, atol=0.1)  # 8192 draws of N(0, 1) a channel
+    assert len({tuple(h.tolist()) for h in z_bias}) == 16  # a draw of its own for each head
+
+    def whole_share(x):
+        spans = -F.logsigmoid(x.float()).reshape(2, 64, 64, 16, -1).sum(2)  # [B, chunk, token in it, H, X] summed
+        return (spans.amax(-1) <= 40).float().mean().item()
+
+    assert whole_share(x["z"]) == whole_share(x["f"]) == 0.0
+    normal, _, _ = bench_gpu.make_inputs(32, 4096, 64, 32, dtype=torch.float32, device="cpu")
+    assert whole_share(normal["z"]) == whole_share(normal["f"]) == 1.0
+    with pytest.raises(ValueError, match="gates"):
+        bench_gpu.make_inputs(16, 64, 64, 32, gates="uniform", device="cpu")
+
+
+@pytest.mark.parametrize("M, D", [(M, D) for M in (32, 64) for D in (64, 128)])
+def test_counts_with_a_swapped_models_gates(M, D):
+    """SMEM_WAVEFRONTS_UGI and MUFU_OPS_UGI against the N(2, 1) tables: the elementwise form takes every column per
+    pair and no chunk whole with any gates, so its counts are the same; the others pay for the wide columns (and
+    the factored and chunk forms for whole chunks no longer taken), so no count falls; and with no chunk whole the
+    chunk form runs the tensor form's programs, its gate sums setting the chunk's bits beside them (under 1% more)."""
+    for normal, ugi in ((bench_gpu.SMEM_WAVEFRONTS, bench_gpu.SMEM_WAVEFRONTS_UGI),
+                        (bench_gpu.MUFU_OPS, bench_gpu.MUFU_OPS_UGI)):
+        assert set(normal) == set(ugi)
+        assert ugi[(M, D, "elementwise")] == normal[(M, D, "elementwise")]
+        for form in ("factored", "tensor", "chunk"):
+            assert all(ugi[(M, D, form)][k] >= normal[(M, D, form)][k] for k in bench_gpu.CHUNK_KERNELS)
+        for kernel in ("forward_pass", "output_pass", "grad_pass"):
+            assert ugi[(M, D, "tensor")][kernel] <= ugi[(M, D, "chunk")][kernel] <= 1.01 * ugi[(M, D, "tensor")][kernel]
+            assert ugi[(M, D, "factored")][kernel] > normal[(M, D, "factored")][kernel]
 
 
 REPORT = os.path.join(ROOT, "build", "benchmarks", "smem_bank_report")
@@ -171,12 +226,13 @@ REPORT = os.path.join(ROOT, "build", "benchmarks", "smem_bank_report")
 @pytest.mark.parametrize("M, D, diagonal", [(64, 128, "factored"), (32, 64, "tensor"), (64, 64, "elementwise"),
                                               (32, 128, "chunk")])
 @pytest.mark.parametrize("flag, table", [("--python", "SMEM_WAVEFRONTS"), ("--python-mufu", "MUFU_OPS")])
-def test_counted_tables_are_what_the_programs_do_now(M, D, diagonal, flag, table):
-    """SMEM_WAVEFRONTS and MUFU_OPS are the bank report's counts for the programs as they are: a change to
-    kernels/cuda/chunk/ that moves shared-memory traffic or special functions must regenerate them (their
-    comment says how)."""
-    out = subprocess.run([REPORT, flag, "--m", str(M), "--d", str(D), "--diagonal", diagonal],
+@pytest.mark.parametrize("gates", ["normal", "ugi"])
+def test_counted_tables_are_what_the_programs_do_now(M, D, diagonal, flag, table, gates):
+    """SMEM_WAVEFRONTS and MUFU_OPS (and their _UGI tables, with a freshly swapped model's gates) are the bank
+    report's counts for the programs as they are: a change to kernels/cuda/chunk/ that moves shared-memory traffic
+    or special functions must regenerate them (their comment says how)."""
+    out = subprocess.run([REPORT, flag, "--m", str(M), "--d", str(D), "--diagonal", diagonal, "--gates", gates],
                          capture_output=True, text=True, check=True).stdout
     key, counts = eval("{" + out.strip().rstrip(",") + "}").popitem()  # one dict entry, as the table has it
     assert key == (M, D, diagonal)
-    assert counts == getattr(bench_gpu, table)[key]
+    assert counts == getattr(bench_gpu, table + ("_UGI" if gates == "ugi" else ""))[key]

@@ -1,5 +1,6 @@
 #include "observe/gate_recorder.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace decayfw::engine {
@@ -74,6 +75,34 @@ double per_element_block_share(const at::Tensor& sigma, int64_t block, double bo
   // a block's span: its first token's own gate cancels (the kernels' B_r − B_{r+15})
   at::Tensor span = -lg.view({blocks, block, X}).narrow(1, 1, block - 1).sum(1);  // [blocks, X]
   return (span > bound).to(at::kDouble).mean().item<double>();
+}
+
+namespace {
+// −Σ log σ of each chunk of `chunk` tokens, per channel: [chunks, X] (the last chunk padded with gates of 1).
+at::Tensor chunk_spans(const at::Tensor& sigma, int64_t chunk) {
+  const int64_t T = sigma.size(0), X = sigma.size(1), chunks = (T + chunk - 1) / chunk;
+  at::Tensor lg = at::zeros({chunks * chunk, X}, at::kDouble);
+  lg.narrow(0, 0, T).copy_(at::log(sigma.to(at::kDouble).clamp_min(1e-300)));
+  return -lg.view({chunks, chunk, X}).sum(1);
+}
+}  // namespace
+
+double whole_chunk_share(const at::Tensor& sigma_z, const at::Tensor& sigma_f, int64_t chunk, int64_t tile_rows,
+                         double bound) {
+  if (!sigma_z.defined() || !sigma_f.defined() || sigma_z.numel() == 0 || sigma_f.numel() == 0) return 0.0;
+  TORCH_CHECK(chunk > 0 && tile_rows > 0, "whole_chunk_share: chunk and tile_rows must be positive");
+  TORCH_CHECK(sigma_z.size(0) == sigma_f.size(0), "whole_chunk_share: σ(z) has ", sigma_z.size(0), " tokens and σ(f) ",
+              sigma_f.size(0));
+  at::Tensor keys = std::get<0>(chunk_spans(sigma_f, chunk).max(1)) <= bound;  // [chunks]
+  at::Tensor rows = chunk_spans(sigma_z, chunk);                               // [chunks, D]
+  const int64_t D = rows.size(1), tiles = (D + tile_rows - 1) / tile_rows;
+  int64_t whole = 0;
+  for (int64_t i = 0; i < tiles; ++i) {
+    const int64_t r0 = i * tile_rows, n = std::min(tile_rows, D - r0);
+    at::Tensor tile = std::get<0>(rows.narrow(1, r0, n).max(1)) <= bound;
+    whole += (tile & keys).sum().item<int64_t>();
+  }
+  return double(whole) / double(tiles * rows.size(0));
 }
 
 }  // namespace decayfw::engine

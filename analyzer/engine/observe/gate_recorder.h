@@ -55,4 +55,13 @@ at::Tensor half_life(const HeadRecord& r);
 // cores (kernels/cuda/chunk/loading.h, "wide" columns). 0 for an empty record.
 double per_element_block_share(const at::Tensor& sigma, int64_t block = 16, double bound = 40.0);
 
+// The share of (chunk, row tile) pairs that the CUDA chunk form takes whole (one tensor-core product over the chunk,
+// no sub-chunks, Tiles::chunk_narrow): every column gate σ(f) [T, M] and every row gate σ(z) [T, D] of the tile's
+// `tile_rows` rows decays by at most e^-bound over the chunk (−Σ log σ over its `chunk` tokens ≤ bound; chunks from
+// token 0, the last one padded with gates of 1). The CUDA kernels' chunk is 64 tokens for M ≤ 64 and 32 above
+// (decay_chunk_configs.h), their row tile 64 rows. The rest of the chunks run per 16-token sub-chunk. 0 for an
+// empty record.
+double whole_chunk_share(const at::Tensor& sigma_z, const at::Tensor& sigma_f, int64_t chunk = 64,
+                         int64_t tile_rows = 64, double bound = 40.0);
+
 }  // namespace decayfw::engine

@@ -157,9 +157,11 @@ DECAYFW_CTA void update_state(Cta& cta, Tiles<Op, Cfg>& t, float* S, Also&& also
   constexpr int C = Cfg::C, M = Cfg::M, R = Cfg::R, MQ = M / kQuad, RQ = R / kQuad;
   const UpdateReference ref = t.update_reference();
   const bool keys_at_start = ref == UpdateReference::Both, rows_at_start = ref != UpdateReference::End;
-  const Op* K = keys_at_start && k_start ? k_start : t.Kr;
-  const Op* V = rows_at_start && v_start ? v_start : t.Vr;
-  const int64_t keys = K == t.Kr ? int64_t(C) * MQ : 0, rows = V == t.Vr ? int64_t(C) * RQ : 0;
+  // A side the caller has at the reference already is taken as it is; the other is scaled here, in place.
+  const bool scale_keys = !(keys_at_start && k_start), scale_rows = !(rows_at_start && v_start);
+  const Op* K = scale_keys ? t.Kr : k_start;
+  const Op* V = scale_rows ? t.Vr : v_start;
+  const int64_t keys = scale_keys ? int64_t(C) * MQ : 0, rows = scale_rows ? int64_t(C) * RQ : 0;
   if (keys + rows > 0)
     cta.for_each(keys + rows, [&](int64_t e) {
       if (e < keys) {
