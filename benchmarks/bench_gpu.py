@@ -431,6 +431,7 @@ MUFU_OPS_UGI = {
 # The gate logits the tables were counted with: "normal", the benchmark's N(2, 1) (every column narrow, every
 # chunk whole); "ugi", a freshly swapped model's (above).
 GATES = ("normal", "ugi")
+GATE_LABELS = {"normal": "N(2, 1)", "ugi": "ugi"}  # as the tables print them
 _COUNTS = {("smem", "normal"): SMEM_WAVEFRONTS, ("smem", "ugi"): SMEM_WAVEFRONTS_UGI,
            ("mufu", "normal"): MUFU_OPS, ("mufu", "ugi"): MUFU_OPS_UGI}
 
@@ -495,8 +496,7 @@ def print_compute_model(sizes, bw):
                               if max(us(k)) else "—")
             floor_us = io_floor_bytes(N, T, D, M, True) / bw * 1e6
             bound = floor_us / sum(max(us(k)) for k in CHUNK_KERNELS)
-            label = "N(2, 1)" if gates == "normal" else gates
-            print(f"| {N} | {T} | {D} | {M} | {form} | {diagonal} | {label} | "
+            print(f"| {N} | {T} | {D} | {M} | {form} | {diagonal} | {GATE_LABELS[gates]} | "
                   + " | ".join(cell(k) for k in CHUNK_KERNELS)
                   + f" | {100 * bound:.0f}% |")
     print()
@@ -535,8 +535,8 @@ def print_kernel_breakdown(sizes, bw):
     for N, T, D, M, form, (threads, diagonal, chain, phases, gates) in ((*s, f, v) for s in sizes
                                                                         for f in CHUNK_FORWARDS
                                                                         for v in BREAKDOWN_VARIANTS):
-        label = "N(2, 1)" if gates == "normal" else gates
-        head = f"| {N} | {T} | {D} | {M} | {form} | {threads} | {diagonal} | {chain} | {phases} | {label} |"
+        head = (f"| {N} | {T} | {D} | {M} | {form} | {threads} | {diagonal} | {chain} | {phases} | "
+                f"{GATE_LABELS[gates]} |")
         try:
             us = kernel_breakdown(N, T, D, M, form, threads, diagonal=diagonal, chain=chain, grad_phases=phases,
                                   gates=gates)

@@ -116,9 +116,8 @@ chunk::DiagonalForm diagonal_of(const std::string& s) {
   usage("--diagonal: factored, elementwise, tensor or chunk, got " + s);
 }
 
-// One sequence of random inputs (gate logits N(gate_mean, 1), or UGI's with --gates ugi; the default 2 leaves no
-// wide column, as in the
-// GPU benchmark), run forward and backward with the trace current.
+// One sequence of random inputs (gate logits N(gate_mean, 1), whose default 2 leaves no wide column, as in the GPU
+// benchmark; or a freshly swapped model's with --gates ugi), run forward and backward with the trace current.
 template <typename In, typename Cfg>
 void run_traced(const Options& o, cta::SmemTrace& trace) {
   decayfw::testing::RandomSequence<In> seq(o.t, o.d, o.m, 1, static_cast<float>(o.gate_mean));

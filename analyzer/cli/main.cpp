@@ -282,15 +282,21 @@ int cmd_gates(const std::vector<std::string>& argv) {
     const auto [layer, head] = key;
     JsonObject o;
     o.add("layer", layer).add("head", head);
+    // The decay head's figures, computed once for the JSON and the text line.
+    double mean_z = 0, mean_f = 0, median_half_life = 0, final_norm = 0, wide_z = 0, wide_f = 0, whole = 0;
     if (r.sigma_z.defined()) {
-      at::Tensor hl = half_life(r);
-      o.add("mean_sigma_z", r.sigma_z.mean().item<double>())
-          .add("mean_sigma_f", r.sigma_f.mean().item<double>())
-          .add("median_half_life_tokens", hl.flatten().median().item<double>())
-          .add("final_state_norm", r.state_norm[-1].item<double>())
-          .add("per_element_blocks_z", per_element_block_share(r.sigma_z))
-          .add("per_element_blocks_f", per_element_block_share(r.sigma_f))
-          .add("whole_chunks", whole_chunk_share(r.sigma_z, r.sigma_f, cuda_chunk_tokens(r.sigma_f.size(1))));
+      mean_z = r.sigma_z.mean().item<double>(), mean_f = r.sigma_f.mean().item<double>();
+      median_half_life = half_life(r).flatten().median().item<double>();
+      final_norm = r.state_norm[-1].item<double>();
+      wide_z = per_element_block_share(r.sigma_z), wide_f = per_element_block_share(r.sigma_f);
+      whole = whole_chunk_share(r.sigma_z, r.sigma_f, cuda_chunk_tokens(r.sigma_f.size(1)));
+      o.add("mean_sigma_z", mean_z)
+          .add("mean_sigma_f", mean_f)
+          .add("median_half_life_tokens", median_half_life)
+          .add("final_state_norm", final_norm)
+          .add("per_element_blocks_z", wide_z)
+          .add("per_element_blocks_f", wide_f)
+          .add("whole_chunks", whole);
       if (csv) {
         for (int64_t t = 0; t < r.sigma_z.size(0); ++t) {
           csv << layer << "," << head << "," << t << "," << m.dictionary.word(ids[t]) << ","
@@ -311,11 +317,8 @@ int cmd_gates(const std::vector<std::string>& argv) {
       std::printf(
           "layer %lld head %lld: mean σ(z) %.3f, mean σ(f) %.3f, median half-life %.1f tokens, ‖S_T‖ %.2f, "
           "per-element diagonal blocks z %.1f%% f %.1f%%, whole chunks %.1f%%\n",
-          static_cast<long long>(layer), static_cast<long long>(head), r.sigma_z.mean().item<double>(),
-          r.sigma_f.mean().item<double>(), half_life(r).flatten().median().item<double>(),
-          r.state_norm[-1].item<double>(), 100 * per_element_block_share(r.sigma_z),
-          100 * per_element_block_share(r.sigma_f),
-          100 * whole_chunk_share(r.sigma_z, r.sigma_f, cuda_chunk_tokens(r.sigma_f.size(1))));
+          static_cast<long long>(layer), static_cast<long long>(head), mean_z, mean_f, median_half_life, final_norm,
+          100 * wide_z, 100 * wide_f, 100 * whole);
     } else {
       std::printf("layer %lld head %lld: attention\n", static_cast<long long>(layer), static_cast<long long>(head));
     }

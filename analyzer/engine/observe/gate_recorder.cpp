@@ -67,25 +67,23 @@ at::Tensor half_life(const HeadRecord& r) {
   return (-std::log(2.0) / lg).to(at::kFloat);  // lg = 0 → inf
 }
 
-double per_element_block_share(const at::Tensor& sigma, int64_t block, double bound) {
-  if (!sigma.defined() || sigma.numel() == 0) return 0.0;
-  const int64_t T = sigma.size(0), X = sigma.size(1), blocks = (T + block - 1) / block;
-  at::Tensor lg = at::zeros({blocks * block, X}, at::kDouble);  // padded rows: log 1 = 0
-  lg.narrow(0, 0, T).copy_(at::log(sigma.to(at::kDouble).clamp_min(1e-300)));
-  // a block's span: its first token's own gate cancels (the kernels' B_r − B_{r+15})
-  at::Tensor span = -lg.view({blocks, block, X}).narrow(1, 1, block - 1).sum(1);  // [blocks, X]
-  return (span > bound).to(at::kDouble).mean().item<double>();
-}
-
 namespace {
-// −Σ log σ of each chunk of `chunk` tokens, per channel: [chunks, X] (the last chunk padded with gates of 1).
-at::Tensor chunk_spans(const at::Tensor& sigma, int64_t chunk) {
-  const int64_t T = sigma.size(0), X = sigma.size(1), chunks = (T + chunk - 1) / chunk;
-  at::Tensor lg = at::zeros({chunks * chunk, X}, at::kDouble);
+// log σ [T, X] in blocks of `block` tokens from token 0: [blocks, block, X], the last block padded with gates of 1
+// (log 1 = 0).
+at::Tensor blocked_log_gates(const at::Tensor& sigma, int64_t block) {
+  const int64_t T = sigma.size(0), X = sigma.size(1), blocks = (T + block - 1) / block;
+  at::Tensor lg = at::zeros({blocks * block, X}, at::kDouble);
   lg.narrow(0, 0, T).copy_(at::log(sigma.to(at::kDouble).clamp_min(1e-300)));
-  return -lg.view({chunks, chunk, X}).sum(1);
+  return lg.view({blocks, block, X});
 }
 }  // namespace
+
+double per_element_block_share(const at::Tensor& sigma, int64_t block, double bound) {
+  if (!sigma.defined() || sigma.numel() == 0) return 0.0;
+  // a block's span: its first token's own gate cancels (the kernels' B_r − B_{r+15})
+  at::Tensor span = -blocked_log_gates(sigma, block).narrow(1, 1, block - 1).sum(1);  // [blocks, X]
+  return (span > bound).to(at::kDouble).mean().item<double>();
+}
 
 double whole_chunk_share(const at::Tensor& sigma_z, const at::Tensor& sigma_f, int64_t chunk, int64_t tile_rows,
                          double bound) {
@@ -93,8 +91,9 @@ double whole_chunk_share(const at::Tensor& sigma_z, const at::Tensor& sigma_f, i
   TORCH_CHECK(chunk > 0 && tile_rows > 0, "whole_chunk_share: chunk and tile_rows must be positive");
   TORCH_CHECK(sigma_z.size(0) == sigma_f.size(0), "whole_chunk_share: σ(z) has ", sigma_z.size(0), " tokens and σ(f) ",
               sigma_f.size(0));
-  at::Tensor keys = std::get<0>(chunk_spans(sigma_f, chunk).max(1)) <= bound;  // [chunks]
-  at::Tensor rows = chunk_spans(sigma_z, chunk);                               // [chunks, D]
+  // a chunk's span sums all of its tokens: the kernels' sums start from the chunk's start state
+  at::Tensor keys = std::get<0>((-blocked_log_gates(sigma_f, chunk).sum(1)).max(1)) <= bound;  // [chunks]
+  at::Tensor rows = -blocked_log_gates(sigma_z, chunk).sum(1);                                 // [chunks, D]
   const int64_t D = rows.size(1), tiles = (D + tile_rows - 1) / tile_rows;
   int64_t whole = 0;
   for (int64_t i = 0; i < tiles; ++i) {
