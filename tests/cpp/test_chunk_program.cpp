@@ -630,6 +630,53 @@ TEST(ChunkProgram, RowUnitWalksEveryUnitOnceOnDistinctBanks) {
   EXPECT_EQ(20, col);
 }
 
+// for_each_wide: every wide column once, across words, ascending from the first(n)-th of the n wide ones (mod n),
+// then the ones before it; nothing without wide columns.
+TEST(ChunkProgram, WideColumnsAreWalkedOnceFromTheirStart) {
+  const uint32_t words[2] = {(1u << 3) | (1u << 17), (1u << 0) | (1u << 30)};  // columns 3, 17, 32, 62
+  const auto walk = [&](int skip) {
+    std::vector<int> cols;
+    decayfw::chunk::for_each_wide<2>(
+        words,
+        [&](int n) {
+          EXPECT_EQ(4, n);
+          return skip;
+        },
+        [&](int c) { cols.push_back(c); });
+    return cols;
+  };
+  EXPECT_EQ((std::vector<int>{3, 17, 32, 62}), walk(0));
+  EXPECT_EQ((std::vector<int>{32, 62, 3, 17}), walk(2));
+  EXPECT_EQ((std::vector<int>{62, 3, 17, 32}), walk(7));
+  const uint32_t none[2] = {0u, 0u};
+  int calls = 0;
+  decayfw::chunk::for_each_wide<2>(
+      none,
+      [&](int) {
+        ++calls;
+        return 0;
+      },
+      [&](int) { ++calls; });
+  EXPECT_EQ(0, calls);
+}
+
+// The diagonal blocks' layout (Pd, Rd): each block 32-byte aligned for the wmma stores into it, its rows S floats
+// apart, and the same element of every block of a chunk on its own bank (the per-pair sums read them together).
+TEST(ChunkProgram, DiagonalBlocksAreAlignedAndOnDistinctBanks) {
+  constexpr int S = decayfw::chunk::kSub;
+  for (int C : {32, 64}) {
+    std::vector<int> banks;
+    for (int I = 0; I < C / S; ++I) {
+      const int start = decayfw::chunk::diagonal_block_offset<S>(I * S);
+      EXPECT_EQ(0, start * int(sizeof(float)) % 32) << "block " << I;
+      EXPECT_EQ(start + 5 * S, decayfw::chunk::diagonal_block_offset<S>(I * S + 5)) << "block " << I;
+      banks.push_back((start + 5 * S + 3) % 32);
+    }
+    std::sort(banks.begin(), banks.end());
+    EXPECT_EQ(banks.end(), std::unique(banks.begin(), banks.end())) << "C = " << C;
+  }
+}
+
 // grad_pass's one-phase form (the chunk form's four chains side by side, one part each at C = 64): the same bits as
 // the four phases it replaces, every gradient, at C = 64 and 32, in two orders of a phase's indices (its epilogues
 // are one for_each), with as many chains. bf16: fp16 takes no chunk form (its range), so no chains either way.

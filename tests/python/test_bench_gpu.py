@@ -99,10 +99,13 @@ def test_traffic_model_table_prints_without_a_gpu():
                        ("split", "chunk"): "42%", ("fused", "factored"): "30%", ("fused", "elementwise"): "15%",
                        ("fused", "tensor"): "22%", ("fused", "chunk"): "49%"}, r.stdout
     # A freshly swapped model's gates take no chunk whole: the chunk form is the tensor form's, and the factored
-    # form, whose wide columns go per pair beside its factored narrow ones, falls below both (session 28).
-    assert ugi == {("split", "factored"): "17%", ("split", "elementwise"): "16%", ("split", "tensor"): "18%",
-                   ("split", "chunk"): "18%", ("fused", "factored"): "17%", ("fused", "elementwise"): "15%",
-                   ("fused", "tensor"): "18%", ("fused", "chunk"): "18%"}, r.stdout
+    # form, whose wide columns go per pair beside its factored narrow ones, falls below both (session 28). (Before
+    # session 29 skewed the diagonal blocks Pd and Rd, whose per-pair reads met on one bank, and started the wide
+    # columns' per-pair sums where few columns are wide on two of them: split factored 17%, tensor and chunk 18%;
+    # fused factored 17%, tensor and chunk 18%.)
+    assert ugi == {("split", "factored"): "18%", ("split", "elementwise"): "16%", ("split", "tensor"): "19%",
+                   ("split", "chunk"): "19%", ("fused", "factored"): "18%", ("fused", "elementwise"): "15%",
+                   ("fused", "tensor"): "19%", ("fused", "chunk"): "19%"}, r.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -21,7 +21,8 @@ DECAYFW_CTA void round_products_after_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int 
       Cta::load4(t.P + jj * Cfg::ldc_f + c, p);
     } else {
       DECAYFW_UNROLL
-      for (int x = 0; x < kQuad; ++x) p[x] = Dg[(j0 + c + x) * S + jj];  // a column of Dg: the transpose
+      for (int x = 0; x < kQuad; ++x)
+        p[x] = Dg[diagonal_block_offset<S>(j0 + c + x) + jj];  // a column of Dg: the transpose
     }
     Cta::store4(t.Pop + jj * Cfg::ldc_op + c, p);
   });
@@ -53,7 +54,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
                                     bool wide) {
   constexpr int S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
-  const float* p = t.Pd + blk * S;
+  const float* p = t.Pd + diagonal_block_offset<S>(blk);
   const auto at = [&](int r) { return (blk + r) * Cfg::ldd_op + d; };
   // row r's results: dv kept for the gate identity and written, Y ← (Y + y_r) ⊙ dy_r
   const auto finish = [&](int r, float y, float dv) {
@@ -94,7 +95,7 @@ template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool wide) {
   constexpr int S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
-  const float* p = t.Rd + blk * S;
+  const float* p = t.Rd + diagonal_block_offset<S>(blk);
   const auto at = [&](int r) { return (blk + r) * Cfg::ldm_op + m; };
   const auto grad = [&](float* G, int r) -> float& { return G[(blk + r) * Cfg::ldm_f + m]; };
   float B[S], k[S], dq[S], dk[S];

@@ -135,14 +135,15 @@ DECAYFW_CTA void diagonal_blocks_whole(Cta& cta, Tiles<Op, Cfg>& t, const Place&
       }
       e -= int64_t(2) * S * XQ;  // the previous block's pairs above its diagonal: zero
       const int ii = static_cast<int>(e / S), jj = static_cast<int>(e % S);
-      if (jj > ii) Dg[(r - S + ii) * S + jj] = 0.0f;
+      if (jj > ii) Dg[diagonal_block_offset<S>(r - S + ii) + jj] = 0.0f;
     });
-    cta.template gemm_fp32<false, true>(S, S, X, t.Fx, Cfg::ld_fd, t.Fy, Cfg::ld_fd, Dg + r * S, S, false);
+    cta.template gemm_fp32<false, true>(S, S, X, t.Fx, Cfg::ld_fd, t.Fy, Cfg::ld_fd, Dg + diagonal_block_offset<S>(r),
+                                        S, false);
   }
   const int last = (pl.valid_subs() - 1) * S;  // the last block's upper pairs
   cta.for_each(int64_t(S) * S, [&](int64_t e) {
     const int ii = static_cast<int>(e / S), jj = static_cast<int>(e % S);
-    if (jj > ii) Dg[(last + ii) * S + jj] = 0.0f;
+    if (jj > ii) Dg[diagonal_block_offset<S>(last + ii) + jj] = 0.0f;
   });
 }
 
@@ -186,15 +187,19 @@ DECAYFW_CTA void y_of_whole_chunk(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t, 
 template <typename Cta, int kWords, typename Op>
 DECAYFW_CTA float diagonal_sum(const Op* x, const Op* y, int ld, const float* g, int ldg, const uint32_t* wide,
                                const float* narrow, int i, int j) {
-  // Each pair starts at column j/2 mod 32, so that a warp's lanes, on the rows j of one sub-chunk, read the
-  // gates and the operands in different banks where the wide columns are consecutive: rows of the gates are 8
-  // (mod 32) words apart, so from column 0 rows four apart met in every read (2.0 wavefronts a read, by the bank
-  // model, with every column wide); from j/2 they take 1.1 (1.24 at M = 16, whose gate rows are 16 apart), the
-  // best start of the forms a·j, a·(j >> s) + b·(j mod 2^s) tried.
+  // Where each pair's walk over the wide columns starts, so that a warp's lanes (the pairs of a few rows i and
+  // every row j of one sub-chunk) read the gates and operands on few banks: rows of the gates are 8 words (mod 32)
+  // apart, so rows four apart meet where they read one column. With many wide columns (all, in the elementwise
+  // form) a pair starts at the (j/2)-th, the lanes on consecutive columns: 1.1 wavefronts a read by the bank
+  // model, where all from the first took 2.0. With few (a trained model's: a few of a sub-chunk's 64), at the
+  // (j/8)-th, two starts, so that the lanes' reads share addresses: 1.44 a read (swapped model's gates, M = 64),
+  // where the (j/2)-th took 2.03 and the column j/2, the rule for many, 1.90.
   float s = 0.0f;
-  for_each_wide<kWords>(wide, (j >> 1) & 31, [&](int c) {
-    s += Cta::to_f(x[i * ld + c]) * Cta::to_f(y[j * ld + c]) * decay_exp(g[i * ldg + c] - g[j * ldg + c]);
-  });
+  for_each_wide<kWords>(
+      wide, [j](int n) { return n >= 16 ? j >> 1 : j >> 3; },
+      [&](int c) {
+        s += Cta::to_f(x[i * ld + c]) * Cta::to_f(y[j * ld + c]) * decay_exp(g[i * ldg + c] - g[j * ldg + c]);
+      });
   return (narrow ? *narrow : 0.0f) + s;
 }
 
@@ -206,8 +211,8 @@ DECAYFW_CTA float diagonal_sum(const Op* x, const Op* y, int ld, const float* g,
 // are computed too (their factors can exceed 1: even inf there is harmless) and overwritten with zeros.
 template <int X, typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void factored_products(Cta& cta, Tiles<Op, Cfg>& t, int r, float* Dg) {
-  cta.template gemm_fp32<false, true>(Cfg::S, Cfg::S, X, t.Fx, Cfg::ld_fd, t.Fy, Cfg::ld_fd, Dg + r * Cfg::S, Cfg::S,
-                                      false);
+  cta.template gemm_fp32<false, true>(Cfg::S, Cfg::S, X, t.Fx, Cfg::ld_fd, t.Fy, Cfg::ld_fd,
+                                      Dg + diagonal_block_offset<Cfg::S>(r), Cfg::S, false);
 }
 
 // A sub-chunk's products against every earlier row and its own (n = r + S columns, the last S its
@@ -232,7 +237,7 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
       if (kept) e -= before;
       const int q = kept ? SQ : rq, ii = static_cast<int>(e / q), j = static_cast<int>(e % q) * kQuad;
       float p[kQuad];
-      Cta::load4(kept ? Dg + (r + ii) * S + j : t.P + ii * Cfg::ldc_f + j, p);
+      Cta::load4(kept ? Dg + diagonal_block_offset<S>(r + ii) + j : t.P + ii * Cfg::ldc_f + j, p);
       Cta::store4(t.Pop + ii * Cfg::ldc_op + (kept ? r + j : j), p);
       return;
     }
@@ -244,13 +249,13 @@ DECAYFW_CTA void round_products_with_diagonal(Cta& cta, Tiles<Op, Cfg>& t, int r
       ii = b <= a ? a : S - 1 - a;
       jj = b <= a ? b : b - a - 1;
       p = t.tensor_diagonal() ? t.P[ii * Cfg::ldc_f + r + jj] + diagonal(r + ii, r + jj) : diagonal(r + ii, r + jj);
-      Dg[(r + ii) * S + jj] = p;
+      Dg[diagonal_block_offset<S>(r + ii) + jj] = p;
     } else {
       e -= kPairs;
       ii = static_cast<int>(e / S), jj = static_cast<int>(e % S);
       if (jj <= ii) return;  // a pair, above
       p = 0.0f;
-      Dg[(r + ii) * S + jj] = p;
+      Dg[diagonal_block_offset<S>(r + ii) + jj] = p;
     }
     if (t.tensor_diagonal()) t.Pop[ii * Cfg::ldc_op + r + jj] = Cta::template from_f<Op>(p);  // else not multiplied
   });
@@ -319,7 +324,8 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
     if (pd_factored) factored_products<M>(cta, t, r, t.Pd);
     round_products_with_diagonal(cta, t, r, t.Pd, key_side, [&](int i, int j) {
       return diagonal_sum<Cta, Cfg::key_words>(t.Qr, t.Kr, Cfg::ldm_op, t.Bc, Cfg::ldg_m, key_wide,
-                                               pd_factored ? t.Pd + i * S + (j - r) : nullptr, i, j);
+                                               pd_factored ? t.Pd + diagonal_block_offset<S>(i) + (j - r) : nullptr, i,
+                                               j);
     });
     // y's decays, on the product in registers (when there is one).
     if (cols > 0)
@@ -357,7 +363,8 @@ DECAYFW_CTA void intra_chunk_causal(Cta& cta, const Place& pl, Tiles<Op, Cfg>& t
     if (rd_factored) factored_products<R>(cta, t, r, t.Rd);
     round_products_with_diagonal(cta, t, r, t.Rd, true, [&](int i, int j) {
       return diagonal_sum<Cta, Cfg::row_words>(t.Gr, t.Vr, Cfg::ldd_op, t.Ac, Cfg::ldg_r, row_wide,
-                                               rd_factored ? t.Rd + i * S + (j - r) : nullptr, i, j);
+                                               rd_factored ? t.Rd + diagonal_block_offset<S>(i) + (j - r) : nullptr, i,
+                                               j);
     });
     if (cols == 0) continue;
     cta.template gemm_apply<false, false>(S, M, cols, t.Pop, Cfg::ldc_op, t.Xb, Cfg::ldm_op,
@@ -473,7 +480,7 @@ DECAYFW_CTA void y_diagonal_terms(const Tiles<Op, Cfg>& t, int blk, int d, bool 
     v[r] = Cta::to_f(t.Vr[(blk + r) * Cfg::ldd_op + d]);
     y[r] = 0.0f;
   }
-  const float* p = t.Pd + blk * S;
+  const float* p = t.Pd + diagonal_block_offset<S>(blk);
   if (wide) {
     for_each_pair_decay(A, [&](int r, int c, float decay) { y[r] += p[r * S + c] * v[c] * decay; });
     return;

@@ -126,18 +126,23 @@ DECAYFW_CTA uint32_t wide_quad(const uint32_t* words, int col) {
   return (words[col >> 5] >> (col & 31)) & 0xfu;
 }
 
-// f(col) for every wide column of one sub-chunk's words: those from column `first` (< 32) on, ascending, then
-// the ones before it (the same for every thread with the same `first`).
-template <int kWords, typename F>
-DECAYFW_CTA void for_each_wide(const uint32_t* words, int first, F&& f) {
-  const uint32_t before = (1u << first) - 1u;  // columns of word 0 below first
+// f(col) for every wide column of one sub-chunk's words, ascending from the first(n)-th of its n wide columns
+// (mod n), then the ones before it: the same order for every thread whose first(n) is the same.
+template <int kWords, typename First, typename F>
+DECAYFW_CTA void for_each_wide(const uint32_t* words, First&& first, F&& f) {
+  uint32_t bits[kWords];
+  int n = 0;
+  DECAYFW_UNROLL
+  for (int w = 0; w < kWords; ++w) n += cta::bit_count(bits[w] = words[w]);
+  if (n == 0) return;
+  const int skip = first(n) % n;
   DECAYFW_UNROLL
   for (int pass = 0; pass < 2; ++pass) {
+    int k = 0;  // the column's place among the wide ones
     DECAYFW_UNROLL
-    for (int w = 0; w < kWords; ++w) {
-      uint32_t bits = w == 0 ? words[0] & (pass == 0 ? ~before : before) : pass == 0 ? words[w] : 0u;
-      for (; bits != 0; bits &= bits - 1) f(32 * w + cta::lowest_set_bit(bits));
-    }
+    for (int w = 0; w < kWords; ++w)
+      for (uint32_t b = bits[w]; b != 0; b &= b - 1, ++k)
+        if ((k >= skip) == (pass == 0)) f(32 * w + cta::lowest_set_bit(b));
   }
 }
 

@@ -398,7 +398,7 @@ struct Tiles {
   float* P = nullptr;                  // S×C fp32 products of a sub-chunk's rows with the chunk's
   Op* Pop = nullptr;                   // the same rounded to the operand type
   Op *Sop = nullptr, *dSop = nullptr;  // R×M state and state gradient rounded to the operand type
-  float *Pd = nullptr, *Rd = nullptr;  // C×S fp32 diagonal blocks: q·k and dy·v with their decays
+  float *Pd = nullptr, *Rd = nullptr;  // C×S fp32 diagonal blocks (diagonal_block_offset): q·k, dy·v with decays
   float* Y = nullptr;                  // C×R fp32 outputs
   // Per sub-chunk, one bit per key column (key_words words) and per row of the tile (row_words): set
   // where that column's log gates span too much for the diagonal block's tensor-core products
@@ -438,6 +438,18 @@ struct Tiles {
   bool chained = false;     // whole_chunk_y chains its products (ChunkArgs::chain_products, 16-bit operands)
   DECAYFW_HD bool factored() const { return diagonal == DiagonalForm::Factored; }
 };
+
+// Where row i of a diagonal-block tile (Pd, Rd: C×S fp32, sub-chunk I's S×S block in rows I·S .. I·S + S − 1)
+// starts. Each block starts kDiagonalSkew floats after the previous one ends: the wide columns' per-pair sums
+// (paired_diagonal_sums, y_diagonal_terms) have a warp's lanes on several sub-chunks read the same (r, c) of
+// their blocks at once, and blocks S·S = 256 floats apart put all of those on one bank (3.1 and 4.0
+// wavefronts a read with a swapped model's gates); 8 floats apart they take banks 8·I, and every block stays
+// 32-byte aligned for the wmma stores into it.
+constexpr int kDiagonalSkew = 8;
+template <int S>
+DECAYFW_HD constexpr int diagonal_block_offset(int i) {
+  return i * S + (i / S) * kDiagonalSkew;
+}
 
 // Shared-memory carve of one chunk's tiles, for the program that uses them:
 //   Output: output_pass, which walks the row tiles of a chunk inside the CTA;
@@ -495,8 +507,8 @@ struct ChunkSmem {
     t.Fy = r1.take<float>(size_t(S) * Cfg::ld_fd);
     t.Sop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
     if (grad) t.dSop = r2.take<Op>(size_t(R) * Cfg::ldm_op);
-    t.Pd = ar.take<float>(size_t(C) * S);
-    if (grad) t.Rd = ar.take<float>(size_t(C) * S);
+    t.Pd = ar.take<float>(diagonal_block_offset<S>(C));
+    if (grad) t.Rd = ar.take<float>(diagonal_block_offset<S>(C));
     t.key_wide = ar.take<uint32_t>(size_t(Cfg::NS) * Cfg::key_words + 2);  // and the chunk form's two words
     t.chunk_wide = t.key_wide + Cfg::NS * Cfg::key_words;
     t.row_wide = ar.take<uint32_t>(size_t(Cfg::NS) * Cfg::row_words);
