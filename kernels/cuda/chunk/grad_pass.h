@@ -51,7 +51,7 @@ DECAYFW_CTA void paired_diagonal_sums(const float (&x)[S], const float* p, const
 // its form: Y ← y ⊙ dy for the row gates, and dv out.
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSmem<Op, Cfg>& sm, int blk, int d,
-                                    bool wide) {
+                                    bool wide, bool keep = true) {
   constexpr int S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
   const float* p = t.Pd + diagonal_block_offset<S>(blk);
@@ -75,6 +75,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
     DECAYFW_UNROLL
     for (int r = 0; r < S; ++r) g[r] = Cta::to_f(t.Gr[at(r)]);
     factored_diagonal_sums<Cta>(A, p, u, g, y, dv);
+    if (!keep) return;
     DECAYFW_UNROLL
     for (int r = 0; r < S; ++r) finish(r, y[r], sm.DV[(blk + r) * Cfg::ldd_f + d] + dv[r]);
     return;
@@ -92,7 +93,7 @@ DECAYFW_CTA void diagonal_row_terms(const ChunkArgs& a, const Place& pl, ChunkSm
 }
 
 template <typename Cta, typename Op, typename Cfg>
-DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool wide) {
+DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool wide, bool keep = true) {
   constexpr int S = Cfg::S;
   Tiles<Op, Cfg>& t = sm.t;
   const float* p = t.Rd + diagonal_block_offset<S>(blk);
@@ -109,6 +110,7 @@ DECAYFW_CTA void diagonal_key_terms(ChunkSmem<Op, Cfg>& sm, int blk, int m, bool
     DECAYFW_UNROLL
     for (int r = 0; r < S; ++r) q[r] = Cta::to_f(t.Qr[at(r)]);
     factored_diagonal_sums<Cta>(B, p, k, q, dq, dk);
+    if (!keep) return;
     DECAYFW_UNROLL
     for (int r = 0; r < S; ++r) {
       grad(sm.DQ, r) += dq[r];
@@ -491,9 +493,13 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
 
   // The diagonal terms off the tensor cores, in fp32 (from Pd and Rd): the wide columns' per pair, the
   // narrow ones' factored in the factored form (a whole chunk's too); and dv written, y ⊙ dy kept in Y for the
-  // row-gate identity. Not in the chunk form's whole chunks, which have none. One index per wide (sub-chunk,
-  // row) (WideList), one per (sub-chunk, row) that is not wide, one per wide (sub-chunk, key column), and in
-  // the factored form one per (sub-chunk, key column) that is not wide.
+  // row-gate identity. Not in the chunk form's whole chunks, which have none. One index per (sub-chunk, row),
+  // for the ones that are not wide; in the factored form one per (sub-chunk, key column), likewise; then one per
+  // wide (sub-chunk, row) and one per wide (sub-chunk, key column) (WideList). In the factored form a wide
+  // column's index among the narrow ones runs their factored sums too and keeps nothing: its warp's lanes then all
+  // read the same quads of Pd or Rd, which pairs the 16-byte reads (2 wavefronts each by the bank model, where
+  // lanes left out took 3.5–3.7 with a swapped model's gates); the narrow ranges come first so that their warps
+  // start on a sub-chunk.
   // Only the sub-chunks with a valid row (as store_y): a partial last chunk's later blocks have no Pd or Rd (their
   // products are skipped), and nothing reads their rows.
   const bool terms = !whole || t.factored();
@@ -502,26 +508,26 @@ DECAYFW_CTA void grad_rows(Cta& cta, const ChunkArgs& a, const Place& pl, ChunkS
   const WideList<Cfg::key_words> wide_keys(t.key_wide, blocks);
   const int64_t rows = int64_t(blocks) * R, narrow_keys = t.factored() ? int64_t(blocks) * M : 0;
   if (terms)
-    cta.for_each(wide_rows.size + rows + wide_keys.size + narrow_keys, [&](int64_t e) {
+    cta.for_each(rows + narrow_keys + wide_rows.size + wide_keys.size, [&](int64_t e) {
       int I, col;
+      if (e < rows) {
+        I = static_cast<int>(e / R), col = static_cast<int>(e % R);
+        const bool listed = is_wide(t.row_wide + I * Cfg::row_words, col);  // an entry of wide_rows
+        if (!listed || t.factored()) diagonal_row_terms<Cta>(a, pl, sm, I * S, col, false, !listed);
+        return;
+      }
+      e -= rows;
+      if (e < narrow_keys) {
+        I = static_cast<int>(e / M), col = static_cast<int>(e % M);
+        return diagonal_key_terms<Cta>(sm, I * S, col, false, !is_wide(t.key_wide + I * Cfg::key_words, col));
+      }
+      e -= narrow_keys;
       if (e < wide_rows.size) {
         wide_rows.at(e, I, col);
         return diagonal_row_terms<Cta>(a, pl, sm, I * S, col, true);
       }
-      e -= wide_rows.size;
-      if (e < rows) {
-        I = static_cast<int>(e / R), col = static_cast<int>(e % R);
-        if (!is_wide(t.row_wide + I * Cfg::row_words, col)) diagonal_row_terms<Cta>(a, pl, sm, I * S, col, false);
-        return;
-      }
-      e -= rows;
-      if (e < wide_keys.size) {
-        wide_keys.at(e, I, col);
-        return diagonal_key_terms<Cta>(sm, I * S, col, true);
-      }
-      e -= wide_keys.size;
-      I = static_cast<int>(e / M), col = static_cast<int>(e % M);
-      if (!is_wide(t.key_wide + I * Cfg::key_words, col)) diagonal_key_terms<Cta>(sm, I * S, col, false);
+      wide_keys.at(e - wide_rows.size, I, col);
+      diagonal_key_terms<Cta>(sm, I * S, col, true);
     });
 
   // Row gates: reverse cumulative sums of y ⊙ dy − v ⊙ dv inside the chunk on top of the boundary term,

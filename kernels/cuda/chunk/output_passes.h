@@ -8,30 +8,32 @@
 namespace decayfw::chunk {
 
 // y of the chunk's valid rows out: Y (everything but the diagonal terms off the tensor cores) plus those.
-// One function for output_pass and forward_pass, so both compile the same arithmetic. One index per wide
-// (sub-chunk, row d) first (WideList), then one per (sub-chunk, row d) that is not wide (its factored
-// terms in the factored form).
+// One function for output_pass and forward_pass, so both compile the same arithmetic. One index per (sub-chunk,
+// row d) first, for the ones that are not wide (their factored terms in the factored form), then one per wide one
+// (WideList). In the factored form a wide row's index among the others runs the factored sums with its warp and
+// writes nothing, so that the warp's 16-byte reads of Pd are all on one address (as grad_pass's diagonal terms).
 template <typename Cta, typename Op, typename Cfg>
 DECAYFW_CTA void store_y(Cta& cta, const ChunkArgs& a, const Place& pl, const Tiles<Op, Cfg>& t) {
   constexpr int R = Cfg::R, S = Cfg::S;
   const int blocks = pl.valid_subs();
   const WideList<Cfg::row_words> wide(t.row_wide, blocks);
-  cta.for_each(wide.size + int64_t(blocks) * R, [&](int64_t e) {
+  const int64_t rows = int64_t(blocks) * R;
+  cta.for_each(rows + wide.size, [&](int64_t e) {
     int sub, d;
     float y[S];
-    if (e < wide.size) {
-      wide.at(e, sub, d);
-      y_diagonal_terms<Cta>(t, sub * S, d, true, y);
-    } else {
-      e -= wide.size;
+    if (e < rows) {
       sub = static_cast<int>(e / R), d = static_cast<int>(e % R);
-      if (is_wide(t.row_wide + sub * Cfg::row_words, d)) return;  // an entry of the list above
+      const bool listed = is_wide(t.row_wide + sub * Cfg::row_words, d);  // an entry of the list
       if (t.factored()) {
         y_diagonal_terms<Cta>(t, sub * S, d, false, y);
       } else {  // the tensor form: in the products already
         DECAYFW_UNROLL
         for (int r = 0; r < S; ++r) y[r] = 0.0f;
       }
+      if (listed) return;
+    } else {
+      wide.at(e - rows, sub, d);
+      y_diagonal_terms<Cta>(t, sub * S, d, true, y);
     }
     const int blk = sub * S;
     DECAYFW_UNROLL
