@@ -10,6 +10,7 @@
 //                    [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top 20] [--gate-mean 2]
 //                    [--gates normal|ugi]       # ugi: a freshly swapped model's gates (Uniform Gate Initialization)
 //                    [--grad-phases four|one]   # grad_pass's chunk-form chains in four phases (default) or one
+//                    [--by-phase]               # also each kernel's wavefronts by phase: where the volume is
 //   smem_bank_report --python --m 64 --d 128 --diagonal factored    # a line of bench_gpu.py's SMEM_WAVEFRONTS
 //   smem_bank_report --python-mufu --m 64 --d 128 --diagonal factored  # ... of its MUFU_OPS
 #include <dlfcn.h>
@@ -38,6 +39,7 @@ namespace cta = decayfw::cta;
 struct Options {
   std::string dtype = "bf16", diagonal = "factored", forward = "split", grad_phases = "four";
   int m = 64, d = 128, t = 256, top = 20;
+  bool by_phase = false;   // the table of each kernel's wavefronts by phase (the for_each's or gemm's caller)
   double gate_mean = 2.0;  // gate logits N(mean, 1): 2 leaves no wide column; below about -2.5 most are wide
   // "normal": N(gate_mean, 1); "ugi": a freshly swapped model's (RandomSequence::use_uniform_gate_init)
   std::string gates = "normal";
@@ -50,10 +52,12 @@ struct Options {
       stderr,
       "smem_bank_report: %s\nusage: smem_bank_report [--dtype bf16|fp16|fp32] [--m 16|32|64|128] [--d N·64] "
       "[--t N] [--diagonal factored|elementwise|tensor|chunk] [--forward split|fused] [--top N] [--gate-mean X] "
-      "[--gates normal|ugi] [--grad-phases four|one] [--python | --python-mufu]\n"
+      "[--gates normal|ugi] [--grad-phases four|one] [--by-phase] [--python | --python-mufu]\n"
       "--gates ugi: each channel's logits its Uniform Gate Initialization bias + N(0, 1), as a freshly swapped model's "
       "(fast channels: wide sub-chunks, no chunk whole); normal (default): N(--gate-mean, 1)\n"
       "--grad-phases one: grad_pass's chunk-form chains in one phase (cuda::ChunkTuning::grad_one_phase)\n"
+      "--by-phase: also each kernel's wavefronts per chunk by phase (the caller of the for_each or gemm), against "
+      "their conflict-free count\n"
       "--python: wavefronts per chunk (and row tile) of every kernel, both forward forms, as a line of bench_gpu.py's "
       "SMEM_WAVEFRONTS\n"
       "--python-mufu: the same for the special-function (MUFU) operations, a line of bench_gpu.py's MUFU_OPS\n",
@@ -76,6 +80,10 @@ Options parse(int argc, char** argv) {
     if (a == "--help" || a == "-h") usage("counts the chunk programs' shared-memory bank conflicts on the CPU");
     if (a == "--python" || a == "--python-mufu") {
       o.python = a == "--python" ? "wavefronts" : "mufu";
+      continue;
+    }
+    if (a == "--by-phase") {
+      o.by_phase = true;
       continue;
     }
     if (i + 1 >= argc) usage(a + " needs a value");
@@ -206,6 +214,43 @@ void print_races(const cta::SmemTrace& trace) {
                 static_cast<long long>(r.offset), r.what.c_str());
 }
 
+// What the counts of a kernel are divided by for "per chunk": grad_pass and output_pass walk a chunk's row tiles in
+// one CTA, so their runs are the chunks; the scans and forward_pass take one tile each, so theirs are per chunk and
+// row tile.
+double runs_per_chunk(const Options& o, int C, const std::string& kernel) {
+  const double chunks = double((o.t + C - 1) / C), tiles = double(o.d / chunk::kRows);
+  return kernel == "grad_pass" || kernel == "output_pass" ? chunks : chunks * tiles;
+}
+
+// Each kernel's wavefronts by phase (the caller of the for_each or gemm, its lines together), per chunk, beside their
+// conflict-free count: a phase near it loses little to bank conflicts, and only less volume (fewer or wider
+// accesses) makes it cheaper.
+void print_phases(const Options& o, int C, const cta::SmemTrace& trace) {
+  std::map<std::string, std::map<std::string, cta::SmemTrace::Cost>> kernels;  // kernel -> phase -> cost
+  for (const auto& [key, c] : trace.costs()) {
+    std::string phase = cta::site_name(key.phase);
+    if (key.phase.line) phase.erase(phase.rfind(':'));
+    kernels[key.kernel][phase].add(c);
+    kernels[key.kernel][""].add(c);  // the kernel's total
+  }
+  std::printf(
+      "\nWavefronts by phase, per chunk as above (phase: the caller of the for_each or gemm, all its lines; "
+      "conflicts: wavefronts ÷ conflict-free)\n\n"
+      "| kernel | phase | wavefronts | share of the kernel | conflict-free | conflicts |\n|---|---|---|---|---|---|\n");
+  for (const auto& [name, phases] : kernels) {
+    const double per = runs_per_chunk(o, C, name);
+    const int64_t total = phases.at("").wavefronts;
+    std::vector<std::pair<std::string, cta::SmemTrace::Cost>> rows;
+    for (const auto& [phase, c] : phases)
+      if (!phase.empty()) rows.emplace_back(phase, c);
+    std::stable_sort(rows.begin(), rows.end(),
+                     [](const auto& x, const auto& y) { return x.second.wavefronts > y.second.wavefronts; });
+    for (const auto& [phase, c] : rows)
+      std::printf("| %s | %s | %.0f | %.1f%% | %.0f | %.3f |\n", name.c_str(), phase.c_str(), c.wavefronts / per,
+                  100.0 * ratio(c.wavefronts, total), c.phases / per, ratio(c.wavefronts, c.phases));
+  }
+}
+
 void report(const Options& o, int C, const cta::SmemTrace& trace) {
   const int64_t chunks = (o.t + C - 1) / C;
   char mean[32];
@@ -230,16 +275,13 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
     kernels[key.kernel][key.access.kind].add(c);
     kernels[key.kernel]["all"].add(c);
   }
-  const int64_t tiles = o.d / chunk::kRows;
   std::printf("| kernel | instructions | wavefronts | conflict-free | fewest |");
   for (const char* k : cta::kAccessKinds) std::printf(" %s wavefronts |", k);
   std::printf(" bank conflicts (wavefronts ÷ conflict-free) | MUFU operations |\n|---|---|---|---|---|");
   for (size_t i = 0; i < std::size(cta::kAccessKinds); ++i) std::printf("---|");
   std::printf("---|---|\n");
   for (const auto& [name, by_kind] : kernels) {
-    // grad_pass and output_pass walk a chunk's row tiles in one CTA; the scans and forward_pass take one tile each
-    const bool per_tile = name == "state_pass" || name == "dstate_pass" || name == "forward_pass";
-    const double per = double(chunks * (per_tile ? tiles : 1));
+    const double per = runs_per_chunk(o, C, name);
     const cta::SmemTrace::Cost& c = by_kind.at("all");
     std::printf("| %s | %.0f | %.0f | %.0f | %.0f |", name.c_str(), c.instructions / per, c.wavefronts / per,
                 c.phases / per, c.ideal / per);
@@ -252,6 +294,7 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
                 mufu == trace.special_functions().end() ? 0.0 : double(mufu->second) / per);
   }
   print_races(trace);
+  if (o.by_phase) print_phases(o, C, trace);
   std::vector<std::pair<cta::SmemTrace::Key, cta::SmemTrace::Cost>> rows(trace.costs().begin(), trace.costs().end());
   std::stable_sort(rows.begin(), rows.end(),
                    [&](const auto& x, const auto& y) { return x.second.wavefronts > y.second.wavefronts; });
@@ -274,14 +317,13 @@ void report(const Options& o, int C, const cta::SmemTrace& trace) {
 // Wavefronts (summed over the kinds of access) or MUFU operations of each kernel per chunk (grad_pass,
 // output_pass: a CTA each) or per chunk and row tile (the others, whose CTAs walk the chunks of a row tile).
 std::map<std::string, double> per_chunk(const Options& o, int C, const cta::SmemTrace& trace) {
-  const double chunks = double((o.t + C - 1) / C), tiles = double(o.d / chunk::kRows);
   std::map<std::string, double> w;
   if (o.python == "mufu") {
     for (const auto& [kernel, n] : trace.special_functions()) w[kernel] = double(n);
   } else {
     for (const auto& [key, c] : trace.costs()) w[key.kernel] += double(c.wavefronts);
   }
-  for (auto& [name, v] : w) v /= (name == "grad_pass" || name == "output_pass") ? chunks : chunks * tiles;
+  for (auto& [name, v] : w) v /= runs_per_chunk(o, C, name);
   return w;
 }
 

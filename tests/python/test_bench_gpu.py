@@ -240,3 +240,37 @@ def test_counted_tables_are_what_the_programs_do_now(M, D, diagonal, flag, table
     key, counts = eval("{" + out.strip().rstrip(",") + "}").popitem()  # one dict entry, as the table has it
     assert key == (M, D, diagonal)
     assert counts == getattr(bench_gpu, table + ("_UGI" if gates == "ugi" else ""))[key]
+
+
+def _markdown_rows(text: str, header_start: str):
+    """The rows (lists of cells) of the markdown table whose header starts with header_start."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+@pytest.mark.skipif(not os.access(REPORT, os.X_OK), reason="build/benchmarks/smem_bank_report is not built")
+def test_the_phase_table_splits_each_kernels_wavefronts():
+    """--by-phase splits every kernel's wavefronts and conflict-free count over its phases: the parts add up to the
+    kernel table's totals (within the per-row rounding), the shares to 100%, and the phases are named functions."""
+    out = subprocess.run([REPORT, "--m", "32", "--d", "64", "--t", "80", "--gates", "ugi", "--top", "0",
+                          "--by-phase"], capture_output=True, text=True, check=True).stdout
+    totals = {row[0]: (float(row[2]), float(row[3])) for row in _markdown_rows(out, "| kernel | instructions |")}
+    phases = _markdown_rows(out, "| kernel | phase |")
+    assert set(totals) == {row[0] for row in phases} == {"state_pass", "output_pass", "dstate_pass", "grad_pass"}
+    for kernel, (wavefronts, conflict_free) in totals.items():
+        rows = [row for row in phases if row[0] == kernel]
+        assert len({row[1] for row in rows}) == len(rows) > 1
+        assert all(row[1] and ":" not in row[1] for row in rows)  # one row a phase, its lines together
+        assert abs(sum(float(row[2]) for row in rows) - wavefronts) <= len(rows)
+        assert abs(sum(float(row[4]) for row in rows) - conflict_free) <= len(rows)
+        assert abs(sum(float(row[3].rstrip("%")) for row in rows) - 100.0) <= 0.1 * len(rows)
+        shown = [float(row[2]) for row in rows]
+        assert shown == sorted(shown, reverse=True)
+    grad = {row[1]: row for row in phases if row[0] == "grad_pass"}
+    assert float(grad["grad_rows"][5]) >= 1.0
