@@ -227,12 +227,10 @@ double runs_per_chunk(const Options& o, int C, const std::string& kernel) {
 // accesses) makes it cheaper.
 void print_phases(const Options& o, int C, const cta::SmemTrace& trace) {
   std::map<std::string, std::map<std::string, cta::SmemTrace::Cost>> kernels;  // kernel -> phase -> cost
-  std::map<std::string, int64_t> totals;                                       // kernel -> wavefronts
   for (const auto& [key, c] : trace.costs()) {
     std::string phase = cta::site_name(key.phase);
     if (key.phase.line) phase.erase(phase.rfind(':'));
     kernels[key.kernel][phase.empty() ? "(no phase)" : phase].add(c);
-    totals[key.kernel] += c.wavefronts;
   }
   std::printf(
       "\nWavefronts by phase, per chunk as above (phase: the caller of the for_each or gemm, all its lines; "
@@ -240,8 +238,9 @@ void print_phases(const Options& o, int C, const cta::SmemTrace& trace) {
       "| kernel | phase | wavefronts | share of the kernel | conflict-free | conflicts |\n|---|---|---|---|---|---|\n");
   for (const auto& [name, phases] : kernels) {
     const double per = runs_per_chunk(o, C, name);
-    const int64_t total = totals.at(name);
     std::vector<std::pair<std::string, cta::SmemTrace::Cost>> rows(phases.begin(), phases.end());
+    int64_t total = 0;
+    for (const auto& [phase, c] : rows) total += c.wavefronts;
     std::stable_sort(rows.begin(), rows.end(),
                      [](const auto& x, const auto& y) { return x.second.wavefronts > y.second.wavefronts; });
     for (const auto& [phase, c] : rows)
